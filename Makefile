@@ -1,0 +1,51 @@
+# Bunker: the two set-up commands are `make demo` and `make test` (see README.md).
+JOBS      ?= $(shell nproc)
+BUILD     ?= build/release
+ASAN      ?= build/asan
+WERROR    ?= $(if $(CI),ON,OFF)
+CMAKE_GEN := $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
+
+.PHONY: all deps build build-asan demo test test-release test-asan bench vectors fuzz clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DBUNKER_WERROR=$(WERROR) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	@cmake -S . -B $(ASAN) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DBUNKER_SANITIZE=ON \
+	  -DBUNKER_WERROR=$(WERROR) >/dev/null
+	@cmake --build $(ASAN) -j $(JOBS)
+
+demo: build
+	@bash scripts/demo.sh $(BUILD)
+
+test-release: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-asan: build-asan
+	@cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+
+test: test-release test-asan
+
+bench: build
+	@bash bench/seal_open.sh $(BUILD)
+
+# Regenerates spec/vectors/ (commit the result; tests check the committed vectors).
+vectors: build
+	@$(BUILD)/tests/make_vectors spec/vectors
+
+# libFuzzer targets with clang; run e.g. build/fuzz/tests/capsule_reader_fuzz -max_total_time=60
+fuzz: deps
+	@cmake -S . -B build/fuzz $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DBUNKER_FUZZ=ON -DBUNKER_TESTS=OFF >/dev/null
+	@cmake --build build/fuzz -j $(JOBS) --target capsule_reader_fuzz archive_reader_fuzz
+	@echo "fuzzers: build/fuzz/tests/capsule_reader_fuzz build/fuzz/tests/archive_reader_fuzz"
+
+clean:
+	rm -rf build

@@ -1,0 +1,332 @@
+#include "capsule/archive_builder.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <ftw.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <memory>
+#include <unordered_set>
+
+#include "absl/strings/str_cat.h"
+#include "capsule/file_index.h"
+#include "capsule/paths.h"
+
+namespace bunker::capsule {
+namespace {
+
+struct ArchiveDeleter {
+  void operator()(struct archive* a) const { archive_free(a); }
+};
+using ArchivePtr = std::unique_ptr<struct archive, ArchiveDeleter>;
+struct EntryDeleter {
+  void operator()(struct archive_entry* e) const { archive_entry_free(e); }
+};
+using EntryPtr = std::unique_ptr<struct archive_entry, EntryDeleter>;
+struct FileCloser {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+
+std::string ArchiveError(struct archive* a) {
+  const char* msg = archive_error_string(a);
+  return msg != nullptr ? msg : "unknown libarchive error";
+}
+
+// Feeds libarchive's output into the capsule writer, counting payload offsets exactly (the
+// archive is written unbuffered, so the count after a header is where the data starts).
+struct Sink {
+  CapsuleWriter* writer;
+  absl::Status status;
+};
+
+la_ssize_t WriteCallback(struct archive*, void* client, const void* buf, size_t n) {
+  auto* sink = static_cast<Sink*>(client);
+  absl::Status s = sink->writer->Append(absl::MakeConstSpan(static_cast<const uint8_t*>(buf), n));
+  if (!s.ok()) {
+    sink->status = s;
+    return -1;
+  }
+  return static_cast<la_ssize_t>(n);
+}
+
+class Builder {
+ public:
+  explicit Builder(CapsuleWriter* writer) : sink_{writer, absl::OkStatus()} {}
+
+  absl::Status Open() {
+    out_.reset(archive_write_new());
+    index_.reset(std::tmpfile());
+    if (!out_ || !index_) return absl::UnavailableError("cannot start the archive writer");
+    if (archive_write_set_format_pax_restricted(out_.get()) != ARCHIVE_OK ||
+        archive_write_set_bytes_per_block(out_.get(), 0) != ARCHIVE_OK ||
+        archive_write_set_bytes_in_last_block(out_.get(), 1) != ARCHIVE_OK ||
+        archive_write_open2(out_.get(), &sink_, nullptr, WriteCallback, nullptr, nullptr) !=
+            ARCHIVE_OK) {
+      return absl::InternalError(absl::StrCat("archive writer: ", ArchiveError(out_.get())));
+    }
+    return absl::OkStatus();
+  }
+
+  // Adds one entry whose metadata is in `entry` (pathname already normalized). For regular
+  // files, `read` fills a buffer and returns bytes read (0 at end, <0 on error).
+  template <typename ReadFn>
+  absl::Status Add(struct archive_entry* entry, const std::string& path, ReadFn read) {
+    FileEntry fe;
+    fe.path = path;
+    fe.mode = archive_entry_perm(entry) & 0777;
+    fe.mtime = archive_entry_mtime(entry);
+    archive_entry_set_pathname(entry, path.c_str());
+    archive_entry_set_perm(entry, fe.mode);
+    archive_entry_set_uid(entry, 0);
+    archive_entry_set_gid(entry, 0);
+    archive_entry_set_uname(entry, nullptr);
+    archive_entry_set_gname(entry, nullptr);
+    archive_entry_sparse_clear(entry);
+    archive_entry_xattr_clear(entry);
+    archive_entry_acl_clear(entry);
+    archive_entry_set_fflags(entry, 0, 0);
+
+    const char* hardlink = archive_entry_hardlink(entry);
+    const mode_t type = archive_entry_filetype(entry);
+    if (hardlink != nullptr) {
+      absl::StatusOr<std::string> target = NormalizeEntryPath(hardlink);
+      if (!target.ok()) return target.status();
+      if (regular_files_.count(*target) == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "hard link ", QuotePath(path), " points to ", QuotePath(*target),
+            ", which is not an earlier regular file in the archive"));
+      }
+      archive_entry_set_hardlink(entry, target->c_str());
+      archive_entry_set_size(entry, 0);
+      fe.type = FileEntry::Type::kHardlink;
+      fe.link_target = *target;
+      ++stats_.hardlinks;
+    } else if (type == AE_IFREG) {
+      fe.type = FileEntry::Type::kFile;
+      fe.size = static_cast<uint64_t>(archive_entry_size(entry));
+      ++stats_.files;
+    } else if (type == AE_IFDIR) {
+      fe.type = FileEntry::Type::kDirectory;
+      archive_entry_set_size(entry, 0);
+      ++stats_.directories;
+    } else if (type == AE_IFLNK) {
+      const char* target = archive_entry_symlink(entry);
+      fe.type = FileEntry::Type::kSymlink;
+      fe.link_target = target != nullptr ? target : "";
+      archive_entry_set_size(entry, 0);
+      ++stats_.symlinks;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unsupported file type at ", QuotePath(path),
+                       " (only files, directories and symlinks can be sealed)"));
+    }
+
+    if (archive_write_header(out_.get(), entry) < ARCHIVE_WARN) return WriteError(path);
+    if (fe.type == FileEntry::Type::kFile) {
+      fe.offset = sink_.writer->payload_size();
+      crypto::Sha256 hash;
+      uint64_t total = 0;
+      std::vector<uint8_t>& buf = buffer_;
+      buf.resize(1 << 20);
+      while (true) {
+        const la_ssize_t n = read(buf.data(), buf.size());
+        if (n < 0) return read_status_;
+        if (n == 0) break;
+        total += static_cast<uint64_t>(n);
+        if (total > fe.size) break;
+        hash.Update(absl::MakeConstSpan(buf.data(), static_cast<size_t>(n)));
+        if (archive_write_data(out_.get(), buf.data(), static_cast<size_t>(n)) < 0) {
+          return WriteError(path);
+        }
+      }
+      if (total != fe.size) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(QuotePath(path), " changed size while it was being sealed"));
+      }
+      fe.sha256 = hash.Finish();
+      stats_.content_bytes += total;
+      regular_files_.insert(path);
+    }
+    if (archive_write_finish_entry(out_.get()) < ARCHIVE_WARN) return WriteError(path);
+    const std::vector<uint8_t> record = EncodeIndexRecord(fe);
+    if (std::fwrite(record.data(), 1, record.size(), index_.get()) != record.size()) {
+      return absl::UnavailableError("cannot write the temporary file index");
+    }
+    return absl::OkStatus();
+  }
+
+  // Closes the archive and appends the index to the payload.
+  absl::StatusOr<BuildStats> Finish() {
+    if (archive_write_close(out_.get()) != ARCHIVE_OK) return WriteError("end of archive");
+    CapsuleWriter* writer = sink_.writer;
+    writer->MarkArchiveEnd();
+    if (std::fflush(index_.get()) != 0 || std::fseek(index_.get(), 0, SEEK_SET) != 0) {
+      return absl::UnavailableError("cannot read back the temporary file index");
+    }
+    std::vector<uint8_t> buf(1 << 16);
+    while (true) {
+      const size_t n = std::fread(buf.data(), 1, buf.size(), index_.get());
+      if (n == 0) break;
+      absl::Status s = writer->Append(absl::MakeConstSpan(buf.data(), n));
+      if (!s.ok()) return s;
+    }
+    return stats_;
+  }
+
+  void set_read_status(absl::Status s) { read_status_ = std::move(s); }
+
+ private:
+  absl::Status WriteError(const std::string& what) {
+    if (!sink_.status.ok()) return sink_.status;
+    return absl::InternalError(
+        absl::StrCat("archive writer failed at ", QuotePath(what), ": ", ArchiveError(out_.get())));
+  }
+
+  Sink sink_;
+  ArchivePtr out_;
+  std::unique_ptr<std::FILE, FileCloser> index_;
+  BuildStats stats_;
+  std::vector<uint8_t> buffer_;
+  std::unordered_set<std::string> regular_files_;
+  absl::Status read_status_;
+};
+
+std::string TrimTrailingSlashes(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+
+absl::Status BuildFromPath(const std::string& input, Builder& builder) {
+  struct stat st;
+  if (::lstat(input.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("input ", input, " does not exist"));
+  }
+  const bool is_dir = S_ISDIR(st.st_mode);
+  if (!is_dir && !S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input ", input, " is neither a directory nor a regular file"));
+  }
+  const std::string root = TrimTrailingSlashes(input);
+  ArchivePtr disk(archive_read_disk_new());
+  if (!disk) return absl::InternalError("cannot start the directory reader");
+  archive_read_disk_set_symlink_physical(disk.get());
+  archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_XATTR |
+                                                 ARCHIVE_READDISK_NO_ACL |
+                                                 ARCHIVE_READDISK_NO_FFLAGS);
+  if (archive_read_disk_open(disk.get(), root.c_str()) != ARCHIVE_OK) {
+    return absl::UnavailableError(absl::StrCat("cannot read ", input, ": ",
+                                               ArchiveError(disk.get())));
+  }
+  EntryPtr entry(archive_entry_new());
+  while (true) {
+    archive_entry_clear(entry.get());
+    const int r = archive_read_next_header2(disk.get(), entry.get());
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) {
+      return absl::UnavailableError(absl::StrCat("cannot read ", input, ": ",
+                                                 ArchiveError(disk.get())));
+    }
+    std::string name = archive_entry_pathname(entry.get());
+    if (is_dir) {
+      archive_read_disk_descend(disk.get());
+      if (name == root) continue;  // the input directory itself
+      if (name.compare(0, root.size() + 1, root + "/") != 0) {
+        return absl::InternalError(absl::StrCat("unexpected path ", QuotePath(name)));
+      }
+      name = name.substr(root.size() + 1);
+    } else {
+      const size_t slash = root.rfind('/');
+      name = slash == std::string::npos ? root : root.substr(slash + 1);
+    }
+    absl::StatusOr<std::string> path = NormalizeEntryPath(name);
+    if (!path.ok()) return path.status();
+    struct archive* d = disk.get();
+    absl::Status s = builder.Add(entry.get(), *path, [&](uint8_t* buf, size_t n) -> la_ssize_t {
+      const la_ssize_t got = archive_read_data(d, buf, n);
+      if (got < 0) {
+        builder.set_read_status(absl::UnavailableError(
+            absl::StrCat("cannot read ", QuotePath(*path), ": ", ArchiveError(d))));
+      }
+      return got;
+    });
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BuildFromArchive(const std::string& input, Builder& builder) {
+  ArchivePtr in(archive_read_new());
+  if (!in) return absl::InternalError("cannot start the archive reader");
+  archive_read_support_format_tar(in.get());
+  archive_read_support_format_zip(in.get());
+  archive_read_support_filter_all(in.get());
+  const int r = input == "-" ? archive_read_open_fd(in.get(), 0, 1 << 16)
+                             : archive_read_open_filename(in.get(), input.c_str(), 1 << 16);
+  if (r != ARCHIVE_OK) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read archive ", input == "-" ? "from standard input" : input, ": ",
+        ArchiveError(in.get())));
+  }
+  struct archive_entry* entry = nullptr;
+  while (true) {
+    const int h = archive_read_next_header(in.get(), &entry);
+    if (h == ARCHIVE_EOF) break;
+    if (h < ARCHIVE_WARN) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("malformed input archive: ", ArchiveError(in.get())));
+    }
+    const char* raw = archive_entry_pathname(entry);
+    if (raw == nullptr) return absl::InvalidArgumentError("input archive entry has no path");
+    absl::StatusOr<std::string> path = NormalizeEntryPath(raw);
+    if (!path.ok()) return path.status();
+    if (archive_entry_filetype(entry) == AE_IFLNK) {
+      const char* target = archive_entry_symlink(entry);
+      absl::Status s = CheckSymlinkTarget(*path, target != nullptr ? target : "");
+      if (!s.ok()) return s;
+    }
+    struct archive* a = in.get();
+    absl::Status s = builder.Add(entry, *path, [&](uint8_t* buf, size_t n) -> la_ssize_t {
+      const la_ssize_t got = archive_read_data(a, buf, n);
+      if (got < 0) {
+        builder.set_read_status(absl::InvalidArgumentError(
+            absl::StrCat("malformed input archive at ", QuotePath(*path), ": ", ArchiveError(a))));
+      }
+      return got;
+    });
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+thread_local uint64_t g_estimate = 0;
+
+int AddSize(const char*, const struct stat* st, int type, struct FTW*) {
+  if (type == FTW_F && S_ISREG(st->st_mode)) g_estimate += static_cast<uint64_t>(st->st_size);
+  return 0;
+}
+
+}  // namespace
+
+uint64_t EstimateContentBytes(const DatasetSource& source) {
+  if (source.kind == DatasetSource::Kind::kArchive) {
+    struct stat st;
+    if (source.path == "-" || ::stat(source.path.c_str(), &st) != 0) return 0;
+    return static_cast<uint64_t>(st.st_size);
+  }
+  g_estimate = 0;
+  ::nftw(source.path.c_str(), AddSize, 32, FTW_PHYS);
+  return g_estimate;
+}
+
+absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer) {
+  Builder builder(writer);
+  absl::Status s = builder.Open();
+  if (!s.ok()) return s;
+  s = source.kind == DatasetSource::Kind::kPath ? BuildFromPath(source.path, builder)
+                                                : BuildFromArchive(source.path, builder);
+  if (!s.ok()) return s;
+  return builder.Finish();
+}
+
+}  // namespace bunker::capsule

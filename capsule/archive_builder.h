@@ -1,0 +1,46 @@
+// Builds a capsule's payload from a dataset: a pax archive (POSIX.1-2001, readable by GNU tar)
+// followed by the file index, streamed into a CapsuleWriter.
+//
+// Kept: regular files, directories, symlinks (not followed), hard links from imported archives,
+// permission bits (masked to 0777: setuid/setgid/sticky are dropped), mtimes.
+// Dropped: owners, ACLs, extended attributes, file flags, sparse maps (holes become zeros).
+// Refused with kInvalidArgument naming the path: unsafe paths, device nodes, FIFOs, sockets,
+// hard links to anything but an earlier regular file.
+#ifndef BUNKER_CAPSULE_ARCHIVE_BUILDER_H_
+#define BUNKER_CAPSULE_ARCHIVE_BUILDER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "capsule/writer.h"
+
+namespace bunker::capsule {
+
+struct DatasetSource {
+  enum class Kind { kPath, kArchive };
+  Kind kind = Kind::kPath;
+  // kPath: a directory (its contents become the archive's top level) or a single file.
+  // kArchive: a tar/pax/zip file (optionally compressed), or "-" for standard input.
+  std::string path;
+};
+
+struct BuildStats {
+  uint64_t files = 0;
+  uint64_t directories = 0;
+  uint64_t symlinks = 0;
+  uint64_t hardlinks = 0;
+  uint64_t content_bytes = 0;
+  uint64_t entries() const { return files + directories + symlinks + hardlinks; }
+};
+
+// The bytes of file contents under `source` (for progress; 0 when unknown, e.g. stdin).
+uint64_t EstimateContentBytes(const DatasetSource& source);
+
+// Streams `source` into `writer` as the archive, marks the archive end, then appends the file
+// index. The caller calls writer->Finish(stats.entries()) afterwards.
+absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer);
+
+}  // namespace bunker::capsule
+
+#endif  // BUNKER_CAPSULE_ARCHIVE_BUILDER_H_

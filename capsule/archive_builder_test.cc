@@ -1,0 +1,218 @@
+#include "capsule/archive_builder.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <map>
+
+#include "capsule/capsule_test_util.h"
+#include "capsule/file_index.h"
+#include "capsule/reader.h"
+#include "gtest/gtest.h"
+
+namespace bunker::capsule {
+namespace {
+
+using testing::Keys;
+
+std::vector<uint8_t> ReadPayload(const CapsuleReader& r, const PayloadKey& key, uint64_t begin,
+                                 uint64_t end) {
+  auto stream = r.Stream(key, begin, end, 2);
+  EXPECT_TRUE(stream.ok());
+  std::vector<uint8_t> out;
+  while (true) {
+    auto piece = (*stream)->Next();
+    EXPECT_TRUE(piece.ok()) << piece.status();
+    if (!piece.ok() || piece->empty()) break;
+    out.insert(out.end(), piece->begin(), piece->end());
+  }
+  return out;
+}
+
+std::string MakeDataset() {
+  const std::string dir = testing::MakeTempDir() + "/data";
+  ::mkdir(dir.c_str(), 0755);
+  ::mkdir((dir + "/train").c_str(), 0750);
+  ::mkdir((dir + "/train/deep").c_str(), 0755);
+  testing::WriteFile(dir + "/README", "hello\n");
+  testing::WriteFile(dir + "/empty", "");
+  testing::WriteFile(dir + "/train/a.bin", std::string(10000, 'a'), 0600);
+  const auto big = testing::PatternBytes(3 * 4096 + 123, 42);
+  testing::WriteFile(dir + "/train/deep/big.bin", std::string(big.begin(), big.end()));
+  ::symlink("train/a.bin", (dir + "/link").c_str());
+  return dir;
+}
+
+TEST(ArchiveBuilderTest, DirectoryBecomesPaxArchivePlusIndex) {
+  Keys keys;
+  const std::string dir = MakeDataset();
+  const auto capsule = testing::SealDirectory(keys, dir);
+  auto r = CapsuleReader::Open(MemoryFile(capsule));
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto key = (*r)->Unlock(keys.alice);
+  ASSERT_TRUE(key.ok());
+  const Manifest& m = (*r)->manifest();
+  EXPECT_EQ(m.index_entries, 8u);  // 3 dirs... README empty a.bin big.bin link
+
+  // The archive part is a tar stream that libarchive (and so GNU tar) reads.
+  const auto tar = ReadPayload(**r, **key, 0, m.archive_size);
+  struct archive* a = archive_read_new();
+  archive_read_support_format_tar(a);
+  ASSERT_EQ(archive_read_open_memory(a, tar.data(), tar.size()), ARCHIVE_OK);
+  std::map<std::string, std::string> contents;
+  struct archive_entry* e;
+  while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
+    std::string body(static_cast<size_t>(archive_entry_size(e)), '\0');
+    if (!body.empty()) archive_read_data(a, body.data(), body.size());
+    contents[archive_entry_pathname(e)] = body;
+    EXPECT_EQ(archive_entry_uid(e), 0);
+    EXPECT_EQ(archive_entry_uname(e), nullptr);
+  }
+  archive_read_free(a);
+  EXPECT_EQ(contents.count("README"), 1u);
+  EXPECT_EQ(contents["README"], "hello\n");
+  EXPECT_EQ(contents["train/a.bin"], std::string(10000, 'a'));
+  EXPECT_EQ(contents.count("link"), 1u);
+  EXPECT_EQ(contents.count("data"), 0u) << "the input directory itself is not an entry";
+
+  // The index points at each file's bytes in the payload, with their digest.
+  auto index_stream = (*r)->Stream(**key, m.archive_size, m.payload_size, 1);
+  ASSERT_TRUE(index_stream.ok());
+  IndexReader index(index_stream->get(), m.index_entries);
+  std::map<std::string, FileEntry> entries;
+  while (true) {
+    auto next = index.Next();
+    ASSERT_TRUE(next.ok()) << next.status();
+    if (!next->has_value()) break;
+    entries[(*next)->path] = **next;
+  }
+  ASSERT_EQ(entries.size(), 8u);
+  const FileEntry& big = entries["train/deep/big.bin"];
+  EXPECT_EQ(big.type, FileEntry::Type::kFile);
+  const auto big_bytes = ReadPayload(**r, **key, big.offset, big.offset + big.size);
+  EXPECT_EQ(std::string(big_bytes.begin(), big_bytes.end()),
+            testing::ReadFile(dir + "/train/deep/big.bin"));
+  EXPECT_EQ(crypto::Sha256::Hash(big_bytes), big.sha256);
+  EXPECT_EQ(entries["train/a.bin"].mode, 0600u);
+  EXPECT_EQ(entries["train"].type, FileEntry::Type::kDirectory);
+  EXPECT_EQ(entries["train"].mode, 0750u);
+  EXPECT_EQ(entries["link"].type, FileEntry::Type::kSymlink);
+  EXPECT_EQ(entries["link"].link_target, "train/a.bin");
+  EXPECT_EQ(entries["empty"].size, 0u);
+}
+
+TEST(ArchiveBuilderTest, SingleFileInput) {
+  Keys keys;
+  const std::string dir = testing::MakeTempDir();
+  testing::WriteFile(dir + "/one.txt", "just one");
+  const auto capsule = testing::SealDirectory(keys, dir + "/one.txt");
+  auto r = CapsuleReader::Open(MemoryFile(capsule));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->manifest().index_entries, 1u);
+}
+
+// Builds a tar file with libarchive's writer; `entries` are (path, type, contents/target).
+std::string WriteTar(const std::string& dir,
+                     const std::vector<std::tuple<std::string, unsigned, std::string>>& entries,
+                     mode_t perm = 0644) {
+  const std::string path = dir + "/input.tar";
+  struct archive* a = archive_write_new();
+  archive_write_set_format_pax_restricted(a);
+  archive_write_open_filename(a, path.c_str());
+  for (const auto& [name, type, body] : entries) {
+    struct archive_entry* e = archive_entry_new();
+    archive_entry_set_pathname(e, name.c_str());
+    archive_entry_set_filetype(e, type);
+    archive_entry_set_perm(e, perm);
+    if (type == AE_IFLNK) archive_entry_set_symlink(e, body.c_str());
+    if (type == AE_IFREG) archive_entry_set_size(e, static_cast<la_int64_t>(body.size()));
+    archive_write_header(a, e);
+    if (type == AE_IFREG) archive_write_data(a, body.data(), body.size());
+    archive_entry_free(e);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+  return path;
+}
+
+absl::Status SealTar(const Keys& keys, const std::string& tar) {
+  WriterOptions opts;
+  opts.issuer = &keys.issuer;
+  opts.recipients = {keys.alice.public_identity()};
+  opts.chunk_size = 4096;
+  MemorySink sink;
+  auto w = CapsuleWriter::Create(std::move(opts), &sink);
+  if (!w.ok()) return w.status();
+  auto stats = BuildPayload({DatasetSource::Kind::kArchive, tar}, w->get());
+  if (!stats.ok()) return stats.status();
+  return (*w)->Finish(stats->entries()).status();
+}
+
+TEST(ArchiveBuilderTest, ImportsAWellFormedTar) {
+  Keys keys;
+  const std::string dir = testing::MakeTempDir();
+  const std::string tar = WriteTar(dir, {{"./data/", AE_IFDIR, ""},
+                                         {"./data/x.txt", AE_IFREG, "xyz"},
+                                         {"data/l", AE_IFLNK, "x.txt"}});
+  EXPECT_TRUE(SealTar(keys, tar).ok());
+}
+
+TEST(ArchiveBuilderTest, RefusesMaliciousTarEntries) {
+  Keys keys;
+  const std::vector<std::tuple<std::string, unsigned, std::string, std::string>> cases = {
+      {"../evil", AE_IFREG, "x", "'..'"},
+      {"/etc/passwd", AE_IFREG, "x", "absolute"},
+      {"a/../../x", AE_IFREG, "x", "'..'"},
+      {"esc", AE_IFLNK, "../../etc", "escapes"},
+      {"abs", AE_IFLNK, "/etc/passwd", "absolute"},
+      {"fifo", AE_IFIFO, "", "unsupported file type"},
+      {"dev", AE_IFCHR, "", "unsupported file type"},
+  };
+  for (const auto& [name, type, body, why] : cases) {
+    const std::string dir = testing::MakeTempDir();
+    absl::Status s = SealTar(keys, WriteTar(dir, {{name, type, body}}));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name << ": " << s;
+    EXPECT_NE(s.message().find(why), std::string::npos) << name << ": " << s.message();
+  }
+}
+
+TEST(ArchiveBuilderTest, GarbageIsNotAnArchive) {
+  Keys keys;
+  const std::string dir = testing::MakeTempDir();
+  testing::WriteFile(dir + "/junk.tar", std::string(5000, '\x42'));
+  absl::Status s = SealTar(keys, dir + "/junk.tar");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+TEST(ArchiveBuilderTest, SetuidBitsAreDropped) {
+  Keys keys;
+  const std::string dir = testing::MakeTempDir() + "/d";
+  ::mkdir(dir.c_str(), 0755);
+  testing::WriteFile(dir + "/suid", "x", 04755);
+  const auto capsule = testing::SealDirectory(keys, dir);
+  auto r = CapsuleReader::Open(MemoryFile(capsule));
+  ASSERT_TRUE(r.ok());
+  auto key = (*r)->Unlock(keys.alice);
+  const Manifest& m = (*r)->manifest();
+  auto stream = (*r)->Stream(**key, m.archive_size, m.payload_size, 1);
+  IndexReader index(stream->get(), m.index_entries);
+  auto e = index.Next();
+  ASSERT_TRUE(e.ok() && e->has_value());
+  EXPECT_EQ((*e)->mode, 0755u);
+}
+
+TEST(ArchiveBuilderTest, MissingInputIsNotFound) {
+  Keys keys;
+  WriterOptions opts;
+  opts.issuer = &keys.issuer;
+  opts.recipients = {keys.alice.public_identity()};
+  MemorySink sink;
+  auto w = CapsuleWriter::Create(std::move(opts), &sink);
+  auto stats = BuildPayload({DatasetSource::Kind::kPath, "/nonexistent/bunker"}, w->get());
+  EXPECT_EQ(stats.status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace bunker::capsule

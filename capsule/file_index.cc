@@ -1,0 +1,141 @@
+#include "capsule/file_index.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "capnp/message.h"
+#include "capsule/format.h"
+#include "capsule/paths.h"
+#include "spec/capsule.capnp.h"
+
+namespace bunker::capsule {
+
+const char* TypeName(FileEntry::Type type) {
+  switch (type) {
+    case FileEntry::Type::kFile:
+      return "file";
+    case FileEntry::Type::kDirectory:
+      return "dir";
+    case FileEntry::Type::kSymlink:
+      return "symlink";
+    case FileEntry::Type::kHardlink:
+      return "hardlink";
+  }
+  return "?";
+}
+
+std::vector<uint8_t> EncodeIndexRecord(const FileEntry& e) {
+  capnp::MallocMessageBuilder builder;
+  auto root = builder.initRoot<schema::IndexEntry>();
+  root.setPath(capnp::Text::Reader(e.path.data(), e.path.size()));
+  root.setType(static_cast<schema::IndexEntry::Type>(e.type));
+  root.setSize(e.size);
+  root.setOffset(e.offset);
+  if (e.type == FileEntry::Type::kFile) {
+    root.setSha256(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(e.sha256.data()),
+                                e.sha256.size()));
+  }
+  root.setMode(e.mode);
+  root.setMtime(e.mtime);
+  if (!e.link_target.empty()) {
+    root.setLinkTarget(capnp::Text::Reader(e.link_target.data(), e.link_target.size()));
+  }
+  kj::Array<capnp::word> words = capnp::canonicalize(root.asReader());
+  auto bytes = words.asBytes();
+  std::vector<uint8_t> out(4 + bytes.size());
+  const uint32_t n = static_cast<uint32_t>(bytes.size());
+  out[0] = static_cast<uint8_t>(n >> 24);
+  out[1] = static_cast<uint8_t>(n >> 16);
+  out[2] = static_cast<uint8_t>(n >> 8);
+  out[3] = static_cast<uint8_t>(n);
+  std::memcpy(out.data() + 4, bytes.begin(), bytes.size());
+  return out;
+}
+
+absl::Status IndexReader::Fill(size_t n) {
+  if (pos_ > 0 && pos_ >= buf_.size() / 2) {
+    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
+    pos_ = 0;
+  }
+  while (buf_.size() - pos_ < n && !eof_) {
+    absl::StatusOr<absl::Span<const uint8_t>> piece = source_->Next();
+    if (!piece.ok()) return piece.status();
+    if (piece->empty()) {
+      eof_ = true;
+      break;
+    }
+    buf_.insert(buf_.end(), piece->begin(), piece->end());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<FileEntry>> IndexReader::Next() {
+  absl::Status s = Fill(4);
+  if (!s.ok()) return s;
+  const size_t avail = buf_.size() - pos_;
+  if (avail == 0) {
+    if (seen_ != expected_) {
+      return absl::DataLossError(absl::StrCat("file index has ", seen_, " entries, manifest says ",
+                                              expected_));
+    }
+    return std::optional<FileEntry>();
+  }
+  if (avail < 4) return absl::DataLossError("file index is truncated");
+  const uint8_t* p = buf_.data() + pos_;
+  const uint32_t n = uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
+  if (n == 0 || n % 8 != 0 || n > kMaxIndexRecordSize) {
+    return absl::DataLossError(absl::StrCat("file index record ", seen_, " has a bad length"));
+  }
+  if (seen_ >= expected_) return absl::DataLossError("file index has more entries than declared");
+  s = Fill(4 + size_t{n});
+  if (!s.ok()) return s;
+  if (buf_.size() - pos_ < 4 + size_t{n}) return absl::DataLossError("file index is truncated");
+
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(n / 8);
+  std::memcpy(words.begin(), buf_.data() + pos_ + 4, n);
+  pos_ += 4 + n;
+  FileEntry e;
+  try {
+    kj::ArrayPtr<const capnp::word> segments[1] = {words.asPtr()};
+    capnp::ReaderOptions options;
+    // Cumulative over the canonical check and the field reads (see manifest.cc).
+    options.traversalLimitInWords = 4 * words.size() + 64;
+    options.nestingLimit = 8;
+    capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segments, 1), options);
+    if (!reader.isCanonical()) {
+      return absl::DataLossError(absl::StrCat("file index record ", seen_, " is not canonical"));
+    }
+    auto root = reader.getRoot<schema::IndexEntry>();
+    auto path = root.getPath();
+    e.path.assign(path.begin(), path.size());
+    const uint16_t type = static_cast<uint16_t>(root.getType());
+    if (type > static_cast<uint16_t>(FileEntry::Type::kHardlink)) {
+      return absl::DataLossError(absl::StrCat("file index record ", seen_, " has a bad type"));
+    }
+    e.type = static_cast<FileEntry::Type>(type);
+    e.size = root.getSize();
+    e.offset = root.getOffset();
+    auto digest = root.getSha256();
+    if (e.type == FileEntry::Type::kFile) {
+      if (digest.size() != e.sha256.size()) {
+        return absl::DataLossError(absl::StrCat("file index record ", seen_, " has no digest"));
+      }
+      std::memcpy(e.sha256.data(), digest.begin(), digest.size());
+    }
+    e.mode = root.getMode();
+    e.mtime = root.getMtime();
+    auto target = root.getLinkTarget();
+    e.link_target.assign(target.begin(), target.size());
+  } catch (const kj::Exception&) {
+    return absl::DataLossError(absl::StrCat("file index record ", seen_, " is malformed"));
+  }
+  absl::StatusOr<std::string> normalized = NormalizeEntryPath(e.path);
+  if (!normalized.ok() || *normalized != e.path) {
+    return absl::DataLossError(
+        absl::StrCat("file index record ", seen_, " has an unsafe path ", QuotePath(e.path)));
+  }
+  ++seen_;
+  return std::optional<FileEntry>(std::move(e));
+}
+
+}  // namespace bunker::capsule

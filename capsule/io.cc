@@ -1,0 +1,240 @@
+#include "capsule/io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "crypto/secret.h"
+#include "crypto/sha256.h"
+
+namespace bunker::capsule {
+namespace {
+
+constexpr size_t kWriteBuffer = 1 << 20;
+
+absl::Status ErrnoStatus(const std::string& what, int err) {
+  const std::string text = absl::StrCat(what, ": ", std::strerror(err));
+  switch (err) {
+    case ENOENT:
+      return absl::NotFoundError(text);
+    case EEXIST:
+      return absl::AlreadyExistsError(text);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(text);
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(text);
+    default:
+      return absl::UnavailableError(text);
+  }
+}
+
+class PosixFile : public RandomAccessFile {
+ public:
+  PosixFile(int fd, uint64_t size) : fd_(fd), size_(size) {}
+  ~PosixFile() override { ::close(fd_); }
+  uint64_t size() const override { return size_; }
+  absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const override {
+    if (offset > size_ || out.size() > size_ - offset) {
+      return absl::OutOfRangeError("read past the end of the file");
+    }
+    size_t done = 0;
+    while (done < out.size()) {
+      ssize_t n = ::pread(fd_, out.data() + done, out.size() - done,
+                          static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus("read error", errno);
+      }
+      if (n == 0) return absl::OutOfRangeError("file shrank while reading");
+      done += static_cast<size_t>(n);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  int fd_;
+  uint64_t size_;
+};
+
+class InMemoryFile : public RandomAccessFile {
+ public:
+  explicit InMemoryFile(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
+  uint64_t size() const override { return bytes_.size(); }
+  absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const override {
+    if (offset > bytes_.size() || out.size() > bytes_.size() - offset) {
+      return absl::OutOfRangeError("read past the end of the file");
+    }
+    if (!out.empty()) std::memcpy(out.data(), bytes_.data() + offset, out.size());
+    return absl::OkStatus();
+  }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus(absl::StrCat("cannot stat ", path), err);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+  }
+  return std::unique_ptr<RandomAccessFile>(
+      std::make_unique<PosixFile>(fd, static_cast<uint64_t>(st.st_size)));
+}
+
+std::unique_ptr<RandomAccessFile> MemoryFile(std::vector<uint8_t> bytes) {
+  return std::make_unique<InMemoryFile>(std::move(bytes));
+}
+
+absl::Status WriteAll(int fd, absl::Span<const uint8_t> data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("write error", errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<AtomicFileWriter>> AtomicFileWriter::Create(
+    const std::string& path, int mode, bool overwrite) {
+  if (!overwrite && ::access(path.c_str(), F_OK) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat(path, " already exists"));
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  uint8_t rnd[6];
+  crypto::RandomBytes(absl::MakeSpan(rnd));
+  const std::string tmp = absl::StrCat(dir, ".", base, ".", crypto::ToHex(rnd), ".partial");
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("cannot create ", path), errno);
+  ::fchmod(fd, static_cast<mode_t>(mode));  // not subject to the umask, as asked
+  return std::unique_ptr<AtomicFileWriter>(new AtomicFileWriter(path, tmp, fd, overwrite));
+}
+
+AtomicFileWriter::AtomicFileWriter(std::string path, std::string tmp, int fd, bool overwrite)
+    : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd), overwrite_(overwrite) {
+  buffer_.reserve(kWriteBuffer);
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+absl::Status AtomicFileWriter::Flush() {
+  absl::Status s = WriteAll(fd_, buffer_);
+  buffer_.clear();
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("writing ", path_, ": ", s.message()));
+  return s;
+}
+
+absl::Status AtomicFileWriter::Append(absl::Span<const uint8_t> data) {
+  if (committed_ || fd_ < 0) return absl::FailedPreconditionError("file already committed");
+  if (buffer_.size() + data.size() > kWriteBuffer) {
+    absl::Status s = Flush();
+    if (!s.ok()) return s;
+    if (data.size() >= kWriteBuffer) {
+      s = WriteAll(fd_, data);
+      if (!s.ok()) return absl::Status(s.code(), absl::StrCat("writing ", path_, ": ", s.message()));
+      return s;
+    }
+  }
+  buffer_.insert(buffer_.end(), data.begin(), data.end());
+  return absl::OkStatus();
+}
+
+absl::Status AtomicFileWriter::Commit() {
+  absl::Status s = Flush();
+  if (!s.ok()) return s;
+  if (::fsync(fd_) != 0) return ErrnoStatus(absl::StrCat("cannot sync ", path_), errno);
+  ::close(fd_);
+  fd_ = -1;
+  if (overwrite_) {
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+      return ErrnoStatus(absl::StrCat("cannot create ", path_), errno);
+    }
+  } else {
+    // link() fails if the target appeared meanwhile, so an existing file is never replaced.
+    if (::link(tmp_.c_str(), path_.c_str()) != 0) {
+      return ErrnoStatus(absl::StrCat("cannot create ", path_), errno);
+    }
+    ::unlink(tmp_.c_str());
+  }
+  committed_ = true;
+  const size_t slash = path_.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return absl::OkStatus();
+}
+
+FdWriter::~FdWriter() { (void)Flush(); }
+
+absl::Status FdWriter::Flush() {
+  absl::Status s = WriteAll(fd_, buffer_);
+  buffer_.clear();
+  return s;
+}
+
+absl::Status FdWriter::Append(absl::Span<const uint8_t> data) {
+  if (buffer_.size() + data.size() > kWriteBuffer) {
+    absl::Status s = Flush();
+    if (!s.ok()) return s;
+    if (data.size() >= kWriteBuffer) return WriteAll(fd_, data);
+  }
+  buffer_.insert(buffer_.end(), data.begin(), data.end());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t max_size) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
+  std::string out;
+  char buf[8192];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return ErrnoStatus(absl::StrCat("cannot read ", path), err);
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<size_t>(n) > max_size) {
+      ::close(fd);
+      crypto::Wipe(absl::MakeSpan(reinterpret_cast<uint8_t*>(buf), sizeof buf));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " is larger than ", max_size, " bytes"));
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  crypto::Wipe(absl::MakeSpan(reinterpret_cast<uint8_t*>(buf), sizeof buf));
+  return out;
+}
+
+}  // namespace bunker::capsule

@@ -1,0 +1,103 @@
+// The small file interfaces capsule/ reads and writes through, so tests can run in memory.
+#ifndef BUNKER_CAPSULE_IO_H_
+#define BUNKER_CAPSULE_IO_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace bunker::capsule {
+
+// A read-only file of fixed size. ReadAt() is safe to call from many threads at once.
+class RandomAccessFile {
+ public:
+  virtual ~RandomAccessFile() = default;
+  virtual uint64_t size() const = 0;
+  // Fills `out` exactly from `offset`. kOutOfRange past the end; kUnavailable on an I/O error.
+  virtual absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const = 0;
+};
+
+// A pull source of bytes, read in pieces of any size.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  // The next piece; an empty span at the end. The span stays valid until the next call.
+  virtual absl::StatusOr<absl::Span<const uint8_t>> Next() = 0;
+};
+
+// A sequential sink.
+class WritableFile {
+ public:
+  virtual ~WritableFile() = default;
+  virtual absl::Status Append(absl::Span<const uint8_t> data) = 0;
+};
+
+// Opens a file on disk for ReadAt (pread). kNotFound when absent, kInvalidArgument when not a
+// regular file. The error names the path the caller gave.
+absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFile(const std::string& path);
+
+// A RandomAccessFile over bytes in memory (tests, vectors).
+std::unique_ptr<RandomAccessFile> MemoryFile(std::vector<uint8_t> bytes);
+
+// A WritableFile appending to a vector (tests).
+class MemorySink : public WritableFile {
+ public:
+  absl::Status Append(absl::Span<const uint8_t> data) override {
+    bytes.insert(bytes.end(), data.begin(), data.end());
+    return absl::OkStatus();
+  }
+  std::vector<uint8_t> bytes;
+};
+
+// Writes a file atomically: data goes to a hidden temporary file beside `path`; Commit() fsyncs
+// it and renames it into place (refusing to replace an existing file unless `overwrite`).
+// Destroying the writer without Commit() removes the temporary file, so a failed or interrupted
+// write leaves nothing at `path`.
+class AtomicFileWriter : public WritableFile {
+ public:
+  // `mode` is applied to the temporary file at creation (e.g. 0600 for keys).
+  static absl::StatusOr<std::unique_ptr<AtomicFileWriter>> Create(const std::string& path,
+                                                                  int mode = 0644,
+                                                                  bool overwrite = false);
+  ~AtomicFileWriter() override;
+  absl::Status Append(absl::Span<const uint8_t> data) override;
+  absl::Status Commit();
+
+ private:
+  AtomicFileWriter(std::string path, std::string tmp, int fd, bool overwrite);
+  absl::Status Flush();
+  std::string path_;
+  std::string tmp_;
+  int fd_;
+  bool overwrite_;
+  bool committed_ = false;
+  std::vector<uint8_t> buffer_;
+};
+
+// A writer to an already-open descriptor (stdout), buffered. Does not close it.
+class FdWriter : public WritableFile {
+ public:
+  explicit FdWriter(int fd) : fd_(fd) {}
+  ~FdWriter() override;
+  absl::Status Append(absl::Span<const uint8_t> data) override;
+  absl::Status Flush();
+
+ private:
+  int fd_;
+  std::vector<uint8_t> buffer_;
+};
+
+// Writes all of `data` to `fd`, retrying on EINTR and short writes.
+absl::Status WriteAll(int fd, absl::Span<const uint8_t> data);
+
+// Reads a whole small file (keys, policies) up to `max_size` bytes; kInvalidArgument beyond.
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t max_size);
+
+}  // namespace bunker::capsule
+
+#endif  // BUNKER_CAPSULE_IO_H_

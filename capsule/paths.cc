@@ -1,0 +1,194 @@
+#include "capsule/paths.h"
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "capsule/format.h"
+
+// Debian's Abseil is built with its own absl::string_view, which absl::StrCat needs; hence the
+// std::string(...) around std::string_view arguments below (error paths only).
+
+namespace bunker::capsule {
+namespace {
+
+// Errors echo at most this much of a path: an archive can carry a megabyte-long pax path, and
+// an error line is not the place to print it.
+constexpr size_t kEchoLimit = 256;
+
+std::string Echo(std::string_view path) {
+  if (path.size() <= kEchoLimit) return QuotePath(path);
+  return absl::StrCat(QuotePath(path.substr(0, kEchoLimit)), "... (", path.size(), " bytes)");
+}
+
+absl::Status UnsafePath(std::string_view path, std::string_view rule) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsafe path ", Echo(path), " in archive: ", std::string(rule)));
+}
+
+absl::Status UnsafeSymlink(std::string_view link, std::string_view target,
+                           std::string_view rule) {
+  return absl::InvalidArgumentError(absl::StrCat("unsafe symlink ", Echo(link), " -> ",
+                                                 Echo(target), " in archive: ", std::string(rule)));
+}
+
+// Decodes one strictly valid UTF-8 sequence (no overlong forms, surrogates or values above
+// U+10FFFF) at the start of `s`. Returns its length, or 0 when the first byte does not begin one.
+size_t DecodeUtf8(std::string_view s, char32_t* cp) {
+  const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char c = b(0);
+  size_t len;
+  char32_t min;
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  } else if ((c & 0xe0) == 0xc0) {
+    len = 2, min = 0x80, *cp = c & 0x1f;
+  } else if ((c & 0xf0) == 0xe0) {
+    len = 3, min = 0x800, *cp = c & 0x0f;
+  } else if ((c & 0xf8) == 0xf0) {
+    len = 4, min = 0x10000, *cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (s.size() < len) return 0;
+  for (size_t i = 1; i < len; ++i) {
+    if ((b(i) & 0xc0) != 0x80) return 0;
+    *cp = (*cp << 6) | (b(i) & 0x3f);
+  }
+  if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff)) return 0;
+  return len;
+}
+
+// Code points that are valid UTF-8 yet would let a name break or disguise an error line on a
+// terminal: C1 controls (0x9b is CSI), line/paragraph separators, zero-width and bidirectional
+// formatting characters ("Trojan Source"), the BOM.
+bool IsDisguising(char32_t cp) {
+  return (cp >= 0x80 && cp <= 0x9f) || (cp >= 0x200b && cp <= 0x200f) ||
+         (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff;
+}
+
+}  // namespace
+
+std::string QuotePath(std::string_view path) {
+  std::string out = "\"";
+  size_t i = 0;
+  while (i < path.size()) {
+    const unsigned char c = static_cast<unsigned char>(path[i]);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        ++i;
+        continue;
+      case '\\':
+        out += "\\\\";
+        ++i;
+        continue;
+      case '\n':
+        out += "\\n";
+        ++i;
+        continue;
+      case '\r':
+        out += "\\r";
+        ++i;
+        continue;
+      case '\t':
+        out += "\\t";
+        ++i;
+        continue;
+      default:
+        break;
+    }
+    if (c < 0x20 || c == 0x7f) {
+      absl::StrAppendFormat(&out, "\\x%02x", c);
+      ++i;
+      continue;
+    }
+    char32_t cp;
+    const size_t len = DecodeUtf8(path.substr(i), &cp);
+    if (len == 0) {
+      absl::StrAppendFormat(&out, "\\x%02x", c);
+      ++i;
+    } else if (IsDisguising(cp)) {
+      absl::StrAppendFormat(&out, "\\u%04x", static_cast<uint32_t>(cp));
+      i += len;
+    } else {
+      out.append(path.substr(i, len));
+      i += len;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+absl::StatusOr<std::string> NormalizeEntryPath(std::string_view path) {
+  if (path.find('\0') != std::string_view::npos) return UnsafePath(path, "NUL byte");
+  std::string_view p = path;
+  while (p.substr(0, 2) == "./") p.remove_prefix(2);
+  if (!p.empty() && p.back() == '/') p.remove_suffix(1);
+  if (p.empty()) return UnsafePath(path, "empty path");
+  if (p.front() == '/') return UnsafePath(path, "absolute path");
+  if (p.size() > kMaxPathSize) {
+    return UnsafePath(path, absl::StrCat("longer than ", kMaxPathSize, " bytes"));
+  }
+  size_t start = 0;
+  while (true) {
+    const size_t slash = p.find('/', start);
+    const std::string_view part =
+        p.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (part.empty()) return UnsafePath(path, "empty component");
+    if (part == ".") return UnsafePath(path, "'.' component");
+    if (part == "..") return UnsafePath(path, "'..' component");
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  return std::string(p);
+}
+
+absl::Status CheckSymlinkTarget(std::string_view link_path, std::string_view target) {
+  if (target.find('\0') != std::string_view::npos) {
+    return UnsafeSymlink(link_path, target, "NUL byte in target");
+  }
+  if (target.empty()) return UnsafeSymlink(link_path, target, "empty target");
+  if (target.size() > kMaxPathSize) {
+    return UnsafeSymlink(link_path, target,
+                         absl::StrCat("target longer than ", kMaxPathSize, " bytes"));
+  }
+  if (target.front() == '/') return UnsafeSymlink(link_path, target, "absolute target");
+
+  // Depth of the directory holding the link. Every component of link_path is a real directory:
+  // the extractor never creates an entry below a symlink.
+  int64_t depth = 0;
+  for (char c : link_path) depth += c == '/';
+
+  // ".." is accepted only as a leading run. Lexical resolution is exact for that run, because it
+  // climbs through the link's real parent directories. A ".." after a name would step back out
+  // of whatever that name resolves to, and if the name is itself a symlink (say "l1 -> ..") the
+  // result climbs higher than the lexical count says: "l2 -> l1/.." would reach the parent of
+  // the root. With ".." only in front, every name that follows moves down from a point inside
+  // the tree, into a directory or into a symlink that was itself checked the same way.
+  bool seen_name = false;
+  size_t start = 0;
+  while (start <= target.size()) {
+    size_t slash = target.find('/', start);
+    if (slash == std::string_view::npos) slash = target.size();
+    const std::string_view part = target.substr(start, slash - start);
+    start = slash + 1;
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (seen_name) {
+        return UnsafeSymlink(link_path, target,
+                             "'..' after a name in target (it could climb out through another "
+                             "symlink)");
+      }
+      if (--depth < 0) return UnsafeSymlink(link_path, target, "target climbs above the root");
+    } else {
+      seen_name = true;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace bunker::capsule

@@ -1,0 +1,30 @@
+// Archive entry paths: the one place that decides which paths are acceptable in a capsule.
+// Used when sealing (importing a tar) and again when extracting (never trusting the sealer).
+#ifndef BUNKER_CAPSULE_PATHS_H_
+#define BUNKER_CAPSULE_PATHS_H_
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace bunker::capsule {
+
+// Normalizes an archive entry path: strips leading "./" components and one trailing '/'.
+// Then requires a relative path of '/'-separated components, none empty, "." or "..", no NUL,
+// at most kMaxPathSize bytes. kInvalidArgument naming the path and the rule otherwise, e.g.
+//   "unsafe path \"../etc/passwd\" in archive: '..' component".
+// Non-printable bytes in the echoed path are escaped so the error stays one line.
+absl::StatusOr<std::string> NormalizeEntryPath(std::string_view path);
+
+// Whether a symlink at `link_path` (normalized) pointing to `target` stays inside the tree:
+// `target` must be relative and, resolved lexically against link_path's directory, must never
+// climb above the root. kInvalidArgument naming the link otherwise.
+absl::Status CheckSymlinkTarget(std::string_view link_path, std::string_view target);
+
+// `path` with control characters and quotes escaped, for one-line error messages.
+std::string QuotePath(std::string_view path);
+
+}  // namespace bunker::capsule
+
+#endif  // BUNKER_CAPSULE_PATHS_H_

@@ -1,0 +1,256 @@
+#include "capsule/reader.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "crypto/merkle.h"
+#include "crypto/secret.h"
+
+namespace bunker::capsule {
+namespace {
+
+absl::Status ReadError(const absl::Status& s, const char* what) {
+  if (absl::IsOutOfRange(s)) {
+    return absl::DataLossError(absl::StrCat("capsule is truncated (", what, ")"));
+  }
+  return absl::Status(s.code(), absl::StrCat("reading ", what, ": ", s.message()));
+}
+
+absl::Status BadChunk(uint64_t index, uint64_t count, absl::string_view why) {
+  return absl::DataLossError(
+      absl::StrCat("chunk ", index, " of ", count, " is corrupt (", why, ")"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CapsuleReader>> CapsuleReader::Open(
+    std::unique_ptr<RandomAccessFile> file) {
+  std::unique_ptr<CapsuleReader> r(new CapsuleReader());
+  r->file_ = std::move(file);
+  const uint64_t size = r->file_->size();
+  if (size < kHeaderSize + 8 + kSignatureSize + kFooterSize) {
+    if (size >= kMagic.size()) {
+      std::array<uint8_t, kHeaderSize> head{};
+      if (r->file_->ReadAt(0, absl::MakeSpan(head.data(), kMagic.size())).ok() &&
+          !std::equal(kMagic.begin(), kMagic.end(), head.begin())) {
+        return absl::DataLossError("not a capsule (bad magic)");
+      }
+    }
+    return absl::DataLossError(absl::StrCat("capsule is truncated (", size, " bytes)"));
+  }
+  std::array<uint8_t, kHeaderSize> header{};
+  absl::Status s = r->file_->ReadAt(0, absl::MakeSpan(header));
+  if (!s.ok()) return ReadError(s, "header");
+  s = CheckHeader(header);
+  if (!s.ok()) return s;
+
+  std::array<uint8_t, kFooterSize> footer{};
+  s = r->file_->ReadAt(size - kFooterSize, absl::MakeSpan(footer));
+  if (!s.ok()) return ReadError(s, "footer");
+  absl::StatusOr<uint64_t> manifest_size = DecodeFooter(footer);
+  if (!manifest_size.ok()) return manifest_size.status();
+  if (*manifest_size > size - (kHeaderSize + kSignatureSize + kFooterSize)) {
+    return absl::DataLossError("capsule is truncated (manifest length exceeds the file)");
+  }
+  const uint64_t manifest_offset = size - kFooterSize - kSignatureSize - *manifest_size;
+  std::vector<uint8_t> manifest_bytes(*manifest_size);
+  s = r->file_->ReadAt(manifest_offset, absl::MakeSpan(manifest_bytes));
+  if (!s.ok()) return ReadError(s, "manifest");
+  std::array<uint8_t, kSignatureSize> signature{};
+  s = r->file_->ReadAt(size - kFooterSize - kSignatureSize, absl::MakeSpan(signature));
+  if (!s.ok()) return ReadError(s, "signature");
+
+  absl::StatusOr<Manifest> manifest = DecodeManifest(manifest_bytes);
+  if (!manifest.ok()) return manifest.status();
+  r->manifest_ = std::move(*manifest);
+  s = crypto::VerifySignature(r->manifest_.issuer.sign_key,
+                              SignatureInput(header, manifest_bytes), signature);
+  if (!s.ok()) {
+    return absl::DataLossError("manifest signature does not verify (capsule was modified)");
+  }
+  r->geometry_ = r->manifest_.geometry(*manifest_size);
+  s = r->geometry_.Check();
+  if (!s.ok()) return s;
+  if (r->geometry_.FileSize() != size) {
+    return absl::DataLossError(absl::StrCat(
+        "capsule size ", size, " does not match its manifest (", r->geometry_.FileSize(),
+        "): chunks were removed, added or the file was truncated"));
+  }
+  s = r->LoadTable();
+  if (!s.ok()) return s;
+  return r;
+}
+
+absl::Status CapsuleReader::LoadTable() {
+  const uint64_t n = geometry_.chunk_count;
+  table_.resize(n);
+  crypto::MerkleTreeBuilder tree;
+  constexpr uint64_t kBatch = 4096;
+  for (uint64_t i = 0; i < n; i += kBatch) {
+    const uint64_t count = std::min(kBatch, n - i);
+    absl::Span<uint8_t> out(reinterpret_cast<uint8_t*>(table_.data() + i), count * kLeafHashSize);
+    absl::Status s = file_->ReadAt(geometry_.TableOffset() + i * kLeafHashSize, out);
+    if (!s.ok()) return ReadError(s, "chunk table");
+    for (uint64_t j = 0; j < count; ++j) tree.AddLeafHash(table_[i + j]);
+  }
+  if (tree.Root() != manifest_.merkle_root) {
+    return absl::DataLossError("chunk table does not match the signed Merkle root");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CapsuleReader::CheckTrusted(
+    absl::Span<const crypto::PublicIdentity> trusted) const {
+  for (const auto& t : trusted) {
+    if (t == manifest_.issuer) return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "issuer ", manifest_.issuer.fingerprint().ToString(), " is not trusted"));
+}
+
+absl::Status CapsuleReader::CheckChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) const {
+  if (index >= geometry_.chunk_count) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk index ", index, " out of range"));
+  }
+  if (ciphertext.size() != geometry_.CipherSize(index)) {
+    return BadChunk(index, geometry_.chunk_count, "wrong length");
+  }
+  if (crypto::MerkleLeafHash(ciphertext) != table_[index]) {
+    return BadChunk(index, geometry_.chunk_count, "hash does not match the signed chunk table");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress) const {
+  ThreadPool pool(threads);
+  OrderedPipeline<absl::Status> pipeline(&pool, static_cast<size_t>(2 * pool.size() + 2));
+  const uint64_t n = geometry_.chunk_count;
+  uint64_t next = 0, done = 0, bytes = 0;
+  while (done < n) {
+    while (next < n && !pipeline.full()) {
+      const uint64_t i = next++;
+      pipeline.Submit([this, i]() -> absl::Status {
+        std::vector<uint8_t> buf(geometry_.CipherSize(i));
+        absl::Status s = file_->ReadAt(geometry_.ChunkOffset(i), absl::MakeSpan(buf));
+        if (!s.ok()) return ReadError(s, "chunk");
+        return CheckChunk(i, buf);
+      });
+    }
+    absl::Status s = pipeline.Pop();
+    if (!s.ok()) return s;  // the pipeline's destructor waits for the rest
+    bytes += geometry_.CipherSize(done);
+    ++done;
+    if (progress) progress(bytes);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<PayloadKey>> CapsuleReader::Unlock(
+    const crypto::Identity& identity) const {
+  const crypto::Fingerprint fp = identity.fingerprint();
+  const RecipientEntry* entry = nullptr;
+  for (const auto& r : manifest_.recipients) {
+    if (r.fingerprint == fp) entry = &r;
+  }
+  if (entry == nullptr) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("capsule is not addressed to ", fp.ToString()));
+  }
+  absl::StatusOr<crypto::SecretBytes> data_key =
+      crypto::UnwrapKey(identity, entry->wrapped, WrapContext(manifest_));
+  if (!data_key.ok()) {
+    return absl::DataLossError(absl::StrCat("the recipient entry for ", fp.ToString(),
+                                            " does not unwrap (tampered or moved)"));
+  }
+  absl::StatusOr<PayloadKeys> keys = DerivePayloadKeys(*data_key, manifest_);
+  if (!keys.ok()) return keys.status();
+  if (!crypto::ConstantTimeEquals(keys->commitment, manifest_.key_commitment)) {
+    return absl::DataLossError("key commitment does not match (recipient entry was forged)");
+  }
+  auto key = std::make_unique<PayloadKey>();
+  key->keys_ = std::move(*keys);
+  return key;
+}
+
+absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(const PayloadKey& key,
+                                                                     uint64_t begin,
+                                                                     uint64_t end, int threads,
+                                                                     ProgressFn progress) const {
+  if (begin > end || end > manifest_.payload_size) {
+    return absl::InvalidArgumentError("payload range out of bounds");
+  }
+  std::unique_ptr<PayloadStream> s(new PayloadStream());
+  s->reader_ = this;
+  s->key_ = &key;
+  s->begin_ = begin;
+  s->end_ = end;
+  s->progress_ = std::move(progress);
+  if (begin == end) {
+    s->next_submit_ = s->next_pop_ = 1;
+    s->last_chunk_ = 0;  // nothing to read
+  } else {
+    s->next_submit_ = s->next_pop_ = begin / manifest_.chunk_size;
+    s->last_chunk_ = (end - 1) / manifest_.chunk_size;
+  }
+  s->pool_ = std::make_unique<ThreadPool>(threads);
+  s->pipeline_ = std::make_unique<OrderedPipeline<PayloadStream::ChunkResult>>(
+      s->pool_.get(), static_cast<size_t>(2 * s->pool_->size() + 2));
+  return s;
+}
+
+PayloadStream::~PayloadStream() { pipeline_.reset(); }
+
+void PayloadStream::Fill() {
+  const Geometry& g = reader_->geometry_;
+  while (next_submit_ <= last_chunk_ && !pipeline_->full()) {
+    const uint64_t i = next_submit_++;
+    const CapsuleReader* reader = reader_;
+    const crypto::Aead* aead = &key_->aead();
+    pipeline_->Submit([reader, aead, i, &g]() -> ChunkResult {
+      ChunkResult r;
+      std::vector<uint8_t> buf(g.CipherSize(i));
+      r.status = reader->file_->ReadAt(g.ChunkOffset(i), absl::MakeSpan(buf));
+      if (!r.status.ok()) {
+        r.status = ReadError(r.status, "chunk");
+        return r;
+      }
+      // Authenticate against the signed table first: a recipient holds the data key and could
+      // forge a chunk that passes the AEAD, but not one that matches the issuer's signature.
+      r.status = reader->CheckChunk(i, buf);
+      if (!r.status.ok()) return r;
+      const auto nonce = ChunkNonce(i, i + 1 == g.chunk_count);
+      const size_t plain = buf.size() - kTagSize;
+      r.status = aead->Open(nonce, reader->manifest_.capsule_id, buf,
+                            absl::MakeSpan(buf.data(), plain));
+      if (!r.status.ok()) {
+        r.status = BadChunk(i, g.chunk_count, "does not decrypt");
+        return r;
+      }
+      buf.resize(plain);
+      r.plaintext = std::move(buf);
+      return r;
+    });
+  }
+}
+
+absl::StatusOr<absl::Span<const uint8_t>> PayloadStream::Next() {
+  if (failed_) return absl::FailedPreconditionError("payload stream already failed");
+  if (next_pop_ > last_chunk_) return absl::Span<const uint8_t>();
+  Fill();
+  ChunkResult r = pipeline_->Pop();
+  if (!r.status.ok()) {
+    failed_ = true;
+    return r.status;
+  }
+  const uint64_t i = next_pop_++;
+  current_ = std::move(r.plaintext);
+  const uint64_t chunk_begin = reader_->geometry_.PayloadOffset(i);
+  const uint64_t lo = std::max(begin_, chunk_begin) - chunk_begin;
+  const uint64_t hi = std::min<uint64_t>(end_, chunk_begin + current_.size()) - chunk_begin;
+  delivered_ += hi - lo;
+  if (progress_) progress_(delivered_);
+  Fill();
+  return absl::MakeConstSpan(current_.data() + lo, hi - lo);
+}
+
+}  // namespace bunker::capsule

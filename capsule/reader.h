@@ -1,0 +1,116 @@
+// CapsuleReader: the read side of the format. Structure and signature checks need no key;
+// payload access needs a recipient identity.
+//
+// Order of checks (FORMAT.md "Reading a capsule"): footer, header, manifest (strict canonical
+// decode), exact file size, issuer signature, chunk table against the signed Merkle root. Only
+// then is any chunk read, and each chunk's ciphertext is compared with its table entry before it
+// is decrypted, so no plaintext is ever released from an unauthenticated chunk.
+#ifndef BUNKER_CAPSULE_READER_H_
+#define BUNKER_CAPSULE_READER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "capsule/io.h"
+#include "capsule/key_schedule.h"
+#include "capsule/manifest.h"
+#include "capsule/parallel.h"
+#include "crypto/keys.h"
+
+namespace bunker::capsule {
+
+// Called with the bytes processed so far.
+using ProgressFn = std::function<void(uint64_t)>;
+
+// The key material released to one recipient. Holding it means the commitment was checked.
+class PayloadKey {
+ public:
+  const crypto::Aead& aead() const { return *keys_.aead; }
+
+ private:
+  friend class CapsuleReader;
+  PayloadKeys keys_;
+};
+
+class PayloadStream;
+
+class CapsuleReader {
+ public:
+  // Runs every structural check listed above, including the issuer's signature under the key
+  // the manifest names (trust is decided separately by CheckTrusted). kDataLoss for anything
+  // corrupt, truncated or extended; kInvalidArgument for an unsupported version.
+  static absl::StatusOr<std::unique_ptr<CapsuleReader>> Open(
+      std::unique_ptr<RandomAccessFile> file);
+
+  // kPermissionDenied "issuer bk1:... is not trusted" unless the manifest's issuer is in
+  // `trusted` (matched on both keys).
+  absl::Status CheckTrusted(absl::Span<const crypto::PublicIdentity> trusted) const;
+
+  const Manifest& manifest() const { return manifest_; }
+  const Geometry& geometry() const { return geometry_; }
+  uint64_t file_size() const { return file_->size(); }
+
+  // Hashes every chunk (in parallel) against the chunk table. kDataLoss naming the first bad
+  // chunk: "chunk 17 of 1024 is corrupt (hash does not match the signed chunk table)".
+  absl::Status VerifyChunks(int threads, const ProgressFn& progress) const;
+
+  // Checks chunk `index`'s ciphertext against the signed table (for keyless transfer checks).
+  absl::Status CheckChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) const;
+
+  // Finds `identity`'s recipient entry, unwraps the data key and checks the key commitment.
+  // kPermissionDenied "capsule is not addressed to bk1:..." when there is no entry for it;
+  // kDataLoss when the entry does not unwrap or the commitment does not match.
+  absl::StatusOr<std::unique_ptr<PayloadKey>> Unlock(const crypto::Identity& identity) const;
+
+  // A stream of authenticated plaintext for payload bytes [begin, end), decrypting chunks in
+  // parallel with bounded read-ahead. `key` and this reader must outlive the stream.
+  absl::StatusOr<std::unique_ptr<PayloadStream>> Stream(const PayloadKey& key, uint64_t begin,
+                                                        uint64_t end, int threads,
+                                                        ProgressFn progress = nullptr) const;
+
+ private:
+  friend class PayloadStream;
+  CapsuleReader() = default;
+  absl::Status LoadTable();
+
+  std::unique_ptr<RandomAccessFile> file_;
+  Manifest manifest_;
+  Geometry geometry_;
+  // The verified chunk table: 32 bytes per chunk (1/32768 of the payload at the default chunk
+  // size), held so that a file changed after verification cannot swap chunks in.
+  std::vector<crypto::Sha256Digest> table_;
+};
+
+// Yields the plaintext of a payload range piece by piece, each from an authenticated chunk.
+class PayloadStream : public ByteSource {
+ public:
+  ~PayloadStream() override;
+  absl::StatusOr<absl::Span<const uint8_t>> Next() override;
+
+ private:
+  friend class CapsuleReader;
+  struct ChunkResult {
+    absl::Status status;
+    std::vector<uint8_t> plaintext;
+  };
+  PayloadStream() = default;
+  void Fill();
+
+  const CapsuleReader* reader_ = nullptr;
+  const PayloadKey* key_ = nullptr;
+  uint64_t begin_ = 0, end_ = 0;
+  uint64_t next_submit_ = 0, last_chunk_ = 0, next_pop_ = 0;
+  uint64_t delivered_ = 0;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<OrderedPipeline<ChunkResult>> pipeline_;
+  std::vector<uint8_t> current_;
+  ProgressFn progress_;
+  bool failed_ = false;
+};
+
+}  // namespace bunker::capsule
+
+#endif  // BUNKER_CAPSULE_READER_H_

@@ -1,0 +1,196 @@
+#include "capsule/writer.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "crypto/secret.h"
+
+namespace bunker::capsule {
+
+CapsuleWriter::CapsuleWriter(WriterOptions options, WritableFile* out)
+    : options_(std::move(options)), out_(out) {}
+
+CapsuleWriter::~CapsuleWriter() {
+  pipeline_.reset();  // waits for jobs that reference our buffers
+  if (table_ != nullptr) std::fclose(table_);
+}
+
+absl::StatusOr<std::unique_ptr<CapsuleWriter>> CapsuleWriter::Create(WriterOptions options,
+                                                                     WritableFile* out) {
+  if (options.issuer == nullptr) return absl::InvalidArgumentError("an issuer key is required");
+  if (options.recipients.empty()) {
+    return absl::InvalidArgumentError("at least one recipient (--to) is required");
+  }
+  if (options.recipients.size() > kMaxRecipients) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxRecipients, " recipients"));
+  }
+  std::set<std::string> seen;
+  for (const auto& r : options.recipients) {
+    if (!seen.insert(r.fingerprint().ToString()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("recipient ", r.fingerprint().ToString(), " is given twice"));
+    }
+  }
+  if (options.chunk_size < kMinChunkSize || options.chunk_size > kMaxChunkSize) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk size must be between ", kMinChunkSize,
+                                                   " and ", kMaxChunkSize, " bytes"));
+  }
+  if (options.policy.size() > kMaxPolicySize) {
+    return absl::InvalidArgumentError(absl::StrCat("policy exceeds ", kMaxPolicySize, " bytes"));
+  }
+
+  std::unique_ptr<CapsuleWriter> w(new CapsuleWriter(std::move(options), out));
+  Manifest& m = w->manifest_;
+  crypto::RandomBytes(absl::MakeSpan(m.capsule_id));
+  m.created_at = w->options_.created_at;
+  m.issuer = w->options_.issuer->public_identity();
+  m.suite = w->options_.suite;
+  m.chunk_size = w->options_.chunk_size;
+  m.policy = w->options_.policy;
+
+  const crypto::SecretBytes data_key = crypto::SecretBytes::Random(kDataKeySize);
+  absl::StatusOr<PayloadKeys> keys = DerivePayloadKeys(data_key, m);
+  if (!keys.ok()) return keys.status();
+  w->keys_ = std::move(*keys);
+  m.key_commitment = w->keys_.commitment;
+  const std::vector<uint8_t> context = WrapContext(m);
+  for (const auto& r : w->options_.recipients) {
+    absl::StatusOr<crypto::WrappedKey> wrapped = crypto::WrapKey(r.box_key, data_key, context);
+    if (!wrapped.ok()) return wrapped.status();
+    m.recipients.push_back(RecipientEntry{r.fingerprint(), std::move(*wrapped)});
+  }
+
+  w->table_ = std::tmpfile();
+  if (w->table_ == nullptr) return absl::UnavailableError("cannot create a temporary file");
+  w->pool_ = std::make_unique<ThreadPool>(w->options_.threads);
+  w->pipeline_ = std::make_unique<OrderedPipeline<ChunkResult>>(
+      w->pool_.get(), static_cast<size_t>(2 * w->pool_->size() + 2));
+  w->current_.reserve(m.chunk_size);
+  const auto header = EncodeHeader();
+  absl::Status s = out->Append(header);
+  if (!s.ok()) return s;
+  return w;
+}
+
+absl::Status CapsuleWriter::DrainOne() {
+  ChunkResult r = pipeline_->Pop();
+  if (!r.status.ok()) return r.status;
+  absl::Status s = out_->Append(r.ciphertext);
+  if (!s.ok()) return s;
+  if (std::fwrite(r.leaf.data(), 1, r.leaf.size(), table_) != r.leaf.size()) {
+    return absl::UnavailableError("cannot write the temporary chunk table");
+  }
+  tree_.AddLeafHash(r.leaf);
+  encrypted_ += r.ciphertext.size() - kTagSize;
+  if (options_.progress) options_.progress(encrypted_);
+  return absl::OkStatus();
+}
+
+absl::Status CapsuleWriter::SubmitChunk(std::vector<uint8_t> plaintext, bool last) {
+  if (next_index_ >= kMaxChunkCount) {
+    return absl::ResourceExhaustedError("payload exceeds the maximum chunk count");
+  }
+  while (pipeline_->full()) {
+    absl::Status s = DrainOne();
+    if (!s.ok()) return s;
+  }
+  const uint64_t index = next_index_++;
+  const crypto::Aead* aead = keys_.aead.get();
+  const CapsuleId id = manifest_.capsule_id;
+  pipeline_->Submit([aead, id, index, last, buf = std::move(plaintext)]() mutable {
+    ChunkResult r;
+    const size_t n = buf.size();
+    buf.resize(n + kTagSize);
+    const auto nonce = ChunkNonce(index, last);
+    r.status = aead->Seal(nonce, id, absl::MakeConstSpan(buf.data(), n), absl::MakeSpan(buf));
+    r.leaf = crypto::MerkleLeafHash(buf);
+    r.ciphertext = std::move(buf);
+    return r;
+  });
+  return absl::OkStatus();
+}
+
+absl::Status CapsuleWriter::Append(absl::Span<const uint8_t> data) {
+  if (failed_) return absl::FailedPreconditionError("capsule writer already failed");
+  while (!data.empty()) {
+    if (current_.size() == manifest_.chunk_size) {
+      // A full chunk is only known not to be the last once more data arrives.
+      if (pending_.has_value()) {
+        absl::Status s = SubmitChunk(std::move(*pending_), /*last=*/false);
+        pending_.reset();
+        if (!s.ok()) {
+          failed_ = true;
+          return s;
+        }
+      }
+      pending_ = std::move(current_);
+      current_ = std::vector<uint8_t>();
+      current_.reserve(manifest_.chunk_size);
+    }
+    const size_t take = std::min<size_t>(data.size(), manifest_.chunk_size - current_.size());
+    current_.insert(current_.end(), data.begin(), data.begin() + take);
+    data.remove_prefix(take);
+    appended_ += take;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Manifest> CapsuleWriter::Finish(uint64_t index_entries) {
+  if (failed_) return absl::FailedPreconditionError("capsule writer already failed");
+  failed_ = true;  // single use
+  absl::Status s;
+  if (pending_.has_value()) {
+    if (current_.empty()) {
+      s = SubmitChunk(std::move(*pending_), /*last=*/true);
+    } else {
+      s = SubmitChunk(std::move(*pending_), /*last=*/false);
+      if (s.ok()) s = SubmitChunk(std::move(current_), /*last=*/true);
+    }
+  } else {
+    s = SubmitChunk(std::move(current_), /*last=*/true);  // possibly the empty payload's chunk
+  }
+  if (!s.ok()) return s;
+  while (!pipeline_->empty()) {
+    s = DrainOne();
+    if (!s.ok()) return s;
+  }
+
+  Manifest& m = manifest_;
+  m.chunk_count = next_index_;
+  m.payload_size = appended_;
+  m.archive_size = archive_size_;
+  m.index_size = appended_ - archive_size_;
+  m.index_entries = index_entries;
+  m.merkle_root = tree_.Root();
+
+  // Copy the spooled chunk table after the chunks.
+  if (std::fflush(table_) != 0 || std::fseek(table_, 0, SEEK_SET) != 0) {
+    return absl::UnavailableError("cannot read back the temporary chunk table");
+  }
+  std::vector<uint8_t> buf(1 << 16);
+  uint64_t copied = 0;
+  while (true) {
+    const size_t n = std::fread(buf.data(), 1, buf.size(), table_);
+    if (n == 0) break;
+    s = out_->Append(absl::MakeConstSpan(buf.data(), n));
+    if (!s.ok()) return s;
+    copied += n;
+  }
+  if (copied != kLeafHashSize * m.chunk_count) {
+    return absl::UnavailableError("temporary chunk table is incomplete");
+  }
+
+  absl::StatusOr<std::vector<uint8_t>> manifest_bytes = EncodeManifest(m);
+  if (!manifest_bytes.ok()) return manifest_bytes.status();
+  const auto header = EncodeHeader();
+  const crypto::Ed25519Signature sig =
+      options_.issuer->Sign(SignatureInput(header, *manifest_bytes));
+  s = out_->Append(*manifest_bytes);
+  if (s.ok()) s = out_->Append(sig);
+  if (s.ok()) s = out_->Append(EncodeFooter(manifest_bytes->size()));
+  if (!s.ok()) return s;
+  return m;
+}
+
+}  // namespace bunker::capsule

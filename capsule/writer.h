@@ -1,0 +1,88 @@
+// CapsuleWriter: turns a stream of payload bytes into a sealed capsule (FORMAT.md "Layout").
+// It knows nothing about archives; capsule/archive_builder.h feeds it a pax stream and index.
+//
+// Memory is bounded by about 2 * chunk size * (2 * threads + 2) whatever the payload size: the
+// chunk table is spooled to an unlinked temporary file, not kept in memory.
+#ifndef BUNKER_CAPSULE_WRITER_H_
+#define BUNKER_CAPSULE_WRITER_H_
+
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "capsule/io.h"
+#include "capsule/key_schedule.h"
+#include "capsule/manifest.h"
+#include "capsule/parallel.h"
+#include "crypto/keys.h"
+#include "crypto/merkle.h"
+
+namespace bunker::capsule {
+
+struct WriterOptions {
+  const crypto::Identity* issuer = nullptr;             // signs the manifest; required
+  std::vector<crypto::PublicIdentity> recipients;       // 1..kMaxRecipients; duplicates refused
+  std::string policy;                                   // stored as given
+  crypto::Suite suite = crypto::Suite::kAes256Gcm;
+  uint32_t chunk_size = kDefaultChunkSize;
+  int threads = 0;                                      // 0: all cores
+  int64_t created_at = 0;                               // seconds since the epoch
+  // Called from the writer's thread with the total payload bytes encrypted so far.
+  std::function<void(uint64_t)> progress;
+};
+
+class CapsuleWriter {
+ public:
+  // Validates the options (kInvalidArgument naming the problem), draws the capsule id and data
+  // key, wraps the key to every recipient and writes the header to `out`, which must outlive
+  // the writer.
+  static absl::StatusOr<std::unique_ptr<CapsuleWriter>> Create(WriterOptions options,
+                                                               WritableFile* out);
+  ~CapsuleWriter();
+
+  // Appends payload bytes (encrypted in parallel, written in order).
+  absl::Status Append(absl::Span<const uint8_t> data);
+  // Bytes appended so far.
+  uint64_t payload_size() const { return appended_; }
+  // Declares that the bytes so far are the archive and what follows is the file index.
+  void MarkArchiveEnd() { archive_size_ = appended_; }
+
+  // Flushes the last chunk, writes the chunk table, manifest, signature and footer. The
+  // writer must not be used afterwards. Returns the signed manifest.
+  absl::StatusOr<Manifest> Finish(uint64_t index_entries);
+
+ private:
+  struct ChunkResult {
+    absl::Status status;
+    std::vector<uint8_t> ciphertext;
+    crypto::Sha256Digest leaf{};
+  };
+  CapsuleWriter(WriterOptions options, WritableFile* out);
+  absl::Status SubmitChunk(std::vector<uint8_t> plaintext, bool last);
+  absl::Status DrainOne();
+
+  WriterOptions options_;
+  WritableFile* out_;
+  Manifest manifest_;
+  PayloadKeys keys_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<OrderedPipeline<ChunkResult>> pipeline_;
+  std::vector<uint8_t> current_;                 // filling chunk
+  std::optional<std::vector<uint8_t>> pending_;  // full chunk not yet known to be last
+  uint64_t next_index_ = 0;
+  uint64_t appended_ = 0;
+  uint64_t encrypted_ = 0;
+  uint64_t archive_size_ = 0;
+  crypto::MerkleTreeBuilder tree_;
+  std::FILE* table_ = nullptr;  // unlinked temporary file of leaf hashes
+  bool failed_ = false;
+};
+
+}  // namespace bunker::capsule
+
+#endif  // BUNKER_CAPSULE_WRITER_H_

@@ -1,0 +1,63 @@
+// The `capsule` program: dispatches to one command per file.
+#include <sys/resource.h>
+
+#include <clocale>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cli/context.h"
+#include "crypto/secret.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+constexpr Command kCommands[] = {
+    {"keygen", bunker::cli::RunKeygen, "create an identity (NAME.key, NAME.pub)"},
+    {"seal", bunker::cli::RunSeal, "seal a dataset and its policy into a capsule"},
+    {"inspect", bunker::cli::RunInspect, "show a capsule's public facts"},
+    {"verify", bunker::cli::RunVerify, "check signature, trust and every chunk, keyless"},
+    {"open", bunker::cli::RunOpen, "decrypt and extract a capsule atomically"},
+    {"ls", bunker::cli::RunLs, "list the files in a capsule"},
+    {"cat", bunker::cli::RunCat, "write one file of a capsule to stdout"},
+};
+
+void PrintUsage(std::FILE* out) {
+  std::fprintf(out,
+               "Usage: capsule COMMAND [options]\n\n"
+               "Bunker capsules: datasets sealed with their access policy.\n\nCommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-9s %s\n", c.name, c.summary);
+  std::fprintf(out, "\nRun 'capsule COMMAND --help' for a command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // No core dumps: they could hold key material outside libsodium's guarded pages.
+  struct rlimit no_core = {0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);
+  // Archive paths are UTF-8; libarchive converts through the C library's locale.
+  if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "");
+  bunker::crypto::EnsureInitialized();
+
+  if (argc < 2) {
+    PrintUsage(stderr);
+    return bunker::cli::kExitUsage;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+    PrintUsage(stdout);
+    return 0;
+  }
+  for (const Command& c : kCommands) {
+    if (cmd == c.name) return c.run(argc - 2, argv + 2);
+  }
+  std::fprintf(stderr, "capsule: unknown command '%s'\n", cmd.c_str());
+  PrintUsage(stderr);
+  return bunker::cli::kExitUsage;
+}

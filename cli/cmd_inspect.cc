@@ -1,0 +1,84 @@
+// capsule inspect: everything about a capsule that is not secret, without any key.
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "capsule/io.h"
+#include "capsule/reader.h"
+#include "cli/context.h"
+#include "crypto/sha256.h"
+
+namespace bunker::cli {
+
+int RunInspect(int argc, char** argv) {
+  static const CommandSpec kSpec{
+      "inspect",
+      "CAPSULE [--json]",
+      "Show a capsule's public facts: id, issuer, creation time, suite, sizes, chunk count,\n"
+      "recipients and policy. Needs no key; checks the structure and the issuer's signature\n"
+      "(but not whether you trust the issuer: use `capsule verify --trust` for that).",
+      "",
+      {"CAPSULE"},
+      {{"json", false, false, "print as JSON"}}};
+  Context ctx(kSpec, argc, argv);
+  if (!ctx.Parse()) return ctx.exit_code();
+  const std::string path = ctx.args().positionals()[0];
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = capsule::OpenFile(path);
+  if (!file.ok()) return ctx.Fail(file.status());
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
+      capsule::CapsuleReader::Open(std::move(*file));
+  if (!reader.ok()) {
+    return ctx.Fail(absl::Status(reader.status().code(),
+                                 absl::StrCat(path, ": ", reader.status().message())));
+  }
+  const capsule::Manifest& m = (*reader)->manifest();
+  const std::string issuer = m.issuer.fingerprint().ToString();
+  const std::string policy_hash = crypto::ToHex(m.PolicyHash());
+  if (ctx.json()) {
+    std::string recipients;
+    for (const auto& r : m.recipients) {
+      if (!recipients.empty()) recipients += ", ";
+      recipients += JsonString(r.fingerprint.ToString());
+    }
+    std::printf(
+        "{\"capsule\": %s, \"formatVersion\": %u, \"issuer\": %s, \"createdAt\": %s, "
+        "\"suite\": %s, \"chunkSize\": %u, \"chunkCount\": %llu, \"payloadBytes\": %llu, "
+        "\"archiveBytes\": %llu, \"indexEntries\": %llu, \"fileBytes\": %llu, "
+        "\"merkleRoot\": %s, \"recipients\": [%s], \"policySha256\": %s, \"policy\": %s}\n",
+        JsonString(m.IdHex()).c_str(), m.format_version, JsonString(issuer).c_str(),
+        JsonString(FormatTime(m.created_at)).c_str(),
+        JsonString(crypto::SuiteName(m.suite)).c_str(), m.chunk_size,
+        static_cast<unsigned long long>(m.chunk_count),
+        static_cast<unsigned long long>(m.payload_size),
+        static_cast<unsigned long long>(m.archive_size),
+        static_cast<unsigned long long>(m.index_entries),
+        static_cast<unsigned long long>((*reader)->file_size()),
+        JsonString(crypto::ToHex(m.merkle_root)).c_str(), recipients.c_str(),
+        JsonString(policy_hash).c_str(),
+        m.policy.empty() ? "null" : JsonString(m.policy).c_str());
+    return kExitOk;
+  }
+  std::printf("capsule      %s\n", m.IdHex().c_str());
+  std::printf("format       v%u, %s, %s chunks (%llu)\n", m.format_version,
+              std::string(crypto::SuiteName(m.suite)).c_str(), HumanBytes(m.chunk_size).c_str(),
+              static_cast<unsigned long long>(m.chunk_count));
+  std::printf("issuer       %s (signature valid; trust not checked)\n", issuer.c_str());
+  std::printf("created      %s\n", FormatTime(m.created_at).c_str());
+  std::printf("size         %s file, %s payload (%s archive + %s index, %llu entries)\n",
+              HumanBytes((*reader)->file_size()).c_str(), HumanBytes(m.payload_size).c_str(),
+              HumanBytes(m.archive_size).c_str(), HumanBytes(m.index_size).c_str(),
+              static_cast<unsigned long long>(m.index_entries));
+  std::printf("merkle root  %s\n", crypto::ToHex(m.merkle_root).c_str());
+  for (size_t i = 0; i < m.recipients.size(); ++i) {
+    std::printf("%s %s\n", i == 0 ? "recipients  " : "            ",
+                m.recipients[i].fingerprint.ToString().c_str());
+  }
+  if (m.policy.empty()) {
+    std::printf("policy       none\n");
+  } else {
+    std::printf("policy       sha256 %s\n%s%s", policy_hash.c_str(), m.policy.c_str(),
+                m.policy.back() == '\n' ? "" : "\n");
+  }
+  return kExitOk;
+}
+
+}  // namespace bunker::cli

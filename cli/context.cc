@@ -1,0 +1,350 @@
+#include "cli/context.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <optional>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
+#include "capsule/key_files.h"
+
+namespace bunker::cli {
+
+int ExitCodeFor(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return kExitOk;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+      return kExitInvalid;
+    case absl::StatusCode::kDataLoss:
+      return kExitCorrupt;
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated:
+      return kExitDenied;
+    case absl::StatusCode::kNotFound:
+      return kExitNotFound;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kFailedPrecondition:
+      return kExitExists;
+    case absl::StatusCode::kResourceExhausted:
+      return kExitExhausted;
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+      return kExitUnavailable;
+    default:
+      return kExitInternal;
+  }
+}
+
+std::string Args::Get(const std::string& name, const std::string& fallback) const {
+  auto it = values_.find(name);
+  if (it == values_.end() || it->second.empty()) return fallback;
+  return it->second.back();
+}
+
+const std::vector<std::string>& Args::GetAll(const std::string& name) const {
+  static const std::vector<std::string>* const kEmpty = new std::vector<std::string>();
+  auto it = values_.find(name);
+  return it == values_.end() ? *kEmpty : it->second;
+}
+
+Context::Context(const CommandSpec& spec, int argc, char** argv)
+    : spec_(spec), argc_(argc), argv_(argv) {}
+
+void Context::PrintHelp() const {
+  std::string out = absl::StrCat("Usage: capsule ", spec_.name, " ", spec_.usage, "\n\n",
+                                 spec_.summary, "\n\nOptions:\n");
+  for (const OptionSpec& o : spec_.options) {
+    std::string flag = absl::StrCat("--", o.name);
+    if (o.takes_value) absl::StrAppend(&flag, " ", o.value_name);
+    absl::StrAppend(&out, absl::StrFormat("  %-22s %s%s\n", flag, o.help,
+                                          o.repeatable ? " (repeatable)" : ""));
+  }
+  absl::StrAppend(&out, absl::StrFormat("  %-22s %s\n", "-h, --help", "show this help"));
+  if (!spec_.details.empty()) absl::StrAppend(&out, "\n", spec_.details, "\n");
+  std::fputs(out.c_str(), stdout);
+}
+
+bool Context::Parse() {
+  bool only_positionals = false;
+  for (int i = 0; i < argc_; ++i) {
+    std::string arg = argv_[i];
+    if (only_positionals || arg == "-" || arg.size() < 2 || arg[0] != '-') {
+      args_.positionals_.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      only_positionals = true;
+      continue;
+    }
+    if (arg == "-h" || arg == "--help") {
+      PrintHelp();
+      exit_code_ = kExitOk;
+      return false;
+    }
+    std::string name, value;
+    bool has_inline = false;
+    if (absl::StartsWith(arg, "--")) {
+      name = arg.substr(2);
+      const size_t eq = name.find('=');
+      if (eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+        has_inline = true;
+      }
+    } else {
+      // Single-letter aliases: -o is --output everywhere it exists.
+      name = arg.substr(1);
+      if (name == "o") name = "output";
+    }
+    const OptionSpec* spec = nullptr;
+    for (const OptionSpec& o : spec_.options) {
+      if (o.name == name) spec = &o;
+    }
+    if (spec == nullptr) {
+      UsageError(absl::StrCat("unknown option ", arg));
+      return false;
+    }
+    if (spec->takes_value) {
+      if (!has_inline) {
+        if (i + 1 >= argc_) {
+          UsageError(absl::StrCat("option --", name, " needs a value"));
+          return false;
+        }
+        value = argv_[++i];
+      }
+    } else if (has_inline) {
+      UsageError(absl::StrCat("option --", name, " takes no value"));
+      return false;
+    }
+    auto& slot = args_.values_[name];
+    if (!slot.empty() && !spec->repeatable) {
+      UsageError(absl::StrCat("option --", name, " given more than once"));
+      return false;
+    }
+    slot.push_back(value);
+  }
+  if (args_.positionals_.size() != spec_.positionals.size()) {
+    if (args_.positionals_.size() < spec_.positionals.size()) {
+      UsageError(absl::StrCat("missing ", spec_.positionals[args_.positionals_.size()]));
+    } else {
+      UsageError(absl::StrCat("unexpected argument ",
+                              args_.positionals_[spec_.positionals.size()]));
+    }
+    return false;
+  }
+  return true;
+}
+
+int Context::UsageError(const std::string& message) const {
+  std::fprintf(stderr, "capsule %s: %s\nhint: see 'capsule %s --help'\n", spec_.name.c_str(),
+               message.c_str(), spec_.name.c_str());
+  const_cast<Context*>(this)->exit_code_ = kExitUsage;
+  return kExitUsage;
+}
+
+int Context::Fail(const absl::Status& status, const std::string& hint) const {
+  std::string msg(status.message());
+  // Keep errors to one line whatever a library put in them.
+  for (char& c : msg) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  std::fprintf(stderr, "capsule %s: %s\n", spec_.name.c_str(), msg.c_str());
+  if (!hint.empty()) std::fprintf(stderr, "hint: %s\n", hint.c_str());
+  return ExitCodeFor(status);
+}
+
+absl::StatusOr<crypto::Identity> Context::LoadIdentity(const std::string& flag) const {
+  const std::string path = args_.Get(flag);
+  if (path.empty()) return absl::InvalidArgumentError(absl::StrCat("--", flag, " is required"));
+  return capsule::LoadIdentity(path);
+}
+
+absl::StatusOr<std::vector<crypto::PublicIdentity>> Context::LoadTrust(
+    const std::string& flag) const {
+  const auto& paths = args_.GetAll(flag);
+  if (paths.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " is required: name the issuer public keys you trust"));
+  }
+  return capsule::LoadTrust(paths);
+}
+
+absl::StatusOr<std::vector<crypto::PublicIdentity>> Context::LoadPublicKeys(
+    const std::string& flag) const {
+  std::vector<crypto::PublicIdentity> out;
+  for (const std::string& p : args_.GetAll(flag)) {
+    absl::StatusOr<crypto::PublicIdentity> pub = capsule::LoadPublicIdentity(p);
+    if (!pub.ok()) return pub.status();
+    out.push_back(*pub);
+  }
+  return out;
+}
+
+absl::StatusOr<int> Context::Threads() const {
+  if (!args_.Has("threads")) return 0;
+  int n = 0;
+  if (!absl::SimpleAtoi(args_.Get("threads"), &n) || n < 0 || n > 1024) {
+    return absl::InvalidArgumentError("--threads must be a number from 0 (all cores) to 1024");
+  }
+  return n;
+}
+
+Progress::Progress(std::string label, uint64_t total, bool enabled)
+    : label_(std::move(label)),
+      total_(total),
+      enabled_(enabled && ::isatty(STDERR_FILENO) == 1),
+      start_(std::chrono::steady_clock::now()),
+      last_(start_) {}
+
+Progress::~Progress() { Finish(); }
+
+void Progress::Update(uint64_t done) {
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (drawn_ && now - last_ < std::chrono::milliseconds(200)) return;
+  last_ = now;
+  const double secs = std::chrono::duration<double>(now - start_).count();
+  const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+  std::string line = absl::StrCat(label_, "  ", HumanBytes(done));
+  if (total_ > 0) absl::StrAppend(&line, " / ", HumanBytes(total_));
+  absl::StrAppend(&line, "  ", HumanBytes(static_cast<uint64_t>(rate)), "/s");
+  if (total_ > done && rate > 0) {
+    const uint64_t eta = static_cast<uint64_t>(static_cast<double>(total_ - done) / rate);
+    absl::StrAppend(&line, absl::StrFormat("  ETA %d:%02d", eta / 60, eta % 60));
+  }
+  std::fprintf(stderr, "\r\033[K%s", line.c_str());
+  std::fflush(stderr);
+  drawn_ = true;
+}
+
+void Progress::Finish() {
+  if (drawn_) {
+    std::fprintf(stderr, "\r\033[K");
+    std::fflush(stderr);
+    drawn_ = false;
+  }
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  if (u == 0) return absl::StrCat(bytes, " B");
+  return absl::StrFormat("%.1f %s", v, units[u]);
+}
+
+absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
+  std::string t = absl::AsciiStrToUpper(text);
+  uint64_t mult = 1;
+  for (const char* suffix : {"IB", "B"}) {
+    if (absl::EndsWith(t, suffix) && t.size() > strlen(suffix)) {
+      t.resize(t.size() - strlen(suffix));
+      break;
+    }
+  }
+  if (!t.empty()) {
+    switch (t.back()) {
+      case 'K': mult = uint64_t{1} << 10; t.pop_back(); break;
+      case 'M': mult = uint64_t{1} << 20; t.pop_back(); break;
+      case 'G': mult = uint64_t{1} << 30; t.pop_back(); break;
+      default: break;
+    }
+  }
+  uint64_t n = 0;
+  if (t.empty() || !absl::SimpleAtoi(t, &n) || n > (~uint64_t{0}) / mult) {
+    return absl::InvalidArgumentError(absl::StrCat("bad size '", text, "' (e.g. 1M, 256K)"));
+  }
+  return n * mult;
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += absl::StrFormat("\\u%04x", c);
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += "\"";
+  return out;
+}
+
+std::string FormatTime(int64_t seconds) {
+  std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  if (::gmtime_r(&t, &tm) == nullptr) return absl::StrCat(seconds);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace bunker::cli
+
+namespace bunker::cli {
+
+absl::StatusOr<OpenedCapsule> OpenCapsule(const Context& ctx, const std::string& path,
+                                          bool unlock) {
+  absl::StatusOr<std::vector<crypto::PublicIdentity>> trust = ctx.LoadTrust("trust");
+  if (!trust.ok()) return trust.status();
+  std::optional<crypto::Identity> identity;
+  if (unlock) {
+    absl::StatusOr<crypto::Identity> id = ctx.LoadIdentity("identity");
+    if (!id.ok()) return id.status();
+    identity.emplace(std::move(*id));
+  }
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = capsule::OpenFile(path);
+  if (!file.ok()) return file.status();
+  OpenedCapsule out;
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
+      capsule::CapsuleReader::Open(std::move(*file));
+  if (!reader.ok()) {
+    return absl::Status(reader.status().code(),
+                        absl::StrCat(path, ": ", reader.status().message()));
+  }
+  out.reader = std::move(*reader);
+  absl::Status s = out.reader->CheckTrusted(*trust);
+  if (!s.ok()) return s;
+  if (unlock) {
+    absl::StatusOr<std::unique_ptr<capsule::PayloadKey>> key = out.reader->Unlock(*identity);
+    if (!key.ok()) return key.status();
+    out.key = std::move(*key);
+  }
+  return out;
+}
+
+std::string HintFor(const absl::Status& status) {
+  const absl::string_view m = status.message();
+  if (absl::StrContains(m, "is not trusted")) {
+    return "if you trust this issuer, pass its public key with --trust ISSUER.pub";
+  }
+  if (absl::StrContains(m, "is not addressed to")) {
+    return "this capsule was sealed for other recipients; use one of their identities "
+           "(capsule inspect lists them)";
+  }
+  if (absl::StrContains(m, "is accessible by others")) return "";
+  return "";
+}
+
+}  // namespace bunker::cli

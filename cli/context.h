@@ -1,0 +1,158 @@
+// What every `capsule` command shares: flag parsing, key loading, output (text or --json),
+// terminal progress, and the mapping from library status codes to exit statuses.
+// Commands stay thin: parse, call the library, print.
+#ifndef BUNKER_CLI_CONTEXT_H_
+#define BUNKER_CLI_CONTEXT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "capsule/reader.h"
+#include "crypto/keys.h"
+
+namespace bunker::cli {
+
+// Exit statuses (README "Exit status"). Each bad-input class has its own.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitInternal = 1,      // a bug or an unexpected library failure
+  kExitUsage = 2,         // bad command line
+  kExitInvalid = 3,       // bad input: malformed file, unsafe archive path, bad policy
+  kExitCorrupt = 4,       // capsule corrupt, truncated or tampered with
+  kExitDenied = 5,        // refused: untrusted issuer, not a recipient, policy denial
+  kExitNotFound = 6,      // a named file, path or capsule entry does not exist
+  kExitExists = 7,        // the destination already exists or a precondition failed
+  kExitExhausted = 8,     // out of disk space or another resource
+  kExitUnavailable = 9,   // I/O error
+};
+
+// The exit status for a library status.
+int ExitCodeFor(const absl::Status& status);
+
+// One option a command accepts.
+struct OptionSpec {
+  std::string name;       // without dashes: "to" for --to
+  bool takes_value;       // --name VALUE (or --name=VALUE)
+  bool repeatable;
+  std::string help;       // one line
+  std::string value_name = "VALUE";
+};
+
+// A command's declared interface, used for parsing and --help.
+struct CommandSpec {
+  std::string name;        // "seal"
+  std::string usage;       // "INPUT -o OUT.capsule --sign KEY --to PUB [--to PUB]..."
+  std::string summary;     // one line
+  std::string details;     // optional paragraph(s) after the options
+  std::vector<std::string> positionals;  // names, for arity checks
+  std::vector<OptionSpec> options;
+};
+
+// Parsed command line.
+class Args {
+ public:
+  bool Has(const std::string& name) const { return values_.count(name) > 0; }
+  // The single value of --name, or `fallback`.
+  std::string Get(const std::string& name, const std::string& fallback = "") const;
+  const std::vector<std::string>& GetAll(const std::string& name) const;
+  const std::vector<std::string>& positionals() const { return positionals_; }
+
+ private:
+  friend class Context;
+  std::map<std::string, std::vector<std::string>> values_;
+  std::vector<std::string> positionals_;
+};
+
+// Thrown nowhere: commands return an exit code.
+class Context {
+ public:
+  Context(const CommandSpec& spec, int argc, char** argv);
+
+  // Parses argv. Returns false when the command should stop at once: after printing --help
+  // (exit_code() == 0) or a usage error (exit_code() == kExitUsage).
+  bool Parse();
+  int exit_code() const { return exit_code_; }
+  const Args& args() const { return args_; }
+  bool json() const { return args_.Has("json"); }
+
+  // Prints "capsule CMD: <message>" (plus "hint: ..." when given) to stderr and returns the
+  // exit status for `status`.
+  int Fail(const absl::Status& status, const std::string& hint = "") const;
+  // A usage error with a pointer to --help.
+  int UsageError(const std::string& message) const;
+
+  // Key loading from flags, with errors naming the flag.
+  absl::StatusOr<crypto::Identity> LoadIdentity(const std::string& flag) const;
+  absl::StatusOr<std::vector<crypto::PublicIdentity>> LoadTrust(const std::string& flag) const;
+  absl::StatusOr<std::vector<crypto::PublicIdentity>> LoadPublicKeys(const std::string& flag) const;
+  // --threads N (0 or absent: all cores).
+  absl::StatusOr<int> Threads() const;
+
+  const std::string& command() const { return spec_.name; }
+
+ private:
+  void PrintHelp() const;
+  const CommandSpec& spec_;
+  int argc_;
+  char** argv_;
+  Args args_;
+  int exit_code_ = kExitOk;
+};
+
+// A capsule opened for reading: structure and signature checked, issuer trusted (--trust),
+// and, when unlocked, the data key released to --identity.
+struct OpenedCapsule {
+  std::unique_ptr<capsule::CapsuleReader> reader;
+  std::unique_ptr<capsule::PayloadKey> key;  // null unless unlocked
+};
+// Opens `path`, checks trust against --trust, and with `unlock` loads --identity and unwraps.
+absl::StatusOr<OpenedCapsule> OpenCapsule(const Context& ctx, const std::string& path,
+                                          bool unlock);
+// The hint printed with a failure to open a capsule, if any.
+std::string HintFor(const absl::Status& status);
+
+// Terminal progress on stderr: bytes, rate, ETA; silent when stderr is not a terminal or when
+// disabled (--json). Redraws at most 5 times a second.
+class Progress {
+ public:
+  Progress(std::string label, uint64_t total, bool enabled);
+  ~Progress();
+  void Update(uint64_t done);
+  // Clears the line.
+  void Finish();
+
+ private:
+  std::string label_;
+  uint64_t total_;
+  bool enabled_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point last_;
+};
+
+// "1.5 GiB", "512 B".
+std::string HumanBytes(uint64_t bytes);
+// Parses "1M", "64K", "1048576", "2MiB" into bytes (K/M/G = 1024 multiples).
+absl::StatusOr<uint64_t> ParseSize(const std::string& text);
+// JSON string literal with escapes.
+std::string JsonString(std::string_view s);
+// RFC 3339 UTC time for seconds since the epoch.
+std::string FormatTime(int64_t seconds);
+
+// Command entry points, one file each.
+int RunKeygen(int argc, char** argv);
+int RunSeal(int argc, char** argv);
+int RunInspect(int argc, char** argv);
+int RunVerify(int argc, char** argv);
+int RunOpen(int argc, char** argv);
+int RunLs(int argc, char** argv);
+int RunCat(int argc, char** argv);
+
+}  // namespace bunker::cli
+
+#endif  // BUNKER_CLI_CONTEXT_H_

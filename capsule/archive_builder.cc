@@ -278,6 +278,13 @@ absl::Status BuildFromArchive(const std::string& input, Builder& builder) {
     }
     const char* raw = archive_entry_pathname(entry);
     if (raw == nullptr) return absl::InvalidArgumentError("input archive entry has no path");
+    // `tar -C dir .` starts with the root itself ("." or "./"): not an entry of the dataset.
+    if (archive_entry_filetype(entry) == AE_IFDIR &&
+        std::string_view(raw).find_first_not_of("./") == std::string_view::npos &&
+        std::string_view(raw).find("..") == std::string_view::npos && raw[0] == '.') {
+      archive_read_data_skip(in.get());
+      continue;
+    }
     absl::StatusOr<std::string> path = NormalizeEntryPath(raw);
     if (!path.ok()) return path.status();
     if (archive_entry_filetype(entry) == AE_IFLNK) {

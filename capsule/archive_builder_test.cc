@@ -54,7 +54,7 @@ TEST(ArchiveBuilderTest, DirectoryBecomesPaxArchivePlusIndex) {
   auto key = (*r)->Unlock(keys.alice);
   ASSERT_TRUE(key.ok());
   const Manifest& m = (*r)->manifest();
-  EXPECT_EQ(m.index_entries, 8u);  // 3 dirs... README empty a.bin big.bin link
+  EXPECT_EQ(m.index_entries, 7u);  // train, train/deep, README, empty, a.bin, big.bin, link
 
   // The archive part is a tar stream that libarchive (and so GNU tar) reads.
   const auto tar = ReadPayload(**r, **key, 0, m.archive_size);
@@ -68,7 +68,8 @@ TEST(ArchiveBuilderTest, DirectoryBecomesPaxArchivePlusIndex) {
     if (!body.empty()) archive_read_data(a, body.data(), body.size());
     contents[archive_entry_pathname(e)] = body;
     EXPECT_EQ(archive_entry_uid(e), 0);
-    EXPECT_EQ(archive_entry_uname(e), nullptr);
+    const char* uname = archive_entry_uname(e);
+    EXPECT_TRUE(uname == nullptr || *uname == 0) << (uname != nullptr ? uname : "");
   }
   archive_read_free(a);
   EXPECT_EQ(contents.count("README"), 1u);
@@ -88,7 +89,7 @@ TEST(ArchiveBuilderTest, DirectoryBecomesPaxArchivePlusIndex) {
     if (!next->has_value()) break;
     entries[(*next)->path] = **next;
   }
-  ASSERT_EQ(entries.size(), 8u);
+  ASSERT_EQ(entries.size(), 7u);
   const FileEntry& big = entries["train/deep/big.bin"];
   EXPECT_EQ(big.type, FileEntry::Type::kFile);
   const auto big_bytes = ReadPayload(**r, **key, big.offset, big.offset + big.size);
@@ -165,7 +166,7 @@ TEST(ArchiveBuilderTest, RefusesMaliciousTarEntries) {
       {"../evil", AE_IFREG, "x", "'..'"},
       {"/etc/passwd", AE_IFREG, "x", "absolute"},
       {"a/../../x", AE_IFREG, "x", "'..'"},
-      {"esc", AE_IFLNK, "../../etc", "escapes"},
+      {"esc", AE_IFLNK, "../../etc", "climbs above the root"},
       {"abs", AE_IFLNK, "/etc/passwd", "absolute"},
       {"fifo", AE_IFIFO, "", "unsupported file type"},
       {"dev", AE_IFCHR, "", "unsupported file type"},

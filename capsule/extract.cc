@@ -77,8 +77,8 @@ absl::StatusCode ErrnoCode(int err) {
 }
 
 absl::Status ErrnoStatus(int err, std::string_view what, const std::string& path) {
-  return absl::Status(ErrnoCode(err),
-                      absl::StrCat(std::string(what), " ", QuotePath(path), ": ", std::strerror(err)));
+  return absl::Status(ErrnoCode(err), absl::StrCat(std::string(what), " ", QuotePath(path), ": ",
+                                                   std::strerror(err)));
 }
 
 // libarchive messages quote entry names verbatim, so they are escaped like paths (QuotePath
@@ -182,7 +182,7 @@ struct Destination {
   std::string given;   // as the caller spelled it, for messages
   std::string parent;  // absolute, symlink-free (realpath)
   std::string base;
-  std::string path;  // parent + "/" + base
+  std::string path;      // parent + "/" + base
   bool replace = false;  // an empty directory is there already
   mode_t replaced_mode = 0;
 };
@@ -232,15 +232,15 @@ absl::StatusOr<Destination> PrepareDestination(const std::string& dest, Scratch*
   const std::string parent =
       slash == std::string::npos ? "." : (slash == 0 ? "/" : p.substr(0, slash));
   if (d.base.empty() || d.base == "." || d.base == "..") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "destination ", QuotePath(dest), " must name a new or an empty directory"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("destination ", QuotePath(dest), " must name a new or an empty directory"));
   }
 
   struct stat st;
   if (::lstat(p.c_str(), &st) == 0) {
     if (!S_ISDIR(st.st_mode)) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "destination ", QuotePath(dest), " already exists and is not a directory"));
+      return absl::AlreadyExistsError(
+          absl::StrCat("destination ", QuotePath(dest), " already exists and is not a directory"));
     }
     BUNKER_ASSIGN_OR_RETURN(const bool empty, IsEmptyDirectory(p));
     if (!empty) {
@@ -287,7 +287,8 @@ class EntryTree {
     while (true) {
       const size_t slash = path.find('/', start);
       const bool last = slash == std::string_view::npos;
-      const std::string_view name = path.substr(start, last ? std::string_view::npos : slash - start);
+      const std::string_view name =
+          path.substr(start, last ? std::string_view::npos : slash - start);
       auto it = node->children.find(name);
       if (it == node->children.end()) {
         it = node->children.emplace(std::string(name), std::make_unique<Node>()).first;
@@ -302,13 +303,17 @@ class EntryTree {
           it->second->extracted = extracted;
           return absl::OkStatus();
         }
+        const Kind had = it->second->kind;
+        if (kind != Kind::kDir && (had == Kind::kDir || had == Kind::kImplicitDir)) {
+          return UnsafeEntry(path, "duplicate entry (a directory already)");
+        }
         return UnsafeEntry(path, "duplicate entry");
       } else if (it->second->kind == Kind::kSymlink) {
-        return UnsafeEntry(path, absl::StrCat("goes through symlink ",
-                                              QuotePath(path.substr(0, slash))));
+        return UnsafeEntry(path,
+                           absl::StrCat("goes through symlink ", QuotePath(path.substr(0, slash))));
       } else if (it->second->kind == Kind::kFile) {
-        return UnsafeEntry(path, absl::StrCat("parent ", QuotePath(path.substr(0, slash)),
-                                              " is not a directory"));
+        return UnsafeEntry(
+            path, absl::StrCat("parent ", QuotePath(path.substr(0, slash)), " is not a directory"));
       }
       node = it->second.get();
       start = slash + 1;
@@ -322,8 +327,8 @@ class EntryTree {
     while (node != nullptr) {
       const size_t slash = path.find('/', start);
       const bool last = slash == std::string_view::npos;
-      auto it = node->children.find(
-          path.substr(start, last ? std::string_view::npos : slash - start));
+      auto it =
+          node->children.find(path.substr(start, last ? std::string_view::npos : slash - start));
       if (it == node->children.end()) return nullptr;
       if (last) return it->second.get();
       node = it->second.get();
@@ -422,8 +427,9 @@ class Extraction {
     }
     // Applies the deferred directory modes and mtimes.
     if (archive_write_close(out_.get()) != ARCHIVE_OK) {
-      return absl::Status(WriteErrorCode(), absl::StrCat("cannot finish extraction: ",
-                                                         StripRoot(archive_error_string(out_.get()))));
+      return absl::Status(
+          WriteErrorCode(),
+          absl::StrCat("cannot finish extraction: ", StripRoot(archive_error_string(out_.get()))));
     }
     return stats_;
   }
@@ -447,8 +453,9 @@ class Extraction {
     } else if (type == AE_IFLNK) {
       kind = EntryTree::Kind::kSymlink;
     } else {
-      return UnsafeEntry(path, absl::StrCat(TypeName(type), " (only regular files, directories "
-                                                          "and symlinks are allowed)"));
+      return UnsafeEntry(path, absl::StrCat(TypeName(type),
+                                            " (only regular files, directories "
+                                            "and symlinks are allowed)"));
     }
 
     const mode_t perm = archive_entry_perm(in);
@@ -471,8 +478,8 @@ class Extraction {
     if (hardlink != nullptr) {
       absl::StatusOr<std::string> target = NormalizeEntryPath(hardlink);
       if (!target.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("hard link ", QuotePath(path),
-                                                       " points to an ", target.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "hard link ", QuotePath(path), " points to an ", target.status().message()));
       }
       link_target = *std::move(target);
       // Our sealer never writes one; libarchive would write the data into the target's inode.
@@ -490,9 +497,9 @@ class Extraction {
     BUNKER_RETURN_IF_ERROR(tree_.Add(path, kind, selected));
     if (!selected) return path;  // libarchive skips the data at the next header
     if (target_node != nullptr && !target_node->extracted) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "hard link ", QuotePath(path), " is selected but its target ", QuotePath(link_target),
-          " is not; add the target to the selection"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("hard link ", QuotePath(path), " is selected but its target ",
+                       QuotePath(link_target), " is not; add the target to the selection"));
     }
 
     BUNKER_ASSIGN_OR_RETURN(const std::string staged, Stage(path));
@@ -561,9 +568,8 @@ class Extraction {
   absl::StatusOr<std::string> Stage(const std::string& path) const {
     std::string staged = absl::StrCat(root_, "/", path);
     if (staged.size() >= PATH_MAX) {
-      return absl::InvalidArgumentError(absl::StrCat("path ", QuotePath(path),
-                                                     " is too long to extract under ",
-                                                     QuotePath(dest_)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "path ", QuotePath(path), " is too long to extract under ", QuotePath(dest_)));
     }
     return staged;
   }
@@ -621,8 +627,8 @@ absl::StatusOr<ExtractStats> ExtractArchive(ByteSource* source, const std::strin
   // with a half-written tree; the tree itself is a subdirectory made with mkdir(2), so that it
   // ends up with the ordinary umask-derived mode, which mkdtemp(3) would not give.
   // The base name is shortened so that the staging name stays within NAME_MAX.
-  std::string tmpl = absl::StrCat(d.parent == "/" ? "" : d.parent, "/.",
-                                  d.base.substr(0, 128), ".bunker-XXXXXX");
+  std::string tmpl =
+      absl::StrCat(d.parent == "/" ? "" : d.parent, "/.", d.base.substr(0, 128), ".bunker-XXXXXX");
   if (::mkdtemp(tmpl.data()) == nullptr) {
     return ErrnoStatus(errno, "cannot create a staging directory beside", d.given);
   }
@@ -651,8 +657,8 @@ absl::StatusOr<ExtractStats> ExtractArchive(ByteSource* source, const std::strin
           absl::StrCat("destination ", QuotePath(d.given), " is not empty"));
     }
     if (err == ENOTDIR) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "destination ", QuotePath(d.given), " already exists and is not a directory"));
+      return absl::AlreadyExistsError(absl::StrCat("destination ", QuotePath(d.given),
+                                                   " already exists and is not a directory"));
     }
     return ErrnoStatus(err, "cannot move the extracted tree to", d.given);
   }

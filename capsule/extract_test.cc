@@ -321,10 +321,9 @@ TEST_F(ExtractTest, PreservesModesAndMtimes) {
   // The directories are listed before their contents, so their mtimes only survive because
   // they are restored at the end.
   // Full pax: pax_restricted drops sub-second mtimes.
-  const std::string tar =
-      BuildTar({dir, file, File("d/exe", "#!", 0755), File("d/ro", "", 0400),
-                File("d/none", "", 0), ro_dir, File("ro/inside", "i"), link},
-               /*pad=*/false, Format::kPax);
+  const std::string tar = BuildTar({dir, file, File("d/exe", "#!", 0755), File("d/ro", "", 0400),
+                                    File("d/none", "", 0), ro_dir, File("ro/inside", "i"), link},
+                                   /*pad=*/false, Format::kPax);
   absl::StatusOr<ExtractStats> r = Extract(tar);
   ASSERT_TRUE(r.ok()) << r.status();
 
@@ -535,7 +534,8 @@ TEST_F(ExtractTest, RefusesDuplicateEntries) {
                "unsafe entry \"x\" in archive: duplicate entry");
   ExpectUnsafe({Dir("d"), Dir("d/")}, "duplicate entry");
   ExpectUnsafe({File("d", "x"), Dir("d")}, "duplicate entry");
-  ExpectUnsafe({Dir("d"), File("d", "x")}, "duplicate entry");
+  ExpectUnsafe({Dir("d"), File("d", "x")}, "duplicate entry (a directory already)");
+  ExpectUnsafe({File("d/x", "x"), Symlink("d", ".")}, "duplicate entry (a directory already)");
   ExpectUnsafe({File("a/x", "x"), File("./a/x", "y")}, "duplicate entry");
 }
 
@@ -583,12 +583,12 @@ TEST_F(ExtractTest, CleansUpDirectoriesWithRestrictiveModes) {
 }
 
 TEST_F(ExtractTest, UnsafeEntriesAreRefusedEvenOutsideTheSelection) {
-  ExpectRefused(Extract(BuildTar({File("train/a", "a"), File("val/../../x", "x")}),
-                        Only({"train/**"})),
-                absl::StatusCode::kInvalidArgument, "'..' component");
-  ExpectRefused(Extract(BuildTar({File("train/a", "a"), Special("val/dev", AE_IFCHR)}),
-                        Only({"train/**"})),
-                absl::StatusCode::kInvalidArgument, "character device");
+  ExpectRefused(
+      Extract(BuildTar({File("train/a", "a"), File("val/../../x", "x")}), Only({"train/**"})),
+      absl::StatusCode::kInvalidArgument, "'..' component");
+  ExpectRefused(
+      Extract(BuildTar({File("train/a", "a"), Special("val/dev", AE_IFCHR)}), Only({"train/**"})),
+      absl::StatusCode::kInvalidArgument, "character device");
 }
 
 // --- Malformed input ---
@@ -597,8 +597,8 @@ TEST_F(ExtractTest, TruncatedArchives) {
   const std::string tar = BuildTar({File("a", std::string(2000, 'a')), File("b", "b")});
   // a's header, 4 data blocks, b's header, 1 data block, 2 end blocks.
   ASSERT_EQ(tar.size(), 9u * 512);
-  for (size_t cut : {size_t{0}, size_t{100}, size_t{512 + 1000}, size_t{5 * 512 + 17},
-                     size_t{7 * 512}}) {
+  for (size_t cut :
+       {size_t{0}, size_t{100}, size_t{512 + 1000}, size_t{5 * 512 + 17}, size_t{7 * 512}}) {
     SCOPED_TRACE(cut);
     ExpectRefused(Extract(tar.substr(0, cut)), absl::StatusCode::kDataLoss, "malformed archive");
   }
@@ -635,8 +635,8 @@ TEST_F(ExtractTest, ByteFlipsNeverEscapeOrLeaveDebris) {
 // --- The source ---
 
 TEST_F(ExtractTest, ReturnsTheSourceErrorAndLeavesNothing) {
-  const std::string tar = BuildTar({Dir("d", 0500), File("d/a", std::string(3000, 'a')),
-                                    File("d/b", std::string(3000, 'b'))});
+  const std::string tar = BuildTar(
+      {Dir("d", 0500), File("d/a", std::string(3000, 'a')), File("d/b", std::string(3000, 'b'))});
   const absl::Status failure = absl::DataLossError("chunk 2 failed authentication");
   for (size_t at : {size_t{0}, size_t{700}, size_t{2500}, tar.size() - 600}) {
     SCOPED_TRACE(at);
@@ -689,8 +689,7 @@ TEST_F(ExtractTest, RefusesASymlinkAsDestination) {
   ASSERT_EQ(mkdir((dir_ + "/elsewhere").c_str(), 0755), 0);
   ASSERT_EQ(symlink("elsewhere", dest_.c_str()), 0);
   PieceSource source(BuildTar({File("f", "x")}), 1000);
-  EXPECT_EQ(ExtractArchive(&source, dest_, {}).status().code(),
-            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(ExtractArchive(&source, dest_, {}).status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(Listing(dir_ + "/elsewhere"), IsEmpty());
 }
 
@@ -737,8 +736,8 @@ TEST_F(ExtractTest, RelativeDestinationWithDotDot) {
 }
 
 TEST_F(ExtractTest, RefusesDestinationsThatNameNoDirectory) {
-  for (const std::string& bad : {std::string(""), std::string("."), std::string("/"),
-                                 dir_ + "/..", dir_ + "/."}) {
+  for (const std::string& bad :
+       {std::string(""), std::string("."), std::string("/"), dir_ + "/..", dir_ + "/."}) {
     PieceSource source(BuildTar({}), 1000);
     absl::StatusOr<ExtractStats> r = ExtractArchive(&source, bad, {});
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
@@ -796,9 +795,9 @@ TEST_F(ExtractTest, SelectionWithoutDirectoryEntriesCreatesParents) {
 }
 
 TEST_F(ExtractTest, SelectionSkipsUnneededDirectories) {
-  const std::string tar = BuildTar(
-      {Dir("data"), Dir("data/train"), File("data/train/x.bin", "x"), Dir("data/train/sub"),
-       File("data/train/sub/y.bin", "y"), Dir("data/val"), File("data/val/z.bin", "z")});
+  const std::string tar = BuildTar({Dir("data"), Dir("data/train"), File("data/train/x.bin", "x"),
+                                    Dir("data/train/sub"), File("data/train/sub/y.bin", "y"),
+                                    Dir("data/val"), File("data/val/z.bin", "z")});
   ASSERT_TRUE(Extract(tar, Only({"data/train/*.bin"})).ok());
   EXPECT_THAT(Listing(Out("data")), ElementsAre("train"));
   EXPECT_THAT(Listing(Out("data/train")), ElementsAre("x.bin"));

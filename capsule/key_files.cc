@@ -68,12 +68,6 @@ absl::StatusOr<crypto::Identity> LoadIdentity(const std::string& path) {
     ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
   }
-  if ((st.st_mode & 077) != 0) {
-    ::close(fd);
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "key file %s is accessible by others (mode %04o); run: chmod 600 %s", path,
-        st.st_mode & 07777, path));
-  }
   if (st.st_size > static_cast<off_t>(kMaxKeyFileSize)) {
     ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path, " is too large to be a key file"));
@@ -87,8 +81,20 @@ absl::StatusOr<crypto::Identity> LoadIdentity(const std::string& path) {
     done += static_cast<size_t>(n);
   }
   ::close(fd);
-  absl::StatusOr<crypto::Identity> id = crypto::Identity::FromPem(std::string_view(
-      reinterpret_cast<const char*>(buf.data()), done));
+  const std::string_view text(reinterpret_cast<const char*>(buf.data()), done);
+  if (text.find("PRIVATE KEY") == std::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " is not a private key", text.find("PUBLIC KEY") != std::string_view::npos
+                                           ? " (it is a public key; pass the .key file)"
+                                           : ""));
+  }
+  // Refuse, as ssh does, a private key others can read: it may already be compromised.
+  if ((st.st_mode & 077) != 0) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "key file %s is accessible by others (mode %04o); run: chmod 600 %s", path,
+        st.st_mode & 07777, path));
+  }
+  absl::StatusOr<crypto::Identity> id = crypto::Identity::FromPem(text);
   if (!id.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, " is not a Bunker private key (", id.status().message(), ")"));

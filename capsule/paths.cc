@@ -28,8 +28,7 @@ absl::Status UnsafePath(std::string_view path, std::string_view rule) {
       absl::StrCat("unsafe path ", Echo(path), " in archive: ", std::string(rule)));
 }
 
-absl::Status UnsafeSymlink(std::string_view link, std::string_view target,
-                           std::string_view rule) {
+absl::Status UnsafeSymlink(std::string_view link, std::string_view target, std::string_view rule) {
   return absl::InvalidArgumentError(absl::StrCat("unsafe symlink ", Echo(link), " -> ",
                                                  Echo(target), " in archive: ", std::string(rule)));
 }

@@ -85,13 +85,15 @@ TEST(QuotePathTest, KeepsPrintableUtf8) {
 }
 
 TEST(QuotePathTest, EscapesInvalidUtf8AndDisguisingCodePoints) {
-  EXPECT_EQ(QuotePath("a\xff" "b"), "\"a\\xffb\"");
-  EXPECT_EQ(QuotePath("\xc3"), "\"\\xc3\"");                   // truncated sequence
-  EXPECT_EQ(QuotePath("\xc0\xaf"), "\"\\xc0\\xaf\"");          // overlong '/'
+  // "\xff" "b" rather than "\xffb", which would be one hex escape.
+  const std::string b = "b";
+  EXPECT_EQ(QuotePath("a\xff" + b), "\"a\\xffb\"");
+  EXPECT_EQ(QuotePath("\xc3"), "\"\\xc3\"");                    // truncated sequence
+  EXPECT_EQ(QuotePath("\xc0\xaf"), "\"\\xc0\\xaf\"");           // overlong '/'
   EXPECT_EQ(QuotePath("\xed\xa0\x80"), "\"\\xed\\xa0\\x80\"");  // surrogate
   EXPECT_EQ(QuotePath("\xc2\x9b"), "\"\\u009b\"");              // C1 CSI
-  EXPECT_EQ(QuotePath("a\xe2\x80\xa8" "b"), "\"a\\u2028b\"");   // line separator
-  EXPECT_EQ(QuotePath("\xe2\x80\xae" "cod.exe"), "\"\\u202ecod.exe\"");  // RTL override
+  EXPECT_EQ(QuotePath("a\xe2\x80\xa8" + b), "\"a\\u2028b\"");   // line separator
+  EXPECT_EQ(QuotePath("\xe2\x80\xae" + b), "\"\\u202eb\"");     // right-to-left override
 }
 
 TEST(CheckSymlinkTargetTest, AcceptsTargetsInsideTheTree) {
@@ -105,8 +107,7 @@ TEST(CheckSymlinkTargetTest, AcceptsTargetsInsideTheTree) {
 }
 
 TEST(CheckSymlinkTargetTest, RefusesEscapes) {
-  const auto refused = [](std::string_view link, std::string_view target,
-                          std::string_view rule) {
+  const auto refused = [](std::string_view link, std::string_view target, std::string_view rule) {
     absl::Status s = CheckSymlinkTarget(link, target);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << link << " -> " << target;
     EXPECT_THAT(s.message(), HasSubstr(rule));

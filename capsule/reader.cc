@@ -29,12 +29,12 @@ absl::StatusOr<std::unique_ptr<CapsuleReader>> CapsuleReader::Open(
   r->file_ = std::move(file);
   const uint64_t size = r->file_->size();
   if (size < kHeaderSize + 8 + kSignatureSize + kFooterSize) {
-    if (size >= kMagic.size()) {
-      std::array<uint8_t, kHeaderSize> head{};
-      if (r->file_->ReadAt(0, absl::MakeSpan(head.data(), kMagic.size())).ok() &&
-          !std::equal(kMagic.begin(), kMagic.end(), head.begin())) {
-        return absl::DataLossError("not a capsule (bad magic)");
-      }
+    // Tell "some other file" from "a capsule cut short" by the magic prefix we have.
+    std::array<uint8_t, kHeaderSize> head{};
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(size, kMagic.size()));
+    if (n == 0 || (r->file_->ReadAt(0, absl::MakeSpan(head.data(), n)).ok() &&
+                   !std::equal(kMagic.begin(), kMagic.begin() + n, head.begin()))) {
+      return absl::DataLossError("not a capsule (bad magic)");
     }
     return absl::DataLossError(absl::StrCat("capsule is truncated (", size, " bytes)"));
   }

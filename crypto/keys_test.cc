@@ -767,8 +767,9 @@ TEST_F(KeyWrapTest, WrongContextIsDataLoss) {
   absl::StatusOr<WrappedKey> wrapped =
       WrapKey(recipient_.public_identity().box_key, key_, context_);
   ASSERT_TRUE(wrapped.ok());
+  ASSERT_FALSE(context_.empty());
   Bytes other = context_;
-  other.back() ^= 1;
+  other.at(other.size() - 1) ^= 1;  // at(): GCC 12 -O2 misreads back() on a copy as overflow
   Bytes longer = context_;
   longer.push_back(0);
   for (const Bytes& ctx : {other, longer, Bytes(), Bytes(context_.begin(), context_.end() - 1)}) {

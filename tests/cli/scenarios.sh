@@ -13,14 +13,14 @@ fail() { echo "FAIL [$SCENARIO]: $*" >&2; exit 1; }
 # expect_exit CODE CMD...: runs CMD, checks its exit status, keeps stderr in $WORK/err.
 expect_exit() {
   local want=$1; shift
-  "$@" >"$WORK/out" 2>"$WORK/err"
+  "$@" >"$WORK/.stdout" 2>"$WORK/.stderr"
   local got=$?
-  [ "$got" -eq "$want" ] || { cat "$WORK/err" >&2; fail "'$*' exited $got, expected $want"; }
+  [ "$got" -eq "$want" ] || { cat "$WORK/.stderr" >&2; fail "'$*' exited $got, expected $want"; }
 }
-expect_err() { grep -q -- "$1" "$WORK/err" || { cat "$WORK/err" >&2; fail "stderr lacks '$1'"; }; }
+expect_err() { grep -q -- "$1" "$WORK/.stderr" || { cat "$WORK/.stderr" >&2; fail "stderr lacks '$1'"; }; }
 one_line_err() {
-  local n; n=$(grep -vc '^hint:' "$WORK/err")
-  [ "$n" -eq 1 ] || { cat "$WORK/err" >&2; fail "expected one error line, got $n"; }
+  local n; n=$(grep -vc '^hint:' "$WORK/.stderr")
+  [ "$n" -eq 1 ] || { cat "$WORK/.stderr" >&2; fail "expected one error line, got $n"; }
 }
 no_leftovers() {  # no staging or partial files anywhere under $1
   local found; found=$(find "$1" -name '.*bunker*' -o -name '*.partial' | head -1)
@@ -44,14 +44,14 @@ setup() {
   "$CAPSULE" keygen -o alice >/dev/null || fail "keygen alice"
   "$CAPSULE" keygen -o mallory >/dev/null || fail "keygen mallory"
   "$CAPSULE" seal data -o d.capsule --sign issuer.key --to alice.pub --chunk-size 64K \
-    >/dev/null 2>"$WORK/err" || { cat "$WORK/err"; fail "seal"; }
+    >/dev/null 2>"$WORK/.stderr" || { cat "$WORK/.stderr"; fail "seal"; }
 }
 
 open_ok() { "$CAPSULE" open d.capsule --identity alice.key --trust issuer.pub "$@"; }
 
 scenario_keygen() {
   expect_exit 0 "$CAPSULE" keygen -o k
-  grep -q '^bk1:' "$WORK/out" || fail "no fingerprint printed"
+  grep -q '^bk1:' "$WORK/.stdout" || fail "no fingerprint printed"
   [ "$(stat -c %a k.key)" = 600 ] || fail "k.key mode $(stat -c %a k.key)"
   openssl pkey -in k.key -noout || fail "openssl rejects k.key"
   openssl pkey -pubin -in k.pub -noout || fail "openssl rejects k.pub"
@@ -60,16 +60,16 @@ scenario_keygen() {
   expect_err "already exists"
   cmp -s k.key k.key.orig || fail "existing key was modified"
   expect_exit 0 "$CAPSULE" keygen -o j --json
-  grep -q '"fingerprint": "bk1:' "$WORK/out" || fail "keygen --json"
-  ! grep -q "PRIVATE" "$WORK/out" "$WORK/err" || fail "private key printed"
+  grep -q '"fingerprint": "bk1:' "$WORK/.stdout" || fail "keygen --json"
+  ! grep -q "PRIVATE" "$WORK/.stdout" "$WORK/.stderr" || fail "private key printed"
 }
 
 scenario_roundtrip() {
   setup
   expect_exit 0 "$CAPSULE" inspect d.capsule
-  grep -q "recipients" "$WORK/out" || fail "inspect lacks recipients"
+  grep -q "recipients" "$WORK/.stdout" || fail "inspect lacks recipients"
   expect_exit 0 "$CAPSULE" verify d.capsule --trust issuer.pub
-  grep -q "OK" "$WORK/out" || fail "verify output"
+  grep -q "OK" "$WORK/.stdout" || fail "verify output"
   expect_exit 0 open_ok --to out
   diff -r data out || fail "extracted tree differs"
   [ "$(readlink out/link)" = train/deep/big.bin ] || fail "symlink not kept"
@@ -82,9 +82,9 @@ scenario_inspect_json_and_trust_dir() {
   setup
   mkdir trusted && cp issuer.pub trusted/
   expect_exit 0 "$CAPSULE" inspect d.capsule --json
-  grep -q '"suite": "aes-256-gcm"' "$WORK/out" || fail "inspect --json suite"
+  grep -q '"suite": "aes-256-gcm"' "$WORK/.stdout" || fail "inspect --json suite"
   expect_exit 0 "$CAPSULE" verify d.capsule --trust trusted --json
-  grep -q '"valid": true' "$WORK/out" || fail "verify --json"
+  grep -q '"valid": true' "$WORK/.stdout" || fail "verify --json"
 }
 
 scenario_to_tar() {
@@ -99,13 +99,13 @@ scenario_to_tar() {
 scenario_ls_cat() {
   setup
   expect_exit 0 "$CAPSULE" ls d.capsule --identity alice.key --trust issuer.pub
-  grep -q 'train/deep/big.bin' "$WORK/out" || fail "ls lacks a file"
+  grep -q 'train/deep/big.bin' "$WORK/.stdout" || fail "ls lacks a file"
   expect_exit 0 "$CAPSULE" ls d.capsule --identity alice.key --trust issuer.pub --json
-  [ "$(grep -c '"path"' "$WORK/out")" -eq 57 ] || fail "ls --json count $(grep -c '"path"' "$WORK/out")"
+  [ "$(grep -c '"path"' "$WORK/.stdout")" -eq 58 ] || fail "ls --json count $(grep -c '"path"' "$WORK/.stdout")"
   "$CAPSULE" cat d.capsule train/deep/big.bin --identity alice.key --trust issuer.pub > got \
     || fail "cat"
   cmp -s got data/train/deep/big.bin || fail "cat contents differ"
-  "$CAPSULE" cat d.capsule link --identity alice.key --trust issuer.pub >/dev/null 2>"$WORK/err"
+  "$CAPSULE" cat d.capsule link --identity alice.key --trust issuer.pub >/dev/null 2>"$WORK/.stderr"
   [ $? -eq 3 ] || fail "cat of a symlink should exit 3"
   expect_exit 6 "$CAPSULE" cat d.capsule nope.txt --identity alice.key --trust issuer.pub
   expect_err "is not in the capsule"
@@ -196,7 +196,7 @@ scenario_seal_from_stdin_tar() {
   make_dataset
   "$CAPSULE" keygen -o issuer >/dev/null && "$CAPSULE" keygen -o alice >/dev/null
   tar -cf - -C data . | "$CAPSULE" seal - --from-tar -o s.capsule --sign issuer.key \
-    --to alice.pub >/dev/null 2>"$WORK/err" || { cat "$WORK/err"; fail "seal from stdin"; }
+    --to alice.pub >/dev/null 2>"$WORK/.stderr" || { cat "$WORK/.stderr"; fail "seal from stdin"; }
   "$CAPSULE" open s.capsule --identity alice.key --trust issuer.pub --to out >/dev/null \
     || fail "open"
   diff -r data out || fail "stdin tar round trip differs"
@@ -212,7 +212,7 @@ scenario_policy() {
   printf '{"version": 1, "rules": [{"id": "r1", "effect": "permit"}]}\n' > good.json
   expect_exit 0 "$CAPSULE" seal data -o p.capsule --sign issuer.key --to alice.pub --policy good.json
   expect_exit 0 "$CAPSULE" inspect p.capsule
-  grep -q '"id": "r1"' "$WORK/out" || fail "inspect does not show the policy"
+  grep -q '"id": "r1"' "$WORK/.stdout" || fail "inspect does not show the policy"
 }
 
 scenario_chacha_and_threads() {
@@ -231,7 +231,7 @@ scenario_key_permissions() {
   chmod 644 alice.key
   expect_exit 5 open_ok --to out
   expect_err "chmod 600"
-  ! grep -q "PRIVATE KEY\|BEGIN" "$WORK/err" || fail "key material in error"
+  ! grep -q "PRIVATE KEY\|BEGIN" "$WORK/.stderr" || fail "key material in error"
   expect_exit 3 "$CAPSULE" open d.capsule --identity alice.pub --trust issuer.pub --to out
   chmod 600 alice.pub 2>/dev/null
   expect_exit 3 "$CAPSULE" seal data -o y.capsule --sign issuer.key --to issuer.key
@@ -241,7 +241,7 @@ scenario_key_permissions() {
 scenario_help_and_usage() {
   for c in keygen seal inspect verify open ls cat; do
     expect_exit 0 "$CAPSULE" "$c" --help
-    grep -q "Usage: capsule $c" "$WORK/out" || fail "$c --help"
+    grep -q "Usage: capsule $c" "$WORK/.stdout" || fail "$c --help"
   done
   expect_exit 0 "$CAPSULE" --help
   expect_exit 2 "$CAPSULE" frobnicate

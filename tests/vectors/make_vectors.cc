@@ -168,9 +168,13 @@ int main(int argc, char** argv) {
   PutText(data + "/train/numbers.csv", csv);
   PutText(data + "/train/blob.bin", blob);
   ::symlink("hello.txt", (data + "/link").c_str());
-  const std::string tree = "dir - train\nfile " + Sha256Hex(hello) + " hello.txt\nfile " +
-                           Sha256Hex(blob) + " train/blob.bin\nfile " + Sha256Hex(csv) +
-                           " train/numbers.csv\nsymlink hello.txt link\n";
+  std::vector<std::string> tree_lines = {
+      "dir - train", "file " + Sha256Hex(hello) + " hello.txt",
+      "file " + Sha256Hex(blob) + " train/blob.bin", "file " + Sha256Hex(csv) + " train/numbers.csv",
+      "symlink hello.txt link"};
+  std::sort(tree_lines.begin(), tree_lines.end());
+  std::string tree;
+  for (const std::string& l : tree_lines) tree += l + "\n";
 
   // The sample dataset sealed exactly as `capsule seal` does.
   auto seal_sample = [&](bunker::crypto::Suite suite, const Identity* issuer,

@@ -114,6 +114,9 @@ class Builder {
       const char* target = archive_entry_symlink(entry);
       fe.type = FileEntry::Type::kSymlink;
       fe.link_target = target != nullptr ? target : "";
+      // Refuse now what every reader would refuse at open.
+      absl::Status s = CheckSymlinkTarget(path, fe.link_target);
+      if (!s.ok()) return s;
       archive_entry_set_size(entry, 0);
       ++stats_.symlinks;
     } else {
@@ -287,11 +290,6 @@ absl::Status BuildFromArchive(const std::string& input, Builder& builder) {
     }
     absl::StatusOr<std::string> path = NormalizeEntryPath(raw);
     if (!path.ok()) return path.status();
-    if (archive_entry_filetype(entry) == AE_IFLNK) {
-      const char* target = archive_entry_symlink(entry);
-      absl::Status s = CheckSymlinkTarget(*path, target != nullptr ? target : "");
-      if (!s.ok()) return s;
-    }
     struct archive* a = in.get();
     absl::Status s = builder.Add(entry, *path, [&](uint8_t* buf, size_t n) -> la_ssize_t {
       const la_ssize_t got = archive_read_data(a, buf, n);

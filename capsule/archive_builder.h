@@ -4,8 +4,9 @@
 // Kept: regular files, directories, symlinks (not followed), hard links from imported archives,
 // permission bits (masked to 0777: setuid/setgid/sticky are dropped), mtimes.
 // Dropped: owners, ACLs, extended attributes, file flags, sparse maps (holes become zeros).
-// Refused with kInvalidArgument naming the path: unsafe paths, device nodes, FIFOs, sockets,
-// hard links to anything but an earlier regular file.
+// Refused with kInvalidArgument naming the path: unsafe paths, symlinks whose target is absolute
+// or climbs out of the tree, device nodes, FIFOs, sockets, hard links to anything but an earlier
+// regular file.
 #ifndef BUNKER_CAPSULE_ARCHIVE_BUILDER_H_
 #define BUNKER_CAPSULE_ARCHIVE_BUILDER_H_
 

@@ -49,7 +49,7 @@ TEST(ArchiveBuilderTest, DirectoryBecomesPaxArchivePlusIndex) {
   Keys keys;
   const std::string dir = MakeDataset();
   const auto capsule = testing::SealDirectory(keys, dir);
-  auto r = CapsuleReader::Open(MemoryFile(capsule));
+  auto r = CapsuleReader::Open(MemoryFile(capsule), {keys.issuer.public_identity()});
   ASSERT_TRUE(r.ok()) << r.status();
   auto key = (*r)->Unlock(keys.alice);
   ASSERT_TRUE(key.ok());
@@ -109,7 +109,7 @@ TEST(ArchiveBuilderTest, SingleFileInput) {
   const std::string dir = testing::MakeTempDir();
   testing::WriteFile(dir + "/one.txt", "just one");
   const auto capsule = testing::SealDirectory(keys, dir + "/one.txt");
-  auto r = CapsuleReader::Open(MemoryFile(capsule));
+  auto r = CapsuleReader::Open(MemoryFile(capsule), {keys.issuer.public_identity()});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ((*r)->manifest().index_entries, 1u);
 }
@@ -193,7 +193,7 @@ TEST(ArchiveBuilderTest, SetuidBitsAreDropped) {
   ::mkdir(dir.c_str(), 0755);
   testing::WriteFile(dir + "/suid", "x", 04755);
   const auto capsule = testing::SealDirectory(keys, dir);
-  auto r = CapsuleReader::Open(MemoryFile(capsule));
+  auto r = CapsuleReader::Open(MemoryFile(capsule), {keys.issuer.public_identity()});
   ASSERT_TRUE(r.ok());
   auto key = (*r)->Unlock(keys.alice);
   const Manifest& m = (*r)->manifest();
@@ -202,6 +202,23 @@ TEST(ArchiveBuilderTest, SetuidBitsAreDropped) {
   auto e = index.Next();
   ASSERT_TRUE(e.ok() && e->has_value());
   EXPECT_EQ((*e)->mode, 0755u);
+}
+
+TEST(ArchiveBuilderTest, DirectoryWithAnEscapingSymlinkIsRefused) {
+  Keys keys;
+  for (const char* target : {"/etc/passwd", "../../outside"}) {
+    const std::string dir = testing::MakeTempDir() + "/d";
+    ::mkdir(dir.c_str(), 0755);
+    ::symlink(target, (dir + "/bad").c_str());
+    WriterOptions opts;
+    opts.issuer = &keys.issuer;
+    opts.recipients = {keys.alice.public_identity()};
+    MemorySink sink;
+    auto w = CapsuleWriter::Create(std::move(opts), &sink);
+    auto stats = BuildPayload({DatasetSource::Kind::kPath, dir}, w->get());
+    EXPECT_EQ(stats.status().code(), absl::StatusCode::kInvalidArgument) << target;
+    EXPECT_NE(stats.status().message().find("\"bad\""), std::string::npos) << stats.status();
+  }
 }
 
 TEST(ArchiveBuilderTest, MissingInputIsNotFound) {

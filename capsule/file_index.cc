@@ -93,6 +93,8 @@ absl::StatusOr<std::optional<FileEntry>> IndexReader::Next() {
 
   kj::Array<capnp::word> words = kj::heapArray<capnp::word>(n / 8);
   std::memcpy(words.begin(), buf_.data() + pos_ + 4, n);
+  const std::vector<uint8_t> record(buf_.begin() + static_cast<std::ptrdiff_t>(pos_),
+                                    buf_.begin() + static_cast<std::ptrdiff_t>(pos_ + 4 + n));
   pos_ += 4 + n;
   FileEntry e;
   try {
@@ -128,6 +130,10 @@ absl::StatusOr<std::optional<FileEntry>> IndexReader::Next() {
     e.link_target.assign(target.begin(), target.size());
   } catch (const kj::Exception&) {
     return absl::DataLossError(absl::StrCat("file index record ", seen_, " is malformed"));
+  }
+  // As for the manifest: re-encoding the decoded entry must give the record back exactly.
+  if (EncodeIndexRecord(e) != record) {
+    return absl::DataLossError(absl::StrCat("file index record ", seen_, " is not canonical"));
   }
   absl::StatusOr<std::string> normalized = NormalizeEntryPath(e.path);
   if (!normalized.ok() || *normalized != e.path) {

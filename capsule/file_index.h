@@ -35,7 +35,8 @@ const char* TypeName(FileEntry::Type type);
 std::vector<uint8_t> EncodeIndexRecord(const FileEntry& entry);
 
 // Parses records from a stream of index bytes (already authenticated by the payload stream).
-// Strict: records over kMaxIndexRecordSize, non-canonical encodings, bad digest lengths, unsafe
+// Strict: records over kMaxIndexRecordSize, records that do not re-encode to the same bytes,
+// bad digest lengths, unsafe
 // paths, a count other than `expected_entries`, or trailing bytes are kDataLoss.
 class IndexReader {
  public:

@@ -73,7 +73,7 @@ absl::Status Geometry::Check() const {
       chunk_count != ChunkCountFor(payload_size, chunk_size)) {
     return absl::DataLossError("chunk count does not match the payload size");
   }
-  // payload <= 2^32 * 2^24 = 2^56 and the fixed parts are small, so FileSize() cannot overflow.
+  // payload <= 2^26 * 2^24 = 2^50 and the fixed parts are small, so FileSize() cannot overflow.
   if (manifest_size > kMaxManifestSize) {
     return absl::DataLossError("manifest too large");
   }

@@ -41,7 +41,9 @@ inline constexpr size_t kDataKeySize = 32;
 inline constexpr uint32_t kMinChunkSize = 4096;
 inline constexpr uint32_t kMaxChunkSize = 16u << 20;
 inline constexpr uint32_t kDefaultChunkSize = 1u << 20;
-inline constexpr uint64_t kMaxChunkCount = uint64_t{1} << 32;
+// 2^26 chunks: 64 TiB at the default chunk size, 1 PiB at the largest; a reader holds 32 bytes
+// per chunk (at most 2 GiB, and only for a trusted issuer's capsule).
+inline constexpr uint64_t kMaxChunkCount = uint64_t{1} << 26;
 inline constexpr size_t kMaxManifestSize = 1u << 20;
 inline constexpr size_t kMaxPolicySize = 256u << 10;
 inline constexpr size_t kMaxRecipients = 1024;

@@ -94,12 +94,6 @@ absl::StatusOr<Manifest> DecodeManifest(absl::Span<const uint8_t> bytes) {
     capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segments, 1), options);
     if (!reader.isCanonical()) return absl::DataLossError("manifest is not canonical");
     auto root = reader.getRoot<schema::Manifest>();
-    // Re-encoding must reproduce the input byte for byte (no hidden or trailing data).
-    kj::Array<capnp::word> again = capnp::canonicalize(root);
-    if (again.asBytes().size() != bytes.size() ||
-        std::memcmp(again.asBytes().begin(), bytes.data(), bytes.size()) != 0) {
-      return absl::DataLossError("manifest is not canonical");
-    }
     m.format_version = root.getFormatVersion();
     if (m.format_version != kFormatVersion) {
       return absl::DataLossError(absl::StrCat("manifest version ", m.format_version,
@@ -152,11 +146,23 @@ absl::StatusOr<Manifest> DecodeManifest(absl::Span<const uint8_t> bytes) {
         return absl::DataLossError("manifest field recipient.wrappedKey has a wrong length");
       }
       e.wrapped.ciphertext.assign(wk.begin(), wk.end());
+      for (const RecipientEntry& prior : m.recipients) {
+        if (prior.fingerprint == e.fingerprint) {
+          return absl::DataLossError("manifest names a recipient twice");
+        }
+      }
       m.recipients.push_back(std::move(e));
     }
   } catch (const kj::Exception&) {
     // The text of a Cap'n Proto exception names internal details only; one line is enough.
     return absl::DataLossError("corrupt manifest (malformed Cap'n Proto message)");
+  }
+  // Encoding the decoded value must reproduce the input byte for byte: no field this version
+  // does not know, no alternative encoding of a value (e.g. an empty policy), no slack.
+  absl::StatusOr<std::vector<uint8_t>> again = EncodeManifest(m);
+  if (!again.ok() || again->size() != bytes.size() ||
+      std::memcmp(again->data(), bytes.data(), bytes.size()) != 0) {
+    return absl::DataLossError("manifest is not in canonical form (unknown or extra data)");
   }
   return m;
 }

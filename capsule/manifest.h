@@ -52,13 +52,15 @@ struct Manifest {
   }
 };
 
-// Canonical Cap'n Proto bytes (single segment, no framing). kInvalidArgument if a field is out
-// of the limits in format.h (the writer never produces a capsule its readers would refuse).
+// Canonical Cap'n Proto bytes (single segment, no framing). kInvalidArgument for a policy over
+// kMaxPolicySize, a recipient count outside 1..kMaxRecipients, or a result over
+// kMaxManifestSize. (Chunk geometry is validated by CapsuleWriter::Create and Geometry::Check.)
 absl::StatusOr<std::vector<uint8_t>> EncodeManifest(const Manifest& manifest);
 
-// Strict decoding: the bytes must be exactly the canonical encoding of a Manifest (so parse then
-// re-encode reproduces them), every Data field must have its fixed length, the suite must be
-// known, the version 1, the sizes consistent (archive + index == payload) and within limits.
+// Strict decoding: EncodeManifest of the decoded value must reproduce the bytes exactly (so no
+// unknown fields or alternative encodings), every Data field must have its fixed length, the
+// suite must be known, the version 1, the sizes consistent (archive + index == payload) and
+// within limits, and no recipient fingerprint may appear twice.
 // kDataLoss otherwise, naming the field. Allocates at most bytes.size() plus small constants.
 absl::StatusOr<Manifest> DecodeManifest(absl::Span<const uint8_t> bytes);
 

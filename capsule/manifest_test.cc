@@ -1,6 +1,12 @@
 #include "capsule/manifest.h"
 
+#include <cstring>
+#include <functional>
+
+#include "capnp/any.h"
+#include "capnp/message.h"
 #include "gtest/gtest.h"
+#include "spec/capsule.capnp.h"
 
 namespace bunker::capsule {
 namespace {
@@ -71,6 +77,52 @@ TEST(ManifestTest, RejectsWrongFieldLengthsAndSizes) {
   Manifest big = Sample();
   big.policy.assign(kMaxPolicySize + 1, ' ');
   EXPECT_TRUE(absl::IsInvalidArgument(EncodeManifest(big).status()));
+}
+
+// Re-encodes `bytes` with extra room in the root struct, filled by `fill`: a manifest from a
+// hypothetical newer writer that this version must not half-understand.
+std::vector<uint8_t> WithExtraRoom(const std::vector<uint8_t>& bytes, uint16_t extra_data,
+                                   uint16_t extra_pointers,
+                                   const std::function<void(capnp::AnyStruct::Builder)>& fill) {
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / 8);
+  std::memcpy(words.begin(), bytes.data(), bytes.size());
+  kj::ArrayPtr<const capnp::word> segments[1] = {words.asPtr()};
+  capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segments, 1));
+  auto old_root = reader.getRoot<capnp::AnyStruct>();
+  capnp::MallocMessageBuilder builder;
+  const auto data = old_root.getDataSection();
+  const auto ptrs = old_root.getPointerSection();
+  auto root = builder.initRoot<capnp::AnyPointer>().initAsAnyStruct(
+      static_cast<uint16_t>(data.size() / 8 + extra_data),
+      static_cast<uint16_t>(ptrs.size() + extra_pointers));
+  std::memcpy(root.getDataSection().begin(), data.begin(), data.size());
+  for (unsigned i = 0; i < ptrs.size(); ++i) root.getPointerSection()[i].set(ptrs[i]);
+  fill(root);
+  kj::Array<capnp::word> out = root.asReader().canonicalize();
+  return std::vector<uint8_t>(out.asBytes().begin(), out.asBytes().end());
+}
+
+TEST(ManifestTest, UnknownFieldsAreRejectedNotIgnored) {
+  const auto bytes = *EncodeManifest(Sample());
+  // Control: the rebuild itself, with no extra room, decodes.
+  ASSERT_TRUE(DecodeManifest(WithExtraRoom(bytes, 0, 0, [](capnp::AnyStruct::Builder) {})).ok());
+  const auto extra_word = WithExtraRoom(bytes, 1, 0, [&](capnp::AnyStruct::Builder b) {
+    b.getDataSection()[b.getDataSection().size() - 1] = 0x42;
+  });
+  EXPECT_TRUE(absl::IsDataLoss(DecodeManifest(extra_word).status()));
+  const auto extra_pointer = WithExtraRoom(bytes, 0, 1, [](capnp::AnyStruct::Builder b) {
+    auto ptrs = b.getPointerSection();
+    ptrs[ptrs.size() - 1].setAs<capnp::Text>("surprise");
+  });
+  EXPECT_TRUE(absl::IsDataLoss(DecodeManifest(extra_pointer).status()));
+}
+
+TEST(ManifestTest, DuplicateRecipientIsRejected) {
+  Manifest m = Sample();
+  m.recipients.push_back(m.recipients[0]);
+  auto bytes = EncodeManifest(m);
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_TRUE(absl::IsDataLoss(DecodeManifest(*bytes).status()));
 }
 
 TEST(ManifestTest, WrapContextBindsIdAndPolicy) {

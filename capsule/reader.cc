@@ -24,6 +24,17 @@ absl::Status BadChunk(uint64_t index, uint64_t count, absl::string_view why) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CapsuleReader>> CapsuleReader::Open(
+    std::unique_ptr<RandomAccessFile> file, absl::Span<const crypto::PublicIdentity> trusted) {
+  absl::StatusOr<std::unique_ptr<CapsuleReader>> r = OpenUntrusted(std::move(file));
+  if (!r.ok()) return r;
+  absl::Status s = (*r)->CheckTrusted(trusted);
+  if (!s.ok()) return s;
+  s = (*r)->LoadTable();
+  if (!s.ok()) return s;
+  return r;
+}
+
+absl::StatusOr<std::unique_ptr<CapsuleReader>> CapsuleReader::OpenUntrusted(
     std::unique_ptr<RandomAccessFile> file) {
   std::unique_ptr<CapsuleReader> r(new CapsuleReader());
   r->file_ = std::move(file);
@@ -76,8 +87,6 @@ absl::StatusOr<std::unique_ptr<CapsuleReader>> CapsuleReader::Open(
         "capsule size ", size, " does not match its manifest (", r->geometry_.FileSize(),
         "): chunks were removed, added or the file was truncated"));
   }
-  s = r->LoadTable();
-  if (!s.ok()) return s;
   return r;
 }
 
@@ -94,8 +103,10 @@ absl::Status CapsuleReader::LoadTable() {
     for (uint64_t j = 0; j < count; ++j) tree.AddLeafHash(table_[i + j]);
   }
   if (tree.Root() != manifest_.merkle_root) {
+    table_.clear();
     return absl::DataLossError("chunk table does not match the signed Merkle root");
   }
+  table_loaded_ = true;
   return absl::OkStatus();
 }
 
@@ -109,6 +120,7 @@ absl::Status CapsuleReader::CheckTrusted(
 }
 
 absl::Status CapsuleReader::CheckChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) const {
+  if (!table_loaded_) return absl::FailedPreconditionError("capsule issuer not trusted yet");
   if (index >= geometry_.chunk_count) {
     return absl::InvalidArgumentError(absl::StrCat("chunk index ", index, " out of range"));
   }
@@ -122,6 +134,7 @@ absl::Status CapsuleReader::CheckChunk(uint64_t index, absl::Span<const uint8_t>
 }
 
 absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress) const {
+  if (!table_loaded_) return absl::FailedPreconditionError("capsule issuer not trusted yet");
   ThreadPool pool(threads);
   OrderedPipeline<absl::Status> pipeline(&pool, static_cast<size_t>(2 * pool.size() + 2));
   const uint64_t n = geometry_.chunk_count;
@@ -147,6 +160,7 @@ absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress
 
 absl::StatusOr<std::unique_ptr<PayloadKey>> CapsuleReader::Unlock(
     const crypto::Identity& identity) const {
+  if (!table_loaded_) return absl::FailedPreconditionError("capsule issuer not trusted yet");
   const crypto::Fingerprint fp = identity.fingerprint();
   const RecipientEntry* entry = nullptr;
   for (const auto& r : manifest_.recipients) {
@@ -176,6 +190,7 @@ absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(const Paylo
                                                                      uint64_t begin,
                                                                      uint64_t end, int threads,
                                                                      ProgressFn progress) const {
+  if (!table_loaded_) return absl::FailedPreconditionError("capsule issuer not trusted yet");
   if (begin > end || end > manifest_.payload_size) {
     return absl::InvalidArgumentError("payload range out of bounds");
   }

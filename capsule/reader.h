@@ -1,10 +1,12 @@
 // CapsuleReader: the read side of the format. Structure and signature checks need no key;
 // payload access needs a recipient identity.
 //
-// Order of checks (FORMAT.md "Reading a capsule"): footer, header, manifest (strict canonical
-// decode), exact file size, issuer signature, chunk table against the signed Merkle root. Only
-// then is any chunk read, and each chunk's ciphertext is compared with its table entry before it
-// is decrypted, so no plaintext is ever released from an unauthenticated chunk.
+// Order of checks (FORMAT.md "Reading a capsule"): header, footer, manifest (strict canonical
+// decode), issuer signature, geometry and exact file size, then trust in the issuer, and only
+// then the chunk table against the signed Merkle root. No resource that scales with the capsule
+// (the table) is spent before the issuer is trusted. Each chunk's ciphertext is compared with its
+// table entry before it is decrypted, so no plaintext is ever released from an unauthenticated
+// chunk.
 #ifndef BUNKER_CAPSULE_READER_H_
 #define BUNKER_CAPSULE_READER_H_
 
@@ -39,19 +41,24 @@ class PayloadStream;
 
 class CapsuleReader {
  public:
-  // Runs every structural check listed above, including the issuer's signature under the key
-  // the manifest names (trust is decided separately by CheckTrusted). kDataLoss for anything
-  // corrupt, truncated or extended; kInvalidArgument for an unsupported version.
+  // Runs every check listed above: structure, signature, trust (kPermissionDenied "issuer
+  // bk1:... is not trusted" unless the manifest's issuer is in `trusted`, matched on both keys),
+  // and the chunk table. kDataLoss for anything corrupt, truncated or extended;
+  // kInvalidArgument for an unsupported version.
   static absl::StatusOr<std::unique_ptr<CapsuleReader>> Open(
-      std::unique_ptr<RandomAccessFile> file);
+      std::unique_ptr<RandomAccessFile> file, absl::Span<const crypto::PublicIdentity> trusted);
 
-  // kPermissionDenied "issuer bk1:... is not trusted" unless the manifest's issuer is in
-  // `trusted` (matched on both keys).
-  absl::Status CheckTrusted(absl::Span<const crypto::PublicIdentity> trusted) const;
+  // Structure and signature only, trusting nobody: enough to show a capsule's public facts.
+  // The chunk methods below return kFailedPrecondition on a reader opened this way.
+  static absl::StatusOr<std::unique_ptr<CapsuleReader>> OpenUntrusted(
+      std::unique_ptr<RandomAccessFile> file);
 
   const Manifest& manifest() const { return manifest_; }
   const Geometry& geometry() const { return geometry_; }
   uint64_t file_size() const { return file_->size(); }
+
+  // Whether the issuer was trusted and the chunk table loaded (Open, not OpenUntrusted).
+  bool trusted() const { return table_loaded_; }
 
   // Hashes every chunk (in parallel) against the chunk table. kDataLoss naming the first bad
   // chunk: "chunk 17 of 1024 is corrupt (hash does not match the signed chunk table)".
@@ -74,6 +81,7 @@ class CapsuleReader {
  private:
   friend class PayloadStream;
   CapsuleReader() = default;
+  absl::Status CheckTrusted(absl::Span<const crypto::PublicIdentity> trusted) const;
   absl::Status LoadTable();
 
   std::unique_ptr<RandomAccessFile> file_;
@@ -82,6 +90,7 @@ class CapsuleReader {
   // The verified chunk table: 32 bytes per chunk (1/32768 of the payload at the default chunk
   // size), held so that a file changed after verification cannot swap chunks in.
   std::vector<crypto::Sha256Digest> table_;
+  bool table_loaded_ = false;
 };
 
 // Yields the plaintext of a payload range piece by piece, each from an authenticated chunk.

@@ -18,8 +18,11 @@ using testing::SealRaw;
 
 constexpr uint32_t kChunk = 4096;
 
-absl::StatusOr<std::unique_ptr<CapsuleReader>> OpenBytes(std::vector<uint8_t> bytes) {
-  return CapsuleReader::Open(MemoryFile(std::move(bytes)));
+// Opens trusting the test issuer.
+absl::StatusOr<std::unique_ptr<CapsuleReader>> OpenBytes(const Keys& keys,
+                                                         std::vector<uint8_t> bytes) {
+  const crypto::PublicIdentity issuer = keys.issuer.public_identity();
+  return CapsuleReader::Open(MemoryFile(std::move(bytes)), absl::MakeConstSpan(&issuer, 1));
 }
 
 // Reads payload [begin, end) through the public API.
@@ -39,10 +42,8 @@ absl::StatusOr<std::vector<uint8_t>> ReadRange(const CapsuleReader& r, const Pay
 
 // Opens, checks every chunk, unlocks as alice and reads everything: the full reader path.
 absl::Status ReadAll(std::vector<uint8_t> bytes, const Keys& keys) {
-  auto r = OpenBytes(std::move(bytes));
+  auto r = OpenBytes(keys, std::move(bytes));
   if (!r.ok()) return r.status();
-  absl::Status s = (*r)->CheckTrusted({keys.issuer.public_identity()});
-  if (!s.ok()) return s;
   auto key = (*r)->Unlock(keys.alice);
   if (!key.ok()) return key.status();
   return ReadRange(**r, **key, 0, (*r)->manifest().payload_size).status();
@@ -55,7 +56,7 @@ TEST_P(RoundTripTest, PayloadSurvivesAndEveryRangeReads) {
   const auto [size, suite] = GetParam();
   const auto payload = PatternBytes(size, static_cast<uint32_t>(size));
   const auto capsule = SealRaw(keys, payload, kChunk, suite);
-  auto r = OpenBytes(capsule);
+  auto r = OpenBytes(keys, capsule);
   ASSERT_TRUE(r.ok()) << r.status();
   const Manifest& m = (*r)->manifest();
   EXPECT_EQ(m.payload_size, size);
@@ -103,22 +104,31 @@ TEST(CapsuleTest, ThreadCountDoesNotChangeThePayload) {
 
 TEST(CapsuleTest, StrangerIsNotARecipient) {
   Keys keys;
-  auto r = OpenBytes(SealRaw(keys, PatternBytes(100, 1)));
+  auto r = OpenBytes(keys, SealRaw(keys, PatternBytes(100, 1)));
   ASSERT_TRUE(r.ok());
   auto key = (*r)->Unlock(keys.mallory);
   EXPECT_EQ(key.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_NE(key.status().message().find(keys.mallory.fingerprint().ToString()), std::string::npos);
 }
 
-TEST(CapsuleTest, UntrustedIssuerIsRefused) {
+TEST(CapsuleTest, UntrustedIssuerIsRefusedBeforeTheChunkTable) {
   Keys keys;
-  auto r = OpenBytes(SealRaw(keys, PatternBytes(100, 1)));
-  ASSERT_TRUE(r.ok());
-  EXPECT_EQ((*r)->CheckTrusted({keys.alice.public_identity()}).code(),
+  const auto capsule = SealRaw(keys, PatternBytes(100, 1));
+  const std::vector<crypto::PublicIdentity> alice = {keys.alice.public_identity()};
+  EXPECT_EQ(CapsuleReader::Open(MemoryFile(capsule), alice).status().code(),
             absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ((*r)->CheckTrusted({}).code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_TRUE((*r)->CheckTrusted({keys.alice.public_identity(), keys.issuer.public_identity()})
-                  .ok());
+  EXPECT_EQ(CapsuleReader::Open(MemoryFile(capsule), {}).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  const std::vector<crypto::PublicIdentity> both = {keys.alice.public_identity(),
+                                                    keys.issuer.public_identity()};
+  EXPECT_TRUE(CapsuleReader::Open(MemoryFile(capsule), both).ok());
+  // An untrusted reader shows the manifest but releases no chunk and no key.
+  auto untrusted = CapsuleReader::OpenUntrusted(MemoryFile(capsule));
+  ASSERT_TRUE(untrusted.ok());
+  EXPECT_FALSE((*untrusted)->trusted());
+  EXPECT_EQ((*untrusted)->VerifyChunks(1, nullptr).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*untrusted)->Unlock(keys.alice).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 // Flipping any single byte anywhere must be detected by Open (structure, signature, table) or,
@@ -132,7 +142,7 @@ TEST(CorruptionTest, EveryFlippedByteIsDetected) {
   for (uint64_t i = 0; i < capsule.size(); i += (i >= kHeaderSize && i < chunks_end) ? 97 : 1) {
     auto bad = capsule;
     bad[i] ^= 0x01;
-    auto r = OpenBytes(bad);
+    auto r = OpenBytes(keys, bad);
     if (!r.ok()) {
       EXPECT_TRUE(absl::IsDataLoss(r.status()) || absl::IsInvalidArgument(r.status()))
           << "offset " << i << ": " << r.status();
@@ -161,7 +171,7 @@ TEST(CorruptionTest, TruncationAnywhereIsDetected) {
   }
   for (uint64_t cut : cuts) {
     std::vector<uint8_t> bad(capsule.begin(), capsule.begin() + static_cast<std::ptrdiff_t>(cut));
-    auto r = OpenBytes(bad);
+    auto r = OpenBytes(keys, bad);
     EXPECT_TRUE(absl::IsDataLoss(r.status())) << "cut at " << cut << ": " << r.status();
   }
 }
@@ -171,7 +181,7 @@ TEST(CorruptionTest, ChunksCutAtABoundaryWithTheTailKeptAreDetected) {
   const auto capsule = SealRaw(keys, PatternBytes(4 * kChunk, 4));
   testing::Parts p = testing::MustSplit(capsule);
   p.chunks.resize(2 * (kChunk + kTagSize));  // drop the last two chunks, keep table+manifest
-  auto r = OpenBytes(testing::Join(p));
+  auto r = OpenBytes(keys, testing::Join(p));
   EXPECT_TRUE(absl::IsDataLoss(r.status())) << r.status();
 }
 
@@ -181,12 +191,12 @@ TEST(CorruptionTest, AppendedBytesAreDetected) {
   for (size_t extra : {1, 16, 4096}) {
     auto bad = capsule;
     bad.insert(bad.end(), extra, 0);
-    EXPECT_TRUE(absl::IsDataLoss(OpenBytes(bad).status())) << extra;
+    EXPECT_TRUE(absl::IsDataLoss(OpenBytes(keys, bad).status())) << extra;
   }
   // Appending a whole copy of the tail (footer included) keeps the footer valid but not the size.
   auto bad = capsule;
   bad.insert(bad.end() - kFooterSize, capsule.end() - 200, capsule.end() - kFooterSize);
-  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(bad).status()));
+  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(keys, bad).status()));
 }
 
 TEST(CorruptionTest, SwappedAndDuplicatedChunksAreDetected) {
@@ -196,7 +206,7 @@ TEST(CorruptionTest, SwappedAndDuplicatedChunksAreDetected) {
   auto swapped = capsule;
   std::swap_ranges(swapped.begin() + kHeaderSize + c, swapped.begin() + kHeaderSize + 2 * c,
                    swapped.begin() + kHeaderSize + 2 * c);
-  auto r = OpenBytes(swapped);
+  auto r = OpenBytes(keys, swapped);
   ASSERT_TRUE(r.ok());
   absl::Status v = (*r)->VerifyChunks(1, nullptr);
   EXPECT_TRUE(absl::IsDataLoss(v));
@@ -218,10 +228,10 @@ TEST(CorruptionTest, ManifestFromAnotherCapsuleIsDetected) {
   spliced.manifest = pb.manifest;
   spliced.signature = pb.signature;
   spliced.footer = pb.footer;
-  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(testing::Join(spliced)).status()));
+  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(keys, testing::Join(spliced)).status()));
   // Even with b's chunk table, a's chunks do not match b's signed table.
   spliced.table = pb.table;
-  auto r = OpenBytes(testing::Join(spliced));
+  auto r = OpenBytes(keys, testing::Join(spliced));
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(absl::IsDataLoss((*r)->VerifyChunks(1, nullptr)));
   EXPECT_TRUE(absl::IsDataLoss(ReadAll(testing::Join(spliced), keys)));
@@ -238,10 +248,10 @@ TEST(CorruptionTest, RecipientEntryMovedFromAnotherCapsuleDoesNotUnwrap) {
   auto ma = DecodeManifest(p.manifest);
   ma->recipients[0] = mb->recipients[0];
   p.manifest = *EncodeManifest(*ma);
-  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(testing::Join(p)).status()));
+  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(keys, testing::Join(p)).status()));
   // ...and even re-signed by the issuer, the entry is bound to b's id and does not unwrap.
   const auto moved = MustResign(a, keys.issuer, [&](Manifest& m) { m.recipients[0] = mb->recipients[0]; });
-  auto r = OpenBytes(moved);
+  auto r = OpenBytes(keys, moved);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(absl::IsDataLoss((*r)->Unlock(keys.alice).status()));
 }
@@ -251,7 +261,7 @@ TEST(CorruptionTest, PolicySwapInvalidatesTheKeyWrap) {
   const auto a = SealRaw(keys, PatternBytes(kChunk, 9), kChunk, crypto::Suite::kAes256Gcm, 2,
                          "{\"version\": 1}");
   const auto swapped = MustResign(a, keys.issuer, [](Manifest& m) { m.policy = "{}"; });
-  auto r = OpenBytes(swapped);
+  auto r = OpenBytes(keys, swapped);
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(absl::IsDataLoss((*r)->Unlock(keys.alice).status()));
 }
@@ -265,7 +275,7 @@ TEST(CorruptionTest, ForgedRecipientFailsKeyCommitment) {
     auto wrapped = crypto::WrapKey(keys.mallory.public_identity().box_key, other, WrapContext(m));
     m.recipients.push_back({keys.mallory.fingerprint(), *wrapped});
   });
-  auto r = OpenBytes(forged);
+  auto r = OpenBytes(keys, forged);
   ASSERT_TRUE(r.ok());
   auto key = (*r)->Unlock(keys.mallory);
   EXPECT_TRUE(absl::IsDataLoss(key.status()));
@@ -278,7 +288,7 @@ TEST(CorruptionTest, SuiteOrChunkSizeDowngradeFails) {
   const auto downgraded = MustResign(a, keys.issuer, [](Manifest& m) {
     m.suite = crypto::Suite::kChaCha20Poly1305;
   });
-  auto r = OpenBytes(downgraded);
+  auto r = OpenBytes(keys, downgraded);
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(absl::IsDataLoss((*r)->Unlock(keys.alice).status()));
 }
@@ -287,7 +297,7 @@ TEST(CorruptionTest, RecipientCannotForgeAChunk) {
   Keys keys;
   const auto payload = PatternBytes(2 * kChunk, 13);
   auto capsule = SealRaw(keys, payload);
-  auto r = OpenBytes(capsule);
+  auto r = OpenBytes(keys, capsule);
   ASSERT_TRUE(r.ok());
   auto key = (*r)->Unlock(keys.alice);
   ASSERT_TRUE(key.ok());
@@ -310,22 +320,24 @@ TEST(CorruptionTest, OversizedLengthsAreRefusedBeforeAllocation) {
                      ~uint64_t{0}}) {
     auto bad = capsule;
     StoreBigEndian64(m, bad.data() + bad.size() - kFooterSize);
-    EXPECT_TRUE(absl::IsDataLoss(OpenBytes(bad).status())) << m;
+    EXPECT_TRUE(absl::IsDataLoss(OpenBytes(keys, bad).status())) << m;
   }
-  // A signed manifest claiming a huge chunk count still cannot make the reader allocate it.
+  // A signed manifest claiming a huge chunk count still cannot make the reader allocate it:
+  // the count must match the file's real size, which is checked before the table is read.
   const auto huge = MustResign(capsule, keys.issuer, [](Manifest& m) {
     m.chunk_count = uint64_t{1} << 31;
     m.payload_size = m.chunk_count * m.chunk_size;
     m.archive_size = m.payload_size;
   });
-  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(huge).status()));
+  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(keys, huge).status()));
 }
 
 TEST(CorruptionTest, NotACapsule) {
-  auto r = OpenBytes(std::vector<uint8_t>(1000, 'x'));
+  Keys keys;
+  auto r = OpenBytes(keys, std::vector<uint8_t>(1000, 'x'));
   EXPECT_TRUE(absl::IsDataLoss(r.status()));
   EXPECT_NE(r.status().message().find("not a capsule"), std::string::npos);
-  EXPECT_TRUE(absl::IsDataLoss(OpenBytes({}).status()));
+  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(keys, {}).status()));
 }
 
 TEST(CorruptionTest, ForeignSignerIsNotTheIssuer) {
@@ -334,14 +346,11 @@ TEST(CorruptionTest, ForeignSignerIsNotTheIssuer) {
   // Mallory re-signs but keeps the issuer field: signature fails. If she names herself as
   // issuer, the signature holds but trust fails.
   const auto resigned = MustResign(capsule, keys.mallory, [](Manifest&) {});
-  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(resigned).status()));
+  EXPECT_TRUE(absl::IsDataLoss(OpenBytes(keys, resigned).status()));
   const auto impostor = MustResign(capsule, keys.mallory, [&](Manifest& m) {
     m.issuer = keys.mallory.public_identity();
   });
-  auto r = OpenBytes(impostor);
-  ASSERT_TRUE(r.ok());
-  EXPECT_EQ((*r)->CheckTrusted({keys.issuer.public_identity()}).code(),
-            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(OpenBytes(keys, impostor).status().code(), absl::StatusCode::kPermissionDenied);
 }
 
 TEST(WriterTest, RejectsBadOptions) {

@@ -25,7 +25,7 @@ int RunInspect(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = capsule::OpenFile(path);
   if (!file.ok()) return ctx.Fail(file.status());
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
-      capsule::CapsuleReader::Open(std::move(*file));
+      capsule::CapsuleReader::OpenUntrusted(std::move(*file));
   if (!reader.ok()) {
     return ctx.Fail(absl::Status(reader.status().code(),
                                  absl::StrCat(path, ": ", reader.status().message())));

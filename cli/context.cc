@@ -318,14 +318,12 @@ absl::StatusOr<OpenedCapsule> OpenCapsule(const Context& ctx, const std::string&
   if (!file.ok()) return file.status();
   OpenedCapsule out;
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
-      capsule::CapsuleReader::Open(std::move(*file));
+      capsule::CapsuleReader::Open(std::move(*file), *trust);
   if (!reader.ok()) {
     return absl::Status(reader.status().code(),
                         absl::StrCat(path, ": ", reader.status().message()));
   }
   out.reader = std::move(*reader);
-  absl::Status s = out.reader->CheckTrusted(*trust);
-  if (!s.ok()) return s;
   if (unlock) {
     absl::StatusOr<std::unique_ptr<capsule::PayloadKey>> key = out.reader->Unlock(*identity);
     if (!key.ok()) return key.status();

@@ -52,7 +52,7 @@ struct IndexEntry {
   size @2 :UInt64;        # contents length (files); 0 otherwise
   offset @3 :UInt64;      # payload offset of the contents (files)
   sha256 @4 :Data;        # SHA-256 of the contents (files), 32 bytes
-  mode @5 :UInt32;        # permission bits (0o7777 mask)
+  mode @5 :UInt32;        # permission bits, 0o777 at most (no setuid/setgid/sticky)
   mtime @6 :Int64;        # seconds since the Unix epoch
   linkTarget @7 :Text;    # symlink target or hard link's target path
 }

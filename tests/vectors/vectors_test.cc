@@ -63,10 +63,8 @@ absl::Status OpenAndExtract(const std::string& path, const std::string& dest) {
   if (!alice.ok()) return alice.status();
   auto file = OpenFile(path);
   if (!file.ok()) return file.status();
-  auto reader = CapsuleReader::Open(std::move(*file));
+  auto reader = CapsuleReader::Open(std::move(*file), *trust);
   if (!reader.ok()) return reader.status();
-  absl::Status s = (*reader)->CheckTrusted(*trust);
-  if (!s.ok()) return s;
   auto key = (*reader)->Unlock(*alice);
   if (!key.ok()) return key.status();
   auto stream = (*reader)->Stream(**key, 0, (*reader)->manifest().payload_size, 2);

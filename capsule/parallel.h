@@ -10,12 +10,49 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <cstdint>
 #include <vector>
 
 namespace bunker::capsule {
 
 // The number of worker threads to use for `requested` (<= 0 means all cores).
 int ResolveThreads(int requested);
+
+// Workers to start when the calling thread itself does heavy work (archiving, hashing,
+// extracting) alongside the pool: one fewer than the cores, at least one, so that the threads
+// do not contend for the cores. An explicit request is taken as given.
+int WorkersBesideCaller(int requested);
+
+// Recycles large byte buffers between pipeline stages, so a stream of 1 MiB chunks costs no
+// allocation, page faults or zero-filling per chunk. Thread-safe.
+class BufferPool {
+ public:
+  explicit BufferPool(size_t buffer_size) : buffer_size_(buffer_size) {}
+  // A buffer of size() == buffer_size (contents unspecified).
+  std::vector<uint8_t> Get() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        std::vector<uint8_t> b = std::move(free_.back());
+        free_.pop_back();
+        return b;
+      }
+    }
+    return std::vector<uint8_t>(buffer_size_);
+  }
+  // Returns a buffer for reuse (any size; it is restored to buffer_size).
+  void Put(std::vector<uint8_t> buffer) {
+    if (buffer.capacity() < buffer_size_) return;
+    buffer.resize(buffer_size_);  // no-op for pool buffers, which never shrink below it
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(std::move(buffer));
+  }
+
+ private:
+  const size_t buffer_size_;
+  std::mutex mu_;
+  std::vector<std::vector<uint8_t>> free_;
+};
 
 class ThreadPool {
  public:

@@ -136,17 +136,21 @@ absl::Status CapsuleReader::CheckChunk(uint64_t index, absl::Span<const uint8_t>
 absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress) const {
   if (!table_loaded_) return absl::FailedPreconditionError("capsule issuer not trusted yet");
   ThreadPool pool(threads);
+  BufferPool buffers(size_t{geometry_.chunk_size} + kTagSize);
   OrderedPipeline<absl::Status> pipeline(&pool, static_cast<size_t>(2 * pool.size() + 2));
   const uint64_t n = geometry_.chunk_count;
   uint64_t next = 0, done = 0, bytes = 0;
   while (done < n) {
     while (next < n && !pipeline.full()) {
       const uint64_t i = next++;
-      pipeline.Submit([this, i]() -> absl::Status {
-        std::vector<uint8_t> buf(geometry_.CipherSize(i));
-        absl::Status s = file_->ReadAt(geometry_.ChunkOffset(i), absl::MakeSpan(buf));
-        if (!s.ok()) return ReadError(s, "chunk");
-        return CheckChunk(i, buf);
+      pipeline.Submit([this, i, &buffers]() -> absl::Status {
+        std::vector<uint8_t> buf = buffers.Get();
+        const absl::Span<uint8_t> ct(buf.data(), geometry_.CipherSize(i));
+        absl::Status s = file_->ReadAt(geometry_.ChunkOffset(i), ct);
+        if (s.ok()) s = CheckChunk(i, ct);
+        if (!s.ok() && absl::IsOutOfRange(s)) s = ReadError(s, "chunk");
+        buffers.Put(std::move(buf));
+        return s;
       });
     }
     absl::Status s = pipeline.Pop();
@@ -207,7 +211,8 @@ absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(const Paylo
     s->next_submit_ = s->next_pop_ = begin / manifest_.chunk_size;
     s->last_chunk_ = (end - 1) / manifest_.chunk_size;
   }
-  s->pool_ = std::make_unique<ThreadPool>(threads);
+  s->pool_ = std::make_unique<ThreadPool>(WorkersBesideCaller(threads));
+  s->buffers_ = std::make_unique<BufferPool>(size_t{manifest_.chunk_size} + kTagSize);
   s->pipeline_ = std::make_unique<OrderedPipeline<PayloadStream::ChunkResult>>(
       s->pool_.get(), static_cast<size_t>(2 * s->pool_->size() + 2));
   return s;
@@ -221,28 +226,25 @@ void PayloadStream::Fill() {
     const uint64_t i = next_submit_++;
     const CapsuleReader* reader = reader_;
     const crypto::Aead* aead = &key_->aead();
-    pipeline_->Submit([reader, aead, i, &g]() -> ChunkResult {
+    BufferPool* buffers = buffers_.get();
+    pipeline_->Submit([reader, aead, buffers, i, &g]() -> ChunkResult {
       ChunkResult r;
-      std::vector<uint8_t> buf(g.CipherSize(i));
-      r.status = reader->file_->ReadAt(g.ChunkOffset(i), absl::MakeSpan(buf));
+      r.buffer = buffers->Get();
+      const absl::Span<uint8_t> ct(r.buffer.data(), g.CipherSize(i));
+      r.status = reader->file_->ReadAt(g.ChunkOffset(i), ct);
       if (!r.status.ok()) {
         r.status = ReadError(r.status, "chunk");
         return r;
       }
       // Authenticate against the signed table first: a recipient holds the data key and could
       // forge a chunk that passes the AEAD, but not one that matches the issuer's signature.
-      r.status = reader->CheckChunk(i, buf);
+      r.status = reader->CheckChunk(i, ct);
       if (!r.status.ok()) return r;
       const auto nonce = ChunkNonce(i, i + 1 == g.chunk_count);
-      const size_t plain = buf.size() - kTagSize;
-      r.status = aead->Open(nonce, reader->manifest_.capsule_id, buf,
-                            absl::MakeSpan(buf.data(), plain));
-      if (!r.status.ok()) {
-        r.status = BadChunk(i, g.chunk_count, "does not decrypt");
-        return r;
-      }
-      buf.resize(plain);
-      r.plaintext = std::move(buf);
+      r.size = ct.size() - kTagSize;
+      r.status = aead->Open(nonce, reader->manifest_.capsule_id, ct,
+                            absl::MakeSpan(r.buffer.data(), r.size));
+      if (!r.status.ok()) r.status = BadChunk(i, g.chunk_count, "does not decrypt");
       return r;
     });
   }
@@ -258,10 +260,11 @@ absl::StatusOr<absl::Span<const uint8_t>> PayloadStream::Next() {
     return r.status;
   }
   const uint64_t i = next_pop_++;
-  current_ = std::move(r.plaintext);
+  if (!current_.empty()) buffers_->Put(std::move(current_));
+  current_ = std::move(r.buffer);
   const uint64_t chunk_begin = reader_->geometry_.PayloadOffset(i);
   const uint64_t lo = std::max(begin_, chunk_begin) - chunk_begin;
-  const uint64_t hi = std::min<uint64_t>(end_, chunk_begin + current_.size()) - chunk_begin;
+  const uint64_t hi = std::min<uint64_t>(end_, chunk_begin + r.size) - chunk_begin;
   delivered_ += hi - lo;
   if (progress_) progress_(delivered_);
   Fill();

@@ -60,7 +60,7 @@ class CapsuleReader {
   // Whether the issuer was trusted and the chunk table loaded (Open, not OpenUntrusted).
   bool trusted() const { return table_loaded_; }
 
-  // Hashes every chunk (in parallel) against the chunk table. kDataLoss naming the first bad
+  // Hashes every chunk (in parallel, `threads` workers; 0: all cores) against the chunk table. kDataLoss naming the first bad
   // chunk: "chunk 17 of 1024 is corrupt (hash does not match the signed chunk table)".
   absl::Status VerifyChunks(int threads, const ProgressFn& progress) const;
 
@@ -73,7 +73,8 @@ class CapsuleReader {
   absl::StatusOr<std::unique_ptr<PayloadKey>> Unlock(const crypto::Identity& identity) const;
 
   // A stream of authenticated plaintext for payload bytes [begin, end), decrypting chunks in
-  // parallel with bounded read-ahead. `key` and this reader must outlive the stream.
+  // parallel with bounded read-ahead (`threads` workers; 0: WorkersBesideCaller). `key` and this
+  // reader must outlive the stream.
   absl::StatusOr<std::unique_ptr<PayloadStream>> Stream(const PayloadKey& key, uint64_t begin,
                                                         uint64_t end, int threads,
                                                         ProgressFn progress = nullptr) const;
@@ -103,7 +104,8 @@ class PayloadStream : public ByteSource {
   friend class CapsuleReader;
   struct ChunkResult {
     absl::Status status;
-    std::vector<uint8_t> plaintext;
+    std::vector<uint8_t> buffer;  // plaintext in the first `size` bytes
+    size_t size = 0;
   };
   PayloadStream() = default;
   void Fill();
@@ -114,8 +116,9 @@ class PayloadStream : public ByteSource {
   uint64_t next_submit_ = 0, last_chunk_ = 0, next_pop_ = 0;
   uint64_t delivered_ = 0;
   std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<BufferPool> buffers_;
   std::unique_ptr<OrderedPipeline<ChunkResult>> pipeline_;
-  std::vector<uint8_t> current_;
+  std::vector<uint8_t> current_;  // the piece last returned by Next()
   ProgressFn progress_;
   bool failed_ = false;
 };

@@ -1,6 +1,7 @@
 #include "capsule/writer.h"
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -63,10 +64,11 @@ absl::StatusOr<std::unique_ptr<CapsuleWriter>> CapsuleWriter::Create(WriterOptio
 
   w->table_ = std::tmpfile();
   if (w->table_ == nullptr) return absl::UnavailableError("cannot create a temporary file");
-  w->pool_ = std::make_unique<ThreadPool>(w->options_.threads);
+  w->pool_ = std::make_unique<ThreadPool>(WorkersBesideCaller(w->options_.threads));
   w->pipeline_ = std::make_unique<OrderedPipeline<ChunkResult>>(
       w->pool_.get(), static_cast<size_t>(2 * w->pool_->size() + 2));
-  w->current_.reserve(m.chunk_size);
+  w->buffers_ = std::make_unique<BufferPool>(size_t{m.chunk_size} + kTagSize);
+  w->current_ = w->buffers_->Get();
   const auto header = EncodeHeader();
   absl::Status s = out->Append(header);
   if (!s.ok()) return s;
@@ -76,18 +78,20 @@ absl::StatusOr<std::unique_ptr<CapsuleWriter>> CapsuleWriter::Create(WriterOptio
 absl::Status CapsuleWriter::DrainOne() {
   ChunkResult r = pipeline_->Pop();
   if (!r.status.ok()) return r.status;
-  absl::Status s = out_->Append(r.ciphertext);
+  absl::Status s = out_->Append(absl::MakeConstSpan(r.buffer.data(), r.size));
   if (!s.ok()) return s;
   if (std::fwrite(r.leaf.data(), 1, r.leaf.size(), table_) != r.leaf.size()) {
     return absl::UnavailableError("cannot write the temporary chunk table");
   }
   tree_.AddLeafHash(r.leaf);
-  encrypted_ += r.ciphertext.size() - kTagSize;
+  encrypted_ += r.size - kTagSize;
+  buffers_->Put(std::move(r.buffer));
   if (options_.progress) options_.progress(encrypted_);
   return absl::OkStatus();
 }
 
-absl::Status CapsuleWriter::SubmitChunk(std::vector<uint8_t> plaintext, bool last) {
+absl::Status CapsuleWriter::SubmitChunk(std::vector<uint8_t> buffer, size_t plain_size,
+                                        bool last) {
   if (next_index_ >= kMaxChunkCount) {
     return absl::ResourceExhaustedError("payload exceeds the maximum chunk count");
   }
@@ -98,14 +102,14 @@ absl::Status CapsuleWriter::SubmitChunk(std::vector<uint8_t> plaintext, bool las
   const uint64_t index = next_index_++;
   const crypto::Aead* aead = keys_.aead.get();
   const CapsuleId id = manifest_.capsule_id;
-  pipeline_->Submit([aead, id, index, last, buf = std::move(plaintext)]() mutable {
+  pipeline_->Submit([aead, id, index, last, plain_size, buf = std::move(buffer)]() mutable {
     ChunkResult r;
-    const size_t n = buf.size();
-    buf.resize(n + kTagSize);
+    r.size = plain_size + kTagSize;  // the pool's buffers have room for the tag
     const auto nonce = ChunkNonce(index, last);
-    r.status = aead->Seal(nonce, id, absl::MakeConstSpan(buf.data(), n), absl::MakeSpan(buf));
-    r.leaf = crypto::MerkleLeafHash(buf);
-    r.ciphertext = std::move(buf);
+    r.status = aead->Seal(nonce, id, absl::MakeConstSpan(buf.data(), plain_size),
+                          absl::MakeSpan(buf.data(), r.size));
+    r.leaf = crypto::MerkleLeafHash(absl::MakeConstSpan(buf.data(), r.size));
+    r.buffer = std::move(buf);
     return r;
   });
   return absl::OkStatus();
@@ -113,11 +117,12 @@ absl::Status CapsuleWriter::SubmitChunk(std::vector<uint8_t> plaintext, bool las
 
 absl::Status CapsuleWriter::Append(absl::Span<const uint8_t> data) {
   if (failed_) return absl::FailedPreconditionError("capsule writer already failed");
+  const size_t chunk = manifest_.chunk_size;
   while (!data.empty()) {
-    if (current_.size() == manifest_.chunk_size) {
+    if (current_size_ == chunk) {
       // A full chunk is only known not to be the last once more data arrives.
       if (pending_.has_value()) {
-        absl::Status s = SubmitChunk(std::move(*pending_), /*last=*/false);
+        absl::Status s = SubmitChunk(std::move(*pending_), chunk, /*last=*/false);
         pending_.reset();
         if (!s.ok()) {
           failed_ = true;
@@ -125,11 +130,12 @@ absl::Status CapsuleWriter::Append(absl::Span<const uint8_t> data) {
         }
       }
       pending_ = std::move(current_);
-      current_ = std::vector<uint8_t>();
-      current_.reserve(manifest_.chunk_size);
+      current_ = buffers_->Get();
+      current_size_ = 0;
     }
-    const size_t take = std::min<size_t>(data.size(), manifest_.chunk_size - current_.size());
-    current_.insert(current_.end(), data.begin(), data.begin() + take);
+    const size_t take = std::min<size_t>(data.size(), chunk - current_size_);
+    std::memcpy(current_.data() + current_size_, data.data(), take);
+    current_size_ += take;
     data.remove_prefix(take);
     appended_ += take;
   }
@@ -140,15 +146,17 @@ absl::StatusOr<Manifest> CapsuleWriter::Finish(uint64_t index_entries) {
   if (failed_) return absl::FailedPreconditionError("capsule writer already failed");
   failed_ = true;  // single use
   absl::Status s;
+  const size_t chunk = manifest_.chunk_size;
   if (pending_.has_value()) {
-    if (current_.empty()) {
-      s = SubmitChunk(std::move(*pending_), /*last=*/true);
+    if (current_size_ == 0) {
+      s = SubmitChunk(std::move(*pending_), chunk, /*last=*/true);
     } else {
-      s = SubmitChunk(std::move(*pending_), /*last=*/false);
-      if (s.ok()) s = SubmitChunk(std::move(current_), /*last=*/true);
+      s = SubmitChunk(std::move(*pending_), chunk, /*last=*/false);
+      if (s.ok()) s = SubmitChunk(std::move(current_), current_size_, /*last=*/true);
     }
   } else {
-    s = SubmitChunk(std::move(current_), /*last=*/true);  // possibly the empty payload's chunk
+    // Possibly the empty payload's single empty chunk.
+    s = SubmitChunk(std::move(current_), current_size_, /*last=*/true);
   }
   if (!s.ok()) return s;
   while (!pipeline_->empty()) {

@@ -1,8 +1,9 @@
 // CapsuleWriter: turns a stream of payload bytes into a sealed capsule (FORMAT.md "Layout").
 // It knows nothing about archives; capsule/archive_builder.h feeds it a pax stream and index.
 //
-// Memory is bounded by about 2 * chunk size * (2 * threads + 2) whatever the payload size: the
-// chunk table is spooled to an unlinked temporary file, not kept in memory.
+// Memory is bounded by about chunk size * (2 * workers + 5) whatever the payload size (chunk
+// buffers are recycled through a pool); the chunk table is spooled to an unlinked temporary
+// file, not kept in memory.
 #ifndef BUNKER_CAPSULE_WRITER_H_
 #define BUNKER_CAPSULE_WRITER_H_
 
@@ -30,7 +31,7 @@ struct WriterOptions {
   std::string policy;                                   // stored as given
   crypto::Suite suite = crypto::Suite::kAes256Gcm;
   uint32_t chunk_size = kDefaultChunkSize;
-  int threads = 0;                                      // 0: all cores
+  int threads = 0;  // worker threads; 0: one per core, less the caller's (WorkersBesideCaller)
   int64_t created_at = 0;                               // seconds since the epoch
   // Called from the writer's thread with the total payload bytes encrypted so far.
   std::function<void(uint64_t)> progress;
@@ -59,11 +60,12 @@ class CapsuleWriter {
  private:
   struct ChunkResult {
     absl::Status status;
-    std::vector<uint8_t> ciphertext;
+    std::vector<uint8_t> buffer;  // ciphertext || tag in the first `size` bytes
+    size_t size = 0;
     crypto::Sha256Digest leaf{};
   };
   CapsuleWriter(WriterOptions options, WritableFile* out);
-  absl::Status SubmitChunk(std::vector<uint8_t> plaintext, bool last);
+  absl::Status SubmitChunk(std::vector<uint8_t> buffer, size_t plain_size, bool last);
   absl::Status DrainOne();
 
   WriterOptions options_;
@@ -72,8 +74,10 @@ class CapsuleWriter {
   PayloadKeys keys_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<OrderedPipeline<ChunkResult>> pipeline_;
-  std::vector<uint8_t> current_;                 // filling chunk
-  std::optional<std::vector<uint8_t>> pending_;  // full chunk not yet known to be last
+  std::unique_ptr<BufferPool> buffers_;           // chunk_size + tag bytes each
+  std::vector<uint8_t> current_;                  // the chunk being filled...
+  size_t current_size_ = 0;                       // ...up to here
+  std::optional<std::vector<uint8_t>> pending_;   // a full chunk not yet known to be last
   uint64_t next_index_ = 0;
   uint64_t appended_ = 0;
   uint64_t encrypted_ = 0;

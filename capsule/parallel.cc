@@ -1,18 +1,11 @@
 #include "capsule/parallel.h"
 
-#include <algorithm>
-
 namespace bunker::capsule {
 
 int ResolveThreads(int requested) {
   if (requested > 0) return requested;
   const unsigned hw = std::thread::hardware_concurrency();
   return hw == 0 ? 1 : static_cast<int>(hw);
-}
-
-int WorkersBesideCaller(int requested) {
-  if (requested > 0) return requested;
-  return std::max(1, ResolveThreads(0) - 1);
 }
 
 ThreadPool::ThreadPool(int threads) {

@@ -18,11 +18,6 @@ namespace bunker::capsule {
 // The number of worker threads to use for `requested` (<= 0 means all cores).
 int ResolveThreads(int requested);
 
-// Workers to start when the calling thread itself does heavy work (archiving, hashing,
-// extracting) alongside the pool: one fewer than the cores, at least one, so that the threads
-// do not contend for the cores. An explicit request is taken as given.
-int WorkersBesideCaller(int requested);
-
 // Recycles large byte buffers between pipeline stages, so a stream of 1 MiB chunks costs no
 // allocation, page faults or zero-filling per chunk. Thread-safe.
 class BufferPool {

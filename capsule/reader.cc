@@ -211,7 +211,7 @@ absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(const Paylo
     s->next_submit_ = s->next_pop_ = begin / manifest_.chunk_size;
     s->last_chunk_ = (end - 1) / manifest_.chunk_size;
   }
-  s->pool_ = std::make_unique<ThreadPool>(WorkersBesideCaller(threads));
+  s->pool_ = std::make_unique<ThreadPool>(threads);
   s->buffers_ = std::make_unique<BufferPool>(size_t{manifest_.chunk_size} + kTagSize);
   s->pipeline_ = std::make_unique<OrderedPipeline<PayloadStream::ChunkResult>>(
       s->pool_.get(), static_cast<size_t>(2 * s->pool_->size() + 2));

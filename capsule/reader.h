@@ -73,7 +73,7 @@ class CapsuleReader {
   absl::StatusOr<std::unique_ptr<PayloadKey>> Unlock(const crypto::Identity& identity) const;
 
   // A stream of authenticated plaintext for payload bytes [begin, end), decrypting chunks in
-  // parallel with bounded read-ahead (`threads` workers; 0: WorkersBesideCaller). `key` and this
+  // parallel with bounded read-ahead (`threads` workers; 0: all cores). `key` and this
   // reader must outlive the stream.
   absl::StatusOr<std::unique_ptr<PayloadStream>> Stream(const PayloadKey& key, uint64_t begin,
                                                         uint64_t end, int threads,

@@ -64,7 +64,7 @@ absl::StatusOr<std::unique_ptr<CapsuleWriter>> CapsuleWriter::Create(WriterOptio
 
   w->table_ = std::tmpfile();
   if (w->table_ == nullptr) return absl::UnavailableError("cannot create a temporary file");
-  w->pool_ = std::make_unique<ThreadPool>(WorkersBesideCaller(w->options_.threads));
+  w->pool_ = std::make_unique<ThreadPool>(w->options_.threads);
   w->pipeline_ = std::make_unique<OrderedPipeline<ChunkResult>>(
       w->pool_.get(), static_cast<size_t>(2 * w->pool_->size() + 2));
   w->buffers_ = std::make_unique<BufferPool>(size_t{m.chunk_size} + kTagSize);

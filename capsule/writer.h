@@ -1,7 +1,7 @@
 // CapsuleWriter: turns a stream of payload bytes into a sealed capsule (FORMAT.md "Layout").
 // It knows nothing about archives; capsule/archive_builder.h feeds it a pax stream and index.
 //
-// Memory is bounded by about chunk size * (2 * workers + 5) whatever the payload size (chunk
+// Memory is bounded by about chunk size * (2 * threads + 5) whatever the payload size (chunk
 // buffers are recycled through a pool); the chunk table is spooled to an unlinked temporary
 // file, not kept in memory.
 #ifndef BUNKER_CAPSULE_WRITER_H_
@@ -31,7 +31,7 @@ struct WriterOptions {
   std::string policy;                                   // stored as given
   crypto::Suite suite = crypto::Suite::kAes256Gcm;
   uint32_t chunk_size = kDefaultChunkSize;
-  int threads = 0;  // worker threads; 0: one per core, less the caller's (WorkersBesideCaller)
+  int threads = 0;  // worker threads; 0: one per core
   int64_t created_at = 0;                               // seconds since the epoch
   // Called from the writer's thread with the total payload bytes encrypted so far.
   std::function<void(uint64_t)> progress;

@@ -644,10 +644,6 @@ absl::StatusOr<ExtractStats> ExtractArchive(ByteSource* source, const std::strin
     BUNKER_ASSIGN_OR_RETURN(stats, extraction.Run());
   }
 
-  // The caller's empty directory may have been made private on purpose; keep its mode.
-  if (d.replace && ::chmod(root.c_str(), d.replaced_mode) != 0) {
-    return ErrnoStatus(errno, "cannot set the mode of", d.given);
-  }
   // rename(2) replaces an empty directory atomically and refuses a non-empty one, so a
   // destination that changed since the check above is never clobbered.
   if (::rename(root.c_str(), d.path.c_str()) != 0) {
@@ -663,6 +659,11 @@ absl::StatusOr<ExtractStats> ExtractArchive(ByteSource* source, const std::strin
     return ErrnoStatus(err, "cannot move the extracted tree to", d.given);
   }
   scratch.Commit();
+  // The caller's empty directory may have been made private on purpose; keep its mode. This
+  // comes after the rename, which needs write permission on the directory being moved.
+  if (d.replace && ::chmod(d.path.c_str(), d.replaced_mode) != 0) {
+    return ErrnoStatus(errno, "cannot set the mode of", d.given);
+  }
   return stats;
 }
 

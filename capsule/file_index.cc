@@ -140,6 +140,21 @@ absl::StatusOr<std::optional<FileEntry>> IndexReader::Next() {
     return absl::DataLossError(
         absl::StrCat("file index record ", seen_, " has an unsafe path ", QuotePath(e.path)));
   }
+  // Fields must fit the entry's type (FORMAT.md "File index"), as a writer produces them.
+  const bool is_file = e.type == FileEntry::Type::kFile;
+  const bool is_link = e.type == FileEntry::Type::kSymlink || e.type == FileEntry::Type::kHardlink;
+  if ((!is_file && (e.size != 0 || e.offset != 0)) || is_link == e.link_target.empty() ||
+      e.mode > 0777) {
+    return absl::DataLossError(
+        absl::StrCat("file index record ", seen_, " has fields that do not fit its type"));
+  }
+  if (e.type == FileEntry::Type::kHardlink) {
+    absl::StatusOr<std::string> target = NormalizeEntryPath(e.link_target);
+    if (!target.ok() || *target != e.link_target) {
+      return absl::DataLossError(
+          absl::StrCat("file index record ", seen_, " has an unsafe hard link target"));
+    }
+  }
   ++seen_;
   return std::optional<FileEntry>(std::move(e));
 }

@@ -77,6 +77,31 @@ TEST(FileIndexTest, CountMismatchTruncationAndGarbageAreDataLoss) {
   EXPECT_TRUE(absl::IsDataLoss(r3.Next().status()));
 }
 
+TEST(FileIndexTest, FieldsThatDoNotFitTheTypeAreRejected) {
+  std::vector<FileEntry> bad(6);
+  bad[0].path = "d";
+  bad[0].type = FileEntry::Type::kDirectory;
+  bad[0].size = 5;  // a directory with a size
+  bad[1].path = "f";
+  bad[1].link_target = "x";  // a file with a link target
+  bad[2].path = "l";
+  bad[2].type = FileEntry::Type::kSymlink;  // a symlink without a target
+  bad[3].path = "m";
+  bad[3].mode = 04755;  // setuid
+  bad[4].path = "h";
+  bad[4].type = FileEntry::Type::kHardlink;
+  bad[4].link_target = "../x";  // an unsafe hard link target
+  bad[5].path = "o";
+  bad[5].type = FileEntry::Type::kSymlink;
+  bad[5].link_target = "t";
+  bad[5].offset = 7;  // a symlink with an offset
+  for (const FileEntry& e : bad) {
+    VectorSource src(EncodeIndexRecord(e), 100);
+    IndexReader reader(&src, 1);
+    EXPECT_TRUE(absl::IsDataLoss(reader.Next().status())) << e.path;
+  }
+}
+
 TEST(FileIndexTest, UnsafePathInIndexIsRejected) {
   FileEntry e;
   e.path = "../escape";

@@ -211,8 +211,14 @@ absl::Status FdWriter::Append(absl::Span<const uint8_t> data) {
 }
 
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t max_size) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO named by mistake must not hang us before the regular-file check.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+  }
   std::string out;
   char buf[8192];
   while (true) {

@@ -56,7 +56,7 @@ absl::Status WriteIdentityFiles(const crypto::Identity& identity, const std::str
 }
 
 absl::StatusOr<crypto::Identity> LoadIdentity(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not hang us
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) return absl::NotFoundError(absl::StrCat("key file ", path, " not found"));

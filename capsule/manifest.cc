@@ -187,6 +187,9 @@ std::vector<uint8_t> WrapContext(const Manifest& m) {
   ctx.insert(ctx.end(), m.capsule_id.begin(), m.capsule_id.end());
   const crypto::Sha256Digest ph = m.PolicyHash();
   ctx.insert(ctx.end(), ph.begin(), ph.end());
+  // The issuer too: another trusted issuer who re-signs this manifest as their own changes the
+  // context, and no recipient entry unwraps.
+  ctx.insert(ctx.end(), m.issuer.sign_key.begin(), m.issuer.sign_key.end());
   return ctx;
 }
 

@@ -70,7 +70,7 @@ std::vector<uint8_t> SignatureInput(absl::Span<const uint8_t> header,
                                     absl::Span<const uint8_t> manifest_bytes);
 
 // The context bound into each recipient's key wrap (FORMAT.md "Recipient key wrap"):
-//   u16 big-endian format version || capsule id || SHA-256(policy).
+//   u16 big-endian format version || capsule id || SHA-256(policy) || issuer Ed25519 key.
 std::vector<uint8_t> WrapContext(const Manifest& manifest);
 
 }  // namespace bunker::capsule

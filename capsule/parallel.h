@@ -3,6 +3,7 @@
 #ifndef BUNKER_CAPSULE_PARALLEL_H_
 #define BUNKER_CAPSULE_PARALLEL_H_
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -17,6 +18,18 @@ namespace bunker::capsule {
 
 // The number of worker threads to use for `requested` (<= 0 means all cores).
 int ResolveThreads(int requested);
+
+// At most this many bytes of chunk buffers are in flight in one pipeline, whatever the thread
+// count and the (sealer-chosen) chunk size.
+inline constexpr size_t kMaxInflightBytes = size_t{64} << 20;
+
+// The pipeline window for `threads` workers and buffers of `buffer_size` bytes: two jobs per
+// worker plus two, capped by kMaxInflightBytes, and never below 2.
+inline size_t WindowFor(int threads, size_t buffer_size) {
+  const size_t by_threads = 2 * static_cast<size_t>(threads) + 2;
+  const size_t by_bytes = kMaxInflightBytes / (buffer_size == 0 ? 1 : buffer_size);
+  return std::max<size_t>(2, std::min(by_threads, by_bytes));
+}
 
 // Recycles large byte buffers between pipeline stages, so a stream of 1 MiB chunks costs no
 // allocation, page faults or zero-filling per chunk. Thread-safe.

@@ -137,7 +137,8 @@ absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress
   if (!table_loaded_) return absl::FailedPreconditionError("capsule issuer not trusted yet");
   ThreadPool pool(threads);
   BufferPool buffers(size_t{geometry_.chunk_size} + kTagSize);
-  OrderedPipeline<absl::Status> pipeline(&pool, static_cast<size_t>(2 * pool.size() + 2));
+  OrderedPipeline<absl::Status> pipeline(
+      &pool, WindowFor(pool.size(), size_t{geometry_.chunk_size} + kTagSize));
   const uint64_t n = geometry_.chunk_count;
   uint64_t next = 0, done = 0, bytes = 0;
   while (done < n) {
@@ -214,7 +215,7 @@ absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(const Paylo
   s->pool_ = std::make_unique<ThreadPool>(threads);
   s->buffers_ = std::make_unique<BufferPool>(size_t{manifest_.chunk_size} + kTagSize);
   s->pipeline_ = std::make_unique<OrderedPipeline<PayloadStream::ChunkResult>>(
-      s->pool_.get(), static_cast<size_t>(2 * s->pool_->size() + 2));
+      s->pool_.get(), WindowFor(s->pool_->size(), size_t{manifest_.chunk_size} + kTagSize));
   return s;
 }
 

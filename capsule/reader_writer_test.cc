@@ -351,6 +351,13 @@ TEST(CorruptionTest, ForeignSignerIsNotTheIssuer) {
     m.issuer = keys.mallory.public_identity();
   });
   EXPECT_EQ(OpenBytes(keys, impostor).status().code(), absl::StatusCode::kPermissionDenied);
+  // Even where mallory is trusted too, her re-attributed copy does not unwrap for anyone: the
+  // issuer's key is bound into every recipient entry.
+  const std::vector<crypto::PublicIdentity> both = {keys.issuer.public_identity(),
+                                                    keys.mallory.public_identity()};
+  auto r = CapsuleReader::Open(MemoryFile(impostor), both);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(absl::IsDataLoss((*r)->Unlock(keys.alice).status()));
 }
 
 TEST(WriterTest, RejectsBadOptions) {

@@ -66,7 +66,7 @@ absl::StatusOr<std::unique_ptr<CapsuleWriter>> CapsuleWriter::Create(WriterOptio
   if (w->table_ == nullptr) return absl::UnavailableError("cannot create a temporary file");
   w->pool_ = std::make_unique<ThreadPool>(w->options_.threads);
   w->pipeline_ = std::make_unique<OrderedPipeline<ChunkResult>>(
-      w->pool_.get(), static_cast<size_t>(2 * w->pool_->size() + 2));
+      w->pool_.get(), WindowFor(w->pool_->size(), size_t{m.chunk_size} + kTagSize));
   w->buffers_ = std::make_unique<BufferPool>(size_t{m.chunk_size} + kTagSize);
   w->current_ = w->buffers_->Get();
   const auto header = EncodeHeader();
@@ -94,6 +94,9 @@ absl::Status CapsuleWriter::SubmitChunk(std::vector<uint8_t> buffer, size_t plai
                                         bool last) {
   if (next_index_ >= kMaxChunkCount) {
     return absl::ResourceExhaustedError("payload exceeds the maximum chunk count");
+  }
+  if (options_.cancelled && options_.cancelled()) {
+    return absl::CancelledError("interrupted; nothing was written");
   }
   while (pipeline_->full()) {
     absl::Status s = DrainOne();

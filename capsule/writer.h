@@ -1,9 +1,9 @@
 // CapsuleWriter: turns a stream of payload bytes into a sealed capsule (FORMAT.md "Layout").
 // It knows nothing about archives; capsule/archive_builder.h feeds it a pax stream and index.
 //
-// Memory is bounded by about chunk size * (2 * threads + 5) whatever the payload size (chunk
-// buffers are recycled through a pool); the chunk table is spooled to an unlinked temporary
-// file, not kept in memory.
+// Memory is bounded whatever the payload size: at most kMaxInflightBytes (64 MiB) of chunks in
+// flight plus a few chunks being filled (buffers are recycled through a pool); the chunk table
+// is spooled to an unlinked temporary file, not kept in memory.
 #ifndef BUNKER_CAPSULE_WRITER_H_
 #define BUNKER_CAPSULE_WRITER_H_
 
@@ -35,6 +35,8 @@ struct WriterOptions {
   int64_t created_at = 0;                               // seconds since the epoch
   // Called from the writer's thread with the total payload bytes encrypted so far.
   std::function<void(uint64_t)> progress;
+  // Polled once per chunk; when it returns true, Append and Finish fail with kCancelled.
+  std::function<bool()> cancelled;
 };
 
 class CapsuleWriter {

@@ -44,8 +44,8 @@ vectors: build
 fuzz: deps
 	@cmake -S . -B build/fuzz $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DBUNKER_FUZZ=ON -DBUNKER_TESTS=OFF >/dev/null
-	@cmake --build build/fuzz -j $(JOBS) --target capsule_reader_fuzz archive_reader_fuzz
-	@echo "fuzzers: build/fuzz/tests/capsule_reader_fuzz build/fuzz/tests/archive_reader_fuzz"
+	@cmake --build build/fuzz -j $(JOBS) --target capsule_reader_fuzz archive_reader_fuzz policy_fuzz
+	@echo "fuzzers in build/fuzz/tests: capsule_reader_fuzz archive_reader_fuzz policy_fuzz"
 
 clean:
 	rm -rf build

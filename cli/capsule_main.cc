@@ -25,6 +25,8 @@ constexpr Command kCommands[] = {
     {"open", bunker::cli::RunOpen, "decrypt and extract a capsule atomically"},
     {"ls", bunker::cli::RunLs, "list the files in a capsule"},
     {"cat", bunker::cli::RunCat, "write one file of a capsule to stdout"},
+    {"policy", bunker::cli::RunPolicy, "check a policy, or explain a decision (check|explain)"},
+    {"audit", bunker::cli::RunAudit, "review a site's audit log (show|verify|prove|consistency|export)"},
 };
 
 void PrintUsage(std::FILE* out) {
@@ -44,6 +46,7 @@ int main(int argc, char** argv) {
   // Archive paths are UTF-8; libarchive converts through the C library's locale.
   if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "");
   bunker::crypto::EnsureInitialized();
+  bunker::cli::InstallInterruptHandlers();
 
   if (argc < 2) {
     PrintUsage(stderr);

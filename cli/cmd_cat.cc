@@ -37,23 +37,44 @@ absl::StatusOr<capsule::FileEntry> FindEntry(const OpenedCapsule& c, const std::
 int RunCat(int argc, char** argv) {
   static const CommandSpec kSpec{
       "cat",
-      "CAPSULE PATH --identity KEY --trust ISSUER.pub",
-      "Write one file's contents to standard output. Only the chunks holding the file are\n"
-      "decrypted, each authenticated before any of its bytes is written.",
-      "",
+      "CAPSULE PATH (--site SITE.json | --identity KEY --trust ISSUER.pub) [--as KEY] "
+      "[--purpose P]",
+      "Write one file's contents to standard output, when the capsule's policy permits it. Only\n"
+      "the chunks holding the file are decrypted, each authenticated before any of its bytes is\n"
+      "written.",
+      "With --site the decision is recorded in the site's audit log (and counted), as for open.",
       {"CAPSULE", "PATH"},
-      {{"identity", true, false, "your private key (a recipient of the capsule)", "KEY"},
-       {"trust", true, true, "trusted issuer public key, or a directory of them", "PUB|DIR"},
-       {"threads", true, false, "worker threads (default: all cores)", "N"}}};
+      [] {
+        std::vector<OptionSpec> o = ReleaseOptions();
+        o.push_back({"threads", true, false, "worker threads (default: all cores)", "N"});
+        return o;
+      }()};
   Context ctx(kSpec, argc, argv);
   if (!ctx.Parse()) return ctx.exit_code();
-  if (!ctx.args().Has("identity")) return ctx.UsageError("--identity KEY is required");
+  if (const std::string problem = ReleaseUsageProblem(ctx.args()); !problem.empty()) {
+    return ctx.UsageError(problem);
+  }
   absl::StatusOr<int> threads = ctx.Threads();
   if (!threads.ok()) return ctx.UsageError(std::string(threads.status().message()));
   absl::StatusOr<std::string> wanted = capsule::NormalizeEntryPath(ctx.args().positionals()[1]);
   if (!wanted.ok()) return ctx.Fail(wanted.status());
-  absl::StatusOr<OpenedCapsule> c = OpenCapsule(ctx, ctx.args().positionals()[0], true);
-  if (!c.ok()) return ctx.Fail(c.status(), HintFor(c.status()));
+  absl::StatusOr<capsule::PathSelection> selection = capsule::PathSelection::Parse({*wanted});
+  if (!selection.ok()) return ctx.Fail(selection.status());
+  absl::StatusOr<Release> release = PrepareRelease(ctx, ctx.args().positionals()[0], "");
+  if (!release.ok()) return ctx.Fail(release.status(), HintFor(release.status()));
+  OpenedCapsule* c = &release->capsule;
+
+  verifier::OpenRequest& request = release->request;
+  request.site = release->site ? &*release->site : nullptr;
+  request.site_identity = c->identity ? &*c->identity : nullptr;
+  request.only = *selection;
+  request.only_patterns = {*wanted};
+  absl::StatusOr<verifier::Authorization> auth =
+      verifier::Authorize(*c->reader, *c->key, request, *threads);
+  if (!auth.ok()) return ctx.Fail(auth.status());
+  if (!auth->decision.permit) {
+    return ctx.Fail(absl::PermissionDeniedError(DenialMessage(auth->decision)));
+  }
 
   absl::StatusOr<capsule::FileEntry> entry = FindEntry(*c, *wanted);
   if (!entry.ok()) return ctx.Fail(entry.status(), "list the files with: capsule ls");
@@ -77,6 +98,7 @@ int RunCat(int argc, char** argv) {
   capsule::FdWriter out(STDOUT_FILENO);
   crypto::Sha256 hash;
   while (true) {
+    if (Interrupted()) return ctx.Fail(CheckInterrupted());
     absl::StatusOr<absl::Span<const uint8_t>> piece = (*stream)->Next();
     if (!piece.ok()) return ctx.Fail(piece.status());
     if (piece->empty()) break;

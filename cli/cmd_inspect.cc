@@ -75,8 +75,10 @@ int RunInspect(int argc, char** argv) {
   if (m.policy.empty()) {
     std::printf("policy       none\n");
   } else {
-    std::printf("policy       sha256 %s\n%s%s", policy_hash.c_str(), m.policy.c_str(),
-                m.policy.back() == '\n' ? "" : "\n");
+    // The policy is untrusted text until the issuer is: print it defanged.
+    const std::string policy = TerminalSafe(m.policy, /*keep_newlines=*/true);
+    std::printf("policy       sha256 %s\n%s%s", policy_hash.c_str(), policy.c_str(),
+                policy.back() == '\n' ? "" : "\n");
   }
   return kExitOk;
 }

@@ -1,5 +1,6 @@
 // capsule ls: list the encrypted file index.
 #include <cstdio>
+#include <set>
 
 #include "absl/strings/str_format.h"
 #include "capsule/file_index.h"
@@ -10,18 +11,36 @@ namespace bunker::cli {
 int RunLs(int argc, char** argv) {
   static const CommandSpec kSpec{
       "ls",
-      "CAPSULE --identity KEY --trust ISSUER.pub [--json]",
-      "List the files in a capsule (decrypting only its file index).",
-      "--json prints one JSON object per entry (JSON Lines).",
+      "CAPSULE (--site SITE.json | --identity KEY --trust ISSUER.pub) [--as KEY] [--purpose P] "
+      "[--json]",
+      "List the files in a capsule (decrypting only its file index) that its policy would let\n"
+      "this request open.",
+      "Listing is evaluated like an open of the whole capsule but neither recorded nor counted;\n"
+      "files the policy denies are left out. --json prints one JSON object per entry (JSON Lines).",
       {"CAPSULE"},
-      {{"identity", true, false, "your private key (a recipient of the capsule)", "KEY"},
-       {"trust", true, true, "trusted issuer public key, or a directory of them", "PUB|DIR"},
-       {"json", false, false, "print JSON Lines"}}};
+      [] {
+        std::vector<OptionSpec> o = ReleaseOptions();
+        o.push_back({"json", false, false, "print JSON Lines"});
+        return o;
+      }()};
   Context ctx(kSpec, argc, argv);
   if (!ctx.Parse()) return ctx.exit_code();
-  if (!ctx.args().Has("identity")) return ctx.UsageError("--identity KEY is required");
-  absl::StatusOr<OpenedCapsule> c = OpenCapsule(ctx, ctx.args().positionals()[0], true);
-  if (!c.ok()) return ctx.Fail(c.status(), HintFor(c.status()));
+  if (const std::string problem = ReleaseUsageProblem(ctx.args()); !problem.empty()) {
+    return ctx.UsageError(problem);
+  }
+  absl::StatusOr<Release> release = PrepareRelease(ctx, ctx.args().positionals()[0], "");
+  if (!release.ok()) return ctx.Fail(release.status(), HintFor(release.status()));
+  OpenedCapsule* c = &release->capsule;
+  release->request.site = release->site ? &*release->site : nullptr;
+  release->request.dry_run = true;
+  absl::StatusOr<verifier::Authorization> auth =
+      verifier::Authorize(*c->reader, *c->key, release->request, 0);
+  if (!auth.ok()) return ctx.Fail(auth.status());
+  const std::set<std::string> denied(auth->decision.denied_files.begin(),
+                                     auth->decision.denied_files.end());
+  if (!auth->decision.permit && denied.size() == auth->files.size()) {
+    return ctx.Fail(absl::PermissionDeniedError(DenialMessage(auth->decision)));
+  }
   const capsule::Manifest& m = c->reader->manifest();
   absl::StatusOr<std::unique_ptr<capsule::PayloadStream>> stream =
       c->reader->Stream(*c->key, m.archive_size, m.payload_size, 0);
@@ -32,6 +51,7 @@ int RunLs(int argc, char** argv) {
     if (!e.ok()) return ctx.Fail(e.status());
     if (!e->has_value()) break;
     const capsule::FileEntry& f = **e;
+    if (denied.count(f.path) > 0) continue;
     if (ctx.json()) {
       std::printf("{\"path\": %s, \"type\": \"%s\", \"size\": %llu, \"mode\": \"%04o\", "
                   "\"mtime\": %s%s%s}\n",
@@ -45,10 +65,12 @@ int RunLs(int argc, char** argv) {
                       ? ""
                       : absl::StrCat(", \"target\": ", JsonString(f.link_target)).c_str());
     } else {
-      std::string name = f.path;
+      std::string name = TerminalSafe(f.path);
       if (f.type == capsule::FileEntry::Type::kDirectory) name += "/";
-      if (f.type == capsule::FileEntry::Type::kSymlink) name += " -> " + f.link_target;
-      if (f.type == capsule::FileEntry::Type::kHardlink) name += " link to " + f.link_target;
+      if (f.type == capsule::FileEntry::Type::kSymlink) name += " -> " + TerminalSafe(f.link_target);
+      if (f.type == capsule::FileEntry::Type::kHardlink) {
+        name += " link to " + TerminalSafe(f.link_target);
+      }
       std::printf("%-8s %04o %12llu  %s  %s\n", capsule::TypeName(f.type), f.mode,
                   static_cast<unsigned long long>(f.size), FormatTime(f.mtime).c_str(),
                   name.c_str());

@@ -1,9 +1,12 @@
-// capsule open: verify, unwrap, decrypt and extract a capsule atomically.
+// capsule open: verify, decide under the policy (and record the decision), unwrap, decrypt and
+// extract a capsule atomically.
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "capsule/extract.h"
 #include "capsule/glob.h"
 #include "capsule/io.h"
@@ -17,10 +20,12 @@ namespace {
 absl::Status CopyAndDrain(capsule::ByteSource* stream, capsule::WritableFile* out,
                           capsule::ByteSource* rest) {
   while (true) {
+    absl::Status s = CheckInterrupted();
+    if (!s.ok()) return s;
     absl::StatusOr<absl::Span<const uint8_t>> piece = stream->Next();
     if (!piece.ok()) return piece.status();
     if (piece->empty()) break;
-    absl::Status s = out->Append(*piece);
+    s = out->Append(*piece);
     if (!s.ok()) return s;
   }
   while (rest != nullptr) {
@@ -36,28 +41,40 @@ absl::Status CopyAndDrain(capsule::ByteSource* stream, capsule::WritableFile* ou
 int RunOpen(int argc, char** argv) {
   static const CommandSpec kSpec{
       "open",
-      "CAPSULE --identity KEY --trust ISSUER.pub (--to DIR | --to-tar FILE|-) [--only GLOB]...",
-      "Verify a capsule, unwrap its key with your identity, decrypt, and extract it into a new\n"
-      "directory DIR (which then holds the dataset's own top level), or write the decrypted pax\n"
-      "archive with --to-tar.",
+      "CAPSULE (--site SITE.json | --identity KEY --trust ISSUER.pub) (--to DIR | --to-tar "
+      "FILE|-) [--as KEY] [--purpose P] [--only GLOB]...",
+      "Verify a capsule, decide under its policy, unwrap its key, decrypt, and extract it into a\n"
+      "new directory DIR (which then holds the dataset's own top level), or write the decrypted\n"
+      "pax archive with --to-tar.",
+      "With --site, the site's verifier decides: signature and trust (the site's keys), then the\n"
+      "policy (site, region, storage, requester --as, --purpose, time, paths, maxOpens), then a\n"
+      "record in the site's audit log, and only then are contents decrypted; DIR must lie under\n"
+      "one of the site's destinations. Without --site, open works offline but denies a capsule\n"
+      "whose policy has conditions that need a site.\n"
       "Extraction is atomic: DIR appears only when every chunk authenticated. DIR must not\n"
       "exist or must be empty. Unsafe entries (absolute paths, '..', symlink escapes, devices,\n"
       "setuid bits) are refused. --only selects entries by glob: '*' within a path component,\n"
-      "'**' across components; a directory selects everything below it.",
+      "'**' across components; a directory selects everything below it. When the policy grants\n"
+      "only some of the requested files, open refuses and names the denied ones.",
       {"CAPSULE"},
-      {{"identity", true, false, "your private key (a recipient of the capsule)", "KEY"},
-       {"trust", true, true, "trusted issuer public key, or a directory of them", "PUB|DIR"},
+      [] {
+        std::vector<OptionSpec> o = ReleaseOptions();
+        o.insert(o.end(), {
        {"to", true, false, "directory to create and extract into", "DIR"},
        {"to-tar", true, false, "write the decrypted pax archive to FILE (- for stdout)", "FILE"},
        {"only", true, true, "extract only entries matching GLOB", "GLOB"},
        {"threads", true, false, "worker threads (default: all cores)", "N"},
-       {"json", false, false, "print the result as JSON"}}};
+       {"json", false, false, "print the result as JSON"}});
+        return o;
+      }()};
   Context ctx(kSpec, argc, argv);
   if (!ctx.Parse()) return ctx.exit_code();
   const Args& a = ctx.args();
   if (a.Has("to") == a.Has("to-tar")) return ctx.UsageError("give exactly one of --to or --to-tar");
   if (a.Has("to-tar") && a.Has("only")) return ctx.UsageError("--only works with --to only");
-  if (!a.Has("identity")) return ctx.UsageError("--identity KEY is required");
+  if (const std::string problem = ReleaseUsageProblem(ctx.args()); !problem.empty()) {
+    return ctx.UsageError(problem);
+  }
   absl::StatusOr<int> threads = ctx.Threads();
   if (!threads.ok()) return ctx.UsageError(std::string(threads.status().message()));
   absl::StatusOr<capsule::PathSelection> only = capsule::PathSelection::Parse(a.GetAll("only"));
@@ -67,13 +84,29 @@ int RunOpen(int argc, char** argv) {
     return ctx.UsageError("refusing to write an archive to a terminal; redirect stdout");
   }
 
-  const std::string path = a.positionals()[0];
-  absl::StatusOr<OpenedCapsule> c = OpenCapsule(ctx, path, /*unlock=*/true);
-  if (!c.ok()) return ctx.Fail(c.status(), HintFor(c.status()));
+  if (a.Has("site") && to_tar == "-") {
+    return ctx.UsageError("with --site, write into a destination (--to DIR or --to-tar FILE)");
+  }
+  absl::StatusOr<Release> release =
+      PrepareRelease(ctx, a.positionals()[0], a.Has("to") ? a.Get("to") : to_tar);
+  if (!release.ok()) return ctx.Fail(release.status(), HintFor(release.status()));
+  OpenedCapsule* c = &release->capsule;
   const capsule::Manifest& m = c->reader->manifest();
+  verifier::OpenRequest& request = release->request;
+  request.site = release->site ? &*release->site : nullptr;
+  request.site_identity = c->identity ? &*c->identity : nullptr;
+  request.only = *only;
+  request.only_patterns = a.GetAll("only");
+  absl::StatusOr<verifier::Authorization> auth =
+      verifier::Authorize(*c->reader, *c->key, request, *threads);
+  if (!auth.ok()) return ctx.Fail(auth.status());
+  if (!auth->decision.permit) {
+    return ctx.Fail(absl::PermissionDeniedError(DenialMessage(auth->decision)),
+                    "see why with: capsule policy explain CAPSULE --site SITE.json");
+  }
+
   Progress progress("opening", m.archive_size, !ctx.json());
   auto update = [&progress](uint64_t n) { progress.Update(n); };
-
   if (a.Has("to")) {
     const std::string dest = a.Get("to");
     absl::StatusOr<std::unique_ptr<capsule::PayloadStream>> stream =
@@ -81,22 +114,32 @@ int RunOpen(int argc, char** argv) {
     if (!stream.ok()) return ctx.Fail(stream.status());
     capsule::ExtractOptions options;
     options.only = std::move(*only);
-    absl::StatusOr<capsule::ExtractStats> stats =
-        capsule::ExtractArchive(stream->get(), dest, options);
+    InterruptibleSource source(stream->get());
+    absl::StatusOr<capsule::ExtractStats> stats = capsule::ExtractArchive(&source, dest, options);
     progress.Finish();
     if (!stats.ok()) return ctx.Fail(stats.status());
     if (ctx.json()) {
       std::printf("{\"capsule\": %s, \"to\": %s, \"files\": %llu, \"directories\": %llu, "
-                  "\"symlinks\": %llu, \"bytes\": %llu}\n",
+                  "\"symlinks\": %llu, \"bytes\": %llu, \"rules\": [%s]}\n",
                   JsonString(m.IdHex()).c_str(), JsonString(dest).c_str(),
                   static_cast<unsigned long long>(stats->files),
                   static_cast<unsigned long long>(stats->directories),
                   static_cast<unsigned long long>(stats->symlinks),
-                  static_cast<unsigned long long>(stats->bytes));
+                  static_cast<unsigned long long>(stats->bytes),
+                  absl::StrJoin(auth->decision.rules, ", ",
+                                [](std::string* out, const std::string& r) {
+                                  out->append(JsonString(r));
+                                })
+                      .c_str());
     } else {
-      std::printf("opened capsule %s into %s: %llu files, %s\n", m.IdHex().c_str(), dest.c_str(),
-                  static_cast<unsigned long long>(stats->files),
-                  HumanBytes(stats->bytes).c_str());
+      std::printf("opened capsule %s into %s: %llu files, %s%s\n", m.IdHex().c_str(),
+                  dest.c_str(), static_cast<unsigned long long>(stats->files),
+                  HumanBytes(stats->bytes).c_str(),
+                  auth->decision.rules.empty()
+                      ? ""
+                      : absl::StrCat(" (permitted by ", absl::StrJoin(auth->decision.rules, ", "),
+                                     ")")
+                            .c_str());
     }
     return kExitOk;
   }

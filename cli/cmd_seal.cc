@@ -5,9 +5,9 @@
 #include "absl/strings/str_cat.h"
 #include "capsule/archive_builder.h"
 #include "capsule/io.h"
-#include "capsule/policy_text.h"
 #include "capsule/writer.h"
 #include "cli/context.h"
+#include "verifier/policy.h"
 
 namespace bunker::cli {
 
@@ -47,10 +47,14 @@ int RunSeal(int argc, char** argv) {
     absl::StatusOr<std::string> policy =
         capsule::ReadSmallFile(a.Get("policy"), capsule::kMaxPolicySize);
     if (!policy.ok()) return ctx.Fail(policy.status());
-    absl::Status s = capsule::CheckPolicyJson(*policy);
-    if (!s.ok()) {
-      return ctx.Fail(absl::InvalidArgumentError(absl::StrCat(a.Get("policy"), ": ",
-                                                              s.message())));
+    absl::StatusOr<verifier::Policy> parsed = verifier::ParsePolicy(*policy);
+    if (!parsed.ok()) {
+      return ctx.Fail(absl::InvalidArgumentError(
+                          absl::StrCat(a.Get("policy"), ": ", parsed.status().message())),
+                      "the policy language is described in spec/POLICY.md");
+    }
+    for (const std::string& w : verifier::PolicyWarnings(*parsed)) {
+      std::fprintf(stderr, "capsule seal: warning: %s\n", w.c_str());
     }
     opts.policy = std::move(*policy);
   }
@@ -78,6 +82,7 @@ int RunSeal(int argc, char** argv) {
   source.path = a.positionals()[0];
   Progress progress("sealing", capsule::EstimateContentBytes(source), !ctx.json());
   opts.progress = [&progress](uint64_t n) { progress.Update(n); };
+  opts.cancelled = [] { return Interrupted(); };
 
   absl::StatusOr<std::unique_ptr<capsule::AtomicFileWriter>> out =
       capsule::AtomicFileWriter::Create(out_path, 0644);

@@ -2,7 +2,12 @@
 
 #include <unistd.h>
 
+#include <signal.h>
+
+#include <csignal>
+
 #include <cstdio>
+#include <algorithm>
 #include <ctime>
 #include <iostream>
 #include <optional>
@@ -11,13 +16,36 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "capsule/key_files.h"
 
 namespace bunker::cli {
 
+namespace {
+volatile std::sig_atomic_t g_interrupted = 0;
+void OnSignal(int) { g_interrupted = 1; }
+}  // namespace
+
+void InstallInterruptHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+}
+
+bool Interrupted() { return g_interrupted != 0; }
+
+absl::Status CheckInterrupted() {
+  return Interrupted() ? absl::CancelledError("interrupted; nothing was written")
+                       : absl::OkStatus();
+}
+
 int ExitCodeFor(const absl::Status& status) {
   switch (status.code()) {
+    case absl::StatusCode::kCancelled:
+      return kExitInterrupted;
     case absl::StatusCode::kOk:
       return kExitOk;
     case absl::StatusCode::kInvalidArgument:
@@ -152,11 +180,9 @@ int Context::UsageError(const std::string& message) const {
 }
 
 int Context::Fail(const absl::Status& status, const std::string& hint) const {
-  std::string msg(status.message());
-  // Keep errors to one line whatever a library put in them.
-  for (char& c : msg) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
+  // One line, and no terminal escapes, whatever a library (or a capsule) put in the message.
+  const std::string msg = TerminalSafe(std::string_view(status.message().data(),
+                                                        status.message().size()));
   std::fprintf(stderr, "capsule %s: %s\n", spec_.name.c_str(), msg.c_str());
   if (!hint.empty()) std::fprintf(stderr, "hint: %s\n", hint.c_str());
   return ExitCodeFor(status);
@@ -166,16 +192,6 @@ absl::StatusOr<crypto::Identity> Context::LoadIdentity(const std::string& flag) 
   const std::string path = args_.Get(flag);
   if (path.empty()) return absl::InvalidArgumentError(absl::StrCat("--", flag, " is required"));
   return capsule::LoadIdentity(path);
-}
-
-absl::StatusOr<std::vector<crypto::PublicIdentity>> Context::LoadTrust(
-    const std::string& flag) const {
-  const auto& paths = args_.GetAll(flag);
-  if (paths.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", flag, " is required: name the issuer public keys you trust"));
-  }
-  return capsule::LoadTrust(paths);
 }
 
 absl::StatusOr<std::vector<crypto::PublicIdentity>> Context::LoadPublicKeys(
@@ -192,8 +208,8 @@ absl::StatusOr<std::vector<crypto::PublicIdentity>> Context::LoadPublicKeys(
 absl::StatusOr<int> Context::Threads() const {
   if (!args_.Has("threads")) return 0;
   int n = 0;
-  if (!absl::SimpleAtoi(args_.Get("threads"), &n) || n < 0 || n > 1024) {
-    return absl::InvalidArgumentError("--threads must be a number from 0 (all cores) to 1024");
+  if (!absl::SimpleAtoi(args_.Get("threads"), &n) || n < 0 || n > 64) {
+    return absl::InvalidArgumentError("--threads must be a number from 0 (all cores) to 64");
   }
   return n;
 }
@@ -270,6 +286,25 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
   return n * mult;
 }
 
+std::string TerminalSafe(std::string_view text, bool keep_newlines) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    const bool c1 = c == 0xc2 && i + 1 < text.size() &&
+                    static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+                    static_cast<unsigned char>(text[i + 1]) <= 0x9f;
+    if (c1) {
+      out += absl::StrFormat("\\xc2\\x%02x", static_cast<unsigned char>(text[++i]));
+    } else if ((c < 0x20 && !(keep_newlines && (c == '\n' || c == '\t'))) || c == 0x7f) {
+      out += absl::StrFormat("\\x%02x", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 std::string JsonString(std::string_view s) {
   std::string out = "\"";
   for (unsigned char c : s) {
@@ -280,7 +315,7 @@ std::string JsonString(std::string_view s) {
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
       default:
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7f) {
           out += absl::StrFormat("\\u%04x", c);
         } else {
           out += static_cast<char>(c);
@@ -304,19 +339,19 @@ std::string FormatTime(int64_t seconds) {
 
 namespace bunker::cli {
 
-absl::StatusOr<OpenedCapsule> OpenCapsule(const Context& ctx, const std::string& path,
-                                          bool unlock) {
-  absl::StatusOr<std::vector<crypto::PublicIdentity>> trust = ctx.LoadTrust("trust");
+absl::StatusOr<OpenedCapsule> OpenCapsuleWith(const std::string& path,
+                                              const std::vector<std::string>& trust_paths,
+                                              const std::optional<std::string>& identity_path) {
+  absl::StatusOr<std::vector<crypto::PublicIdentity>> trust = capsule::LoadTrust(trust_paths);
   if (!trust.ok()) return trust.status();
-  std::optional<crypto::Identity> identity;
-  if (unlock) {
-    absl::StatusOr<crypto::Identity> id = ctx.LoadIdentity("identity");
+  OpenedCapsule out;
+  if (identity_path) {
+    absl::StatusOr<crypto::Identity> id = capsule::LoadIdentity(*identity_path);
     if (!id.ok()) return id.status();
-    identity.emplace(std::move(*id));
+    out.identity.emplace(std::move(*id));
   }
   absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = capsule::OpenFile(path);
   if (!file.ok()) return file.status();
-  OpenedCapsule out;
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
       capsule::CapsuleReader::Open(std::move(*file), *trust);
   if (!reader.ok()) {
@@ -324,12 +359,26 @@ absl::StatusOr<OpenedCapsule> OpenCapsule(const Context& ctx, const std::string&
                         absl::StrCat(path, ": ", reader.status().message()));
   }
   out.reader = std::move(*reader);
-  if (unlock) {
-    absl::StatusOr<std::unique_ptr<capsule::PayloadKey>> key = out.reader->Unlock(*identity);
+  if (out.identity) {
+    absl::StatusOr<std::unique_ptr<capsule::PayloadKey>> key = out.reader->Unlock(*out.identity);
     if (!key.ok()) return key.status();
     out.key = std::move(*key);
   }
   return out;
+}
+
+absl::StatusOr<OpenedCapsule> OpenCapsule(const Context& ctx, const std::string& path,
+                                          bool unlock) {
+  if (!ctx.args().Has("trust")) {
+    return absl::InvalidArgumentError(
+        "--trust is required: name the issuer public keys you trust");
+  }
+  std::optional<std::string> identity;
+  if (unlock) {
+    if (!ctx.args().Has("identity")) return absl::InvalidArgumentError("--identity is required");
+    identity = ctx.args().Get("identity");
+  }
+  return OpenCapsuleWith(path, ctx.args().GetAll("trust"), identity);
 }
 
 std::string HintFor(const absl::Status& status) {
@@ -343,6 +392,87 @@ std::string HintFor(const absl::Status& status) {
   }
   if (absl::StrContains(m, "is accessible by others")) return "";
   return "";
+}
+
+}  // namespace bunker::cli
+
+namespace bunker::cli {
+
+std::vector<OptionSpec> ReleaseOptions() {
+  return {
+      {"site", true, false, "site configuration: the site's identity, trust and rules", "FILE"},
+      {"identity", true, false, "your private key (a recipient), without --site", "KEY"},
+      {"trust", true, true, "trusted issuer public key or folder, without --site", "PUB|DIR"},
+      {"as", true, false, "the requester's private key, for policies naming requesters", "KEY"},
+      {"purpose", true, false, "the declared purpose, for policies naming purposes", "P"},
+  };
+}
+
+std::string ReleaseUsageProblem(const Args& a) {
+  if (a.Has("site") && (a.Has("identity") || a.Has("trust"))) {
+    return "with --site, the identity and trusted keys come from the site file";
+  }
+  if (!a.Has("site") && !a.Has("identity")) {
+    return "give --site SITE.json, or --identity KEY with --trust";
+  }
+  return "";
+}
+
+absl::StatusOr<Release> PrepareRelease(const Context& ctx, const std::string& capsule_path,
+                                       const std::string& destination,
+                                       bool requester_may_be_public) {
+  const Args& a = ctx.args();
+  Release out;
+  if (a.Has("site")) {
+    if (a.Has("identity") || a.Has("trust")) {
+      return absl::InvalidArgumentError(
+          "with --site, the identity and trusted keys come from the site file");
+    }
+    absl::StatusOr<verifier::SiteConfig> site = verifier::LoadSiteConfig(a.Get("site"));
+    if (!site.ok()) return site.status();
+    out.site = std::move(*site);
+    if (!destination.empty()) {
+      absl::Status s = verifier::CheckDestination(*out.site, destination);
+      if (!s.ok()) return s;
+    }
+  } else if (!a.Has("identity")) {
+    return absl::InvalidArgumentError("give --site SITE.json, or --identity KEY with --trust");
+  }
+  std::optional<crypto::PublicIdentity> requester;
+  if (a.Has("as")) {
+    absl::StatusOr<crypto::Identity> as = capsule::LoadIdentity(a.Get("as"));
+    if (as.ok()) {
+      requester = as->public_identity();
+    } else if (requester_may_be_public &&
+               absl::StrContains(as.status().message(), "is a public key")) {
+      absl::StatusOr<crypto::PublicIdentity> pub = capsule::LoadPublicIdentity(a.Get("as"));
+      if (!pub.ok()) return pub.status();
+      requester = *pub;
+    } else {
+      return as.status();
+    }
+  }
+  absl::StatusOr<OpenedCapsule> c =
+      out.site ? OpenCapsuleWith(capsule_path, out.site->trust, out.site->identity)
+               : OpenCapsule(ctx, capsule_path, /*unlock=*/true);
+  if (!c.ok()) return c.status();
+  out.capsule = std::move(*c);
+  out.request.requester = requester;
+  if (a.Has("purpose")) out.request.purpose = a.Get("purpose");
+  out.request.now = static_cast<int64_t>(std::time(nullptr));
+  return out;
+}
+
+std::string DenialMessage(const verifier::Decision& d) {
+  std::string msg = "denied by the capsule's policy";
+  if (!d.denied_files.empty()) {
+    const size_t shown = std::min<size_t>(d.denied_files.size(), 5);
+    std::vector<std::string> names(d.denied_files.begin(), d.denied_files.begin() + shown);
+    absl::StrAppend(&msg, " for ", d.denied_files.size(), " file(s): ", absl::StrJoin(names, ", "),
+                    d.denied_files.size() > shown ? ", ..." : "");
+  }
+  if (!d.reasons.empty()) absl::StrAppend(&msg, " (", absl::StrJoin(d.reasons, "; "), ")");
+  return msg;
 }
 
 }  // namespace bunker::cli

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,8 @@
 #include "absl/status/statusor.h"
 #include "capsule/reader.h"
 #include "crypto/keys.h"
+#include "verifier/site_config.h"
+#include "verifier/verifier.h"
 
 namespace bunker::cli {
 
@@ -29,6 +32,30 @@ enum ExitCode : int {
   kExitExists = 7,        // the destination already exists or a precondition failed
   kExitExhausted = 8,     // out of disk space or another resource
   kExitUnavailable = 9,   // I/O error
+  kExitInterrupted = 130, // stopped by SIGINT, SIGTERM or SIGHUP, after cleaning up
+};
+
+// SIGINT, SIGTERM and SIGHUP set a flag instead of killing the process, so that long operations
+// stop at the next piece, remove their staging folders and partial files, and exit 130; SIGPIPE
+// is ignored, so a closed pipe is an ordinary write error. Call once, first thing in main.
+void InstallInterruptHandlers();
+// Whether one of those signals arrived.
+bool Interrupted();
+// kCancelled "interrupted" once a signal arrived, OK before.
+absl::Status CheckInterrupted();
+
+// Passes a source through, failing with kCancelled as soon as a signal arrived.
+class InterruptibleSource : public capsule::ByteSource {
+ public:
+  explicit InterruptibleSource(capsule::ByteSource* inner) : inner_(inner) {}
+  absl::StatusOr<absl::Span<const uint8_t>> Next() override {
+    absl::Status s = CheckInterrupted();
+    if (!s.ok()) return s;
+    return inner_->Next();
+  }
+
+ private:
+  capsule::ByteSource* inner_;
 };
 
 // The exit status for a library status.
@@ -88,7 +115,6 @@ class Context {
 
   // Key loading from flags, with errors naming the flag.
   absl::StatusOr<crypto::Identity> LoadIdentity(const std::string& flag) const;
-  absl::StatusOr<std::vector<crypto::PublicIdentity>> LoadTrust(const std::string& flag) const;
   absl::StatusOr<std::vector<crypto::PublicIdentity>> LoadPublicKeys(const std::string& flag) const;
   // --threads N (0 or absent: all cores).
   absl::StatusOr<int> Threads() const;
@@ -104,15 +130,45 @@ class Context {
   int exit_code_ = kExitOk;
 };
 
-// A capsule opened for reading: structure and signature checked, issuer trusted (--trust),
-// and, when unlocked, the data key released to --identity.
+// A capsule opened for reading: structure and signature checked, issuer trusted, and, when
+// unlocked, the data key unwrapped with the identity (kept: a site signs its audit log with it).
 struct OpenedCapsule {
   std::unique_ptr<capsule::CapsuleReader> reader;
   std::unique_ptr<capsule::PayloadKey> key;  // null unless unlocked
+  std::optional<crypto::Identity> identity;  // set when unlocked
 };
-// Opens `path`, checks trust against --trust, and with `unlock` loads --identity and unwraps.
+// Opens `path` trusting the keys at `trust_paths` and, when `identity_path` is given, unlocks
+// it with that private key.
+absl::StatusOr<OpenedCapsule> OpenCapsuleWith(const std::string& path,
+                                              const std::vector<std::string>& trust_paths,
+                                              const std::optional<std::string>& identity_path);
+// The same with --trust and (when `unlock`) --identity from the command line.
 absl::StatusOr<OpenedCapsule> OpenCapsule(const Context& ctx, const std::string& path,
                                           bool unlock);
+// The options of every command that releases capsule contents or names: --site, or
+// --identity with --trust; --as; --purpose.
+std::vector<OptionSpec> ReleaseOptions();
+
+// A capsule opened for release under its policy: with --site, the site's identity and trust and
+// the site itself; otherwise --identity and --trust (offline mode).
+struct Release {
+  OpenedCapsule capsule;
+  std::optional<verifier::SiteConfig> site;
+  verifier::OpenRequest request;  // site, requester, purpose and time filled in
+};
+// Validates the flags, loads the site (checking `destination`, when not empty, against its
+// destinations), the requester (--as) and opens and unlocks the capsule. The caller adds the
+// selection to `request` and calls verifier::Authorize.
+// A usage problem with the release flags (--site with --identity/--trust, or neither), or "".
+std::string ReleaseUsageProblem(const Args& args);
+// `--as` must be a private key (possession proves the requester) unless
+// `requester_may_be_public`, for commands that release nothing.
+absl::StatusOr<Release> PrepareRelease(const Context& ctx, const std::string& capsule_path,
+                                       const std::string& destination,
+                                       bool requester_may_be_public = false);
+// One line saying why a request was denied.
+std::string DenialMessage(const verifier::Decision& decision);
+
 // The hint printed with a failure to open a capsule, if any.
 std::string HintFor(const absl::Status& status);
 
@@ -139,6 +195,10 @@ class Progress {
 std::string HumanBytes(uint64_t bytes);
 // Parses "1M", "64K", "1048576", "2MiB" into bytes (K/M/G = 1024 multiples).
 absl::StatusOr<uint64_t> ParseSize(const std::string& text);
+// `text` (from a capsule: untrusted) made safe to print on a terminal: control characters
+// (C0 except, when `keep_newlines`, newline and tab; DEL; C1) become \xNN, so no escape sequence
+// can rewrite what the user sees.
+std::string TerminalSafe(std::string_view text, bool keep_newlines = false);
 // JSON string literal with escapes.
 std::string JsonString(std::string_view s);
 // RFC 3339 UTC time for seconds since the epoch.
@@ -152,6 +212,8 @@ int RunVerify(int argc, char** argv);
 int RunOpen(int argc, char** argv);
 int RunLs(int argc, char** argv);
 int RunCat(int argc, char** argv);
+int RunPolicy(int argc, char** argv);
+int RunAudit(int argc, char** argv);
 
 }  // namespace bunker::cli
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: seal a generated sample dataset for one recipient, inspect, verify, list, open it,
-# and show that a tampered copy is refused with nothing released.
+# `make demo`: seal a generated sample dataset with its policy for one site, inspect and verify
+# it, open it at the site under the policy (one permit, refusals for a wrong purpose, a forbidden
+# path and exhausted uses), review and verify the audit trail, and show that a tampered copy or a
+# stranger's key releases nothing.
 set -euo pipefail
 BUILD=${1:-build/release}
 CAPSULE="$(cd "$BUILD" && pwd)/cli/capsule"
@@ -19,19 +21,26 @@ printf 'name,email\nAda,ada@example.org\n' > dataset/pii/people.csv
 ln -s train/shards/shard-000.bin dataset/latest-shard
 du -sh dataset
 
-step "Keys: the data owner (issuer) and the recipient site"
+step "Keys: the data owner (issuer), site B (the recipient), and Alice, a data user at site B"
 run "$CAPSULE" keygen -o owner
 run "$CAPSULE" keygen -o site-b
+ALICE=$("$CAPSULE" keygen -o alice --json | sed 's/.*"fingerprint": "\([^"]*\)".*/\1/')
+echo "alice is $ALICE"
 
-step "Seal the dataset with its policy for site-b"
-cat > policy.json <<'JSON'
+step "The owner's policy: Alice may use train/ and eval/ at site-b for training, twice; never pii/"
+cat > policy.json <<JSON
 { "version": 1,
   "rules": [
     { "id": "east-training", "effect": "permit", "sites": ["site-b"],
+      "storage": ["encrypted-at-rest"], "requesters": ["$ALICE"],
       "purposes": ["training"], "paths": ["train/**", "eval/**"],
-      "notAfter": "2027-12-31T23:59:59Z" },
+      "notAfter": "2030-01-01T00:00:00Z", "maxOpens": 2 },
     { "id": "no-pii", "effect": "forbid", "paths": ["pii/**"] } ] }
 JSON
+cat policy.json
+run "$CAPSULE" policy check policy.json
+
+step "Seal the dataset with its policy for site-b"
 run "$CAPSULE" seal dataset -o dataset.capsule --sign owner.key --to site-b.pub --policy policy.json
 ls -l dataset.capsule
 
@@ -41,31 +50,63 @@ run "$CAPSULE" inspect dataset.capsule
 step "Verify signature, trust and every chunk, without any private key"
 run "$CAPSULE" verify dataset.capsule --trust owner.pub
 
-step "At site-b: list the files and read one without decrypting the rest"
-run "$CAPSULE" ls dataset.capsule --identity site-b.key --trust owner.pub | head -5
-run "$CAPSULE" cat dataset.capsule eval/qa-2.tsv --identity site-b.key --trust owner.pub
+step "Site B's configuration: who it is, whom it trusts, where data may land"
+mkdir -p landing
+cat > site-b.json <<'JSON'
+{ "site": "site-b", "region": "eu-west-1", "storage": ["encrypted-at-rest"],
+  "identity": "site-b.key", "trust": ["owner.pub"], "destinations": ["landing"],
+  "state": "site-b-state" }
+JSON
+cat site-b.json
 
-step "Open it: extraction is atomic and lands only after every chunk authenticated"
-run "$CAPSULE" open dataset.capsule --identity site-b.key --trust owner.pub --to opened
-diff -r dataset opened && echo "opened/ is identical to dataset/"
+step "Explain the decision before opening (releases and counts nothing)"
+run "$CAPSULE" policy explain dataset.capsule --site site-b.json --as alice.key --purpose training --only 'train/**' --only 'eval/**'
 
-step "Open only part of it"
-run "$CAPSULE" open dataset.capsule --identity site-b.key --trust owner.pub --to train-only --only 'train/**'
-ls train-only
+step "Alice opens train/ and eval/ for training: permitted, recorded, counted (1 of 2)"
+run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --only 'train/**' --only 'eval/**' --to landing/run1
+diff -r dataset/train landing/run1/train && echo "landing/run1/train is identical to dataset/train"
 
-step "Tamper with one byte in the middle of the capsule"
+step "Refused: the same request for another purpose"
+set +e
+run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose marketing --only 'train/**' --to landing/run2; echo "exit status $?"
+step "Refused: the whole capsule (pii/ is forbidden), and nothing is extracted"
+run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --to landing/run3; echo "exit status $?"
+set -e
+run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/run4
+step "Refused: the third open, past maxOpens 2"
+set +e
+run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/run5; echo "exit status $?"
+set -e
+ls landing
+
+step "The audit trail: every decision, permit or deny, in a signed Merkle log"
+run "$CAPSULE" audit show --site site-b.json
+run "$CAPSULE" audit verify --log site-b-state/audit.log --key site-b.pub
+
+step "Anyone holding the capsule can read one file without decrypting the rest (cat), under the same rules"
+set +e
+run "$CAPSULE" cat dataset.capsule eval/qa-2.tsv --site site-b.json --as alice.key --purpose training; echo "exit status $?"
+set -e
+
+step "Tamper with one byte in the middle of the capsule: verify names the bad chunk"
 cp dataset.capsule tampered.capsule
 printf '\x42' | dd of=tampered.capsule bs=1 seek=$((10 << 20)) conv=notrunc status=none
 set +e
 run "$CAPSULE" verify tampered.capsule --trust owner.pub; echo "exit status $?"
-run "$CAPSULE" open tampered.capsule --identity site-b.key --trust owner.pub --to should-not-exist; echo "exit status $?"
 set -e
-[ ! -e should-not-exist ] && echo "nothing was released: should-not-exist/ does not exist"
+
+step "Tamper with the signed manifest: refused before any policy, key or byte is touched"
+cp dataset.capsule forged.capsule
+printf '\x42' | dd of=forged.capsule bs=1 seek=$(( $(stat -c %s forged.capsule) - 200 )) conv=notrunc status=none
+set +e
+run "$CAPSULE" open forged.capsule --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/should-not-exist; echo "exit status $?"
+set -e
+[ ! -e landing/should-not-exist ] && echo "nothing was released: landing/should-not-exist/ does not exist"
 
 step "A stranger's key is refused"
 run "$CAPSULE" keygen -o stranger >/dev/null
 set +e
-run "$CAPSULE" open dataset.capsule --identity stranger.key --trust owner.pub --to nope; echo "exit status $?"
+run "$CAPSULE" open dataset.capsule --identity stranger.key --trust owner.pub --to landing/nope; echo "exit status $?"
 set -e
 
 printf '\nDemo done. Files are in %s\n' "$(pwd)"

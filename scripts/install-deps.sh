@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  libsodium-dev libssl-dev openssl
+  libsodium-dev libssl-dev openssl sqlite3
   capnproto libcapnp-dev
   libarchive-dev libabsl-dev libsqlite3-dev
   libgtest-dev libgmock-dev

@@ -260,5 +260,265 @@ scenario_missing_inputs() {
   expect_exit 6 "$CAPSULE" seal . -o n.capsule --sign nokey.key --to alice.pub
 }
 
+# --- Policy language (spec/POLICY.md) ---------------------------------------------------------
+
+write_policies() {
+  cat > good.json <<'JSON'
+{ "version": 1, "rules": [
+  { "id": "east-training", "effect": "permit", "sites": ["site-b"], "purposes": ["training"],
+    "paths": ["train/**"], "maxOpens": 3 },
+  { "id": "no-pii", "effect": "forbid", "paths": ["pii/**"] } ] }
+JSON
+  printf '{"version": 1, "rules": [{"id": "a", "effect": "permit"},
+    {"id": "b", "effect": "permit", "maxOpens": 0}]}\n' > zero.json
+  printf '{"version": 1, "rules": [{"id": "a", "effect": "permit", "colour": "red"}]}\n' \
+    > unknown.json
+  printf '{"version": 1, "rules": [{"id": "a", "effect": "permit", "purposes": "x"}]}\n' \
+    > wrongtype.json
+  printf '{"version": 1, "rules": [{"id": "a", "effect": "permit",
+    "notAfter": "2026-01-01"}]}\n' > badtime.json
+  printf '{"version": 1, "rules": []}\n' > norules.json
+  printf '{"version": 1, "rules": [{"id": "f", "effect": "forbid"}]}\n' > never.json
+}
+
+scenario_policy_check() {
+  write_policies
+  expect_exit 0 "$CAPSULE" policy check good.json
+  grep -q "good.json: OK, 2 rules" "$WORK/.stdout" || fail "check output: $(cat "$WORK/.stdout")"
+  ! grep -q warning "$WORK/.stdout" || fail "warning for a good policy"
+  expect_exit 0 "$CAPSULE" policy check good.json --json
+  grep -q '"valid": true' "$WORK/.stdout" || fail "check --json"
+  expect_exit 0 "$CAPSULE" policy check never.json
+  grep -q "warning: no rule can ever permit" "$WORK/.stdout" || fail "no warning for never.json"
+  expect_exit 3 "$CAPSULE" policy check zero.json
+  expect_err 'zero.json: \$.rules\[1\].maxOpens: must be at least 1'
+  one_line_err
+  expect_exit 3 "$CAPSULE" policy check unknown.json
+  expect_err '\$.rules\[0\].colour: unknown field'
+  expect_exit 3 "$CAPSULE" policy check wrongtype.json
+  expect_err '\$.rules\[0\].purposes: expected an array, got a string'
+  expect_exit 3 "$CAPSULE" policy check badtime.json
+  expect_err '\$.rules\[0\].notAfter: "2026-01-01" is not an RFC 3339 UTC time'
+  expect_exit 3 "$CAPSULE" policy check norules.json
+  expect_err '\$.rules: must contain at least one rule'
+  expect_exit 3 "$CAPSULE" policy check zero.json --json
+  grep -q '"valid": false' "$WORK/.stdout" || fail "check --json on an invalid policy"
+  expect_exit 6 "$CAPSULE" policy check missing.json
+  expect_exit 2 "$CAPSULE" policy frobnicate
+  expect_exit 0 "$CAPSULE" policy check --help
+  grep -q "Usage: capsule policy check" "$WORK/.stdout" || fail "policy check --help"
+}
+
+scenario_policy_seal() {
+  make_dataset
+  write_policies
+  "$CAPSULE" keygen -o issuer >/dev/null && "$CAPSULE" keygen -o alice >/dev/null
+  expect_exit 3 "$CAPSULE" seal data -o p.capsule --sign issuer.key --to alice.pub \
+    --policy zero.json
+  expect_err 'zero.json: \$.rules\[1\].maxOpens: must be at least 1'
+  one_line_err
+  [ ! -e p.capsule ] || fail "capsule written with an invalid policy"
+  expect_exit 3 "$CAPSULE" seal data -o p.capsule --sign issuer.key --to alice.pub \
+    --policy unknown.json
+  expect_err '\$.rules\[0\].colour: unknown field'
+  [ ! -e p.capsule ] || fail "capsule written with an unknown field"
+  no_leftovers .
+  expect_exit 0 "$CAPSULE" seal data -o n.capsule --sign issuer.key --to alice.pub \
+    --policy never.json
+  expect_err "capsule seal: warning: no rule can ever permit"
+  expect_exit 0 "$CAPSULE" seal data -o g.capsule --sign issuer.key --to alice.pub \
+    --policy good.json
+  ! grep -q warning "$WORK/.stderr" || fail "warning for a good policy"
+}
+
+scenario_policy_explain() {
+  make_dataset
+  write_policies
+  "$CAPSULE" keygen -o issuer >/dev/null && "$CAPSULE" keygen -o alice >/dev/null
+  "$CAPSULE" keygen -o bob >/dev/null && "$CAPSULE" keygen -o site >/dev/null
+  "$CAPSULE" seal data -o g.capsule --sign issuer.key --to site.pub --policy good.json \
+    >/dev/null || fail "seal"
+  "$CAPSULE" seal data -o a.capsule --sign issuer.key --to alice.pub --policy good.json \
+    >/dev/null || fail "seal for alice"
+  printf '{"site": "site-b", "region": "cn-east-1", "identity": "site.key",
+    "trust": ["issuer.pub"], "destinations": ["out"], "state": "state"}\n' > site.json
+  expect_exit 0 "$CAPSULE" policy explain g.capsule --site site.json --as alice.pub \
+    --purpose training --only train
+  grep -q "decision   permit" "$WORK/.stdout" || fail "explain permit: $(cat "$WORK/.stdout")"
+  grep -q "rules      east-training" "$WORK/.stdout" || fail "explain rules"
+  expect_exit 5 "$CAPSULE" policy explain g.capsule --site site.json --as alice.key \
+    --purpose eval --only pii --only train --json
+  grep -q '"decision": "deny"' "$WORK/.stdout" || fail "explain deny"
+  grep -q 'rule no-pii: forbids pii' "$WORK/.stdout" || fail "explain forbid reason"
+  grep -q 'purpose \\"eval\\" is not one of \[training\]' "$WORK/.stdout" \
+    || fail "explain purpose reason: $(cat "$WORK/.stdout")"
+  expect_exit 5 "$CAPSULE" policy explain a.capsule --site site.json --as bob.pub \
+    --purpose training --only train
+  expect_err "is not addressed to bk1:"
+  [ ! -e state ] || fail "explain created the site state"
+  expect_exit 2 "$CAPSULE" policy explain g.capsule
+  expect_err "--site SITE.json is required"
+}
+
+# --- Audit log (spec/AUDIT.md) ----------------------------------------------------------------
+# The logs come from tests/audit_fixture.cc (synthetic decisions appended through the library).
+
+AUDIT_FIXTURE=${BUNKER_AUDIT_FIXTURE:-$(dirname "$CAPSULE")/../tests/audit_fixture}
+# audit_log COUNT [FIRST]: appends records to ./state with site.key; prints the last checkpoint.
+audit_log() { "$AUDIT_FIXTURE" state site.key "$@" || fail "audit_fixture $*"; }
+# audit_entry_offset N: the byte offset of entry N in state/audit.log.
+audit_entry_offset() {
+  local off=0 i=0 n
+  while [ "$i" -lt "$1" ]; do
+    n=$(od -An -tu1 -j "$off" -N4 state/audit.log | awk '{print $1*16777216+$2*65536+$3*256+$4}')
+    off=$((off + 4 + n)); i=$((i + 1))
+  done
+  echo "$off"
+}
+# flip_byte FILE OFFSET: xors one bit of a byte in place.
+flip_byte() {
+  local b; b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  printf "$(printf '\\%03o' $((b ^ 1)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+scenario_audit_verify_and_tamper() {
+  "$CAPSULE" keygen -o site >/dev/null && "$CAPSULE" keygen -o mallory >/dev/null
+  audit_log 4 > cp4
+  cp -r state state4
+  audit_log 3 4 > cp7
+  expect_exit 0 "$CAPSULE" audit verify --log state/audit.log --key site.pub
+  [ "$(head -1 "$WORK/.stdout")" = "7/7 entries valid" ] || fail "verify: $(cat "$WORK/.stdout")"
+  tail -n 6 "$WORK/.stdout" > kept.cp
+  cmp -s kept.cp cp7 || fail "verify does not end with the latest checkpoint"
+  expect_exit 0 "$CAPSULE" audit verify --log state/audit.log --key site.pub --checkpoint cp4
+  grep -q "consistent with the trusted checkpoint of size 4" "$WORK/.stdout" || fail "trusted"
+  expect_exit 0 "$CAPSULE" audit verify --log state/audit.log --key site.pub --json
+  grep -q '"valid": true, "entries": 7' "$WORK/.stdout" || fail "verify --json"
+  expect_exit 4 "$CAPSULE" audit verify --log state/audit.log --key mallory.pub
+  expect_err "does not verify under the site key"
+  cp -r state good
+
+  # A flipped byte inside entry 2.
+  flip_byte state/audit.log $(( $(audit_entry_offset 2) + 13 ))
+  expect_exit 4 "$CAPSULE" audit verify --log state/audit.log --key site.pub
+  expect_err "audit log entry 2 "
+  one_line_err
+  expect_exit 4 "$CAPSULE" audit verify --log state/audit.log --key site.pub --json
+  grep -q '"valid": false' "$WORK/.stdout" || fail "verify --json on a bad log"
+
+  # Truncated after entry 5.
+  rm -rf state && cp -r good state
+  truncate -s "$(audit_entry_offset 5)" state/audit.log
+  expect_exit 4 "$CAPSULE" audit verify --log state/audit.log --key site.pub
+  expect_err "audit log entry 5 is missing"
+
+  # An entry appended without the site's key.
+  rm -rf state && cp -r good state
+  head -c "$(audit_entry_offset 1)" good/audit.log >> state/audit.log
+  expect_exit 4 "$CAPSULE" audit verify --log state/audit.log --key site.pub
+  expect_err "audit log entry 7 is not covered by a signed checkpoint"
+
+  # Replaced by the older copy: valid on its own, caught with the newer checkpoint.
+  rm -rf state && cp -r state4 state
+  expect_exit 0 "$CAPSULE" audit verify --log state/audit.log --key site.pub
+  expect_exit 4 "$CAPSULE" audit verify --log state/audit.log --key site.pub --checkpoint kept.cp
+  expect_err "audit log entry 4 is missing"
+  expect_err "older copy"
+
+  # Usage and input errors.
+  expect_exit 6 "$CAPSULE" audit verify --log nowhere/audit.log --key site.pub
+  expect_exit 2 "$CAPSULE" audit verify --log state/audit.log
+  printf 'not a checkpoint\n' > junk.cp
+  expect_exit 3 "$CAPSULE" audit verify --log state/audit.log --key site.pub --checkpoint junk.cp
+}
+
+scenario_audit_proofs() {
+  "$CAPSULE" keygen -o site >/dev/null && "$CAPSULE" keygen -o mallory >/dev/null
+  audit_log 5 > cp5
+  audit_log 4 5 > cp9
+  expect_exit 0 "$CAPSULE" audit prove --log state/audit.log --entry 3 --key site.pub
+  grep -q "^verified: entry 3 is in the tree of size 9 signed by bk1:" "$WORK/.stdout" \
+    || fail "prove: $(cat "$WORK/.stdout")"
+  # Recompute the leaf from the printed entry bytes, independently of the tool.
+  local bytes leaf
+  bytes=$(sed -n 's/^entry-bytes //p' "$WORK/.stdout")
+  leaf=$(printf '00%s' "$bytes" | xxd -r -p | sha256sum | cut -d' ' -f1)
+  grep -q "^leaf $leaf\$" "$WORK/.stdout" || fail "leaf is not SHA-256(00 || entry bytes)"
+  grep -q "^root $(sed -n 's/^root //p' cp9)\$" "$WORK/.stdout" || fail "root is not cp9's"
+  # Against an older checkpoint the auditor kept.
+  expect_exit 0 "$CAPSULE" audit prove --log state/audit.log --entry 4 --checkpoint cp5 \
+    --key site.pub --json
+  grep -q '"size": 5, ' "$WORK/.stdout" || fail "prove --checkpoint: $(cat "$WORK/.stdout")"
+  grep -q '"verified": true}' "$WORK/.stdout" || fail "prove --json not verified"
+  expect_exit 0 "$CAPSULE" audit prove --log state/audit.log --entry 0
+  grep -q "^not verified: pass --key" "$WORK/.stdout" || fail "prove without --key"
+  expect_exit 4 "$CAPSULE" audit prove --log state/audit.log --entry 3 --key mallory.pub
+  expect_exit 3 "$CAPSULE" audit prove --log state/audit.log --entry 9
+  expect_exit 2 "$CAPSULE" audit prove --log state/audit.log --entry three
+
+  expect_exit 0 "$CAPSULE" audit consistency --log state/audit.log --old cp5 --key site.pub
+  grep -q "^old-size 5\$" "$WORK/.stdout" && grep -q "^new-size 9\$" "$WORK/.stdout" \
+    || fail "consistency: $(cat "$WORK/.stdout")"
+  grep -q "^verified: the tree of size 9 extends the tree of size 5" "$WORK/.stdout" \
+    || fail "consistency not verified"
+  expect_exit 0 "$CAPSULE" audit consistency --log state/audit.log --old cp5 --json
+  grep -q '"old_size": 5, ' "$WORK/.stdout" || fail "consistency --json"
+  # A checkpoint from another history of the same site (a fork) is not consistent.
+  "$AUDIT_FIXTURE" forked site.key 6 40 > fork6 || fail "fork"
+  expect_exit 4 "$CAPSULE" audit consistency --log state/audit.log --old fork6 --key site.pub
+  expect_err "not consistent"
+  # A log rolled back behind the auditor's checkpoint.
+  expect_exit 4 "$CAPSULE" audit consistency --log forked/audit.log --old cp9
+  expect_err "rolled back"
+}
+
+scenario_audit_show_and_export() {
+  "$CAPSULE" keygen -o site >/dev/null
+  audit_log 6 >/dev/null
+  expect_exit 0 "$CAPSULE" audit show --log state/audit.log
+  [ "$(wc -l < "$WORK/.stdout")" -eq 7 ] || fail "show: $(cat "$WORK/.stdout")"
+  ! grep -q "$(printf '\033')" "$WORK/.stdout" || fail "show printed a raw escape sequence"
+  grep -q 'evil \\x1b\[2J' "$WORK/.stdout" || fail "escape not shown as text"
+  expect_exit 0 "$CAPSULE" audit show --log state/audit.log --decision deny --json
+  [ "$(wc -l < "$WORK/.stdout")" -eq 2 ] || fail "--decision deny: $(cat "$WORK/.stdout")"
+  ! grep -q '"decision": "permit"' "$WORK/.stdout" || fail "--decision deny shows a permit"
+  expect_exit 0 "$CAPSULE" audit show --log state/audit.log --json \
+    --capsule 00000000000000000000000000000001 --since 2023-11-14T23:00:00Z \
+    --until 2023-11-15T03:13:20+01:00
+  # Records 1 and 3 are capsule ...01; record 3 is at 2023-11-15T01:13:20Z, inside the window.
+  [ "$(wc -l < "$WORK/.stdout")" -eq 2 ] || fail "filters: $(cat "$WORK/.stdout")"
+  grep -q '"index": 3,' "$WORK/.stdout" || fail "filters lost record 3"
+  expect_exit 0 "$CAPSULE" audit show --log state/audit.log --requester bk1:nothing
+  grep -q "no matching entries" "$WORK/.stdout" || fail "empty result"
+  expect_exit 2 "$CAPSULE" audit show --log state/audit.log --since yesterday
+  expect_exit 2 "$CAPSULE" audit show --log state/audit.log --decision maybe
+  expect_exit 2 "$CAPSULE" audit show
+  # --site finds the log in the site's state folder.
+  printf '{"site": "site-b", "identity": "site.key", "trust": ["site.pub"],
+    "destinations": ["out"], "state": "state"}\n' > site.json
+  expect_exit 0 "$CAPSULE" audit show --site site.json --json
+  [ "$(wc -l < "$WORK/.stdout")" -eq 6 ] || fail "show --site: $(cat "$WORK/.stdout")"
+
+  expect_exit 0 "$CAPSULE" audit export --log state/audit.log --format jsonl
+  [ "$(grep -c '^{"index": ' "$WORK/.stdout")" -eq 6 ] || fail "export jsonl"
+  expect_exit 0 "$CAPSULE" audit export --log state/audit.log --format csv
+  [ "$(wc -l < "$WORK/.stdout")" -eq 7 ] || fail "export csv"
+  head -1 "$WORK/.stdout" | grep -q '^index,time,time_utc,event,decision,' || fail "csv header"
+  grep -q ',"'"'"'=2+3",' "$WORK/.stdout" || fail "csv formula not defused"
+  expect_exit 2 "$CAPSULE" audit export --log state/audit.log --format xml
+  # A damaged log: export stops with the entry named.
+  truncate -s -3 state/audit.log
+  expect_exit 4 "$CAPSULE" audit export --log state/audit.log --format jsonl
+  expect_err "audit log entry 5 is truncated"
+
+  for c in show verify prove consistency export; do
+    expect_exit 0 "$CAPSULE" audit "$c" --help
+    grep -q "Usage: capsule audit $c" "$WORK/.stdout" || fail "audit $c --help"
+  done
+  expect_exit 0 "$CAPSULE" audit --help
+  expect_exit 2 "$CAPSULE" audit
+  expect_exit 2 "$CAPSULE" audit frobnicate
+}
+
 "scenario_$SCENARIO"
 echo "ok [$SCENARIO]"

@@ -1,0 +1,478 @@
+// capsule audit: review a site's audit log (spec/AUDIT.md). One CommandSpec per subcommand;
+// the checking and the proofs are verifier/audit_log.h's.
+#include <unistd.h>
+
+#include <cstdio>
+#include <optional>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "capsule/io.h"
+#include "capsule/key_files.h"
+#include "cli/context.h"
+#include "crypto/merkle.h"
+#include "crypto/sha256.h"
+#include "verifier/audit_log.h"
+#include "verifier/site_config.h"
+
+namespace bunker::cli {
+namespace {
+
+using verifier::Checkpoint;
+
+// A checkpoint file is six short lines; anything much bigger is not one.
+constexpr size_t kMaxCheckpointFile = 4096;
+
+void PrintAuditUsage(std::FILE* out) {
+  std::fprintf(out,
+               "Usage: capsule audit SUBCOMMAND [options]\n\n"
+               "Review a site's tamper-evident audit log (spec/AUDIT.md).\n\nSubcommands:\n"
+               "  show         list decisions, with filters (table or JSON lines)\n"
+               "  verify       check every entry, the Merkle tree and every signed checkpoint\n"
+               "  prove        print an inclusion proof for one entry\n"
+               "  consistency  print a consistency proof from an older checkpoint\n"
+               "  export       write every entry as JSON lines or CSV\n\n"
+               "Run 'capsule audit SUBCOMMAND --help' for its options.\n");
+}
+
+std::string Hex(absl::Span<const uint8_t> bytes) { return crypto::ToHex(bytes); }
+
+absl::StatusOr<Checkpoint> LoadCheckpointFile(const std::string& flag, const std::string& path) {
+  absl::StatusOr<std::string> text = capsule::ReadSmallFile(path, kMaxCheckpointFile);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<Checkpoint> c = Checkpoint::Parse(*text);
+  if (!c.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " ", path, " is not an audit checkpoint: ", c.status().message()));
+  }
+  return c;
+}
+
+absl::StatusOr<crypto::PublicIdentity> LoadSiteKey(const Context& ctx) {
+  return capsule::LoadPublicIdentity(ctx.args().Get("key"));
+}
+
+// `text` as an RFC 3339 time, in seconds.
+absl::StatusOr<int64_t> ParseTimeFlag(const std::string& flag, const std::string& text) {
+  absl::Time t;
+  std::string err;
+  if (!absl::ParseTime(absl::RFC3339_full, text, &t, &err)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, " '", text, "' is not an RFC 3339 time (e.g. 2024-05-01T00:00:00Z)"));
+  }
+  return absl::ToUnixSeconds(t);
+}
+
+std::string CheckpointJson(const Checkpoint& c) {
+  return absl::StrCat("{\"site\": ", JsonString(c.site), ", \"size\": ", c.size, ", \"root\": \"",
+                      Hex(c.root), "\", \"time\": ", c.time, ", \"time_utc\": \"",
+                      FormatTime(c.time), "\", \"sig\": \"", Hex(c.signature),
+                      "\", \"text\": ", JsonString(c.Encode()), "}");
+}
+
+std::string PathJson(const std::vector<crypto::Sha256Digest>& path) {
+  std::string out = "[";
+  for (size_t i = 0; i < path.size(); ++i) {
+    absl::StrAppend(&out, i > 0 ? ", " : "", "\"", Hex(path[i]), "\"");
+  }
+  return out + "]";
+}
+
+void PrintPath(const std::vector<crypto::Sha256Digest>& path) {
+  std::printf("path %zu\n", path.size());
+  for (const crypto::Sha256Digest& h : path) std::printf("  %s\n", Hex(h).c_str());
+}
+
+// The checkpoint to prove against: --checkpoint FILE, or the log's latest.
+absl::StatusOr<Checkpoint> TargetCheckpoint(const Context& ctx, const std::string& log) {
+  if (ctx.args().Has("checkpoint")) {
+    return LoadCheckpointFile("checkpoint", ctx.args().Get("checkpoint"));
+  }
+  return verifier::ReadLatestCheckpoint(log);
+}
+
+// --- show ------------------------------------------------------------------------------------
+
+int RunShow(int argc, char** argv) {
+  static const CommandSpec kSpec{
+      "audit show",
+      "--site SITE.json | --log PATH [--capsule ID] [--requester FP] [--decision permit|deny]\n"
+      "       [--since TIME] [--until TIME] [--json]",
+      "List the decisions in a site's audit log, oldest first.",
+      "TIME is RFC 3339 (2024-05-01T00:00:00Z or 2024-05-01T02:00:00+02:00); --since and\n"
+      "--until are inclusive. This only reads the log; 'capsule audit verify' checks it.",
+      {},
+      {{"site", true, false, "the site's configuration (its state folder holds the log)",
+        "SITE.json"},
+       {"log", true, false, "the audit log file instead of --site", "PATH"},
+       {"capsule", true, false, "only this capsule", "ID"},
+       {"requester", true, false, "only this requester", "FP"},
+       {"decision", true, false, "only permits or only denials", "permit|deny"},
+       {"since", true, false, "only decisions at or after TIME", "TIME"},
+       {"until", true, false, "only decisions at or before TIME", "TIME"},
+       {"json", false, false, "one JSON object per line"}}};
+  Context ctx(kSpec, argc, argv);
+  if (!ctx.Parse()) return ctx.exit_code();
+  const Args& a = ctx.args();
+  if (a.Has("site") == a.Has("log")) return ctx.UsageError("give exactly one of --site or --log");
+  std::string log = a.Get("log");
+  if (a.Has("site")) {
+    absl::StatusOr<verifier::SiteConfig> site = verifier::LoadSiteConfig(a.Get("site"));
+    if (!site.ok()) return ctx.Fail(site.status());
+    log = site->state + "/audit.log";
+  }
+  verifier::AuditFilter filter;
+  filter.capsule_id = a.Get("capsule");
+  filter.requester = a.Get("requester");
+  filter.decision = a.Get("decision");
+  if (!filter.decision.empty() && filter.decision != "permit" && filter.decision != "deny") {
+    return ctx.UsageError("--decision must be permit or deny");
+  }
+  for (const char* flag : {"since", "until"}) {
+    if (!a.Has(flag)) continue;
+    absl::StatusOr<int64_t> t = ParseTimeFlag(flag, a.Get(flag));
+    if (!t.ok()) return ctx.UsageError(std::string(t.status().message()));
+    (std::string(flag) == "since" ? filter.since : filter.until) = *t;
+  }
+
+  uint64_t shown = 0;
+  if (!ctx.json()) {
+    std::printf("%-6s %-20s  %-8s  %-32s  %-30s  %s\n", "#", "TIME", "DECISION", "CAPSULE",
+                "REQUESTER", "PURPOSE; REASONS");
+  }
+  absl::Status s =
+      verifier::ForEachAuditRecord(log, [&](uint64_t index, const verifier::AuditRecord& r) {
+        if (!filter.Matches(r)) return true;
+        ++shown;
+        if (ctx.json()) {
+          std::printf("%s\n", verifier::AuditRecordToJson(index, r).c_str());
+          return true;
+        }
+        std::string why = r.purpose.empty() ? "-" : absl::StrCat("\"", r.purpose, "\"");
+        for (const std::string& reason : r.reasons) absl::StrAppend(&why, "; ", reason);
+        std::printf("%-6llu %-20s  %-8s  %-32s  %-30s  %s\n",
+                    static_cast<unsigned long long>(index), FormatTime(r.time).c_str(),
+                    TerminalSafe(r.decision).c_str(), TerminalSafe(r.capsule_id).c_str(),
+                    r.requester.empty() ? "-" : TerminalSafe(r.requester).c_str(),
+                    TerminalSafe(why).c_str());
+        return true;
+      });
+  std::fflush(stdout);
+  if (!s.ok()) return ctx.Fail(s, "run 'capsule audit verify' to find what is wrong");
+  if (!ctx.json() && shown == 0) std::printf("(no matching entries)\n");
+  return kExitOk;
+}
+
+// --- verify ----------------------------------------------------------------------------------
+
+int RunVerifyLog(int argc, char** argv) {
+  static const CommandSpec kSpec{
+      "audit verify",
+      "--log PATH --key SITE.pub [--checkpoint FILE] [--json]",
+      "Check an audit log without trusting the site: every entry, the Merkle tree over them,\n"
+      "and every checkpoint's signature under the site's public key.",
+      "On success prints 'N/N entries valid' and then the latest checkpoint (the last six\n"
+      "lines). Keep those lines: given back as --checkpoint next time, they also catch a log\n"
+      "that was cut short or replaced by an older copy. On failure names the first bad entry\n"
+      "and exits with status 4.",
+      {},
+      {{"log", true, false, "the audit log (audit.checkpoints must be beside it)", "PATH"},
+       {"key", true, false, "the site's public key", "SITE.pub"},
+       {"checkpoint", true, false, "a checkpoint you kept from before", "FILE"},
+       {"json", false, false, "print the result as JSON"}}};
+  Context ctx(kSpec, argc, argv);
+  if (!ctx.Parse()) return ctx.exit_code();
+  if (!ctx.args().Has("log")) return ctx.UsageError("--log is required");
+  if (!ctx.args().Has("key")) return ctx.UsageError("--key is required (the site's public key)");
+  absl::StatusOr<crypto::PublicIdentity> key = LoadSiteKey(ctx);
+  if (!key.ok()) return ctx.Fail(key.status());
+  std::optional<Checkpoint> trusted;
+  if (ctx.args().Has("checkpoint")) {
+    absl::StatusOr<Checkpoint> c = LoadCheckpointFile("checkpoint", ctx.args().Get("checkpoint"));
+    if (!c.ok()) return ctx.Fail(c.status());
+    trusted = *c;
+  }
+  absl::StatusOr<verifier::AuditVerifyResult> r =
+      verifier::VerifyAuditLog(ctx.args().Get("log"), *key, trusted);
+  if (!r.ok()) {
+    if (ctx.json()) {
+      std::printf("{\"valid\": false, \"error\": %s}\n",
+                  JsonString(std::string(r.status().message())).c_str());
+    }
+    std::string hint;
+    if (r.status().code() == absl::StatusCode::kNotFound) {
+      hint = "audit verify reads audit.log and audit.checkpoints from the same folder";
+    }
+    return ctx.Fail(r.status(), hint);
+  }
+  const bool signed_tree = r->entries > 0;
+  if (ctx.json()) {
+    std::printf("{\"valid\": true, \"entries\": %llu, \"trusted_size\": %s, \"checkpoint\": %s}\n",
+                static_cast<unsigned long long>(r->entries),
+                trusted ? absl::StrCat(trusted->size).c_str() : "null",
+                signed_tree ? CheckpointJson(r->checkpoint).c_str() : "null");
+    return kExitOk;
+  }
+  std::printf("%llu/%llu entries valid%s\n", static_cast<unsigned long long>(r->entries),
+              static_cast<unsigned long long>(r->entries),
+              signed_tree ? "" : " (no checkpoint yet)");
+  if (trusted) {
+    std::printf("consistent with the trusted checkpoint of size %llu\n",
+                static_cast<unsigned long long>(trusted->size));
+  }
+  if (signed_tree) std::fputs(r->checkpoint.Encode().c_str(), stdout);
+  return kExitOk;
+}
+
+// --- prove -----------------------------------------------------------------------------------
+
+int RunProve(int argc, char** argv) {
+  static const CommandSpec kSpec{
+      "audit prove",
+      "--log PATH --entry N [--checkpoint FILE] [--key SITE.pub] [--json]",
+      "Print an RFC 9162 inclusion proof that entry N (from 0) is in the log's signed tree.",
+      "The proof is for the tree of the latest checkpoint, or of --checkpoint FILE. With --key\n"
+      "the checkpoint's signature and the proof are also checked here. To check it yourself:\n"
+      "leaf = SHA-256(00 || entry-bytes); fold the path as in RFC 9162 section 2.1.3.2 to get\n"
+      "root; check the checkpoint's signature over its first five lines (spec/AUDIT.md).",
+      {},
+      {{"log", true, false, "the audit log", "PATH"},
+       {"entry", true, false, "the entry's index, from 0", "N"},
+       {"checkpoint", true, false, "prove against this checkpoint instead of the latest", "FILE"},
+       {"key", true, false, "the site's public key: verify the signature and the proof",
+        "SITE.pub"},
+       {"json", false, false, "print the proof as JSON"}}};
+  Context ctx(kSpec, argc, argv);
+  if (!ctx.Parse()) return ctx.exit_code();
+  const Args& a = ctx.args();
+  if (!a.Has("log") || !a.Has("entry")) return ctx.UsageError("--log and --entry are required");
+  uint64_t index = 0;
+  if (!absl::SimpleAtoi(a.Get("entry"), &index)) {
+    return ctx.UsageError("--entry must be an entry number (0 is the first)");
+  }
+  const std::string log = a.Get("log");
+  std::optional<crypto::PublicIdentity> key;
+  if (a.Has("key")) {
+    absl::StatusOr<crypto::PublicIdentity> k = LoadSiteKey(ctx);
+    if (!k.ok()) return ctx.Fail(k.status());
+    key = *k;
+  }
+  absl::StatusOr<Checkpoint> cp = TargetCheckpoint(ctx, log);
+  if (!cp.ok()) return ctx.Fail(cp.status());
+  if (index >= cp->size) {
+    return ctx.Fail(absl::InvalidArgumentError(absl::StrCat(
+        "entry ", index, " is not in the checkpoint's tree of ", cp->size, " entries")));
+  }
+  absl::StatusOr<verifier::InclusionProof> p = verifier::ProveInclusion(log, index, cp->size);
+  if (!p.ok()) return ctx.Fail(p.status());
+  if (p->root != cp->root) {
+    return ctx.Fail(absl::DataLossError(
+        absl::StrCat("the log's first ", cp->size,
+                     " entries do not give the checkpoint's root (run 'capsule audit verify')")));
+  }
+  // The entry itself, so the reader can see what is proven and hash it.
+  std::optional<verifier::AuditRecord> record;
+  absl::Status s =
+      verifier::ForEachAuditRecord(log, [&](uint64_t i, const verifier::AuditRecord& r) {
+        if (i < index) return true;
+        record = r;
+        return false;
+      });
+  if (!s.ok()) return ctx.Fail(s);
+  if (!record) return ctx.Fail(absl::DataLossError("the log shrank while proving"));
+  const std::vector<uint8_t> bytes = verifier::EncodeAuditEntry(*record);
+  if (crypto::MerkleLeafHash(bytes) != p->leaf) {
+    return ctx.Fail(absl::DataLossError("the log changed while proving"));
+  }
+  std::string verdict = "not verified: pass --key SITE.pub to check the signature and the proof";
+  bool verified = false;
+  if (key) {
+    absl::Status sig = cp->Verify(*key);
+    if (!sig.ok()) return ctx.Fail(sig);
+    if (!crypto::VerifyInclusion(p->index, p->size, p->leaf, p->path, cp->root)) {
+      return ctx.Fail(absl::DataLossError("the inclusion proof does not verify"));
+    }
+    verified = true;
+    verdict = absl::StrCat("verified: entry ", index, " is in the tree of size ", cp->size,
+                           " signed by ", key->fingerprint().ToString());
+  }
+  if (ctx.json()) {
+    std::printf(
+        "{\"entry\": %llu, \"size\": %llu, \"leaf\": \"%s\", \"root\": \"%s\", \"path\": %s, "
+        "\"entry_bytes\": \"%s\", \"record\": %s, \"checkpoint\": %s, \"verified\": %s}\n",
+        static_cast<unsigned long long>(p->index), static_cast<unsigned long long>(p->size),
+        Hex(p->leaf).c_str(), Hex(p->root).c_str(), PathJson(p->path).c_str(), Hex(bytes).c_str(),
+        verifier::AuditRecordToJson(index, *record).c_str(), CheckpointJson(*cp).c_str(),
+        verified ? "true" : "false");
+    return kExitOk;
+  }
+  std::printf("inclusion proof (RFC 9162 section 2.1.3)\n");
+  std::printf("entry %llu\nsize %llu\nleaf %s\nroot %s\n",
+              static_cast<unsigned long long>(p->index), static_cast<unsigned long long>(p->size),
+              Hex(p->leaf).c_str(), Hex(p->root).c_str());
+  PrintPath(p->path);
+  std::printf("entry-bytes %s\n", Hex(bytes).c_str());
+  std::printf("record %s\n", TerminalSafe(verifier::AuditRecordToJson(index, *record)).c_str());
+  std::printf("checkpoint\n%s", cp->Encode().c_str());
+  std::printf("%s\n", verdict.c_str());
+  return kExitOk;
+}
+
+// --- consistency -----------------------------------------------------------------------------
+
+int RunConsistency(int argc, char** argv) {
+  static const CommandSpec kSpec{
+      "audit consistency",
+      "--log PATH --old CHECKPOINT [--key SITE.pub] [--json]",
+      "Print an RFC 9162 consistency proof that the log's latest checkpoint extends an older\n"
+      "one: the log was only appended to since.",
+      "With --key both checkpoints' signatures and the proof are also checked here. To check\n"
+      "it yourself, apply RFC 9162 section 2.1.4.2 to the old and new sizes and roots and the\n"
+      "path, and check the new checkpoint's signature (spec/AUDIT.md).",
+      {},
+      {{"log", true, false, "the audit log", "PATH"},
+       {"old", true, false, "the older checkpoint (e.g. kept from 'audit verify')", "CHECKPOINT"},
+       {"key", true, false, "the site's public key: verify signatures and the proof", "SITE.pub"},
+       {"json", false, false, "print the proof as JSON"}}};
+  Context ctx(kSpec, argc, argv);
+  if (!ctx.Parse()) return ctx.exit_code();
+  const Args& a = ctx.args();
+  if (!a.Has("log") || !a.Has("old")) return ctx.UsageError("--log and --old are required");
+  const std::string log = a.Get("log");
+  std::optional<crypto::PublicIdentity> key;
+  if (a.Has("key")) {
+    absl::StatusOr<crypto::PublicIdentity> k = LoadSiteKey(ctx);
+    if (!k.ok()) return ctx.Fail(k.status());
+    key = *k;
+  }
+  absl::StatusOr<Checkpoint> old_cp = LoadCheckpointFile("old", a.Get("old"));
+  if (!old_cp.ok()) return ctx.Fail(old_cp.status());
+  absl::StatusOr<Checkpoint> new_cp = verifier::ReadLatestCheckpoint(log);
+  if (!new_cp.ok()) return ctx.Fail(new_cp.status());
+  if (old_cp->size > new_cp->size) {
+    return ctx.Fail(absl::DataLossError(absl::StrCat("the log's latest checkpoint (size ",
+                                                     new_cp->size, ") is older than --old (size ",
+                                                     old_cp->size, "): the log was rolled back")));
+  }
+  absl::StatusOr<verifier::ConsistencyProof> p =
+      verifier::ProveConsistency(log, old_cp->size, new_cp->size);
+  if (!p.ok()) return ctx.Fail(p.status());
+  if (p->old_root != old_cp->root) {
+    return ctx.Fail(absl::DataLossError(
+        absl::StrCat("the log is not consistent with --old: its first ", old_cp->size,
+                     " entries are not the ones that checkpoint covers")));
+  }
+  if (p->new_root != new_cp->root) {
+    return ctx.Fail(absl::DataLossError(
+        "the log does not match its latest checkpoint (run 'capsule audit verify')"));
+  }
+  std::string verdict = "not verified: pass --key SITE.pub to check the signatures and the proof";
+  bool verified = false;
+  if (key) {
+    for (const Checkpoint* c : {&*old_cp, &*new_cp}) {
+      absl::Status sig = c->Verify(*key);
+      if (!sig.ok()) {
+        return ctx.Fail(absl::DataLossError(absl::StrCat("the checkpoint of size ", c->size,
+                                                         " does not verify under the site key")));
+      }
+    }
+    if (!crypto::VerifyConsistency(p->old_size, p->new_size, old_cp->root, new_cp->root, p->path)) {
+      return ctx.Fail(absl::DataLossError("the consistency proof does not verify"));
+    }
+    verified = true;
+    verdict =
+        absl::StrCat("verified: the tree of size ", new_cp->size, " extends the tree of size ",
+                     old_cp->size, ", both signed by ", key->fingerprint().ToString());
+  }
+  if (ctx.json()) {
+    std::printf(
+        "{\"old_size\": %llu, \"old_root\": \"%s\", \"new_size\": %llu, \"new_root\": \"%s\", "
+        "\"path\": %s, \"checkpoint\": %s, \"verified\": %s}\n",
+        static_cast<unsigned long long>(p->old_size), Hex(p->old_root).c_str(),
+        static_cast<unsigned long long>(p->new_size), Hex(p->new_root).c_str(),
+        PathJson(p->path).c_str(), CheckpointJson(*new_cp).c_str(), verified ? "true" : "false");
+    return kExitOk;
+  }
+  std::printf("consistency proof (RFC 9162 section 2.1.4)\n");
+  std::printf("old-size %llu\nold-root %s\nnew-size %llu\nnew-root %s\n",
+              static_cast<unsigned long long>(p->old_size), Hex(p->old_root).c_str(),
+              static_cast<unsigned long long>(p->new_size), Hex(p->new_root).c_str());
+  PrintPath(p->path);
+  std::printf("checkpoint\n%s", new_cp->Encode().c_str());
+  std::printf("%s\n", verdict.c_str());
+  return kExitOk;
+}
+
+// --- export ----------------------------------------------------------------------------------
+
+int RunExport(int argc, char** argv) {
+  static const CommandSpec kSpec{
+      "audit export",
+      "--log PATH --format jsonl|csv",
+      "Write every entry of an audit log to stdout, as JSON lines or CSV.",
+      "This only reads the log; 'capsule audit verify' checks it. JSON lines keep every\n"
+      "field (invalid UTF-8 becomes U+FFFD). CSV is for spreadsheets: lists are JSON arrays,\n"
+      "and a cell starting with = + - @ gets a leading apostrophe so it is not run as a formula.",
+      {},
+      {{"log", true, false, "the audit log", "PATH"},
+       {"format", true, false, "jsonl or csv", "FORMAT"}}};
+  Context ctx(kSpec, argc, argv);
+  if (!ctx.Parse()) return ctx.exit_code();
+  const Args& a = ctx.args();
+  if (!a.Has("log")) return ctx.UsageError("--log is required");
+  const std::string format = a.Get("format");
+  if (format != "jsonl" && format != "csv") return ctx.UsageError("--format must be jsonl or csv");
+  capsule::FdWriter out(STDOUT_FILENO);
+  absl::Status write_status;
+  auto emit = [&out, &write_status](const std::string& line) {
+    if (!write_status.ok()) return false;
+    write_status =
+        out.Append(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(line.data()), line.size()));
+    return write_status.ok();
+  };
+  if (format == "csv") emit(verifier::AuditCsvHeader() + "\r\n");
+  absl::Status s = verifier::ForEachAuditRecord(
+      a.Get("log"), [&](uint64_t index, const verifier::AuditRecord& r) {
+        return format == "csv" ? emit(verifier::AuditRecordToCsv(index, r) + "\r\n")
+                               : emit(verifier::AuditRecordToJson(index, r) + "\n");
+      });
+  if (write_status.ok()) write_status = out.Flush();
+  if (!s.ok()) return ctx.Fail(s, "run 'capsule audit verify' to find what is wrong");
+  if (!write_status.ok()) return ctx.Fail(write_status);
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunAudit(int argc, char** argv) {
+  struct Sub {
+    const char* name;
+    int (*run)(int, char**);
+  };
+  static constexpr Sub kSubs[] = {{"show", RunShow},
+                                  {"verify", RunVerifyLog},
+                                  {"prove", RunProve},
+                                  {"consistency", RunConsistency},
+                                  {"export", RunExport}};
+  if (argc < 1) {
+    PrintAuditUsage(stderr);
+    return kExitUsage;
+  }
+  const std::string sub = argv[0];
+  if (sub == "-h" || sub == "--help" || sub == "help") {
+    PrintAuditUsage(stdout);
+    return kExitOk;
+  }
+  for (const Sub& s : kSubs) {
+    if (sub == s.name) return s.run(argc - 1, argv + 1);
+  }
+  std::fprintf(stderr, "capsule audit: unknown subcommand '%s'\n", TerminalSafe(sub).c_str());
+  PrintAuditUsage(stderr);
+  return kExitUsage;
+}
+
+}  // namespace bunker::cli

@@ -1,0 +1,196 @@
+// capsule policy: check a policy file, or explain the decision a site would make for a capsule
+// (spec/POLICY.md). Neither subcommand releases a key or counts a use.
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <ctime>
+#include <optional>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "capsule/format.h"
+#include "capsule/glob.h"
+#include "capsule/io.h"
+#include "capsule/key_files.h"
+#include "capsule/paths.h"
+#include "capsule/reader.h"
+#include "cli/context.h"
+#include "verifier/policy.h"
+#include "verifier/site_config.h"
+#include "verifier/use_counter.h"
+
+namespace bunker::cli {
+namespace {
+
+constexpr char kPolicyUsage[] =
+    "Usage: capsule policy check POLICY.json [--json]\n"
+    "       capsule policy explain CAPSULE --site SITE.json [--as KEY] [--purpose P] "
+    "[--only GLOB]... [--json]\n\n"
+    "Check a policy file, or explain the decision a site would make for a capsule.\n"
+    "Run 'capsule policy SUBCOMMAND --help' for its options. The language: spec/POLICY.md.\n";
+
+std::string JsonList(const std::vector<std::string>& values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += JsonString(values[i]);
+  }
+  return out + "]";
+}
+
+std::string JsonOptional(const std::optional<std::string>& value) {
+  return value ? JsonString(*value) : "null";
+}
+
+int RunCheck(int argc, char** argv) {
+  static const CommandSpec kSpec{
+      "policy check",
+      "POLICY.json [--json]",
+      "Validate a policy file exactly as `capsule seal --policy` does, and print OK with any\n"
+      "warnings (such as a policy under which no rule can ever permit), or the first problem\n"
+      "with its JSON path, e.g. `$.rules[1].maxOpens: must be at least 1` (exit 3).",
+      "",
+      {"POLICY.json"},
+      {{"json", false, false, "print the result as JSON"}}};
+  Context ctx(kSpec, argc, argv);
+  if (!ctx.Parse()) return ctx.exit_code();
+  const std::string path = ctx.args().positionals()[0];
+  absl::StatusOr<std::string> text = capsule::ReadSmallFile(path, capsule::kMaxPolicySize);
+  if (!text.ok()) return ctx.Fail(text.status());
+  absl::StatusOr<verifier::Policy> policy = verifier::ParsePolicy(*text);
+  if (!policy.ok()) {
+    const std::string error = absl::StrCat(path, ": ", policy.status().message());
+    if (ctx.json()) {
+      std::printf("{\"path\": %s, \"valid\": false, \"error\": %s}\n", JsonString(path).c_str(),
+                  JsonString(error).c_str());
+    }
+    return ctx.Fail(absl::Status(policy.status().code(), error));
+  }
+  const std::vector<std::string> warnings = verifier::PolicyWarnings(*policy);
+  size_t permits = 0;
+  for (const verifier::Rule& r : policy->rules) {
+    if (r.effect == verifier::Rule::Effect::kPermit) ++permits;
+  }
+  const size_t forbids = policy->rules.size() - permits;
+  if (ctx.json()) {
+    std::printf(
+        "{\"path\": %s, \"valid\": true, \"rules\": %zu, \"permitRules\": %zu, "
+        "\"forbidRules\": %zu, \"warnings\": %s}\n",
+        JsonString(path).c_str(), policy->rules.size(), permits, forbids,
+        JsonList(warnings).c_str());
+    return kExitOk;
+  }
+  std::printf("%s: OK, %zu rule%s (%zu permit, %zu forbid)\n", path.c_str(),
+              policy->rules.size(), policy->rules.size() == 1 ? "" : "s", permits, forbids);
+  for (const std::string& w : warnings) std::printf("warning: %s\n", w.c_str());
+  return kExitOk;
+}
+
+int RunExplain(int argc, char** argv) {
+  static const CommandSpec kSpec{
+      "policy explain",
+      "CAPSULE --site SITE.json [--as KEY] [--purpose P] [--only GLOB]... [--json]",
+      "Explain the decision `capsule open --site` would make for a capsule: permit or deny,\n"
+      "the deciding rules, the denied files and each failing condition. Decrypts no file\n"
+      "content, writes no audit record and counts no use. Exit 0 for a permit, 5 for a deny.",
+      "The decision is the very one open would make: the site's verifier reads the capsule's\n"
+      "file index (names only) and evaluates every selected file. Without --as no requester\n"
+      "is known, so rules naming requesters do not match; --as may name a .pub here.",
+      {"CAPSULE"},
+      [] {
+        std::vector<OptionSpec> o = ReleaseOptions();
+        o.push_back({"only", true, true, "the selection to evaluate (default: everything)",
+                     "GLOB"});
+        o.push_back({"json", false, false, "print the decision as JSON"});
+        return o;
+      }()};
+  Context ctx(kSpec, argc, argv);
+  if (!ctx.Parse()) return ctx.exit_code();
+  const Args& a = ctx.args();
+  if (!a.Has("site")) return ctx.UsageError("--site SITE.json is required");
+  if (const std::string problem = ReleaseUsageProblem(ctx.args()); !problem.empty()) {
+    return ctx.UsageError(problem);
+  }
+  absl::StatusOr<capsule::PathSelection> only = capsule::PathSelection::Parse(a.GetAll("only"));
+  if (!only.ok()) return ctx.UsageError(std::string(only.status().message()));
+  absl::StatusOr<Release> release =
+      PrepareRelease(ctx, a.positionals()[0], "", /*requester_may_be_public=*/true);
+  if (!release.ok()) return ctx.Fail(release.status(), HintFor(release.status()));
+  const capsule::Manifest& m = release->capsule.reader->manifest();
+  verifier::OpenRequest& request = release->request;
+  request.site = &*release->site;
+  request.site_identity = &*release->capsule.identity;
+  request.only = *only;
+  request.only_patterns = a.GetAll("only");
+  request.dry_run = true;
+  absl::StatusOr<verifier::Authorization> auth =
+      verifier::Authorize(*release->capsule.reader, *release->capsule.key, request, 0);
+  if (!auth.ok()) return ctx.Fail(auth.status());
+  const verifier::Decision& decision = auth->decision;
+  const verifier::SiteConfig& site = *release->site;
+  const std::optional<std::string> requester =
+      request.requester ? std::optional<std::string>(request.requester->fingerprint().ToString())
+                        : std::nullopt;
+
+  if (ctx.json()) {
+    std::printf(
+        "{\"capsule\": %s, \"site\": %s, \"requester\": %s, \"purpose\": %s, "
+        "\"selection\": %s, \"files\": %zu, \"decision\": %s, \"rules\": %s, "
+        "\"reasons\": %s, \"deniedFiles\": %s, \"countsUse\": %s}\n",
+        JsonString(m.IdHex()).c_str(), JsonString(site.site).c_str(),
+        JsonOptional(requester).c_str(), JsonOptional(request.purpose).c_str(),
+        JsonList(request.only_patterns.empty() ? std::vector<std::string>{"**"}
+                                               : request.only_patterns)
+            .c_str(),
+        auth->files.size(), decision.permit ? "\"permit\"" : "\"deny\"",
+        JsonList(decision.rules).c_str(), JsonList(decision.reasons).c_str(),
+        JsonList(decision.denied_files).c_str(), decision.counts_use ? "true" : "false");
+  } else {
+    std::printf("capsule    %s\n", m.IdHex().c_str());
+    std::printf("site       %s%s%s, storage [%s]\n", site.site.c_str(),
+                site.region.empty() ? "" : " in ", site.region.c_str(),
+                absl::StrJoin(site.storage, ", ").c_str());
+    std::printf("requester  %s\n", requester.value_or("none (no --as)").c_str());
+    std::printf("purpose    %s\n", request.purpose.value_or("none (no --purpose)").c_str());
+    std::printf("selection  %s (%zu files)\n",
+                request.only_patterns.empty()
+                    ? "everything"
+                    : TerminalSafe(absl::StrJoin(request.only_patterns, ", ")).c_str(),
+                auth->files.size());
+    std::printf("decision   %s\n", decision.permit ? "permit" : "deny");
+    if (!decision.rules.empty()) {
+      std::printf("rules      %s\n", TerminalSafe(absl::StrJoin(decision.rules, ", ")).c_str());
+    }
+    for (const std::string& f : decision.denied_files) {
+      std::printf("denied     %s\n", TerminalSafe(f).c_str());
+    }
+    for (const std::string& r : decision.reasons) {
+      std::printf("reason     %s\n", TerminalSafe(r).c_str());
+    }
+    if (decision.permit && decision.counts_use) {
+      std::printf("counting   opening would count one use of this capsule at %s\n",
+                  site.site.c_str());
+    }
+  }
+  return decision.permit ? kExitOk : kExitDenied;
+}
+
+}  // namespace
+
+int RunPolicy(int argc, char** argv) {
+  const std::string sub = argc > 0 ? argv[0] : "";
+  if (sub == "check") return RunCheck(argc - 1, argv + 1);
+  if (sub == "explain") return RunExplain(argc - 1, argv + 1);
+  if (sub == "-h" || sub == "--help" || sub == "help") {
+    std::fputs(kPolicyUsage, stdout);
+    return kExitOk;
+  }
+  std::fprintf(stderr, "capsule policy: %s\n%s",
+               sub.empty() ? "missing subcommand (check or explain)"
+                           : absl::StrCat("unknown subcommand '", sub, "'").c_str(),
+               kPolicyUsage);
+  return kExitUsage;
+}
+
+}  // namespace bunker::cli

@@ -1,0 +1,19 @@
+# Bunker audit log entries (spec/AUDIT.md). Each entry is stored as canonical Cap'n Proto.
+@0xb8f4581a98d75001;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("bunker::schema");
+
+struct AuditEntry {
+  time @0 :Int64;                 # seconds since the Unix epoch, UTC
+  event @1 :Text;                 # "open" (later also "received", "refused", "forwarded")
+  decision @2 :Text;              # "permit" or "deny"
+  capsuleId @3 :Text;             # 32 hex characters
+  issuer @4 :Text;                # issuer fingerprint
+  site @5 :Text;
+  requester @6 :Text;             # requester fingerprint, "" when none was given
+  purpose @7 :Text;
+  paths @8 :List(Text);           # requested paths (files), or the --only globs
+  rules @9 :List(Text);           # deciding rule ids
+  reasons @10 :List(Text);        # why, one line each
+}

@@ -1,0 +1,20 @@
+# Bunker site configuration (spec/POLICY.md "Site configuration"). Written as JSON; relative
+# paths resolve against the folder of the configuration file.
+@0xfd1348c45f0f52ae;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("bunker::schema");
+
+struct Site {
+  site @0 :Text;                 # this site's name, matched by policy "sites"
+  region @1 :Text;               # matched by policy "regions"
+  storage @2 :List(Text);        # labels of this site's storage, matched by policy "storage"
+  identity @3 :Text;             # the site's private key file (signs audit checkpoints)
+  trust @4 :List(Text);          # trusted issuer public keys, or folders of them
+  destinations @5 :List(Text);   # folders under which `open --to` may extract
+  state @6 :Text;                # folder for the use counter and the audit log
+  # Used by the transfer daemon (issue 4); accepted and kept here so one file serves both.
+  listen @7 :Text;               # address:port
+  peers @8 :List(Text);          # public keys of sites allowed to connect
+  store @9 :Text;                # where received capsules live
+}

@@ -1,0 +1,23 @@
+# Shared helpers for the CLI scenario scripts: sourced, with CAPSULE, SCENARIO and WORK set.
+fail() { echo "FAIL [$SCENARIO]: $*" >&2; exit 1; }
+# expect_exit CODE CMD...: runs CMD, checks its exit status; stdout in $WORK/.stdout, stderr in
+# $WORK/.stderr.
+expect_exit() {
+  local want=$1; shift
+  "$@" >"$WORK/.stdout" 2>"$WORK/.stderr"
+  local got=$?
+  [ "$got" -eq "$want" ] || { cat "$WORK/.stderr" >&2; fail "'$*' exited $got, expected $want"; }
+}
+expect_err() { grep -q -- "$1" "$WORK/.stderr" || { cat "$WORK/.stderr" >&2; fail "stderr lacks '$1'"; }; }
+expect_out() { grep -q -- "$1" "$WORK/.stdout" || { cat "$WORK/.stdout" >&2; fail "stdout lacks '$1'"; }; }
+one_line_err() {
+  local n; n=$(grep -vc '^hint:' "$WORK/.stderr")
+  [ "$n" -eq 1 ] || { cat "$WORK/.stderr" >&2; fail "expected one error line, got $n"; }
+}
+no_leftovers() {  # no staging or partial files anywhere under $1
+  local found; found=$(find "$1" -name '.*bunker*' -o -name '*.partial' | head -1)
+  [ -z "$found" ] || fail "leftover $found"
+}
+fingerprint_of() {  # fingerprint_of NAME: creates NAME.key/.pub, prints the fingerprint
+  "$CAPSULE" keygen -o "$1" --json | sed 's/.*"fingerprint": "\([^"]*\)".*/\1/'
+}

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# CLI scenarios for opening under a policy at a site (issue: policy, verifier, audit log).
+# Usage: site_scenarios.sh CAPSULE_BINARY SCENARIO
+set -uo pipefail
+CAPSULE=$1
+SCENARIO=$2
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-site-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+. "$(dirname "$0")/lib.sh"
+
+# A dataset, an owner, site B with its config, and Alice. $1: the policy's rules (JSON array
+# body); the seal happens here.
+keys() {  # the identities; ALICE and BOB hold fingerprints (call before naming them in rules)
+  [ -f owner.key ] && return
+  "$CAPSULE" keygen -o owner >/dev/null
+  "$CAPSULE" keygen -o site-b >/dev/null
+  "$CAPSULE" keygen -o mallory >/dev/null
+  ALICE=$(fingerprint_of alice)
+  BOB=$(fingerprint_of bob)
+}
+
+setup() {
+  mkdir -p data/train data/pii
+  printf 'row 1\n' > data/train/a.csv
+  printf 'row 2\n' > data/train/b.csv
+  printf 'secret\n' > data/pii/names.csv
+  keys
+  mkdir -p landing
+  cat > site-b.json <<JSON
+{ "site": "site-b", "region": "eu-west-1", "storage": ["encrypted-at-rest", "eu"],
+  "identity": "site-b.key", "trust": ["owner.pub"], "destinations": ["landing"],
+  "state": "state" }
+JSON
+  printf '{"version": 1, "rules": [%s]}\n' "$1" > policy.json
+  "$CAPSULE" seal data -o d.capsule --sign owner.key --to site-b.pub --policy policy.json \
+    >/dev/null 2>"$WORK/.stderr" || { cat "$WORK/.stderr"; fail "seal"; }
+}
+open_site() { "$CAPSULE" open d.capsule --site site-b.json "$@"; }
+# audit_has DECISION: the last audit entry has this decision.
+audit_last() {
+  "$CAPSULE" audit show --site site-b.json --json 2>/dev/null | tail -1
+}
+
+
+scenario_site_permit_and_audit() {
+  setup '{"id": "train", "effect": "permit", "sites": ["site-b"], "purposes": ["training"], "paths": ["train/**"]}, {"id": "no-pii", "effect": "forbid", "paths": ["pii/**"]}'
+  expect_exit 0 open_site --purpose training --only 'train/**' --to landing/run1
+  expect_out "permitted by train"
+  diff -r data/train landing/run1/train || fail "extracted train/ differs"
+  [ ! -e landing/run1/pii ] || fail "pii extracted"
+  audit_last | grep -q '"decision": "permit"' || fail "permit not in the audit log"
+  expect_exit 0 "$CAPSULE" audit verify --log state/audit.log --key site-b.pub
+}
+
+scenario_site_wrong_purpose_is_denied_and_logged() {
+  setup '{"id": "train", "effect": "permit", "purposes": ["training"]}'
+  expect_exit 5 open_site --purpose marketing --to landing/out
+  expect_err 'denied by the capsule'
+  expect_err 'marketing'
+  [ ! -e landing/out ] || fail "destination created on a deny"
+  audit_last | grep -q '"decision": "deny"' || fail "deny not in the audit log"
+  expect_exit 5 open_site --to landing/out
+}
+
+scenario_site_forbidden_path_names_the_file() {
+  setup '{"id": "all", "effect": "permit"}, {"id": "no-pii", "effect": "forbid", "paths": ["pii/**"]}'
+  expect_exit 5 open_site --to landing/out
+  expect_err 'pii/names.csv'
+  [ ! -e landing/out ] || fail "destination created on a partial grant"
+  no_leftovers landing
+  expect_exit 0 open_site --only 'train/**' --to landing/out
+  expect_exit 5 "$CAPSULE" cat d.capsule pii/names.csv --site site-b.json
+  expect_exit 0 "$CAPSULE" cat d.capsule train/a.csv --site site-b.json
+  expect_out 'row 1'
+}
+
+scenario_site_wrong_site_region_storage() {
+  setup '{"id": "s", "effect": "permit", "sites": ["site-a"]}'
+  expect_exit 5 open_site --to landing/out
+  expect_err 'site-a'
+  rm -rf state d.capsule
+  printf '{"version": 1, "rules": [{"id": "r", "effect": "permit", "regions": ["cn-east-1"]}]}' > policy.json
+  "$CAPSULE" seal data -o d.capsule --sign owner.key --to site-b.pub --policy policy.json >/dev/null
+  expect_exit 5 open_site --to landing/out
+  expect_err 'cn-east-1'
+  rm -rf state d.capsule
+  printf '{"version": 1, "rules": [{"id": "r", "effect": "permit", "storage": ["eu", "hsm"]}]}' > policy.json
+  "$CAPSULE" seal data -o d.capsule --sign owner.key --to site-b.pub --policy policy.json >/dev/null
+  expect_exit 5 open_site --to landing/out
+  expect_err 'hsm'
+  [ ! -e landing/out ] || fail "destination created"
+}
+
+scenario_site_requester() {
+  keys
+  setup "{\"id\": \"alice-only\", \"effect\": \"permit\", \"requesters\": [\"$ALICE\"]}"
+  expect_exit 5 open_site --to landing/out
+  expect_exit 5 open_site --as bob.key --to landing/out
+  expect_err "$BOB"
+  expect_exit 0 open_site --as alice.key --to landing/out
+}
+
+scenario_site_time_window() {
+  setup '{"id": "past", "effect": "permit", "notAfter": "2001-01-01T00:00:00Z"}, {"id": "future", "effect": "permit", "notBefore": "2099-01-01T00:00:00Z"}'
+  expect_exit 5 open_site --to landing/out
+  expect_err 'past'
+  expect_err 'future'
+}
+
+scenario_site_max_opens() {
+  setup '{"id": "twice", "effect": "permit", "maxOpens": 2}'
+  expect_exit 0 open_site --to landing/o1
+  expect_exit 0 open_site --to landing/o2
+  expect_exit 5 open_site --to landing/o3
+  expect_err 'maxOpens'
+  [ ! -e landing/o3 ] || fail "third open extracted"
+  # explain counts nothing: still denied, and the count is unchanged.
+  expect_exit 5 "$CAPSULE" policy explain d.capsule --site site-b.json
+}
+
+scenario_site_last_use_race() {
+  setup '{"id": "once", "effect": "permit", "maxOpens": 1}'
+  for i in 1 2 3 4; do
+    ( open_site --to "landing/race$i" >/dev/null 2>&1; echo $? > "rc$i" ) &
+  done
+  wait
+  wins=$(cat rc1 rc2 rc3 rc4 | grep -c '^0$')
+  denies=$(cat rc1 rc2 rc3 rc4 | grep -c '^5$')
+  [ "$wins" -eq 1 ] || fail "$wins opens won the last use"
+  [ "$denies" -eq 3 ] || fail "$denies opens were denied"
+  [ "$(ls landing | wc -l)" -eq 1 ] || fail "more than one extraction"
+  expect_exit 0 "$CAPSULE" audit verify --log state/audit.log --key site-b.pub
+  expect_out '4/4'
+}
+
+scenario_site_destination_outside() {
+  setup '{"id": "all", "effect": "permit"}'
+  expect_exit 5 open_site --to elsewhere
+  expect_err 'not under any of the site'
+  [ ! -e elsewhere ] || fail "extracted outside the destinations"
+  [ ! -e state/audit.log ] || [ "$("$CAPSULE" audit show --site site-b.json --json | wc -l)" -eq 0 ] \
+    || fail "refused destination reached the verifier"
+}
+
+scenario_site_untrusted_issuer() {
+  setup '{"id": "all", "effect": "permit"}'
+  "$CAPSULE" seal data -o m.capsule --sign mallory.key --to site-b.pub >/dev/null
+  expect_exit 5 "$CAPSULE" open m.capsule --site site-b.json --to landing/out
+  expect_err 'is not trusted'
+}
+
+scenario_site_offline_denies_site_conditions() {
+  setup '{"id": "s", "effect": "permit", "sites": ["site-b"]}'
+  expect_exit 5 "$CAPSULE" open d.capsule --identity site-b.key --trust owner.pub --to out
+  expect_err 'need a site'
+  [ ! -e out ] || fail "offline open extracted"
+  rm d.capsule
+  printf '{"version": 1, "rules": [{"id": "p", "effect": "permit", "purposes": ["x"]}]}' > policy.json
+  "$CAPSULE" seal data -o d.capsule --sign owner.key --to site-b.pub --policy policy.json >/dev/null
+  expect_exit 0 "$CAPSULE" open d.capsule --identity site-b.key --trust owner.pub --purpose x --to out
+}
+
+scenario_site_bad_config() {
+  setup '{"id": "all", "effect": "permit"}'
+  printf '{"site": "x", "colour": 1}' > bad.json
+  expect_exit 3 "$CAPSULE" open d.capsule --site bad.json --to landing/out
+  expect_err 'colour'
+  one_line_err
+  expect_exit 2 "$CAPSULE" open d.capsule --site site-b.json --identity site-b.key --to landing/o
+}
+
+scenario_site_audit_tamper_blocks_the_verifier() {
+  setup '{"id": "all", "effect": "permit"}'
+  expect_exit 0 open_site --to landing/o1
+  expect_exit 0 open_site --to landing/o2
+  # Roll the log back to its first entry: the site refuses to decide on it.
+  cp state/audit.log saved.log
+  first_len=$(( $(od -An -tu1 -N4 state/audit.log | awk '{print $1*16777216 + $2*65536 + $3*256 + $4}') + 4 ))
+  head -c "$first_len" saved.log > state/audit.log
+  expect_exit 7 open_site --to landing/o3
+  expect_err 'audit'
+  [ ! -e landing/o3 ] || fail "opened on a rolled-back log"
+  expect_exit 4 "$CAPSULE" audit verify --log state/audit.log --key site-b.pub
+}
+
+"scenario_$SCENARIO"
+echo "ok [$SCENARIO]"

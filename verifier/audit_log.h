@@ -1,0 +1,184 @@
+// The tamper-evident audit log (spec/AUDIT.md; entries: spec/audit.capnp).
+//
+// A site's state folder holds:
+//   audit.log          entries, each u32 big-endian length || canonical AuditEntry, append-only
+//   audit.checkpoints  one signed checkpoint per append, in order, append-only
+// The leaves of an RFC 9162 Merkle tree (crypto/merkle.h) are the entries' bytes. After each
+// append the site signs a checkpoint (site, size, root, time) with its identity's Ed25519 key.
+// Because every size has a signed checkpoint, a verifier can name the first entry that no longer
+// matches: flipped, deleted, inserted, reordered or forged entries and truncation all show up as
+// the first checkpoint whose root the log no longer reproduces.
+#ifndef BUNKER_VERIFIER_AUDIT_LOG_H_
+#define BUNKER_VERIFIER_AUDIT_LOG_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "crypto/keys.h"
+#include "crypto/sha256.h"
+
+namespace bunker::verifier {
+
+// The largest encoded entry (spec/AUDIT.md "Entries"): Append refuses a larger record
+// (kInvalidArgument) and readers reject one (kDataLoss).
+inline constexpr size_t kMaxAuditEntrySize = 65536;
+
+// One decision, as logged. Mirrors spec/audit.capnp AuditEntry. Text fields are byte strings:
+// they may hold anything a requester typed, so printers must escape them.
+struct AuditRecord {
+  int64_t time = 0;
+  std::string event = "open";
+  std::string decision;  // "permit" | "deny"
+  std::string capsule_id;
+  std::string issuer;
+  std::string site;
+  std::string requester;
+  std::string purpose;
+  std::vector<std::string> paths;
+  std::vector<std::string> rules;
+  std::vector<std::string> reasons;
+};
+
+// Canonical Cap'n Proto bytes of an entry, and strict decoding (kDataLoss unless re-encoding
+// the decoded record gives the same bytes). Empty texts and lists are null pointers.
+std::vector<uint8_t> EncodeAuditEntry(const AuditRecord& record);
+absl::StatusOr<AuditRecord> DecodeAuditEntry(absl::Span<const uint8_t> bytes);
+
+// A signed tree head. Text form (spec/AUDIT.md "Checkpoints"), one per line:
+//   bunker audit checkpoint v1
+//   site <name>
+//   size <decimal>
+//   root <64 hex>
+//   time <decimal seconds>
+//   sig <128 hex: Ed25519 over every byte of the lines above, newlines included>
+struct Checkpoint {
+  std::string site;
+  uint64_t size = 0;
+  crypto::Sha256Digest root{};
+  int64_t time = 0;
+  crypto::Ed25519Signature signature{};
+
+  // The signed part (the first five lines).
+  std::string SignedText() const;
+  // All six lines.
+  std::string Encode() const;
+  // kInvalidArgument for malformed text (not checking the signature). Strict: exactly the six
+  // lines Encode() writes, so Parse(x).Encode() == x.
+  static absl::StatusOr<Checkpoint> Parse(std::string_view text);
+  // kDataLoss unless the signature verifies under `key` (its Ed25519 half).
+  absl::Status Verify(const crypto::PublicIdentity& key) const;
+};
+
+// The writer side, used by the verifier. Not thread-safe; across processes, Append holds an
+// exclusive lock (flock) on the log, so concurrent opens serialize their records.
+class AuditLog {
+ public:
+  // Opens (creating if absent) the log in `state_dir`. Before anything is appended, checks the
+  // log against its own latest checkpoint and against `last_signed` (the checkpoint this site
+  // last signed, kept by the caller elsewhere, or nullopt): the log must reproduce that root at
+  // that size and not be shorter. kDataLoss "audit log ... rolled back / tampered" otherwise;
+  // kFailedPrecondition if the checkpoints name another site.
+  // `signer` must be non-null and outlive the AuditLog; every checkpoint must verify under it.
+  // Crash recovery: an append interrupted before its checkpoint was durable leaves at most one
+  // entry (perhaps partial) past the latest checkpoint and perhaps a partial checkpoint; that
+  // tail was never acknowledged, so Open and Append cut it off (spec/AUDIT.md "Crash
+  // recovery"). Any larger unsigned tail is kDataLoss. Open reads the whole log: O(entries).
+  static absl::StatusOr<std::unique_ptr<AuditLog>> Open(
+      const std::string& state_dir, const crypto::Identity* signer, std::string site,
+      const std::optional<Checkpoint>& last_signed);
+
+  // Appends `record`, fsyncs, then appends and fsyncs a new signed checkpoint. Returns it. On
+  // any failure the record must be treated as not written (the caller denies).
+  // kInvalidArgument if the encoded record exceeds kMaxAuditEntrySize.
+  absl::StatusOr<Checkpoint> Append(const AuditRecord& record, int64_t now);
+
+  // Entries in the log as of the last Open or Append (other processes may have added more).
+  uint64_t size() const;
+
+  ~AuditLog();
+
+ private:
+  AuditLog() = default;
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// The reader side, for auditors: needs no private key.
+struct AuditVerifyResult {
+  uint64_t entries = 0;
+  Checkpoint checkpoint;  // the latest, verified; for an empty log (no checkpoint yet) a
+                          // default one with root SHA-256("") and no signature
+};
+
+// `<log_path minus .log>.checkpoints`: where a log's checkpoints live.
+std::string AuditCheckpointsPath(const std::string& log_path);
+
+// The last checkpoint in the log's checkpoints file, parsed but NOT verified (call Verify).
+// kNotFound when there is none yet; kDataLoss when the file ends in a malformed checkpoint.
+absl::StatusOr<Checkpoint> ReadLatestCheckpoint(const std::string& log_path);
+
+// Verifies the log at `log_path` with its checkpoints file beside it (`<log_path minus .log>.
+// checkpoints`, i.e. audit.checkpoints): every entry decodes, every checkpoint verifies under
+// `site_key` and matches the tree over the entries up to its size, sizes strictly increase,
+// the latest covers the whole log. With `trusted`, an auditor's own earlier checkpoint, also
+// checks that the log is consistent with it and not shorter (replacement by an older copy).
+// kDataLoss naming the first bad entry ("audit log entry 17 does not match the signed checkpoint
+// of size 18 ..."); kNotFound when either file is missing. Streams: O(log entries) memory.
+absl::StatusOr<AuditVerifyResult> VerifyAuditLog(const std::string& log_path,
+                                                 const crypto::PublicIdentity& site_key,
+                                                 const std::optional<Checkpoint>& trusted);
+
+// All records of a log, in order (kDataLoss for a malformed log). Streams: `fn` is called per
+// record and may return false to stop. Checks no checkpoint or signature.
+absl::Status ForEachAuditRecord(const std::string& log_path,
+                                const std::function<bool(uint64_t, const AuditRecord&)>& fn);
+
+// Which records `capsule audit show` lists. Empty strings and nullopt match everything.
+struct AuditFilter {
+  std::string capsule_id;  // compared case-insensitively
+  std::string requester;   // a fingerprint (compared in canonical form) or the exact text
+  std::string decision;    // "permit" | "deny"
+  std::optional<int64_t> since, until;  // inclusive bounds on AuditRecord::time
+  bool Matches(const AuditRecord& record) const;
+};
+
+// Export formats (spec/AUDIT.md "Export"), each a line without its line end. JSON: one object
+// per record; invalid UTF-8 becomes U+FFFD. CSV (RFC 4180): lists as JSON arrays in one cell;
+// cells that a spreadsheet would run as a formula get a leading apostrophe.
+std::string AuditRecordToJson(uint64_t index, const AuditRecord& record);
+std::string AuditCsvHeader();
+std::string AuditRecordToCsv(uint64_t index, const AuditRecord& record);
+
+// RFC 9162 inclusion proof of entry `index` in the tree of the log's first `size` entries, with
+// the entry's leaf hash and that tree's root. kInvalidArgument unless index < size <= entries.
+// Reads the log twice; memory O(size / 1024).
+struct InclusionProof {
+  uint64_t index = 0, size = 0;
+  crypto::Sha256Digest leaf{}, root{};
+  std::vector<crypto::Sha256Digest> path;
+};
+absl::StatusOr<InclusionProof> ProveInclusion(const std::string& log_path, uint64_t index,
+                                              uint64_t size);
+
+// RFC 9162 consistency proof between the trees of the first `old_size` and `new_size` entries.
+// kInvalidArgument unless old_size <= new_size <= entries.
+struct ConsistencyProof {
+  uint64_t old_size = 0, new_size = 0;
+  crypto::Sha256Digest old_root{}, new_root{};
+  std::vector<crypto::Sha256Digest> path;
+};
+absl::StatusOr<ConsistencyProof> ProveConsistency(const std::string& log_path, uint64_t old_size,
+                                                  uint64_t new_size);
+
+}  // namespace bunker::verifier
+
+#endif  // BUNKER_VERIFIER_AUDIT_LOG_H_

@@ -1,0 +1,150 @@
+#include "verifier/site_config.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "capnp/compat/json.h"
+#include "capnp/message.h"
+#include "capnp/schema.h"
+#include "capsule/io.h"
+#include "spec/site.capnp.h"
+
+namespace bunker::verifier {
+namespace {
+
+constexpr size_t kMaxSiteFileSize = 1 << 20;
+
+// Lexical normalization of an absolute path: collapses "//", "." and ".." without touching the
+// filesystem.
+std::string NormalizeAbsolute(const std::string& path) {
+  std::vector<std::string> parts;
+  for (absl::string_view p : absl::StrSplit(path, '/', absl::SkipEmpty())) {
+    if (p == ".") continue;
+    if (p == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.emplace_back(p);
+  }
+  return "/" + absl::StrJoin(parts, "/");
+}
+
+std::string CurrentDir() {
+  char buf[PATH_MAX];
+  return ::getcwd(buf, sizeof buf) != nullptr ? std::string(buf) : std::string("/");
+}
+
+std::string Resolve(const std::string& base_dir, const std::string& p) {
+  return NormalizeAbsolute(!p.empty() && p[0] == '/' ? p : base_dir + "/" + p);
+}
+
+absl::Status FieldError(const std::string& file, const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(file, ": $.", field, ": ", what));
+}
+
+}  // namespace
+
+absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
+  absl::StatusOr<std::string> text = capsule::ReadSmallFile(path, kMaxSiteFileSize);
+  if (!text.ok()) {
+    if (absl::IsNotFound(text.status())) {
+      return absl::NotFoundError(absl::StrCat("site configuration ", path, " not found"));
+    }
+    return text.status();
+  }
+  SiteConfig site;
+  site.path = path;
+  const std::string abs = Resolve(CurrentDir(), path);
+  const std::string base_dir = abs.substr(0, abs.rfind('/'));
+  try {
+    capnp::JsonCodec codec;
+    codec.setMaxNestingDepth(8);
+    capnp::MallocMessageBuilder message;
+    auto root = message.initRoot<capnp::JsonValue>();
+    codec.decodeRaw(kj::ArrayPtr<const char>(text->data(), text->size()), root);
+    if (!root.isObject()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": $: must be a JSON object"));
+    }
+    // Every field must be one the schema names, with the schema's type.
+    const capnp::StructSchema schema = capnp::Schema::from<schema::Site>();
+    for (auto field : root.asReader().getObject()) {
+      const std::string name = field.getName().cStr();
+      KJ_IF_MAYBE(f, schema.findFieldByName(field.getName())) {
+        const auto value = field.getValue();
+        if (f->getType().isText()) {
+          if (!value.isString()) return FieldError(path, name, "must be a string");
+          std::string v = value.getString().cStr();
+          if (name == "site") site.site = v;
+          if (name == "region") site.region = v;
+          if (name == "identity") site.identity = Resolve(base_dir, v);
+          if (name == "state") site.state = Resolve(base_dir, v);
+          if (name == "listen") site.listen = v;
+          if (name == "store") site.store = Resolve(base_dir, v);
+        } else {
+          if (!value.isArray()) return FieldError(path, name, "must be an array of strings");
+          std::vector<std::string> items;
+          size_t i = 0;
+          for (auto item : value.getArray()) {
+            if (!item.isString()) {
+              return FieldError(path, absl::StrCat(name, "[", i, "]"), "must be a string");
+            }
+            items.push_back(item.getString().cStr());
+            ++i;
+          }
+          if (name == "storage") site.storage = items;
+          if (name == "trust" || name == "destinations" || name == "peers") {
+            for (auto& it : items) it = Resolve(base_dir, it);
+          }
+          if (name == "trust") site.trust = items;
+          if (name == "destinations") site.destinations = items;
+          if (name == "peers") site.peers = items;
+        }
+      } else {
+        return FieldError(path, name, "unknown field");
+      }
+    }
+  } catch (const kj::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not valid JSON (", e.getDescription().cStr(), ")"));
+  }
+  if (site.site.empty()) return FieldError(path, "site", "is required");
+  if (site.identity.empty()) return FieldError(path, "identity", "is required");
+  if (site.state.empty()) return FieldError(path, "state", "is required");
+  if (site.trust.empty()) return FieldError(path, "trust", "needs at least one key or folder");
+  if (site.destinations.empty()) {
+    return FieldError(path, "destinations", "needs at least one folder");
+  }
+  return site;
+}
+
+absl::Status CheckDestination(const SiteConfig& site, const std::string& dir) {
+  const std::string abs = Resolve(CurrentDir(), dir);
+  // Resolve symlinks in the existing part of the parent, so a link cannot smuggle the
+  // destination elsewhere; the leaf itself is created by the extraction.
+  const std::string parent = abs.substr(0, abs.rfind('/'));
+  char real[PATH_MAX];
+  const std::string leaf = abs.substr(abs.rfind('/') + 1);
+  std::string resolved = abs;
+  if (::realpath(parent.empty() ? "/" : parent.c_str(), real) != nullptr) {
+    resolved = NormalizeAbsolute(std::string(real) + "/" + leaf);
+  }
+  for (const std::string& d : site.destinations) {
+    std::string root = d;
+    if (::realpath(d.c_str(), real) != nullptr) root = real;
+    if (resolved != root && absl::StartsWith(resolved, root == "/" ? root : root + "/")) {
+      return absl::OkStatus();
+    }
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "destination ", dir, " is not under any of the site's destinations (",
+      absl::StrJoin(site.destinations, ", "), ")"));
+}
+
+}  // namespace bunker::verifier

@@ -1,0 +1,37 @@
+// Site configuration files (spec/site.capnp, spec/POLICY.md "Site configuration"), JSON.
+#ifndef BUNKER_VERIFIER_SITE_CONFIG_H_
+#define BUNKER_VERIFIER_SITE_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace bunker::verifier {
+
+struct SiteConfig {
+  std::string path;                     // the configuration file itself
+  std::string site;
+  std::string region;
+  std::vector<std::string> storage;
+  std::string identity;                 // absolute path
+  std::vector<std::string> trust;       // absolute paths
+  std::vector<std::string> destinations;  // absolute, normalized paths
+  std::string state;                    // absolute path
+  std::string listen;                   // transfer daemon fields, not validated here
+  std::vector<std::string> peers;
+  std::string store;
+};
+
+// Loads and validates `path`: known fields only (kInvalidArgument with the JSON path of an
+// unknown one), `site`, `identity`, `state` and at least one `trust` and `destinations` entry
+// required; relative paths resolved against the file's folder.
+absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path);
+
+// Whether `dir` (made absolute and normalized lexically, without following symlinks at the
+// leaf) lies under one of the site's destinations; kPermissionDenied naming it otherwise.
+absl::Status CheckDestination(const SiteConfig& site, const std::string& dir);
+
+}  // namespace bunker::verifier
+
+#endif  // BUNKER_VERIFIER_SITE_CONFIG_H_

@@ -1,0 +1,86 @@
+#include "verifier/site_config.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include "gtest/gtest.h"
+
+namespace bunker::verifier {
+namespace {
+
+std::string TempDir() {
+  std::string t = ::testing::TempDir() + "site-XXXXXX";  // TempDir() ends with a slash
+  return ::mkdtemp(t.data());
+}
+
+std::string Write(const std::string& dir, const std::string& json) {
+  const std::string p = dir + "/site.json";
+  std::ofstream(p) << json;
+  return p;
+}
+
+TEST(SiteConfigTest, LoadsAndResolvesRelativePaths) {
+  const std::string dir = TempDir();
+  auto site = LoadSiteConfig(Write(dir, R"({"site": "site-b", "region": "eu-west-1",
+      "storage": ["encrypted-at-rest"], "identity": "keys/site-b.key",
+      "trust": ["trusted/"], "destinations": ["data", "/srv/x"], "state": "state",
+      "listen": "127.0.0.1:7000", "peers": ["peers/a.pub"], "store": "store"})"));
+  ASSERT_TRUE(site.ok()) << site.status();
+  EXPECT_EQ(site->site, "site-b");
+  EXPECT_EQ(site->region, "eu-west-1");
+  EXPECT_EQ(site->identity, dir + "/keys/site-b.key");
+  EXPECT_EQ(site->trust[0], dir + "/trusted");
+  EXPECT_EQ(site->destinations[0], dir + "/data");
+  EXPECT_EQ(site->destinations[1], "/srv/x");
+  EXPECT_EQ(site->state, dir + "/state");
+  EXPECT_EQ(site->listen, "127.0.0.1:7000");
+}
+
+TEST(SiteConfigTest, RejectsUnknownFieldsWrongTypesAndMissingFields) {
+  const std::string dir = TempDir();
+  const std::string base = R"("site": "s", "identity": "k", "trust": ["t"],
+      "destinations": ["d"], "state": "st")";
+  struct Case {
+    std::string json, needle;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"{" + base + R"(, "colour": "blue"})", "$.colour: unknown field"},
+           {"{" + base + R"(, "region": 3})", "$.region: must be a string"},
+           {"{" + base + R"(, "storage": "x"})", "$.storage: must be an array"},
+           {"{" + base + R"(, "storage": ["a", 1]})", "$.storage[1]: must be a string"},
+           {R"({"identity": "k", "trust": ["t"], "destinations": ["d"], "state": "st"})",
+            "$.site: is required"},
+           {R"({"site": "s", "identity": "k", "trust": [], "destinations": ["d"], "state": "x"})",
+            "$.trust"},
+           {"[1, 2]", "must be a JSON object"},
+           {"{\"site\": ", "not valid JSON"},
+       }) {
+    auto site = LoadSiteConfig(Write(dir, c.json));
+    EXPECT_EQ(site.status().code(), absl::StatusCode::kInvalidArgument) << c.json;
+    EXPECT_NE(std::string(site.status().message()).find(c.needle), std::string::npos)
+        << site.status().message();
+  }
+  EXPECT_EQ(LoadSiteConfig(dir + "/missing.json").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(SiteConfigTest, DestinationMustLieUnderARoot) {
+  const std::string dir = TempDir();
+  ::mkdir((dir + "/data").c_str(), 0755);
+  SiteConfig site;
+  site.destinations = {dir + "/data"};
+  EXPECT_TRUE(CheckDestination(site, dir + "/data/out").ok());
+  EXPECT_TRUE(CheckDestination(site, dir + "/data/a/b/c").ok());
+  EXPECT_EQ(CheckDestination(site, dir + "/data").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(CheckDestination(site, dir + "/database").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(CheckDestination(site, dir + "/data/../elsewhere").code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(CheckDestination(site, "/tmp").code(), absl::StatusCode::kPermissionDenied);
+  // A symlink inside the destination that points outside does not carry the target with it.
+  ::symlink("/tmp", (dir + "/data/link").c_str());
+  EXPECT_EQ(CheckDestination(site, dir + "/data/link/out").code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
+}  // namespace
+}  // namespace bunker::verifier

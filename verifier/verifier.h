@@ -1,0 +1,58 @@
+// The site verifier: decides whether a capsule may be opened for a request, and records every
+// decision in the site's audit log before anything is released (spec/POLICY.md "Opening under a
+// policy").
+//
+// Order: the caller has checked the signature and trust (CapsuleReader::Open) and unwrapped the
+// data key (CapsuleReader::Unlock). Authorize then reads the file index (paths only: no file
+// content is decrypted), evaluates the policy over the requested files, and with a site appends
+// the decision to the audit log and, on a permit that uses a maxOpens rule, counts the release,
+// all in one transaction of the site's state database. Only a permit returned from here lets the
+// caller decrypt contents.
+#ifndef BUNKER_VERIFIER_VERIFIER_H_
+#define BUNKER_VERIFIER_VERIFIER_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "capsule/glob.h"
+#include "capsule/reader.h"
+#include "crypto/keys.h"
+#include "verifier/audit_log.h"
+#include "verifier/policy.h"
+#include "verifier/site_config.h"
+
+namespace bunker::verifier {
+
+struct OpenRequest {
+  // The site, with its private identity (signs audit checkpoints). Null: offline mode, which
+  // denies any policy with conditions that need a site and writes no audit record.
+  const SiteConfig* site = nullptr;
+  const crypto::Identity* site_identity = nullptr;
+  std::optional<crypto::PublicIdentity> requester;  // --as
+  std::optional<std::string> purpose;               // --purpose
+  capsule::PathSelection only;                      // --only; empty: the whole capsule
+  std::vector<std::string> only_patterns;           // as typed, for the audit record
+  int64_t now = 0;
+  // Evaluate and explain only: no audit record, no count (`capsule policy explain`).
+  bool dry_run = false;
+};
+
+struct Authorization {
+  Decision decision;
+  std::vector<std::string> files;        // the requested files (index paths)
+  std::optional<Checkpoint> checkpoint;  // the audit checkpoint that covers the decision
+};
+
+// Returns the decision (a deny is a value, not an error). An error means no decision could be
+// made or recorded; the caller must then release nothing. kFailedPrecondition if the audit log
+// is inconsistent with the checkpoint the site last signed (rollback).
+absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
+                                        const capsule::PayloadKey& key,
+                                        const OpenRequest& request, int threads);
+
+}  // namespace bunker::verifier
+
+#endif  // BUNKER_VERIFIER_VERIFIER_H_

@@ -72,21 +72,17 @@ run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose 
 step "Refused: the whole capsule (pii/ is forbidden), and nothing is extracted"
 run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --to landing/run3; echo "exit status $?"
 set -e
-run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/run4
-step "Refused: the third open, past maxOpens 2"
+step "Alice reads one file without decrypting the rest (cat): permitted, recorded, counted (2 of 2)"
+run "$CAPSULE" cat dataset.capsule eval/qa-2.tsv --site site-b.json --as alice.key --purpose training
+step "Refused: a third release, past maxOpens 2"
 set +e
-run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/run5; echo "exit status $?"
+run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/run4; echo "exit status $?"
 set -e
 ls landing
 
 step "The audit trail: every decision, permit or deny, in a signed Merkle log"
 run "$CAPSULE" audit show --site site-b.json
 run "$CAPSULE" audit verify --log site-b-state/audit.log --key site-b.pub
-
-step "Anyone holding the capsule can read one file without decrypting the rest (cat), under the same rules"
-set +e
-run "$CAPSULE" cat dataset.capsule eval/qa-2.tsv --site site-b.json --as alice.key --purpose training; echo "exit status $?"
-set -e
 
 step "Tamper with one byte in the middle of the capsule: verify names the bad chunk"
 cp dataset.capsule tampered.capsule

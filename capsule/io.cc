@@ -17,23 +17,6 @@ namespace {
 
 constexpr size_t kWriteBuffer = 1 << 20;
 
-absl::Status ErrnoStatus(const std::string& what, int err) {
-  const std::string text = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(text);
-    case EEXIST:
-      return absl::AlreadyExistsError(text);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(text);
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(text);
-    default:
-      return absl::UnavailableError(text);
-  }
-}
 
 class PosixFile : public RandomAccessFile {
  public:
@@ -80,6 +63,24 @@ class InMemoryFile : public RandomAccessFile {
 };
 
 }  // namespace
+
+absl::Status ErrnoStatus(const std::string& what, int err) {
+  const std::string text = absl::StrCat(what, ": ", std::strerror(err));
+  switch (err) {
+    case ENOENT:
+      return absl::NotFoundError(text);
+    case EEXIST:
+      return absl::AlreadyExistsError(text);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(text);
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(text);
+    default:
+      return absl::UnavailableError(text);
+  }
+}
 
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

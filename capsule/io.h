@@ -92,6 +92,10 @@ class FdWriter : public WritableFile {
   std::vector<uint8_t> buffer_;
 };
 
+// "what: strerror(err)" with the canonical code for the errno: kNotFound, kAlreadyExists,
+// kPermissionDenied, kResourceExhausted (full disk or quota), kUnavailable otherwise.
+absl::Status ErrnoStatus(const std::string& what, int err);
+
 // Writes all of `data` to `fd`, retrying on EINTR and short writes.
 absl::Status WriteAll(int fd, absl::Span<const uint8_t> data);
 

@@ -38,21 +38,6 @@ constexpr size_t kReadBuffer = size_t{1} << 16;
 // Proofs keep the offset of every 1024th entry so that a leaf is at most 1023 entries away.
 constexpr uint64_t kOffsetSampleEvery = 1024;
 
-absl::Status ErrnoStatus(const std::string& what, int err) {
-  const std::string text = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(text);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(text);
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(text);
-    default:
-      return absl::UnavailableError(text);
-  }
-}
 
 class Fd {
  public:
@@ -87,7 +72,7 @@ class FileLock {
     if (rc == 0) {
       fd_ = fd;
     } else {
-      status_ = ErrnoStatus("cannot lock the audit log", errno);
+      status_ = capsule::ErrnoStatus("cannot lock the audit log", errno);
     }
   }
   ~FileLock() {
@@ -118,7 +103,7 @@ class FdView : public capsule::RandomAccessFile {
           ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
       if (n < 0) {
         if (errno == EINTR) continue;
-        return ErrnoStatus("cannot read the audit log", errno);
+        return capsule::ErrnoStatus("cannot read the audit log", errno);
       }
       if (n == 0) return absl::DataLossError("the audit log shrank while being read");
       done += static_cast<size_t>(n);
@@ -498,10 +483,10 @@ struct Snapshot {
 
 absl::StatusOr<Fd> OpenForReading(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
+  if (fd < 0) return capsule::ErrnoStatus(absl::StrCat("cannot open ", path), errno);
   Fd out(fd);
   struct stat st;
-  if (::fstat(fd, &st) != 0) return ErrnoStatus(absl::StrCat("cannot stat ", path), errno);
+  if (::fstat(fd, &st) != 0) return capsule::ErrnoStatus(absl::StrCat("cannot stat ", path), errno);
   if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, " is not a file"));
   return out;
 }
@@ -536,7 +521,7 @@ absl::Status WriteAllAt(int fd, absl::Span<const uint8_t> data, uint64_t offset)
         ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return ErrnoStatus("cannot write the audit log", errno);
+      return capsule::ErrnoStatus("cannot write the audit log", errno);
     }
     done += static_cast<size_t>(n);
   }
@@ -544,7 +529,7 @@ absl::Status WriteAllAt(int fd, absl::Span<const uint8_t> data, uint64_t offset)
 }
 
 absl::Status Sync(int fd) {
-  if (::fsync(fd) != 0) return ErrnoStatus("cannot sync the audit log", errno);
+  if (::fsync(fd) != 0) return capsule::ErrnoStatus("cannot sync the audit log", errno);
   return absl::OkStatus();
 }
 
@@ -552,13 +537,13 @@ absl::Status Truncate(int fd, uint64_t size) {
   int rc;
   while ((rc = ::ftruncate(fd, static_cast<off_t>(size))) != 0 && errno == EINTR) {
   }
-  if (rc != 0) return ErrnoStatus("cannot cut the audit log's unsigned tail", errno);
+  if (rc != 0) return capsule::ErrnoStatus("cannot cut the audit log's unsigned tail", errno);
   return Sync(fd);
 }
 
 absl::Status SyncDir(const std::string& dir) {
   Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoStatus(absl::StrCat("cannot open ", dir), errno);
+  if (!fd.valid()) return capsule::ErrnoStatus(absl::StrCat("cannot open ", dir), errno);
   return Sync(fd.get());
 }
 
@@ -574,10 +559,10 @@ absl::StatusOr<Fd> OpenOrCreate(const std::string& path, bool create, bool* crea
       fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     }
   }
-  if (fd < 0) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
+  if (fd < 0) return capsule::ErrnoStatus(absl::StrCat("cannot open ", path), errno);
   Fd out(fd);
   struct stat st;
-  if (::fstat(fd, &st) != 0) return ErrnoStatus(absl::StrCat("cannot stat ", path), errno);
+  if (::fstat(fd, &st) != 0) return capsule::ErrnoStatus(absl::StrCat("cannot stat ", path), errno);
   if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, " is not a file"));
   return out;
 }
@@ -587,7 +572,7 @@ absl::StatusOr<bool> NonEmpty(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return false;
-    return ErrnoStatus(absl::StrCat("cannot stat ", path), errno);
+    return capsule::ErrnoStatus(absl::StrCat("cannot stat ", path), errno);
   }
   return st.st_size > 0;
 }
@@ -924,7 +909,7 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
         "site name must be 1-256 bytes without control characters (it goes into checkpoints)");
   }
   if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return ErrnoStatus(absl::StrCat("cannot create ", state_dir), errno);
+    return capsule::ErrnoStatus(absl::StrCat("cannot create ", state_dir), errno);
   }
   const std::string log_path = absl::StrCat(state_dir, "/audit.log");
   const std::string ck_path = AuditCheckpointsPath(log_path);

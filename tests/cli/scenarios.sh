@@ -9,23 +9,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-cli-XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 
-fail() { echo "FAIL [$SCENARIO]: $*" >&2; exit 1; }
-# expect_exit CODE CMD...: runs CMD, checks its exit status, keeps stderr in $WORK/err.
-expect_exit() {
-  local want=$1; shift
-  "$@" >"$WORK/.stdout" 2>"$WORK/.stderr"
-  local got=$?
-  [ "$got" -eq "$want" ] || { cat "$WORK/.stderr" >&2; fail "'$*' exited $got, expected $want"; }
-}
-expect_err() { grep -q -- "$1" "$WORK/.stderr" || { cat "$WORK/.stderr" >&2; fail "stderr lacks '$1'"; }; }
-one_line_err() {
-  local n; n=$(grep -vc '^hint:' "$WORK/.stderr")
-  [ "$n" -eq 1 ] || { cat "$WORK/.stderr" >&2; fail "expected one error line, got $n"; }
-}
-no_leftovers() {  # no staging or partial files anywhere under $1
-  local found; found=$(find "$1" -name '.*bunker*' -o -name '*.partial' | head -1)
-  [ -z "$found" ] || fail "leftover $found"
-}
+. "$(dirname "$0")/lib.sh"
 
 make_dataset() {
   mkdir -p data/train/deep data/pii

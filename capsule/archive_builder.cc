@@ -144,7 +144,7 @@ class Builder {
         }
       }
       if (total != fe.size) {
-        return absl::FailedPreconditionError(
+        return absl::AbortedError(
             absl::StrCat(QuotePath(path), " changed size while it was being sealed"));
       }
       fe.sha256 = hash.Finish();

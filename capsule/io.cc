@@ -124,6 +124,16 @@ absl::StatusOr<std::unique_ptr<AtomicFileWriter>> AtomicFileWriter::Create(
   const size_t slash = path.rfind('/');
   const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
   const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (!overwrite && ::access("/proc/self/fd", F_OK) == 0) {
+    // An unnamed file in the target's folder: if the process dies, even by SIGKILL, nothing
+    // is left behind. Commit() gives it its name with linkat(2).
+    int fd = ::open(dir.empty() ? "." : dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, mode);
+    if (fd >= 0) {
+      ::fchmod(fd, static_cast<mode_t>(mode));  // not subject to the umask, as asked
+      return std::unique_ptr<AtomicFileWriter>(new AtomicFileWriter(path, "", fd, overwrite));
+    }
+    // Filesystems without O_TMPFILE: fall back to a hidden named file.
+  }
   uint8_t rnd[6];
   crypto::RandomBytes(absl::MakeSpan(rnd));
   const std::string tmp = absl::StrCat(dir, ".", base, ".", crypto::ToHex(rnd), ".partial");
@@ -140,7 +150,7 @@ AtomicFileWriter::AtomicFileWriter(std::string path, std::string tmp, int fd, bo
 
 AtomicFileWriter::~AtomicFileWriter() {
   if (fd_ >= 0) ::close(fd_);
-  if (!committed_) ::unlink(tmp_.c_str());
+  if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
 }
 
 absl::Status AtomicFileWriter::Flush() {
@@ -169,13 +179,23 @@ absl::Status AtomicFileWriter::Commit() {
   absl::Status s = Flush();
   if (!s.ok()) return s;
   if (::fsync(fd_) != 0) return ErrnoStatus(absl::StrCat("cannot sync ", path_), errno);
-  ::close(fd_);
-  fd_ = -1;
-  if (overwrite_) {
+  if (tmp_.empty()) {
+    // The unnamed file gets its name; linkat fails if the name appeared meanwhile.
+    const std::string self = absl::StrCat("/proc/self/fd/", fd_);
+    if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path_.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+      return ErrnoStatus(absl::StrCat("cannot create ", path_), errno);
+    }
+    ::close(fd_);
+    fd_ = -1;
+  } else if (overwrite_) {
+    ::close(fd_);
+    fd_ = -1;
     if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
       return ErrnoStatus(absl::StrCat("cannot create ", path_), errno);
     }
   } else {
+    ::close(fd_);
+    fd_ = -1;
     // link() fails if the target appeared meanwhile, so an existing file is never replaced.
     if (::link(tmp_.c_str(), path_.c_str()) != 0) {
       return ErrnoStatus(absl::StrCat("cannot create ", path_), errno);

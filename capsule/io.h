@@ -54,10 +54,11 @@ class MemorySink : public WritableFile {
   std::vector<uint8_t> bytes;
 };
 
-// Writes a file atomically: data goes to a hidden temporary file beside `path`; Commit() fsyncs
-// it and renames it into place (refusing to replace an existing file unless `overwrite`).
-// Destroying the writer without Commit() removes the temporary file, so a failed or interrupted
-// write leaves nothing at `path`.
+// Writes a file atomically: data goes to an unnamed O_TMPFILE file in `path`'s folder (or, where
+// the filesystem lacks O_TMPFILE, or with `overwrite`, a hidden named temporary file); Commit()
+// fsyncs it and gives it its name (refusing to replace an existing file unless `overwrite`).
+// Destroying the writer without Commit() discards the data, so a failed or interrupted write
+// leaves nothing at `path`, and with O_TMPFILE nothing at all even after SIGKILL.
 class AtomicFileWriter : public WritableFile {
  public:
   // `mode` is applied to the temporary file at creation (e.g. 0600 for keys).

@@ -1,6 +1,7 @@
 #include "capsule/reader.h"
 
 #include <algorithm>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "crypto/merkle.h"
@@ -145,7 +146,12 @@ absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress
     while (next < n && !pipeline.full()) {
       const uint64_t i = next++;
       pipeline.Submit([this, i, &buffers]() -> absl::Status {
-        std::vector<uint8_t> buf = buffers.Get();
+        std::vector<uint8_t> buf;
+        try {
+          buf = buffers.Get();
+        } catch (const std::bad_alloc&) {
+          return absl::ResourceExhaustedError("out of memory");
+        }
         const absl::Span<uint8_t> ct(buf.data(), geometry_.CipherSize(i));
         absl::Status s = file_->ReadAt(geometry_.ChunkOffset(i), ct);
         if (s.ok()) s = CheckChunk(i, ct);
@@ -230,7 +236,12 @@ void PayloadStream::Fill() {
     BufferPool* buffers = buffers_.get();
     pipeline_->Submit([reader, aead, buffers, i, &g]() -> ChunkResult {
       ChunkResult r;
-      r.buffer = buffers->Get();
+      try {
+        r.buffer = buffers->Get();
+      } catch (const std::bad_alloc&) {
+        r.status = absl::ResourceExhaustedError("out of memory");
+        return r;
+      }
       const absl::Span<uint8_t> ct(r.buffer.data(), g.CipherSize(i));
       r.status = reader->file_->ReadAt(g.ChunkOffset(i), ct);
       if (!r.status.ok()) {

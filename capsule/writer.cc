@@ -1,6 +1,7 @@
 #include "capsule/writer.h"
 
 #include <algorithm>
+#include <new>
 #include <cstring>
 #include <set>
 
@@ -111,7 +112,11 @@ absl::Status CapsuleWriter::SubmitChunk(std::vector<uint8_t> buffer, size_t plai
     const auto nonce = ChunkNonce(index, last);
     r.status = aead->Seal(nonce, id, absl::MakeConstSpan(buf.data(), plain_size),
                           absl::MakeSpan(buf.data(), r.size));
-    r.leaf = crypto::MerkleLeafHash(absl::MakeConstSpan(buf.data(), r.size));
+    try {
+      r.leaf = crypto::MerkleLeafHash(absl::MakeConstSpan(buf.data(), r.size));
+    } catch (const std::bad_alloc&) {
+      r.status = absl::ResourceExhaustedError("out of memory");
+    }
     r.buffer = std::move(buf);
     return r;
   });

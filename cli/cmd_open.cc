@@ -105,7 +105,7 @@ int RunOpen(int argc, char** argv) {
                     "see why with: capsule policy explain CAPSULE --site SITE.json");
   }
 
-  Progress progress("opening", m.archive_size, !ctx.json());
+  Progress progress("opening", a.Has("to") ? m.payload_size : m.archive_size, !ctx.json());
   auto update = [&progress](uint64_t n) { progress.Update(n); };
   if (a.Has("to")) {
     const std::string dest = a.Get("to");

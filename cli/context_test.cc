@@ -1,0 +1,61 @@
+#include "cli/context.h"
+
+#include "gtest/gtest.h"
+
+namespace bunker::cli {
+namespace {
+
+TEST(JsonStringTest, EscapesAndStaysValidForAnyBytes) {
+  EXPECT_EQ(JsonString("plain"), "\"plain\"");
+  EXPECT_EQ(JsonString("a\"b\\c\n\t"), "\"a\\\"b\\\\c\\n\\t\"");
+  EXPECT_EQ(JsonString(std::string("\x01\x7f", 2)), "\"\\u0001\\u007f\"");
+  EXPECT_EQ(JsonString("caf\xc3\xa9"), "\"caf\xc3\xa9\"");        // UTF-8 kept
+  EXPECT_EQ(JsonString("bad\xff"), "\"bad\\ufffd\"");             // invalid byte replaced
+  EXPECT_EQ(JsonString("\xc3"), "\"\\ufffd\"");                   // truncated sequence
+  EXPECT_EQ(JsonString("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");  // surrogate
+  EXPECT_EQ(JsonString("\xc0\xaf"), "\"\\ufffd\\ufffd\"");        // overlong
+}
+
+TEST(TerminalSafeTest, DefangsEscapeSequences) {
+  EXPECT_EQ(TerminalSafe("ok name.txt"), "ok name.txt");
+  EXPECT_EQ(TerminalSafe("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");
+  EXPECT_EQ(TerminalSafe("a\nb"), "a\\x0ab");
+  EXPECT_EQ(TerminalSafe("a\nb\tc", /*keep_newlines=*/true), "a\nb\tc");
+  EXPECT_EQ(TerminalSafe("\xc2\x9b" "31m"), "\\xc2\\x9b31m");  // C1 CSI
+  EXPECT_EQ(TerminalSafe("caf\xc3\xa9"), "caf\xc3\xa9");
+}
+
+TEST(ParseSizeTest, SuffixesAndErrors) {
+  EXPECT_EQ(*ParseSize("4096"), 4096u);
+  EXPECT_EQ(*ParseSize("64K"), 65536u);
+  EXPECT_EQ(*ParseSize("1M"), 1u << 20);
+  EXPECT_EQ(*ParseSize("2MiB"), 2u << 20);
+  EXPECT_EQ(*ParseSize("1g"), uint64_t{1} << 30);
+  EXPECT_FALSE(ParseSize("").ok());
+  EXPECT_FALSE(ParseSize("M").ok());
+  EXPECT_FALSE(ParseSize("-1").ok());
+  EXPECT_FALSE(ParseSize("99999999999999999999G").ok());
+}
+
+TEST(ExitCodeTest, EachClassHasItsStatus) {
+  EXPECT_EQ(ExitCodeFor(absl::OkStatus()), kExitOk);
+  EXPECT_EQ(ExitCodeFor(absl::InvalidArgumentError("")), kExitInvalid);
+  EXPECT_EQ(ExitCodeFor(absl::DataLossError("")), kExitCorrupt);
+  EXPECT_EQ(ExitCodeFor(absl::PermissionDeniedError("")), kExitDenied);
+  EXPECT_EQ(ExitCodeFor(absl::NotFoundError("")), kExitNotFound);
+  EXPECT_EQ(ExitCodeFor(absl::AlreadyExistsError("")), kExitExists);
+  EXPECT_EQ(ExitCodeFor(absl::ResourceExhaustedError("")), kExitExhausted);
+  EXPECT_EQ(ExitCodeFor(absl::UnavailableError("")), kExitUnavailable);
+  EXPECT_EQ(ExitCodeFor(absl::AbortedError("")), kExitUnavailable);
+  EXPECT_EQ(ExitCodeFor(absl::CancelledError("")), kExitInterrupted);
+  EXPECT_EQ(ExitCodeFor(absl::InternalError("")), kExitInternal);
+}
+
+TEST(HumanBytesTest, Units) {
+  EXPECT_EQ(HumanBytes(512), "512 B");
+  EXPECT_EQ(HumanBytes(1536), "1.5 KiB");
+  EXPECT_EQ(HumanBytes(uint64_t{3} << 30), "3.0 GiB");
+}
+
+}  // namespace
+}  // namespace bunker::cli

@@ -64,6 +64,12 @@ class CapsuleReader {
   // chunk: "chunk 17 of 1024 is corrupt (hash does not match the signed chunk table)".
   absl::Status VerifyChunks(int threads, const ProgressFn& progress) const;
 
+  // Reads raw bytes of the capsule file, unchecked: for a sender forwarding the prelude and
+  // chunk ciphertexts as they are (the receiver checks them). kOutOfRange past the end.
+  absl::Status ReadRaw(uint64_t offset, absl::Span<uint8_t> out) const {
+    return file_->ReadAt(offset, out);
+  }
+
   // Checks chunk `index`'s ciphertext against the signed table (for keyless transfer checks).
   absl::Status CheckChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) const;
 

@@ -1,0 +1,296 @@
+#include "capsule/incoming.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "capsule/format.h"
+#include "capsule/io.h"
+
+namespace bunker::capsule {
+namespace {
+
+// A capsule file of which only the prelude is known: reads of the header or the tail succeed,
+// anything else (the chunks) is out of range. Enough for CapsuleReader's checks, which never
+// read a chunk.
+class PreludeFile : public RandomAccessFile {
+ public:
+  PreludeFile(Prelude p, uint64_t tail_offset, uint64_t size)
+      : p_(std::move(p)), tail_offset_(tail_offset), size_(size) {}
+  uint64_t size() const override { return size_; }
+  absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const override {
+    if (offset + out.size() <= p_.header.size()) {
+      std::memcpy(out.data(), p_.header.data() + offset, out.size());
+      return absl::OkStatus();
+    }
+    if (offset >= tail_offset_ && offset - tail_offset_ + out.size() <= p_.tail.size()) {
+      std::memcpy(out.data(), p_.tail.data() + (offset - tail_offset_), out.size());
+      return absl::OkStatus();
+    }
+    return absl::OutOfRangeError("not part of the prelude");
+  }
+
+ private:
+  const Prelude p_;
+  uint64_t tail_offset_, size_;
+};
+
+absl::Status PwriteAll(int fd, absl::Span<const uint8_t> data, uint64_t offset) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
+                               static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("cannot write the incoming capsule", errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PreadAll(int fd, absl::Span<uint8_t> out, uint64_t offset) {
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n =
+        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("cannot read the incoming capsule", errno);
+    }
+    if (n == 0) return absl::DataLossError("the incoming capsule file is shorter than expected");
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+void SyncDir(const std::string& dir) {
+  const int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (d >= 0) {
+    ::fsync(d);
+    ::close(d);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<Prelude> ReadPrelude(const CapsuleReader& reader) {
+  const Geometry& g = reader.geometry();
+  Prelude p;
+  p.header.resize(kHeaderSize);
+  p.tail.resize(g.FileSize() - g.TableOffset());
+  absl::Status s = reader.ReadRaw(0, absl::MakeSpan(p.header));
+  if (s.ok()) s = reader.ReadRaw(g.TableOffset(), absl::MakeSpan(p.tail));
+  if (!s.ok()) return s;
+  return p;
+}
+
+IncomingCapsule::~IncomingCapsule() {
+  if (fd_ >= 0) ::close(fd_);
+  if (journal_fd_ >= 0) ::close(journal_fd_);
+}
+
+absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
+    const std::string& store, const Prelude& prelude,
+    absl::Span<const crypto::PublicIdentity> trusted) {
+  // Find the geometry from the tail alone, then let CapsuleReader check everything.
+  const std::vector<uint8_t>& tail = prelude.tail;
+  if (prelude.header.size() != kHeaderSize || tail.size() < kSignatureSize + kFooterSize + 8) {
+    return absl::DataLossError("capsule prelude is malformed");
+  }
+  absl::StatusOr<uint64_t> m = DecodeFooter(absl::MakeConstSpan(tail).last(kFooterSize));
+  if (!m.ok()) return m.status();
+  if (*m > tail.size() - kSignatureSize - kFooterSize) {
+    return absl::DataLossError("capsule prelude is truncated");
+  }
+  absl::StatusOr<Manifest> manifest = DecodeManifest(absl::MakeConstSpan(
+      tail.data() + tail.size() - kFooterSize - kSignatureSize - *m, *m));
+  if (!manifest.ok()) return manifest.status();
+  const Geometry g = manifest->geometry(*m);
+  absl::Status s = g.Check();
+  if (!s.ok()) return s;
+  if (tail.size() != g.FileSize() - g.TableOffset()) {
+    return absl::DataLossError("capsule prelude does not match its manifest");
+  }
+  std::unique_ptr<IncomingCapsule> in(new IncomingCapsule());
+  absl::StatusOr<std::unique_ptr<CapsuleReader>> reader = CapsuleReader::Open(
+      std::make_unique<PreludeFile>(prelude, g.TableOffset(), g.FileSize()), trusted);
+  if (!reader.ok()) return reader.status();
+  // The reader keeps its own copy of the prelude; after Open (which loads the table) it is used
+  // for CheckChunk alone.
+  in->reader_ = std::move(*reader);
+  in->trusted_.assign(trusted.begin(), trusted.end());
+  in->store_ = store;
+  const std::string id = in->reader_->manifest().IdHex();
+  const std::string incoming = store + "/.incoming";
+  ::mkdir(store.c_str(), 0700);
+  ::mkdir(incoming.c_str(), 0700);
+  const std::string final_path = store + "/" + id + ".capsule";
+  if (::access(final_path.c_str(), F_OK) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat("capsule ", id, " is already in the store"));
+  }
+  in->path_ = incoming + "/" + id + ".capsule";
+  in->journal_path_ = incoming + "/" + id + ".journal";
+  in->fd_ = ::open(in->path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (in->fd_ < 0) return ErrnoStatus("cannot create the incoming capsule", errno);
+  struct stat st;
+  if (::fstat(in->fd_, &st) != 0) return ErrnoStatus("cannot stat the incoming capsule", errno);
+  if (st.st_size == 0) {
+    // New: a sparse file of the final size, with the prelude in place.
+    if (::ftruncate(in->fd_, static_cast<off_t>(g.FileSize())) != 0) {
+      return ErrnoStatus("cannot size the incoming capsule", errno);
+    }
+    s = PwriteAll(in->fd_, prelude.header, 0);
+    if (s.ok()) s = PwriteAll(in->fd_, tail, g.TableOffset());
+    if (s.ok() && ::fsync(in->fd_) != 0) s = ErrnoStatus("cannot sync", errno);
+    if (!s.ok()) return s;
+    SyncDir(incoming);
+  } else {
+    // Resuming: the same capsule, byte for byte, or nothing.
+    std::vector<uint8_t> header(kHeaderSize), old_tail(tail.size());
+    if (static_cast<uint64_t>(st.st_size) != g.FileSize() ||
+        !PreadAll(in->fd_, absl::MakeSpan(header), 0).ok() ||
+        !PreadAll(in->fd_, absl::MakeSpan(old_tail), g.TableOffset()).ok() ||
+        header != prelude.header || old_tail != tail) {
+      return absl::DataLossError(absl::StrCat(
+          "a different capsule with id ", id, " is partly received; remove ", in->path_));
+    }
+  }
+  in->received_.assign(g.chunk_count, false);
+  s = in->LoadJournal();
+  if (!s.ok()) return s;
+  return in;
+}
+
+absl::Status IncomingCapsule::LoadJournal() {
+  journal_fd_ = ::open(journal_path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (journal_fd_ < 0) return ErrnoStatus("cannot open the transfer journal", errno);
+  struct stat st;
+  if (::fstat(journal_fd_, &st) != 0) return ErrnoStatus("cannot stat the journal", errno);
+  const uint64_t whole = static_cast<uint64_t>(st.st_size) / 8 * 8;
+  if (whole != static_cast<uint64_t>(st.st_size)) {
+    // A record torn by a crash: the chunk it named is simply sent again.
+    if (::ftruncate(journal_fd_, static_cast<off_t>(whole)) != 0) {
+      return ErrnoStatus("cannot repair the journal", errno);
+    }
+  }
+  std::vector<uint8_t> buf(1 << 16);
+  for (uint64_t pos = 0; pos < whole;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), whole - pos));
+    absl::Status s = PreadAll(journal_fd_, absl::MakeSpan(buf.data(), n), pos);
+    if (!s.ok()) return s;
+    for (size_t k = 0; k < n; k += 8) {
+      const uint64_t i = LoadBigEndian64(buf.data() + k);
+      if (i >= received_.size()) return absl::DataLossError("the transfer journal is corrupt");
+      if (!received_[i]) {
+        received_[i] = true;
+        ++received_count_;
+      }
+    }
+    pos += n;
+  }
+  return absl::OkStatus();
+}
+
+std::vector<uint64_t> IncomingCapsule::Missing() const {
+  std::vector<uint64_t> out;
+  for (uint64_t i = 0; i < received_.size(); ++i) {
+    if (!received_[i]) out.push_back(i);
+  }
+  return out;
+}
+
+absl::Status IncomingCapsule::PutChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) {
+  if (index >= received_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk index ", index, " out of range"));
+  }
+  absl::Status s = reader_->CheckChunk(index, ciphertext);
+  if (!s.ok()) return s;
+  if (received_[index]) return absl::OkStatus();
+  s = PwriteAll(fd_, ciphertext, reader_->geometry().ChunkOffset(index));
+  if (!s.ok()) return s;
+  pending_.push_back(index);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint64_t>> IncomingCapsule::Sync() {
+  std::sort(pending_.begin(), pending_.end());
+  pending_.erase(std::unique(pending_.begin(), pending_.end()), pending_.end());
+  std::vector<uint64_t> done;
+  for (uint64_t i : pending_) {
+    if (!received_[i]) done.push_back(i);
+  }
+  pending_.clear();
+  if (done.empty()) return done;
+  // Data first, journal second: a journaled chunk is always on disk.
+  if (::fdatasync(fd_) != 0) return ErrnoStatus("cannot sync the incoming capsule", errno);
+  std::vector<uint8_t> records(8 * done.size());
+  for (size_t k = 0; k < done.size(); ++k) StoreBigEndian64(done[k], records.data() + 8 * k);
+  absl::Status s = WriteAll(journal_fd_, records);
+  if (s.ok() && ::fsync(journal_fd_) != 0) s = ErrnoStatus("cannot sync the journal", errno);
+  if (!s.ok()) return s;
+  for (uint64_t i : done) {
+    received_[i] = true;
+    ++received_count_;
+  }
+  return done;
+}
+
+absl::StatusOr<std::string> IncomingCapsule::Finish() {
+  if (received_count_ != received_.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        received_.size() - received_count_, " of ", received_.size(), " chunks are missing"));
+  }
+  // Re-verify what is on disk, all cores; a chunk damaged since it was journaled is named.
+  absl::StatusOr<std::unique_ptr<RandomAccessFile>> file = OpenFile(path_);
+  if (!file.ok()) return file.status();
+  absl::StatusOr<std::unique_ptr<CapsuleReader>> full =
+      CapsuleReader::Open(std::move(*file), trusted_);
+  if (!full.ok()) return full.status();
+  absl::Status s = (*full)->VerifyChunks(0, nullptr);
+  if (!s.ok()) {
+    // Forget every damaged chunk so that it is sent again, and rewrite the journal.
+    const Geometry& g = reader_->geometry();
+    std::vector<uint8_t> buf;
+    std::vector<uint64_t> bad;
+    for (uint64_t i = 0; i < received_.size(); ++i) {
+      buf.resize(g.CipherSize(i));
+      if (!PreadAll(fd_, absl::MakeSpan(buf), g.ChunkOffset(i)).ok() ||
+          !reader_->CheckChunk(i, buf).ok()) {
+        bad.push_back(i);
+        received_[i] = false;
+        --received_count_;
+      }
+    }
+    std::vector<uint8_t> records;
+    for (uint64_t i = 0; i < received_.size(); ++i) {
+      if (!received_[i]) continue;
+      records.resize(records.size() + 8);
+      StoreBigEndian64(i, records.data() + records.size() - 8);
+    }
+    if (::ftruncate(journal_fd_, 0) == 0) {
+      absl::Status w = WriteAll(journal_fd_, records);
+      if (w.ok()) ::fsync(journal_fd_);
+    }
+    return absl::DataLossError(absl::StrCat(bad.size(), " chunk(s) were damaged on disk after ",
+                                            "being received and must be sent again"));
+  }
+  const std::string final_path = store_ + "/" + manifest().IdHex() + ".capsule";
+  if (::fsync(fd_) != 0) return ErrnoStatus("cannot sync the incoming capsule", errno);
+  // link(2) never replaces: a capsule already in the store stays as it is.
+  if (::link(path_.c_str(), final_path.c_str()) != 0) {
+    return ErrnoStatus(absl::StrCat("cannot move the capsule into ", store_), errno);
+  }
+  ::unlink(path_.c_str());
+  ::unlink(journal_path_.c_str());
+  SyncDir(store_);
+  return final_path;
+}
+
+}  // namespace bunker::capsule

@@ -1,0 +1,166 @@
+#include "capsule/incoming.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+
+#include "capsule/capsule_test_util.h"
+#include "gtest/gtest.h"
+
+namespace bunker::capsule {
+namespace {
+
+using testing::Keys;
+
+constexpr uint32_t kChunk = 4096;
+
+struct Sent {
+  std::vector<uint8_t> capsule;
+  std::unique_ptr<CapsuleReader> reader;
+  Prelude prelude;
+};
+
+Sent MakeCapsule(const Keys& keys, size_t payload) {
+  Sent s;
+  s.capsule = testing::SealRaw(keys, testing::PatternBytes(payload, 77), kChunk);
+  auto r = CapsuleReader::Open(MemoryFile(s.capsule), {keys.issuer.public_identity()});
+  EXPECT_TRUE(r.ok()) << r.status();
+  s.reader = std::move(*r);
+  auto p = ReadPrelude(*s.reader);
+  EXPECT_TRUE(p.ok());
+  s.prelude = *p;
+  return s;
+}
+
+std::vector<uint8_t> Chunk(const Sent& s, uint64_t i) {
+  const Geometry& g = s.reader->geometry();
+  std::vector<uint8_t> out(g.CipherSize(i));
+  EXPECT_TRUE(s.reader->ReadRaw(g.ChunkOffset(i), absl::MakeSpan(out)).ok());
+  return out;
+}
+
+std::vector<crypto::PublicIdentity> Trust(const Keys& keys) {
+  return {keys.issuer.public_identity()};
+}
+
+TEST(IncomingCapsuleTest, ChunksInAnyOrderGiveAByteIdenticalCapsule) {
+  Keys keys;
+  const Sent s = MakeCapsule(keys, 9 * kChunk + 123);
+  const std::string store = testing::MakeTempDir() + "/store";
+  auto in = IncomingCapsule::Begin(store, s.prelude, Trust(keys));
+  ASSERT_TRUE(in.ok()) << in.status();
+  std::vector<uint64_t> order = (*in)->Missing();
+  ASSERT_EQ(order.size(), 10u);
+  std::shuffle(order.begin(), order.end(), std::mt19937(7));
+  for (uint64_t i : order) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+  EXPECT_EQ((*in)->Finish().status().code(), absl::StatusCode::kFailedPrecondition)
+      << "chunks written but not synced are not received";
+  auto synced = (*in)->Sync();
+  ASSERT_TRUE(synced.ok());
+  EXPECT_EQ(synced->size(), 10u);
+  EXPECT_TRUE((*in)->Missing().empty());
+  auto path = (*in)->Finish();
+  ASSERT_TRUE(path.ok()) << path.status();
+  const std::string got = testing::ReadFile(*path);
+  EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), s.capsule);
+  EXPECT_TRUE(testing::ListDir(store + "/.incoming").empty());
+  // Receiving it again is refused: it is already there.
+  EXPECT_EQ(IncomingCapsule::Begin(store, s.prelude, Trust(keys)).status().code(),
+            absl::StatusCode::kAlreadyExists);
+}
+
+TEST(IncomingCapsuleTest, ResumeAfterACrashNeedsOnlyTheUnjournaledChunks) {
+  Keys keys;
+  const Sent s = MakeCapsule(keys, 8 * kChunk);
+  const std::string store = testing::MakeTempDir();
+  {
+    auto in = IncomingCapsule::Begin(store, s.prelude, Trust(keys));
+    ASSERT_TRUE(in.ok());
+    for (uint64_t i : {0, 1, 2}) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+    ASSERT_TRUE((*in)->Sync().ok());
+    for (uint64_t i : {3, 4}) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+    // "Crash": destroyed without Sync; chunks 3 and 4 were never acknowledged.
+  }
+  // A torn journal record from the crash is ignored.
+  const std::string journal = store + "/.incoming/" + s.reader->manifest().IdHex() + ".journal";
+  {
+    FILE* f = std::fopen(journal.c_str(), "ab");
+    std::fputc(0, f);
+    std::fputc(0, f);
+    std::fclose(f);
+  }
+  auto in = IncomingCapsule::Begin(store, s.prelude, Trust(keys));
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ((*in)->Missing(), (std::vector<uint64_t>{3, 4, 5, 6, 7}));
+  for (uint64_t i : (*in)->Missing()) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+  ASSERT_TRUE((*in)->Sync().ok());
+  auto path = (*in)->Finish();
+  ASSERT_TRUE(path.ok()) << path.status();
+  const std::string got = testing::ReadFile(*path);
+  EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), s.capsule);
+}
+
+TEST(IncomingCapsuleTest, BadChunkIsRefusedAndCanBeSentAgain) {
+  Keys keys;
+  const Sent s = MakeCapsule(keys, 3 * kChunk);
+  auto in = IncomingCapsule::Begin(testing::MakeTempDir(), s.prelude, Trust(keys));
+  ASSERT_TRUE(in.ok());
+  auto bad = Chunk(s, 1);
+  bad[10] ^= 1;
+  EXPECT_TRUE(absl::IsDataLoss((*in)->PutChunk(1, bad)));
+  EXPECT_TRUE(absl::IsDataLoss((*in)->PutChunk(2, Chunk(s, 1))));  // a chunk for the wrong index
+  EXPECT_EQ((*in)->PutChunk(9, Chunk(s, 1)).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*in)->Sync().ok());
+  EXPECT_EQ((*in)->Missing(), (std::vector<uint64_t>{0, 1, 2}));
+  for (uint64_t i : {0, 1, 2}) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+  ASSERT_TRUE((*in)->Sync().ok());
+  EXPECT_TRUE((*in)->Finish().ok());
+}
+
+TEST(IncomingCapsuleTest, ChunkDamagedOnDiskAfterJournalingIsSentAgain) {
+  Keys keys;
+  const Sent s = MakeCapsule(keys, 3 * kChunk);
+  const std::string store = testing::MakeTempDir();
+  auto in = IncomingCapsule::Begin(store, s.prelude, Trust(keys));
+  ASSERT_TRUE(in.ok());
+  for (uint64_t i : {0, 1, 2}) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+  ASSERT_TRUE((*in)->Sync().ok());
+  // Bit rot in chunk 1 on the receiver's disk.
+  const std::string partial = store + "/.incoming/" + s.reader->manifest().IdHex() + ".capsule";
+  FILE* f = std::fopen(partial.c_str(), "r+b");
+  std::fseek(f, static_cast<long>(s.reader->geometry().ChunkOffset(1) + 5), SEEK_SET);
+  std::fputc(0x5a, f);
+  std::fclose(f);
+  EXPECT_TRUE(absl::IsDataLoss((*in)->Finish().status()));
+  EXPECT_EQ((*in)->Missing(), std::vector<uint64_t>{1});
+  ASSERT_TRUE((*in)->PutChunk(1, Chunk(s, 1)).ok());
+  ASSERT_TRUE((*in)->Sync().ok());
+  EXPECT_TRUE((*in)->Finish().ok());
+}
+
+TEST(IncomingCapsuleTest, UntrustedTamperedOrDifferentPreludesAreRefused) {
+  Keys keys;
+  const Sent s = MakeCapsule(keys, 2 * kChunk);
+  const std::string store = testing::MakeTempDir();
+  EXPECT_EQ(IncomingCapsule::Begin(store, s.prelude, {keys.mallory.public_identity()})
+                .status()
+                .code(),
+            absl::StatusCode::kPermissionDenied);
+  Prelude flipped = s.prelude;
+  flipped.tail[flipped.tail.size() / 2] ^= 1;
+  EXPECT_FALSE(IncomingCapsule::Begin(store, flipped, Trust(keys)).ok());
+  Prelude cut = s.prelude;
+  cut.tail.resize(cut.tail.size() - 1);
+  EXPECT_TRUE(absl::IsDataLoss(IncomingCapsule::Begin(store, cut, Trust(keys)).status()));
+  Prelude table = s.prelude;
+  table.tail[3] ^= 1;  // in the chunk table
+  EXPECT_TRUE(absl::IsDataLoss(IncomingCapsule::Begin(store, table, Trust(keys)).status()));
+  // Nothing was left behind by the refusals.
+  EXPECT_TRUE(testing::ListDir(store).empty() ||
+              testing::ListDir(store + "/.incoming").empty());
+}
+
+}  // namespace
+}  // namespace bunker::capsule

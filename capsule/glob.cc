@@ -125,4 +125,13 @@ bool PathSelection::NeedsDirectory(std::string_view dir) const {
   return false;
 }
 
+std::string EscapeGlob(std::string_view path) {
+  std::string out;
+  for (char c : path) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
 }  // namespace bunker::capsule

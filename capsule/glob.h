@@ -39,6 +39,10 @@ class PathGlob {
   std::vector<std::string> parts_;
 };
 
+// `path` with the glob metacharacters * ? [ ] and \ escaped, so that it parses to a glob
+// matching exactly that path (e.g. to select one file whose name contains '[').
+std::string EscapeGlob(std::string_view path);
+
 // A set of globs; an empty set selects everything.
 class PathSelection {
  public:

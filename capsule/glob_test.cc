@@ -146,3 +146,21 @@ TEST(PathSelectionTest, ParseReportsTheBadPattern) {
 
 }  // namespace
 }  // namespace bunker::capsule
+
+namespace bunker::capsule {
+namespace {
+
+TEST(EscapeGlobTest, SelectsExactlyTheLiteralPath) {
+  for (const std::string path : {"pub/[a]", "pub/\\a", "x/*", "q?.txt", "plain/file"}) {
+    auto glob = PathGlob::Parse(EscapeGlob(path));
+    ASSERT_TRUE(glob.ok()) << path;
+    EXPECT_TRUE(glob->Matches(path)) << path;
+  }
+  auto glob = PathGlob::Parse(EscapeGlob("pub/[a]"));
+  EXPECT_FALSE(glob->Matches("pub/a"));
+  glob = PathGlob::Parse(EscapeGlob("x/*"));
+  EXPECT_FALSE(glob->Matches("x/y"));
+}
+
+}  // namespace
+}  // namespace bunker::capsule

@@ -58,35 +58,42 @@ int RunCat(int argc, char** argv) {
   if (!threads.ok()) return ctx.UsageError(std::string(threads.status().message()));
   absl::StatusOr<std::string> wanted = capsule::NormalizeEntryPath(ctx.args().positionals()[1]);
   if (!wanted.ok()) return ctx.Fail(wanted.status());
-  absl::StatusOr<capsule::PathSelection> selection = capsule::PathSelection::Parse({*wanted});
-  if (!selection.ok()) return ctx.Fail(selection.status());
   absl::StatusOr<Release> release = PrepareRelease(ctx, ctx.args().positionals()[0], "");
   if (!release.ok()) return ctx.Fail(release.status(), HintFor(release.status()));
   OpenedCapsule* c = &release->capsule;
 
-  verifier::OpenRequest& request = release->request;
-  request.site = release->site ? &*release->site : nullptr;
-  request.site_identity = c->identity ? &*c->identity : nullptr;
-  request.only = *selection;
-  request.only_patterns = {*wanted};
-  absl::StatusOr<verifier::Authorization> auth =
-      verifier::Authorize(*c->reader, *c->key, request, *threads);
-  if (!auth.ok()) return ctx.Fail(auth.status());
-  if (!auth->decision.permit) {
-    return ctx.Fail(absl::PermissionDeniedError(DenialMessage(auth->decision)));
-  }
-
+  // Find the file first (names only), following hard links, so that the decision covers every
+  // path whose content is served and a request that cannot be served counts no use.
   absl::StatusOr<capsule::FileEntry> entry = FindEntry(*c, *wanted);
   if (!entry.ok()) return ctx.Fail(entry.status(), "list the files with: capsule ls");
-  for (int hops = 0; entry->type == capsule::FileEntry::Type::kHardlink && hops < 8; ++hops) {
+  std::vector<std::string> chain = {*wanted};
+  for (int hops = 0; entry->type == capsule::FileEntry::Type::kHardlink; ++hops) {
+    if (hops == 8) return ctx.Fail(absl::DataLossError("hard link chain too long"));
+    chain.push_back(entry->link_target);
     entry = FindEntry(*c, entry->link_target);
     if (!entry.ok()) return ctx.Fail(entry.status());
   }
   if (entry->type != capsule::FileEntry::Type::kFile) {
     return ctx.Fail(absl::InvalidArgumentError(absl::StrCat(
         capsule::QuotePath(*wanted), " is a ", capsule::TypeName(entry->type),
-        entry->link_target.empty() ? "" : absl::StrCat(" to ", entry->link_target),
+        entry->link_target.empty() ? "" : absl::StrCat(" to ", capsule::QuotePath(entry->link_target)),
         ", not a file")));
+  }
+  std::vector<std::string> exact;
+  for (const std::string& p : chain) exact.push_back(capsule::EscapeGlob(p));
+  absl::StatusOr<capsule::PathSelection> selection = capsule::PathSelection::Parse(exact);
+  if (!selection.ok()) return ctx.Fail(selection.status());
+
+  verifier::OpenRequest& request = release->request;
+  request.site = release->site ? &*release->site : nullptr;
+  request.site_identity = c->identity ? &*c->identity : nullptr;
+  request.only = *selection;
+  request.only_patterns = chain;
+  absl::StatusOr<verifier::Authorization> auth =
+      verifier::Authorize(*c->reader, *c->key, request, *threads);
+  if (!auth.ok()) return ctx.Fail(auth.status());
+  if (!auth->decision.permit) {
+    return ctx.Fail(absl::PermissionDeniedError(DenialMessage(auth->decision)));
   }
   const capsule::Manifest& m = c->reader->manifest();
   if (entry->offset > m.archive_size || entry->size > m.archive_size - entry->offset) {

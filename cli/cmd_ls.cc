@@ -38,7 +38,9 @@ int RunLs(int argc, char** argv) {
   if (!auth.ok()) return ctx.Fail(auth.status());
   const std::set<std::string> denied(auth->decision.denied_files.begin(),
                                      auth->decision.denied_files.end());
-  if (!auth->decision.permit && denied.size() == auth->files.size()) {
+  // A deny that names no files (invalid policy, offline with site conditions, ...) denies all.
+  if (!auth->decision.permit &&
+      (denied.empty() || denied.size() == auth->files.size())) {
     return ctx.Fail(absl::PermissionDeniedError(DenialMessage(auth->decision)));
   }
   const capsule::Manifest& m = c->reader->manifest();

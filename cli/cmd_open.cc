@@ -87,6 +87,13 @@ int RunOpen(int argc, char** argv) {
   if (a.Has("site") && to_tar == "-") {
     return ctx.UsageError("with --site, write into a destination (--to DIR or --to-tar FILE)");
   }
+  // Refuse what extraction would refuse anyway before deciding: a failed open spends no use.
+  if (a.Has("to")) {
+    absl::Status s = CheckEmptyDestination(a.Get("to"));
+    if (!s.ok()) return ctx.Fail(s);
+  } else if (to_tar != "-" && ::access(to_tar.c_str(), F_OK) == 0) {
+    return ctx.Fail(absl::AlreadyExistsError(absl::StrCat(to_tar, " already exists")));
+  }
   absl::StatusOr<Release> release =
       PrepareRelease(ctx, a.positionals()[0], a.Has("to") ? a.Get("to") : to_tar);
   if (!release.ok()) return ctx.Fail(release.status(), HintFor(release.status()));
@@ -137,8 +144,8 @@ int RunOpen(int argc, char** argv) {
                   HumanBytes(stats->bytes).c_str(),
                   auth->decision.rules.empty()
                       ? ""
-                      : absl::StrCat(" (permitted by ", absl::StrJoin(auth->decision.rules, ", "),
-                                     ")")
+                      : absl::StrCat(" (permitted by ",
+                                     TerminalSafe(absl::StrJoin(auth->decision.rules, ", ")), ")")
                             .c_str());
     }
     return kExitOk;

@@ -83,7 +83,7 @@ int RunCheck(int argc, char** argv) {
   }
   std::printf("%s: OK, %zu rule%s (%zu permit, %zu forbid)\n", path.c_str(),
               policy->rules.size(), policy->rules.size() == 1 ? "" : "s", permits, forbids);
-  for (const std::string& w : warnings) std::printf("warning: %s\n", w.c_str());
+  for (const std::string& w : warnings) std::printf("warning: %s\n", TerminalSafe(w).c_str());
   return kExitOk;
 }
 

@@ -54,7 +54,7 @@ int RunSeal(int argc, char** argv) {
                       "the policy language is described in spec/POLICY.md");
     }
     for (const std::string& w : verifier::PolicyWarnings(*parsed)) {
-      std::fprintf(stderr, "capsule seal: warning: %s\n", w.c_str());
+      std::fprintf(stderr, "capsule seal: warning: %s\n", TerminalSafe(w).c_str());
     }
     opts.policy = std::move(*policy);
   }

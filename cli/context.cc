@@ -1,5 +1,7 @@
 #include "cli/context.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <signal.h>
@@ -468,6 +470,15 @@ absl::StatusOr<Release> PrepareRelease(const Context& ctx, const std::string& ca
                                        const std::string& destination,
                                        bool requester_may_be_public) {
   const Args& a = ctx.args();
+  // Every decision must fit in one audit record (64 KiB): bound what a request can bring.
+  if (a.Get("purpose").size() > 256) {
+    return absl::InvalidArgumentError("--purpose is limited to 256 bytes");
+  }
+  size_t only_bytes = 0;
+  for (const std::string& p : a.GetAll("only")) only_bytes += p.size();
+  if (a.GetAll("only").size() > 256 || only_bytes > 16384) {
+    return absl::InvalidArgumentError("--only is limited to 256 patterns of 16 KiB in all");
+  }
   Release out;
   if (a.Has("site")) {
     if (a.Has("identity") || a.Has("trust")) {
@@ -507,6 +518,28 @@ absl::StatusOr<Release> PrepareRelease(const Context& ctx, const std::string& ca
   if (a.Has("purpose")) out.request.purpose = a.Get("purpose");
   out.request.now = static_cast<int64_t>(std::time(nullptr));
   return out;
+}
+
+absl::Status CheckEmptyDestination(const std::string& dir) {
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return absl::OkStatus();
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("destination ", dir, " already exists and is not a directory"));
+  }
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return absl::OkStatus();  // extraction reports what is wrong
+  bool empty = true;
+  while (struct dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(d);
+  if (!empty) return absl::AlreadyExistsError(absl::StrCat("destination ", dir, " is not empty"));
+  return absl::OkStatus();
 }
 
 std::string DenialMessage(const verifier::Decision& d) {

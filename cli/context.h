@@ -166,6 +166,10 @@ std::string ReleaseUsageProblem(const Args& args);
 absl::StatusOr<Release> PrepareRelease(const Context& ctx, const std::string& capsule_path,
                                        const std::string& destination,
                                        bool requester_may_be_public = false);
+// OK when `dir` does not exist or is an empty directory (what extraction accepts);
+// kAlreadyExists naming it otherwise.
+absl::Status CheckEmptyDestination(const std::string& dir);
+
 // One line saying why a request was denied.
 std::string DenialMessage(const verifier::Decision& decision);
 

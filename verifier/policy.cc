@@ -15,6 +15,7 @@
 #include "capnp/dynamic.h"
 #include "capnp/message.h"
 #include "capnp/schema.h"
+#include "verifier/json_text.h"
 #include "capsule/format.h"
 #include "capsule/paths.h"
 #include "crypto/keys.h"
@@ -492,12 +493,19 @@ absl::StatusOr<Policy> ParsePolicy(std::string_view json) {
     return PathError("$", absl::StrCat("policy is larger than ", capsule::kMaxPolicySize,
                                        " bytes"));
   }
+  // Cap'n Proto 0.9.2 misreads \u escapes with hex letters (json_text.h): decode them first.
+  absl::StatusOr<std::string> unescaped = DecodeUnicodeEscapes(json);
+  if (!unescaped.ok()) {
+    return PathError("$", absl::StrCat("policy is not valid JSON (", unescaped.status().message(),
+                                       ")"));
+  }
   capnp::JsonCodec codec;
   codec.setMaxNestingDepth(kMaxJsonDepth);
   capnp::MallocMessageBuilder raw_message;
   capnp::JsonValue::Builder raw = raw_message.initRoot<capnp::JsonValue>();
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-                codec.decodeRaw(kj::ArrayPtr<const char>(json.data(), json.size()), raw);
+                codec.decodeRaw(kj::ArrayPtr<const char>(unescaped->data(), unescaped->size()),
+                                raw);
               })) {
     // KJ's descriptions read "expected <condition>; <message>": keep the message.
     std::string why = e->getDescription().cStr();
@@ -677,6 +685,32 @@ Decision Evaluate(const Policy& policy, const Request& request) {
                              " more denied files (see the denied file list)"));
   }
   d.reasons = reasons.Take();
+  return d;
+}
+
+Decision AdmitsSite(const Policy& policy, const Request& request) {
+  Decision d;
+  std::vector<const Rule*> rules;
+  for (const Rule& rule : policy.rules) rules.push_back(&rule);
+  std::sort(rules.begin(), rules.end(), [](const Rule* a, const Rule* b) { return a->id < b->id; });
+  for (const Rule* rule : rules) {
+    if (rule->effect != Rule::Effect::kPermit) continue;
+    // Only the conditions about the site and the time: the rest is the open's business.
+    Rule site_only = *rule;
+    site_only.requesters.reset();
+    site_only.purposes.reset();
+    site_only.max_opens.reset();
+    const std::vector<std::string> failures =
+        FileIndependentFailures(site_only, request, std::nullopt);
+    if (failures.empty()) {
+      d.rules.push_back(rule->id);
+    } else {
+      d.reasons.insert(d.reasons.end(), failures.begin(), failures.end());
+    }
+  }
+  d.permit = !d.rules.empty();
+  if (d.permit) d.reasons.clear();
+  if (!d.permit && d.reasons.empty()) d.reasons.push_back("the policy has no permit rule");
   return d;
 }
 

@@ -82,6 +82,12 @@ struct Decision {
 // Evaluates `request` against `policy`. Never fails: an evaluation error denies, with a reason.
 Decision Evaluate(const Policy& policy, const Request& request);
 
+// Whether the site described by `request` (site, region, storage, now) may hold the capsule at
+// all, as a transfer receiver checks before any data moves: some permit rule's site, region,
+// storage and time conditions hold. Requester, purpose, paths and maxOpens are for the open to
+// decide. `rules` of the result name the admitting rules; `reasons` say why each failed.
+Decision AdmitsSite(const Policy& policy, const Request& request);
+
 }  // namespace bunker::verifier
 
 #endif  // BUNKER_VERIFIER_POLICY_H_

@@ -852,3 +852,36 @@ TEST(PolicyEvaluateTest, ForbidRuleIsNamedEvenPastTheDetailCap) {
 
 }  // namespace
 }  // namespace bunker::verifier
+
+namespace bunker::verifier {
+namespace {
+
+TEST(PolicyAdmitsSiteTest, OnlySiteRegionStorageAndTimeCount) {
+  auto policy = ParsePolicy(R"({"version": 1, "rules": [
+      {"id": "east", "effect": "permit", "sites": ["site-b"], "regions": ["eu"],
+       "storage": ["enc"], "purposes": ["training"], "maxOpens": 1, "paths": ["a/**"],
+       "notAfter": "2030-01-01T00:00:00Z"},
+      {"id": "no-pii", "effect": "forbid", "paths": ["pii/**"]}]})");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  Request r;
+  r.site = "site-b";
+  r.region = "eu";
+  r.storage = std::vector<std::string>{"enc", "other"};
+  r.now = 1800000000;  // 2027
+  Decision d = AdmitsSite(*policy, r);
+  EXPECT_TRUE(d.permit);
+  EXPECT_EQ(d.rules, std::vector<std::string>{"east"});
+  r.site = "site-c";
+  d = AdmitsSite(*policy, r);
+  EXPECT_FALSE(d.permit);
+  EXPECT_FALSE(d.reasons.empty());
+  r.site = "site-b";
+  r.now = 1900000000;  // 2030-03: expired
+  EXPECT_FALSE(AdmitsSite(*policy, r).permit);
+  r.now = 1800000000;
+  r.storage = std::vector<std::string>{"other"};
+  EXPECT_FALSE(AdmitsSite(*policy, r).permit);
+}
+
+}  // namespace
+}  // namespace bunker::verifier

@@ -15,6 +15,7 @@
 #include "capnp/schema.h"
 #include "capsule/io.h"
 #include "spec/site.capnp.h"
+#include "verifier/json_text.h"
 
 namespace bunker::verifier {
 namespace {
@@ -68,7 +69,13 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
     codec.setMaxNestingDepth(8);
     capnp::MallocMessageBuilder message;
     auto root = message.initRoot<capnp::JsonValue>();
-    codec.decodeRaw(kj::ArrayPtr<const char>(text->data(), text->size()), root);
+    // Cap'n Proto 0.9.2 misreads \u escapes with hex letters (json_text.h): decode them first.
+    absl::StatusOr<std::string> unescaped = DecodeUnicodeEscapes(*text);
+    if (!unescaped.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": not valid JSON (", unescaped.status().message(), ")"));
+    }
+    codec.decodeRaw(kj::ArrayPtr<const char>(unescaped->data(), unescaped->size()), root);
     if (!root.isObject()) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": $: must be a JSON object"));
     }
@@ -125,6 +132,14 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
 }
 
 absl::Status CheckDestination(const SiteConfig& site, const std::string& dir) {
+  // ".." is refused outright: collapsing it as text would not match what the kernel does
+  // through a symlink (landing/link/../x), and extraction uses the path as given.
+  for (absl::string_view part : absl::StrSplit(dir, '/')) {
+    if (part == "..") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("destination ", dir, " contains '..'; name it without"));
+    }
+  }
   const std::string abs = Resolve(CurrentDir(), dir);
   // Resolve symlinks in the existing part of the parent, so a link cannot smuggle the
   // destination elsewhere; the leaf itself is created by the extraction.

@@ -28,8 +28,8 @@ struct SiteConfig {
 // required; relative paths resolved against the file's folder.
 absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path);
 
-// Whether `dir` (made absolute and normalized lexically, without following symlinks at the
-// leaf) lies under one of the site's destinations; kPermissionDenied naming it otherwise.
+// Whether `dir` lies under one of the site's destinations, with symlinks in its existing parent
+// resolved; kPermissionDenied naming it otherwise, kInvalidArgument if it contains "..".
 absl::Status CheckDestination(const SiteConfig& site, const std::string& dir);
 
 }  // namespace bunker::verifier

@@ -33,6 +33,12 @@ absl::StatusOr<std::vector<std::string>> RequestedFiles(const capsule::CapsuleRe
   return files;
 }
 
+// Uses are counted per issuer and capsule id: ids are the issuer's to choose, so another trusted
+// issuer reusing an id cannot spend this capsule's budget.
+std::string CounterKey(const capsule::Manifest& m) {
+  return absl::StrCat(m.issuer.fingerprint().ToString(), "/", m.IdHex());
+}
+
 Decision Deny(std::string reason) {
   Decision d;
   d.permit = false;
@@ -102,7 +108,7 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
         ::stat((request.site->state + "/state.db").c_str(), &st) == 0) {
       absl::StatusOr<std::unique_ptr<UseCounter>> counter = UseCounter::Open(request.site->state);
       if (!counter.ok()) return counter.status();
-      absl::StatusOr<uint64_t> n = (*counter)->Count(m.IdHex());
+      absl::StatusOr<uint64_t> n = (*counter)->Count(CounterKey(m));
       if (!n.ok()) return n.status();
       opens = *n;
     }
@@ -124,12 +130,21 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
   absl::StatusOr<std::unique_ptr<AuditLog>> log =
       AuditLog::Open(request.site->state, request.site_identity, request.site->site, last);
   if (!log.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("refusing to decide: ", log.status().message()));
+    return absl::Status(log.status().code(),
+                        absl::StrCat("refusing to decide: ", log.status().message()));
+  }
+  // The database's checkpoint may lag the log by the one entry a crash can leave between the
+  // two; more, or none at all beside a non-empty log, means the counts were reset or rolled
+  // back (e.g. state.db deleted), and every maxOpens budget with them.
+  const uint64_t known = last ? last->size : 0;
+  if ((*log)->size() > known + 1) {
+    return absl::DataLossError(absl::StrCat(
+        "refusing to decide: the site's state database knows ", known, " of the audit log's ",
+        (*log)->size(), " entries (was it deleted or replaced?)"));
   }
 
   absl::Status record_status;
-  absl::StatusOr<bool> counted = (*counter)->Decide(m.IdHex(), [&](uint64_t opens_so_far) {
+  absl::StatusOr<bool> counted = (*counter)->Decide(CounterKey(m), [&](uint64_t opens_so_far) {
     out.decision = decide(opens_so_far);
     AuditRecord rec;
     rec.time = request.now;

@@ -178,10 +178,56 @@ scenario_site_audit_tamper_blocks_the_verifier() {
   cp state/audit.log saved.log
   first_len=$(( $(od -An -tu1 -N4 state/audit.log | awk '{print $1*16777216 + $2*65536 + $3*256 + $4}') + 4 ))
   head -c "$first_len" saved.log > state/audit.log
-  expect_exit 7 open_site --to landing/o3
+  expect_exit 4 open_site --to landing/o3
   expect_err 'audit'
   [ ! -e landing/o3 ] || fail "opened on a rolled-back log"
   expect_exit 4 "$CAPSULE" audit verify --log state/audit.log --key site-b.pub
+}
+
+scenario_site_failed_open_spends_no_use() {
+  setup '{"id": "once", "effect": "permit", "maxOpens": 1}'
+  mkdir -p landing/full && touch landing/full/x
+  expect_exit 7 open_site --to landing/full
+  expect_exit 7 open_site --to landing/full
+  expect_exit 6 "$CAPSULE" cat d.capsule nope.csv --site site-b.json
+  expect_exit 0 open_site --to landing/ok
+}
+
+scenario_site_state_reset_is_noticed() {
+  setup '{"id": "once", "effect": "permit", "maxOpens": 1}'
+  expect_exit 0 open_site --to landing/o1
+  expect_exit 5 open_site --to landing/o2
+  rm -f state/state.db*
+  expect_exit 4 open_site --to landing/o3
+  expect_err 'state database'
+  [ ! -e landing/o3 ] || fail "opened after the use counter was reset"
+}
+
+scenario_site_dotdot_destination() {
+  setup '{"id": "all", "effect": "permit"}'
+  mkdir -p outside/deep && ln -s "$WORK/outside/deep" landing/lnk
+  expect_exit 3 open_site --to landing/lnk/../escaped
+  [ ! -e outside/escaped ] || fail "extracted outside the destinations"
+}
+
+scenario_site_cat_is_exact_and_follows_links() {
+  keys
+  mkdir -p src/pub && printf 'secret\n' > src/secret && printf 'a\n' > src/pub/a
+  printf 'bracket\n' > 'src/pub/[a]'
+  # A tar with a hard link pub/hl -> secret.
+  (cd src && ln secret pub/hl && tar -cf ../in.tar secret pub)
+  # pub/hl itself is permitted, but its content is secret's, which is not.
+  printf '{"version": 1, "rules": [{"id": "pub", "effect": "permit", "paths": ["pub/a", "pub/hl"]}]}' > policy.json
+  "$CAPSULE" seal in.tar --from-tar -o d.capsule --sign owner.key --to site-b.pub --policy policy.json \
+    >/dev/null 2>"$WORK/.stderr" || { cat "$WORK/.stderr"; fail "seal"; }
+  mkdir -p landing
+  cat > site-b.json <<JSON
+{ "site": "site-b", "identity": "site-b.key", "trust": ["owner.pub"], "destinations": ["landing"],
+  "state": "state" }
+JSON
+  expect_exit 0 "$CAPSULE" cat d.capsule pub/a --site site-b.json
+  expect_exit 5 "$CAPSULE" cat d.capsule 'pub/[a]' --site site-b.json
+  expect_exit 5 "$CAPSULE" cat d.capsule pub/hl --site site-b.json
 }
 
 "scenario_$SCENARIO"

@@ -96,9 +96,8 @@ IncomingCapsule::~IncomingCapsule() {
   if (journal_fd_ >= 0) ::close(journal_fd_);
 }
 
-absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
-    const std::string& store, const Prelude& prelude,
-    absl::Span<const crypto::PublicIdentity> trusted) {
+absl::StatusOr<std::unique_ptr<CapsuleReader>> CheckPrelude(
+    const Prelude& prelude, absl::Span<const crypto::PublicIdentity> trusted) {
   // Find the geometry from the tail alone, then let CapsuleReader check everything.
   const std::vector<uint8_t>& tail = prelude.tail;
   if (prelude.header.size() != kHeaderSize || tail.size() < kSignatureSize + kFooterSize + 8) {
@@ -118,13 +117,22 @@ absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
   if (tail.size() != g.FileSize() - g.TableOffset()) {
     return absl::DataLossError("capsule prelude does not match its manifest");
   }
-  std::unique_ptr<IncomingCapsule> in(new IncomingCapsule());
-  absl::StatusOr<std::unique_ptr<CapsuleReader>> reader = CapsuleReader::Open(
-      std::make_unique<PreludeFile>(prelude, g.TableOffset(), g.FileSize()), trusted);
-  if (!reader.ok()) return reader.status();
   // The reader keeps its own copy of the prelude; after Open (which loads the table) it is used
   // for CheckChunk alone.
+  return CapsuleReader::Open(
+      std::make_unique<PreludeFile>(prelude, g.TableOffset(), g.FileSize()), trusted);
+}
+
+absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
+    const std::string& store, const Prelude& prelude,
+    absl::Span<const crypto::PublicIdentity> trusted) {
+  absl::StatusOr<std::unique_ptr<CapsuleReader>> reader = CheckPrelude(prelude, trusted);
+  if (!reader.ok()) return reader.status();
+  std::unique_ptr<IncomingCapsule> in(new IncomingCapsule());
   in->reader_ = std::move(*reader);
+  const Geometry g = in->reader_->geometry();
+  const std::vector<uint8_t>& tail = prelude.tail;
+  absl::Status s;
   in->trusted_.assign(trusted.begin(), trusted.end());
   in->store_ = store;
   const std::string id = in->reader_->manifest().IdHex();
@@ -158,8 +166,10 @@ absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
         !PreadAll(in->fd_, absl::MakeSpan(header), 0).ok() ||
         !PreadAll(in->fd_, absl::MakeSpan(old_tail), g.TableOffset()).ok() ||
         header != prelude.header || old_tail != tail) {
+      // The text may reach a peer: no local path in it.
       return absl::DataLossError(absl::StrCat(
-          "a different capsule with id ", id, " is partly received; remove ", in->path_));
+          "a different capsule with id ", id,
+          " is partly received here; remove it from the store's .incoming folder"));
     }
   }
   in->received_.assign(g.chunk_count, false);

@@ -34,6 +34,11 @@ struct Prelude {
 // Reads the prelude of a capsule (for the sender). Structural checks are the receiver's job.
 absl::StatusOr<Prelude> ReadPrelude(const CapsuleReader& reader);
 
+// Every check Begin() makes on a prelude (structure, signature, trust, chunk table), touching
+// no file: for a receiver that must decide more (e.g. a policy) before it stores anything.
+absl::StatusOr<std::unique_ptr<CapsuleReader>> CheckPrelude(
+    const Prelude& prelude, absl::Span<const crypto::PublicIdentity> trusted);
+
 class IncomingCapsule {
  public:
   // Checks the prelude (kDataLoss, kInvalidArgument, kPermissionDenied for an untrusted issuer,

@@ -1,0 +1,256 @@
+#include "transfer/depot.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "capnp/capability.h"
+#include "capsule/format.h"
+#include "capsule/io.h"
+#include "transfer/errors.h"
+#include "transfer/sender.h"
+#include "verifier/policy.h"
+
+namespace bunker::transfer {
+namespace {
+
+capsule::Prelude PreludeFrom(schema::Prelude::Reader p) {
+  capsule::Prelude out;
+  out.header.assign(p.getHeader().begin(), p.getHeader().end());
+  out.tail.assign(p.getTail().begin(), p.getTail().end());
+  return out;
+}
+
+// Consecutive indexes as ranges, for the wire; `init(n)` makes the list of n ranges.
+template <typename InitList>
+void SetRanges(const std::vector<uint64_t>& sorted, InitList init) {
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (uint64_t i : sorted) {
+    if (!ranges.empty() && ranges.back().first + ranges.back().second == i) {
+      ++ranges.back().second;
+    } else {
+      ranges.push_back({i, 1});
+    }
+  }
+  auto list = init(static_cast<unsigned>(ranges.size()));
+  for (size_t k = 0; k < ranges.size(); ++k) {
+    list[static_cast<unsigned>(k)].setFirst(ranges[k].first);
+    list[static_cast<unsigned>(k)].setCount(ranges[k].second);
+  }
+}
+
+// A capsule the store already holds: nothing to send, and finish() confirms it.
+class StoredUpload final : public schema::Upload::Server {
+ public:
+  explicit StoredUpload(std::string id) : id_(std::move(id)) {}
+  kj::Promise<void> put(PutContext) override {
+    return ToException(absl::FailedPreconditionError("the capsule is already stored"));
+  }
+  kj::Promise<void> commit(CommitContext) override { return kj::READY_NOW; }
+  kj::Promise<void> finish(FinishContext context) override {
+    context.getResults().setCapsuleId(id_);
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::string id_;
+};
+
+class UploadImpl final : public schema::Upload::Server {
+ public:
+  UploadImpl(Depot& depot, std::shared_ptr<capsule::IncomingCapsule> in, std::string peer)
+      : depot_(depot), in_(std::move(in)), peer_(std::move(peer)) {}
+
+  kj::Promise<void> put(PutContext context) override {
+    auto params = context.getParams();
+    auto data = params.getData();
+    absl::Status s = in_->PutChunk(params.getIndex(), absl::MakeConstSpan(data.begin(), data.size()));
+    if (absl::IsDataLoss(s)) {
+      // Refused, not fatal: reported by the next commit() so the sender resends it.
+      rejected_.push_back(params.getIndex());
+      return kj::READY_NOW;
+    }
+    if (!s.ok()) return ToException(PeerSafe(s));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> commit(CommitContext context) override {
+    absl::StatusOr<std::vector<uint64_t>> durable = in_->Sync();
+    if (!durable.ok()) return ToException(PeerSafe(durable.status()));
+    auto results = context.getResults();
+    std::vector<uint64_t> sorted = *durable;
+    std::sort(sorted.begin(), sorted.end());
+    SetRanges(sorted, [&results](unsigned n) { return results.initDurable(n); });
+    auto rejected = results.initRejected(static_cast<unsigned>(rejected_.size()));
+    for (size_t k = 0; k < rejected_.size(); ++k) rejected.set(static_cast<unsigned>(k), rejected_[k]);
+    rejected_.clear();
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> finish(FinishContext context) override {
+    absl::Status s = in_->Sync().status();
+    absl::StatusOr<std::string> path = s.ok() ? in_->Finish() : absl::StatusOr<std::string>(s);
+    const capsule::Manifest& m = in_->manifest();
+    if (!path.ok()) {
+      depot_.Emit({"refused", m.IdHex(), m.issuer.fingerprint().ToString(), peer_,
+                   absl::StrCat("finish failed: ", PeerSafe(path.status()).message())});
+      return ToException(PeerSafe(path.status()));
+    }
+    depot_.Emit({"received", m.IdHex(), m.issuer.fingerprint().ToString(), peer_,
+                 absl::StrCat(in_->chunk_count(), " chunks verified and stored")});
+    depot_.Finished(m.IdHex());
+    context.getResults().setCapsuleId(m.IdHex());
+    return kj::READY_NOW;
+  }
+
+ private:
+  Depot& depot_;
+  std::shared_ptr<capsule::IncomingCapsule> in_;
+  std::string peer_;
+  std::vector<uint64_t> rejected_;
+};
+
+class TransferImpl final : public schema::Transfer::Server {
+ public:
+  TransferImpl(Depot& depot, crypto::PublicIdentity peer)
+      : depot_(depot), peer_(peer.fingerprint().ToString()) {}
+
+  kj::Promise<void> ping(PingContext context) override {
+    context.getResults().setNonce(context.getParams().getNonce());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> offer(OfferContext context) override {
+    const capsule::Prelude prelude = PreludeFrom(context.getParams().getPrelude());
+    absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> in = depot_.Receive(prelude, peer_);
+    auto results = context.getResults();
+    if (absl::IsAlreadyExists(in.status())) {
+      absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> r =
+          capsule::CheckPrelude(prelude, depot_.options().trusted);
+      if (!r.ok()) return ToException(r.status());
+      results.setUpload(kj::heap<StoredUpload>((*r)->manifest().IdHex()));
+      results.initMissing(0);
+      return kj::READY_NOW;
+    }
+    if (!in.ok()) return ToException(PeerSafe(in.status()));
+    const std::vector<uint64_t> missing = (*in)->Missing();
+    SetRanges(missing, [&results](unsigned n) { return results.initMissing(n); });
+    results.setUpload(kj::heap<UploadImpl>(depot_, *in, peer_));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> fetch(FetchContext context) override {
+    const std::string id = absl::AsciiStrToLower(context.getParams().getCapsuleId().cStr());
+    if (id.size() != 2 * capsule::kCapsuleIdSize ||
+        id.find_first_not_of("0123456789abcdef") != std::string::npos) {
+      return ToException(absl::InvalidArgumentError("a capsule id is 32 hex characters"));
+    }
+    absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
+        capsule::OpenFile(depot_.options().store + "/" + id + ".capsule");
+    if (!file.ok()) {
+      return ToException(absl::NotFoundError(absl::StrCat("capsule ", id, " is not in the store")));
+    }
+    absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
+        capsule::CapsuleReader::OpenUntrusted(std::move(*file));
+    if (!reader.ok()) return ToException(PeerSafe(reader.status()));
+    const capsule::CapsuleReader& r = **reader;
+    auto receiver = context.getParams().getReceiver();
+    return Push(r, receiver, SendOptions())
+        .then([this, context, id](SendSummary summary) mutable {
+          auto s = context.getResults().initSummary();
+          s.setCapsuleId(summary.capsule_id);
+          s.setChunksTotal(summary.chunks_total);
+          s.setChunksSent(summary.chunks_sent);
+          s.setChunksSkipped(summary.chunks_skipped);
+          s.setBytesSent(summary.bytes_sent);
+          s.setSeconds(summary.seconds);
+          depot_.Emit({"sent", id, "", peer_,
+                       absl::StrCat(summary.chunks_sent, " chunks sent, ", summary.chunks_skipped,
+                                    " already there")});
+        })
+        .attach(kj::mv(*reader));
+  }
+
+ private:
+  Depot& depot_;
+  std::string peer_;
+};
+
+}  // namespace
+
+Depot::Depot(DepotOptions options) : options_(std::move(options)) {}
+Depot::~Depot() = default;
+
+schema::Transfer::Client Depot::ServeFor(const crypto::PublicIdentity& peer) {
+  return kj::heap<TransferImpl>(*this, peer);
+}
+
+void Depot::Emit(DepotEvent event) {
+  if (options_.on_event) options_.on_event(event);
+}
+
+void Depot::Finished(const std::string& capsule_id) { incoming_.erase(capsule_id); }
+
+absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> Depot::Receive(
+    const capsule::Prelude& prelude, const std::string& peer) {
+  // Everything that can refuse the capsule runs before anything is written.
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> checked =
+      capsule::CheckPrelude(prelude, options_.trusted);
+  if (!checked.ok()) {
+    Emit({"refused", "", "", peer, std::string(checked.status().message())});
+    return checked.status();
+  }
+  const capsule::Manifest& m = (*checked)->manifest();
+  const std::string id = m.IdHex();
+  const std::string issuer = m.issuer.fingerprint().ToString();
+  if (!m.policy.empty() && options_.site != nullptr) {
+    absl::StatusOr<verifier::Policy> policy = verifier::ParsePolicy(m.policy);
+    verifier::Request here;
+    here.site = options_.site->site;
+    if (!options_.site->region.empty()) here.region = options_.site->region;
+    here.storage = options_.site->storage;
+    here.now = options_.now ? options_.now() : 0;
+    verifier::Decision d;
+    if (policy.ok()) {
+      d = verifier::AdmitsSite(*policy, here);
+    } else {
+      d.reasons.push_back("the capsule's policy is invalid");
+    }
+    if (!d.permit) {
+      const std::string why = absl::StrCat("the capsule's policy does not admit site ",
+                                           options_.site->site, ": ",
+                                           absl::StrJoin(d.reasons, "; "));
+      Emit({"refused", id, issuer, peer, why});
+      return absl::PermissionDeniedError(why);
+    }
+  }
+  auto it = incoming_.find(id);
+  if (it != incoming_.end()) {
+    if (std::shared_ptr<capsule::IncomingCapsule> live = it->second.lock()) {
+      if (live->manifest().merkle_root != m.merkle_root) {
+        return absl::DataLossError(absl::StrCat("another capsule with id ", id,
+                                                " is being received"));
+      }
+      return live;
+    }
+  }
+  absl::StatusOr<std::unique_ptr<capsule::IncomingCapsule>> in =
+      capsule::IncomingCapsule::Begin(options_.store, prelude, options_.trusted);
+  if (!in.ok()) {
+    if (!absl::IsAlreadyExists(in.status())) {
+      Emit({"refused", id, issuer, peer, std::string(PeerSafe(in.status()).message())});
+    }
+    return in.status();
+  }
+  std::shared_ptr<capsule::IncomingCapsule> shared = std::move(*in);
+  incoming_[id] = shared;
+  Emit({"offer", id, issuer, peer,
+        absl::StrCat(shared->chunk_count() - shared->received_count(), " of ",
+                     shared->chunk_count(), " chunks to receive")});
+  return shared;
+}
+
+}  // namespace bunker::transfer

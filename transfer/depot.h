@@ -1,0 +1,70 @@
+// The receiving side of the transfer protocol (spec/TRANSFER.md "Push", "Pull"): a site's store
+// of capsules, served to authenticated peers as a schema::Transfer capability.
+//
+// On offer: the prelude is checked (structure, signature, trusted issuer) and the capsule's
+// policy must admit this site (site, region, storage, time: verifier::AdmitsSite) before any
+// chunk moves. Chunks are checked against the signed chunk table before they are written; a
+// capsule appears in the store only complete and verified (capsule/incoming.h). Offers of the
+// same capsule over several connections share one incoming file, so several streams can fill
+// it at once and a re-offer resumes.
+//
+// Threading: the event loop's thread only.
+#ifndef BUNKER_TRANSFER_DEPOT_H_
+#define BUNKER_TRANSFER_DEPOT_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "capsule/incoming.h"
+#include "crypto/keys.h"
+#include "spec/transfer.capnp.h"
+#include "verifier/site_config.h"
+
+namespace bunker::transfer {
+
+// One event of the depot, for the daemon's log and the site's audit log.
+struct DepotEvent {
+  std::string kind;        // "received", "refused", "sent"
+  std::string capsule_id;  // hex, "" when unknown
+  std::string issuer;      // fingerprint, "" when unknown
+  std::string peer;        // the peer's fingerprint
+  std::string detail;      // one line
+};
+
+struct DepotOptions {
+  std::string store;                            // folder of received capsules
+  std::vector<crypto::PublicIdentity> trusted;  // issuers whose capsules are accepted
+  // The site (name, region, storage) that capsule policies must admit; null admits all.
+  const verifier::SiteConfig* site = nullptr;
+  std::function<int64_t()> now;                     // seconds since the epoch
+  std::function<void(const DepotEvent&)> on_event;  // may be empty
+};
+
+class Depot {
+ public:
+  explicit Depot(DepotOptions options);
+  ~Depot();
+
+  // The capability an authenticated `peer` gets.
+  schema::Transfer::Client ServeFor(const crypto::PublicIdentity& peer);
+
+  // Internal, used by the capability implementations.
+  absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> Receive(const capsule::Prelude& prelude,
+                                                                   const std::string& peer);
+  void Finished(const std::string& capsule_id);
+  void Emit(DepotEvent event);
+  const DepotOptions& options() const { return options_; }
+
+ private:
+  DepotOptions options_;
+  // Capsules being received, by id: shared by every connection offering them.
+  std::map<std::string, std::weak_ptr<capsule::IncomingCapsule>> incoming_;
+};
+
+}  // namespace bunker::transfer
+
+#endif  // BUNKER_TRANSFER_DEPOT_H_

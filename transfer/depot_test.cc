@@ -1,0 +1,261 @@
+// The transfer protocol end to end in one process, over an in-memory pipe (the TLS channel is
+// tested in secure_channel_test.cc): push, resume, refusals, pull.
+#include "transfer/depot.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include "capsule/capsule_test_util.h"
+#include "gtest/gtest.h"
+#include "transfer/errors.h"
+#include "transfer/sender.h"
+
+namespace bunker::transfer {
+namespace {
+
+using capsule::testing::Keys;
+
+constexpr uint32_t kChunk = 4096;
+
+struct Fixture {
+  Keys keys;
+  std::vector<uint8_t> capsule;
+  std::unique_ptr<capsule::CapsuleReader> reader;
+  std::string store = capsule::testing::MakeTempDir() + "/store";
+  std::vector<DepotEvent> events;
+
+  explicit Fixture(size_t payload, const std::string& policy = "") {
+    capsule = capsule::testing::SealRaw(keys, capsule::testing::PatternBytes(payload, 5), kChunk,
+                                        crypto::Suite::kAes256Gcm, 2, policy);
+    auto r = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(capsule));
+    EXPECT_TRUE(r.ok()) << r.status();
+    reader = std::move(*r);
+  }
+
+  DepotOptions Options(const verifier::SiteConfig* site = nullptr) {
+    DepotOptions o;
+    o.store = store;
+    o.trusted = {keys.issuer.public_identity()};
+    o.site = site;
+    o.now = [] { return int64_t{1800000000}; };
+    o.on_event = [this](const DepotEvent& e) { events.push_back(e); };
+    return o;
+  }
+
+  std::string Stored() {
+    return capsule::testing::ReadFile(store + "/" + reader->manifest().IdHex() + ".capsule");
+  }
+  bool StoredMatches() {
+    const std::string s = Stored();
+    return std::vector<uint8_t>(s.begin(), s.end()) == capsule;
+  }
+};
+
+// One RPC connection to `depot` over an in-memory pipe.
+struct Connection {
+  kj::AsyncIoContext& io;
+  kj::TwoWayPipe pipe;
+  capnp::TwoPartyServer server;
+  capnp::TwoPartyClient client;
+  schema::Transfer::Client transfer;
+
+  Connection(kj::AsyncIoContext& io, Depot& depot, const crypto::PublicIdentity& peer)
+      : io(io),
+        pipe(io.provider->newTwoWayPipe()),
+        server(depot.ServeFor(peer)),
+        client(*pipe.ends[0]),
+        transfer(client.bootstrap().castAs<schema::Transfer>()) {
+    server.accept(kj::mv(pipe.ends[1]));
+  }
+};
+
+absl::StatusOr<SendSummary> Send(kj::AsyncIoContext& io, Connection& c,
+                                 const capsule::CapsuleReader& reader, SendOptions o = {}) {
+  try {
+    return Push(reader, c.transfer, std::move(o)).wait(io.waitScope);
+  } catch (const kj::Exception& e) {
+    return FromException(e);
+  }
+}
+
+TEST(DepotTest, PushStoresAByteIdenticalCapsuleAndSecondPushSkipsAll) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(37 * kChunk + 5);
+  Depot depot(f.Options());
+  Connection c(io, depot, f.keys.alice.public_identity());
+  SendOptions o;
+  o.streams = 3;
+  o.commit_every = 5 * kChunk;
+  auto s = Send(io, c, *f.reader, o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->chunks_total, 38u);
+  EXPECT_EQ(s->chunks_sent, 38u);
+  EXPECT_EQ(s->chunks_skipped, 0u);
+  EXPECT_TRUE(f.StoredMatches());
+  auto again = Send(io, c, *f.reader);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->chunks_sent, 0u);
+  EXPECT_EQ(again->chunks_skipped, 38u);
+  ASSERT_FALSE(f.events.empty());
+  EXPECT_EQ(f.events.back().kind, "received");
+}
+
+TEST(DepotTest, ResumeAfterACutConnectionSendsOnlyTheRest) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(40 * kChunk);
+  {
+    Depot depot(f.Options());
+    Connection c(io, depot, f.keys.alice.public_identity());
+    // Cut the connection once 12 chunks went out; commits every 4 made some durable.
+    SendOptions o;
+    o.commit_every = 4 * kChunk;
+    int sent = 0;
+    o.progress = [&](const SendProgress&) {
+      if (++sent == 12) c.pipe.ends[0]->shutdownWrite();
+    };
+    auto s = Send(io, c, *f.reader, o);
+    EXPECT_FALSE(s.ok());
+  }
+  Depot depot(f.Options());  // a restarted daemon: state only from disk
+  Connection c(io, depot, f.keys.alice.public_identity());
+  auto s = Send(io, c, *f.reader);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_GT(s->chunks_skipped, 0u);
+  EXPECT_EQ(s->chunks_sent + s->chunks_skipped, 40u);
+  EXPECT_TRUE(f.StoredMatches());
+}
+
+TEST(DepotTest, UntrustedIssuerAndPolicyThatExcludesTheSiteAreRefusedBeforeData) {
+  auto io = kj::setupAsyncIo();
+  {
+    Fixture f(3 * kChunk);
+    DepotOptions o = f.Options();
+    o.trusted = {f.keys.mallory.public_identity()};
+    Depot depot(o);
+    Connection c(io, depot, f.keys.alice.public_identity());
+    auto s = Send(io, c, *f.reader);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kPermissionDenied) << s.status();
+    EXPECT_TRUE(capsule::testing::ListDir(f.store).empty() ||
+                capsule::testing::ListDir(f.store + "/.incoming").empty());
+  }
+  {
+    Fixture f(3 * kChunk,
+              R"({"version": 1, "rules": [{"id": "a", "effect": "permit", "sites": ["site-a"]}]})");
+    verifier::SiteConfig site;
+    site.site = "site-b";
+    Depot depot(f.Options(&site));
+    Connection c(io, depot, f.keys.alice.public_identity());
+    auto s = Send(io, c, *f.reader);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kPermissionDenied) << s.status();
+    EXPECT_NE(s.status().message().find("site-b"), std::string::npos);
+    EXPECT_EQ(f.events.back().kind, "refused");
+    EXPECT_FALSE(capsule::testing::Exists(f.store + "/.incoming"));
+  }
+}
+
+// A receiver that flips one byte of chunk 2 on its first arrival: refused, resent, accepted.
+class CorruptingUpload final : public schema::Upload::Server {
+ public:
+  explicit CorruptingUpload(schema::Upload::Client inner) : inner_(kj::mv(inner)) {}
+  kj::Promise<void> put(PutContext context) override {
+    auto p = context.getParams();
+    auto req = inner_.putRequest();
+    req.setIndex(p.getIndex());
+    req.setData(p.getData());
+    if (p.getIndex() == 2 && !corrupted_) {
+      corrupted_ = true;
+      req.getData()[7] ^= 1;
+    }
+    return req.send();
+  }
+  kj::Promise<void> commit(CommitContext context) override {
+    return inner_.commitRequest().send().then(
+        [context](capnp::Response<schema::Upload::CommitResults>&& r) mutable {
+          context.setResults(r);
+        });
+  }
+  kj::Promise<void> finish(FinishContext context) override {
+    return inner_.finishRequest().send().then(
+        [context](capnp::Response<schema::Upload::FinishResults>&& r) mutable {
+          context.setResults(r);
+        });
+  }
+
+ private:
+  schema::Upload::Client inner_;
+  bool corrupted_ = false;
+};
+
+class CorruptingTransfer final : public schema::Transfer::Server {
+ public:
+  explicit CorruptingTransfer(schema::Transfer::Client inner) : inner_(kj::mv(inner)) {}
+  kj::Promise<void> offer(OfferContext context) override {
+    auto req = inner_.offerRequest();
+    req.setPrelude(context.getParams().getPrelude());
+    return req.send().then(
+        [context](capnp::Response<schema::Transfer::OfferResults>&& r) mutable {
+          auto results = context.getResults();
+          results.setMissing(r.getMissing());
+          results.setUpload(kj::heap<CorruptingUpload>(r.getUpload()));
+        });
+  }
+
+ private:
+  schema::Transfer::Client inner_;
+};
+
+TEST(DepotTest, CorruptedChunkIsRefusedAndResent) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(6 * kChunk);
+  Depot depot(f.Options());
+  Connection c(io, depot, f.keys.alice.public_identity());
+  schema::Transfer::Client corrupting = kj::heap<CorruptingTransfer>(c.transfer);
+  auto s = Push(*f.reader, corrupting, SendOptions()).wait(io.waitScope);
+  EXPECT_EQ(s.chunks_sent, 7u);  // six chunks, one of them twice
+  EXPECT_TRUE(f.StoredMatches());
+}
+
+// Pull: the client serves a receiving Transfer on the same connection and asks for a capsule.
+TEST(DepotTest, FetchPullsAStoredCapsule) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(9 * kChunk);
+  Depot source(f.Options());
+  {
+    Connection c(io, source, f.keys.alice.public_identity());
+    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+  }
+  DepotOptions mine = f.Options();
+  mine.store = capsule::testing::MakeTempDir() + "/mine";
+  Depot local(mine);
+  Connection c(io, source, f.keys.alice.public_identity());
+  auto req = c.transfer.fetchRequest();
+  req.setCapsuleId(f.reader->manifest().IdHex());
+  req.setReceiver(local.ServeFor(f.keys.bob.public_identity()));
+  auto r = req.send().wait(io.waitScope);
+  EXPECT_EQ(r.getSummary().getChunksSent(), 9u);
+  const std::string got =
+      capsule::testing::ReadFile(mine.store + "/" + f.reader->manifest().IdHex() + ".capsule");
+  EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), f.capsule);
+  auto missing = c.transfer.fetchRequest();
+  missing.setCapsuleId(std::string(32, '0'));
+  missing.setReceiver(local.ServeFor(f.keys.bob.public_identity()));
+  try {
+    missing.send().wait(io.waitScope);
+    ADD_FAILURE() << "fetch of an unknown capsule succeeded";
+  } catch (const kj::Exception& e) {
+    EXPECT_EQ(FromException(e).code(), absl::StatusCode::kNotFound);
+  }
+}
+
+TEST(ErrorsTest, StatusSurvivesTheWire) {
+  const absl::Status s = absl::DataLossError("chunk 3 of 9 is corrupt");
+  EXPECT_EQ(FromException(ToException(s)), s);
+  kj::Exception foreign(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
+                        kj::heapString("peer disconnected"));
+  EXPECT_EQ(FromException(foreign).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(PeerSafe(absl::UnavailableError("/srv/store/x: EIO")).message().find("/srv"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace bunker::transfer

@@ -1,0 +1,159 @@
+#include "transfer/secure_channel.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <capnp/rpc.h>
+#include <kj/debug.h>
+
+#include <algorithm>
+#include <utility>
+
+namespace bunker::transfer {
+namespace {
+
+const crypto::PublicIdentity* FindPeer(const std::vector<crypto::PublicIdentity>& peers,
+                                       const crypto::Fingerprint& fingerprint) {
+  for (const crypto::PublicIdentity& peer : peers) {
+    if (peer.fingerprint() == fingerprint) return &peer;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::StatusOr<kj::Own<SecureChannel>> SecureChannel::Create(
+    const crypto::Identity& self, absl::Span<const crypto::PublicIdentity> peers,
+    kj::Timer& timer, absl::Time now, ChannelOptions options) {
+  std::vector<crypto::PublicIdentity> unique;
+  for (const crypto::PublicIdentity& peer : peers) {
+    if (std::find(unique.begin(), unique.end(), peer) == unique.end()) unique.push_back(peer);
+  }
+
+  absl::StatusOr<kj::TlsKeypair> keypair =
+      MakeSiteKeypair(self, now, options.certificate_validity);
+  if (!keypair.ok()) return keypair.status();
+
+  std::vector<kj::TlsCertificate> anchors;
+  anchors.reserve(unique.size());
+  for (const crypto::PublicIdentity& peer : unique) {
+    absl::StatusOr<std::string> pem = MakePeerAnchorPem(peer, now);
+    if (!pem.ok()) return pem.status();
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
+                  anchors.emplace_back(kj::StringPtr(pem->c_str(), pem->size()));
+                })) {
+      (void)e;
+      return absl::InternalError("kj-tls rejected a peer anchor certificate");
+    }
+  }
+
+  kj::TlsContext::Options tls_options;
+  // Trust only the anchors made from `peers`: no system store, no CA.
+  tls_options.useSystemTrustStore = false;
+  tls_options.trustedCertificates = kj::arrayPtr(anchors.data(), anchors.size());
+  // Sets SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT on the SSL_CTX: a server demands a
+  // client certificate, and a client aborts the handshake on an untrusted server certificate.
+  tls_options.verifyClients = true;
+  tls_options.minVersion = kj::TlsVersion::TLS_1_2;
+  tls_options.defaultKeypair = *keypair;
+
+  kj::Own<kj::TlsContext> tls;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions(
+                     [&]() { tls = kj::heap<kj::TlsContext>(kj::mv(tls_options)); })) {
+    (void)e;
+    return absl::InternalError("kj-tls could not build the TLS context");
+  }
+  // The SSL_CTX now holds its own references to the key and certificates.
+  return kj::heap<SecureChannel>(timer, options, std::move(unique), kj::mv(tls));
+}
+
+SecureChannel::SecureChannel(kj::Timer& timer, ChannelOptions options,
+                             std::vector<crypto::PublicIdentity> peers,
+                             kj::Own<kj::TlsContext> tls)
+    : timer_(timer), options_(options), peers_(std::move(peers)), tls_(kj::mv(tls)) {}
+
+SecureConnection SecureChannel::Authenticate(kj::AuthenticatedStream stream,
+                                             const crypto::PublicIdentity* expected) {
+  // OpenSSL has already verified the chain against our anchors (and, on the client, the
+  // hostname); this maps the proven name back to its entry and re-checks it.
+  auto& identity = kj::downcast<kj::TlsPeerIdentity>(*stream.peerIdentity);
+  KJ_REQUIRE(identity.hasCertificate(), "peer presented no certificate");
+  absl::StatusOr<crypto::Fingerprint> fingerprint =
+      crypto::Fingerprint::Parse(identity.getCommonName().cStr());
+  KJ_REQUIRE(fingerprint.ok(), "peer certificate does not name a Bunker identity");
+  const std::string name = fingerprint->ToString();
+  const crypto::PublicIdentity* peer = FindPeer(peers_, *fingerprint);
+  KJ_REQUIRE(peer != nullptr, "peer is not in peers", name.c_str());
+  if (expected != nullptr) {
+    KJ_REQUIRE(*peer == *expected, "server is not the expected peer", name.c_str());
+  }
+  return SecureConnection{kj::mv(stream.stream), *peer};
+}
+
+kj::Promise<SecureConnection> SecureChannel::Accept(kj::AuthenticatedStream raw) {
+  auto handshake = tls_->wrapServer(kj::mv(raw)).then([this](kj::AuthenticatedStream stream) {
+    return Authenticate(kj::mv(stream), nullptr);
+  });
+  return timer_.timeoutAfter(options_.handshake_timeout, kj::mv(handshake));
+}
+
+kj::Promise<SecureConnection> SecureChannel::Connect(kj::AuthenticatedStream raw,
+                                                     const crypto::PublicIdentity& server) {
+  const crypto::PublicIdentity* expected = FindPeer(peers_, server.fingerprint());
+  if (expected == nullptr || !(*expected == server)) {
+    const std::string name = server.fingerprint().ToString();
+    return KJ_EXCEPTION(FAILED, "server is not in peers", name.c_str());
+  }
+  const std::string hostname = SiteHostname(server.fingerprint());
+  auto handshake = tls_->wrapClient(kj::mv(raw), kj::StringPtr(hostname.c_str(), hostname.size()))
+                       .then([this, expected](kj::AuthenticatedStream stream) {
+                         return Authenticate(kj::mv(stream), expected);
+                       });
+  return timer_.timeoutAfter(options_.handshake_timeout, kj::mv(handshake));
+}
+
+// One authenticated connection and the RPC system speaking over it. The network refers to the
+// stream and the RPC system to the network, hence the member order.
+struct RpcServer::Session {
+  Session(SecureConnection connection, capnp::Capability::Client bootstrap)
+      : connection(kj::mv(connection)),
+        network(*this->connection.stream, capnp::rpc::twoparty::Side::SERVER),
+        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
+
+  SecureConnection connection;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+};
+
+RpcServer::RpcServer(SecureChannel& channel, BootstrapFactory bootstrap)
+    : channel_(channel), bootstrap_(kj::mv(bootstrap)), tasks_(*this) {}
+
+RpcServer::~RpcServer() noexcept(false) = default;
+
+kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
+  return listener.acceptAuthenticated().then([this, &listener](kj::AuthenticatedStream raw) {
+    // Authenticate in the background so the next accept() is not held up by this peer.
+    tasks_.add(channel_.Accept(kj::mv(raw))
+                   .then(
+                       [this](SecureConnection connection) -> kj::Promise<void> {
+                         ++served_;
+                         capnp::Capability::Client bootstrap = bootstrap_(connection.peer);
+                         auto session = kj::heap<Session>(kj::mv(connection), kj::mv(bootstrap));
+                         auto done = session->network.onDisconnect();
+                         return done.attach(kj::mv(session));
+                       },
+                       [this](kj::Exception&& e) -> kj::Promise<void> {
+                         // A refusal is an expected outcome, not a server failure: the
+                         // connection was dropped (closing it) and listening goes on.
+                         ++refused_;
+                         last_refusal_ = e.getDescription().cStr();
+                         return kj::READY_NOW;
+                       }));
+    return Listen(listener);
+  });
+}
+
+void RpcServer::taskFailed(kj::Exception&& exception) {
+  // A session ended abnormally (e.g. the peer vanished mid-call); the session is gone either way.
+  KJ_LOG(INFO, "transfer session ended", exception.getDescription());
+}
+
+}  // namespace bunker::transfer

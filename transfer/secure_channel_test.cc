@@ -1,0 +1,312 @@
+#include "transfer/secure_channel.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <kj/async-io.h>
+#include <kj/debug.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "crypto/keys.h"
+#include "spec/transfer.capnp.h"
+
+namespace bunker::transfer {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Upper bound for anything a test waits on; a healthy run takes milliseconds.
+constexpr kj::Duration kBound = 10 * kj::SECONDS;
+
+// Echoes pings and counts them.
+class RecordingTransfer final : public schema::Transfer::Server {
+ public:
+  explicit RecordingTransfer(int& calls) : calls_(calls) {}
+
+  kj::Promise<void> ping(PingContext context) override {
+    ++calls_;
+    context.getResults().setNonce(context.getParams().getNonce());
+    return kj::READY_NOW;
+  }
+
+ private:
+  int& calls_;
+};
+
+// A listening site: its channel, RPC server and the loopback port it accepts on.
+struct Site {
+  kj::Own<SecureChannel> channel;
+  kj::Own<RpcServer> rpc;
+  kj::Own<kj::ConnectionReceiver> listener;
+  kj::Promise<void> listening = nullptr;
+  int calls = 0;
+  std::vector<crypto::PublicIdentity> callers;  // peers the bootstrap factory was asked for
+};
+
+class SecureChannelTest : public ::testing::Test {
+ protected:
+  SecureChannelTest()
+      : io_(kj::setupAsyncIo()), ws_(io_.waitScope), timer_(io_.provider->getTimer()) {}
+  // kj destructors are noexcept(false); gtest's is not.
+  ~SecureChannelTest() noexcept override {}
+
+  kj::Own<SecureChannel> Channel(const crypto::Identity& self,
+                                 std::vector<crypto::PublicIdentity> peers,
+                                 ChannelOptions options = {}) {
+    absl::StatusOr<kj::Own<SecureChannel>> channel =
+        SecureChannel::Create(self, peers, timer_, absl::Now(), options);
+    EXPECT_TRUE(channel.ok()) << channel.status();
+    return kj::mv(*channel);
+  }
+
+  kj::Own<Site> Serve(const crypto::Identity& self, std::vector<crypto::PublicIdentity> peers,
+                      ChannelOptions options = {}) {
+    auto site = kj::heap<Site>();
+    site->channel = Channel(self, std::move(peers), options);
+    Site* s = site.get();
+    site->rpc = kj::heap<RpcServer>(*site->channel, [s](const crypto::PublicIdentity& peer) {
+      s->callers.push_back(peer);
+      return capnp::Capability::Client(kj::heap<RecordingTransfer>(s->calls));
+    });
+    site->listener = io_.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(ws_)->listen();
+    site->listening = site->rpc->Listen(*site->listener).eagerlyEvaluate([](kj::Exception&& e) {
+      ADD_FAILURE() << "listen loop ended: " << e.getDescription().cStr();
+    });
+    return site;
+  }
+
+  kj::AuthenticatedStream RawConnect(Site& site) {
+    auto address = io_.provider->getNetwork()
+                       .parseAddress("127.0.0.1", site.listener->getPort())
+                       .wait(ws_);
+    return timer_.timeoutAfter(kBound, address->connectAuthenticated()).wait(ws_);
+  }
+
+  // Connects through `channel` to `site` expecting `server`, sends one ping and returns the
+  // echoed nonce, or the exception that stopped it.
+  kj::Promise<std::string> PingPromise(SecureChannel& channel, Site& site,
+                                       const crypto::PublicIdentity& server) {
+    return channel.Connect(RawConnect(site), server)
+        .then([](SecureConnection connection) {
+          auto client = kj::heap<capnp::TwoPartyClient>(*connection.stream);
+          auto request = client->bootstrap().castAs<schema::Transfer>().pingRequest();
+          static constexpr kj::byte kNonce[] = {'n', 'o', 'n', 'c', 'e', 0, 1, 2};
+          request.setNonce(kj::arrayPtr(kNonce, sizeof(kNonce)));
+          return request.send()
+              .then([](capnp::Response<schema::Transfer::PingResults> response) {
+                auto nonce = response.getNonce();
+                return std::string(nonce.asChars().begin(), nonce.size());
+              })
+              .attach(kj::mv(client), kj::mv(connection.stream));
+        });
+  }
+
+  std::string PingOk(SecureChannel& channel, Site& site,
+                     const crypto::PublicIdentity& server) {
+    return timer_.timeoutAfter(kBound, PingPromise(channel, site, server)).wait(ws_);
+  }
+
+  // The failure of a ping that must fail; an empty string (test failure) if it succeeded.
+  std::string PingError(SecureChannel& channel, Site& site,
+                        const crypto::PublicIdentity& server) {
+    std::string error;
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
+                  timer_.timeoutAfter(kBound, PingPromise(channel, site, server)).wait(ws_);
+                })) {
+      error = e->getDescription().cStr();
+    } else {
+      ADD_FAILURE() << "ping succeeded but should have been refused";
+    }
+    EXPECT_THAT(error, Not(HasSubstr("timed out"))) << "refusal must not rely on a timeout";
+    return error;
+  }
+
+  // Runs the event loop until `done()` or kBound passes.
+  bool WaitUntil(const std::function<bool()>& done) {
+    const kj::TimePoint deadline = timer_.now() + kBound;
+    while (!done()) {
+      if (timer_.now() > deadline) return false;
+      timer_.afterDelay(1 * kj::MILLISECONDS).wait(ws_);
+    }
+    return true;
+  }
+
+  // Reads `stream` until the peer closes it (true) or kBound passes (false). An error (reset)
+  // counts as closed; bytes before the end (a TLS alert) are ignored.
+  bool ReadsUntilClosed(kj::AsyncIoStream& stream) {
+    bool closed = false;
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
+                  kj::byte buffer[4096];
+                  for (;;) {
+                    size_t n = timer_.timeoutAfter(kBound, stream.tryRead(buffer, 1, sizeof(buffer)))
+                                   .wait(ws_);
+                    if (n == 0) break;
+                  }
+                  closed = true;
+                })) {
+      closed = !kj::StringPtr(e->getDescription()).startsWith("operation timed out");
+    }
+    return closed;
+  }
+
+  kj::AsyncIoContext io_;
+  kj::WaitScope& ws_;
+  kj::Timer& timer_;
+
+  crypto::Identity alpha_ = crypto::Identity::Generate();
+  crypto::Identity beta_ = crypto::Identity::Generate();
+  crypto::Identity gamma_ = crypto::Identity::Generate();
+};
+
+// (a) Two sites pinned to each other: a ping makes the round trip over TLS.
+TEST_F(SecureChannelTest, MutuallyPinnedSitesPing) {
+  auto server = Serve(alpha_, {beta_.public_identity()});
+  auto client = Channel(beta_, {alpha_.public_identity()});
+  EXPECT_EQ(PingOk(*client, *server, alpha_.public_identity()), std::string("nonce\0\1\2", 8));
+  EXPECT_EQ(server->calls, 1);
+  ASSERT_EQ(server->callers.size(), 1u);
+  EXPECT_EQ(server->callers[0], beta_.public_identity()) << "the server knows who called";
+  EXPECT_EQ(server->rpc->refused(), 0u);
+  EXPECT_EQ(server->rpc->served(), 1u);
+}
+
+TEST_F(SecureChannelTest, ServerWithSeveralPeersServesEach) {
+  auto server = Serve(alpha_, {gamma_.public_identity(), beta_.public_identity()});
+  auto from_beta = Channel(beta_, {alpha_.public_identity()});
+  auto from_gamma = Channel(gamma_, {alpha_.public_identity(), beta_.public_identity()});
+  PingOk(*from_beta, *server, alpha_.public_identity());
+  PingOk(*from_gamma, *server, alpha_.public_identity());
+  EXPECT_EQ(server->calls, 2);
+  ASSERT_EQ(server->callers.size(), 2u);
+  EXPECT_EQ(server->callers[0], beta_.public_identity());
+  EXPECT_EQ(server->callers[1], gamma_.public_identity());
+}
+
+// (b) The client is not in the server's peers: no RPC is served and the client gets an error.
+TEST_F(SecureChannelTest, ServerRefusesUnpinnedClientBeforeAnyRpc) {
+  auto server = Serve(alpha_, {gamma_.public_identity()});
+  auto client = Channel(beta_, {alpha_.public_identity()});
+  // The client hears the server's "unknown CA" alert (during or right after its handshake).
+  EXPECT_THAT(PingError(*client, *server, alpha_.public_identity()), HasSubstr("unknown ca"));
+  ASSERT_TRUE(WaitUntil([&] { return server->rpc->refused() == 1; }));
+  // Refused by OpenSSL's chain verification inside the handshake, not by a later check.
+  EXPECT_THAT(server->rpc->last_refusal(), HasSubstr("certificate verify failed"));
+  EXPECT_EQ(server->calls, 0);
+  EXPECT_TRUE(server->callers.empty()) << "no bootstrap capability was ever made";
+  EXPECT_EQ(server->rpc->served(), 0u);
+}
+
+TEST_F(SecureChannelTest, ServerWithNoPeersRefusesEveryone) {
+  auto server = Serve(alpha_, {});
+  auto client = Channel(beta_, {alpha_.public_identity()});
+  PingError(*client, *server, alpha_.public_identity());
+  ASSERT_TRUE(WaitUntil([&] { return server->rpc->refused() == 1; }));
+  EXPECT_EQ(server->calls, 0);
+}
+
+// (c) The server is not in the client's allowed set: the client refuses it.
+TEST_F(SecureChannelTest, ClientRefusesServerSignedByAnotherKey) {
+  // beta pins gamma, believes it dials gamma, but alpha answers.
+  auto server = Serve(alpha_, {beta_.public_identity()});
+  auto client = Channel(beta_, {gamma_.public_identity()});
+  EXPECT_THAT(PingError(*client, *server, gamma_.public_identity()),
+              HasSubstr("certificate verify failed"));
+  // The client aborted inside the handshake, so the server never completed it either.
+  ASSERT_TRUE(WaitUntil([&] { return server->rpc->refused() == 1; }));
+  EXPECT_EQ(server->calls, 0);
+  EXPECT_EQ(server->rpc->served(), 0u);
+}
+
+TEST_F(SecureChannelTest, ClientRefusesPinnedServerAnsweringForAnotherPinnedPeer) {
+  // beta pins both alpha and gamma and dials gamma; alpha (pinned, but not gamma) answers.
+  auto server = Serve(alpha_, {beta_.public_identity()});
+  auto client = Channel(beta_, {alpha_.public_identity(), gamma_.public_identity()});
+  // alpha's certificate chains to a trusted anchor, but names alpha: the hostname check fails.
+  EXPECT_THAT(PingError(*client, *server, gamma_.public_identity()),
+              HasSubstr("certificate verify failed"));
+  ASSERT_TRUE(WaitUntil([&] { return server->rpc->refused() == 1; }));
+  EXPECT_EQ(server->calls, 0);
+}
+
+TEST_F(SecureChannelTest, ClientWillNotDialAnUnpinnedServer) {
+  auto server = Serve(alpha_, {beta_.public_identity()});
+  auto client = Channel(beta_, {gamma_.public_identity()});
+  EXPECT_THAT(PingError(*client, *server, alpha_.public_identity()),
+              HasSubstr("server is not in peers"));
+}
+
+// (d) Bytes that are not TLS: the connection is closed and the server keeps serving.
+TEST_F(SecureChannelTest, GarbageIsRefusedAndServerStaysUp) {
+  auto server = Serve(alpha_, {beta_.public_identity()});
+  {
+    kj::AuthenticatedStream raw = RawConnect(*server);
+    static constexpr char kGarbage[] = "GET / HTTP/1.0\r\n\r\n\x16\x03\x01\xff\xff garbage";
+    timer_.timeoutAfter(kBound, raw.stream->write(kGarbage, sizeof(kGarbage))).wait(ws_);
+    EXPECT_TRUE(ReadsUntilClosed(*raw.stream));
+  }
+  ASSERT_TRUE(WaitUntil([&] { return server->rpc->refused() == 1; }));
+  EXPECT_THAT(server->rpc->last_refusal(), HasSubstr("http request"));
+  EXPECT_EQ(server->calls, 0);
+
+  auto client = Channel(beta_, {alpha_.public_identity()});
+  PingOk(*client, *server, alpha_.public_identity());
+  EXPECT_EQ(server->calls, 1);
+}
+
+TEST_F(SecureChannelTest, ImmediateHangUpIsRefusedAndServerStaysUp) {
+  auto server = Serve(alpha_, {beta_.public_identity()});
+  { kj::AuthenticatedStream raw = RawConnect(*server); }
+  ASSERT_TRUE(WaitUntil([&] { return server->rpc->refused() == 1; }));
+  auto client = Channel(beta_, {alpha_.public_identity()});
+  PingOk(*client, *server, alpha_.public_identity());
+}
+
+// (e) A client that connects and says nothing does not hold up anyone else...
+TEST_F(SecureChannelTest, StalledClientDoesNotBlockOthers) {
+  auto server = Serve(alpha_, {beta_.public_identity()});  // default 10 s handshake timeout
+  kj::AuthenticatedStream staller = RawConnect(*server);
+  kj::AuthenticatedStream staller2 = RawConnect(*server);
+  auto client = Channel(beta_, {alpha_.public_identity()});
+  PingOk(*client, *server, alpha_.public_identity());
+  PingOk(*client, *server, alpha_.public_identity());
+  EXPECT_EQ(server->calls, 2);
+  EXPECT_EQ(server->rpc->refused(), 0u) << "the stalled handshakes are still pending";
+}
+
+// ... and is disconnected once the handshake timeout passes.
+TEST_F(SecureChannelTest, StalledClientIsDroppedAfterHandshakeTimeout) {
+  ChannelOptions options;
+  options.handshake_timeout = 100 * kj::MILLISECONDS;
+  auto server = Serve(alpha_, {beta_.public_identity()}, options);
+  kj::AuthenticatedStream staller = RawConnect(*server);
+  EXPECT_TRUE(ReadsUntilClosed(*staller.stream));
+  ASSERT_TRUE(WaitUntil([&] { return server->rpc->refused() == 1; }));
+  EXPECT_THAT(server->rpc->last_refusal(), HasSubstr("timed out"));
+}
+
+TEST_F(SecureChannelTest, ClientGivesUpOnAServerThatNeverAnswers) {
+  // A plain TCP listener that accepts and never speaks TLS.
+  auto listener = io_.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(ws_)->listen();
+  auto accepted = listener->accept();
+  ChannelOptions options;
+  options.handshake_timeout = 100 * kj::MILLISECONDS;
+  auto client = Channel(beta_, {alpha_.public_identity()}, options);
+  auto address =
+      io_.provider->getNetwork().parseAddress("127.0.0.1", listener->getPort()).wait(ws_);
+  auto raw = address->connectAuthenticated().wait(ws_);
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
+                client->Connect(kj::mv(raw), alpha_.public_identity()).wait(ws_);
+              })) {
+    EXPECT_THAT(std::string(e->getDescription().cStr()), HasSubstr("timed out"));
+  } else {
+    ADD_FAILURE() << "handshake with a silent server succeeded";
+  }
+}
+
+}  // namespace
+}  // namespace bunker::transfer

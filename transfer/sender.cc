@@ -1,0 +1,156 @@
+#include "transfer/sender.h"
+
+#include <kj/debug.h>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "capsule/format.h"
+#include "capsule/incoming.h"
+#include "transfer/errors.h"
+
+namespace bunker::transfer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The state of one push, shared by its chains.
+struct PushState : public kj::Refcounted {
+  const capsule::CapsuleReader* reader;
+  SendOptions options;
+  kj::Maybe<schema::Upload::Client> upload;
+  std::deque<uint64_t> queue;           // chunks still to send
+  std::map<uint64_t, int> rejections;   // per chunk
+  SendProgress progress;
+  SendSummary summary;
+  uint64_t since_commit = 0;
+  Clock::time_point start = Clock::now();
+
+  schema::Upload::Client& Upload() { return KJ_ASSERT_NONNULL(upload); }
+
+  void Report() {
+    if (options.progress) options.progress(progress);
+  }
+
+  // Waits, if a rate is set, until sending `bytes` more keeps within it.
+  kj::Promise<void> Pace(uint64_t bytes) {
+    if (options.rate == 0 || options.timer == nullptr) return kj::READY_NOW;
+    const double due = static_cast<double>(progress.sent_bytes + bytes) /
+                       static_cast<double>(options.rate);
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    if (due <= elapsed) return kj::READY_NOW;
+    return options.timer->afterDelay(
+        static_cast<int64_t>((due - elapsed) * 1e9) * kj::NANOSECONDS);
+  }
+
+  // Commits, queueing again the chunks the receiver refused.
+  kj::Promise<void> Commit() {
+    since_commit = 0;
+    return Upload().commitRequest().send().then(
+        [self = kj::addRef(*this)](capnp::Response<schema::Upload::CommitResults>&& r) mutable {
+          for (uint64_t i : r.getRejected()) {
+            if (++self->rejections[i] > self->options.max_rejections) {
+              kj::throwFatalException(ToException(absl::DataLossError(absl::StrCat(
+                  "the receiver refused chunk ", i, " ", self->options.max_rejections,
+                  " times: the capsule read here does not match its own chunk table"))));
+            }
+            self->queue.push_back(i);
+          }
+        });
+  }
+
+  // One chain: send chunks from the queue until it is empty.
+  kj::Promise<void> Chain() {
+    if (queue.empty()) return kj::READY_NOW;
+    const uint64_t i = queue.front();
+    queue.pop_front();
+    const capsule::Geometry& g = reader->geometry();
+    const uint64_t size = g.CipherSize(i);
+    return Pace(size).then([self = kj::addRef(*this), i, size]() mutable {
+      auto req = self->Upload().putRequest();
+      req.setIndex(i);
+      auto data = req.initData(static_cast<unsigned>(size));
+      absl::Status s = self->reader->ReadRaw(self->reader->geometry().ChunkOffset(i),
+                                             absl::MakeSpan(data.begin(), data.size()));
+      if (!s.ok()) kj::throwFatalException(ToException(s));
+      ++self->summary.chunks_sent;
+      self->summary.bytes_sent += size;
+      self->progress.sent_bytes += size;
+      self->since_commit += size;
+      return req.send().then([self = kj::addRef(*self)]() mutable -> kj::Promise<void> {
+        self->Report();
+        if (self->since_commit >= self->options.commit_every) {
+          return self->Commit().then([self = kj::addRef(*self)]() mutable { return self->Chain(); });
+        }
+        return self->Chain();
+      });
+    });
+  }
+
+  // Runs the chains until every chunk is sent and durably accepted.
+  kj::Promise<void> Round() {
+    auto chains = kj::heapArrayBuilder<kj::Promise<void>>(options.streams);
+    for (int k = 0; k < options.streams; ++k) chains.add(Chain());
+    return kj::joinPromises(chains.finish())
+        .then([self = kj::addRef(*this)]() mutable { return self->Commit(); })
+        .then([self = kj::addRef(*this)]() mutable -> kj::Promise<void> {
+          if (self->queue.empty()) return kj::READY_NOW;
+          return self->Round();  // resend what was refused
+        });
+  }
+};
+
+}  // namespace
+
+kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader, schema::Transfer::Client peer,
+                              SendOptions options) {
+  absl::StatusOr<capsule::Prelude> prelude = capsule::ReadPrelude(reader);
+  if (!prelude.ok()) return ToException(prelude.status());
+  auto push = kj::refcounted<PushState>();
+  push->reader = &reader;
+  options.streams = std::clamp(options.streams, 1, 64);
+  push->options = std::move(options);
+  const capsule::Geometry& g = reader.geometry();
+  push->summary.capsule_id = reader.manifest().IdHex();
+  push->summary.chunks_total = g.chunk_count;
+  for (uint64_t i = 0; i < g.chunk_count; ++i) push->progress.total_bytes += g.CipherSize(i);
+
+  auto offer = peer.offerRequest();
+  auto p = offer.initPrelude();
+  p.setHeader(kj::arrayPtr(prelude->header.data(), prelude->header.size()));
+  p.setTail(kj::arrayPtr(prelude->tail.data(), prelude->tail.size()));
+  return offer.send()
+      .then([push = kj::addRef(*push)](capnp::Response<schema::Transfer::OfferResults>&& r)
+                mutable -> kj::Promise<void> {
+        push->upload = r.getUpload();
+        const capsule::Geometry& g = push->reader->geometry();
+        uint64_t missing_bytes = 0;
+        for (auto range : r.getMissing()) {
+          if (range.getCount() > g.chunk_count || range.getFirst() > g.chunk_count - range.getCount()) {
+            return ToException(absl::DataLossError("the receiver named chunks out of range"));
+          }
+          for (uint64_t i = range.getFirst(); i < range.getFirst() + range.getCount(); ++i) {
+            push->queue.push_back(i);
+            missing_bytes += g.CipherSize(i);
+          }
+        }
+        push->summary.chunks_skipped = g.chunk_count - push->queue.size();
+        push->progress.skipped_bytes = push->progress.total_bytes - missing_bytes;
+        push->Report();
+        return push->Round();
+      })
+      .then([push = kj::addRef(*push)]() mutable {
+        return push->Upload().finishRequest().send().then(
+            [push = kj::addRef(*push)](capnp::Response<schema::Upload::FinishResults>&&) mutable {
+              push->summary.seconds =
+                  std::chrono::duration<double>(Clock::now() - push->start).count();
+              return push->summary;
+            });
+      });
+}
+
+}  // namespace bunker::transfer

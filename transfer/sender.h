@@ -1,0 +1,53 @@
+// The sending side of the transfer protocol (spec/TRANSFER.md "Push"): offers a capsule by its
+// prelude, then sends only the chunks the receiver lacks, over `streams` concurrent chains of
+// streaming calls (flow control from the RPC system), committing every few MiB so the receiver
+// makes them durable, resending any chunk the receiver refused, and finishing. Re-running a
+// push after a cut connection or a crash of either side sends only what the receiver has not
+// durably acknowledged.
+#ifndef BUNKER_TRANSFER_SENDER_H_
+#define BUNKER_TRANSFER_SENDER_H_
+
+#include <kj/async.h>
+#include <kj/timer.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "capsule/reader.h"
+#include "spec/transfer.capnp.h"
+
+namespace bunker::transfer {
+
+struct SendProgress {
+  uint64_t total_bytes = 0;    // all chunks' ciphertext
+  uint64_t skipped_bytes = 0;  // already at the receiver when the offer was answered
+  uint64_t sent_bytes = 0;     // sent in this run (resends included)
+};
+
+struct SendOptions {
+  int streams = 1;            // concurrent chains of put calls (1..64)
+  uint64_t rate = 0;          // bytes per second; 0: unlimited
+  kj::Timer* timer = nullptr; // required when rate > 0
+  uint64_t commit_every = 64u << 20;  // bytes between durable commits
+  int max_rejections = 3;     // per chunk, before giving up with kDataLoss
+  std::function<void(const SendProgress&)> progress;
+};
+
+struct SendSummary {
+  std::string capsule_id;
+  uint64_t chunks_total = 0;
+  uint64_t chunks_sent = 0;
+  uint64_t chunks_skipped = 0;
+  uint64_t bytes_sent = 0;
+  double seconds = 0;
+};
+
+// Pushes the capsule `reader` reads (which must outlive the promise) to `peer`. The promise
+// breaks with the peer's exception (see transfer/errors.h to turn it into a Status).
+kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader, schema::Transfer::Client peer,
+                              SendOptions options);
+
+}  // namespace bunker::transfer
+
+#endif  // BUNKER_TRANSFER_SENDER_H_

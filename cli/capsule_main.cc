@@ -25,6 +25,8 @@ constexpr Command kCommands[] = {
     {"open", bunker::cli::RunOpen, "decrypt and extract a capsule atomically"},
     {"ls", bunker::cli::RunLs, "list the files in a capsule"},
     {"cat", bunker::cli::RunCat, "write one file of a capsule to stdout"},
+    {"send", bunker::cli::RunSend, "push a capsule to another site's daemon (resumable)"},
+    {"fetch", bunker::cli::RunFetch, "pull a capsule from another site's daemon"},
     {"policy", bunker::cli::RunPolicy, "check a policy, or explain a decision (check|explain)"},
     {"audit", bunker::cli::RunAudit, "review a site's audit log (show|verify|prove|consistency|export)"},
 };

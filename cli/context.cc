@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "capsule/key_files.h"
+#include "transfer/client.h"
 
 namespace bunker::cli {
 
@@ -90,7 +91,7 @@ Context::Context(const CommandSpec& spec, int argc, char** argv)
     : spec_(spec), argc_(argc), argv_(argv) {}
 
 void Context::PrintHelp() const {
-  std::string out = absl::StrCat("Usage: capsule ", spec_.name, " ", spec_.usage, "\n\n",
+  std::string out = absl::StrCat("Usage: ", Who(), " ", spec_.usage, "\n\n",
                                  spec_.summary, "\n\nOptions:\n");
   for (const OptionSpec& o : spec_.options) {
     std::string flag = absl::StrCat("--", o.name);
@@ -175,8 +176,8 @@ bool Context::Parse() {
 }
 
 int Context::UsageError(const std::string& message) const {
-  std::fprintf(stderr, "capsule %s: %s\nhint: see 'capsule %s --help'\n", spec_.name.c_str(),
-               message.c_str(), spec_.name.c_str());
+  std::fprintf(stderr, "%s: %s\nhint: see '%s --help'\n", Who().c_str(), message.c_str(),
+               Who().c_str());
   const_cast<Context*>(this)->exit_code_ = kExitUsage;
   return kExitUsage;
 }
@@ -185,7 +186,7 @@ int Context::Fail(const absl::Status& status, const std::string& hint) const {
   // One line, and no terminal escapes, whatever a library (or a capsule) put in the message.
   const std::string msg = TerminalSafe(std::string_view(status.message().data(),
                                                         status.message().size()));
-  std::fprintf(stderr, "capsule %s: %s\n", spec_.name.c_str(), msg.c_str());
+  std::fprintf(stderr, "%s: %s\n", Who().c_str(), msg.c_str());
   if (!hint.empty()) std::fprintf(stderr, "hint: %s\n", hint.c_str());
   return ExitCodeFor(status);
 }
@@ -243,6 +244,8 @@ void Progress::Update(uint64_t done) {
   std::fflush(stderr);
   drawn_ = true;
 }
+
+void Progress::SetTotal(uint64_t total) { total_ = total; }
 
 void Progress::Finish() {
   if (drawn_) {
@@ -552,6 +555,41 @@ std::string DenialMessage(const verifier::Decision& d) {
   }
   if (!d.reasons.empty()) absl::StrAppend(&msg, " (", absl::StrJoin(d.reasons, "; "), ")");
   return msg;
+}
+
+absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx,
+                                                              const verifier::SiteConfig& site,
+                                                              crypto::Identity* identity) {
+  transfer::ClientOptions o;
+  o.self = identity;
+  absl::StatusOr<std::vector<crypto::PublicIdentity>> peers = capsule::LoadTrust(site.peers);
+  if (!peers.ok()) return peers.status();
+  o.peers = *peers;
+  if (ctx.args().Has("peer")) {
+    absl::StatusOr<crypto::PublicIdentity> peer = capsule::LoadPublicIdentity(ctx.args().Get("peer"));
+    if (!peer.ok()) return peer.status();
+    o.server = *peer;
+  }
+  o.cancelled = [] { return Interrupted(); };
+  return o;
+}
+
+absl::StatusOr<uint64_t> ParseRate(const std::string& text) {
+  std::string t = absl::AsciiStrToUpper(text);
+  uint64_t mult = 1;
+  if (!t.empty()) {
+    switch (t.back()) {
+      case 'K': mult = 1000; t.pop_back(); break;
+      case 'M': mult = 1000 * 1000; t.pop_back(); break;
+      case 'G': mult = 1000 * 1000 * 1000; t.pop_back(); break;
+      default: break;
+    }
+  }
+  uint64_t n = 0;
+  if (t.empty() || !absl::SimpleAtoi(t, &n) || n == 0 || n > (~uint64_t{0}) / mult) {
+    return absl::InvalidArgumentError(absl::StrCat("bad rate '", text, "' (e.g. 50M for 50 MB/s)"));
+  }
+  return n * mult;
 }
 
 }  // namespace bunker::cli

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "capsule/reader.h"
 #include "crypto/keys.h"
+#include "transfer/client.h"
 #include "verifier/site_config.h"
 #include "verifier/verifier.h"
 
@@ -78,6 +79,7 @@ struct CommandSpec {
   std::string details;     // optional paragraph(s) after the options
   std::vector<std::string> positionals;  // names, for arity checks
   std::vector<OptionSpec> options;
+  std::string program = "capsule";  // "capsuled" for the daemon, whose `name` is empty
 };
 
 // Parsed command line.
@@ -120,6 +122,10 @@ class Context {
   absl::StatusOr<int> Threads() const;
 
   const std::string& command() const { return spec_.name; }
+  // "capsule seal", "capsuled": how messages name the program.
+  std::string Who() const {
+    return spec_.name.empty() ? spec_.program : spec_.program + " " + spec_.name;
+  }
 
  private:
   void PrintHelp() const;
@@ -170,6 +176,11 @@ absl::StatusOr<Release> PrepareRelease(const Context& ctx, const std::string& ca
 // kAlreadyExists naming it otherwise.
 absl::Status CheckEmptyDestination(const std::string& dir);
 
+// The transfer client options for this site: its identity, its peers, --peer, interrupts.
+absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx,
+                                                              const verifier::SiteConfig& site,
+                                                              crypto::Identity* identity);
+
 // One line saying why a request was denied.
 std::string DenialMessage(const verifier::Decision& decision);
 
@@ -183,6 +194,8 @@ class Progress {
   Progress(std::string label, uint64_t total, bool enabled);
   ~Progress();
   void Update(uint64_t done);
+  // For work whose size is learnt once it started.
+  void SetTotal(uint64_t total);
   // Clears the line.
   void Finish();
 
@@ -203,6 +216,8 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text);
 // (C0 except, when `keep_newlines`, newline and tab; DEL; C1) become \xNN, so no escape sequence
 // can rewrite what the user sees.
 std::string TerminalSafe(std::string_view text, bool keep_newlines = false);
+// Parses a rate: "50M" is 50,000,000 bytes per second (K, M, G: powers of 1000).
+absl::StatusOr<uint64_t> ParseRate(const std::string& text);
 // JSON string literal with escapes.
 std::string JsonString(std::string_view s);
 // RFC 3339 UTC time for seconds since the epoch.
@@ -217,6 +232,8 @@ int RunOpen(int argc, char** argv);
 int RunLs(int argc, char** argv);
 int RunCat(int argc, char** argv);
 int RunPolicy(int argc, char** argv);
+int RunSend(int argc, char** argv);
+int RunFetch(int argc, char** argv);
 int RunAudit(int argc, char** argv);
 
 }  // namespace bunker::cli

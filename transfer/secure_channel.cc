@@ -145,6 +145,7 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
                          // connection was dropped (closing it) and listening goes on.
                          ++refused_;
                          last_refusal_ = e.getDescription().cStr();
+                         if (on_refused_) on_refused_(last_refusal_);
                          return kj::READY_NOW;
                        }));
     return Listen(listener);

@@ -19,6 +19,7 @@
 #include <kj/timer.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,9 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
   // authenticated concurrently, so a stalled client delays nobody else.
   kj::Promise<void> Listen(kj::ConnectionReceiver& listener);
 
+  // Called with a one-line description of each refused connection (for the daemon's log).
+  void set_on_refused(std::function<void(const std::string&)> fn) { on_refused_ = std::move(fn); }
+
   // Connections refused (failed handshake, not pinned, timed out) and sessions served so far.
   uint64_t refused() const { return refused_; }
   uint64_t served() const { return served_; }
@@ -115,6 +119,7 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
   uint64_t refused_ = 0;
   uint64_t served_ = 0;
   std::string last_refusal_;
+  std::function<void(const std::string&)> on_refused_;
   kj::TaskSet tasks_;
 };
 

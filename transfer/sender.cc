@@ -29,6 +29,13 @@ struct PushState : public kj::Refcounted {
   SendSummary summary;
   uint64_t since_commit = 0;
   Clock::time_point start = Clock::now();
+  Clock::time_point last_commit = Clock::now();
+
+  bool CommitDue() const {
+    return since_commit >= options.commit_every ||
+           std::chrono::duration<double>(Clock::now() - last_commit).count() >=
+               options.commit_seconds;
+  }
 
   schema::Upload::Client& Upload() { return KJ_ASSERT_NONNULL(upload); }
 
@@ -50,6 +57,7 @@ struct PushState : public kj::Refcounted {
   // Commits, queueing again the chunks the receiver refused.
   kj::Promise<void> Commit() {
     since_commit = 0;
+    last_commit = Clock::now();
     return Upload().commitRequest().send().then(
         [self = kj::addRef(*this)](capnp::Response<schema::Upload::CommitResults>&& r) mutable {
           for (uint64_t i : r.getRejected()) {
@@ -83,7 +91,7 @@ struct PushState : public kj::Refcounted {
       self->since_commit += size;
       return req.send().then([self = kj::addRef(*self)]() mutable -> kj::Promise<void> {
         self->Report();
-        if (self->since_commit >= self->options.commit_every) {
+        if (self->CommitDue()) {
           return self->Commit().then([self = kj::addRef(*self)]() mutable { return self->Chain(); });
         }
         return self->Chain();

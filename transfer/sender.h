@@ -29,7 +29,10 @@ struct SendOptions {
   int streams = 1;            // concurrent chains of put calls (1..64)
   uint64_t rate = 0;          // bytes per second; 0: unlimited
   kj::Timer* timer = nullptr; // required when rate > 0
-  uint64_t commit_every = 64u << 20;  // bytes between durable commits
+  // A durable commit after this many bytes or this much time, whichever comes first: what a
+  // crash can make the sender resend.
+  uint64_t commit_every = 16u << 20;
+  double commit_seconds = 1.0;
   int max_rejections = 3;     // per chunk, before giving up with kDataLoss
   std::function<void(const SendProgress&)> progress;
 };

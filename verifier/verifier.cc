@@ -39,6 +39,36 @@ std::string CounterKey(const capsule::Manifest& m) {
   return absl::StrCat(m.issuer.fingerprint().ToString(), "/", m.IdHex());
 }
 
+// The site's audit log, checked against the checkpoint its state database last kept.
+absl::StatusOr<std::unique_ptr<AuditLog>> OpenSiteLog(const SiteConfig& site,
+                                                      const crypto::Identity& identity,
+                                                      UseCounter& counter) {
+  absl::StatusOr<std::optional<std::string>> last_text = counter.LastCheckpoint();
+  if (!last_text.ok()) return last_text.status();
+  std::optional<Checkpoint> last;
+  if (last_text->has_value()) {
+    absl::StatusOr<Checkpoint> cp = Checkpoint::Parse(**last_text);
+    if (!cp.ok()) return absl::DataLossError("the site's last audit checkpoint is corrupt");
+    last = *cp;
+  }
+  absl::StatusOr<std::unique_ptr<AuditLog>> log =
+      AuditLog::Open(site.state, &identity, site.site, last);
+  if (!log.ok()) {
+    return absl::Status(log.status().code(),
+                        absl::StrCat("refusing to decide: ", log.status().message()));
+  }
+  // The database's checkpoint may lag the log by the one entry a crash can leave between the
+  // two; more, or none at all beside a non-empty log, means the counts were reset or rolled
+  // back (e.g. state.db deleted), and every maxOpens budget with them.
+  const uint64_t known = last ? last->size : 0;
+  if ((*log)->size() > known + 1) {
+    return absl::DataLossError(absl::StrCat(
+        "refusing to decide: the site's state database knows ", known, " of the audit log's ",
+        (*log)->size(), " entries (was it deleted or replaced?)"));
+  }
+  return log;
+}
+
 Decision Deny(std::string reason) {
   Decision d;
   d.permit = false;
@@ -119,29 +149,9 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
   // With a site: decide, record and count in one transaction of the state database.
   absl::StatusOr<std::unique_ptr<UseCounter>> counter = UseCounter::Open(request.site->state);
   if (!counter.ok()) return counter.status();
-  absl::StatusOr<std::optional<std::string>> last_text = (*counter)->LastCheckpoint();
-  if (!last_text.ok()) return last_text.status();
-  std::optional<Checkpoint> last;
-  if (last_text->has_value()) {
-    absl::StatusOr<Checkpoint> cp = Checkpoint::Parse(**last_text);
-    if (!cp.ok()) return absl::DataLossError("the site's last audit checkpoint is corrupt");
-    last = *cp;
-  }
   absl::StatusOr<std::unique_ptr<AuditLog>> log =
-      AuditLog::Open(request.site->state, request.site_identity, request.site->site, last);
-  if (!log.ok()) {
-    return absl::Status(log.status().code(),
-                        absl::StrCat("refusing to decide: ", log.status().message()));
-  }
-  // The database's checkpoint may lag the log by the one entry a crash can leave between the
-  // two; more, or none at all beside a non-empty log, means the counts were reset or rolled
-  // back (e.g. state.db deleted), and every maxOpens budget with them.
-  const uint64_t known = last ? last->size : 0;
-  if ((*log)->size() > known + 1) {
-    return absl::DataLossError(absl::StrCat(
-        "refusing to decide: the site's state database knows ", known, " of the audit log's ",
-        (*log)->size(), " entries (was it deleted or replaced?)"));
-  }
+      OpenSiteLog(*request.site, *request.site_identity, **counter);
+  if (!log.ok()) return log.status();
 
   absl::Status record_status;
   absl::StatusOr<bool> counted = (*counter)->Decide(CounterKey(m), [&](uint64_t opens_so_far) {
@@ -177,6 +187,24 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
         record_status.message()));
   }
   return out;
+}
+
+absl::Status RecordSiteEvent(const SiteConfig& site, const crypto::Identity& identity,
+                            const AuditRecord& record) {
+  absl::StatusOr<std::unique_ptr<UseCounter>> counter = UseCounter::Open(site.state);
+  if (!counter.ok()) return counter.status();
+  absl::StatusOr<std::unique_ptr<AuditLog>> log = OpenSiteLog(site, identity, **counter);
+  if (!log.ok()) return log.status();
+  absl::Status written;
+  // The counter's transaction serializes this with concurrent opens, which keep the same pair
+  // (log, checkpoint) in step.
+  absl::StatusOr<bool> done = (*counter)->Decide("bunker/events", [&](uint64_t) {
+    absl::StatusOr<Checkpoint> cp = (*log)->Append(record, record.time);
+    written = cp.ok() ? (*counter)->SetLastCheckpoint(cp->Encode()) : cp.status();
+    return false;
+  });
+  if (!done.ok()) return done.status();
+  return written;
 }
 
 }  // namespace bunker::verifier

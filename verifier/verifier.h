@@ -53,6 +53,12 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
                                         const capsule::PayloadKey& key,
                                         const OpenRequest& request, int threads);
 
+// Appends an event that is not an open decision (e.g. a capsule received, refused or sent by
+// the transfer daemon) to the site's audit log, checked and kept in step with the state
+// database exactly as Authorize does.
+absl::Status RecordSiteEvent(const SiteConfig& site, const crypto::Identity& identity,
+                             const AuditRecord& record);
+
 }  // namespace bunker::verifier
 
 #endif  // BUNKER_VERIFIER_VERIFIER_H_

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Transfer scenarios with real daemons on loopback (spec/TRANSFER.md).
+# Usage: transfer_scenarios.sh CAPSULE_BINARY CAPSULED_BINARY SCENARIO
+set -uo pipefail
+CAPSULE=$1
+CAPSULED=$2
+SCENARIO=$3
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-transfer-XXXXXX")
+DAEMON_PIDS=()
+cleanup() {
+  for p in "${DAEMON_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+cd "$WORK"
+. "$(dirname "$0")/lib.sh"
+
+# Sites A (sender) and B (receiver, daemon), an owner, and a capsule for B. $1: policy rules.
+setup() {
+  keys_only
+  mkdir -p data
+  head -c "${DATA_BYTES:-3000000}" /dev/urandom > data/x.bin
+  local policy=()
+  if [ -n "${1:-}" ]; then
+    printf '{"version": 1, "rules": [%s]}\n' "$1" > policy.json
+    policy=(--policy policy.json)
+  fi
+  "$CAPSULE" seal data -o d.capsule --sign owner.key --to site-b.pub --chunk-size 64K \
+    "${policy[@]}" >/dev/null 2>"$WORK/.stderr" || { cat "$WORK/.stderr"; fail "seal"; }
+  cat > a.json <<'JSON'
+{"site": "site-a", "identity": "site-a.key", "trust": ["owner.pub"], "destinations": ["land"],
+ "state": "state-a", "peers": ["site-b.pub"], "store": "store-a"}
+JSON
+  cat > b.json <<'JSON'
+{"site": "site-b", "region": "eu", "storage": ["encrypted-at-rest"], "identity": "site-b.key",
+ "trust": ["owner.pub"], "destinations": ["land"], "state": "state-b",
+ "listen": "127.0.0.1:0", "peers": ["site-a.pub"], "store": "store-b"}
+JSON
+}
+keys_only() {
+  [ -f owner.key ] && return
+  for k in owner site-a site-b site-c mallory; do "$CAPSULE" keygen -o $k >/dev/null; done
+}
+
+# start_b: starts B's daemon, sets PORT and B_PID.
+start_b() {
+  : > b.log
+  "$CAPSULED" --site b.json 2>>b.log &
+  B_PID=$!
+  DAEMON_PIDS+=("$B_PID")
+  for _ in $(seq 1 100); do
+    PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' b.log | tail -1)
+    [ -n "$PORT" ] && return
+    sleep 0.05
+  done
+  cat b.log; fail "daemon did not start"
+}
+send() { "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site a.json "$@"; }
+stored() { ls store-b/*.capsule 2>/dev/null | head -1; }
+json_field() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p" "$WORK/.stdout"; }
+
+scenario_transfer_push_and_audit() {
+  setup
+  start_b
+  expect_exit 0 send --json
+  [ "$(json_field chunksSent)" -eq "$(json_field chunksTotal)" ] || fail "not all chunks sent"
+  cmp -s d.capsule "$(stored)" || fail "stored capsule differs"
+  expect_exit 0 send --json
+  [ "$(json_field chunksSkipped)" -eq "$(json_field chunksTotal)" ] || fail "resend was not skipped"
+  grep -q "received capsule=" b.log || fail "no 'received' log line"
+  expect_exit 0 "$CAPSULE" audit verify --log state-b/audit.log --key site-b.pub
+  kill -TERM "$B_PID"; wait "$B_PID"; rc=$?
+  [ "$rc" -eq 0 ] || fail "daemon exited $rc on SIGTERM"
+  grep -q "stopped" b.log || fail "no clean stop"
+}
+
+scenario_transfer_sender_killed_then_resumed() {
+  DATA_BYTES=6000000 setup
+  start_b
+  send --rate 2M >/dev/null 2>&1 &
+  local pid=$!
+  sleep 1.6
+  kill -9 "$pid"; wait "$pid" 2>/dev/null
+  [ -z "$(stored)" ] || fail "capsule stored before it was complete"
+  expect_exit 0 send --json
+  [ "$(json_field chunksSkipped)" -gt 0 ] || fail "resume sent everything again"
+  cmp -s d.capsule "$(stored)" || fail "resumed capsule differs"
+}
+
+scenario_transfer_receiver_killed_then_resumed() {
+  DATA_BYTES=6000000 setup
+  start_b
+  send --rate 2M >/dev/null 2>&1 &
+  local pid=$!
+  sleep 1.6
+  kill -9 "$B_PID"; wait "$B_PID" 2>/dev/null
+  wait "$pid"; [ $? -ne 0 ] || fail "send succeeded although the receiver died"
+  start_b
+  expect_exit 0 send --json
+  [ "$(json_field chunksSkipped)" -gt 0 ] || fail "resume after a receiver crash sent everything"
+  cmp -s d.capsule "$(stored)" || fail "resumed capsule differs"
+}
+
+scenario_transfer_refused_peer() {
+  setup
+  start_b
+  sed 's/site-a.key/site-c.key/; s/"site-a"/"site-c"/' a.json > c.json
+  expect_exit 9 "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site c.json
+  one_line_err
+  [ -z "$(stored)" ] || fail "stored from an unknown peer"
+  grep -q "refused connection" b.log || fail "refusal not logged"
+  expect_exit 0 send
+}
+
+scenario_transfer_untrusted_issuer_and_excluded_site() {
+  setup
+  "$CAPSULE" seal data -o m.capsule --sign mallory.key --to site-b.pub >/dev/null
+  start_b
+  expect_exit 5 "$CAPSULE" send m.capsule --to "127.0.0.1:$PORT" --site a.json
+  expect_err "is not trusted"
+  printf '{"version": 1, "rules": [{"id": "a", "effect": "permit", "sites": ["site-x"]}]}' > p2.json
+  "$CAPSULE" seal data -o x.capsule --sign owner.key --to site-b.pub --policy p2.json >/dev/null
+  expect_exit 5 "$CAPSULE" send x.capsule --to "127.0.0.1:$PORT" --site a.json
+  expect_err "does not admit site site-b"
+  [ -z "$(stored)" ] || fail "a refused capsule was stored"
+  [ ! -d store-b/.incoming ] || [ -z "$(ls store-b/.incoming)" ] || fail "refused data left behind"
+  expect_exit 0 "$CAPSULE" audit show --site b.json
+  grep -q "deny" "$WORK/.stdout" || fail "refusals not in the audit log"
+}
+
+scenario_transfer_policy_admits_site() {
+  setup '{"id": "b", "effect": "permit", "sites": ["site-b"], "regions": ["eu"], "storage": ["encrypted-at-rest"], "purposes": ["training"]}'
+  start_b
+  expect_exit 0 send
+  cmp -s d.capsule "$(stored)" || fail "stored capsule differs"
+}
+
+scenario_transfer_garbage_and_flood() {
+  DATA_BYTES=4000000 setup
+  start_b
+  send --rate 2M --json > flood.out 2>&1 &
+  local pid=$!
+  local flood=()
+  for i in $(seq 1 100); do
+    ( exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'GET / HTTP/1.0\r\n\r\ngarbage %d\n' "$i" >&3 \
+      && exec 3>&- ) 2>/dev/null &
+    flood+=($!)
+  done
+  wait "$pid"; rc=$?
+  wait "${flood[@]}"  # not a bare wait: the daemon is a background job too
+  sleep 0.5           # let the daemon log the last refusals
+  [ "$rc" -eq 0 ] || { cat flood.out; fail "the transfer failed during the flood"; }
+  cmp -s d.capsule "$(stored)" || fail "stored capsule differs"
+  [ "$(grep -c 'refused connection' b.log)" -ge 90 ] || fail "floods were not refused"
+  kill -0 "$B_PID" || fail "daemon died"
+}
+
+scenario_transfer_fetch() {
+  setup
+  start_b
+  expect_exit 0 send
+  id=$(basename "$(stored)" .capsule)
+  expect_exit 0 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule --json
+  cmp -s d.capsule got.capsule || fail "fetched capsule differs"
+  expect_exit 6 "$CAPSULE" fetch 00000000000000000000000000000000 --from "127.0.0.1:$PORT" \
+    --site a.json -o none.capsule
+  [ ! -e none.capsule ] || fail "created a file for a missing capsule"
+  expect_exit 7 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule
+}
+
+scenario_transfer_bad_config() {
+  setup
+  printf '{"site": "b", "identity": "site-b.key", "trust": ["owner.pub"], "destinations": ["x"], "state": "s"}' > nolisten.json
+  expect_exit 3 "$CAPSULED" --site nolisten.json
+  expect_err 'needs "listen"'
+  sed 's/127.0.0.1:0/nowhere/' b.json > badaddr.json
+  expect_exit 3 "$CAPSULED" --site badaddr.json
+  expect_exit 0 "$CAPSULED" --help
+  expect_exit 2 "$CAPSULE" send d.capsule --site a.json
+}
+
+"scenario_$SCENARIO"
+echo "ok [$SCENARIO]"

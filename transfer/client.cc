@@ -1,0 +1,134 @@
+#include "transfer/client.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "capsule/io.h"
+#include "capsule/reader.h"
+#include "transfer/depot.h"
+#include "transfer/errors.h"
+#include "transfer/secure_channel.h"
+
+namespace bunker::transfer {
+namespace {
+
+absl::StatusOr<crypto::PublicIdentity> PickServer(const ClientOptions& o) {
+  if (o.server) return *o.server;
+  if (o.peers.size() == 1) return o.peers[0];
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the site has ", o.peers.size(), " peers; name the one at this address with --peer"));
+}
+
+SendOptions ToSendOptions(const ClientOptions& o, kj::Timer& timer) {
+  SendOptions s;
+  s.streams = o.streams;
+  s.rate = o.rate;
+  s.timer = &timer;
+  auto progress = o.progress;
+  auto cancelled = o.cancelled;
+  s.progress = [progress, cancelled](const SendProgress& p) {
+    if (cancelled && cancelled()) {
+      kj::throwFatalException(
+          ToException(absl::CancelledError("interrupted; the receiver keeps what it has")));
+    }
+    if (progress) progress(p);
+  };
+  return s;
+}
+
+// Connects to `address`, authenticates both ends, and runs `fn` on the peer's Transfer.
+template <typename Fn>
+absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOptions& options,
+                                     Fn fn) {
+  if (options.self == nullptr) return absl::InvalidArgumentError("no identity");
+  absl::StatusOr<crypto::PublicIdentity> server = PickServer(options);
+  if (!server.ok()) return server.status();
+  try {
+    kj::AsyncIoContext io = kj::setupAsyncIo();
+    kj::Timer& timer = io.provider->getTimer();
+    absl::StatusOr<kj::Own<SecureChannel>> channel =
+        SecureChannel::Create(*options.self, options.peers, timer, absl::Now());
+    if (!channel.ok()) return channel.status();
+    kj::Own<kj::NetworkAddress> addr;
+    try {
+      addr = io.provider->getNetwork().parseAddress(address).wait(io.waitScope);
+    } catch (const kj::Exception&) {
+      return absl::InvalidArgumentError(absl::StrCat("bad address ", address));
+    }
+    kj::AuthenticatedStream raw = addr->connectAuthenticated().wait(io.waitScope);
+    SecureConnection conn = (*channel)->Connect(kj::mv(raw), *server).wait(io.waitScope);
+    capnp::TwoPartyClient client(*conn.stream);
+    schema::Transfer::Client transfer = client.bootstrap().castAs<schema::Transfer>();
+    return fn(transfer, io, timer);
+  } catch (const kj::Exception& e) {
+    return FromException(e);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
+                                        const std::string& address,
+                                        const ClientOptions& options) {
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = capsule::OpenFile(capsule_path);
+  if (!file.ok()) return file.status();
+  // The sender needs no trust in the issuer: the receiver decides.
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
+      capsule::CapsuleReader::OpenUntrusted(std::move(*file));
+  if (!reader.ok()) return reader.status();
+  return WithPeer(address, options,
+                  [&](schema::Transfer::Client& peer, kj::AsyncIoContext& io, kj::Timer& timer) {
+                    return Push(**reader, peer, ToSendOptions(options, timer)).wait(io.waitScope);
+                  });
+}
+
+absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const std::string& address,
+                                         const std::string& output, const ClientOptions& options,
+                                         const std::vector<crypto::PublicIdentity>& trusted,
+                                         const verifier::SiteConfig* site) {
+  if (::access(output.c_str(), F_OK) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat(output, " already exists"));
+  }
+  const size_t slash = output.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : output.substr(0, slash);
+  const std::string store = dir + "/.bunker-fetch";
+  absl::StatusOr<SendSummary> summary = WithPeer(
+      address, options,
+      [&](schema::Transfer::Client& peer, kj::AsyncIoContext& io,
+          kj::Timer&) -> absl::StatusOr<SendSummary> {
+        DepotOptions d;
+        d.store = store;
+        d.trusted = trusted;
+        d.site = site;
+        d.now = [] { return static_cast<int64_t>(absl::ToUnixSeconds(absl::Now())); };
+        Depot local(d);
+        absl::StatusOr<crypto::PublicIdentity> server = PickServer(options);
+        auto req = peer.fetchRequest();
+        req.setCapsuleId(capsule_id);
+        req.setReceiver(local.ServeFor(*server));
+        auto response = req.send().wait(io.waitScope);
+        auto s = response.getSummary();
+        SendSummary out;
+        out.capsule_id = s.getCapsuleId().cStr();
+        out.chunks_total = s.getChunksTotal();
+        out.chunks_sent = s.getChunksSent();
+        out.chunks_skipped = s.getChunksSkipped();
+        out.bytes_sent = s.getBytesSent();
+        out.seconds = s.getSeconds();
+        return out;
+      });
+  if (!summary.ok()) return summary;
+  const std::string got = store + "/" + summary->capsule_id + ".capsule";
+  if (::link(got.c_str(), output.c_str()) != 0) {
+    return capsule::ErrnoStatus(absl::StrCat("cannot create ", output), errno);
+  }
+  ::unlink(got.c_str());
+  ::rmdir((store + "/.incoming").c_str());
+  ::rmdir(store.c_str());
+  return summary;
+}
+
+}  // namespace bunker::transfer

@@ -1,0 +1,43 @@
+// Blocking entry points for the programs: push a capsule to a site, or fetch one from it, each
+// in an event loop of its own over the pinned TLS channel (spec/TRANSFER.md).
+#ifndef BUNKER_TRANSFER_CLIENT_H_
+#define BUNKER_TRANSFER_CLIENT_H_
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "crypto/keys.h"
+#include "transfer/sender.h"
+#include "verifier/site_config.h"
+
+namespace bunker::transfer {
+
+struct ClientOptions {
+  const crypto::Identity* self = nullptr;    // this site's identity
+  std::vector<crypto::PublicIdentity> peers; // sites this site talks to
+  // The peer listening at the address; may be left unset when `peers` has exactly one entry.
+  std::optional<crypto::PublicIdentity> server;
+  int streams = 1;
+  uint64_t rate = 0;  // bytes per second, 0: unlimited
+  std::function<void(const SendProgress&)> progress;
+  std::function<bool()> cancelled;  // polled as chunks go; true stops with kCancelled
+};
+
+// Pushes the capsule at `capsule_path` to the site at `address` ("host:port").
+absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
+                                        const std::string& address, const ClientOptions& options);
+
+// Fetches capsule `capsule_id` from the site at `address` into `output` (which must not exist),
+// checking it as a receiver does: `trusted` issuers, and `site`'s admission by its policy.
+// Resumable: partial data waits in `output`'s folder under .bunker-fetch/.
+absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const std::string& address,
+                                         const std::string& output, const ClientOptions& options,
+                                         const std::vector<crypto::PublicIdentity>& trusted,
+                                         const verifier::SiteConfig* site);
+
+}  // namespace bunker::transfer
+
+#endif  // BUNKER_TRANSFER_CLIENT_H_

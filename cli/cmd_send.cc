@@ -58,6 +58,9 @@ int RunSend(int argc, char** argv) {
   Progress progress("sending", 0, !ctx.json());
   options->progress = [&progress](const transfer::SendProgress& p) {
     progress.SetTotal(p.total_bytes);
+    if (p.skipped_bytes > 0) {
+      progress.SetLabel(absl::StrCat("sending (", HumanBytes(p.skipped_bytes), " resumed)"));
+    }
     progress.Update(p.skipped_bytes + p.sent_bytes);
   };
   absl::StatusOr<transfer::SendSummary> s =

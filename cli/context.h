@@ -196,6 +196,7 @@ class Progress {
   void Update(uint64_t done);
   // For work whose size is learnt once it started.
   void SetTotal(uint64_t total);
+  void SetLabel(std::string label) { label_ = std::move(label); }
   // Clears the line.
   void Finish();
 

@@ -4,6 +4,9 @@
 #include <kj/async-io.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "capsule/io.h"
@@ -39,10 +42,18 @@ SendOptions ToSendOptions(const ClientOptions& o, kj::Timer& timer) {
   return s;
 }
 
-// Connects to `address`, authenticates both ends, and runs `fn` on the peer's Transfer.
+// One authenticated RPC connection; must outlive the capabilities obtained through it.
+struct Connection {
+  SecureConnection secure;
+  capnp::TwoPartyClient client;
+  explicit Connection(SecureConnection c) : secure(kj::mv(c)), client(*secure.stream) {}
+};
+
+// Opens `count` connections to `address`, authenticating both ends of each, and runs `fn` on
+// the peer's Transfer capabilities.
 template <typename Fn>
 absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOptions& options,
-                                     Fn fn) {
+                                     size_t count, Fn fn) {
   if (options.self == nullptr) return absl::InvalidArgumentError("no identity");
   absl::StatusOr<crypto::PublicIdentity> server = PickServer(options);
   if (!server.ok()) return server.status();
@@ -58,11 +69,15 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
     } catch (const kj::Exception&) {
       return absl::InvalidArgumentError(absl::StrCat("bad address ", address));
     }
-    kj::AuthenticatedStream raw = addr->connectAuthenticated().wait(io.waitScope);
-    SecureConnection conn = (*channel)->Connect(kj::mv(raw), *server).wait(io.waitScope);
-    capnp::TwoPartyClient client(*conn.stream);
-    schema::Transfer::Client transfer = client.bootstrap().castAs<schema::Transfer>();
-    return fn(transfer, io, timer);
+    std::vector<kj::Own<Connection>> connections;
+    auto peers = kj::heapArrayBuilder<schema::Transfer::Client>(count);
+    for (size_t c = 0; c < count; ++c) {
+      kj::AuthenticatedStream raw = addr->connectAuthenticated().wait(io.waitScope);
+      connections.push_back(kj::heap<Connection>(
+          (*channel)->Connect(kj::mv(raw), *server).wait(io.waitScope)));
+      peers.add(connections.back()->client.bootstrap().castAs<schema::Transfer>());
+    }
+    return fn(peers.finish(), io, timer);
   } catch (const kj::Exception& e) {
     return FromException(e);
   }
@@ -79,9 +94,13 @@ absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
       capsule::CapsuleReader::OpenUntrusted(std::move(*file));
   if (!reader.ok()) return reader.status();
-  return WithPeer(address, options,
-                  [&](schema::Transfer::Client& peer, kj::AsyncIoContext& io, kj::Timer& timer) {
-                    return Push(**reader, peer, ToSendOptions(options, timer)).wait(io.waitScope);
+  // One connection per stream: on a long link each gets its own TCP flow window.
+  const size_t connections = static_cast<size_t>(std::clamp(options.streams, 1, 16));
+  return WithPeer(address, options, connections,
+                  [&](kj::Array<schema::Transfer::Client> peers, kj::AsyncIoContext& io,
+                      kj::Timer& timer) {
+                    return Push(**reader, kj::mv(peers), ToSendOptions(options, timer))
+                        .wait(io.waitScope);
                   });
 }
 
@@ -96,9 +115,10 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
   const std::string dir = slash == std::string::npos ? "." : output.substr(0, slash);
   const std::string store = dir + "/.bunker-fetch";
   absl::StatusOr<SendSummary> summary = WithPeer(
-      address, options,
-      [&](schema::Transfer::Client& peer, kj::AsyncIoContext& io,
+      address, options, 1,
+      [&](kj::Array<schema::Transfer::Client> peers, kj::AsyncIoContext& io,
           kj::Timer&) -> absl::StatusOr<SendSummary> {
+        schema::Transfer::Client& peer = peers[0];
         DepotOptions d;
         d.store = store;
         d.trusted = trusted;

@@ -100,6 +100,25 @@ TEST(DepotTest, PushStoresAByteIdenticalCapsuleAndSecondPushSkipsAll) {
   EXPECT_EQ(f.events.back().kind, "received");
 }
 
+TEST(DepotTest, SeveralConnectionsFillOneCapsule) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(50 * kChunk + 9);
+  Depot depot(f.Options());
+  Connection c1(io, depot, f.keys.alice.public_identity());
+  Connection c2(io, depot, f.keys.alice.public_identity());
+  Connection c3(io, depot, f.keys.alice.public_identity());
+  auto peers = kj::heapArrayBuilder<schema::Transfer::Client>(3);
+  peers.add(c1.transfer);
+  peers.add(c2.transfer);
+  peers.add(c3.transfer);
+  SendOptions o;
+  o.streams = 6;
+  o.commit_every = 7 * kChunk;
+  auto s = Push(*f.reader, peers.finish(), o).wait(io.waitScope);
+  EXPECT_EQ(s.chunks_sent, 51u);
+  EXPECT_TRUE(f.StoredMatches());
+}
+
 TEST(DepotTest, ResumeAfterACutConnectionSendsOnlyTheRest) {
   auto io = kj::setupAsyncIo();
   Fixture f(40 * kChunk);

@@ -22,7 +22,7 @@ using Clock = std::chrono::steady_clock;
 struct PushState : public kj::Refcounted {
   const capsule::CapsuleReader* reader;
   SendOptions options;
-  kj::Maybe<schema::Upload::Client> upload;
+  std::vector<schema::Upload::Client> uploads;  // one per connection
   std::deque<uint64_t> queue;           // chunks still to send
   std::map<uint64_t, int> rejections;   // per chunk
   SendProgress progress;
@@ -37,7 +37,8 @@ struct PushState : public kj::Refcounted {
                options.commit_seconds;
   }
 
-  schema::Upload::Client& Upload() { return KJ_ASSERT_NONNULL(upload); }
+  // Chain k's upload: chains are spread over the connections.
+  schema::Upload::Client& Upload(size_t k) { return uploads[k % uploads.size()]; }
 
   void Report() {
     if (options.progress) options.progress(progress);
@@ -54,32 +55,36 @@ struct PushState : public kj::Refcounted {
         static_cast<int64_t>((due - elapsed) * 1e9) * kj::NANOSECONDS);
   }
 
-  // Commits, queueing again the chunks the receiver refused.
+  // Commits on every connection (each reports the chunks it refused), queueing those again.
   kj::Promise<void> Commit() {
     since_commit = 0;
     last_commit = Clock::now();
-    return Upload().commitRequest().send().then(
-        [self = kj::addRef(*this)](capnp::Response<schema::Upload::CommitResults>&& r) mutable {
-          for (uint64_t i : r.getRejected()) {
-            if (++self->rejections[i] > self->options.max_rejections) {
-              kj::throwFatalException(ToException(absl::DataLossError(absl::StrCat(
-                  "the receiver refused chunk ", i, " ", self->options.max_rejections,
-                  " times: the capsule read here does not match its own chunk table"))));
+    auto commits = kj::heapArrayBuilder<kj::Promise<void>>(uploads.size());
+    for (auto& upload : uploads) {
+      commits.add(upload.commitRequest().send().then(
+          [self = kj::addRef(*this)](capnp::Response<schema::Upload::CommitResults>&& r) mutable {
+            for (uint64_t i : r.getRejected()) {
+              if (++self->rejections[i] > self->options.max_rejections) {
+                kj::throwFatalException(ToException(absl::DataLossError(absl::StrCat(
+                    "the receiver refused chunk ", i, " ", self->options.max_rejections,
+                    " times: the capsule read here does not match its own chunk table"))));
+              }
+              self->queue.push_back(i);
             }
-            self->queue.push_back(i);
-          }
-        });
+          }));
+    }
+    return kj::joinPromises(commits.finish());
   }
 
   // One chain: send chunks from the queue until it is empty.
-  kj::Promise<void> Chain() {
+  kj::Promise<void> Chain(size_t k) {
     if (queue.empty()) return kj::READY_NOW;
     const uint64_t i = queue.front();
     queue.pop_front();
     const capsule::Geometry& g = reader->geometry();
     const uint64_t size = g.CipherSize(i);
-    return Pace(size).then([self = kj::addRef(*this), i, size]() mutable {
-      auto req = self->Upload().putRequest();
+    return Pace(size).then([self = kj::addRef(*this), i, size, k]() mutable {
+      auto req = self->Upload(k).putRequest();
       req.setIndex(i);
       auto data = req.initData(static_cast<unsigned>(size));
       absl::Status s = self->reader->ReadRaw(self->reader->geometry().ChunkOffset(i),
@@ -89,12 +94,13 @@ struct PushState : public kj::Refcounted {
       self->summary.bytes_sent += size;
       self->progress.sent_bytes += size;
       self->since_commit += size;
-      return req.send().then([self = kj::addRef(*self)]() mutable -> kj::Promise<void> {
+      return req.send().then([self = kj::addRef(*self), k]() mutable -> kj::Promise<void> {
         self->Report();
         if (self->CommitDue()) {
-          return self->Commit().then([self = kj::addRef(*self)]() mutable { return self->Chain(); });
+          return self->Commit().then(
+              [self = kj::addRef(*self), k]() mutable { return self->Chain(k); });
         }
-        return self->Chain();
+        return self->Chain(k);
       });
     });
   }
@@ -102,7 +108,7 @@ struct PushState : public kj::Refcounted {
   // Runs the chains until every chunk is sent and durably accepted.
   kj::Promise<void> Round() {
     auto chains = kj::heapArrayBuilder<kj::Promise<void>>(options.streams);
-    for (int k = 0; k < options.streams; ++k) chains.add(Chain());
+    for (int k = 0; k < options.streams; ++k) chains.add(Chain(static_cast<size_t>(k)));
     return kj::joinPromises(chains.finish())
         .then([self = kj::addRef(*this)]() mutable { return self->Commit(); })
         .then([self = kj::addRef(*this)]() mutable -> kj::Promise<void> {
@@ -116,6 +122,14 @@ struct PushState : public kj::Refcounted {
 
 kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader, schema::Transfer::Client peer,
                               SendOptions options) {
+  auto peers = kj::heapArrayBuilder<schema::Transfer::Client>(1);
+  peers.add(kj::mv(peer));
+  return Push(reader, peers.finish(), std::move(options));
+}
+
+kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader,
+                              kj::Array<schema::Transfer::Client> peers, SendOptions options) {
+  if (peers.size() == 0) return ToException(absl::InvalidArgumentError("no connection"));
   absl::StatusOr<capsule::Prelude> prelude = capsule::ReadPrelude(reader);
   if (!prelude.ok()) return ToException(prelude.status());
   auto push = kj::refcounted<PushState>();
@@ -127,38 +141,49 @@ kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader, schema::Tran
   push->summary.chunks_total = g.chunk_count;
   for (uint64_t i = 0; i < g.chunk_count; ++i) push->progress.total_bytes += g.CipherSize(i);
 
-  auto offer = peer.offerRequest();
-  auto p = offer.initPrelude();
-  p.setHeader(kj::arrayPtr(prelude->header.data(), prelude->header.size()));
-  p.setTail(kj::arrayPtr(prelude->tail.data(), prelude->tail.size()));
-  return offer.send()
-      .then([push = kj::addRef(*push)](capnp::Response<schema::Transfer::OfferResults>&& r)
-                mutable -> kj::Promise<void> {
-        push->upload = r.getUpload();
-        const capsule::Geometry& g = push->reader->geometry();
-        uint64_t missing_bytes = 0;
-        for (auto range : r.getMissing()) {
-          if (range.getCount() > g.chunk_count || range.getFirst() > g.chunk_count - range.getCount()) {
-            return ToException(absl::DataLossError("the receiver named chunks out of range"));
+  // Offer on every connection: each gets an Upload into the same incoming capsule. The first
+  // answer's list of missing chunks is the work to do.
+  auto offers = kj::heapArrayBuilder<kj::Promise<void>>(peers.size());
+  for (size_t c = 0; c < peers.size(); ++c) {
+    auto offer = peers[c].offerRequest();
+    auto p = offer.initPrelude();
+    p.setHeader(kj::arrayPtr(prelude->header.data(), prelude->header.size()));
+    p.setTail(kj::arrayPtr(prelude->tail.data(), prelude->tail.size()));
+    push->uploads.push_back(nullptr);
+    offers.add(offer.send().then(
+        [push = kj::addRef(*push), c](capnp::Response<schema::Transfer::OfferResults>&& r) mutable
+        -> kj::Promise<void> {
+          push->uploads[c] = r.getUpload();
+          if (c != 0) return kj::READY_NOW;
+          const capsule::Geometry& g = push->reader->geometry();
+          uint64_t missing_bytes = 0;
+          for (auto range : r.getMissing()) {
+            if (range.getCount() > g.chunk_count ||
+                range.getFirst() > g.chunk_count - range.getCount()) {
+              return ToException(absl::DataLossError("the receiver named chunks out of range"));
+            }
+            for (uint64_t i = range.getFirst(); i < range.getFirst() + range.getCount(); ++i) {
+              push->queue.push_back(i);
+              missing_bytes += g.CipherSize(i);
+            }
           }
-          for (uint64_t i = range.getFirst(); i < range.getFirst() + range.getCount(); ++i) {
-            push->queue.push_back(i);
-            missing_bytes += g.CipherSize(i);
-          }
-        }
-        push->summary.chunks_skipped = g.chunk_count - push->queue.size();
-        push->progress.skipped_bytes = push->progress.total_bytes - missing_bytes;
-        push->Report();
-        return push->Round();
-      })
+          push->summary.chunks_skipped = g.chunk_count - push->queue.size();
+          push->progress.skipped_bytes = push->progress.total_bytes - missing_bytes;
+          push->Report();
+          return kj::READY_NOW;
+        }));
+  }
+  return kj::joinPromises(offers.finish())
+      .then([push = kj::addRef(*push)]() mutable { return push->Round(); })
       .then([push = kj::addRef(*push)]() mutable {
-        return push->Upload().finishRequest().send().then(
+        return push->Upload(0).finishRequest().send().then(
             [push = kj::addRef(*push)](capnp::Response<schema::Upload::FinishResults>&&) mutable {
               push->summary.seconds =
                   std::chrono::duration<double>(Clock::now() - push->start).count();
               return push->summary;
             });
-      });
+      })
+      .attach(kj::mv(peers));
 }
 
 }  // namespace bunker::transfer

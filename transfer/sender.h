@@ -51,6 +51,11 @@ struct SendSummary {
 kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader, schema::Transfer::Client peer,
                               SendOptions options);
 
+// The same over several connections to one receiver (long links: one TCP flow window each);
+// the `streams` chains are spread over them.
+kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader,
+                              kj::Array<schema::Transfer::Client> peers, SendOptions options);
+
 }  // namespace bunker::transfer
 
 #endif  // BUNKER_TRANSFER_SENDER_H_

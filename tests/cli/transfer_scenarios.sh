@@ -168,6 +168,34 @@ scenario_transfer_fetch() {
   expect_exit 7 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule
 }
 
+# Store and forward: A pushes to B; B, at its site, forwards the stored capsule to C.
+scenario_transfer_forward() {
+  setup
+  start_b
+  expect_exit 0 send --streams 3
+  cat > c.json <<'JSON'
+{"site": "site-c", "identity": "site-c.key", "trust": ["owner.pub"], "destinations": ["land"],
+ "state": "state-c", "listen": "127.0.0.1:0", "peers": ["site-b.pub"], "store": "store-c"}
+JSON
+  : > c.log
+  "$CAPSULED" --site c.json 2>>c.log &
+  DAEMON_PIDS+=($!)
+  local cport=""
+  for _ in $(seq 1 100); do
+    cport=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' c.log | tail -1)
+    [ -n "$cport" ] && break
+    sleep 0.05
+  done
+  [ -n "$cport" ] || fail "site C did not start"
+  # B's own view for sending: its identity, and C as a peer.
+  sed 's/"peers": \["site-a.pub"\]/"peers": ["site-a.pub", "site-c.pub"]/' b.json > b-send.json
+  expect_exit 3 "$CAPSULE" send "$(stored)" --to "127.0.0.1:$cport" --site b-send.json
+  expect_err "name the one at this address with --peer"
+  expect_exit 0 "$CAPSULE" send "$(stored)" --to "127.0.0.1:$cport" --site b-send.json \
+    --peer site-c.pub
+  cmp -s d.capsule store-c/*.capsule || fail "forwarded capsule differs"
+}
+
 scenario_transfer_bad_config() {
   setup
   printf '{"site": "b", "identity": "site-b.key", "trust": ["owner.pub"], "destinations": ["x"], "state": "s"}' > nolisten.json

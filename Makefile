@@ -5,7 +5,7 @@ ASAN      ?= build/asan
 WERROR    ?= $(if $(CI),ON,OFF)
 CMAKE_GEN := $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
 
-.PHONY: all deps build build-asan demo test test-release test-asan bench vectors fuzz clean
+.PHONY: all deps build build-asan demo test test-release test-asan bench bench-transfer vectors fuzz clean
 
 all: build
 
@@ -35,6 +35,9 @@ test: test-release test-asan
 
 bench: build
 	@bash bench/seal_open.sh $(BUILD)
+
+bench-transfer: build
+	@bash bench/transfer.sh $(BUILD)
 
 # Regenerates spec/vectors/ (commit the result; tests check the committed vectors).
 vectors: build

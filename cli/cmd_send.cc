@@ -1,5 +1,6 @@
 // capsule send: push a capsule to another site's daemon, resuming where it stopped.
 #include <cstdio>
+#include <ctime>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -8,6 +9,7 @@
 #include "cli/context.h"
 #include "transfer/client.h"
 #include "verifier/site_config.h"
+#include "verifier/verifier.h"
 
 namespace bunker::cli {
 
@@ -67,6 +69,22 @@ int RunSend(int argc, char** argv) {
       transfer::SendCapsule(a.positionals()[0], a.Get("to"), *options);
   progress.Finish();
   if (!s.ok()) return ctx.Fail(s.status(), HintFor(s.status()));
+  // A site that sends (or forwards from its store) records it in its own audit log.
+  verifier::AuditRecord rec;
+  rec.time = static_cast<int64_t>(std::time(nullptr));
+  rec.event = "sent";
+  rec.decision = "permit";
+  rec.capsule_id = s->capsule_id;
+  rec.site = site->site;
+  rec.requester = options->server ? options->server->fingerprint().ToString()
+                                  : options->peers[0].fingerprint().ToString();
+  rec.reasons = {absl::StrCat("to ", a.Get("to"), ": ", s->chunks_sent, " chunks sent, ",
+                              s->chunks_skipped, " already there")};
+  absl::Status logged = verifier::RecordSiteEvent(*site, *identity, rec);
+  if (!logged.ok()) {
+    std::fprintf(stderr, "capsule send: warning: not recorded in the audit log: %s\n",
+                 TerminalSafe(std::string(logged.message())).c_str());
+  }
   if (ctx.json()) {
     std::printf("{\"capsule\": %s, \"chunksTotal\": %llu, \"chunksSent\": %llu, "
                 "\"chunksSkipped\": %llu, \"bytesSent\": %llu, \"seconds\": %.3f}\n",

@@ -10,6 +10,7 @@ packages=(
   libarchive-dev libabsl-dev libsqlite3-dev
   libgtest-dev libgmock-dev
   age tar
+  iperf3 rsync
 )
 
 missing=()

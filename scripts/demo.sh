@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# `make demo`: seal a generated sample dataset with its policy for one site, inspect and verify
-# it, open it at the site under the policy (one permit, refusals for a wrong purpose, a forbidden
-# path and exhausted uses), review and verify the audit trail, and show that a tampered copy or a
-# stranger's key releases nothing.
+# `make demo`: seal a generated sample dataset with its policy for site B, inspect and verify it,
+# send it from site A to site B's daemon over loopback with an interruption and a resume, open it
+# at B under its policy (one permit, refusals for a wrong purpose, a forbidden path and
+# exhausted uses), review and verify the audit trails of both sites, and show that a tampered
+# copy or a stranger's key releases nothing.
 set -euo pipefail
 BUILD=${1:-build/release}
 CAPSULE="$(cd "$BUILD" && pwd)/cli/capsule"
+CAPSULED="$(cd "$BUILD" && pwd)/cli/capsuled"
+DAEMON=""
+trap '[ -n "$DAEMON" ] && kill "$DAEMON" 2>/dev/null' EXIT
 DEMO=out/demo
 rm -rf "$DEMO" && mkdir -p "$DEMO" && cd "$DEMO"
 
@@ -21,8 +25,9 @@ printf 'name,email\nAda,ada@example.org\n' > dataset/pii/people.csv
 ln -s train/shards/shard-000.bin dataset/latest-shard
 du -sh dataset
 
-step "Keys: the data owner (issuer), site B (the recipient), and Alice, a data user at site B"
+step "Keys: the data owner (issuer), sites A (where the data is) and B (the recipient), and Alice, a data user at site B"
 run "$CAPSULE" keygen -o owner
+run "$CAPSULE" keygen -o site-a
 run "$CAPSULE" keygen -o site-b
 ALICE=$("$CAPSULE" keygen -o alice --json | sed 's/.*"fingerprint": "\([^"]*\)".*/\1/')
 echo "alice is $ALICE"
@@ -50,39 +55,69 @@ run "$CAPSULE" inspect dataset.capsule
 step "Verify signature, trust and every chunk, without any private key"
 run "$CAPSULE" verify dataset.capsule --trust owner.pub
 
-step "Site B's configuration: who it is, whom it trusts, where data may land"
+step "Two sites on loopback: A sends, B runs the transfer daemon"
 mkdir -p landing
+cat > site-a.json <<'JSON'
+{ "site": "site-a", "identity": "site-a.key", "trust": ["owner.pub"], "destinations": ["landing"],
+  "state": "site-a-state", "peers": ["site-b.pub"], "store": "site-a-store" }
+JSON
 cat > site-b.json <<'JSON'
 { "site": "site-b", "region": "eu-west-1", "storage": ["encrypted-at-rest"],
   "identity": "site-b.key", "trust": ["owner.pub"], "destinations": ["landing"],
-  "state": "site-b-state" }
+  "state": "site-b-state", "listen": "127.0.0.1:0", "peers": ["site-a.pub"], "store": "site-b-store" }
 JSON
 cat site-b.json
+"$CAPSULED" --site site-b.json 2> capsuled.log &
+DAEMON=$!
+for _ in $(seq 1 100); do
+  PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' capsuled.log)
+  [ -n "$PORT" ] && break
+  sleep 0.05
+done
+cat capsuled.log
+
+step "Site A sends the capsule to B at 20 MB/s, and the sender is killed halfway"
+"$CAPSULE" send dataset.capsule --to "127.0.0.1:$PORT" --site site-a.json --rate 20M >/dev/null 2>&1 &
+SENDER=$!
+sleep 1.8
+kill -9 "$SENDER"; wait "$SENDER" 2>/dev/null || true
+echo "killed the sender; B kept every chunk it had made durable (not yet a capsule in its store):"
+ls site-b-store/ site-b-store/.incoming/ 2>/dev/null || true
+
+step "Run the same command again: only the missing chunks move, each checked against the signed table"
+run "$CAPSULE" send dataset.capsule --to "127.0.0.1:$PORT" --site site-a.json --json
+STORED=$(ls site-b-store/*.capsule)
+cmp dataset.capsule "$STORED" && echo "B's copy $STORED is byte-identical"
+echo "the daemon's log:"
+sed 's/^/  /' capsuled.log
 
 step "Explain the decision before opening (releases and counts nothing)"
-run "$CAPSULE" policy explain dataset.capsule --site site-b.json --as alice.key --purpose training --only 'train/**' --only 'eval/**'
+run "$CAPSULE" policy explain "$STORED" --site site-b.json --as alice.key --purpose training --only 'train/**' --only 'eval/**'
 
 step "Alice opens train/ and eval/ for training: permitted, recorded, counted (1 of 2)"
-run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --only 'train/**' --only 'eval/**' --to landing/run1
+run "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose training --only 'train/**' --only 'eval/**' --to landing/run1
 diff -r dataset/train landing/run1/train && echo "landing/run1/train is identical to dataset/train"
 
 step "Refused: the same request for another purpose"
 set +e
-run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose marketing --only 'train/**' --to landing/run2; echo "exit status $?"
+run "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose marketing --only 'train/**' --to landing/run2; echo "exit status $?"
 step "Refused: the whole capsule (pii/ is forbidden), and nothing is extracted"
-run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --to landing/run3; echo "exit status $?"
+run "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose training --to landing/run3; echo "exit status $?"
 set -e
 step "Alice reads one file without decrypting the rest (cat): permitted, recorded, counted (2 of 2)"
-run "$CAPSULE" cat dataset.capsule eval/qa-2.tsv --site site-b.json --as alice.key --purpose training
+run "$CAPSULE" cat "$STORED" eval/qa-2.tsv --site site-b.json --as alice.key --purpose training
 step "Refused: a third release, past maxOpens 2"
 set +e
-run "$CAPSULE" open dataset.capsule --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/run4; echo "exit status $?"
+run "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/run4; echo "exit status $?"
 set -e
 ls landing
 
-step "The audit trail: every decision, permit or deny, in a signed Merkle log"
+step "The audit trail at B: the receipt and every decision, permit or deny, in a signed Merkle log"
 run "$CAPSULE" audit show --site site-b.json
 run "$CAPSULE" audit verify --log site-b-state/audit.log --key site-b.pub
+step "And at A: what it sent"
+run "$CAPSULE" audit show --site site-a.json
+run "$CAPSULE" audit verify --log site-a-state/audit.log --key site-a.pub
 
 step "Tamper with one byte in the middle of the capsule: verify names the bad chunk"
 cp dataset.capsule tampered.capsule
@@ -105,4 +140,5 @@ set +e
 run "$CAPSULE" open dataset.capsule --identity stranger.key --trust owner.pub --to landing/nope; echo "exit status $?"
 set -e
 
+kill -TERM "$DAEMON"; wait "$DAEMON" 2>/dev/null || true; DAEMON=""
 printf '\nDemo done. Files are in %s\n' "$(pwd)"

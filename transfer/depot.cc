@@ -65,6 +65,9 @@ class UploadImpl final : public schema::Upload::Server {
       : depot_(depot), in_(std::move(in)), peer_(std::move(peer)) {}
 
   kj::Promise<void> put(PutContext context) override {
+    // TODO(perf): checking (SHA-256) and writing run on the event loop's thread, which caps a
+    // receiver at about one core's hashing and copying speed (README "Performance"); a worker
+    // pool that resolves the put when its chunk is written would use every core.
     auto params = context.getParams();
     auto data = params.getData();
     absl::Status s = in_->PutChunk(params.getIndex(), absl::MakeConstSpan(data.begin(), data.size()));

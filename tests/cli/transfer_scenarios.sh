@@ -9,6 +9,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-transfer-XXXXXX")
 DAEMON_PIDS=()
 cleanup() {
   for p in "${DAEMON_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+  [ -n "${SMALL_DISK:-}" ] && umount "$SMALL_DISK" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -194,6 +195,33 @@ JSON
   expect_exit 0 "$CAPSULE" send "$(stored)" --to "127.0.0.1:$cport" --site b-send.json \
     --peer site-c.pub
   cmp -s d.capsule store-c/*.capsule || fail "forwarded capsule differs"
+}
+
+# The receiver's disk fills up: the send stops with a clear error, the journal stays, and once
+# space is freed the same command resumes. Needs root to mount a small tmpfs (skipped, exit 77,
+# where mounting is not allowed).
+scenario_transfer_disk_full() {
+  DATA_BYTES=6000000 setup
+  SMALL_DISK="$WORK/small"
+  mkdir -p "$SMALL_DISK"
+  if ! mount -t tmpfs -o size=3m none "$SMALL_DISK" 2>/dev/null; then
+    SMALL_DISK=""
+    echo "skipped: cannot mount a small filesystem here"
+    exit 77
+  fi
+  sed "s|\"store\": \"store-b\"|\"store\": \"$SMALL_DISK/store\"|" b.json > b-small.json
+  mv b-small.json b.json
+  start_b
+  # Paced so that commits (every second) make some chunks durable before the disk is full.
+  expect_exit 8 send --rate 2M
+  expect_err "out of disk space"
+  one_line_err
+  ls "$SMALL_DISK/store/.incoming/"*.journal >/dev/null 2>&1 || fail "the journal was not kept"
+  [ -z "$(ls "$SMALL_DISK/store/"*.capsule 2>/dev/null)" ] || fail "an incomplete capsule was stored"
+  mount -o remount,size=32m "$SMALL_DISK" || fail "cannot grow the filesystem"
+  expect_exit 0 send --json
+  [ "$(json_field chunksSkipped)" -gt 0 ] || fail "nothing was kept from before the disk filled"
+  cmp -s d.capsule "$SMALL_DISK"/store/*.capsule || fail "resumed capsule differs"
 }
 
 scenario_transfer_bad_config() {

@@ -110,15 +110,63 @@ kj::Promise<SecureConnection> SecureChannel::Connect(kj::AuthenticatedStream raw
   return timer_.timeoutAfter(options_.handshake_timeout, kj::mv(handshake));
 }
 
+namespace {
+
+// Passes a stream through, noting when it was last used, so an idle session can be dropped.
+class WatchedStream final : public kj::AsyncIoStream {
+ public:
+  WatchedStream(kj::AsyncIoStream& inner, kj::Timer& timer, kj::Duration idle)
+      : inner_(inner), timer_(timer), idle_(idle), last_(timer.now()) {}
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    Touch();
+    return inner_.tryRead(buffer, min_bytes, max_bytes).then([this](size_t n) {
+      Touch();
+      return n;
+    });
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    Touch();
+    return inner_.write(buffer, size).then([this]() { Touch(); });
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    Touch();
+    return inner_.write(pieces).then([this]() { Touch(); });
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_.whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_.shutdownWrite(); }
+  void abortRead() override { inner_.abortRead(); }
+
+  // Breaks (DISCONNECTED) once the stream was idle for the whole idle period.
+  kj::Promise<void> Watch() {
+    return timer_.afterDelay(idle_).then([this]() -> kj::Promise<void> {
+      if (timer_.now() - last_ >= idle_) return KJ_EXCEPTION(DISCONNECTED, "idle timeout");
+      return Watch();
+    });
+  }
+
+ private:
+  void Touch() { last_ = timer_.now(); }
+  kj::AsyncIoStream& inner_;
+  kj::Timer& timer_;
+  kj::Duration idle_;
+  kj::TimePoint last_;
+};
+
+}  // namespace
+
 // One authenticated connection and the RPC system speaking over it. The network refers to the
-// stream and the RPC system to the network, hence the member order.
+// (watched) stream and the RPC system to the network, hence the member order.
 struct RpcServer::Session {
-  Session(SecureConnection connection, capnp::Capability::Client bootstrap)
+  Session(SecureConnection connection, capnp::Capability::Client bootstrap, kj::Timer& timer,
+          kj::Duration idle)
       : connection(kj::mv(connection)),
-        network(*this->connection.stream, capnp::rpc::twoparty::Side::SERVER),
+        watched(*this->connection.stream, timer, idle),
+        network(watched, capnp::rpc::twoparty::Side::SERVER),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
 
   SecureConnection connection;
+  WatchedStream watched;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
@@ -136,8 +184,12 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
                        [this](SecureConnection connection) -> kj::Promise<void> {
                          ++served_;
                          capnp::Capability::Client bootstrap = bootstrap_(connection.peer);
-                         auto session = kj::heap<Session>(kj::mv(connection), kj::mv(bootstrap));
-                         auto done = session->network.onDisconnect();
+                         auto session = kj::heap<Session>(
+                             kj::mv(connection), kj::mv(bootstrap), channel_.timer(),
+                             channel_.options().idle_timeout);
+                         // Ends when the peer disconnects, or when it stays idle too long.
+                         auto done =
+                             session->network.onDisconnect().exclusiveJoin(session->watched.Watch());
                          return done.attach(kj::mv(session));
                        },
                        [this](kj::Exception&& e) -> kj::Promise<void> {

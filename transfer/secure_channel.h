@@ -33,9 +33,11 @@ namespace bunker::transfer {
 
 struct ChannelOptions {
   // How long the TCP accept-to-authenticated step (TLS handshake plus the pinning checks) may
-  // take, on either side. A peer that stalls longer is disconnected. After the handshake there
-  // is no idle timeout yet (TODO(security): per-connection idle/RPC deadlines).
+  // take, on either side. A peer that stalls longer is disconnected.
   kj::Duration handshake_timeout = 10 * kj::SECONDS;
+  // After the handshake, a served session in which nothing was read or written for this long
+  // is dropped (detected within twice this), so a stalled authenticated peer holds nothing.
+  kj::Duration idle_timeout = 120 * kj::SECONDS;
   // Validity of our own site certificate, counted from Create()'s `now`.
   absl::Duration certificate_validity = kSiteCertificateValidity;
 };
@@ -69,6 +71,8 @@ class SecureChannel {
                                         const crypto::PublicIdentity& server);
 
   const std::vector<crypto::PublicIdentity>& peers() const { return peers_; }
+  kj::Timer& timer() { return timer_; }
+  const ChannelOptions& options() const { return options_; }
 
   SecureChannel(kj::Timer& timer, ChannelOptions options, std::vector<crypto::PublicIdentity> peers,
                 kj::Own<kj::TlsContext> tls);  // use Create()

@@ -289,6 +289,21 @@ TEST_F(SecureChannelTest, StalledClientIsDroppedAfterHandshakeTimeout) {
   EXPECT_THAT(server->rpc->last_refusal(), HasSubstr("timed out"));
 }
 
+// An authenticated peer that then goes silent holds no session past the idle timeout.
+TEST_F(SecureChannelTest, IdleAuthenticatedSessionIsDropped) {
+  ChannelOptions options;
+  options.idle_timeout = 100 * kj::MILLISECONDS;
+  auto server = Serve(alpha_, {beta_.public_identity()}, options);
+  auto client = Channel(beta_, {alpha_.public_identity()});
+  SecureConnection connection =
+      timer_.timeoutAfter(kBound, client->Connect(RawConnect(*server), alpha_.public_identity()))
+          .wait(ws_);
+  ASSERT_TRUE(WaitUntil([&] { return server->rpc->served() == 1; }));
+  EXPECT_TRUE(ReadsUntilClosed(*connection.stream)) << "the idle session was not closed";
+  // The server still serves others.
+  EXPECT_EQ(PingOk(*client, *server, alpha_.public_identity()), std::string("nonce\0\1\2", 8));
+}
+
 TEST_F(SecureChannelTest, ClientGivesUpOnAServerThatNeverAnswers) {
   // A plain TCP listener that accepts and never speaks TLS.
   auto listener = io_.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(ws_)->listen();

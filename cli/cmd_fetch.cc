@@ -40,12 +40,7 @@ int RunFetch(int argc, char** argv) {
       a.positionals()[0], a.Get("from"), a.Get("output"), *options, *trusted, &*site);
   if (!s.ok()) return ctx.Fail(s.status(), HintFor(s.status()));
   if (ctx.json()) {
-    std::printf("{\"capsule\": %s, \"chunksTotal\": %llu, \"chunksSent\": %llu, "
-                "\"chunksSkipped\": %llu, \"bytesSent\": %llu, \"seconds\": %.3f}\n",
-                JsonString(s->capsule_id).c_str(), static_cast<unsigned long long>(s->chunks_total),
-                static_cast<unsigned long long>(s->chunks_sent),
-                static_cast<unsigned long long>(s->chunks_skipped),
-                static_cast<unsigned long long>(s->bytes_sent), s->seconds);
+    std::printf("%s\n", TransferSummaryJson(*s).c_str());
   } else {
     std::printf("fetched capsule %s into %s: %llu of %llu chunks received\n", s->capsule_id.c_str(),
                 a.Get("output").c_str(), static_cast<unsigned long long>(s->chunks_sent),

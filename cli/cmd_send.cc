@@ -86,12 +86,7 @@ int RunSend(int argc, char** argv) {
                  TerminalSafe(std::string(logged.message())).c_str());
   }
   if (ctx.json()) {
-    std::printf("{\"capsule\": %s, \"chunksTotal\": %llu, \"chunksSent\": %llu, "
-                "\"chunksSkipped\": %llu, \"bytesSent\": %llu, \"seconds\": %.3f}\n",
-                JsonString(s->capsule_id).c_str(), static_cast<unsigned long long>(s->chunks_total),
-                static_cast<unsigned long long>(s->chunks_sent),
-                static_cast<unsigned long long>(s->chunks_skipped),
-                static_cast<unsigned long long>(s->bytes_sent), s->seconds);
+    std::printf("%s\n", TransferSummaryJson(*s).c_str());
   } else {
     std::printf("sent capsule %s to %s: %llu of %llu chunks sent (%llu already there), %s in "
                 "%.1f s\n",

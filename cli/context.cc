@@ -592,4 +592,12 @@ absl::StatusOr<uint64_t> ParseRate(const std::string& text) {
   return n * mult;
 }
 
+std::string TransferSummaryJson(const transfer::SendSummary& s) {
+  return absl::StrFormat(
+      "{\"capsule\": %s, \"chunksTotal\": %d, \"chunksSent\": %d, \"chunksSkipped\": %d, "
+      "\"bytesSent\": %d, \"seconds\": %.3f}",
+      JsonString(s.capsule_id), s.chunks_total, s.chunks_sent, s.chunks_skipped, s.bytes_sent,
+      s.seconds);
+}
+
 }  // namespace bunker::cli

@@ -181,6 +181,10 @@ absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx
                                                               const verifier::SiteConfig& site,
                                                               crypto::Identity* identity);
 
+// The one-line JSON summary of a transfer (the shape: capsule, chunksTotal, chunksSent,
+// chunksSkipped, bytesSent, seconds).
+std::string TransferSummaryJson(const transfer::SendSummary& summary);
+
 // One line saying why a request was denied.
 std::string DenialMessage(const verifier::Decision& decision);
 

@@ -105,7 +105,7 @@ bool IsKnownSuite(uint16_t value) {
 }
 
 struct Aead::Impl {
-  internal::EvpCipherPtr cipher;  // fetched once; EVP_CIPHER is immutable and refcounted
+  openssl::EvpCipherPtr cipher;  // fetched once; EVP_CIPHER is immutable and refcounted
   SecretBytes key;
 };
 
@@ -118,10 +118,10 @@ absl::StatusOr<std::unique_ptr<Aead>> Aead::Create(Suite suite, absl::Span<const
   if (key.size() != kAeadKeySize) {
     return absl::InvalidArgumentError("AEAD key must be 32 bytes");
   }
-  internal::ErrorQueueGuard error_guard;
+  openssl::ErrorQueueGuard error_guard;
   // Fetching is a locked lookup in OpenSSL's method store; doing it once here keeps Seal/Open
   // free of it.
-  internal::EvpCipherPtr cipher(EVP_CIPHER_fetch(nullptr, name, nullptr));
+  openssl::EvpCipherPtr cipher(EVP_CIPHER_fetch(nullptr, name, nullptr));
   if (cipher == nullptr) return absl::InternalError("OpenSSL does not provide the AEAD suite");
   // Both suites are defined with these sizes; a mismatch means a provider we do not understand.
   if (EVP_CIPHER_get_key_length(cipher.get()) != static_cast<int>(kAeadKeySize) ||
@@ -146,10 +146,10 @@ absl::Status Aead::Seal(absl::Span<const uint8_t> nonce, absl::Span<const uint8_
     return absl::InvalidArgumentError("AEAD Seal buffers overlap but are not in-place");
   }
 
-  internal::ErrorQueueGuard error_guard;
+  openssl::ErrorQueueGuard error_guard;
   // A context per call: EVP_CIPHER_CTX holds per-message state, so sharing one would make Seal
   // neither const nor thread-safe. Its key schedule is cleansed by EVP_CIPHER_CTX_free.
-  internal::EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  openssl::EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
   uint8_t* tag = out.data() + plaintext.size();
   const bool ok =
       ctx != nullptr &&
@@ -187,8 +187,8 @@ absl::Status Aead::Open(absl::Span<const uint8_t> nonce, absl::Span<const uint8_
   std::array<uint8_t, kAeadTagSize> tag;
   std::copy_n(ciphertext.data() + body_size, kAeadTagSize, tag.begin());
 
-  internal::ErrorQueueGuard error_guard;
-  internal::EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  openssl::ErrorQueueGuard error_guard;
+  openssl::EvpCipherCtxPtr ctx(EVP_CIPHER_CTX_new());
   const bool ok =
       ctx != nullptr &&
       EVP_CipherInit_ex2(ctx.get(), impl_->cipher.get(), impl_->key.data(), nonce.data(),

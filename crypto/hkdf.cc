@@ -37,11 +37,11 @@ absl::Status HkdfSha256(absl::Span<const uint8_t> ikm, absl::Span<const uint8_t>
   if (info.size() > kMaxInfo) {
     return absl::InvalidArgumentError("HKDF-SHA256 info longer than 32 KiB is not supported");
   }
-  internal::ErrorQueueGuard error_guard;
+  openssl::ErrorQueueGuard error_guard;
 
-  internal::EvpKdfPtr kdf(EVP_KDF_fetch(nullptr, OSSL_KDF_NAME_HKDF, nullptr));
+  openssl::EvpKdfPtr kdf(EVP_KDF_fetch(nullptr, OSSL_KDF_NAME_HKDF, nullptr));
   if (kdf == nullptr) return absl::InternalError("OpenSSL has no HKDF implementation");
-  internal::EvpKdfCtxPtr ctx(EVP_KDF_CTX_new(kdf.get()));
+  openssl::EvpKdfCtxPtr ctx(EVP_KDF_CTX_new(kdf.get()));
   if (ctx == nullptr) return absl::InternalError("cannot create HKDF context");
 
   char digest[] = "SHA256";

@@ -161,9 +161,9 @@ bool ReadStayedInBlock(BIO* bio, size_t block_end) {
 // Never prompt on a terminal for a passphrase (OpenSSL's default callback would).
 int RefusePassphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*u*/) { return -1; }
 
-internal::BioPtr ReadOnlyBio(std::string_view pem) {
+openssl::BioPtr ReadOnlyBio(std::string_view pem) {
   // Reads straight from the caller's buffer; nothing is copied.
-  return internal::BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  return openssl::BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
 }
 
 const char* KeyTypeName(int type) { return type == EVP_PKEY_ED25519 ? "Ed25519" : "X25519"; }
@@ -189,7 +189,7 @@ struct RawKeyPair {
 absl::StatusOr<RawKeyPair> ReadRawPrivateKey(BIO* bio, size_t block_end, int type,
                                              const char* ordinal) {
   const std::string where = std::string("private identity PEM: ") + ordinal + " block ";
-  internal::EvpPkeyPtr pkey(PEM_read_bio_PrivateKey(bio, nullptr, RefusePassphrase, nullptr));
+  openssl::EvpPkeyPtr pkey(PEM_read_bio_PrivateKey(bio, nullptr, RefusePassphrase, nullptr));
   if (pkey == nullptr || !ReadStayedInBlock(bio, block_end)) {
     return absl::InvalidArgumentError(where + "is not a valid PKCS#8 private key");
   }
@@ -212,7 +212,7 @@ absl::StatusOr<RawKeyPair> ReadRawPrivateKey(BIO* bio, size_t block_end, int typ
 // As ReadRawPrivateKey, for a "PUBLIC KEY" block.
 absl::StatusOr<std::array<uint8_t, 32>> ReadRawPublicKey(BIO* bio, size_t block_end, int type,
                                                          const char* ordinal) {
-  internal::EvpPkeyPtr pkey(PEM_read_bio_PUBKEY(bio, nullptr, RefusePassphrase, nullptr));
+  openssl::EvpPkeyPtr pkey(PEM_read_bio_PUBKEY(bio, nullptr, RefusePassphrase, nullptr));
   if (pkey == nullptr || !ReadStayedInBlock(bio, block_end)) {
     return absl::InvalidArgumentError(std::string("public identity PEM: ") + ordinal +
                                       " block is not a valid SubjectPublicKeyInfo");
@@ -226,7 +226,7 @@ absl::StatusOr<std::array<uint8_t, 32>> ReadRawPublicKey(BIO* bio, size_t block_
 
 // Appends one PEM block for a raw key to `bio`.
 void WritePublicPem(BIO* bio, int type, absl::Span<const uint8_t> raw) {
-  internal::EvpPkeyPtr pkey(EVP_PKEY_new_raw_public_key(type, nullptr, raw.data(), raw.size()));
+  openssl::EvpPkeyPtr pkey(EVP_PKEY_new_raw_public_key(type, nullptr, raw.data(), raw.size()));
   if (pkey == nullptr || PEM_write_bio_PUBKEY(bio, pkey.get()) != 1) {
     KeyLibraryFailure("OpenSSL public key PEM encoding");
   }
@@ -234,7 +234,7 @@ void WritePublicPem(BIO* bio, int type, absl::Span<const uint8_t> raw) {
 
 void WritePrivatePem(BIO* bio, int type, absl::Span<const uint8_t> raw) {
   // EVP_PKEY_free cleanses the copy of the key OpenSSL makes here.
-  internal::EvpPkeyPtr pkey(EVP_PKEY_new_raw_private_key(type, nullptr, raw.data(), raw.size()));
+  openssl::EvpPkeyPtr pkey(EVP_PKEY_new_raw_private_key(type, nullptr, raw.data(), raw.size()));
   // No cipher: the unencrypted PKCS#8 "PRIVATE KEY" form that `openssl pkey` reads as is.
   if (pkey == nullptr ||
       PEM_write_bio_PrivateKey(bio, pkey.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
@@ -331,8 +331,8 @@ Fingerprint PublicIdentity::fingerprint() const {
 }
 
 std::string PublicIdentity::ToPem() const {
-  internal::ErrorQueueGuard error_guard;
-  internal::BioPtr bio(BIO_new(BIO_s_mem()));
+  openssl::ErrorQueueGuard error_guard;
+  openssl::BioPtr bio(BIO_new(BIO_s_mem()));
   if (bio == nullptr) throw std::bad_alloc();
   WritePublicPem(bio.get(), EVP_PKEY_ED25519, sign_key);
   WritePublicPem(bio.get(), EVP_PKEY_X25519, box_key);
@@ -348,8 +348,8 @@ absl::StatusOr<PublicIdentity> PublicIdentity::FromPem(std::string_view pem) {
   }
   BUNKER_ASSIGN_OR_RETURN(const size_t first_block_end,
                           CheckPemLayout(pem, kPublicLabel, "public identity"));
-  internal::ErrorQueueGuard error_guard;
-  internal::BioPtr bio = ReadOnlyBio(pem);
+  openssl::ErrorQueueGuard error_guard;
+  openssl::BioPtr bio = ReadOnlyBio(pem);
   if (bio == nullptr) throw std::bad_alloc();
   PublicIdentity id;
   BUNKER_ASSIGN_OR_RETURN(id.sign_key,
@@ -397,10 +397,10 @@ SecretBytes Identity::ToPem() const {
   if (sign_secret_.size() != crypto_sign_SECRETKEYBYTES || box_secret_.size() != kX25519KeySize) {
     KeyLibraryFailure("Identity::ToPem on a moved-from identity");
   }
-  internal::ErrorQueueGuard error_guard;
+  openssl::ErrorQueueGuard error_guard;
   // BIO_s_secmem: the buffer comes from OpenSSL's secure heap when one is set up, and is
   // cleansed whenever it grows or is freed either way.
-  internal::BioPtr bio(BIO_new(BIO_s_secmem()));
+  openssl::BioPtr bio(BIO_new(BIO_s_secmem()));
   if (bio == nullptr) throw std::bad_alloc();
   // libsodium's Ed25519 secret key is seed || public; PKCS#8 stores the seed.
   WritePrivatePem(bio.get(), EVP_PKEY_ED25519, sign_secret_.span().first(kEd25519SeedSize));
@@ -418,8 +418,8 @@ absl::StatusOr<Identity> Identity::FromPem(std::string_view pem) {
   }
   BUNKER_ASSIGN_OR_RETURN(const size_t first_block_end,
                           CheckPemLayout(pem, kPrivateLabel, "private identity"));
-  internal::ErrorQueueGuard error_guard;
-  internal::BioPtr bio = ReadOnlyBio(pem);
+  openssl::ErrorQueueGuard error_guard;
+  openssl::BioPtr bio = ReadOnlyBio(pem);
   if (bio == nullptr) throw std::bad_alloc();
   BUNKER_ASSIGN_OR_RETURN(const RawKeyPair sign,
                           ReadRawPrivateKey(bio.get(), first_block_end, EVP_PKEY_ED25519, "first"));

@@ -146,10 +146,10 @@ bool RunQuietly(const std::string& command) {
 
 // A PEM produced by OpenSSL for a key type of our choosing, to feed wrong types to FromPem.
 std::string OpenSslPem(const char* algorithm, const char* param, bool private_key) {
-  internal::EvpPkeyPtr pkey(param ? EVP_PKEY_Q_keygen(nullptr, nullptr, algorithm, param)
+  openssl::EvpPkeyPtr pkey(param ? EVP_PKEY_Q_keygen(nullptr, nullptr, algorithm, param)
                                   : EVP_PKEY_Q_keygen(nullptr, nullptr, algorithm));
   EXPECT_NE(pkey, nullptr) << algorithm;
-  internal::BioPtr bio(BIO_new(BIO_s_mem()));
+  openssl::BioPtr bio(BIO_new(BIO_s_mem()));
   const int ok = private_key ? PEM_write_bio_PrivateKey(bio.get(), pkey.get(), nullptr, nullptr, 0,
                                                         nullptr, nullptr)
                              : PEM_write_bio_PUBKEY(bio.get(), pkey.get());

@@ -26,7 +26,7 @@ void InitSha256(EVP_MD_CTX* ctx) {
 }  // namespace
 
 struct Sha256::Ctx {
-  internal::EvpMdCtxPtr md;
+  openssl::EvpMdCtxPtr md;
 };
 
 Sha256::Sha256() : ctx_(std::make_unique<Ctx>()) {

@@ -17,46 +17,19 @@
 #include <optional>
 #include <utility>
 
+#include "crypto/openssl_handles.h"
 #include "crypto/secret.h"
 
 namespace bunker::transfer {
 namespace {
 
-struct BioDeleter {
-  void operator()(BIO* p) const { BIO_free_all(p); }
-};
-struct EvpPkeyDeleter {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct X509Deleter {
-  void operator()(X509* p) const { X509_free(p); }
-};
-struct X509NameDeleter {
-  void operator()(X509_NAME* p) const { X509_NAME_free(p); }
-};
-struct BignumDeleter {
-  void operator()(BIGNUM* p) const { BN_free(p); }
-};
-struct NameConstraintsDeleter {
-  void operator()(NAME_CONSTRAINTS* p) const { NAME_CONSTRAINTS_free(p); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, EvpPkeyDeleter>;
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
-using X509NamePtr = std::unique_ptr<X509_NAME, X509NameDeleter>;
-using BignumPtr = std::unique_ptr<BIGNUM, BignumDeleter>;
-using NameConstraintsPtr = std::unique_ptr<NAME_CONSTRAINTS, NameConstraintsDeleter>;
-
-// Keeps OpenSSL's thread-local error queue as the caller left it: we report failures as
-// absl::Status, and stale entries would be misread by kj-tls, which drains the queue after a
-// failed SSL call.
-class ErrorQueueGuard {
- public:
-  ErrorQueueGuard() { ERR_set_mark(); }
-  ~ErrorQueueGuard() { ERR_pop_to_mark(); }
-  ErrorQueueGuard(const ErrorQueueGuard&) = delete;
-  ErrorQueueGuard& operator=(const ErrorQueueGuard&) = delete;
-};
+using crypto::openssl::BignumPtr;
+using crypto::openssl::BioPtr;
+using crypto::openssl::ErrorQueueGuard;
+using crypto::openssl::EvpPkeyPtr;
+using crypto::openssl::NameConstraintsPtr;
+using crypto::openssl::X509NamePtr;
+using crypto::openssl::X509Ptr;
 
 // The OU of a peer anchor's (and so of a site certificate's issuer's) name.
 constexpr char kAnchorUnit[] = "bunker site key";

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -52,13 +53,21 @@ absl::StatusOr<std::unique_ptr<UseCounter>> UseCounter::Open(const std::string& 
   sqlite3* db = c->db_->handle;
   // A racing process waits for the write lock instead of failing at once.
   sqlite3_busy_timeout(db, 30000);
-  absl::Status s = Exec(db,
-                        "PRAGMA journal_mode=WAL;"
-                        "PRAGMA synchronous=FULL;"
-                        "CREATE TABLE IF NOT EXISTS uses ("
-                        "  capsule TEXT PRIMARY KEY, count INTEGER NOT NULL);"
-                        "CREATE TABLE IF NOT EXISTS meta ("
-                        "  key TEXT PRIMARY KEY, value TEXT NOT NULL);");
+  // Several processes may create the database at once. Switching a new database to WAL takes
+  // a lock that SQLite does not always wait for (no busy handler), so retry that step briefly.
+  absl::Status s;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    s = Exec(db,
+             "PRAGMA journal_mode=WAL;"
+             "PRAGMA synchronous=FULL;"
+             "CREATE TABLE IF NOT EXISTS uses ("
+             "  capsule TEXT PRIMARY KEY, count INTEGER NOT NULL);"
+             "CREATE TABLE IF NOT EXISTS meta ("
+             "  key TEXT PRIMARY KEY, value TEXT NOT NULL);");
+    const int code = sqlite3_errcode(db);
+    if (s.ok() || (code != SQLITE_BUSY && code != SQLITE_LOCKED)) break;
+    ::usleep(10000);
+  }
   if (!s.ok()) return s;
   return c;
 }

@@ -57,16 +57,31 @@ absl::StatusOr<std::unique_ptr<AuditLog>> OpenSiteLog(const SiteConfig& site,
     return absl::Status(log.status().code(),
                         absl::StrCat("refusing to decide: ", log.status().message()));
   }
-  // The database's checkpoint may lag the log by the one entry a crash can leave between the
-  // two; more, or none at all beside a non-empty log, means the counts were reset or rolled
-  // back (e.g. state.db deleted), and every maxOpens budget with them.
-  const uint64_t known = last ? last->size : 0;
-  if ((*log)->size() > known + 1) {
+  return log;
+}
+
+// Called inside the state database's transaction, when no other process can append: the
+// database's checkpoint may lag the log by the one entry a crash can leave between the two;
+// more, or none at all beside a non-empty log, means the counts were reset or rolled back
+// (e.g. state.db deleted), and every maxOpens budget with them.
+absl::Status CheckStateMatchesLog(const SiteConfig& site, UseCounter& counter) {
+  absl::StatusOr<std::optional<std::string>> last_text = counter.LastCheckpoint();
+  if (!last_text.ok()) return last_text.status();
+  uint64_t known = 0;
+  if (last_text->has_value()) {
+    absl::StatusOr<Checkpoint> cp = Checkpoint::Parse(**last_text);
+    if (!cp.ok()) return absl::DataLossError("the site's last audit checkpoint is corrupt");
+    known = cp->size;
+  }
+  absl::StatusOr<Checkpoint> latest = ReadLatestCheckpoint(site.state + "/audit.log");
+  if (!latest.ok() && !absl::IsNotFound(latest.status())) return latest.status();
+  const uint64_t logged = latest.ok() ? latest->size : 0;
+  if (logged > known + 1) {
     return absl::DataLossError(absl::StrCat(
         "refusing to decide: the site's state database knows ", known, " of the audit log's ",
-        (*log)->size(), " entries (was it deleted or replaced?)"));
+        logged, " entries (was it deleted or replaced?)"));
   }
-  return log;
+  return absl::OkStatus();
 }
 
 Decision Deny(std::string reason) {
@@ -155,6 +170,8 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
 
   absl::Status record_status;
   absl::StatusOr<bool> counted = (*counter)->Decide(CounterKey(m), [&](uint64_t opens_so_far) {
+    record_status = CheckStateMatchesLog(*request.site, **counter);
+    if (!record_status.ok()) return false;
     out.decision = decide(opens_so_far);
     AuditRecord rec;
     rec.time = request.now;
@@ -180,6 +197,7 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
     return out.decision.permit && out.decision.counts_use;
   });
   if (!counted.ok()) return counted.status();
+  if (absl::IsDataLoss(record_status)) return record_status;
   if (!record_status.ok()) {
     // Without a durable record there is no permit.
     return absl::UnavailableError(absl::StrCat(
@@ -199,6 +217,8 @@ absl::Status RecordSiteEvent(const SiteConfig& site, const crypto::Identity& ide
   // The counter's transaction serializes this with concurrent opens, which keep the same pair
   // (log, checkpoint) in step.
   absl::StatusOr<bool> done = (*counter)->Decide("bunker/events", [&](uint64_t) {
+    written = CheckStateMatchesLog(site, **counter);
+    if (!written.ok()) return false;
     absl::StatusOr<Checkpoint> cp = (*log)->Append(record, record.time);
     written = cp.ok() ? (*counter)->SetLastCheckpoint(cp->Encode()) : cp.status();
     return false;

@@ -122,11 +122,14 @@ scenario_site_max_opens() {
 scenario_site_last_use_race() {
   setup '{"id": "once", "effect": "permit", "maxOpens": 1}'
   for i in 1 2 3 4; do
-    ( open_site --to "landing/race$i" >/dev/null 2>&1; echo $? > "rc$i" ) &
+    ( open_site --to "landing/race$i" >/dev/null 2>"err$i"; echo $? > "rc$i" ) &
   done
   wait
   wins=$(cat rc1 rc2 rc3 rc4 | grep -c '^0$')
   denies=$(cat rc1 rc2 rc3 rc4 | grep -c '^5$')
+  for i in 1 2 3 4; do
+    case "$(cat "rc$i")" in 0|5) ;; *) echo "racer $i exited $(cat "rc$i"): $(cat "err$i")" >&2 ;; esac
+  done
   [ "$wins" -eq 1 ] || fail "$wins opens won the last use"
   [ "$denies" -eq 3 ] || fail "$denies opens were denied"
   [ "$(ls landing | wc -l)" -eq 1 ] || fail "more than one extraction"

@@ -141,8 +141,8 @@ int RunShow(int argc, char** argv) {
 
   uint64_t shown = 0;
   if (!ctx.json()) {
-    std::printf("%-6s %-20s  %-8s  %-32s  %-30s  %s\n", "#", "TIME", "DECISION", "CAPSULE",
-                "REQUESTER", "PURPOSE; REASONS");
+    std::printf("%-6s %-20s  %-8s  %-8s  %-32s  %-30s  %s\n", "#", "TIME", "EVENT", "DECISION",
+                "CAPSULE", "REQUESTER/PEER", "PURPOSE; REASONS");
   }
   absl::Status s =
       verifier::ForEachAuditRecord(log, [&](uint64_t index, const verifier::AuditRecord& r) {
@@ -154,9 +154,10 @@ int RunShow(int argc, char** argv) {
         }
         std::string why = r.purpose.empty() ? "-" : absl::StrCat("\"", r.purpose, "\"");
         for (const std::string& reason : r.reasons) absl::StrAppend(&why, "; ", reason);
-        std::printf("%-6llu %-20s  %-8s  %-32s  %-30s  %s\n",
+        std::printf("%-6llu %-20s  %-8s  %-8s  %-32s  %-30s  %s\n",
                     static_cast<unsigned long long>(index), FormatTime(r.time).c_str(),
-                    TerminalSafe(r.decision).c_str(), TerminalSafe(r.capsule_id).c_str(),
+                    TerminalSafe(r.event).c_str(), TerminalSafe(r.decision).c_str(),
+                    TerminalSafe(r.capsule_id.empty() ? "-" : r.capsule_id).c_str(),
                     r.requester.empty() ? "-" : TerminalSafe(r.requester).c_str(),
                     TerminalSafe(why).c_str());
         return true;

@@ -577,6 +577,17 @@ std::vector<std::string> PolicyWarnings(const Policy& policy) {
       }
     }
   }
+  // A request that does not state a requester or purpose matches no rule that names one, forbid
+  // rules included (POLICY.md "Evaluation"): such a forbid rule only binds honest requests.
+  for (const Rule& f : policy.rules) {
+    if (f.effect != Rule::Effect::kForbid) continue;
+    if (f.requesters || f.purposes) {
+      warnings.push_back(absl::StrCat(
+          "rule ", Printable(f.id), " forbids only requests that name ",
+          f.requesters ? "a listed requester" : "a listed purpose",
+          "; one that names none is not forbidden by it (forbid by path, or permit narrowly)"));
+    }
+  }
   if (permits == 0) {
     warnings.push_back("no rule can ever permit: the policy has no permit rule");
   } else if (dead == permits) {

@@ -885,3 +885,20 @@ TEST(PolicyAdmitsSiteTest, OnlySiteRegionStorageAndTimeCount) {
 
 }  // namespace
 }  // namespace bunker::verifier
+
+namespace bunker::verifier {
+namespace {
+
+TEST(PolicyWarningsTest, ForbidOnRequesterOrPurposeIsFlagged) {
+  auto policy = ParsePolicy(R"({"version": 1, "rules": [
+      {"id": "all", "effect": "permit"},
+      {"id": "no-marketing", "effect": "forbid", "purposes": ["marketing"]}]})");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  const std::vector<std::string> w = PolicyWarnings(*policy);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_NE(w[0].find("no-marketing"), std::string::npos);
+  EXPECT_NE(w[0].find("purpose"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace bunker::verifier

@@ -1,4 +1,5 @@
 // capsule ls: list the encrypted file index.
+#include <algorithm>
 #include <cstdio>
 #include <set>
 
@@ -43,6 +44,18 @@ int RunLs(int argc, char** argv) {
       (denied.empty() || denied.size() == auth->files.size())) {
     return ctx.Fail(absl::PermissionDeniedError(DenialMessage(auth->decision)));
   }
+  // Files the request may open, sorted: a directory is listed only when one of them lies
+  // below it, so the names of wholly forbidden trees stay hidden too.
+  std::vector<std::string> permitted;
+  for (const std::string& f : auth->files) {
+    if (denied.count(f) == 0) permitted.push_back(f);
+  }
+  std::sort(permitted.begin(), permitted.end());
+  auto has_permitted_below = [&permitted](const std::string& dir) {
+    const std::string prefix = dir + "/";
+    auto it = std::lower_bound(permitted.begin(), permitted.end(), prefix);
+    return it != permitted.end() && it->compare(0, prefix.size(), prefix) == 0;
+  };
   const capsule::Manifest& m = c->reader->manifest();
   absl::StatusOr<std::unique_ptr<capsule::PayloadStream>> stream =
       c->reader->Stream(*c->key, m.archive_size, m.payload_size, 0);
@@ -54,6 +67,7 @@ int RunLs(int argc, char** argv) {
     if (!e->has_value()) break;
     const capsule::FileEntry& f = **e;
     if (denied.count(f.path) > 0) continue;
+    if (f.type == capsule::FileEntry::Type::kDirectory && !has_permitted_below(f.path)) continue;
     if (ctx.json()) {
       std::printf("{\"path\": %s, \"type\": \"%s\", \"size\": %llu, \"mode\": \"%04o\", "
                   "\"mtime\": %s%s%s}\n",

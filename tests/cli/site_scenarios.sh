@@ -73,6 +73,10 @@ scenario_site_forbidden_path_names_the_file() {
   expect_exit 5 "$CAPSULE" cat d.capsule pii/names.csv --site site-b.json
   expect_exit 0 "$CAPSULE" cat d.capsule train/a.csv --site site-b.json
   expect_out 'row 1'
+  # ls shows what may be opened, and not even the name of the forbidden folder.
+  expect_exit 0 "$CAPSULE" ls d.capsule --site site-b.json
+  expect_out 'train/a.csv'
+  ! grep -q 'pii' "$WORK/.stdout" || fail "ls shows the forbidden tree: $(cat "$WORK/.stdout")"
 }
 
 scenario_site_wrong_site_region_storage() {

@@ -19,6 +19,10 @@ namespace bunker::verifier {
 // escapes.
 absl::StatusOr<std::string> DecodeUnicodeEscapes(std::string_view json);
 
+// A parser's error description made one line: control characters (which may come from the
+// echoed input) become \xNN.
+std::string OneLine(std::string_view text);
+
 }  // namespace bunker::verifier
 
 #endif  // BUNKER_VERIFIER_JSON_TEXT_H_

@@ -31,5 +31,14 @@ TEST(JsonTextTest, EscapedForbidPathStillForbids) {
   EXPECT_FALSE(Evaluate(*policy, r).permit);
 }
 
+// Regression (found by policy_fuzz): the parser's error echoed a raw newline from the input.
+TEST(JsonTextTest, InvalidJsonErrorIsOneLine) {
+  const std::string input("f\n\0\n\0\0\0\0\0\0\n\0\n", 13);
+  auto policy = ParsePolicy(input);
+  ASSERT_FALSE(policy.ok());
+  EXPECT_EQ(std::string(policy.status().message()).find('\n'), std::string::npos)
+      << policy.status().message();
+}
+
 }  // namespace
 }  // namespace bunker::verifier

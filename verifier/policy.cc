@@ -514,7 +514,8 @@ absl::StatusOr<Policy> ParsePolicy(std::string_view json) {
       why.erase(0, semicolon + 2);
     }
     while (!why.empty() && why.back() == '.') why.pop_back();
-    return PathError("$", absl::StrCat("policy is not valid JSON (", why, ")"));
+    // KJ echoes a piece of the input, which may hold control characters: keep one line.
+    return PathError("$", absl::StrCat("policy is not valid JSON (", OneLine(why), ")"));
   }
   const JsonReader root = raw.asReader();
   BUNKER_RETURN_IF_ERROR(

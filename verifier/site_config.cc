@@ -119,7 +119,7 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
     }
   } catch (const kj::Exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not valid JSON (", e.getDescription().cStr(), ")"));
+        absl::StrCat(path, ": not valid JSON (", OneLine(e.getDescription().cStr()), ")"));
   }
   if (site.site.empty()) return FieldError(path, "site", "is required");
   if (site.identity.empty()) return FieldError(path, "identity", "is required");

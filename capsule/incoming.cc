@@ -135,6 +135,7 @@ absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
   absl::Status s;
   in->trusted_.assign(trusted.begin(), trusted.end());
   in->store_ = store;
+  in->prelude_ = prelude;
   const std::string id = in->reader_->manifest().IdHex();
   const std::string incoming = store + "/.incoming";
   ::mkdir(store.c_str(), 0700);
@@ -149,6 +150,32 @@ absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
   if (in->fd_ < 0) return ErrnoStatus("cannot create the incoming capsule", errno);
   struct stat st;
   if (::fstat(in->fd_, &st) != 0) return ErrnoStatus("cannot stat the incoming capsule", errno);
+  if (st.st_size != 0) {
+    // Resuming: the same capsule, byte for byte. A file whose prelude is not a valid one (a
+    // crash while it was being created) is simply started again.
+    std::vector<uint8_t> header(kHeaderSize), old_tail(tail.size());
+    Prelude on_disk;
+    const bool readable = static_cast<uint64_t>(st.st_size) == g.FileSize() &&
+                          PreadAll(in->fd_, absl::MakeSpan(header), 0).ok() &&
+                          PreadAll(in->fd_, absl::MakeSpan(old_tail), g.TableOffset()).ok();
+    if (readable && header == prelude.header && old_tail == tail) {
+      // Same capsule: resume below.
+    } else {
+      on_disk.header = std::move(header);
+      on_disk.tail = std::move(old_tail);
+      if (readable && CheckPrelude(on_disk, trusted).ok()) {
+        // The text may reach a peer: no local path in it.
+        return absl::DataLossError(absl::StrCat(
+            "a different capsule with id ", id,
+            " is partly received here; remove it from the store's .incoming folder"));
+      }
+      if (::ftruncate(in->fd_, 0) != 0) return ErrnoStatus("cannot reset the incoming capsule", errno);
+      if (::truncate(in->journal_path_.c_str(), 0) != 0 && errno != ENOENT) {
+        return ErrnoStatus("cannot reset the transfer journal", errno);
+      }
+      st.st_size = 0;
+    }
+  }
   if (st.st_size == 0) {
     // New: a sparse file of the final size, with the prelude in place.
     if (::ftruncate(in->fd_, static_cast<off_t>(g.FileSize())) != 0) {
@@ -159,18 +186,6 @@ absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
     if (s.ok() && ::fsync(in->fd_) != 0) s = ErrnoStatus("cannot sync", errno);
     if (!s.ok()) return s;
     SyncDir(incoming);
-  } else {
-    // Resuming: the same capsule, byte for byte, or nothing.
-    std::vector<uint8_t> header(kHeaderSize), old_tail(tail.size());
-    if (static_cast<uint64_t>(st.st_size) != g.FileSize() ||
-        !PreadAll(in->fd_, absl::MakeSpan(header), 0).ok() ||
-        !PreadAll(in->fd_, absl::MakeSpan(old_tail), g.TableOffset()).ok() ||
-        header != prelude.header || old_tail != tail) {
-      // The text may reach a peer: no local path in it.
-      return absl::DataLossError(absl::StrCat(
-          "a different capsule with id ", id,
-          " is partly received here; remove it from the store's .incoming folder"));
-    }
   }
   in->received_.assign(g.chunk_count, false);
   s = in->LoadJournal();
@@ -197,7 +212,13 @@ absl::Status IncomingCapsule::LoadJournal() {
     if (!s.ok()) return s;
     for (size_t k = 0; k < n; k += 8) {
       const uint64_t i = LoadBigEndian64(buf.data() + k);
-      if (i >= received_.size()) return absl::DataLossError("the transfer journal is corrupt");
+      if (i >= received_.size()) {
+        // A damaged journal costs a resend, not the transfer: forget it and start counting again.
+        std::fill(received_.begin(), received_.end(), false);
+        received_count_ = 0;
+        if (::ftruncate(journal_fd_, 0) != 0) return ErrnoStatus("cannot reset the journal", errno);
+        return absl::OkStatus();
+      }
       if (!received_[i]) {
         received_[i] = true;
         ++received_count_;
@@ -242,9 +263,18 @@ absl::StatusOr<std::vector<uint64_t>> IncomingCapsule::Sync() {
   if (::fdatasync(fd_) != 0) return ErrnoStatus("cannot sync the incoming capsule", errno);
   std::vector<uint8_t> records(8 * done.size());
   for (size_t k = 0; k < done.size(); ++k) StoreBigEndian64(done[k], records.data() + 8 * k);
+  struct stat before;
+  const bool sized = ::fstat(journal_fd_, &before) == 0;
   absl::Status s = WriteAll(journal_fd_, records);
   if (s.ok() && ::fsync(journal_fd_) != 0) s = ErrnoStatus("cannot sync the journal", errno);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    // Cut a partly written record (e.g. a full disk) so later records stay aligned; these
+    // chunks count as not received and will be sent again.
+    if (sized && ::ftruncate(journal_fd_, before.st_size) != 0) {
+      return ErrnoStatus("cannot repair the journal", errno);
+    }
+    return s;
+  }
   for (uint64_t i : done) {
     received_[i] = true;
     ++received_count_;
@@ -253,6 +283,7 @@ absl::StatusOr<std::vector<uint64_t>> IncomingCapsule::Sync() {
 }
 
 absl::StatusOr<std::string> IncomingCapsule::Finish() {
+  if (!finished_path_.empty()) return finished_path_;
   if (received_count_ != received_.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
         received_.size() - received_count_, " of ", received_.size(), " chunks are missing"));
@@ -300,6 +331,7 @@ absl::StatusOr<std::string> IncomingCapsule::Finish() {
   ::unlink(path_.c_str());
   ::unlink(journal_path_.c_str());
   SyncDir(store_);
+  finished_path_ = final_path;
   return final_path;
 }
 

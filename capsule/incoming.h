@@ -51,6 +51,10 @@ class IncomingCapsule {
   ~IncomingCapsule();
 
   const Manifest& manifest() const { return reader_->manifest(); }
+  // Whether `prelude` is, byte for byte, the one this capsule is being received with.
+  bool SamePrelude(const Prelude& prelude) const {
+    return prelude.header == prelude_.header && prelude.tail == prelude_.tail;
+  }
   uint64_t chunk_count() const { return received_.size(); }
   // Chunks not yet durably received, in increasing order.
   std::vector<uint64_t> Missing() const;
@@ -66,7 +70,8 @@ class IncomingCapsule {
   absl::StatusOr<std::vector<uint64_t>> Sync();
 
   // When every chunk is received: verifies the whole file and gives it its name in the store.
-  // Returns the capsule's path. kFailedPrecondition while chunks are missing.
+  // Returns the capsule's path; again on a repeated call. kFailedPrecondition while chunks are
+  // missing.
   absl::StatusOr<std::string> Finish();
 
  private:
@@ -81,6 +86,8 @@ class IncomingCapsule {
   std::vector<bool> received_;
   uint64_t received_count_ = 0;
   std::vector<uint64_t> pending_;
+  Prelude prelude_;
+  std::string finished_path_;  // set once Finish succeeded
 };
 
 }  // namespace bunker::capsule

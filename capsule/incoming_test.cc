@@ -140,6 +140,33 @@ TEST(IncomingCapsuleTest, ChunkDamagedOnDiskAfterJournalingIsSentAgain) {
   EXPECT_TRUE((*in)->Finish().ok());
 }
 
+TEST(IncomingCapsuleTest, DamagedJournalOrHalfCreatedFileStartsOver) {
+  Keys keys;
+  const Sent s = MakeCapsule(keys, 3 * kChunk);
+  const std::string store = testing::MakeTempDir();
+  const std::string base = store + "/.incoming/" + s.reader->manifest().IdHex();
+  {
+    auto in = IncomingCapsule::Begin(store, s.prelude, Trust(keys));
+    ASSERT_TRUE(in.ok());
+    ASSERT_TRUE((*in)->PutChunk(0, Chunk(s, 0)).ok());
+    ASSERT_TRUE((*in)->Sync().ok());
+  }
+  testing::WriteFile(base + ".journal", std::string(8, '\xff'), 0600);  // index out of range
+  auto in = IncomingCapsule::Begin(store, s.prelude, Trust(keys));
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ((*in)->Missing().size(), 3u) << "a damaged journal costs a resend, not the transfer";
+  in->reset();
+  // A crash right after the file was sized: zeros where the prelude goes.
+  testing::WriteFile(base + ".capsule", std::string(s.capsule.size(), '\0'), 0600);
+  auto again = IncomingCapsule::Begin(store, s.prelude, Trust(keys));
+  ASSERT_TRUE(again.ok()) << again.status();
+  for (uint64_t i = 0; i < 3; ++i) ASSERT_TRUE((*again)->PutChunk(i, Chunk(s, i)).ok());
+  ASSERT_TRUE((*again)->Sync().ok());
+  auto path = (*again)->Finish();
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*(*again)->Finish(), *path) << "a second Finish returns the same capsule";
+}
+
 TEST(IncomingCapsuleTest, UntrustedTamperedOrDifferentPreludesAreRefused) {
   Keys keys;
   const Sent s = MakeCapsule(keys, 2 * kChunk);

@@ -19,6 +19,12 @@ int main(int argc, char** argv) {
   using namespace bunker;
   struct rlimit no_core = {0, 0};
   ::setrlimit(RLIMIT_CORE, &no_core);
+  // Room for the connections the server admits (transfer::RpcServer caps them).
+  struct rlimit files;
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
   if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "");
   crypto::EnsureInitialized();
   static const cli::CommandSpec kSpec{

@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "capsule/format.h"
 #include "capsule/io.h"
 #include "capsule/reader.h"
 #include "transfer/depot.h"
@@ -108,12 +110,20 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
                                          const std::string& output, const ClientOptions& options,
                                          const std::vector<crypto::PublicIdentity>& trusted,
                                          const verifier::SiteConfig* site) {
+  // Every name below comes from the id the user asked for, never from what the server says.
+  const std::string id = absl::AsciiStrToLower(capsule_id);
+  if (id.size() != 2 * capsule::kCapsuleIdSize ||
+      id.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return absl::InvalidArgumentError("a capsule id is 32 hex characters");
+  }
   if (::access(output.c_str(), F_OK) == 0) {
     return absl::AlreadyExistsError(absl::StrCat(output, " already exists"));
   }
   const size_t slash = output.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : output.substr(0, slash);
-  const std::string store = dir + "/.bunker-fetch";
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : output.substr(0, slash));
+  const std::string store = (dir == "/" ? "" : dir) + "/.bunker-fetch";
+  bool received = false;
   absl::StatusOr<SendSummary> summary = WithPeer(
       address, options, 1,
       [&](kj::Array<schema::Transfer::Client> peers, kj::AsyncIoContext& io,
@@ -124,10 +134,14 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
         d.trusted = trusted;
         d.site = site;
         d.now = [] { return static_cast<int64_t>(absl::ToUnixSeconds(absl::Now())); };
+        d.expected_id = id;
+        d.on_event = [&received, &id](const DepotEvent& e) {
+          if (e.kind == "received" && e.capsule_id == id) received = true;
+        };
         Depot local(d);
         absl::StatusOr<crypto::PublicIdentity> server = PickServer(options);
         auto req = peer.fetchRequest();
-        req.setCapsuleId(capsule_id);
+        req.setCapsuleId(id);
         req.setReceiver(local.ServeFor(*server));
         auto response = req.send().wait(io.waitScope);
         auto s = response.getSummary();
@@ -141,7 +155,13 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
         return out;
       });
   if (!summary.ok()) return summary;
-  const std::string got = store + "/" + summary->capsule_id + ".capsule";
+  const std::string got = store + "/" + id + ".capsule";
+  // The summary is the server's word; what counts is that this capsule was received and
+  // verified here (or was already, complete, in the staging store).
+  if (!received && ::access(got.c_str(), F_OK) != 0) {
+    return absl::DataLossError("the server reported success but sent no such capsule");
+  }
+  summary->capsule_id = id;
   if (::link(got.c_str(), output.c_str()) != 0) {
     return capsule::ErrnoStatus(absl::StrCat("cannot create ", output), errno);
   }

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -73,7 +74,7 @@ class UploadImpl final : public schema::Upload::Server {
     absl::Status s = in_->PutChunk(params.getIndex(), absl::MakeConstSpan(data.begin(), data.size()));
     if (absl::IsDataLoss(s)) {
       // Refused, not fatal: reported by the next commit() so the sender resends it.
-      rejected_.push_back(params.getIndex());
+      rejected_.insert(params.getIndex());  // a set: bounded by the chunk count
       return kj::READY_NOW;
     }
     if (!s.ok()) return ToException(PeerSafe(s));
@@ -88,7 +89,8 @@ class UploadImpl final : public schema::Upload::Server {
     std::sort(sorted.begin(), sorted.end());
     SetRanges(sorted, [&results](unsigned n) { return results.initDurable(n); });
     auto rejected = results.initRejected(static_cast<unsigned>(rejected_.size()));
-    for (size_t k = 0; k < rejected_.size(); ++k) rejected.set(static_cast<unsigned>(k), rejected_[k]);
+    unsigned k = 0;
+    for (uint64_t i : rejected_) rejected.set(k++, i);
     rejected_.clear();
     return kj::READY_NOW;
   }
@@ -113,7 +115,7 @@ class UploadImpl final : public schema::Upload::Server {
   Depot& depot_;
   std::shared_ptr<capsule::IncomingCapsule> in_;
   std::string peer_;
-  std::vector<uint64_t> rejected_;
+  std::set<uint64_t> rejected_;
 };
 
 class TransferImpl final : public schema::Transfer::Server {
@@ -134,7 +136,22 @@ class TransferImpl final : public schema::Transfer::Server {
       absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> r =
           capsule::CheckPrelude(prelude, depot_.options().trusted);
       if (!r.ok()) return ToException(r.status());
-      results.setUpload(kj::heap<StoredUpload>((*r)->manifest().IdHex()));
+      // "Already stored" only for the very same capsule, not any capsule claiming its id.
+      const std::string id = (*r)->manifest().IdHex();
+      absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
+          capsule::OpenFile(depot_.options().store + "/" + id + ".capsule");
+      absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> stored =
+          file.ok() ? capsule::CapsuleReader::OpenUntrusted(std::move(*file))
+                    : absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>>(file.status());
+      absl::StatusOr<capsule::Prelude> stored_prelude =
+          stored.ok() ? capsule::ReadPrelude(**stored)
+                      : absl::StatusOr<capsule::Prelude>(stored.status());
+      if (!stored_prelude.ok() || stored_prelude->header != prelude.header ||
+          stored_prelude->tail != prelude.tail) {
+        return ToException(absl::DataLossError(
+            absl::StrCat("a different capsule with id ", id, " is already stored here")));
+      }
+      results.setUpload(kj::heap<StoredUpload>(id));
       results.initMissing(0);
       return kj::READY_NOW;
     }
@@ -146,6 +163,9 @@ class TransferImpl final : public schema::Transfer::Server {
   }
 
   kj::Promise<void> fetch(FetchContext context) override {
+    if (!depot_.options().expected_id.empty()) {
+      return ToException(absl::PermissionDeniedError("this receiver serves no fetches"));
+    }
     const std::string id = absl::AsciiStrToLower(context.getParams().getCapsuleId().cStr());
     if (id.size() != 2 * capsule::kCapsuleIdSize ||
         id.find_first_not_of("0123456789abcdef") != std::string::npos) {
@@ -209,6 +229,9 @@ absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> Depot::Receive(
   const capsule::Manifest& m = (*checked)->manifest();
   const std::string id = m.IdHex();
   const std::string issuer = m.issuer.fingerprint().ToString();
+  if (!options_.expected_id.empty() && id != options_.expected_id) {
+    return absl::PermissionDeniedError(absl::StrCat("offered capsule ", id, " is not the one asked for"));
+  }
   if (!m.policy.empty() && options_.site != nullptr) {
     absl::StatusOr<verifier::Policy> policy = verifier::ParsePolicy(m.policy);
     verifier::Request here;
@@ -233,7 +256,7 @@ absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> Depot::Receive(
   auto it = incoming_.find(id);
   if (it != incoming_.end()) {
     if (std::shared_ptr<capsule::IncomingCapsule> live = it->second.lock()) {
-      if (live->manifest().merkle_root != m.merkle_root) {
+      if (!live->SamePrelude(prelude)) {
         return absl::DataLossError(absl::StrCat("another capsule with id ", id,
                                                 " is being received"));
       }

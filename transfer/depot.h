@@ -42,6 +42,9 @@ struct DepotOptions {
   const verifier::SiteConfig* site = nullptr;
   std::function<int64_t()> now;                     // seconds since the epoch
   std::function<void(const DepotEvent&)> on_event;  // may be empty
+  // A client receiving one fetched capsule: offers of any other id are refused, and the
+  // capability it serves cannot be asked to fetch.
+  std::string expected_id;
 };
 
 class Depot {

@@ -266,6 +266,102 @@ TEST(DepotTest, FetchPullsAStoredCapsule) {
   }
 }
 
+// A receiver that names every chunk twice: the sender refuses instead of queueing the work.
+class OverlappingTransfer final : public schema::Transfer::Server {
+ public:
+  explicit OverlappingTransfer(schema::Transfer::Client inner) : inner_(kj::mv(inner)) {}
+  kj::Promise<void> offer(OfferContext context) override {
+    auto req = inner_.offerRequest();
+    req.setPrelude(context.getParams().getPrelude());
+    return req.send().then([context](capnp::Response<schema::Transfer::OfferResults>&& r) mutable {
+      auto results = context.getResults();
+      results.setUpload(r.getUpload());
+      auto missing = results.initMissing(1000);
+      for (unsigned k = 0; k < 1000; ++k) {
+        missing[k].setFirst(0);
+        missing[k].setCount(3);
+      }
+    });
+  }
+
+ private:
+  schema::Transfer::Client inner_;
+};
+
+TEST(DepotTest, OverlappingMissingRangesAreRefused) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  Depot depot(f.Options());
+  Connection c(io, depot, f.keys.alice.public_identity());
+  schema::Transfer::Client hostile = kj::heap<OverlappingTransfer>(c.transfer);
+  try {
+    Push(*f.reader, hostile, SendOptions()).wait(io.waitScope);
+    ADD_FAILURE() << "push accepted overlapping ranges";
+  } catch (const kj::Exception& e) {
+    EXPECT_EQ(FromException(e).code(), absl::StatusCode::kDataLoss);
+  }
+}
+
+TEST(DepotTest, FinishOverTwoConnectionsSucceedsOnBoth) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(4 * kChunk);
+  Depot depot(f.Options());
+  Connection c1(io, depot, f.keys.alice.public_identity());
+  Connection c2(io, depot, f.keys.alice.public_identity());
+  auto p = capsule::ReadPrelude(*f.reader);
+  auto offer = [&](Connection& c) {
+    auto req = c.transfer.offerRequest();
+    req.initPrelude().setHeader(kj::arrayPtr(p->header.data(), p->header.size()));
+    req.getPrelude().setTail(kj::arrayPtr(p->tail.data(), p->tail.size()));
+    return req.send().wait(io.waitScope).getUpload();
+  };
+  auto u1 = offer(c1);
+  auto u2 = offer(c2);
+  auto s = Push(*f.reader, c1.transfer, SendOptions()).wait(io.waitScope);  // completes it
+  EXPECT_EQ(s.chunks_total, 4u);
+  auto r1 = u1.finishRequest().send().wait(io.waitScope);
+  auto r2 = u2.finishRequest().send().wait(io.waitScope);
+  EXPECT_EQ(std::string(r2.getCapsuleId().cStr()), f.reader->manifest().IdHex());
+  EXPECT_TRUE(f.StoredMatches());
+  for (const DepotEvent& e : f.events) EXPECT_NE(e.kind, "refused") << e.detail;
+}
+
+TEST(DepotTest, AnotherCapsuleClaimingAStoredIdIsRefused) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  Depot depot(f.Options());
+  Connection c(io, depot, f.keys.alice.public_identity());
+  ASSERT_TRUE(Send(io, c, *f.reader).ok());
+  // Same id, other manifest (a changed policy), validly signed by the trusted issuer.
+  const auto twin = capsule::testing::MustResign(f.capsule, f.keys.issuer,
+                                                 [](capsule::Manifest& m) { m.policy = "{}"; });
+  auto reader = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(twin));
+  ASSERT_TRUE(reader.ok());
+  auto s = Send(io, c, **reader);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  EXPECT_TRUE(f.StoredMatches()) << "the stored capsule was replaced";
+}
+
+TEST(DepotTest, FetchReceiverRefusesFetchesAndOtherCapsules) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(2 * kChunk);
+  DepotOptions o = f.Options();
+  o.expected_id = std::string(32, 'a');
+  Depot receiver(o);
+  Connection c(io, receiver, f.keys.alice.public_identity());
+  auto s = Send(io, c, *f.reader);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kPermissionDenied) << s.status();
+  auto req = c.transfer.fetchRequest();
+  req.setCapsuleId(std::string(32, 'a'));
+  req.setReceiver(receiver.ServeFor(f.keys.bob.public_identity()));
+  try {
+    req.send().wait(io.waitScope);
+    ADD_FAILURE() << "a fetch receiver served a fetch";
+  } catch (const kj::Exception& e) {
+    EXPECT_EQ(FromException(e).code(), absl::StatusCode::kPermissionDenied);
+  }
+}
+
 TEST(ErrorsTest, StatusSurvivesTheWire) {
   const absl::Status s = absl::DataLossError("chunk 3 of 9 is corrupt");
   EXPECT_EQ(FromException(ToException(s)), s);
@@ -274,6 +370,11 @@ TEST(ErrorsTest, StatusSurvivesTheWire) {
   EXPECT_EQ(FromException(foreign).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(PeerSafe(absl::UnavailableError("/srv/store/x: EIO")).message().find("/srv"),
             std::string::npos);
+  // errno failures map to NOT_FOUND etc. with a path: the path must not cross.
+  EXPECT_EQ(PeerSafe(absl::NotFoundError("cannot open /srv/store/.incoming/x")).message().find('/'),
+            std::string::npos);
+  EXPECT_EQ(PeerSafe(absl::PermissionDeniedError("issuer bk1:abc is not trusted")).message(),
+            "issuer bk1:abc is not trusted");
 }
 
 }  // namespace

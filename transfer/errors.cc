@@ -49,14 +49,23 @@ absl::Status FromException(const kj::Exception& exception) {
 
 absl::Status PeerSafe(const absl::Status& status) {
   switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return status;
     case absl::StatusCode::kResourceExhausted:
       return absl::ResourceExhaustedError("the receiver is out of disk space or memory");
-    case absl::StatusCode::kInternal:
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kAborted:
-      return absl::Status(status.code(), "the receiver had a local I/O error");
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kCancelled:
+      // Our own refusals (trust, policy, corrupt data) say why; a message naming a local path
+      // (errno failures do) does not cross.
+      if (status.message().find('/') == absl::string_view::npos) return status;
+      return absl::Status(status.code(), "the receiver refused the request");
     default:
-      return status;
+      return absl::Status(status.code(), "the receiver had a local I/O error");
   }
 }
 

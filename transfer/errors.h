@@ -18,8 +18,8 @@ kj::Exception ToException(const absl::Status& status);
 // kUnavailable naming what happened.
 absl::Status FromException(const kj::Exception& exception);
 
-// `status` with its message replaced by a generic one for codes whose messages come from local
-// I/O and may name local paths (kInternal, kUnavailable, kResourceExhausted, kAborted).
+// `status` as it may reach a peer: the message of a refusal (trust, policy, corrupt data) is
+// kept unless it names a path ('/'); local failures get a generic text for their code.
 absl::Status PeerSafe(const absl::Status& status);
 
 }  // namespace bunker::transfer

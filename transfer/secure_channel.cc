@@ -1,5 +1,7 @@
 #include "transfer/secure_channel.h"
 
+#include "absl/strings/str_cat.h"
+
 #include <capnp/rpc-twoparty.h>
 #include <capnp/rpc.h>
 #include <kj/debug.h>
@@ -177,31 +179,51 @@ RpcServer::RpcServer(SecureChannel& channel, BootstrapFactory bootstrap)
 RpcServer::~RpcServer() noexcept(false) = default;
 
 kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
-  return listener.acceptAuthenticated().then([this, &listener](kj::AuthenticatedStream raw) {
-    // Authenticate in the background so the next accept() is not held up by this peer.
-    tasks_.add(channel_.Accept(kj::mv(raw))
-                   .then(
-                       [this](SecureConnection connection) -> kj::Promise<void> {
-                         ++served_;
-                         capnp::Capability::Client bootstrap = bootstrap_(connection.peer);
-                         auto session = kj::heap<Session>(
-                             kj::mv(connection), kj::mv(bootstrap), channel_.timer(),
-                             channel_.options().idle_timeout);
-                         // Ends when the peer disconnects, or when it stays idle too long.
-                         auto done =
-                             session->network.onDisconnect().exclusiveJoin(session->watched.Watch());
-                         return done.attach(kj::mv(session));
-                       },
-                       [this](kj::Exception&& e) -> kj::Promise<void> {
-                         // A refusal is an expected outcome, not a server failure: the
-                         // connection was dropped (closing it) and listening goes on.
-                         ++refused_;
-                         last_refusal_ = e.getDescription().cStr();
-                         if (on_refused_) on_refused_(last_refusal_);
-                         return kj::READY_NOW;
-                       }));
-    return Listen(listener);
-  });
+  return listener.acceptAuthenticated().then(
+      [this, &listener](kj::AuthenticatedStream raw) {
+        if (open_ >= kMaxConnections) {
+          // Dropping `raw` closes it: a flood holds at most kMaxConnections descriptors.
+          Refuse("too many connections");
+          return Listen(listener);
+        }
+        ++open_;
+        // Authenticate in the background so the next accept() is not held up by this peer.
+        tasks_.add(
+            channel_.Accept(kj::mv(raw))
+                .then(
+                    [this](SecureConnection connection) -> kj::Promise<void> {
+                      ++served_;
+                      capnp::Capability::Client bootstrap = bootstrap_(connection.peer);
+                      auto session = kj::heap<Session>(kj::mv(connection), kj::mv(bootstrap),
+                                                       channel_.timer(),
+                                                       channel_.options().idle_timeout);
+                      // Ends when the peer disconnects, or when it stays idle too long.
+                      auto done =
+                          session->network.onDisconnect().exclusiveJoin(session->watched.Watch());
+                      return done.attach(kj::mv(session));
+                    },
+                    [this](kj::Exception&& e) -> kj::Promise<void> {
+                      // A refusal is an expected outcome, not a server failure: the
+                      // connection was dropped (closing it) and listening goes on.
+                      Refuse(e.getDescription().cStr());
+                      return kj::READY_NOW;
+                    })
+                .attach(kj::defer([this]() { --open_; })));
+        return Listen(listener);
+      },
+      [this, &listener](kj::Exception&& e) -> kj::Promise<void> {
+        // accept() itself failed (e.g. out of file descriptors): keep serving, try again soon.
+        Refuse(absl::StrCat("accept failed: ", e.getDescription().cStr()));
+        return channel_.timer().afterDelay(100 * kj::MILLISECONDS).then([this, &listener]() {
+          return Listen(listener);
+        });
+      });
+}
+
+void RpcServer::Refuse(const std::string& why) {
+  ++refused_;
+  last_refusal_ = why;
+  if (on_refused_) on_refused_(last_refusal_);
 }
 
 void RpcServer::taskFailed(kj::Exception&& exception) {

@@ -117,6 +117,11 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
  private:
   struct Session;
   void taskFailed(kj::Exception&& exception) override;
+  void Refuse(const std::string& why);
+
+  // Connections being authenticated or served at once; more are closed at accept.
+  static constexpr uint64_t kMaxConnections = 256;
+  uint64_t open_ = 0;
 
   SecureChannel& channel_;
   BootstrapFactory bootstrap_;

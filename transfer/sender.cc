@@ -24,6 +24,18 @@ struct PushState : public kj::Refcounted {
   SendOptions options;
   std::vector<schema::Upload::Client> uploads;  // one per connection
   std::deque<uint64_t> queue;           // chunks still to send
+  std::vector<bool> queued;             // per chunk: in `queue` (bounds it by the chunk count)
+
+  // Queues chunk `i` unless it already is; false for an index the capsule does not have. What a
+  // receiver names is never trusted to be in range or free of repeats.
+  bool Enqueue(uint64_t i) {
+    if (i >= queued.size()) return false;
+    if (!queued[i]) {
+      queued[i] = true;
+      queue.push_back(i);
+    }
+    return true;
+  }
   std::map<uint64_t, int> rejections;   // per chunk
   SendProgress progress;
   SendSummary summary;
@@ -64,12 +76,16 @@ struct PushState : public kj::Refcounted {
       commits.add(upload.commitRequest().send().then(
           [self = kj::addRef(*this)](capnp::Response<schema::Upload::CommitResults>&& r) mutable {
             for (uint64_t i : r.getRejected()) {
+              if (i >= self->queued.size()) {
+                kj::throwFatalException(ToException(
+                    absl::DataLossError("the receiver refused a chunk the capsule does not have")));
+              }
               if (++self->rejections[i] > self->options.max_rejections) {
                 kj::throwFatalException(ToException(absl::DataLossError(absl::StrCat(
                     "the receiver refused chunk ", i, " ", self->options.max_rejections,
                     " times: the capsule read here does not match its own chunk table"))));
               }
-              self->queue.push_back(i);
+              self->Enqueue(i);
             }
           }));
     }
@@ -81,6 +97,7 @@ struct PushState : public kj::Refcounted {
     if (queue.empty()) return kj::READY_NOW;
     const uint64_t i = queue.front();
     queue.pop_front();
+    queued[i] = false;
     const capsule::Geometry& g = reader->geometry();
     const uint64_t size = g.CipherSize(i);
     return Pace(size).then([self = kj::addRef(*this), i, size, k]() mutable {
@@ -139,6 +156,7 @@ kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader,
   const capsule::Geometry& g = reader.geometry();
   push->summary.capsule_id = reader.manifest().IdHex();
   push->summary.chunks_total = g.chunk_count;
+  push->queued.assign(g.chunk_count, false);
   for (uint64_t i = 0; i < g.chunk_count; ++i) push->progress.total_bytes += g.CipherSize(i);
 
   // Offer on every connection: each gets an Upload into the same incoming capsule. The first
@@ -163,7 +181,11 @@ kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader,
               return ToException(absl::DataLossError("the receiver named chunks out of range"));
             }
             for (uint64_t i = range.getFirst(); i < range.getFirst() + range.getCount(); ++i) {
-              push->queue.push_back(i);
+              if (push->queued[i]) {
+                // Overlapping ranges: refuse rather than do the work many times over.
+                return ToException(absl::DataLossError("the receiver named a chunk twice"));
+              }
+              push->Enqueue(i);
               missing_bytes += g.CipherSize(i);
             }
           }

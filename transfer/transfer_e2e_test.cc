@@ -4,7 +4,14 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
+#include <sys/stat.h>
+
+#include <future>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "transfer/client.h"
 #include "capsule/capsule_test_util.h"
 #include "gtest/gtest.h"
 #include "transfer/depot.h"
@@ -116,6 +123,61 @@ TEST(TransferEndToEndTest, CorruptingProxyCutsTheConnectionAndTheTransferResumes
   const std::string got =
       capsule::testing::ReadFile(store + "/" + (*reader)->manifest().IdHex() + ".capsule");
   EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), bytes);
+}
+
+// A server that answers fetch() with a made-up capsule id and sends nothing.
+class LyingServer final : public schema::Transfer::Server {
+ public:
+  kj::Promise<void> fetch(FetchContext context) override {
+    auto s = context.getResults().initSummary();
+    s.setCapsuleId("../../victim/precious");
+    s.setChunksTotal(1);
+    s.setChunksSent(1);
+    return kj::READY_NOW;
+  }
+};
+
+// Regression: the client built paths from the server's id, so a lying server could make
+// `capsule fetch` move (and delete) any file named <x>.capsule next to the output's folder.
+TEST(TransferEndToEndTest, LyingFetchServerMovesNoFileAndWritesNothing) {
+  Keys keys;  // alice: the fetching site; bob: the lying server
+  const std::string root = capsule::testing::MakeTempDir();
+  ::mkdir((root + "/out").c_str(), 0755);
+  ::mkdir((root + "/out/.bunker-fetch").c_str(), 0700);  // left by an earlier interrupted fetch
+  ::mkdir((root + "/victim").c_str(), 0755);
+  capsule::testing::WriteFile(root + "/victim/precious.capsule", "precious");
+
+  std::promise<uint16_t> port;
+  auto stop = std::make_shared<std::promise<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>>();
+  std::thread server([&keys, &port, stop] {
+    auto io = kj::setupAsyncIo();
+    auto channel = SecureChannel::Create(keys.bob, {keys.alice.public_identity()},
+                                         io.provider->getTimer(), absl::Now());
+    RpcServer rpc(**channel, [](const crypto::PublicIdentity&) {
+      return capnp::Capability::Client(kj::heap<LyingServer>());
+    });
+    auto listener =
+        io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope)->listen();
+    auto done = kj::newPromiseAndCrossThreadFulfiller<void>();
+    stop->set_value(kj::mv(done.fulfiller));
+    port.set_value(static_cast<uint16_t>(listener->getPort()));
+    rpc.Listen(*listener).exclusiveJoin(kj::mv(done.promise)).wait(io.waitScope);
+  });
+  const uint16_t p = port.get_future().get();
+  auto stopper = stop->get_future().get();
+
+  ClientOptions o;
+  o.self = &keys.alice;
+  o.peers = {keys.bob.public_identity()};
+  const std::string id(32, 'a');
+  auto result = FetchCapsule(id, absl::StrCat("127.0.0.1:", p), root + "/out/new.capsule", o,
+                             {keys.issuer.public_identity()}, nullptr);
+  stopper->fulfill();
+  server.join();
+
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDataLoss) << result.status();
+  EXPECT_EQ(capsule::testing::ReadFile(root + "/victim/precious.capsule"), "precious");
+  EXPECT_FALSE(capsule::testing::Exists(root + "/out/new.capsule"));
 }
 
 }  // namespace

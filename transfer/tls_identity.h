@@ -29,9 +29,10 @@ namespace bunker::transfer {
 // "bk1-abcdefghijklmnopqrstuvwxyz". One DNS label (30 characters of [a-z2-7-]).
 std::string SiteHostname(const crypto::Fingerprint& fingerprint);
 
-// Validity of a site certificate; short because the certificate is remade from the identity
-// key whenever a process starts (spec/TRANSFER.md).
-inline constexpr absl::Duration kSiteCertificateValidity = absl::Hours(24);
+// Validity of a site certificate (spec/TRANSFER.md). A year: the certificate only carries the pinned key (a peer is revoked by removing its key
+// from `peers`, not by expiry), and a daemon must outlive any shorter validity without a
+// restart. The certificate is made anew at every start.
+inline constexpr absl::Duration kSiteCertificateValidity = absl::Hours(24 * 365);
 // How far before `now` a certificate's notBefore is set, to tolerate clock skew between sites.
 inline constexpr absl::Duration kClockSkewAllowance = absl::Minutes(5);
 

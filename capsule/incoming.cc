@@ -237,16 +237,23 @@ std::vector<uint64_t> IncomingCapsule::Missing() const {
   return out;
 }
 
-absl::Status IncomingCapsule::PutChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) {
+absl::Status IncomingCapsule::CheckAndWrite(uint64_t index,
+                                            absl::Span<const uint8_t> ciphertext) const {
   if (index >= received_.size()) {
     return absl::InvalidArgumentError(absl::StrCat("chunk index ", index, " out of range"));
   }
   absl::Status s = reader_->CheckChunk(index, ciphertext);
   if (!s.ok()) return s;
-  if (received_[index]) return absl::OkStatus();
-  s = PwriteAll(fd_, ciphertext, reader_->geometry().ChunkOffset(index));
+  return PwriteAll(fd_, ciphertext, reader_->geometry().ChunkOffset(index));
+}
+
+absl::Status IncomingCapsule::PutChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) {
+  if (index < received_.size() && received_[index]) {
+    return reader_->CheckChunk(index, ciphertext);  // already here: checked, not rewritten
+  }
+  absl::Status s = CheckAndWrite(index, ciphertext);
   if (!s.ok()) return s;
-  pending_.push_back(index);
+  MarkWritten(index);
   return absl::OkStatus();
 }
 

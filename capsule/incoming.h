@@ -65,6 +65,13 @@ class IncomingCapsule {
   // range, kResourceExhausted for a full disk. A chunk already received is checked and skipped.
   absl::Status PutChunk(uint64_t index, absl::Span<const uint8_t> ciphertext);
 
+  // The two halves of PutChunk, for receivers that check and write on worker threads:
+  // CheckAndWrite is safe to call from several threads at once (it changes no state of this
+  // object); MarkWritten must then be called, from the owning thread, for each chunk written.
+  absl::Status CheckAndWrite(uint64_t index, absl::Span<const uint8_t> ciphertext) const;
+  void MarkWritten(uint64_t index) { pending_.push_back(index); }
+  bool IsReceived(uint64_t index) const { return index < received_.size() && received_[index]; }
+
   // Makes every chunk put so far durable, then journals them. Returns their indexes (what a
   // receiver may now acknowledge).
   absl::StatusOr<std::vector<uint64_t>> Sync();

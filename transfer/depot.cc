@@ -66,22 +66,49 @@ class UploadImpl final : public schema::Upload::Server {
       : depot_(depot), in_(std::move(in)), peer_(std::move(peer)) {}
 
   kj::Promise<void> put(PutContext context) override {
-    // TODO(perf): checking (SHA-256) and writing run on the event loop's thread, which caps a
-    // receiver at about one core's hashing and copying speed (README "Performance"); a worker
-    // pool that resolves the put when its chunk is written would use every core.
     auto params = context.getParams();
-    auto data = params.getData();
-    absl::Status s = in_->PutChunk(params.getIndex(), absl::MakeConstSpan(data.begin(), data.size()));
-    if (absl::IsDataLoss(s)) {
-      // Refused, not fatal: reported by the next commit() so the sender resends it.
-      rejected_.insert(params.getIndex());  // a set: bounded by the chunk count
-      return kj::READY_NOW;
+    const uint64_t index = params.getIndex();
+    if (index >= in_->chunk_count()) {
+      return ToException(absl::InvalidArgumentError(absl::StrCat("chunk index ", index,
+                                                                 " out of range")));
     }
-    if (!s.ok()) return ToException(PeerSafe(s));
-    return kj::READY_NOW;
+    if (in_->IsReceived(index)) return kj::READY_NOW;
+    // The SHA-256 check and the write run on a worker, so that chunks arriving over several
+    // connections use every core. The worker gets its own copy of the bytes: if the peer goes
+    // away meanwhile, the call's message is freed under it otherwise.
+    auto data = params.getData();
+    auto bytes = std::make_shared<std::vector<uint8_t>>(data.begin(), data.end());
+    // The verdict travels in `result`; fulfilling the cross-thread promise publishes it.
+    auto done = kj::newPromiseAndCrossThreadFulfiller<void>();
+    auto fulfiller =
+        std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(done.fulfiller));
+    auto result = std::make_shared<absl::Status>();
+    std::shared_ptr<capsule::IncomingCapsule> in = in_;
+    depot_.workers().Submit([in, index, bytes, fulfiller, result]() {
+      *result = in->CheckAndWrite(index, *bytes);
+      (*fulfiller)->fulfill();
+    });
+    ++inflight_;
+    return done.promise.then([this, index, result]() -> kj::Promise<void> {
+      Drained();
+      const absl::Status s = *result;
+      if (absl::IsDataLoss(s)) {
+        // Refused, not fatal: reported by the next commit() so the sender resends it.
+        rejected_.insert(index);  // a set: bounded by the chunk count
+        return kj::READY_NOW;
+      }
+      if (!s.ok()) return ToException(PeerSafe(s));
+      in_->MarkWritten(index);
+      return kj::READY_NOW;
+    });
   }
 
   kj::Promise<void> commit(CommitContext context) override {
+    // Every put of this upload must be written before the commit makes it durable.
+    return WhenDrained().then([this, context]() mutable { return Commit(context); });
+  }
+
+  kj::Promise<void> Commit(CommitContext context) {
     absl::StatusOr<std::vector<uint64_t>> durable = in_->Sync();
     if (!durable.ok()) return ToException(PeerSafe(durable.status()));
     auto results = context.getResults();
@@ -96,6 +123,10 @@ class UploadImpl final : public schema::Upload::Server {
   }
 
   kj::Promise<void> finish(FinishContext context) override {
+    return WhenDrained().then([this, context]() mutable { return Finish(context); });
+  }
+
+  kj::Promise<void> Finish(FinishContext context) {
     absl::Status s = in_->Sync().status();
     absl::StatusOr<std::string> path = s.ok() ? in_->Finish() : absl::StatusOr<std::string>(s);
     const capsule::Manifest& m = in_->manifest();
@@ -112,10 +143,25 @@ class UploadImpl final : public schema::Upload::Server {
   }
 
  private:
+  // Resolves once no put of this upload is being checked or written.
+  kj::Promise<void> WhenDrained() {
+    if (inflight_ == 0) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    waiters_.push_back(kj::mv(paf.fulfiller));
+    return kj::mv(paf.promise);
+  }
+  void Drained() {
+    if (--inflight_ > 0) return;
+    for (auto& w : waiters_) w->fulfill();
+    waiters_.clear();
+  }
+
   Depot& depot_;
   std::shared_ptr<capsule::IncomingCapsule> in_;
   std::string peer_;
   std::set<uint64_t> rejected_;
+  uint64_t inflight_ = 0;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiters_;
 };
 
 class TransferImpl final : public schema::Transfer::Server {
@@ -204,7 +250,10 @@ class TransferImpl final : public schema::Transfer::Server {
 
 }  // namespace
 
-Depot::Depot(DepotOptions options) : options_(std::move(options)) {}
+Depot::Depot(DepotOptions options)
+    : options_(std::move(options)), workers_(std::make_unique<capsule::ThreadPool>(0)) {}
+// The pool's destructor runs what is queued and joins its threads first: the jobs hold their
+// own references to what they touch.
 Depot::~Depot() = default;
 
 schema::Transfer::Client Depot::ServeFor(const crypto::PublicIdentity& peer) {

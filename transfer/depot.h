@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "capsule/incoming.h"
+#include "capsule/parallel.h"
 #include "crypto/keys.h"
 #include "spec/transfer.capnp.h"
 #include "verifier/site_config.h"
@@ -61,9 +62,12 @@ class Depot {
   void Finished(const std::string& capsule_id);
   void Emit(DepotEvent event);
   const DepotOptions& options() const { return options_; }
+  // Workers that check (SHA-256) and write chunks off the event loop's thread.
+  capsule::ThreadPool& workers() { return *workers_; }
 
  private:
   DepotOptions options_;
+  std::unique_ptr<capsule::ThreadPool> workers_;
   // Capsules being received, by id: shared by every connection offering them.
   std::map<std::string, std::weak_ptr<capsule::IncomingCapsule>> incoming_;
 };

@@ -42,32 +42,16 @@ class PreludeFile : public RandomAccessFile {
 };
 
 absl::Status PwriteAll(int fd, absl::Span<const uint8_t> data, uint64_t offset) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
-                               static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("cannot write the incoming capsule", errno);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
+  return capsule::PwriteAll(fd, data, offset, "the incoming capsule");
 }
 
+// A short read means the file is not what the journal says it is.
 absl::Status PreadAll(int fd, absl::Span<uint8_t> out, uint64_t offset) {
-  size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n =
-        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("cannot read the incoming capsule", errno);
-    }
-    if (n == 0) return absl::DataLossError("the incoming capsule file is shorter than expected");
-    done += static_cast<size_t>(n);
+  absl::Status s = capsule::PreadAll(fd, out, offset, "the incoming capsule");
+  if (absl::IsOutOfRange(s)) {
+    return absl::DataLossError("the incoming capsule file is shorter than expected");
   }
-  return absl::OkStatus();
+  return s;
 }
 
 void SyncDir(const std::string& dir) {

@@ -27,18 +27,9 @@ class PosixFile : public RandomAccessFile {
     if (offset > size_ || out.size() > size_ - offset) {
       return absl::OutOfRangeError("read past the end of the file");
     }
-    size_t done = 0;
-    while (done < out.size()) {
-      ssize_t n = ::pread(fd_, out.data() + done, out.size() - done,
-                          static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus("read error", errno);
-      }
-      if (n == 0) return absl::OutOfRangeError("file shrank while reading");
-      done += static_cast<size_t>(n);
-    }
-    return absl::OkStatus();
+    absl::Status s = PreadAll(fd_, out, offset, "the file");
+    if (absl::IsOutOfRange(s)) return absl::OutOfRangeError("file shrank while reading");
+    return s;
   }
 
  private:
@@ -101,6 +92,36 @@ absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFile(const std::string& pa
 
 std::unique_ptr<RandomAccessFile> MemoryFile(std::vector<uint8_t> bytes) {
   return std::make_unique<InMemoryFile>(std::move(bytes));
+}
+
+absl::Status PreadAll(int fd, absl::Span<uint8_t> out, uint64_t offset, const std::string& what) {
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n =
+        ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(absl::StrCat("cannot read ", what), errno);
+    }
+    if (n == 0) return absl::OutOfRangeError(absl::StrCat(what, " ends early"));
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PwriteAll(int fd, absl::Span<const uint8_t> data, uint64_t offset,
+                       const std::string& what) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n =
+        ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(absl::StrCat("cannot write ", what), errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status WriteAll(int fd, absl::Span<const uint8_t> data) {

@@ -97,6 +97,16 @@ class FdWriter : public WritableFile {
 // kPermissionDenied, kResourceExhausted (full disk or quota), kUnavailable otherwise.
 absl::Status ErrnoStatus(const std::string& what, int err);
 
+// Reads exactly `out.size()` bytes of `fd` at `offset`, retrying on EINTR and short reads.
+// kOutOfRange if the file ends first (callers say what that means for them); an errno failure
+// as ErrnoStatus("cannot read <what>").
+absl::Status PreadAll(int fd, absl::Span<uint8_t> out, uint64_t offset, const std::string& what);
+
+// Writes all of `data` to `fd` at `offset`, retrying on EINTR and short writes; an errno failure
+// as ErrnoStatus("cannot write <what>").
+absl::Status PwriteAll(int fd, absl::Span<const uint8_t> data, uint64_t offset,
+                       const std::string& what);
+
 // Writes all of `data` to `fd`, retrying on EINTR and short writes.
 absl::Status WriteAll(int fd, absl::Span<const uint8_t> data);
 

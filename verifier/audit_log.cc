@@ -97,18 +97,9 @@ class FdView : public capsule::RandomAccessFile {
     if (offset > size_ || out.size() > size_ - offset) {
       return absl::OutOfRangeError("read past the end of the audit log");
     }
-    size_t done = 0;
-    while (done < out.size()) {
-      const ssize_t n =
-          ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return capsule::ErrnoStatus("cannot read the audit log", errno);
-      }
-      if (n == 0) return absl::DataLossError("the audit log shrank while being read");
-      done += static_cast<size_t>(n);
-    }
-    return absl::OkStatus();
+    absl::Status s = capsule::PreadAll(fd_, out, offset, "the audit log");
+    if (absl::IsOutOfRange(s)) return absl::DataLossError("the audit log shrank while being read");
+    return s;
   }
 
  private:
@@ -515,17 +506,7 @@ absl::StatusOr<Snapshot> OpenSnapshot(const std::string& log_path, bool with_che
 }
 
 absl::Status WriteAllAt(int fd, absl::Span<const uint8_t> data, uint64_t offset) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n =
-        ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return capsule::ErrnoStatus("cannot write the audit log", errno);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
+  return capsule::PwriteAll(fd, data, offset, "the audit log");
 }
 
 absl::Status Sync(int fd) {

@@ -10,9 +10,10 @@
 #include "capsule/key_files.h"
 #include "cli/context.h"
 #include "crypto/secret.h"
+#include "site/admission.h"
 #include "transfer/daemon.h"
 #include "verifier/audit_log.h"
-#include "verifier/site_config.h"
+#include "site/site_config.h"
 #include "verifier/verifier.h"
 
 int main(int argc, char** argv) {
@@ -44,7 +45,7 @@ int main(int argc, char** argv) {
   cli::Context ctx(kSpec, argc - 1, argv + 1);
   if (!ctx.Parse()) return ctx.exit_code();
   if (!ctx.args().Has("site")) return ctx.UsageError("--site SITE.json is required");
-  absl::StatusOr<verifier::SiteConfig> site = verifier::LoadSiteConfig(ctx.args().Get("site"));
+  absl::StatusOr<site::SiteConfig> site = site::LoadSiteConfig(ctx.args().Get("site"));
   if (!site.ok()) return ctx.Fail(site.status());
   if (site->listen.empty() || site->peers.empty() || site->store.empty()) {
     return ctx.Fail(absl::InvalidArgumentError(absl::StrCat(
@@ -58,7 +59,10 @@ int main(int argc, char** argv) {
   if (!trusted.ok()) return ctx.Fail(trusted.status());
 
   transfer::DaemonOptions options;
-  options.site = &*site;
+  options.site = site->site;
+  options.listen = site->listen;
+  options.store = site->store;
+  options.admit = site::AdmissionFor(*site);
   options.identity = &*identity;
   options.peers = *peers;
   options.trusted = *trusted;
@@ -77,7 +81,7 @@ int main(int argc, char** argv) {
     rec.site = site->site;
     rec.requester = e.peer;
     rec.reasons = {e.detail.substr(0, 1000)};
-    absl::Status s = verifier::RecordSiteEvent(*site, *identity, rec);
+    absl::Status s = verifier::RecordSiteEvent(site->Facts(), *identity, rec);
     if (!s.ok()) options.log(absl::StrCat("cannot write the audit log: ", s.message()));
   };
   absl::Status s = transfer::RunDaemon(options);

@@ -17,7 +17,7 @@
 #include "crypto/merkle.h"
 #include "crypto/sha256.h"
 #include "verifier/audit_log.h"
-#include "verifier/site_config.h"
+#include "site/site_config.h"
 
 namespace bunker::cli {
 namespace {
@@ -121,7 +121,7 @@ int RunShow(int argc, char** argv) {
   if (a.Has("site") == a.Has("log")) return ctx.UsageError("give exactly one of --site or --log");
   std::string log = a.Get("log");
   if (a.Has("site")) {
-    absl::StatusOr<verifier::SiteConfig> site = verifier::LoadSiteConfig(a.Get("site"));
+    absl::StatusOr<site::SiteConfig> site = site::LoadSiteConfig(a.Get("site"));
     if (!site.ok()) return ctx.Fail(site.status());
     log = site->state + "/audit.log";
   }

@@ -85,7 +85,7 @@ int RunCat(int argc, char** argv) {
   if (!selection.ok()) return ctx.Fail(selection.status());
 
   verifier::OpenRequest& request = release->request;
-  request.site = release->site ? &*release->site : nullptr;
+  request.site = release->site_facts ? &*release->site_facts : nullptr;
   request.site_identity = c->identity ? &*c->identity : nullptr;
   request.only = *selection;
   request.only_patterns = chain;

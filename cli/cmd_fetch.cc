@@ -4,7 +4,8 @@
 #include "capsule/key_files.h"
 #include "cli/context.h"
 #include "transfer/client.h"
-#include "verifier/site_config.h"
+#include "site/admission.h"
+#include "site/site_config.h"
 
 namespace bunker::cli {
 
@@ -28,7 +29,7 @@ int RunFetch(int argc, char** argv) {
   if (!a.Has("from")) return ctx.UsageError("--from HOST:PORT is required");
   if (!a.Has("site")) return ctx.UsageError("--site SITE.json is required");
   if (!a.Has("output")) return ctx.UsageError("-o FILE is required");
-  absl::StatusOr<verifier::SiteConfig> site = verifier::LoadSiteConfig(a.Get("site"));
+  absl::StatusOr<site::SiteConfig> site = site::LoadSiteConfig(a.Get("site"));
   if (!site.ok()) return ctx.Fail(site.status());
   absl::StatusOr<crypto::Identity> identity = capsule::LoadIdentity(site->identity);
   if (!identity.ok()) return ctx.Fail(identity.status());
@@ -37,7 +38,7 @@ int RunFetch(int argc, char** argv) {
   absl::StatusOr<std::vector<crypto::PublicIdentity>> trusted = capsule::LoadTrust(site->trust);
   if (!trusted.ok()) return ctx.Fail(trusted.status());
   absl::StatusOr<transfer::SendSummary> s = transfer::FetchCapsule(
-      a.positionals()[0], a.Get("from"), a.Get("output"), *options, *trusted, &*site);
+      a.positionals()[0], a.Get("from"), a.Get("output"), *options, *trusted, site::AdmissionFor(*site));
   if (!s.ok()) return ctx.Fail(s.status(), HintFor(s.status()));
   if (ctx.json()) {
     std::printf("%s\n", TransferSummaryJson(*s).c_str());

@@ -32,7 +32,7 @@ int RunLs(int argc, char** argv) {
   absl::StatusOr<Release> release = PrepareRelease(ctx, ctx.args().positionals()[0], "");
   if (!release.ok()) return ctx.Fail(release.status(), HintFor(release.status()));
   OpenedCapsule* c = &release->capsule;
-  release->request.site = release->site ? &*release->site : nullptr;
+  release->request.site = release->site_facts ? &*release->site_facts : nullptr;
   release->request.dry_run = true;
   absl::StatusOr<verifier::Authorization> auth =
       verifier::Authorize(*c->reader, *c->key, release->request, 0);

@@ -100,7 +100,7 @@ int RunOpen(int argc, char** argv) {
   OpenedCapsule* c = &release->capsule;
   const capsule::Manifest& m = c->reader->manifest();
   verifier::OpenRequest& request = release->request;
-  request.site = release->site ? &*release->site : nullptr;
+  request.site = release->site_facts ? &*release->site_facts : nullptr;
   request.site_identity = c->identity ? &*c->identity : nullptr;
   request.only = *only;
   request.only_patterns = a.GetAll("only");

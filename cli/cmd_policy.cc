@@ -17,7 +17,7 @@
 #include "capsule/reader.h"
 #include "cli/context.h"
 #include "verifier/policy.h"
-#include "verifier/site_config.h"
+#include "site/site_config.h"
 #include "verifier/use_counter.h"
 
 namespace bunker::cli {
@@ -119,7 +119,7 @@ int RunExplain(int argc, char** argv) {
   if (!release.ok()) return ctx.Fail(release.status(), HintFor(release.status()));
   const capsule::Manifest& m = release->capsule.reader->manifest();
   verifier::OpenRequest& request = release->request;
-  request.site = &*release->site;
+  request.site = &*release->site_facts;
   request.site_identity = &*release->capsule.identity;
   request.only = *only;
   request.only_patterns = a.GetAll("only");
@@ -128,7 +128,7 @@ int RunExplain(int argc, char** argv) {
       verifier::Authorize(*release->capsule.reader, *release->capsule.key, request, 0);
   if (!auth.ok()) return ctx.Fail(auth.status());
   const verifier::Decision& decision = auth->decision;
-  const verifier::SiteConfig& site = *release->site;
+  const site::SiteConfig& site = *release->site;
   const std::optional<std::string> requester =
       request.requester ? std::optional<std::string>(request.requester->fingerprint().ToString())
                         : std::nullopt;

@@ -8,7 +8,7 @@
 #include "capsule/key_files.h"
 #include "cli/context.h"
 #include "transfer/client.h"
-#include "verifier/site_config.h"
+#include "site/site_config.h"
 #include "verifier/verifier.h"
 
 namespace bunker::cli {
@@ -49,7 +49,7 @@ int RunSend(int argc, char** argv) {
     if (!r.ok()) return ctx.UsageError(std::string(r.status().message()));
     rate = *r;
   }
-  absl::StatusOr<verifier::SiteConfig> site = verifier::LoadSiteConfig(a.Get("site"));
+  absl::StatusOr<site::SiteConfig> site = site::LoadSiteConfig(a.Get("site"));
   if (!site.ok()) return ctx.Fail(site.status());
   absl::StatusOr<crypto::Identity> identity = capsule::LoadIdentity(site->identity);
   if (!identity.ok()) return ctx.Fail(identity.status());
@@ -80,7 +80,7 @@ int RunSend(int argc, char** argv) {
                                   : options->peers[0].fingerprint().ToString();
   rec.reasons = {absl::StrCat("to ", a.Get("to"), ": ", s->chunks_sent, " chunks sent, ",
                               s->chunks_skipped, " already there")};
-  absl::Status logged = verifier::RecordSiteEvent(*site, *identity, rec);
+  absl::Status logged = verifier::RecordSiteEvent(site->Facts(), *identity, rec);
   if (!logged.ok()) {
     std::fprintf(stderr, "capsule send: warning: not recorded in the audit log: %s\n",
                  TerminalSafe(std::string(logged.message())).c_str());

@@ -488,11 +488,12 @@ absl::StatusOr<Release> PrepareRelease(const Context& ctx, const std::string& ca
       return absl::InvalidArgumentError(
           "with --site, the identity and trusted keys come from the site file");
     }
-    absl::StatusOr<verifier::SiteConfig> site = verifier::LoadSiteConfig(a.Get("site"));
+    absl::StatusOr<site::SiteConfig> site = site::LoadSiteConfig(a.Get("site"));
     if (!site.ok()) return site.status();
     out.site = std::move(*site);
+    out.site_facts = out.site->Facts();
     if (!destination.empty()) {
-      absl::Status s = verifier::CheckDestination(*out.site, destination);
+      absl::Status s = site::CheckDestination(*out.site, destination);
       if (!s.ok()) return s;
     }
   } else if (!a.Has("identity")) {
@@ -558,7 +559,7 @@ std::string DenialMessage(const verifier::Decision& d) {
 }
 
 absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx,
-                                                              const verifier::SiteConfig& site,
+                                                              const site::SiteConfig& site,
                                                               crypto::Identity* identity) {
   transfer::ClientOptions o;
   o.self = identity;

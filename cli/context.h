@@ -16,7 +16,7 @@
 #include "capsule/reader.h"
 #include "crypto/keys.h"
 #include "transfer/client.h"
-#include "verifier/site_config.h"
+#include "site/site_config.h"
 #include "verifier/verifier.h"
 
 namespace bunker::cli {
@@ -159,7 +159,8 @@ std::vector<OptionSpec> ReleaseOptions();
 // the site itself; otherwise --identity and --trust (offline mode).
 struct Release {
   OpenedCapsule capsule;
-  std::optional<verifier::SiteConfig> site;
+  std::optional<site::SiteConfig> site;
+  std::optional<verifier::SiteFacts> site_facts;  // site->Facts(), which request.site points to
   verifier::OpenRequest request;  // site, requester, purpose and time filled in
 };
 // Validates the flags, loads the site (checking `destination`, when not empty, against its
@@ -178,7 +179,7 @@ absl::Status CheckEmptyDestination(const std::string& dir);
 
 // The transfer client options for this site: its identity, its peers, --peer, interrupts.
 absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx,
-                                                              const verifier::SiteConfig& site,
+                                                              const site::SiteConfig& site,
                                                               crypto::Identity* identity);
 
 // The one-line JSON summary of a transfer (the shape: capsule, chunksTotal, chunksSent,

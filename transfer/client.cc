@@ -109,7 +109,7 @@ absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
 absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const std::string& address,
                                          const std::string& output, const ClientOptions& options,
                                          const std::vector<crypto::PublicIdentity>& trusted,
-                                         const verifier::SiteConfig* site) {
+                                         std::function<absl::Status(const capsule::Manifest&)> admit) {
   // Every name below comes from the id the user asked for, never from what the server says.
   const std::string id = absl::AsciiStrToLower(capsule_id);
   if (id.size() != 2 * capsule::kCapsuleIdSize ||
@@ -132,7 +132,7 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
         DepotOptions d;
         d.store = store;
         d.trusted = trusted;
-        d.site = site;
+        d.admit = admit;
         d.now = [] { return static_cast<int64_t>(absl::ToUnixSeconds(absl::Now())); };
         d.expected_id = id;
         d.on_event = [&received, &id](const DepotEvent& e) {

@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "crypto/keys.h"
 #include "transfer/sender.h"
-#include "verifier/site_config.h"
+#include "capsule/manifest.h"
 
 namespace bunker::transfer {
 
@@ -31,12 +31,12 @@ absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
                                         const std::string& address, const ClientOptions& options);
 
 // Fetches capsule `capsule_id` from the site at `address` into `output` (which must not exist),
-// checking it as a receiver does: `trusted` issuers, and `site`'s admission by its policy.
+// checking it as a receiver does: `trusted` issuers, and `admit` (DepotOptions::admit).
 // Resumable: partial data waits in `output`'s folder under .bunker-fetch/.
 absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const std::string& address,
                                          const std::string& output, const ClientOptions& options,
                                          const std::vector<crypto::PublicIdentity>& trusted,
-                                         const verifier::SiteConfig* site);
+                                         std::function<absl::Status(const capsule::Manifest&)> admit);
 
 }  // namespace bunker::transfer
 

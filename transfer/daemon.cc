@@ -13,7 +13,7 @@
 namespace bunker::transfer {
 
 absl::Status RunDaemon(const DaemonOptions& o) {
-  if (o.site == nullptr || o.identity == nullptr) return absl::InvalidArgumentError("no site");
+  if (o.identity == nullptr) return absl::InvalidArgumentError("no site identity");
   auto log = [&o](const std::string& line) {
     if (o.log) o.log(line);
   };
@@ -27,9 +27,9 @@ absl::Status RunDaemon(const DaemonOptions& o) {
     if (!channel.ok()) return channel.status();
 
     DepotOptions d;
-    d.store = o.site->store;
+    d.store = o.store;
     d.trusted = o.trusted;
-    d.site = o.site;
+    d.admit = o.admit;
     d.now = [] { return static_cast<int64_t>(absl::ToUnixSeconds(absl::Now())); };
     d.on_event = [&](const DepotEvent& e) {
       log(absl::StrCat(e.kind, " capsule=", e.capsule_id.empty() ? "-" : e.capsule_id,
@@ -52,21 +52,21 @@ absl::Status RunDaemon(const DaemonOptions& o) {
 
     kj::Own<kj::NetworkAddress> address;
     try {
-      address = io.provider->getNetwork().parseAddress(o.site->listen).wait(io.waitScope);
+      address = io.provider->getNetwork().parseAddress(o.listen).wait(io.waitScope);
     } catch (const kj::Exception&) {
       return absl::InvalidArgumentError(
-          absl::StrCat("bad listen address \"", o.site->listen, "\" (want host:port)"));
+          absl::StrCat("bad listen address \"", o.listen, "\" (want host:port)"));
     }
     kj::Own<kj::ConnectionReceiver> listener;
     try {
       listener = address->listen();
     } catch (const kj::Exception& e) {
-      return absl::UnavailableError(absl::StrCat("cannot listen on ", o.site->listen, ": ",
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen, ": ",
                                                  e.getDescription().cStr()));
     }
-    std::string host = o.site->listen.substr(0, o.site->listen.rfind(':'));
-    log(absl::StrCat("site ", o.site->site, " listening on ", host, ":", listener->getPort(),
-                     " (", o.peers.size(), " peers, store ", o.site->store, ")"));
+    std::string host = o.listen.substr(0, o.listen.rfind(':'));
+    log(absl::StrCat("site ", o.site, " listening on ", host, ":", listener->getPort(),
+                     " (", o.peers.size(), " peers, store ", o.store, ")"));
     auto stop = io.unixEventPort.onSignal(SIGTERM)
                     .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
                     .then([&log](siginfo_t info) {

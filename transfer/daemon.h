@@ -11,12 +11,14 @@
 #include "absl/status/status.h"
 #include "crypto/keys.h"
 #include "transfer/depot.h"
-#include "verifier/site_config.h"
 
 namespace bunker::transfer {
 
 struct DaemonOptions {
-  const verifier::SiteConfig* site = nullptr;  // listen, store, site name/region/storage
+  std::string site;    // the site's name, for the log
+  std::string listen;  // host:port
+  std::string store;   // folder of received capsules
+  std::function<absl::Status(const capsule::Manifest&)> admit;  // DepotOptions::admit
   const crypto::Identity* identity = nullptr;
   std::vector<crypto::PublicIdentity> peers;    // who may connect
   std::vector<crypto::PublicIdentity> trusted;  // whose capsules are accepted

@@ -13,7 +13,6 @@
 #include "capsule/io.h"
 #include "transfer/errors.h"
 #include "transfer/sender.h"
-#include "verifier/policy.h"
 
 namespace bunker::transfer {
 namespace {
@@ -281,23 +280,10 @@ absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> Depot::Receive(
   if (!options_.expected_id.empty() && id != options_.expected_id) {
     return absl::PermissionDeniedError(absl::StrCat("offered capsule ", id, " is not the one asked for"));
   }
-  if (!m.policy.empty() && options_.site != nullptr) {
-    absl::StatusOr<verifier::Policy> policy = verifier::ParsePolicy(m.policy);
-    verifier::Request here;
-    here.site = options_.site->site;
-    if (!options_.site->region.empty()) here.region = options_.site->region;
-    here.storage = options_.site->storage;
-    here.now = options_.now ? options_.now() : 0;
-    verifier::Decision d;
-    if (policy.ok()) {
-      d = verifier::AdmitsSite(*policy, here);
-    } else {
-      d.reasons.push_back("the capsule's policy is invalid");
-    }
-    if (!d.permit) {
-      const std::string why = absl::StrCat("the capsule's policy does not admit site ",
-                                           options_.site->site, ": ",
-                                           absl::StrJoin(d.reasons, "; "));
+  if (options_.admit) {
+    absl::Status admitted = options_.admit(m);
+    if (!admitted.ok()) {
+      const std::string why(admitted.message());
       Emit({"refused", id, issuer, peer, why});
       return absl::PermissionDeniedError(why);
     }

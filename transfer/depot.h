@@ -23,7 +23,6 @@
 #include "capsule/parallel.h"
 #include "crypto/keys.h"
 #include "spec/transfer.capnp.h"
-#include "verifier/site_config.h"
 
 namespace bunker::transfer {
 
@@ -39,8 +38,11 @@ struct DepotEvent {
 struct DepotOptions {
   std::string store;                            // folder of received capsules
   std::vector<crypto::PublicIdentity> trusted;  // issuers whose capsules are accepted
-  // The site (name, region, storage) that capsule policies must admit; null admits all.
-  const verifier::SiteConfig* site = nullptr;
+  // Admission of a capsule at this site by its policy (site, region, storage, time), asked
+  // after the signature and trust checks and before anything is written: OK admits, any
+  // error refuses with its message (sent to the peer: no secrets or local paths). Empty
+  // admits all. The site layer decides; transfer/ knows no policy.
+  std::function<absl::Status(const capsule::Manifest&)> admit;
   std::function<int64_t()> now;                     // seconds since the epoch
   std::function<void(const DepotEvent&)> on_event;  // may be empty
   // A client receiving one fetched capsule: offers of any other id are refused, and the

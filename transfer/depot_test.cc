@@ -32,11 +32,11 @@ struct Fixture {
     reader = std::move(*r);
   }
 
-  DepotOptions Options(const verifier::SiteConfig* site = nullptr) {
+  DepotOptions Options(std::function<absl::Status(const capsule::Manifest&)> admit = nullptr) {
     DepotOptions o;
     o.store = store;
     o.trusted = {keys.issuer.public_identity()};
-    o.site = site;
+    o.admit = std::move(admit);
     o.now = [] { return int64_t{1800000000}; };
     o.on_event = [this](const DepotEvent& e) { events.push_back(e); };
     return o;
@@ -160,9 +160,10 @@ TEST(DepotTest, UntrustedIssuerAndPolicyThatExcludesTheSiteAreRefusedBeforeData)
   {
     Fixture f(3 * kChunk,
               R"({"version": 1, "rules": [{"id": "a", "effect": "permit", "sites": ["site-a"]}]})");
-    verifier::SiteConfig site;
-    site.site = "site-b";
-    Depot depot(f.Options(&site));
+    // The site layer decides admission (site/admission.h); the depot only asks.
+    Depot depot(f.Options([](const capsule::Manifest&) {
+      return absl::PermissionDeniedError("the capsule's policy does not admit site site-b");
+    }));
     Connection c(io, depot, f.keys.alice.public_identity());
     auto s = Send(io, c, *f.reader);
     EXPECT_EQ(s.status().code(), absl::StatusCode::kPermissionDenied) << s.status();

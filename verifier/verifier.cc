@@ -40,7 +40,7 @@ std::string CounterKey(const capsule::Manifest& m) {
 }
 
 // The site's audit log, checked against the checkpoint its state database last kept.
-absl::StatusOr<std::unique_ptr<AuditLog>> OpenSiteLog(const SiteConfig& site,
+absl::StatusOr<std::unique_ptr<AuditLog>> OpenSiteLog(const SiteFacts& site,
                                                       const crypto::Identity& identity,
                                                       UseCounter& counter) {
   absl::StatusOr<std::optional<std::string>> last_text = counter.LastCheckpoint();
@@ -64,7 +64,7 @@ absl::StatusOr<std::unique_ptr<AuditLog>> OpenSiteLog(const SiteConfig& site,
 // database's checkpoint may lag the log by the one entry a crash can leave between the two;
 // more, or none at all beside a non-empty log, means the counts were reset or rolled back
 // (e.g. state.db deleted), and every maxOpens budget with them.
-absl::Status CheckStateMatchesLog(const SiteConfig& site, UseCounter& counter) {
+absl::Status CheckStateMatchesLog(const SiteFacts& site, UseCounter& counter) {
   absl::StatusOr<std::optional<std::string>> last_text = counter.LastCheckpoint();
   if (!last_text.ok()) return last_text.status();
   uint64_t known = 0;
@@ -207,7 +207,7 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
   return out;
 }
 
-absl::Status RecordSiteEvent(const SiteConfig& site, const crypto::Identity& identity,
+absl::Status RecordSiteEvent(const SiteFacts& site, const crypto::Identity& identity,
                             const AuditRecord& record) {
   absl::StatusOr<std::unique_ptr<UseCounter>> counter = UseCounter::Open(site.state);
   if (!counter.ok()) return counter.status();

@@ -22,14 +22,21 @@
 #include "crypto/keys.h"
 #include "verifier/audit_log.h"
 #include "verifier/policy.h"
-#include "verifier/site_config.h"
 
 namespace bunker::verifier {
+
+// What a decision needs to know about the site it is made at (site/site_config.h loads it).
+struct SiteFacts {
+  std::string site;                  // the site's name
+  std::string region;                // "" when the site names none
+  std::vector<std::string> storage;  // storage classes
+  std::string state;                 // folder of the audit log and the state database
+};
 
 struct OpenRequest {
   // The site, with its private identity (signs audit checkpoints). Null: offline mode, which
   // denies any policy with conditions that need a site and writes no audit record.
-  const SiteConfig* site = nullptr;
+  const SiteFacts* site = nullptr;
   const crypto::Identity* site_identity = nullptr;
   std::optional<crypto::PublicIdentity> requester;  // --as
   std::optional<std::string> purpose;               // --purpose
@@ -56,7 +63,7 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
 // Appends an event that is not an open decision (e.g. a capsule received, refused or sent by
 // the transfer daemon) to the site's audit log, checked and kept in step with the state
 // database exactly as Authorize does.
-absl::Status RecordSiteEvent(const SiteConfig& site, const crypto::Identity& identity,
+absl::Status RecordSiteEvent(const SiteFacts& site, const crypto::Identity& identity,
                              const AuditRecord& record);
 
 }  // namespace bunker::verifier

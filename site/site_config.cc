@@ -1,4 +1,4 @@
-#include "verifier/site_config.h"
+#include "site/site_config.h"
 
 #include <unistd.h>
 
@@ -17,7 +17,9 @@
 #include "spec/site.capnp.h"
 #include "verifier/json_text.h"
 
-namespace bunker::verifier {
+namespace bunker::site {
+using verifier::DecodeUnicodeEscapes;
+using verifier::OneLine;
 namespace {
 
 constexpr size_t kMaxSiteFileSize = 1 << 20;
@@ -162,4 +164,4 @@ absl::Status CheckDestination(const SiteConfig& site, const std::string& dir) {
       absl::StrJoin(site.destinations, ", "), ")"));
 }
 
-}  // namespace bunker::verifier
+}  // namespace bunker::site

@@ -1,4 +1,4 @@
-#include "verifier/site_config.h"
+#include "site/site_config.h"
 
 #include <sys/stat.h>
 
@@ -6,7 +6,7 @@
 
 #include "gtest/gtest.h"
 
-namespace bunker::verifier {
+namespace bunker::site {
 namespace {
 
 std::string TempDir() {
@@ -88,4 +88,4 @@ TEST(SiteConfigTest, DestinationMustLieUnderARoot) {
 }
 
 }  // namespace
-}  // namespace bunker::verifier
+}  // namespace bunker::site

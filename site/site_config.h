@@ -1,13 +1,14 @@
 // Site configuration files (spec/site.capnp, spec/POLICY.md "Site configuration"), JSON.
-#ifndef BUNKER_VERIFIER_SITE_CONFIG_H_
-#define BUNKER_VERIFIER_SITE_CONFIG_H_
+#ifndef BUNKER_SITE_SITE_CONFIG_H_
+#define BUNKER_SITE_SITE_CONFIG_H_
 
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "verifier/verifier.h"
 
-namespace bunker::verifier {
+namespace bunker::site {
 
 struct SiteConfig {
   std::string path;                     // the configuration file itself
@@ -21,6 +22,9 @@ struct SiteConfig {
   std::string listen;                   // transfer daemon fields, not validated here
   std::vector<std::string> peers;
   std::string store;
+
+  // The facts a policy decision needs.
+  verifier::SiteFacts Facts() const { return {site, region, storage, state}; }
 };
 
 // Loads and validates `path`: known fields only (kInvalidArgument with the JSON path of an
@@ -32,6 +36,6 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path);
 // resolved; kPermissionDenied naming it otherwise, kInvalidArgument if it contains "..".
 absl::Status CheckDestination(const SiteConfig& site, const std::string& dir);
 
-}  // namespace bunker::verifier
+}  // namespace bunker::site
 
-#endif  // BUNKER_VERIFIER_SITE_CONFIG_H_
+#endif  // BUNKER_SITE_SITE_CONFIG_H_

@@ -96,12 +96,17 @@ Decision Deny(std::string reason) {
 absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
                                         const capsule::PayloadKey& key,
                                         const OpenRequest& request, int threads) {
-  const capsule::Manifest& m = reader.manifest();
-  Authorization out;
   absl::StatusOr<std::vector<std::string>> files =
       RequestedFiles(reader, key, request.only, threads);
   if (!files.ok()) return files.status();
-  out.files = std::move(*files);
+  return AuthorizeFiles(reader.manifest(), *std::move(files), request);
+}
+
+absl::StatusOr<Authorization> AuthorizeFiles(const capsule::Manifest& m,
+                                             std::vector<std::string> files,
+                                             const OpenRequest& request) {
+  Authorization out;
+  out.files = std::move(files);
 
   Request r;
   if (request.site != nullptr) {

@@ -60,6 +60,13 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
                                         const capsule::PayloadKey& key,
                                         const OpenRequest& request, int threads);
 
+// The same for a caller that has read the file index already: `files` are the requested files
+// (index paths of non-directories that the request's selection keeps). `request.only` is not
+// consulted.
+absl::StatusOr<Authorization> AuthorizeFiles(const capsule::Manifest& manifest,
+                                             std::vector<std::string> files,
+                                             const OpenRequest& request);
+
 // Appends an event that is not an open decision (e.g. a capsule received, refused or sent by
 // the transfer daemon) to the site's audit log, checked and kept in step with the state
 // database exactly as Authorize does.

@@ -1,0 +1,343 @@
+#include "site/gate.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "capsule/glob.h"
+#include "capsule/paths.h"
+#include "crypto/sha256.h"
+#include "crypto/status_macros.h"
+#include "site/release_io.h"
+
+namespace bunker::site {
+
+// A capsule checked and unlocked at the gate, with its index read once.
+class OpenCapsule {
+ public:
+  std::unique_ptr<capsule::CapsuleReader> reader;
+  std::unique_ptr<capsule::PayloadKey> key;
+  std::vector<capsule::FileEntry> entries;
+  std::string name;
+};
+
+namespace {
+
+// Files (non-directories) of the index that `selection` keeps (all when empty).
+std::vector<std::string> SelectedFiles(const OpenCapsule& c,
+                                       const capsule::PathSelection& selection) {
+  std::vector<std::string> files;
+  for (const capsule::FileEntry& e : c.entries) {
+    if (e.type == capsule::FileEntry::Type::kDirectory) continue;
+    if (selection.empty() || selection.Selects(e.path)) files.push_back(e.path);
+  }
+  return files;
+}
+
+// The last entry for `path` (as in tar, a later entry replaces an earlier one), or null.
+const capsule::FileEntry* FindEntry(const OpenCapsule& c, const std::string& path) {
+  const capsule::FileEntry* found = nullptr;
+  for (const capsule::FileEntry& e : c.entries) {
+    if (e.path == path) found = &e;
+  }
+  return found;
+}
+
+}  // namespace
+
+std::string DenialMessage(const verifier::Decision& d) {
+  std::string msg = "denied by the capsule's policy";
+  if (!d.denied_files.empty()) {
+    const size_t shown = std::min<size_t>(d.denied_files.size(), 5);
+    std::vector<std::string> names;
+    for (size_t i = 0; i < shown; ++i) names.push_back(capsule::QuotePath(d.denied_files[i]));
+    absl::StrAppend(&msg, " for ", d.denied_files.size(), " file(s): ", absl::StrJoin(names, ", "),
+                    d.denied_files.size() > shown ? ", ..." : "");
+  }
+  if (!d.reasons.empty()) absl::StrAppend(&msg, " (", absl::StrJoin(d.reasons, "; "), ")");
+  return msg;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Permit
+
+struct Permit::State {
+  std::unique_ptr<OpenCapsule> capsule;
+  Want::Kind kind;
+  capsule::PathSelection selection;
+  verifier::Authorization authorization;
+  const capsule::FileEntry* file = nullptr;
+  // Where the decision was recorded (null offline), to record a failed release.
+  const SiteConfig* site = nullptr;
+  std::optional<verifier::SiteFacts> facts;
+  const crypto::Identity* identity = nullptr;
+  Requester who;
+  bool used = false;
+};
+
+Permit::Permit(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Permit::Permit(Permit&&) noexcept = default;
+Permit& Permit::operator=(Permit&&) noexcept = default;
+Permit::~Permit() = default;
+
+const verifier::Decision& Permit::decision() const { return state_->authorization.decision; }
+const capsule::Manifest& Permit::manifest() const { return state_->capsule->reader->manifest(); }
+const capsule::FileEntry* Permit::file() const { return state_->file; }
+
+absl::Status Permit::Failed(const absl::Status& cause, bool released) {
+  if (state_->facts && !released) {
+    absl::Status recorded = verifier::RecordReleaseFailed(
+        *state_->facts, *state_->identity, state_->authorization,
+        std::string(cause.message()).substr(0, 1000),
+        static_cast<int64_t>(::time(nullptr)));
+    if (!recorded.ok()) {
+      return absl::Status(cause.code(),
+                          absl::StrCat(cause.message(), " (and the failure could not be "
+                                                        "recorded: ", recorded.message(), ")"));
+    }
+  }
+  return cause;
+}
+
+namespace {
+
+absl::Status Once(bool* used, Want::Kind have, Want::Kind want) {
+  if (have != want) return absl::FailedPreconditionError("the permit is for another release");
+  if (*used) return absl::FailedPreconditionError("the permit was used already");
+  *used = true;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<capsule::ExtractStats> Permit::Extract(const Destination& to,
+                                                      const ReleaseOptions& options) {
+  BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kExtract));
+  const OpenCapsule& c = *state_->capsule;
+  const capsule::Manifest& m = c.reader->manifest();
+  absl::StatusOr<std::unique_ptr<capsule::PayloadStream>> stream =
+      c.reader->Stream(*c.key, 0, m.payload_size, options.threads, options.progress);
+  if (!stream.ok()) return Failed(stream.status(), false);
+  CancellableSource source(stream->get(), options.cancelled);
+  capsule::ExtractOptions extract;
+  extract.only = state_->selection;
+  extract.owner = options.owner;
+  absl::StatusOr<capsule::ExtractStats> stats = capsule::ExtractArchiveAt(
+      &source, capsule::ExtractTarget{to.root.get(), to.relative}, extract);
+  if (!stats.ok()) return Failed(stats.status(), false);
+  return stats;
+}
+
+absl::StatusOr<uint64_t> Permit::WriteArchive(const Destination& to,
+                                              const ReleaseOptions& options) {
+  BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kArchive));
+  const OpenCapsule& c = *state_->capsule;
+  const capsule::Manifest& m = c.reader->manifest();
+  absl::StatusOr<std::unique_ptr<NewFileBeneath>> out =
+      NewFileBeneath::Create(to, 0600, options.owner);
+  if (!out.ok()) return Failed(out.status(), false);
+  absl::Status s = CopyPayload(c.reader.get(), *c.key, 0, m.archive_size, m.payload_size,
+                               out->get(), options);
+  if (s.ok()) s = (*out)->Commit();
+  if (!s.ok()) return Failed(s, false);
+  return m.archive_size;
+}
+
+absl::StatusOr<uint64_t> Permit::StreamArchive(int fd, const ReleaseOptions& options) {
+  BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kArchive));
+  const OpenCapsule& c = *state_->capsule;
+  const capsule::Manifest& m = c.reader->manifest();
+  // The first pass authenticates every chunk (and discards the plaintext), so that a corrupt
+  // capsule releases nothing; the second writes. A file changed between the passes fails at
+  // its first changed chunk, after the bytes before it (all authentic) were written.
+  absl::Status s = CopyPayload(c.reader.get(), *c.key, 0, m.payload_size, m.payload_size,
+                               nullptr, options);
+  if (!s.ok()) return Failed(s, false);
+  CountingFdSink sink(fd);
+  ReleaseOptions quiet = options;
+  quiet.progress = nullptr;
+  s = CopyPayload(c.reader.get(), *c.key, 0, m.archive_size, m.archive_size, &sink, quiet);
+  if (s.ok()) s = sink.Flush();
+  if (!s.ok()) return Failed(s, sink.written() > 0);
+  return m.archive_size;
+}
+
+absl::StatusOr<uint64_t> Permit::StreamFile(int fd, const ReleaseOptions& options) {
+  BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kFile));
+  const OpenCapsule& c = *state_->capsule;
+  const capsule::Manifest& m = c.reader->manifest();
+  const capsule::FileEntry& f = *state_->file;
+  if (f.offset > m.archive_size || f.size > m.archive_size - f.offset) {
+    return Failed(absl::DataLossError("file index entry points outside the archive"), false);
+  }
+  CountingFdSink sink(fd);
+  absl::Status s = StreamAuthenticatedFile(c.reader.get(), *c.key, f, &sink, options);
+  if (s.ok()) s = sink.Flush();
+  if (!s.ok()) return Failed(s, sink.written() > 0);
+  return f.size;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gate
+
+Gate::Gate(const SiteConfig& site, const crypto::Identity& identity,
+           std::vector<crypto::PublicIdentity> trusted)
+    : site_(&site), facts_(site.Facts()), identity_(&identity), trusted_(std::move(trusted)) {}
+
+Gate::Gate(const crypto::Identity& identity, std::vector<crypto::PublicIdentity> trusted)
+    : identity_(&identity), trusted_(std::move(trusted)) {}
+
+absl::StatusOr<std::unique_ptr<OpenCapsule>> Gate::Open(
+    std::unique_ptr<capsule::RandomAccessFile> file, const std::string& name, int threads) const {
+  auto c = std::make_unique<OpenCapsule>();
+  c->name = name;
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
+      capsule::CapsuleReader::Open(std::move(file), trusted_);
+  if (!reader.ok()) {
+    return absl::Status(reader.status().code(),
+                        absl::StrCat(name, ": ", reader.status().message()));
+  }
+  c->reader = std::move(*reader);
+  absl::StatusOr<std::unique_ptr<capsule::PayloadKey>> key = c->reader->Unlock(*identity_);
+  if (!key.ok()) return key.status();
+  c->key = std::move(*key);
+  // The index, once: names only, no file content is decrypted.
+  const capsule::Manifest& m = c->reader->manifest();
+  absl::StatusOr<std::unique_ptr<capsule::PayloadStream>> stream =
+      c->reader->Stream(*c->key, m.archive_size, m.payload_size, threads);
+  if (!stream.ok()) return stream.status();
+  capsule::IndexReader index(stream->get(), m.index_entries);
+  while (true) {
+    absl::StatusOr<std::optional<capsule::FileEntry>> e = index.Next();
+    if (!e.ok()) return e.status();
+    if (!e->has_value()) break;
+    c->entries.push_back(std::move(**e));
+  }
+  return c;
+}
+
+absl::StatusOr<verifier::Authorization> Gate::Authorize(const OpenCapsule& c, const Requester& who,
+                                                        const capsule::PathSelection& selection,
+                                                        std::vector<std::string> patterns,
+                                                        int64_t now, bool dry_run) const {
+  verifier::OpenRequest request;
+  request.site = facts_ ? &*facts_ : nullptr;
+  request.site_identity = identity_;
+  request.requester = who.key;
+  request.purpose = who.purpose;
+  request.uid = who.uid;
+  request.pid = who.pid;
+  request.only_patterns = std::move(patterns);
+  request.now = now;
+  request.dry_run = dry_run;
+  return verifier::AuthorizeFiles(c.reader->manifest(), SelectedFiles(c, selection), request);
+}
+
+absl::StatusOr<Permit> Gate::Decide(std::unique_ptr<OpenCapsule> c, const Requester& who,
+                                    const Want& want, int64_t now) const {
+  auto state = std::make_unique<Permit::State>();
+  state->kind = want.kind;
+  std::vector<std::string> patterns;
+  switch (want.kind) {
+    case Want::Kind::kExtract:
+      patterns = want.only;
+      break;
+    case Want::Kind::kArchive:
+      break;
+    case Want::Kind::kFile: {
+      // Follow hard links, so that the decision covers every path whose content is served.
+      BUNKER_ASSIGN_OR_RETURN(std::string path, capsule::NormalizeEntryPath(want.path));
+      const capsule::FileEntry* entry = FindEntry(*c, path);
+      if (entry == nullptr) {
+        return absl::NotFoundError(
+            absl::StrCat(capsule::QuotePath(path), " is not in the capsule"));
+      }
+      patterns.push_back(path);
+      for (int hops = 0; entry->type == capsule::FileEntry::Type::kHardlink; ++hops) {
+        if (hops == 8) return absl::DataLossError("hard link chain too long");
+        patterns.push_back(entry->link_target);
+        entry = FindEntry(*c, entry->link_target);
+        if (entry == nullptr) return absl::DataLossError("hard link to a missing file");
+      }
+      if (entry->type != capsule::FileEntry::Type::kFile) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            capsule::QuotePath(path), " is a ", capsule::TypeName(entry->type),
+            entry->link_target.empty()
+                ? ""
+                : absl::StrCat(" to ", capsule::QuotePath(entry->link_target)),
+            ", not a file"));
+      }
+      state->file = entry;
+      break;
+    }
+  }
+  std::vector<std::string> exact = patterns;
+  if (want.kind == Want::Kind::kFile) {
+    for (std::string& p : exact) p = capsule::EscapeGlob(p);
+  }
+  BUNKER_ASSIGN_OR_RETURN(state->selection, capsule::PathSelection::Parse(exact));
+  BUNKER_ASSIGN_OR_RETURN(state->authorization,
+                          Authorize(*c, who, state->selection, patterns, now, false));
+  if (!state->authorization.decision.permit) {
+    return absl::PermissionDeniedError(DenialMessage(state->authorization.decision));
+  }
+  state->capsule = std::move(c);
+  state->site = site_;
+  state->facts = facts_;
+  state->identity = identity_;
+  state->who = who;
+  return Permit(std::move(state));
+}
+
+absl::StatusOr<Explanation> Gate::Explain(const OpenCapsule& c, const Requester& who,
+                                          const std::vector<std::string>& only,
+                                          int64_t now) const {
+  BUNKER_ASSIGN_OR_RETURN(capsule::PathSelection selection, capsule::PathSelection::Parse(only));
+  BUNKER_ASSIGN_OR_RETURN(verifier::Authorization auth,
+                          Authorize(c, who, selection, only, now, /*dry_run=*/true));
+  Explanation out;
+  out.files = auth.files.size();
+  out.decision = std::move(auth.decision);
+  return out;
+}
+
+absl::StatusOr<std::vector<capsule::FileEntry>> Gate::List(const OpenCapsule& c,
+                                                           const Requester& who,
+                                                           int64_t now) const {
+  BUNKER_ASSIGN_OR_RETURN(verifier::Authorization auth,
+                          Authorize(c, who, capsule::PathSelection(), {}, now, true));
+  const std::set<std::string> denied(auth.decision.denied_files.begin(),
+                                     auth.decision.denied_files.end());
+  // A deny that names no files (invalid policy, offline with site conditions, ...) denies all.
+  if (!auth.decision.permit && (denied.empty() || denied.size() == auth.files.size())) {
+    return absl::PermissionDeniedError(DenialMessage(auth.decision));
+  }
+  // A directory is listed only when a permitted file lies below it, so that the names of
+  // wholly forbidden trees stay hidden too.
+  std::vector<std::string> permitted;
+  for (const std::string& f : auth.files) {
+    if (denied.count(f) == 0) permitted.push_back(f);
+  }
+  std::sort(permitted.begin(), permitted.end());
+  auto has_permitted_below = [&permitted](const std::string& dir) {
+    const std::string prefix = dir + "/";
+    auto it = std::lower_bound(permitted.begin(), permitted.end(), prefix);
+    return it != permitted.end() && it->compare(0, prefix.size(), prefix) == 0;
+  };
+  std::vector<capsule::FileEntry> out;
+  for (const capsule::FileEntry& f : c.entries) {
+    if (denied.count(f.path) > 0) continue;
+    if (f.type == capsule::FileEntry::Type::kDirectory && !has_permitted_below(f.path)) continue;
+    out.push_back(f);
+  }
+  return out;
+}
+
+}  // namespace bunker::site

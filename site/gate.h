@@ -1,0 +1,187 @@
+// The gate: the only code that turns a permit into released bytes (spec/VERIFIER.md "The gate").
+//
+// A request goes through the gate in this order, and a caller can do nothing else:
+//  1. Gate::Open checks the capsule (structure, signature, trusted issuer, chunk table: see
+//     capsule/reader.h), unwraps the data key with the site's identity and reads the encrypted
+//     file index once. Nothing is decided or released yet.
+//  2. Gate::Decide evaluates the policy for what is wanted (a selection to extract, the whole
+//     archive, one file) and, at a site, appends the decision to the site's audit log and counts
+//     the use (maxOpens) before it returns. A deny is kPermissionDenied with the reasons. A
+//     permit is a `Permit`: only the gate can make one, and it owns the reader, the data key and
+//     the permitted selection privately.
+//  3. The Permit releases exactly what was decided, once: Extract (into a destination, created
+//     with no-follow semantics below a directory descriptor, files given to the requester),
+//     WriteArchive (an atomic file below a destination), StreamArchive or StreamFile (into a
+//     descriptor the requester passed). Plaintext leaves only from authenticated chunks; a file
+//     streamed to a descriptor is authenticated whole (every chunk, and the index digest) before
+//     its first byte is written.
+//  4. A release that fails before any byte left the gate is recorded in the audit log as
+//     "release-failed" and gives the use back; once a byte has left, the use stays spent.
+//
+// Explain and List are decisions without a record or a count (policy explain, ls).
+// Thread-safety: a Gate may serve many requests at once (each Open is independent; the audit
+// log and state database serialize their writers); a Permit is used by one thread.
+#ifndef BUNKER_SITE_GATE_H_
+#define BUNKER_SITE_GATE_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "capsule/beneath.h"
+#include "capsule/extract.h"
+#include "capsule/fd.h"
+#include "capsule/file_index.h"
+#include "capsule/io.h"
+#include "capsule/reader.h"
+#include "crypto/keys.h"
+#include "site/site_config.h"
+#include "verifier/verifier.h"
+
+namespace bunker::site {
+
+// Who asks. `key` must already be proven by the caller: possession of the private key in
+// process, or a signature over the verifier service's fresh challenge.
+struct Requester {
+  std::optional<crypto::PublicIdentity> key;
+  std::optional<std::string> purpose;
+  std::optional<uint32_t> uid;  // a local client of the verifier service (peer credentials)
+  std::optional<int32_t> pid;
+};
+
+// What is wanted.
+struct Want {
+  enum class Kind {
+    kExtract,  // files selected by `only` (all when empty), into a new directory
+    kArchive,  // the whole decrypted pax archive
+    kFile,     // one file's contents (`path`, hard links followed)
+  };
+  Kind kind = Kind::kExtract;
+  std::vector<std::string> only;  // kExtract: globs (capsule/glob.h)
+  std::string path;               // kFile
+};
+
+// A place below one of the site's destinations, resolved once: the destination's directory
+// descriptor and the path below it, which every release creates with no-follow semantics.
+struct Destination {
+  capsule::Fd root;
+  std::string relative;  // non-empty
+  std::string shown;     // as the requester named it, for messages
+};
+
+// Resolves `path` (absolute, or relative to the current directory) against the site's
+// destinations, lexically: no symlink is followed or trusted. kInvalidArgument for "..",
+// kPermissionDenied naming it when it lies under no destination (or is one), kNotFound or
+// kUnavailable when the destination itself cannot be opened.
+absl::StatusOr<Destination> ResolveDestination(const SiteConfig& site, const std::string& path);
+
+// For callers without a site (offline): `path`'s nearest existing ancestor, resolved with
+// realpath (the caller's own tree), and the rest below it, created no-follow.
+absl::StatusOr<Destination> LocalDestination(const std::string& path);
+
+// OK when nothing is at `to` yet or an empty directory is (what a release accepts), so that a
+// request that would fail is refused before it is decided and counted; kAlreadyExists otherwise.
+absl::Status CheckDestinationFree(const Destination& to);
+
+// How a release reports and stops.
+struct ReleaseOptions {
+  std::optional<capsule::FileOwner> owner;       // give created files to this user
+  std::function<void(uint64_t done)> progress;   // bytes processed so far; may be empty
+  std::function<bool()> cancelled;               // polled per piece; true stops (kCancelled)
+  int threads = 0;                               // 0: all cores
+};
+
+// The result of a decision that records nothing.
+struct Explanation {
+  verifier::Decision decision;
+  uint64_t files = 0;  // requested files
+};
+
+class OpenCapsule;
+
+// A permitted release. Move-only; made only by Gate::Decide.
+class Permit {
+ public:
+  Permit(Permit&&) noexcept;
+  Permit& operator=(Permit&&) noexcept;
+  ~Permit();
+
+  const verifier::Decision& decision() const;
+  const capsule::Manifest& manifest() const;
+  // kFile: the file that will be streamed (after hard links).
+  const capsule::FileEntry* file() const;
+
+  // kExtract: a new directory at `to` (which must not exist, or be empty). Atomic.
+  absl::StatusOr<capsule::ExtractStats> Extract(const Destination& to,
+                                                const ReleaseOptions& options);
+  // kArchive: a new file at `to`, 0600 (owned by options.owner). Atomic. Returns its size.
+  absl::StatusOr<uint64_t> WriteArchive(const Destination& to, const ReleaseOptions& options);
+  // kArchive: the archive into `fd`, after the whole payload authenticated.
+  absl::StatusOr<uint64_t> StreamArchive(int fd, const ReleaseOptions& options);
+  // kFile: the file into `fd`, after all of its chunks and its index digest authenticated.
+  absl::StatusOr<uint64_t> StreamFile(int fd, const ReleaseOptions& options);
+
+ private:
+  friend class Gate;
+  struct State;
+  explicit Permit(std::unique_ptr<State> state);
+  // Records a failure; with nothing released, gives the use back.
+  absl::Status Failed(const absl::Status& cause, bool released);
+  std::unique_ptr<State> state_;
+};
+
+class Gate {
+ public:
+  // At a site: decisions are recorded in its audit log and counted. `site` and `identity` must
+  // outlive the gate. `trusted` are the issuers whose capsules open here.
+  Gate(const SiteConfig& site, const crypto::Identity& identity,
+       std::vector<crypto::PublicIdentity> trusted);
+  // Offline: a recipient's own identity; policies with site conditions are denied and nothing
+  // is recorded.
+  Gate(const crypto::Identity& identity, std::vector<crypto::PublicIdentity> trusted);
+
+  const SiteConfig* site() const { return site_; }
+
+  // Step 1 (see the top of this file). `name` is how errors name the capsule.
+  absl::StatusOr<std::unique_ptr<OpenCapsule>> Open(std::unique_ptr<capsule::RandomAccessFile> file,
+                                                    const std::string& name, int threads) const;
+
+  // Step 2: decide and record. kPermissionDenied (DenialMessage) for a deny; kNotFound for a
+  // kFile path that is not in the capsule, kInvalidArgument for one that is not a file.
+  absl::StatusOr<Permit> Decide(std::unique_ptr<OpenCapsule> capsule, const Requester& who,
+                                const Want& want, int64_t now) const;
+
+  // A decision over the selection `only`, neither recorded nor counted (policy explain).
+  absl::StatusOr<Explanation> Explain(const OpenCapsule& capsule, const Requester& who,
+                                      const std::vector<std::string>& only, int64_t now) const;
+
+  // The index entries `who` may open, in index order, directories only when a permitted file
+  // lies below them (ls). kPermissionDenied when nothing is permitted. Neither recorded nor
+  // counted.
+  absl::StatusOr<std::vector<capsule::FileEntry>> List(const OpenCapsule& capsule,
+                                                       const Requester& who, int64_t now) const;
+
+ private:
+  absl::StatusOr<verifier::Authorization> Authorize(const OpenCapsule& capsule,
+                                                    const Requester& who,
+                                                    const capsule::PathSelection& selection,
+                                                    std::vector<std::string> patterns,
+                                                    int64_t now, bool dry_run) const;
+  const SiteConfig* site_ = nullptr;
+  std::optional<verifier::SiteFacts> facts_;
+  const crypto::Identity* identity_;
+  std::vector<crypto::PublicIdentity> trusted_;
+};
+
+// One line saying why a request was denied.
+std::string DenialMessage(const verifier::Decision& decision);
+
+}  // namespace bunker::site
+
+#endif  // BUNKER_SITE_GATE_H_

@@ -1,0 +1,192 @@
+#include "site/release_io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "capsule/paths.h"
+#include "crypto/sha256.h"
+#include "crypto/status_macros.h"
+#include "crypto/secret.h"
+
+namespace bunker::site {
+namespace {
+
+// Files up to this size are authenticated in memory before a byte is written; larger ones are
+// read twice (check, then write).
+constexpr uint64_t kInMemoryFile = 64ull << 20;
+constexpr size_t kSinkBuffer = 1 << 20;
+
+absl::Status Errno(int err, const std::string& what) {
+  return absl::Status(capsule::ErrnoCode(err), absl::StrCat(what, ": ", std::strerror(err)));
+}
+
+// Drains `source`, handing each piece to `fn`.
+template <typename Fn>
+absl::Status Drain(capsule::ByteSource* source, Fn fn) {
+  while (true) {
+    BUNKER_ASSIGN_OR_RETURN(absl::Span<const uint8_t> piece, source->Next());
+    if (piece.empty()) return absl::OkStatus();
+    BUNKER_RETURN_IF_ERROR(fn(piece));
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<absl::Span<const uint8_t>> CancellableSource::Next() {
+  if (cancelled_ && cancelled_()) return absl::CancelledError("interrupted");
+  return inner_->Next();
+}
+
+absl::Status CountingFdSink::Append(absl::Span<const uint8_t> data) {
+  buffer_.insert(buffer_.end(), data.begin(), data.end());
+  if (buffer_.size() >= kSinkBuffer) return Flush();
+  return absl::OkStatus();
+}
+
+absl::Status CountingFdSink::Flush() {
+  size_t done = 0;
+  while (done < buffer_.size()) {
+    const ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      buffer_.erase(buffer_.begin(), buffer_.begin() + done);
+      return Errno(err, "cannot write the output");
+    }
+    done += static_cast<size_t>(n);
+    written_ += static_cast<uint64_t>(n);
+  }
+  buffer_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status CopyPayload(const capsule::CapsuleReader* reader, const capsule::PayloadKey& key,
+                         uint64_t begin, uint64_t end, uint64_t authenticate_to,
+                         capsule::WritableFile* sink, const ReleaseOptions& options) {
+  if (end > begin) {
+    BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<capsule::PayloadStream> stream,
+                            reader->Stream(key, begin, end, options.threads, options.progress));
+    CancellableSource source(stream.get(), options.cancelled);
+    BUNKER_RETURN_IF_ERROR(Drain(&source, [sink](absl::Span<const uint8_t> piece) {
+      return sink == nullptr ? absl::OkStatus() : sink->Append(piece);
+    }));
+  }
+  if (authenticate_to > end) {
+    BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<capsule::PayloadStream> rest,
+                            reader->Stream(key, end, authenticate_to, options.threads));
+    CancellableSource source(rest.get(), options.cancelled);
+    BUNKER_RETURN_IF_ERROR(
+        Drain(&source, [](absl::Span<const uint8_t>) { return absl::OkStatus(); }));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StreamAuthenticatedFile(const capsule::CapsuleReader* reader,
+                                     const capsule::PayloadKey& key, const capsule::FileEntry& f,
+                                     capsule::WritableFile* sink, const ReleaseOptions& options) {
+  const absl::Status mismatch =
+      absl::DataLossError("file contents do not match the index digest");
+  if (f.size <= kInMemoryFile) {
+    capsule::MemorySink held;
+    held.bytes.reserve(f.size);
+    BUNKER_RETURN_IF_ERROR(
+        CopyPayload(reader, key, f.offset, f.offset + f.size, f.offset + f.size, &held, options));
+    if (crypto::Sha256::Hash(held.bytes) != f.sha256) return mismatch;
+    absl::Status s = sink->Append(held.bytes);
+    crypto::Wipe(absl::MakeSpan(held.bytes));
+    return s;
+  }
+  // Large: a checking pass, then the writing pass (which authenticates each chunk again).
+  class Hasher : public capsule::WritableFile {
+   public:
+    absl::Status Append(absl::Span<const uint8_t> data) override {
+      hash.Update(data);
+      return absl::OkStatus();
+    }
+    crypto::Sha256 hash;
+  } check;
+  BUNKER_RETURN_IF_ERROR(
+      CopyPayload(reader, key, f.offset, f.offset + f.size, f.offset + f.size, &check, options));
+  if (check.hash.Finish() != f.sha256) return mismatch;
+  ReleaseOptions quiet = options;
+  quiet.progress = nullptr;
+  return CopyPayload(reader, key, f.offset, f.offset + f.size, f.offset + f.size, sink, quiet);
+}
+
+absl::StatusOr<std::unique_ptr<NewFileBeneath>> NewFileBeneath::Create(
+    const Destination& to, mode_t mode, const std::optional<capsule::FileOwner>& owner) {
+  std::unique_ptr<NewFileBeneath> f(new NewFileBeneath());
+  f->shown_ = to.shown;
+  const size_t slash = to.relative.rfind('/');
+  f->base_ = slash == std::string::npos ? to.relative : to.relative.substr(slash + 1);
+  BUNKER_RETURN_IF_ERROR(capsule::CheckRelativePath(to.relative));
+  if (slash == std::string::npos) {
+    const int dup = ::fcntl(to.root.get(), F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) return Errno(errno, absl::StrCat("cannot use ", to.shown));
+    f->parent_ = capsule::Fd(dup);
+  } else {
+    BUNKER_ASSIGN_OR_RETURN(f->parent_,
+                            capsule::MakeDirsBeneath(to.root.get(), to.relative.substr(0, slash),
+                                                     0755, &f->created_, owner));
+  }
+  struct stat st;
+  if (::fstatat(f->parent_.get(), f->base_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat(capsule::QuotePath(to.shown), " already exists"));
+  }
+  int fd = ::openat(f->parent_.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, mode);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    uint8_t rnd[8];
+    crypto::RandomBytes(absl::MakeSpan(rnd));
+    f->temp_name_ = absl::StrCat(".", f->base_.substr(0, 128), ".bunker-", crypto::ToHex(rnd));
+    fd = ::openat(f->parent_.get(), f->temp_name_.c_str(),
+                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0) f->temp_name_.clear();
+  }
+  if (fd < 0) return Errno(errno, absl::StrCat("cannot create ", capsule::QuotePath(to.shown)));
+  f->file_ = capsule::Fd(fd);
+  if (owner && ::fchown(fd, owner->uid, owner->gid) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("this process cannot give files to uid ", owner->uid,
+                     " (a verifier service needs CAP_CHOWN)"));
+  }
+  f->owned_sink_ = std::make_unique<CountingFdSink>(fd);
+  f->sink_ = f->owned_sink_.get();
+  return f;
+}
+
+NewFileBeneath::~NewFileBeneath() {
+  if (!committed_ && !temp_name_.empty()) ::unlinkat(parent_.get(), temp_name_.c_str(), 0);
+}
+
+absl::Status NewFileBeneath::Append(absl::Span<const uint8_t> data) { return sink_->Append(data); }
+
+absl::Status NewFileBeneath::Commit() {
+  const std::string what = capsule::QuotePath(shown_);
+  BUNKER_RETURN_IF_ERROR(sink_->Flush());
+  if (::fsync(file_.get()) != 0) return Errno(errno, absl::StrCat("cannot write ", what));
+  int r;
+  if (temp_name_.empty()) {
+    const std::string proc = absl::StrCat("/proc/self/fd/", file_.get());
+    r = ::linkat(AT_FDCWD, proc.c_str(), parent_.get(), base_.c_str(), AT_SYMLINK_FOLLOW);
+  } else {
+    r = ::linkat(parent_.get(), temp_name_.c_str(), parent_.get(), base_.c_str(), 0);
+  }
+  if (r != 0) {
+    if (errno == EEXIST) return absl::AlreadyExistsError(absl::StrCat(what, " already exists"));
+    return Errno(errno, absl::StrCat("cannot create ", what));
+  }
+  if (!temp_name_.empty()) ::unlinkat(parent_.get(), temp_name_.c_str(), 0);
+  committed_ = true;
+  created_.Keep();
+  // The new name is made durable with its directory.
+  capsule::Fd dir(::openat(parent_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.valid()) ::fsync(dir.get());
+  return absl::OkStatus();
+}
+
+}  // namespace bunker::site

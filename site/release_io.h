@@ -1,0 +1,89 @@
+// The plumbing of a release (site/gate.h): payload copies that authenticate what they do not
+// write, a descriptor sink that counts what actually left, and a new file created below a
+// destination descriptor that appears under its name only when complete. Used only by the gate.
+#ifndef BUNKER_SITE_RELEASE_IO_H_
+#define BUNKER_SITE_RELEASE_IO_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "capsule/beneath.h"
+#include "capsule/fd.h"
+#include "capsule/file_index.h"
+#include "capsule/io.h"
+#include "capsule/reader.h"
+#include "site/gate.h"
+
+namespace bunker::site {
+
+// Passes a source through, failing with kCancelled once `cancelled` says so.
+class CancellableSource : public capsule::ByteSource {
+ public:
+  CancellableSource(capsule::ByteSource* inner, std::function<bool()> cancelled)
+      : inner_(inner), cancelled_(std::move(cancelled)) {}
+  absl::StatusOr<absl::Span<const uint8_t>> Next() override;
+
+ private:
+  capsule::ByteSource* inner_;
+  std::function<bool()> cancelled_;
+};
+
+// Writes to a descriptor it does not own, buffered, counting the bytes the kernel accepted.
+class CountingFdSink : public capsule::WritableFile {
+ public:
+  explicit CountingFdSink(int fd) : fd_(fd) {}
+  absl::Status Append(absl::Span<const uint8_t> data) override;
+  absl::Status Flush();
+  uint64_t written() const { return written_; }
+
+ private:
+  int fd_;
+  std::vector<uint8_t> buffer_;
+  uint64_t written_ = 0;
+};
+
+// Streams payload bytes [begin, end) into `sink` (none: authenticate only), then reads on to
+// `authenticate_to` so that nothing is committed from a payload with a bad chunk after `end`.
+absl::Status CopyPayload(const capsule::CapsuleReader* reader, const capsule::PayloadKey& key,
+                         uint64_t begin, uint64_t end, uint64_t authenticate_to,
+                         capsule::WritableFile* sink, const ReleaseOptions& options);
+
+// Writes file `f`'s contents to `sink` only after all of its chunks authenticated and its bytes
+// matched the index digest: small files from memory, larger ones by a checking pass first.
+absl::Status StreamAuthenticatedFile(const capsule::CapsuleReader* reader,
+                                     const capsule::PayloadKey& key, const capsule::FileEntry& f,
+                                     capsule::WritableFile* sink, const ReleaseOptions& options);
+
+// A new file at a Destination: missing parents are created no-follow (and given to `owner`),
+// data goes to an unnamed O_TMPFILE file (or a hidden temporary one), and Commit() fsyncs it
+// and links it under its name, refusing to replace anything (kAlreadyExists). Destroyed
+// without Commit(), it leaves nothing named.
+class NewFileBeneath : public capsule::WritableFile {
+ public:
+  static absl::StatusOr<std::unique_ptr<NewFileBeneath>> Create(
+      const Destination& to, mode_t mode, const std::optional<capsule::FileOwner>& owner);
+  ~NewFileBeneath() override;
+  absl::Status Append(absl::Span<const uint8_t> data) override;
+  absl::Status Commit();
+
+ private:
+  NewFileBeneath() = default;
+  capsule::Fd parent_;
+  capsule::Fd file_;
+  std::string base_;
+  std::string temp_name_;  // when O_TMPFILE is not available
+  std::string shown_;
+  capsule::CreatedDirs created_;
+  CountingFdSink* sink_ = nullptr;
+  std::unique_ptr<CountingFdSink> owned_sink_;
+  bool committed_ = false;
+};
+
+}  // namespace bunker::site
+
+#endif  // BUNKER_SITE_RELEASE_IO_H_

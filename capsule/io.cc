@@ -76,15 +76,22 @@ absl::Status ErrnoStatus(const std::string& what, int err) {
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
+  return OpenFileDescriptor(fd, path);
+}
+
+absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFileDescriptor(int fd,
+                                                                     const std::string& name) {
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     int err = errno;
     ::close(fd);
-    return ErrnoStatus(absl::StrCat("cannot stat ", path), err);
+    return ErrnoStatus(absl::StrCat("cannot stat ", name), err);
   }
-  if (!S_ISREG(st.st_mode)) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (!S_ISREG(st.st_mode) || flags < 0 || (flags & O_ACCMODE) == O_WRONLY ||
+      (flags & O_PATH) != 0) {
     ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+    return absl::InvalidArgumentError(absl::StrCat(name, " is not a regular file open for reading"));
   }
   return std::unique_ptr<RandomAccessFile>(
       std::make_unique<PosixFile>(fd, static_cast<uint64_t>(st.st_size)));

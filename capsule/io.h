@@ -41,6 +41,12 @@ class WritableFile {
 // regular file. The error names the path the caller gave.
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFile(const std::string& path);
 
+// The same over a descriptor someone else opened (the verifier service never opens a path a
+// user names): takes ownership of `fd` (closed on error too); it must be a regular file open
+// for reading, else kInvalidArgument. `name` is how errors name it.
+absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFileDescriptor(int fd,
+                                                                     const std::string& name);
+
 // A RandomAccessFile over bytes in memory (tests, vectors).
 std::unique_ptr<RandomAccessFile> MemoryFile(std::vector<uint8_t> bytes);
 

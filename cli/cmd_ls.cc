@@ -1,13 +1,39 @@
-// capsule ls: list the encrypted file index.
-#include <algorithm>
+// capsule ls: list the encrypted file index, as far as the policy lets this request see it.
 #include <cstdio>
-#include <set>
 
-#include "absl/strings/str_format.h"
+#include "absl/strings/str_cat.h"
 #include "capsule/file_index.h"
 #include "cli/context.h"
 
 namespace bunker::cli {
+namespace {
+
+void PrintEntry(const capsule::FileEntry& f, bool json) {
+  if (json) {
+    std::printf("{\"path\": %s, \"type\": \"%s\", \"size\": %llu, \"mode\": \"%04o\", "
+                "\"mtime\": %s%s%s}\n",
+                JsonString(f.path).c_str(), capsule::TypeName(f.type),
+                static_cast<unsigned long long>(f.size), f.mode,
+                JsonString(FormatTime(f.mtime)).c_str(),
+                f.type == capsule::FileEntry::Type::kFile
+                    ? absl::StrCat(", \"sha256\": \"", crypto::ToHex(f.sha256), "\"").c_str()
+                    : "",
+                f.link_target.empty() ? ""
+                                      : absl::StrCat(", \"target\": ", JsonString(f.link_target))
+                                            .c_str());
+    return;
+  }
+  std::string name = TerminalSafe(f.path);
+  if (f.type == capsule::FileEntry::Type::kDirectory) name += "/";
+  if (f.type == capsule::FileEntry::Type::kSymlink) name += " -> " + TerminalSafe(f.link_target);
+  if (f.type == capsule::FileEntry::Type::kHardlink) {
+    name += " link to " + TerminalSafe(f.link_target);
+  }
+  std::printf("%-8s %04o %12llu  %s  %s\n", capsule::TypeName(f.type), f.mode,
+              static_cast<unsigned long long>(f.size), FormatTime(f.mtime).c_str(), name.c_str());
+}
+
+}  // namespace
 
 int RunLs(int argc, char** argv) {
   static const CommandSpec kSpec{
@@ -29,69 +55,16 @@ int RunLs(int argc, char** argv) {
   if (const std::string problem = ReleaseUsageProblem(ctx.args()); !problem.empty()) {
     return ctx.UsageError(problem);
   }
-  absl::StatusOr<Release> release = PrepareRelease(ctx, ctx.args().positionals()[0], "");
-  if (!release.ok()) return ctx.Fail(release.status(), HintFor(release.status()));
-  OpenedCapsule* c = &release->capsule;
-  release->request.site = release->site_facts ? &*release->site_facts : nullptr;
-  release->request.dry_run = true;
-  absl::StatusOr<verifier::Authorization> auth =
-      verifier::Authorize(*c->reader, *c->key, release->request, 0);
-  if (!auth.ok()) return ctx.Fail(auth.status());
-  const std::set<std::string> denied(auth->decision.denied_files.begin(),
-                                     auth->decision.denied_files.end());
-  // A deny that names no files (invalid policy, offline with site conditions, ...) denies all.
-  if (!auth->decision.permit &&
-      (denied.empty() || denied.size() == auth->files.size())) {
-    return ctx.Fail(absl::PermissionDeniedError(DenialMessage(auth->decision)));
-  }
-  // Files the request may open, sorted: a directory is listed only when one of them lies
-  // below it, so the names of wholly forbidden trees stay hidden too.
-  std::vector<std::string> permitted;
-  for (const std::string& f : auth->files) {
-    if (denied.count(f) == 0) permitted.push_back(f);
-  }
-  std::sort(permitted.begin(), permitted.end());
-  auto has_permitted_below = [&permitted](const std::string& dir) {
-    const std::string prefix = dir + "/";
-    auto it = std::lower_bound(permitted.begin(), permitted.end(), prefix);
-    return it != permitted.end() && it->compare(0, prefix.size(), prefix) == 0;
+  site::SiteRequest request;
+  request.command = site::Command::kLs;
+  const bool json = ctx.json();
+  request.entries = [json](const std::vector<capsule::FileEntry>& batch) {
+    for (const capsule::FileEntry& f : batch) PrintEntry(f, json);
+    return absl::OkStatus();
   };
-  const capsule::Manifest& m = c->reader->manifest();
-  absl::StatusOr<std::unique_ptr<capsule::PayloadStream>> stream =
-      c->reader->Stream(*c->key, m.archive_size, m.payload_size, 0);
-  if (!stream.ok()) return ctx.Fail(stream.status());
-  capsule::IndexReader index(stream->get(), m.index_entries);
-  while (true) {
-    absl::StatusOr<std::optional<capsule::FileEntry>> e = index.Next();
-    if (!e.ok()) return ctx.Fail(e.status());
-    if (!e->has_value()) break;
-    const capsule::FileEntry& f = **e;
-    if (denied.count(f.path) > 0) continue;
-    if (f.type == capsule::FileEntry::Type::kDirectory && !has_permitted_below(f.path)) continue;
-    if (ctx.json()) {
-      std::printf("{\"path\": %s, \"type\": \"%s\", \"size\": %llu, \"mode\": \"%04o\", "
-                  "\"mtime\": %s%s%s}\n",
-                  JsonString(f.path).c_str(), capsule::TypeName(f.type),
-                  static_cast<unsigned long long>(f.size), f.mode,
-                  JsonString(FormatTime(f.mtime)).c_str(),
-                  f.type == capsule::FileEntry::Type::kFile
-                      ? absl::StrCat(", \"sha256\": \"", crypto::ToHex(f.sha256), "\"").c_str()
-                      : "",
-                  f.link_target.empty()
-                      ? ""
-                      : absl::StrCat(", \"target\": ", JsonString(f.link_target)).c_str());
-    } else {
-      std::string name = TerminalSafe(f.path);
-      if (f.type == capsule::FileEntry::Type::kDirectory) name += "/";
-      if (f.type == capsule::FileEntry::Type::kSymlink) name += " -> " + TerminalSafe(f.link_target);
-      if (f.type == capsule::FileEntry::Type::kHardlink) {
-        name += " link to " + TerminalSafe(f.link_target);
-      }
-      std::printf("%-8s %04o %12llu  %s  %s\n", capsule::TypeName(f.type), f.mode,
-                  static_cast<unsigned long long>(f.size), FormatTime(f.mtime).c_str(),
-                  name.c_str());
-    }
-  }
+  absl::StatusOr<SiteRun> run = RunSiteRequest(ctx, ctx.args().positionals()[0], request);
+  if (!run.ok()) return ctx.Fail(run.status(), HintFor(run.status()));
+  if (!run->status.ok()) return ctx.Fail(run->status, HintFor(run->status));
   return kExitOk;
 }
 

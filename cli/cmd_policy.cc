@@ -30,18 +30,6 @@ constexpr char kPolicyUsage[] =
     "Check a policy file, or explain the decision a site would make for a capsule.\n"
     "Run 'capsule policy SUBCOMMAND --help' for its options. The language: spec/POLICY.md.\n";
 
-std::string JsonList(const std::vector<std::string>& values) {
-  std::string out = "[";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += JsonString(values[i]);
-  }
-  return out + "]";
-}
-
-std::string JsonOptional(const std::optional<std::string>& value) {
-  return value ? JsonString(*value) : "null";
-}
 
 int RunCheck(int argc, char** argv) {
   static const CommandSpec kSpec{
@@ -114,50 +102,42 @@ int RunExplain(int argc, char** argv) {
   }
   absl::StatusOr<capsule::PathSelection> only = capsule::PathSelection::Parse(a.GetAll("only"));
   if (!only.ok()) return ctx.UsageError(std::string(only.status().message()));
-  absl::StatusOr<Release> release =
-      PrepareRelease(ctx, a.positionals()[0], "", /*requester_may_be_public=*/true);
-  if (!release.ok()) return ctx.Fail(release.status(), HintFor(release.status()));
-  const capsule::Manifest& m = release->capsule.reader->manifest();
-  verifier::OpenRequest& request = release->request;
-  request.site = &*release->site_facts;
-  request.site_identity = &*release->capsule.identity;
-  request.only = *only;
-  request.only_patterns = a.GetAll("only");
-  request.dry_run = true;
-  absl::StatusOr<verifier::Authorization> auth =
-      verifier::Authorize(*release->capsule.reader, *release->capsule.key, request, 0);
-  if (!auth.ok()) return ctx.Fail(auth.status());
-  const verifier::Decision& decision = auth->decision;
-  const site::SiteConfig& site = *release->site;
+  site::SiteRequest request;
+  request.command = site::Command::kExplain;
+  request.only = a.GetAll("only");
+  absl::StatusOr<SiteRun> run = RunSiteRequest(ctx, a.positionals()[0], request);
+  if (!run.ok()) return ctx.Fail(run.status(), HintFor(run.status()));
+  if (!run->status.ok()) return ctx.Fail(run->status, HintFor(run->status));
+  const site::Outcome& o = run->outcome;
+  const verifier::Decision& decision = o.decision;
   const std::optional<std::string> requester =
-      request.requester ? std::optional<std::string>(request.requester->fingerprint().ToString())
-                        : std::nullopt;
+      o.requester.empty() ? std::nullopt : std::optional<std::string>(o.requester);
+  const std::optional<std::string> purpose =
+      a.Has("purpose") ? std::optional<std::string>(a.Get("purpose")) : std::nullopt;
+  const std::vector<std::string> selection = a.GetAll("only");
 
   if (ctx.json()) {
     std::printf(
         "{\"capsule\": %s, \"site\": %s, \"requester\": %s, \"purpose\": %s, "
-        "\"selection\": %s, \"files\": %zu, \"decision\": %s, \"rules\": %s, "
+        "\"selection\": %s, \"files\": %llu, \"decision\": %s, \"rules\": %s, "
         "\"reasons\": %s, \"deniedFiles\": %s, \"countsUse\": %s}\n",
-        JsonString(m.IdHex()).c_str(), JsonString(site.site).c_str(),
-        JsonOptional(requester).c_str(), JsonOptional(request.purpose).c_str(),
-        JsonList(request.only_patterns.empty() ? std::vector<std::string>{"**"}
-                                               : request.only_patterns)
-            .c_str(),
-        auth->files.size(), decision.permit ? "\"permit\"" : "\"deny\"",
+        JsonString(o.capsule_id).c_str(), JsonString(run->site).c_str(),
+        JsonOptional(requester).c_str(), JsonOptional(purpose).c_str(),
+        JsonList(selection.empty() ? std::vector<std::string>{"**"} : selection).c_str(),
+        static_cast<unsigned long long>(o.files), decision.permit ? "\"permit\"" : "\"deny\"",
         JsonList(decision.rules).c_str(), JsonList(decision.reasons).c_str(),
         JsonList(decision.denied_files).c_str(), decision.counts_use ? "true" : "false");
   } else {
-    std::printf("capsule    %s\n", m.IdHex().c_str());
-    std::printf("site       %s%s%s, storage [%s]\n", site.site.c_str(),
-                site.region.empty() ? "" : " in ", site.region.c_str(),
-                absl::StrJoin(site.storage, ", ").c_str());
+    std::printf("capsule    %s\n", o.capsule_id.c_str());
+    std::printf("site       %s%s%s, storage [%s]\n", TerminalSafe(run->site).c_str(),
+                run->region.empty() ? "" : " in ", TerminalSafe(run->region).c_str(),
+                TerminalSafe(absl::StrJoin(run->storage, ", ")).c_str());
     std::printf("requester  %s\n", requester.value_or("none (no --as)").c_str());
-    std::printf("purpose    %s\n", request.purpose.value_or("none (no --purpose)").c_str());
-    std::printf("selection  %s (%zu files)\n",
-                request.only_patterns.empty()
-                    ? "everything"
-                    : TerminalSafe(absl::StrJoin(request.only_patterns, ", ")).c_str(),
-                auth->files.size());
+    std::printf("purpose    %s\n", TerminalSafe(purpose.value_or("none (no --purpose)")).c_str());
+    std::printf("selection  %s (%llu files)\n",
+                selection.empty() ? "everything"
+                                  : TerminalSafe(absl::StrJoin(selection, ", ")).c_str(),
+                static_cast<unsigned long long>(o.files));
     std::printf("decision   %s\n", decision.permit ? "permit" : "deny");
     if (!decision.rules.empty()) {
       std::printf("rules      %s\n", TerminalSafe(absl::StrJoin(decision.rules, ", ")).c_str());
@@ -170,7 +150,7 @@ int RunExplain(int argc, char** argv) {
     }
     if (decision.permit && decision.counts_use) {
       std::printf("counting   opening would count one use of this capsule at %s\n",
-                  site.site.c_str());
+                  TerminalSafe(run->site).c_str());
     }
   }
   return decision.permit ? kExitOk : kExitDenied;

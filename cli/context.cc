@@ -377,6 +377,19 @@ std::string JsonString(std::string_view s) {
   return out;
 }
 
+std::string JsonList(const std::vector<std::string>& values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += JsonString(values[i]);
+  }
+  return out + "]";
+}
+
+std::string JsonOptional(const std::optional<std::string>& value) {
+  return value ? JsonString(*value) : "null";
+}
+
 std::string FormatTime(int64_t seconds) {
   std::time_t t = static_cast<std::time_t>(seconds);
   std::tm tm{};
@@ -449,114 +462,6 @@ std::string HintFor(const absl::Status& status) {
 
 namespace bunker::cli {
 
-std::vector<OptionSpec> ReleaseOptions() {
-  return {
-      {"site", true, false, "site configuration: the site's identity, trust and rules", "FILE"},
-      {"identity", true, false, "your private key (a recipient), without --site", "KEY"},
-      {"trust", true, true, "trusted issuer public key or folder, without --site", "PUB|DIR"},
-      {"as", true, false, "the requester's private key, for policies naming requesters", "KEY"},
-      {"purpose", true, false, "the declared purpose, for policies naming purposes", "P"},
-  };
-}
-
-std::string ReleaseUsageProblem(const Args& a) {
-  if (a.Has("site") && (a.Has("identity") || a.Has("trust"))) {
-    return "with --site, the identity and trusted keys come from the site file";
-  }
-  if (!a.Has("site") && !a.Has("identity")) {
-    return "give --site SITE.json, or --identity KEY with --trust";
-  }
-  return "";
-}
-
-absl::StatusOr<Release> PrepareRelease(const Context& ctx, const std::string& capsule_path,
-                                       const std::string& destination,
-                                       bool requester_may_be_public) {
-  const Args& a = ctx.args();
-  // Every decision must fit in one audit record (64 KiB): bound what a request can bring.
-  if (a.Get("purpose").size() > 256) {
-    return absl::InvalidArgumentError("--purpose is limited to 256 bytes");
-  }
-  size_t only_bytes = 0;
-  for (const std::string& p : a.GetAll("only")) only_bytes += p.size();
-  if (a.GetAll("only").size() > 256 || only_bytes > 16384) {
-    return absl::InvalidArgumentError("--only is limited to 256 patterns of 16 KiB in all");
-  }
-  Release out;
-  if (a.Has("site")) {
-    if (a.Has("identity") || a.Has("trust")) {
-      return absl::InvalidArgumentError(
-          "with --site, the identity and trusted keys come from the site file");
-    }
-    absl::StatusOr<site::SiteConfig> site = site::LoadSiteConfig(a.Get("site"));
-    if (!site.ok()) return site.status();
-    out.site = std::move(*site);
-    out.site_facts = out.site->Facts();
-    if (!destination.empty()) {
-      absl::Status s = site::CheckDestination(*out.site, destination);
-      if (!s.ok()) return s;
-    }
-  } else if (!a.Has("identity")) {
-    return absl::InvalidArgumentError("give --site SITE.json, or --identity KEY with --trust");
-  }
-  std::optional<crypto::PublicIdentity> requester;
-  if (a.Has("as")) {
-    absl::StatusOr<crypto::Identity> as = capsule::LoadIdentity(a.Get("as"));
-    if (as.ok()) {
-      requester = as->public_identity();
-    } else if (requester_may_be_public &&
-               absl::StrContains(as.status().message(), "is a public key")) {
-      absl::StatusOr<crypto::PublicIdentity> pub = capsule::LoadPublicIdentity(a.Get("as"));
-      if (!pub.ok()) return pub.status();
-      requester = *pub;
-    } else {
-      return as.status();
-    }
-  }
-  absl::StatusOr<OpenedCapsule> c =
-      out.site ? OpenCapsuleWith(capsule_path, out.site->trust, out.site->identity)
-               : OpenCapsule(ctx, capsule_path, /*unlock=*/true);
-  if (!c.ok()) return c.status();
-  out.capsule = std::move(*c);
-  out.request.requester = requester;
-  if (a.Has("purpose")) out.request.purpose = a.Get("purpose");
-  out.request.now = static_cast<int64_t>(std::time(nullptr));
-  return out;
-}
-
-absl::Status CheckEmptyDestination(const std::string& dir) {
-  struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0) return absl::OkStatus();
-  if (!S_ISDIR(st.st_mode)) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("destination ", dir, " already exists and is not a directory"));
-  }
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return absl::OkStatus();  // extraction reports what is wrong
-  bool empty = true;
-  while (struct dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name != "." && name != "..") {
-      empty = false;
-      break;
-    }
-  }
-  ::closedir(d);
-  if (!empty) return absl::AlreadyExistsError(absl::StrCat("destination ", dir, " is not empty"));
-  return absl::OkStatus();
-}
-
-std::string DenialMessage(const verifier::Decision& d) {
-  std::string msg = "denied by the capsule's policy";
-  if (!d.denied_files.empty()) {
-    const size_t shown = std::min<size_t>(d.denied_files.size(), 5);
-    std::vector<std::string> names(d.denied_files.begin(), d.denied_files.begin() + shown);
-    absl::StrAppend(&msg, " for ", d.denied_files.size(), " file(s): ", absl::StrJoin(names, ", "),
-                    d.denied_files.size() > shown ? ", ..." : "");
-  }
-  if (!d.reasons.empty()) absl::StrAppend(&msg, " (", absl::StrJoin(d.reasons, "; "), ")");
-  return msg;
-}
 
 absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx,
                                                               const site::SiteConfig& site,

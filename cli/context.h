@@ -17,6 +17,7 @@
 #include "crypto/keys.h"
 #include "transfer/client.h"
 #include "site/site_config.h"
+#include "site/request.h"
 #include "verifier/verifier.h"
 
 namespace bunker::cli {
@@ -151,31 +152,27 @@ absl::StatusOr<OpenedCapsule> OpenCapsuleWith(const std::string& path,
 // The same with --trust and (when `unlock`) --identity from the command line.
 absl::StatusOr<OpenedCapsule> OpenCapsule(const Context& ctx, const std::string& path,
                                           bool unlock);
-// The options of every command that releases capsule contents or names: --site, or
-// --identity with --trust; --as; --purpose.
+// The options of every command that releases capsule contents or names: --site (with
+// --direct), or --identity with --trust; --as; --purpose.
 std::vector<OptionSpec> ReleaseOptions();
-
-// A capsule opened for release under its policy: with --site, the site's identity and trust and
-// the site itself; otherwise --identity and --trust (offline mode).
-struct Release {
-  OpenedCapsule capsule;
-  std::optional<site::SiteConfig> site;
-  std::optional<verifier::SiteFacts> site_facts;  // site->Facts(), which request.site points to
-  verifier::OpenRequest request;  // site, requester, purpose and time filled in
-};
-// Validates the flags, loads the site (checking `destination`, when not empty, against its
-// destinations), the requester (--as) and opens and unlocks the capsule. The caller adds the
-// selection to `request` and calls verifier::Authorize.
-// A usage problem with the release flags (--site with --identity/--trust, or neither), or "".
+// A usage problem with the release flags, or "".
 std::string ReleaseUsageProblem(const Args& args);
-// `--as` must be a private key (possession proves the requester) unless
-// `requester_may_be_public`, for commands that release nothing.
-absl::StatusOr<Release> PrepareRelease(const Context& ctx, const std::string& capsule_path,
-                                       const std::string& destination,
-                                       bool requester_may_be_public = false);
-// OK when `dir` does not exist or is an empty directory (what extraction accepts);
-// kAlreadyExists naming it otherwise.
-absl::Status CheckEmptyDestination(const std::string& dir);
+
+// What a request to a verifier came back with: its own status (a deny is kPermissionDenied;
+// an explain carries its decision with OK), the outcome, and the site it was decided at.
+struct SiteRun {
+  absl::Status status;
+  site::Outcome outcome;
+  std::string site, region;
+  std::vector<std::string> storage;
+};
+// Runs `request` (command, selection, destination, path, output, callbacks filled in by the
+// command) for the capsule at `capsule_path`: through the site's verifier service when the site
+// file names a socket (unless --direct), else in this process with the site key or, without
+// --site, offline with --identity and --trust. --as and --purpose are read here. An error is
+// about reaching a verifier or loading keys; the request's own failure is SiteRun::status.
+absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& capsule_path,
+                                       site::SiteRequest request);
 
 // The transfer client options for this site: its identity, its peers, --peer, interrupts.
 absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx,
@@ -185,9 +182,6 @@ absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx
 // The one-line JSON summary of a transfer (the shape: capsule, chunksTotal, chunksSent,
 // chunksSkipped, bytesSent, seconds).
 std::string TransferSummaryJson(const transfer::SendSummary& summary);
-
-// One line saying why a request was denied.
-std::string DenialMessage(const verifier::Decision& decision);
 
 // The hint printed with a failure to open a capsule, if any.
 std::string HintFor(const absl::Status& status);
@@ -226,6 +220,10 @@ std::string TerminalSafe(std::string_view text, bool keep_newlines = false);
 absl::StatusOr<uint64_t> ParseRate(const std::string& text);
 // JSON string literal with escapes.
 std::string JsonString(std::string_view s);
+// A JSON array of strings.
+std::string JsonList(const std::vector<std::string>& values);
+// A JSON string, or null.
+std::string JsonOptional(const std::optional<std::string>& value);
 // RFC 3339 UTC time for seconds since the epoch.
 std::string FormatTime(int64_t seconds);
 

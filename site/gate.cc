@@ -52,6 +52,8 @@ const capsule::FileEntry* FindEntry(const OpenCapsule& c, const std::string& pat
 
 }  // namespace
 
+std::string CapsuleId(const OpenCapsule& capsule) { return capsule.reader->manifest().IdHex(); }
+
 std::string DenialMessage(const verifier::Decision& d) {
   std::string msg = "denied by the capsule's policy";
   if (!d.denied_files.empty()) {

@@ -103,7 +103,10 @@ struct Explanation {
   uint64_t files = 0;  // requested files
 };
 
+// A capsule checked and unlocked at the gate (Gate::Open). Opaque: only the gate reads it.
 class OpenCapsule;
+// Its id (hex), for messages.
+std::string CapsuleId(const OpenCapsule& capsule);
 
 // A permitted release. Move-only; made only by Gate::Decide.
 class Permit {

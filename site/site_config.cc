@@ -96,6 +96,19 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
           if (name == "state") site.state = Resolve(base_dir, v);
           if (name == "listen") site.listen = v;
           if (name == "store") site.store = Resolve(base_dir, v);
+          if (name == "socket") site.socket = Resolve(base_dir, v);
+        } else if (name == "users") {
+          if (!value.isObject()) {
+            return FieldError(path, name, "must be an object of user names to public key files");
+          }
+          for (auto user : value.getObject()) {
+            if (!user.getValue().isString()) {
+              return FieldError(path, absl::StrCat(name, ".", user.getName().cStr()),
+                                "must be a string");
+            }
+            site.users.emplace_back(user.getName().cStr(),
+                                    Resolve(base_dir, user.getValue().getString().cStr()));
+          }
         } else {
           if (!value.isArray()) return FieldError(path, name, "must be an array of strings");
           std::vector<std::string> items;

@@ -3,6 +3,7 @@
 #define BUNKER_SITE_SITE_CONFIG_H_
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,9 @@ struct SiteConfig {
   std::string listen;                   // transfer daemon fields, not validated here
   std::vector<std::string> peers;
   std::string store;
+  std::string socket;  // the verifier service's Unix socket (absolute); "" for none
+  // Local user name -> requester public key file (absolute), for requests without --as.
+  std::vector<std::pair<std::string, std::string>> users;
 
   // The facts a policy decision needs.
   verifier::SiteFacts Facts() const { return {site, region, storage, state}; }

@@ -1,0 +1,192 @@
+// How open, ls, cat and policy explain reach a verifier: the site's service over its socket
+// (the deployed shape), the site key in this process (--direct, for the operator), or a
+// recipient's own key offline. Presentation stays in the commands.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <ctime>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "capsule/io.h"
+#include "capsule/key_files.h"
+#include "cli/context.h"
+#include "site/client.h"
+#include "site/gate.h"
+#include "site/site_config.h"
+
+namespace bunker::cli {
+namespace {
+
+// The requester named by --as: a private key (possession proves it), or, when the command
+// releases nothing, a public one.
+struct AsKey {
+  std::optional<crypto::Identity> identity;
+  std::optional<crypto::PublicIdentity> public_only;
+  std::optional<crypto::PublicIdentity> Public() const {
+    if (identity) return identity->public_identity();
+    return public_only;
+  }
+};
+
+absl::StatusOr<AsKey> LoadAs(const Args& a, bool may_be_public) {
+  AsKey out;
+  if (!a.Has("as")) return out;
+  absl::StatusOr<crypto::Identity> as = capsule::LoadIdentity(a.Get("as"));
+  if (as.ok()) {
+    out.identity.emplace(std::move(*as));
+  } else if (may_be_public && absl::StrContains(as.status().message(), "is a public key")) {
+    absl::StatusOr<crypto::PublicIdentity> pub = capsule::LoadPublicIdentity(a.Get("as"));
+    if (!pub.ok()) return pub.status();
+    out.public_only = *pub;
+  } else {
+    return as.status();
+  }
+  return out;
+}
+
+std::string AbsolutePath(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  char buf[PATH_MAX];
+  if (::getcwd(buf, sizeof buf) == nullptr) return path;
+  return absl::StrCat(buf, "/", path);
+}
+
+site::WireRequest ToWire(const site::SiteRequest& r) {
+  site::WireRequest w;
+  w.command = r.command;
+  w.purpose = r.who.purpose;
+  w.only = r.only;
+  w.destination = r.destination.empty() ? "" : AbsolutePath(r.destination);
+  w.path = r.path;
+  w.threads = static_cast<uint32_t>(std::max(0, r.threads));
+  return w;
+}
+
+}  // namespace
+
+std::vector<OptionSpec> ReleaseOptions() {
+  return {
+      {"site", true, false, "site configuration: its verifier, identity, trust and rules", "FILE"},
+      {"identity", true, false, "your private key (a recipient), without --site", "KEY"},
+      {"trust", true, true, "trusted issuer public key or folder, without --site", "PUB|DIR"},
+      {"as", true, false, "the requester's private key, for policies naming requesters", "KEY"},
+      {"purpose", true, false, "the declared purpose, for policies naming purposes", "P"},
+      {"direct", false, false,
+       "with --site: decide in this process with the site key (operators), not via the "
+       "site's verifier service"},
+  };
+}
+
+std::string ReleaseUsageProblem(const Args& a) {
+  if (a.Has("site") && (a.Has("identity") || a.Has("trust"))) {
+    return "with --site, the identity and trusted keys come from the site file";
+  }
+  if (!a.Has("site") && !a.Has("identity")) {
+    return "give --site SITE.json, or --identity KEY with --trust";
+  }
+  if (!a.Has("site") && a.Has("direct")) return "--direct goes with --site";
+  if (a.Has("identity") && !a.Has("trust")) {
+    return "--trust is required: name the issuer public keys you trust";
+  }
+  return "";
+}
+
+absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& capsule_path,
+                                       site::SiteRequest request) {
+  const Args& a = ctx.args();
+  if (a.Has("purpose")) request.who.purpose = a.Get("purpose");
+  request.now = static_cast<int64_t>(std::time(nullptr));
+  absl::Status limits = site::CheckRequestLimits(request);
+  if (!limits.ok()) return limits;
+  const bool explain = request.command == site::Command::kExplain;
+  absl::StatusOr<AsKey> as = LoadAs(a, /*may_be_public=*/explain);
+  if (!as.ok()) return as.status();
+  request.who.key = as->Public();
+
+  SiteRun run;
+  std::optional<site::SiteConfig> config;
+  if (a.Has("site")) {
+    absl::StatusOr<site::SiteConfig> loaded = site::LoadSiteConfig(a.Get("site"));
+    if (!loaded.ok()) return loaded.status();
+    config = std::move(*loaded);
+    run.site = config->site;
+    run.region = config->region;
+    run.storage = config->storage;
+  }
+
+  if (config && !config->socket.empty() && !a.Has("direct")) {
+    // The deployed shape: the site's verifier decides and releases; this process only passes
+    // the capsule (opened with the user's own rights) and, for streams, its output.
+    const int fd = ::open(capsule_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      return capsule::ErrnoStatus(absl::StrCat("cannot open ", capsule_path), errno);
+    }
+    capsule::Fd capsule_fd(fd);
+    site::ServiceCall call;
+    call.request = ToWire(request);
+    call.capsule_fd = capsule_fd.get();
+    call.output_fd = request.output_fd;
+    if (as->identity) call.requester = &*as->identity;
+    call.requester_public = as->public_only;
+    call.progress = request.progress;
+    call.entries = request.entries;
+    call.cancelled = [] { return Interrupted(); };
+    absl::StatusOr<site::WireResult> result = site::CallService(config->socket, call);
+    if (!result.ok()) {
+      if (absl::IsCancelled(result.status())) return CheckInterrupted();
+      return result.status();
+    }
+    run.status = result->status;
+    run.outcome = std::move(result->outcome);
+    run.site = result->site;
+    run.region = result->region;
+    run.storage = result->storage;
+    return run;
+  }
+
+  // In this process: the operator with the site key (--direct, or a site without a service),
+  // or a recipient offline.
+  std::optional<crypto::Identity> identity;
+  std::vector<crypto::PublicIdentity> trusted;
+  {
+    const std::string key_path = config ? config->identity : a.Get("identity");
+    absl::StatusOr<crypto::Identity> id = capsule::LoadIdentity(key_path);
+    if (!id.ok()) {
+      if (config && absl::IsPermissionDenied(id.status()) && config->socket.empty()) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            id.status().message(), "; the site names no verifier service (\"socket\") for "
+                                   "its users"));
+      }
+      return id.status();
+    }
+    identity.emplace(std::move(*id));
+    absl::StatusOr<std::vector<crypto::PublicIdentity>> t =
+        capsule::LoadTrust(config ? config->trust : a.GetAll("trust"));
+    if (!t.ok()) return t.status();
+    trusted = std::move(*t);
+  }
+  std::optional<site::Gate> gate;
+  if (config) {
+    gate.emplace(*config, *identity, trusted);
+  } else {
+    gate.emplace(*identity, trusted);
+  }
+  request.cancelled = [] { return Interrupted(); };
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = capsule::OpenFile(capsule_path);
+  if (!file.ok()) return file.status();
+  absl::StatusOr<site::Outcome> outcome =
+      site::HandleRequest(*gate, std::move(*file), capsule_path, request);
+  if (!outcome.ok()) {
+    if (absl::IsCancelled(outcome.status())) return CheckInterrupted();
+    run.status = outcome.status();
+  } else {
+    run.outcome = std::move(*outcome);
+  }
+  return run;
+}
+
+}  // namespace bunker::cli

@@ -1,0 +1,302 @@
+#include "site/protocol.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "capnp/serialize.h"
+#include "crypto/status_macros.h"
+#include "spec/verifier.capnp.h"
+
+namespace bunker::site {
+namespace {
+
+constexpr char kSignContext[] = "bunker verifier request v1";
+constexpr size_t kMaxEntriesPerReply = 4096;
+
+kj::ArrayPtr<const kj::byte> Bytes(absl::Span<const uint8_t> s) {
+  return kj::ArrayPtr<const kj::byte>(s.data(), s.size());
+}
+std::vector<uint8_t> Vec(capnp::Data::Reader d) { return std::vector<uint8_t>(d.begin(), d.end()); }
+std::string Str(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+
+absl::Status Malformed(const char* what) {
+  return absl::InvalidArgumentError(absl::StrCat("malformed ", what, " from the peer"));
+}
+
+template <typename T>
+void SetTextList(T builder_init, const std::vector<std::string>& items) {
+  for (size_t i = 0; i < items.size(); ++i) builder_init.set(i, items[i]);
+}
+
+std::vector<std::string> TextList(capnp::List<capnp::Text>::Reader list) {
+  std::vector<std::string> out;
+  for (auto t : list) out.push_back(Str(t));
+  return out;
+}
+
+schema::RequestBody::Command ToWire(Command c) {
+  switch (c) {
+    case Command::kOpen:
+      return schema::RequestBody::Command::OPEN;
+    case Command::kToTar:
+      return schema::RequestBody::Command::TO_TAR;
+    case Command::kCat:
+      return schema::RequestBody::Command::CAT;
+    case Command::kLs:
+      return schema::RequestBody::Command::LS;
+    case Command::kExplain:
+      return schema::RequestBody::Command::EXPLAIN;
+  }
+  return schema::RequestBody::Command::OPEN;
+}
+
+std::optional<capsule::FileEntry::Type> TypeFromName(const std::string& name) {
+  for (auto t : {capsule::FileEntry::Type::kFile, capsule::FileEntry::Type::kDirectory,
+                 capsule::FileEntry::Type::kSymlink, capsule::FileEntry::Type::kHardlink}) {
+    if (name == capsule::TypeName(t)) return t;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<uint8_t> SignedMessage(absl::Span<const uint8_t> challenge,
+                                   absl::Span<const uint8_t> body) {
+  std::vector<uint8_t> m(kSignContext, kSignContext + sizeof kSignContext);  // with its NUL
+  m.insert(m.end(), challenge.begin(), challenge.end());
+  m.insert(m.end(), body.begin(), body.end());
+  return m;
+}
+
+absl::Status SendHello(int sock, const Hello& hello) {
+  capnp::MallocMessageBuilder message;
+  auto h = message.initRoot<schema::Hello>();
+  h.setVersion(hello.version);
+  h.setSite(hello.site);
+  h.setChallenge(Bytes(hello.challenge));
+  return SendFrame(sock, message);
+}
+
+absl::StatusOr<Hello> ReceiveHello(int sock) {
+  BUNKER_ASSIGN_OR_RETURN(Frame f, ReceiveFrame(sock, 0));
+  try {
+    auto h = f.reader->getRoot<schema::Hello>();
+    Hello out;
+    out.version = h.getVersion();
+    out.site = Str(h.getSite());
+    out.challenge = Vec(h.getChallenge());
+    if (out.challenge.size() != kChallengeSize) return Malformed("greeting");
+    return out;
+  } catch (const kj::Exception&) {
+    return Malformed("greeting");
+  }
+}
+
+std::vector<uint8_t> EncodeRequestBody(const WireRequest& r) {
+  capnp::MallocMessageBuilder message;
+  auto b = message.initRoot<schema::RequestBody>();
+  b.setCommand(ToWire(r.command));
+  if (r.purpose) {
+    b.setPurpose(*r.purpose);
+    b.setHasPurpose(true);
+  }
+  SetTextList(b.initOnly(r.only.size()), r.only);
+  b.setDestination(r.destination);
+  b.setPath(r.path);
+  b.setFdCount(r.fd_count);
+  b.setThreads(r.threads);
+  kj::Array<capnp::word> words =
+      capnp::canonicalize(b.asReader());
+  const kj::ArrayPtr<const kj::byte> bytes = words.asBytes();
+  return std::vector<uint8_t>(bytes.begin(), bytes.end());
+}
+
+absl::StatusOr<WireRequest> DecodeRequestBody(absl::Span<const uint8_t> body) {
+  if (body.empty() || body.size() % sizeof(capnp::word) != 0 || body.size() > kMaxFrame) {
+    return Malformed("request");
+  }
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(body.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), body.data(), body.size());
+  try {
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = words.size() * 8 + 64;
+    options.nestingLimit = 8;
+    // A canonical message is a single segment without a segment table.
+    kj::ArrayPtr<const capnp::word> segment = words.asPtr();
+    capnp::SegmentArrayMessageReader reader(kj::arrayPtr(&segment, 1), options);
+    if (!reader.isCanonical()) return Malformed("request (not canonical)");
+    auto b = reader.getRoot<schema::RequestBody>();
+    WireRequest r;
+    switch (b.getCommand()) {
+      case schema::RequestBody::Command::OPEN:
+        r.command = Command::kOpen;
+        break;
+      case schema::RequestBody::Command::TO_TAR:
+        r.command = Command::kToTar;
+        break;
+      case schema::RequestBody::Command::CAT:
+        r.command = Command::kCat;
+        break;
+      case schema::RequestBody::Command::LS:
+        r.command = Command::kLs;
+        break;
+      case schema::RequestBody::Command::EXPLAIN:
+        r.command = Command::kExplain;
+        break;
+      default:
+        return Malformed("request (unknown command)");
+    }
+    if (b.getHasPurpose()) r.purpose = Str(b.getPurpose());
+    r.only = TextList(b.getOnly());
+    r.destination = Str(b.getDestination());
+    r.path = Str(b.getPath());
+    r.fd_count = b.getFdCount();
+    r.threads = b.getThreads();
+    return r;
+  } catch (const kj::Exception&) {
+    return Malformed("request");
+  }
+}
+
+absl::Status SendRequest(int sock, const SignedRequest& request, absl::Span<const int> fds) {
+  capnp::MallocMessageBuilder message;
+  auto r = message.initRoot<schema::Request>();
+  r.setBody(Bytes(request.body));
+  r.setRequesterKey(request.requester_pem);
+  r.setSignature(Bytes(request.signature));
+  return SendFrame(sock, message, fds);
+}
+
+absl::StatusOr<std::pair<SignedRequest, std::vector<capsule::Fd>>> ReceiveRequest(int sock) {
+  BUNKER_ASSIGN_OR_RETURN(Frame f, ReceiveFrame(sock, kMaxFrameFds));
+  try {
+    auto r = f.reader->getRoot<schema::Request>();
+    SignedRequest out;
+    out.body = Vec(r.getBody());
+    out.requester_pem = Str(r.getRequesterKey());
+    out.signature = Vec(r.getSignature());
+    return std::make_pair(std::move(out), std::move(f.fds));
+  } catch (const kj::Exception&) {
+    return Malformed("request");
+  }
+}
+
+absl::Status SendProgress(int sock, uint64_t done, uint64_t total) {
+  capnp::MallocMessageBuilder message;
+  auto p = message.initRoot<schema::Reply>().initProgress();
+  p.setDone(done);
+  p.setTotal(total);
+  return SendFrame(sock, message);
+}
+
+absl::Status SendEntries(int sock, const std::vector<capsule::FileEntry>& entries) {
+  capnp::MallocMessageBuilder message;
+  auto list = message.initRoot<schema::Reply>().initEntries(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const capsule::FileEntry& e = entries[i];
+    auto w = list[i];
+    w.setPath(e.path);
+    w.setType(capsule::TypeName(e.type));
+    w.setSize(e.size);
+    w.setMode(e.mode);
+    w.setMtime(e.mtime);
+    if (e.type == capsule::FileEntry::Type::kFile) {
+      w.setSha256(kj::ArrayPtr<const kj::byte>(e.sha256.data(), e.sha256.size()));
+    }
+    w.setTarget(e.link_target);
+  }
+  return SendFrame(sock, message);
+}
+
+absl::Status SendResult(int sock, const WireResult& result) {
+  capnp::MallocMessageBuilder message;
+  auto r = message.initRoot<schema::Reply>().initDone();
+  const Outcome& o = result.outcome;
+  r.setCode(static_cast<uint32_t>(result.status.code()));
+  // One line, bounded: the message crosses to another user's terminal.
+  r.setMessage(std::string(result.status.message()).substr(0, 4000));
+  r.setCapsuleId(o.capsule_id);
+  r.setPermit(o.decision.permit);
+  SetTextList(r.initRules(o.decision.rules.size()), o.decision.rules);
+  SetTextList(r.initReasons(o.decision.reasons.size()), o.decision.reasons);
+  std::vector<std::string> denied(
+      o.decision.denied_files.begin(),
+      o.decision.denied_files.begin() + std::min<size_t>(o.decision.denied_files.size(), 1000));
+  SetTextList(r.initDeniedFiles(denied.size()), denied);
+  r.setCountsUse(o.decision.counts_use);
+  r.setFiles(o.files);
+  r.setDirectories(o.directories);
+  r.setSymlinks(o.symlinks);
+  r.setBytes(o.bytes);
+  r.setRequester(o.requester);
+  r.setSite(result.site);
+  r.setRegion(result.region);
+  SetTextList(r.initStorage(result.storage.size()), result.storage);
+  return SendFrame(sock, message);
+}
+
+absl::StatusOr<Reply> ReceiveReply(int sock) {
+  BUNKER_ASSIGN_OR_RETURN(Frame f, ReceiveFrame(sock, 0));
+  try {
+    auto r = f.reader->getRoot<schema::Reply>();
+    Reply out;
+    switch (r.which()) {
+      case schema::Reply::PROGRESS:
+        out.progress = std::make_pair(r.getProgress().getDone(), r.getProgress().getTotal());
+        return out;
+      case schema::Reply::ENTRIES: {
+        auto list = r.getEntries();
+        if (list.size() > kMaxEntriesPerReply) return Malformed("listing");
+        std::vector<capsule::FileEntry> entries;
+        for (auto w : list) {
+          capsule::FileEntry e;
+          e.path = Str(w.getPath());
+          std::optional<capsule::FileEntry::Type> t = TypeFromName(Str(w.getType()));
+          if (!t) return Malformed("listing");
+          e.type = *t;
+          e.size = w.getSize();
+          e.mode = w.getMode();
+          e.mtime = w.getMtime();
+          auto digest = w.getSha256();
+          if (digest.size() == e.sha256.size()) {
+            std::memcpy(e.sha256.data(), digest.begin(), digest.size());
+          }
+          e.link_target = Str(w.getTarget());
+          entries.push_back(std::move(e));
+        }
+        out.entries = std::move(entries);
+        return out;
+      }
+      case schema::Reply::DONE: {
+        auto d = r.getDone();
+        WireResult w;
+        const uint32_t code = d.getCode();
+        if (code > 16) return Malformed("result");
+        w.status = absl::Status(static_cast<absl::StatusCode>(code), Str(d.getMessage()));
+        Outcome& o = w.outcome;
+        o.capsule_id = Str(d.getCapsuleId());
+        o.decision.permit = d.getPermit();
+        o.decision.rules = TextList(d.getRules());
+        o.decision.reasons = TextList(d.getReasons());
+        o.decision.denied_files = TextList(d.getDeniedFiles());
+        o.decision.counts_use = d.getCountsUse();
+        o.files = d.getFiles();
+        o.directories = d.getDirectories();
+        o.symlinks = d.getSymlinks();
+        o.bytes = d.getBytes();
+        o.requester = Str(d.getRequester());
+        w.site = Str(d.getSite());
+        w.region = Str(d.getRegion());
+        w.storage = TextList(d.getStorage());
+        out.result = std::move(w);
+        return out;
+      }
+      default:
+        return Malformed("reply");
+    }
+  } catch (const kj::Exception&) {
+    return Malformed("reply");
+  }
+}
+
+}  // namespace bunker::site

@@ -1,0 +1,294 @@
+#include "site/service.h"
+
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "capsule/fd.h"
+#include "capsule/io.h"
+#include "capsule/key_files.h"
+#include "crypto/secret.h"
+#include "crypto/status_macros.h"
+#include "site/gate.h"
+#include "site/protocol.h"
+#include "site/request.h"
+
+namespace bunker::site {
+namespace {
+
+struct Peer {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  pid_t pid = 0;
+};
+
+void SetTimeout(int sock, int option, int seconds) {
+  struct timeval tv {};
+  tv.tv_sec = seconds;
+  ::setsockopt(sock, SOL_SOCKET, option, &tv, sizeof tv);
+}
+
+// Whether the client closed its end (it was interrupted or killed).
+bool HungUp(int sock) {
+  struct pollfd p {sock, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::map<uid_t, crypto::PublicIdentity>> LoadUsers(const SiteConfig& site) {
+  std::map<uid_t, crypto::PublicIdentity> out;
+  for (const auto& [user, key_path] : site.users) {
+    struct passwd pw, *found = nullptr;
+    char buf[4096];
+    if (::getpwnam_r(user.c_str(), &pw, buf, sizeof buf, &found) != 0 || found == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(site.path, ": $.users: no local user named \"", user, "\""));
+    }
+    BUNKER_ASSIGN_OR_RETURN(crypto::PublicIdentity key, capsule::LoadPublicIdentity(key_path));
+    out[found->pw_uid] = key;
+  }
+  return out;
+}
+
+struct VerifierService::Impl {
+  ServiceOptions options;
+  Gate gate;
+  capsule::Fd listener;
+  std::thread acceptor;
+  std::mutex mu;
+  std::condition_variable idle;
+  size_t running = 0;
+  std::map<uid_t, size_t> per_uid;
+  std::atomic<bool> stopping{false};
+
+  explicit Impl(ServiceOptions o)
+      : options(std::move(o)), gate(*options.site, *options.identity, options.trusted) {}
+
+  void Log(const std::string& line) {
+    if (options.log) options.log(line);
+  }
+
+  void Accept() {
+    while (!stopping.load()) {
+      const int fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (stopping.load()) return;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          continue;
+        }
+        Log(absl::StrCat("verifier socket: accept failed: ", std::strerror(errno)));
+        return;
+      }
+      capsule::Fd sock(fd);
+      struct ucred cred {};
+      socklen_t len = sizeof cred;
+      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) continue;
+      Peer peer{cred.uid, cred.gid, cred.pid};
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (running >= options.max_requests || per_uid[peer.uid] >= options.max_per_uid) {
+          Refuse(sock.get(), absl::ResourceExhaustedError(
+                                 "the site's verifier is busy (too many requests at once); "
+                                 "try again"));
+          continue;
+        }
+        ++running;
+        ++per_uid[peer.uid];
+      }
+      std::thread([this, s = std::move(sock), peer]() mutable {
+        Serve(s.get(), peer);
+        s.Reset();
+        std::lock_guard<std::mutex> lock(mu);
+        --running;
+        if (--per_uid[peer.uid] == 0) per_uid.erase(peer.uid);
+        idle.notify_all();
+      }).detach();
+    }
+  }
+
+  // A refusal before the request: the client reads the hello, then this result.
+  void Refuse(int sock, const absl::Status& status) {
+    SetTimeout(sock, SO_SNDTIMEO, 1);
+    Hello hello;
+    hello.site = options.site->site;
+    hello.challenge.assign(kChallengeSize, 0);
+    if (!SendHello(sock, hello).ok()) return;
+    WireResult r;
+    r.status = status;
+    (void)SendResult(sock, r);
+  }
+
+  void Serve(int sock, const Peer& peer) {
+    SetTimeout(sock, SO_RCVTIMEO, options.request_timeout_seconds);
+    SetTimeout(sock, SO_SNDTIMEO, 60);
+    Hello hello;
+    hello.site = options.site->site;
+    hello.challenge.resize(kChallengeSize);
+    crypto::RandomBytes(absl::MakeSpan(hello.challenge));
+    if (!SendHello(sock, hello).ok()) return;
+    WireResult result;
+    result.site = options.site->site;
+    result.region = options.site->region;
+    result.storage = options.site->storage;
+    std::string what = "request";
+    result.status = Handle(sock, peer, hello, &result.outcome, &what);
+    Log(absl::StrCat(what, " uid=", peer.uid, " pid=", peer.pid,
+                     result.outcome.capsule_id.empty() ? "" : " capsule=",
+                     result.outcome.capsule_id, " -> ",
+                     result.status.ok() ? "ok" : std::string(result.status.message())));
+    (void)SendResult(sock, result);
+  }
+
+  absl::Status Handle(int sock, const Peer& peer, const Hello& hello, Outcome* out,
+                      std::string* what) {
+    BUNKER_ASSIGN_OR_RETURN(auto received, ReceiveRequest(sock));
+    SignedRequest& signed_request = received.first;
+    std::vector<capsule::Fd>& fds = received.second;
+    BUNKER_ASSIGN_OR_RETURN(WireRequest wire, DecodeRequestBody(signed_request.body));
+    *what = CommandName(wire.command);
+    const bool needs_output = wire.command == Command::kCat ||
+                              (wire.command == Command::kToTar && wire.destination.empty());
+    if (fds.size() != wire.fd_count || fds.empty() || fds.size() != (needs_output ? 2u : 1u)) {
+      return absl::InvalidArgumentError("the request did not pass the descriptors it names");
+    }
+
+    SiteRequest r;
+    r.command = wire.command;
+    r.who.purpose = wire.purpose;
+    r.who.uid = peer.uid;
+    r.who.pid = peer.pid;
+    r.only = wire.only;
+    r.destination = wire.destination;
+    r.path = wire.path;
+    r.threads = static_cast<int>(std::min<uint32_t>(wire.threads, 64));
+    r.now = static_cast<int64_t>(std::time(nullptr));
+    if (!signed_request.requester_pem.empty()) {
+      absl::StatusOr<crypto::PublicIdentity> key =
+          crypto::PublicIdentity::FromPem(signed_request.requester_pem);
+      if (!key.ok()) return absl::InvalidArgumentError("the requester key is not a public key");
+      if (!signed_request.signature.empty()) {
+        absl::Status s = crypto::VerifySignature(
+            key->sign_key, SignedMessage(hello.challenge, signed_request.body),
+            signed_request.signature);
+        if (!s.ok()) {
+          return absl::PermissionDeniedError(
+              absl::StrCat("the request is not signed by requester ",
+                           key->fingerprint().ToString(), " (--as must be its private key)"));
+        }
+      } else if (wire.command != Command::kExplain) {
+        return absl::PermissionDeniedError("--as must be a private key: its signature proves "
+                                           "the requester");
+      }
+      r.who.key = *key;
+    } else if (auto it = options.users.find(peer.uid); it != options.users.end()) {
+      r.who.key = it->second;
+    }
+    if (wire.command == Command::kOpen || wire.command == Command::kToTar) {
+      if (::geteuid() != peer.uid) r.owner = capsule::FileOwner{peer.uid, peer.gid};
+    }
+    if (needs_output) r.output_fd = fds[1].get();
+
+    auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+    bool gone = false;
+    r.progress = [&](uint64_t done, uint64_t total) {
+      const auto now = std::chrono::steady_clock::now();
+      if (gone || now - last < std::chrono::milliseconds(200)) return;
+      last = now;
+      if (!SendProgress(sock, done, total).ok()) gone = true;
+    };
+    auto last_poll = last;
+    r.cancelled = [&]() {
+      if (stopping.load() || gone) return true;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_poll < std::chrono::milliseconds(50)) return false;
+      last_poll = now;
+      gone = HungUp(sock);
+      return gone;
+    };
+    r.entries = [&](const std::vector<capsule::FileEntry>& batch) {
+      return SendEntries(sock, batch);
+    };
+    if (options.healthy) BUNKER_RETURN_IF_ERROR(options.healthy());
+
+    BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<capsule::RandomAccessFile> file,
+                            capsule::OpenFileDescriptor(fds[0].release(), "the capsule"));
+    absl::StatusOr<Outcome> outcome = HandleRequest(gate, std::move(file), "the capsule", r);
+    if (!outcome.ok()) return outcome.status();
+    *out = std::move(*outcome);
+    return absl::OkStatus();
+  }
+};
+
+VerifierService::VerifierService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+VerifierService::~VerifierService() {
+  impl_->stopping.store(true);
+  ::shutdown(impl_->listener.get(), SHUT_RDWR);
+  if (impl_->acceptor.joinable()) impl_->acceptor.join();
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->idle.wait(lock, [this] { return impl_->running == 0; });
+}
+
+absl::StatusOr<std::unique_ptr<VerifierService>> VerifierService::Start(ServiceOptions options) {
+  if (options.site == nullptr || options.identity == nullptr || options.site->socket.empty()) {
+    return absl::InvalidArgumentError("the site file names no \"socket\"");
+  }
+  const std::string& path = options.site->socket;
+  struct sockaddr_un addr {};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    return absl::InvalidArgumentError(absl::StrCat("socket path ", path, " is too long"));
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  // A closed client's write must be an error, not a signal that kills the daemon.
+  ::signal(SIGPIPE, SIG_IGN);
+  capsule::Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return absl::UnavailableError("cannot create the verifier socket");
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", path, ": it exists and is not a socket"));
+    }
+    ::unlink(path.c_str());  // a stale socket of an earlier run
+  }
+  // Created 0666 (through the umask) so that any local user may connect; the socket's folder
+  // decides who can reach it.
+  const mode_t old = ::umask(0);
+  const int bound = ::bind(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), sizeof addr);
+  const int bind_errno = errno;
+  ::umask(old);
+  if (bound != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", path, ": ", std::strerror(bind_errno)));
+  }
+  if (::listen(fd.get(), 64) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", path, ": ",
+                                               std::strerror(errno)));
+  }
+  auto impl = std::make_unique<Impl>(std::move(options));
+  impl->listener = std::move(fd);
+  Impl* raw = impl.get();
+  impl->acceptor = std::thread([raw] { raw->Accept(); });
+  impl->Log(absl::StrCat("verifier listening on ", path));
+  return std::unique_ptr<VerifierService>(new VerifierService(std::move(impl)));
+}
+
+}  // namespace bunker::site

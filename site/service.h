@@ -1,0 +1,67 @@
+// The site's verifier service (spec/VERIFIER.md): the site daemon's Unix socket through which
+// local users ask for capsules to be opened, listed, read or explained. The service alone holds
+// the site key, the state folder and the release: a user needs to read the site file and the
+// capsule, never the key.
+//
+// Per connection: the peer's uid, gid and pid come from the socket (SO_PEERCRED); the service
+// sends a fresh challenge; the client sends one request with the capsule as an open descriptor
+// (the service never opens a path a user names) and, for cat and --to-tar -, an output
+// descriptor; a requester key (--as) must sign the challenge and the request. Files released
+// into a destination are given to the requesting uid and gid. Each request runs on its own
+// thread; at most `max_requests` at once and `max_per_uid` per uid, the rest are refused with
+// kResourceExhausted. A client that hangs up cancels its request (staging is removed).
+#ifndef BUNKER_SITE_SERVICE_H_
+#define BUNKER_SITE_SERVICE_H_
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "crypto/keys.h"
+#include "site/site_config.h"
+
+namespace bunker::site {
+
+struct ServiceOptions {
+  const SiteConfig* site = nullptr;             // must outlive the service
+  const crypto::Identity* identity = nullptr;   // the site key; must outlive the service
+  std::vector<crypto::PublicIdentity> trusted;  // issuers
+  // The requester each local uid stands for when it gives no --as (site file "users").
+  std::map<uid_t, crypto::PublicIdentity> users;
+  // Asked before every request: non-OK refuses it with that status (e.g. a witness saw a newer
+  // checkpoint of this site than its own log holds). May be empty.
+  std::function<absl::Status()> healthy;
+  std::function<void(const std::string&)> log;  // one line per request; may be empty
+  size_t max_requests = 32;
+  size_t max_per_uid = 4;
+  int request_timeout_seconds = 30;  // for a client to send its request
+};
+
+// Loads the site file's "users" (user name -> public key file) into uids. Unknown users are
+// kInvalidArgument naming them.
+absl::StatusOr<std::map<uid_t, crypto::PublicIdentity>> LoadUsers(const SiteConfig& site);
+
+class VerifierService {
+ public:
+  // Binds the site's socket (replacing a stale socket file, never anything else), makes it
+  // connectable by anyone (access is governed by its folder's permissions, see
+  // spec/VERIFIER.md "Deployment") and starts accepting. kInvalidArgument without a socket path,
+  // kUnavailable if it cannot listen.
+  static absl::StatusOr<std::unique_ptr<VerifierService>> Start(ServiceOptions options);
+  // Stops accepting, cancels running requests and waits for them.
+  ~VerifierService();
+
+ private:
+  struct Impl;
+  explicit VerifierService(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bunker::site
+
+#endif  // BUNKER_SITE_SERVICE_H_

@@ -1,27 +1,34 @@
 // Safe, atomic extraction of a capsule's pax archive into a new directory.
 //
 // Guarantees (spec/FORMAT.md "Extraction"):
-//  - Nothing appears at `dest` unless the whole archive (or the whole selection) extracted and
-//    the source reported no error: entries go to a staging directory created beside `dest` on
-//    the same filesystem, which is renamed to `dest` at the end and removed on any failure.
-//  - `dest` must not exist, or be an empty directory (which is replaced).
+//  - Nothing appears at the destination unless the whole archive (or the whole selection)
+//    extracted and the source reported no error: entries go to a private (0700) staging
+//    directory created beside the destination, which is renamed into place at the end; on any
+//    failure it is removed, and so are the parents of the destination that this call created.
+//  - The destination must not exist, or be an empty directory (which is replaced; its mode is
+//    kept).
+//  - Race-free below the destination's anchor: everything from ExtractTarget::root_fd down (the
+//    destination's missing parents, the staging directory, every entry) is created relative to
+//    directory descriptors, never following a symlink (capsule/beneath.h, capsule/tree_writer.h),
+//    and the final rename goes between descriptors. Someone who can write to the destination's
+//    parent can make extraction fail, never make it write elsewhere.
 //  - Every entry path goes through NormalizeEntryPath; absolute paths and ".." are refused.
 //  - Only regular files, directories and symlinks are created. Hard links are accepted only to a
 //    regular file already extracted in this run; device nodes, FIFOs, sockets are refused.
 //  - A symlink whose target escapes the tree (CheckSymlinkTarget) is refused, and no entry is
-//    ever written through a symlink (libarchive's ARCHIVE_EXTRACT_SECURE_* flags as a second
-//    line of defence).
-//  - setuid, setgid and sticky bits are refused; owners are never restored; modes are masked
-//    to 0777 and mtimes restored.
+//    ever written through a symlink.
+//  - setuid, setgid and sticky bits are refused; owners in the archive are never restored;
+//    modes are masked to 0777 (not umasked) and mtimes restored.
 //  - Errors are one line naming the offending path and the rule.
 #ifndef BUNKER_CAPSULE_EXTRACT_H_
 #define BUNKER_CAPSULE_EXTRACT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
-#include <vector>
 
 #include "absl/status/statusor.h"
+#include "capsule/beneath.h"
 #include "capsule/glob.h"
 #include "capsule/io.h"
 
@@ -31,6 +38,20 @@ struct ExtractOptions {
   // Entries to extract; empty selects all. Directories that are ancestors of selected entries
   // are created as needed.
   PathSelection only;
+  // Every created entry (files, directories, symlinks, the destination itself and the parents
+  // of it that extraction creates) is given to this user and group. A process may give files
+  // to another uid only with CAP_CHOWN (a verifier service running as root); otherwise
+  // extraction fails with kPermissionDenied. Unset: files belong to the process, no chown.
+  std::optional<FileOwner> owner;
+};
+
+// Where to extract: the directory `relative` below the directory `root_fd` (any descriptor of
+// a directory, O_PATH is enough; not closed). `relative` is one or more names separated by '/'
+// (no "", "." or "..", not absolute; see CheckRelativePath). Nothing above `root_fd` is ever
+// touched, and no symlink below it is ever followed.
+struct ExtractTarget {
+  int root_fd = -1;
+  std::string relative;
 };
 
 struct ExtractStats {
@@ -41,11 +62,23 @@ struct ExtractStats {
 };
 
 // Reads a tar/pax archive from `source` (which authenticates each piece before returning it)
-// and extracts it into `dest` as described above. On error nothing is left at `dest` (an empty
-// `dest` directory given by the caller is left as it was) and no staging directory remains.
-// Codes: kInvalidArgument for unsafe entries or a bad destination, kAlreadyExists for a
-// non-empty `dest`, the source's own code when it fails (e.g. kDataLoss), kResourceExhausted
-// for a full disk, kDataLoss for a malformed archive.
+// and extracts it into `target` as described above. On error nothing is left at the
+// destination (an empty destination directory given by the caller is left as it was), no
+// staging directory remains and the parents it created are gone.
+// Codes: kInvalidArgument for unsafe entries, a bad destination, or an entry path too long
+// (PATH_MAX bytes or more below the destination, or a name over NAME_MAX); kAlreadyExists for
+// a destination that exists and is not an empty directory; kPermissionDenied for a symlink on
+// the way to the destination or a refused chown to `options.owner`; the source's own code when
+// it fails (e.g. kDataLoss); kResourceExhausted for a full disk; kDataLoss for a malformed
+// archive. Errors name the destination as `target.relative`.
+absl::StatusOr<ExtractStats> ExtractArchiveAt(ByteSource* source, const ExtractTarget& target,
+                                              const ExtractOptions& options);
+
+// ExtractArchiveAt for a caller that names the destination by path (the CLI): the longest
+// existing ancestor of `dest`'s parent is resolved with realpath(3) (symlinks there are the
+// caller's own tree and are followed) and opened; the rest of the path, which extraction
+// creates, is handled by ExtractArchiveAt, so no symlink is followed there. A missing part may
+// not contain "..". Errors name `dest` as given.
 absl::StatusOr<ExtractStats> ExtractArchive(ByteSource* source, const std::string& dest,
                                             const ExtractOptions& options);
 

@@ -3,23 +3,32 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "capsule/fd.h"
 #include "capsule/glob.h"
 #include "capsule/io.h"
 #include "gmock/gmock.h"
@@ -146,6 +155,10 @@ class PieceSource : public ByteSource {
     error_ = std::move(error);
   }
 
+  // Runs `f` when the end is first reached, i.e. after the last entry was extracted but before
+  // the extraction is committed.
+  void OnEnd(std::function<void()> f) { on_end_ = std::move(f); }
+
   absl::StatusOr<absl::Span<const uint8_t>> Next() override {
     ++calls_;
     current_.reset();
@@ -153,6 +166,7 @@ class PieceSource : public ByteSource {
     size_t n = std::min(piece_, data_.size() - pos_);
     if (fail_at_.has_value()) n = std::min(n, *fail_at_ - pos_);
     if (n == 0) {
+      if (!reached_end_ && on_end_) on_end_();
       reached_end_ = true;
       return absl::Span<const uint8_t>();
     }
@@ -172,6 +186,7 @@ class PieceSource : public ByteSource {
   std::optional<size_t> fail_at_;
   absl::Status error_;
   std::unique_ptr<uint8_t[]> current_;
+  std::function<void()> on_end_;
   int calls_ = 0;
   bool reached_end_ = false;
 };
@@ -575,6 +590,36 @@ TEST_F(ExtractTest, RefusesPathsTooLongForTheDestination) {
   ExpectUnsafe({File(path, "x")}, "is too long to extract under");
 }
 
+TEST_F(ExtractTest, RefusesNamesLongerThanNameMax) {
+  ExpectUnsafe({File("d/" + std::string(256, 'n'), "x")}, "is too long to extract under");
+  ASSERT_TRUE(Extract(BuildTar({File("d/" + std::string(255, 'n'), "x")})).ok());
+}
+
+TEST_F(ExtractTest, DestinationAppearingDuringExtractionIsLeftAlone) {
+  // Directories of mode 0500 and 0000 already have their final modes when the commit fails, so
+  // this also covers removing such a tree.
+  const std::string tar = BuildTar({Dir("ro", 0500), File("ro/f", "x"), Dir("none", 0),
+                                    Dir("none/sub", 0500), File("none/sub/g", "y")});
+  for (bool empty : {false, true}) {
+    SCOPED_TRACE(empty);
+    PieceSource source(tar, 1000);
+    source.OnEnd([&] {
+      ASSERT_EQ(mkdir(dest_.c_str(), 0755), 0);
+      if (!empty) std::ofstream(Out("theirs")) << "theirs";
+    });
+    absl::StatusOr<ExtractStats> r = ExtractArchive(&source, dest_, {});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("appeared during extraction"));
+    EXPECT_THAT(Listing(dir_), ElementsAre("out"));  // no staging left
+    if (empty) {
+      EXPECT_THAT(Listing(dest_), IsEmpty());
+    } else {
+      EXPECT_THAT(Listing(dest_), ElementsAre("theirs"));
+    }
+    ForceRemove(dest_);
+  }
+}
+
 TEST_F(ExtractTest, CleansUpDirectoriesWithRestrictiveModes) {
   // By the time the FIFO is refused, freeing libarchive's writer has applied 0500 and 0000.
   ExpectUnsafe({Dir("ro", 0500), File("ro/f", "x"), Dir("none", 0), Dir("none/sub"),
@@ -817,6 +862,221 @@ TEST_F(ExtractTest, SelectionMatchingNothingMakesAnEmptyDirectory) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->files, 0u);
   EXPECT_THAT(Listing(dest_), IsEmpty());
+}
+
+// --- Race-free destinations: ExtractArchiveAt and owners ---
+
+// Extraction below a directory descriptor (dir_/root), next to a directory an attacker would
+// like to write into (dir_/outside).
+class ExtractAtTest : public ExtractTest {
+ protected:
+  void SetUp() override {
+    ExtractTest::SetUp();
+    root_ = dir_ + "/root";
+    outside_ = dir_ + "/outside";
+    ASSERT_EQ(mkdir(root_.c_str(), 0755), 0);
+    ASSERT_EQ(mkdir(outside_.c_str(), 0755), 0);
+    root_fd_.Reset(open(root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(root_fd_.valid());
+  }
+
+  absl::StatusOr<ExtractStats> ExtractAt(const std::string& tar, const std::string& relative,
+                                         const ExtractOptions& options = {}) {
+    PieceSource source(tar, 1000);
+    ExtractTarget target;
+    target.root_fd = root_fd_.get();
+    target.relative = relative;
+    return ExtractArchiveAt(&source, target, options);
+  }
+
+  // Refused as going through a symlink, with nothing written outside or left in the root.
+  void ExpectThroughSymlinkRefused(const std::string& relative,
+                                   const std::vector<std::string>& root_listing) {
+    absl::StatusOr<ExtractStats> r = ExtractAt(BuildTar({File("f", "x")}), relative);
+    ASSERT_FALSE(r.ok()) << relative;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
+    EXPECT_THAT(std::string(r.status().message()),
+                HasSubstr("is or goes through a symbolic link"));
+    EXPECT_THAT(std::string(r.status().message()), Not(HasSubstr("\n")));
+    EXPECT_THAT(Listing(outside_), IsEmpty());
+    EXPECT_EQ(Listing(root_), root_listing);
+  }
+
+  std::string root_;
+  std::string outside_;
+  Fd root_fd_;
+};
+
+TEST_F(ExtractAtTest, ExtractsBelowTheDescriptorCreatingParents) {
+  const std::string tar = BuildTar({Dir("d", 0500), File("d/f", "x"), Symlink("l", "d/f")});
+  absl::StatusOr<ExtractStats> r = ExtractAt(tar, "p/q/out");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(ReadFile(root_ + "/p/q/out/l"), "x");
+  EXPECT_THAT(Listing(root_ + "/p/q"), ElementsAre("out"));
+
+  r = ExtractAt(BuildTar({File("f", "x"), File("../g", "y")}), "n/m/out");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_THAT(Listing(root_), ElementsAre("p"));  // n and n/m taken back
+}
+
+TEST_F(ExtractAtTest, RefusesASymlinkAtAnExistingParent) {
+  ASSERT_EQ(symlink("../outside", (root_ + "/evil").c_str()), 0);
+  ExpectThroughSymlinkRefused("evil/x", {"evil"});
+  ASSERT_EQ(symlink(outside_.c_str(), (root_ + "/abs").c_str()), 0);
+  ExpectThroughSymlinkRefused("abs/x", {"abs", "evil"});
+}
+
+TEST_F(ExtractAtTest, RefusesASymlinkAboveAMissingParent) {
+  ASSERT_EQ(symlink("../outside", (root_ + "/evil").c_str()), 0);
+  ExpectThroughSymlinkRefused("evil/newsub/x", {"evil"});
+  ASSERT_EQ(mkdir((root_ + "/real").c_str(), 0755), 0);
+  ASSERT_EQ(symlink("../../outside", (root_ + "/real/link").c_str()), 0);
+  ExpectThroughSymlinkRefused("real/link/a/b/x", {"evil", "real"});
+  EXPECT_THAT(Listing(root_ + "/real"), ElementsAre("link"));
+}
+
+TEST_F(ExtractAtTest, RefusesASymlinkAsTheDestination) {
+  ASSERT_EQ(symlink("../outside", (root_ + "/evil").c_str()), 0);
+  absl::StatusOr<ExtractStats> r = ExtractAt(BuildTar({File("f", "x")}), "evil");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
+  EXPECT_THAT(Listing(outside_), IsEmpty());
+  EXPECT_THAT(Listing(root_), ElementsAre("evil"));
+}
+
+TEST_F(ExtractAtTest, RefusesDestinationsThatAreNotPlainRelativePaths) {
+  for (const char* bad : {"", "/abs", "..", "../x", "a/../x", "a//b", ".", "a/./b"}) {
+    PieceSource source(BuildTar({}), 1000);
+    ExtractTarget target;
+    target.root_fd = root_fd_.get();
+    target.relative = bad;
+    EXPECT_EQ(ExtractArchiveAt(&source, target, {}).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+    EXPECT_EQ(source.calls(), 0) << bad;
+  }
+  EXPECT_THAT(Listing(root_), IsEmpty());
+  EXPECT_THAT(Listing(outside_), IsEmpty());
+}
+
+// An attacker who can write in the root keeps swapping root/race between a real directory and
+// a symlink to the outside (renameat2 RENAME_EXCHANGE) while extractions into race/subN/out
+// run. Each extraction must either land inside the real directory or fail cleanly.
+TEST_F(ExtractAtTest, RaceSwappingAParentForASymlinkNeverWritesOutside) {
+  ASSERT_EQ(mkdir((root_ + "/race").c_str(), 0755), 0);
+  ASSERT_EQ(symlink("../outside", (root_ + "/spare").c_str()), 0);
+  std::vector<TarEntry> entries = {Dir("d"), File("d/big", std::string(64 << 10, 'b')),
+                                   Symlink("d/l", "big"), Hardlink("h", "d/big")};
+  for (int i = 0; i < 20; ++i) entries.push_back(File(absl::StrCat("d/f", i), "small"));
+  const std::string tar = BuildTar(entries);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> swaps{0};
+  std::thread attacker([&] {
+    while (!stop.load()) {
+      if (renameat2(root_fd_.get(), "race", root_fd_.get(), "spare", RENAME_EXCHANGE) == 0) {
+        ++swaps;
+      }
+    }
+  });
+  constexpr int kRuns = 100;
+  std::vector<bool> succeeded(kRuns);
+  int failures = 0;
+  for (int n = 0; n < kRuns; ++n) {
+    absl::StatusOr<ExtractStats> r = ExtractAt(tar, absl::StrCat("race/sub", n, "/out"));
+    succeeded[n] = r.ok();
+    if (!r.ok()) {
+      ++failures;
+      EXPECT_THAT(std::string(r.status().message()), Not(HasSubstr("\n")));
+    }
+  }
+  stop = true;
+  attacker.join();
+
+  EXPECT_THAT(Listing(outside_), IsEmpty()) << "a byte escaped";
+  struct stat st;
+  ASSERT_EQ(lstat((root_ + "/race").c_str(), &st), 0);
+  const std::string real = root_ + (S_ISDIR(st.st_mode) ? "/race" : "/spare");
+  std::vector<std::string> expected;
+  for (int n = 0; n < kRuns; ++n) {
+    if (!succeeded[n]) continue;
+    const std::string sub = absl::StrCat("sub", n);
+    expected.push_back(sub);
+    EXPECT_THAT(Listing(real + "/" + sub), ElementsAre("out"));
+    EXPECT_EQ(ReadFile(real + "/" + sub + "/out/d/f7"), "small");
+  }
+  std::sort(expected.begin(), expected.end());
+  // Failed runs left nothing: no subN (taken back), no staging directory.
+  EXPECT_EQ(Listing(real), expected);
+  std::cout << "[          ] " << swaps.load() << " swaps, " << kRuns - failures
+            << " extractions landed inside, " << failures << " refused\n";
+}
+
+// Walks `path` without following symlinks and returns every entry's lstat, path first.
+void LstatTree(const std::string& path, std::vector<std::pair<std::string, struct stat>>* out) {
+  struct stat st;
+  ASSERT_EQ(lstat(path.c_str(), &st), 0) << path;
+  out->emplace_back(path, st);
+  if (!S_ISDIR(st.st_mode)) return;
+  for (const std::string& name : Listing(path)) LstatTree(path + "/" + name, out);
+}
+
+TEST_F(ExtractAtTest, OwnerIsGivenEveryCreatedEntry) {
+  if (geteuid() != 0) {
+    GTEST_SKIP() << "giving files to uid 65534 needs CAP_CHOWN; running as uid " << geteuid();
+  }
+  ExtractOptions options;
+  options.owner = FileOwner{65534, 65534};
+  const std::string tar =
+      BuildTar({Dir("d", 0500), File("d/f", "x", 0600), Symlink("d/l", "f"), Hardlink("h", "d/f"),
+                Dir("e/none", 0), File("implicit/g", "g")});
+  absl::StatusOr<ExtractStats> r = ExtractAt(tar, "p/q/out", options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::vector<std::pair<std::string, struct stat>> entries;
+  LstatTree(root_ + "/p", &entries);
+  ASSERT_EQ(entries.size(), 11u);  // p q out d d/f d/l e e/none h implicit implicit/g
+  for (const auto& [path, st] : entries) {
+    EXPECT_EQ(st.st_uid, 65534u) << path;
+    EXPECT_EQ(st.st_gid, 65534u) << path;
+  }
+  struct stat root;
+  ASSERT_EQ(lstat(root_.c_str(), &root), 0);
+  EXPECT_EQ(root.st_uid, 0u);  // existed before: not ours to give away
+  EXPECT_EQ(ModeOf(root_ + "/p/q/out/d") & 07777, 0500u);
+}
+
+TEST_F(ExtractAtTest, OwnerWithoutCapChownIsPermissionDenied) {
+  ExtractOptions options;
+  options.owner = FileOwner{0, 0};
+  auto attempt = [&]() -> std::string {
+    absl::StatusOr<ExtractStats> r = ExtractAt(BuildTar({File("f", "x")}), "p/out", options);
+    if (r.ok()) return "extraction succeeded";
+    if (r.status().code() != absl::StatusCode::kPermissionDenied) return r.status().ToString();
+    const std::string message(r.status().message());
+    if (message.find("cannot give files to uid 0 (a verifier service needs CAP_CHOWN)") ==
+        std::string::npos) {
+      return message;
+    }
+    if (!Listing(root_).empty()) return "left something behind";
+    return "";
+  };
+  if (geteuid() != 0) {
+    EXPECT_EQ(attempt(), "");
+    return;
+  }
+  // As root, drop to nobody in a child process; the root stays reachable by its descriptor.
+  ASSERT_EQ(chmod(root_.c_str(), 0777), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+    const std::string problem = attempt();
+    if (!problem.empty()) fprintf(stderr, "%s\n", problem.c_str());
+    _exit(problem.empty() ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 }  // namespace

@@ -19,40 +19,10 @@
 
 namespace bunker::site {
 
-// A capsule checked and unlocked at the gate, with its index read once.
-class OpenCapsule {
- public:
-  std::unique_ptr<capsule::CapsuleReader> reader;
-  std::unique_ptr<capsule::PayloadKey> key;
-  std::vector<capsule::FileEntry> entries;
-  std::string name;
-};
+OpenCapsule::OpenCapsule() = default;
+OpenCapsule::~OpenCapsule() = default;
 
-namespace {
-
-// Files (non-directories) of the index that `selection` keeps (all when empty).
-std::vector<std::string> SelectedFiles(const OpenCapsule& c,
-                                       const capsule::PathSelection& selection) {
-  std::vector<std::string> files;
-  for (const capsule::FileEntry& e : c.entries) {
-    if (e.type == capsule::FileEntry::Type::kDirectory) continue;
-    if (selection.empty() || selection.Selects(e.path)) files.push_back(e.path);
-  }
-  return files;
-}
-
-// The last entry for `path` (as in tar, a later entry replaces an earlier one), or null.
-const capsule::FileEntry* FindEntry(const OpenCapsule& c, const std::string& path) {
-  const capsule::FileEntry* found = nullptr;
-  for (const capsule::FileEntry& e : c.entries) {
-    if (e.path == path) found = &e;
-  }
-  return found;
-}
-
-}  // namespace
-
-std::string CapsuleId(const OpenCapsule& capsule) { return capsule.reader->manifest().IdHex(); }
+std::string CapsuleId(const OpenCapsule& capsule) { return capsule.reader_->manifest().IdHex(); }
 
 std::string DenialMessage(const verifier::Decision& d) {
   std::string msg = "denied by the capsule's policy";
@@ -90,7 +60,7 @@ Permit& Permit::operator=(Permit&&) noexcept = default;
 Permit::~Permit() = default;
 
 const verifier::Decision& Permit::decision() const { return state_->authorization.decision; }
-const capsule::Manifest& Permit::manifest() const { return state_->capsule->reader->manifest(); }
+const capsule::Manifest& Permit::manifest() const { return state_->capsule->reader_->manifest(); }
 const capsule::FileEntry* Permit::file() const { return state_->file; }
 
 absl::Status Permit::Failed(const absl::Status& cause, bool released) {
@@ -123,9 +93,9 @@ absl::StatusOr<capsule::ExtractStats> Permit::Extract(const Destination& to,
                                                       const ReleaseOptions& options) {
   BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kExtract));
   const OpenCapsule& c = *state_->capsule;
-  const capsule::Manifest& m = c.reader->manifest();
+  const capsule::Manifest& m = c.reader_->manifest();
   absl::StatusOr<std::unique_ptr<capsule::PayloadStream>> stream =
-      c.reader->Stream(*c.key, 0, m.payload_size, options.threads, options.progress);
+      c.reader_->Stream(*c.key_, 0, m.payload_size, options.threads, options.progress);
   if (!stream.ok()) return Failed(stream.status(), false);
   CancellableSource source(stream->get(), options.cancelled);
   capsule::ExtractOptions extract;
@@ -141,11 +111,11 @@ absl::StatusOr<uint64_t> Permit::WriteArchive(const Destination& to,
                                               const ReleaseOptions& options) {
   BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kArchive));
   const OpenCapsule& c = *state_->capsule;
-  const capsule::Manifest& m = c.reader->manifest();
+  const capsule::Manifest& m = c.reader_->manifest();
   absl::StatusOr<std::unique_ptr<NewFileBeneath>> out =
       NewFileBeneath::Create(to, 0600, options.owner);
   if (!out.ok()) return Failed(out.status(), false);
-  absl::Status s = CopyPayload(c.reader.get(), *c.key, 0, m.archive_size, m.payload_size,
+  absl::Status s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.payload_size,
                                out->get(), options);
   if (s.ok()) s = (*out)->Commit();
   if (!s.ok()) return Failed(s, false);
@@ -155,17 +125,17 @@ absl::StatusOr<uint64_t> Permit::WriteArchive(const Destination& to,
 absl::StatusOr<uint64_t> Permit::StreamArchive(int fd, const ReleaseOptions& options) {
   BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kArchive));
   const OpenCapsule& c = *state_->capsule;
-  const capsule::Manifest& m = c.reader->manifest();
+  const capsule::Manifest& m = c.reader_->manifest();
   // The first pass authenticates every chunk (and discards the plaintext), so that a corrupt
   // capsule releases nothing; the second writes. A file changed between the passes fails at
   // its first changed chunk, after the bytes before it (all authentic) were written.
-  absl::Status s = CopyPayload(c.reader.get(), *c.key, 0, m.payload_size, m.payload_size,
+  absl::Status s = CopyPayload(c.reader_.get(), *c.key_, 0, m.payload_size, m.payload_size,
                                nullptr, options);
   if (!s.ok()) return Failed(s, false);
   CountingFdSink sink(fd);
   ReleaseOptions quiet = options;
   quiet.progress = nullptr;
-  s = CopyPayload(c.reader.get(), *c.key, 0, m.archive_size, m.archive_size, &sink, quiet);
+  s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.archive_size, &sink, quiet);
   if (s.ok()) s = sink.Flush();
   if (!s.ok()) return Failed(s, sink.written() > 0);
   return m.archive_size;
@@ -174,13 +144,13 @@ absl::StatusOr<uint64_t> Permit::StreamArchive(int fd, const ReleaseOptions& opt
 absl::StatusOr<uint64_t> Permit::StreamFile(int fd, const ReleaseOptions& options) {
   BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kFile));
   const OpenCapsule& c = *state_->capsule;
-  const capsule::Manifest& m = c.reader->manifest();
+  const capsule::Manifest& m = c.reader_->manifest();
   const capsule::FileEntry& f = *state_->file;
   if (f.offset > m.archive_size || f.size > m.archive_size - f.offset) {
     return Failed(absl::DataLossError("file index entry points outside the archive"), false);
   }
   CountingFdSink sink(fd);
-  absl::Status s = StreamAuthenticatedFile(c.reader.get(), *c.key, f, &sink, options);
+  absl::Status s = StreamAuthenticatedFile(c.reader_.get(), *c.key_, f, &sink, options);
   if (s.ok()) s = sink.Flush();
   if (!s.ok()) return Failed(s, sink.written() > 0);
   return f.size;
@@ -188,6 +158,27 @@ absl::StatusOr<uint64_t> Permit::StreamFile(int fd, const ReleaseOptions& option
 
 // ---------------------------------------------------------------------------------------------
 // Gate
+
+// Files (non-directories) of the index that `selection` keeps (all when empty).
+std::vector<std::string> Gate::SelectedFiles(const OpenCapsule& c,
+                                       const capsule::PathSelection& selection) {
+  std::vector<std::string> files;
+  for (const capsule::FileEntry& e : c.entries_) {
+    if (e.type == capsule::FileEntry::Type::kDirectory) continue;
+    if (selection.empty() || selection.Selects(e.path)) files.push_back(e.path);
+  }
+  return files;
+}
+
+// The last entry for `path` (as in tar, a later entry replaces an earlier one), or null.
+const capsule::FileEntry* Gate::FindEntry(const OpenCapsule& c, const std::string& path) {
+  const capsule::FileEntry* found = nullptr;
+  for (const capsule::FileEntry& e : c.entries_) {
+    if (e.path == path) found = &e;
+  }
+  return found;
+}
+
 
 Gate::Gate(const SiteConfig& site, const crypto::Identity& identity,
            std::vector<crypto::PublicIdentity> trusted)
@@ -198,29 +189,29 @@ Gate::Gate(const crypto::Identity& identity, std::vector<crypto::PublicIdentity>
 
 absl::StatusOr<std::unique_ptr<OpenCapsule>> Gate::Open(
     std::unique_ptr<capsule::RandomAccessFile> file, const std::string& name, int threads) const {
-  auto c = std::make_unique<OpenCapsule>();
-  c->name = name;
+  std::unique_ptr<OpenCapsule> c(new OpenCapsule());
+  c->name_ = name;
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
       capsule::CapsuleReader::Open(std::move(file), trusted_);
   if (!reader.ok()) {
     return absl::Status(reader.status().code(),
                         absl::StrCat(name, ": ", reader.status().message()));
   }
-  c->reader = std::move(*reader);
-  absl::StatusOr<std::unique_ptr<capsule::PayloadKey>> key = c->reader->Unlock(*identity_);
+  c->reader_ = std::move(*reader);
+  absl::StatusOr<std::unique_ptr<capsule::PayloadKey>> key = c->reader_->Unlock(*identity_);
   if (!key.ok()) return key.status();
-  c->key = std::move(*key);
+  c->key_ = std::move(*key);
   // The index, once: names only, no file content is decrypted.
-  const capsule::Manifest& m = c->reader->manifest();
+  const capsule::Manifest& m = c->reader_->manifest();
   absl::StatusOr<std::unique_ptr<capsule::PayloadStream>> stream =
-      c->reader->Stream(*c->key, m.archive_size, m.payload_size, threads);
+      c->reader_->Stream(*c->key_, m.archive_size, m.payload_size, threads);
   if (!stream.ok()) return stream.status();
   capsule::IndexReader index(stream->get(), m.index_entries);
   while (true) {
     absl::StatusOr<std::optional<capsule::FileEntry>> e = index.Next();
     if (!e.ok()) return e.status();
     if (!e->has_value()) break;
-    c->entries.push_back(std::move(**e));
+    c->entries_.push_back(std::move(**e));
   }
   return c;
 }
@@ -239,7 +230,7 @@ absl::StatusOr<verifier::Authorization> Gate::Authorize(const OpenCapsule& c, co
   request.only_patterns = std::move(patterns);
   request.now = now;
   request.dry_run = dry_run;
-  return verifier::AuthorizeFiles(c.reader->manifest(), SelectedFiles(c, selection), request);
+  return verifier::AuthorizeFiles(c.reader_->manifest(), SelectedFiles(c, selection), request);
 }
 
 absl::StatusOr<Permit> Gate::Decide(std::unique_ptr<OpenCapsule> c, const Requester& who,
@@ -334,7 +325,7 @@ absl::StatusOr<std::vector<capsule::FileEntry>> Gate::List(const OpenCapsule& c,
     return it != permitted.end() && it->compare(0, prefix.size(), prefix) == 0;
   };
   std::vector<capsule::FileEntry> out;
-  for (const capsule::FileEntry& f : c.entries) {
+  for (const capsule::FileEntry& f : c.entries_) {
     if (denied.count(f.path) > 0) continue;
     if (f.type == capsule::FileEntry::Type::kDirectory && !has_permitted_below(f.path)) continue;
     out.push_back(f);

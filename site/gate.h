@@ -103,8 +103,22 @@ struct Explanation {
   uint64_t files = 0;  // requested files
 };
 
-// A capsule checked and unlocked at the gate (Gate::Open). Opaque: only the gate reads it.
-class OpenCapsule;
+// A capsule checked and unlocked at the gate (Gate::Open), its index read. Opaque: only the
+// gate and its permits read what it holds.
+class OpenCapsule {
+ public:
+  ~OpenCapsule();
+
+ private:
+  friend class Gate;
+  friend class Permit;
+  friend std::string CapsuleId(const OpenCapsule& capsule);
+  OpenCapsule();
+  std::unique_ptr<capsule::CapsuleReader> reader_;
+  std::unique_ptr<capsule::PayloadKey> key_;
+  std::vector<capsule::FileEntry> entries_;
+  std::string name_;
+};
 // Its id (hex), for messages.
 std::string CapsuleId(const OpenCapsule& capsule);
 
@@ -171,6 +185,9 @@ class Gate {
                                                        const Requester& who, int64_t now) const;
 
  private:
+  static std::vector<std::string> SelectedFiles(const OpenCapsule& capsule,
+                                                const capsule::PathSelection& selection);
+  static const capsule::FileEntry* FindEntry(const OpenCapsule& capsule, const std::string& path);
   absl::StatusOr<verifier::Authorization> Authorize(const OpenCapsule& capsule,
                                                     const Requester& who,
                                                     const capsule::PathSelection& selection,

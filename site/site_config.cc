@@ -146,35 +146,5 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
   return site;
 }
 
-absl::Status CheckDestination(const SiteConfig& site, const std::string& dir) {
-  // ".." is refused outright: collapsing it as text would not match what the kernel does
-  // through a symlink (landing/link/../x), and extraction uses the path as given.
-  for (absl::string_view part : absl::StrSplit(dir, '/')) {
-    if (part == "..") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("destination ", dir, " contains '..'; name it without"));
-    }
-  }
-  const std::string abs = Resolve(CurrentDir(), dir);
-  // Resolve symlinks in the existing part of the parent, so a link cannot smuggle the
-  // destination elsewhere; the leaf itself is created by the extraction.
-  const std::string parent = abs.substr(0, abs.rfind('/'));
-  char real[PATH_MAX];
-  const std::string leaf = abs.substr(abs.rfind('/') + 1);
-  std::string resolved = abs;
-  if (::realpath(parent.empty() ? "/" : parent.c_str(), real) != nullptr) {
-    resolved = NormalizeAbsolute(std::string(real) + "/" + leaf);
-  }
-  for (const std::string& d : site.destinations) {
-    std::string root = d;
-    if (::realpath(d.c_str(), real) != nullptr) root = real;
-    if (resolved != root && absl::StartsWith(resolved, root == "/" ? root : root + "/")) {
-      return absl::OkStatus();
-    }
-  }
-  return absl::PermissionDeniedError(absl::StrCat(
-      "destination ", dir, " is not under any of the site's destinations (",
-      absl::StrJoin(site.destinations, ", "), ")"));
-}
 
 }  // namespace bunker::site

@@ -36,9 +36,6 @@ struct SiteConfig {
 // required; relative paths resolved against the file's folder.
 absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path);
 
-// Whether `dir` lies under one of the site's destinations, with symlinks in its existing parent
-// resolved; kPermissionDenied naming it otherwise, kInvalidArgument if it contains "..".
-absl::Status CheckDestination(const SiteConfig& site, const std::string& dir);
 
 }  // namespace bunker::site
 

@@ -233,3 +233,17 @@ absl::Status RecordSiteEvent(const SiteFacts& site, const crypto::Identity& iden
 }
 
 }  // namespace bunker::verifier
+
+namespace bunker::verifier {
+absl::Status RecordReleaseFailed(const SiteFacts& site, const crypto::Identity& identity,
+                                 const Authorization& permit, std::string reason, int64_t now) {
+  (void)permit;
+  AuditRecord rec;
+  rec.time = now;
+  rec.event = "release-failed";
+  rec.decision = "failed";
+  rec.site = site.site;
+  rec.reasons = {std::move(reason)};
+  return RecordSiteEvent(site, identity, rec);
+}
+}  // namespace bunker::verifier

@@ -40,6 +40,8 @@ struct OpenRequest {
   const crypto::Identity* site_identity = nullptr;
   std::optional<crypto::PublicIdentity> requester;  // --as
   std::optional<std::string> purpose;               // --purpose
+  std::optional<uint32_t> uid;                      // a local client of the verifier service
+  std::optional<int32_t> pid;
   capsule::PathSelection only;                      // --only; empty: the whole capsule
   std::vector<std::string> only_patterns;           // as typed, for the audit record
   int64_t now = 0;
@@ -66,6 +68,10 @@ absl::StatusOr<Authorization> Authorize(const capsule::CapsuleReader& reader,
 absl::StatusOr<Authorization> AuthorizeFiles(const capsule::Manifest& manifest,
                                              std::vector<std::string> files,
                                              const OpenRequest& request);
+
+// Records that the release `permit` allowed failed before anything was released.
+absl::Status RecordReleaseFailed(const SiteFacts& site, const crypto::Identity& identity,
+                                 const Authorization& permit, std::string reason, int64_t now);
 
 // Appends an event that is not an open decision (e.g. a capsule received, refused or sent by
 // the transfer daemon) to the site's audit log, checked and kept in step with the state

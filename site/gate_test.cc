@@ -1,0 +1,200 @@
+// The gate (site/gate.h): what a permit releases, where, and what a failure leaves behind.
+#include "site/gate.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "capsule/capsule_test_util.h"
+#include "gtest/gtest.h"
+#include "site/request.h"
+#include "verifier/audit_log.h"
+
+namespace bunker::site {
+namespace {
+
+using capsule::testing::Exists;
+using capsule::testing::ListDir;
+using capsule::testing::MakeTempDir;
+using capsule::testing::ReadFile;
+using capsule::testing::WriteFile;
+
+struct Fixture {
+  capsule::testing::Keys keys;
+  std::string root = MakeTempDir();
+  std::vector<uint8_t> capsule;
+  SiteConfig site;
+
+  Fixture() {
+    ::mkdir((root + "/data").c_str(), 0755);
+    ::mkdir((root + "/data/train").c_str(), 0755);
+    WriteFile(root + "/data/train/a.csv", "row 1\n");
+    // Spans several 4 KiB chunks.
+    const std::vector<uint8_t> big = capsule::testing::PatternBytes(40000, 7);
+    WriteFile(root + "/data/train/big.bin", std::string(big.begin(), big.end()));
+    capsule = capsule::testing::SealDirectory(keys, root + "/data");
+    ::mkdir((root + "/landing").c_str(), 0777);
+    ::mkdir((root + "/outside").c_str(), 0755);
+    site.site = "site-b";
+    site.state = root + "/state";
+    site.destinations = {root + "/landing"};
+  }
+
+  Gate SiteGate() const { return Gate(site, keys.alice, {keys.issuer.public_identity()}); }
+
+  absl::StatusOr<Permit> Decide(const Gate& gate, const Want& want,
+                                std::vector<uint8_t> bytes = {}) {
+    absl::StatusOr<std::unique_ptr<OpenCapsule>> c =
+        gate.Open(capsule::MemoryFile(bytes.empty() ? capsule : bytes), "d.capsule", 2);
+    if (!c.ok()) return c.status();
+    return gate.Decide(std::move(*c), Requester{}, want, 1800000000);
+  }
+
+  uint64_t LoggedEntries() {
+    uint64_t n = 0;
+    absl::Status s = verifier::ForEachAuditRecord(
+        site.state + "/audit.log", [&n](uint64_t, const verifier::AuditRecord&) {
+          ++n;
+          return true;
+        });
+    return s.ok() ? n : 0;
+  }
+};
+
+// The chunk holding payload offset `offset` flipped: the table still verifies, the chunk not.
+std::vector<uint8_t> FlipChunkAt(const std::vector<uint8_t>& capsule, size_t chunk) {
+  capsule::testing::Parts p = capsule::testing::MustSplit(capsule);
+  const size_t at = chunk * (4096 + 16) + 100;
+  EXPECT_LT(at, p.chunks.size());
+  p.chunks[at] ^= 0x40;
+  return capsule::testing::Join(p);
+}
+
+TEST(GateTest, ExtractsIntoASiteDestinationAndRecordsTheDecision) {
+  Fixture f;
+  Gate gate = f.SiteGate();
+  absl::StatusOr<Permit> permit = f.Decide(gate, Want{Want::Kind::kExtract, {"train/a.csv"}, ""});
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  EXPECT_EQ(f.LoggedEntries(), 1u);
+  absl::StatusOr<Destination> to = ResolveDestination(f.site, f.root + "/landing/run1");
+  ASSERT_TRUE(to.ok()) << to.status();
+  absl::StatusOr<capsule::ExtractStats> stats = permit->Extract(*to, ReleaseOptions{});
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->files, 1u);
+  EXPECT_EQ(ReadFile(f.root + "/landing/run1/train/a.csv"), "row 1\n");
+  EXPECT_FALSE(Exists(f.root + "/landing/run1/train/big.bin"));
+  // A permit releases once, and only what it was made for.
+  EXPECT_EQ(permit->Extract(*to, {}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(permit->StreamFile(1, {}).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(GateTest, DestinationsAreResolvedWithoutFollowingPlantedSymlinks) {
+  Fixture f;
+  ASSERT_EQ(::symlink("../outside", (f.root + "/landing/evil").c_str()), 0);
+  for (const std::string& dest : {"/landing/evil/x", "/landing/evil/newsub/x"}) {
+    absl::StatusOr<Destination> to = ResolveDestination(f.site, f.root + dest);
+    ASSERT_TRUE(to.ok()) << to.status();  // lexically under the destination
+    Gate gate = f.SiteGate();
+    absl::StatusOr<Permit> permit = f.Decide(gate, Want{});
+    ASSERT_TRUE(permit.ok()) << permit.status();
+    absl::StatusOr<capsule::ExtractStats> stats = permit->Extract(*to, {});
+    EXPECT_EQ(stats.status().code(), absl::StatusCode::kPermissionDenied) << dest;
+    EXPECT_TRUE(ListDir(f.root + "/outside").empty()) << dest;
+  }
+  // Outside the destinations, ".." and the destination itself are refused before anything.
+  EXPECT_EQ(ResolveDestination(f.site, f.root + "/outside/x").status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ResolveDestination(f.site, f.root + "/landing").status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ResolveDestination(f.site, f.root + "/landing/a/../../outside").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GateTest, StreamFileWritesNothingWhenALaterChunkIsCorrupt) {
+  Fixture f;
+  Gate gate = f.SiteGate();
+  // big.bin spans chunks well past the first: corrupt one near its end.
+  const std::vector<uint8_t> bad = FlipChunkAt(f.capsule, 9);
+  absl::StatusOr<Permit> permit =
+      f.Decide(gate, Want{Want::Kind::kFile, {}, "train/big.bin"}, bad);
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  const std::string out = f.root + "/out.bin";
+  capsule::Fd fd(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  absl::StatusOr<uint64_t> n = permit->StreamFile(fd.get(), {});
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kDataLoss) << n.status();
+  EXPECT_EQ(ReadFile(out), "");
+  // The failure is on record, after the permit.
+  EXPECT_EQ(f.LoggedEntries(), 2u);
+}
+
+TEST(GateTest, StreamFileWritesTheExactContents) {
+  Fixture f;
+  Gate gate = f.SiteGate();
+  absl::StatusOr<Permit> permit = f.Decide(gate, Want{Want::Kind::kFile, {}, "train/big.bin"});
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  const std::string out = f.root + "/out.bin";
+  capsule::Fd fd(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  absl::StatusOr<uint64_t> n = permit->StreamFile(fd.get(), {});
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 40000u);
+  EXPECT_EQ(ReadFile(out), ReadFile(f.root + "/data/train/big.bin"));
+}
+
+TEST(GateTest, AFailedExtractionLeavesNothingAndIsRecorded) {
+  Fixture f;
+  Gate gate = f.SiteGate();
+  absl::StatusOr<Permit> permit = f.Decide(gate, Want{}, FlipChunkAt(f.capsule, 5));
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  absl::StatusOr<Destination> to = ResolveDestination(f.site, f.root + "/landing/run");
+  ASSERT_TRUE(to.ok());
+  EXPECT_EQ(permit->Extract(*to, {}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(ListDir(f.root + "/landing").empty());
+  EXPECT_EQ(f.LoggedEntries(), 2u);
+}
+
+TEST(GateTest, WriteArchiveIsAtomicAndRefusesToReplace) {
+  Fixture f;
+  Gate gate = f.SiteGate();
+  absl::StatusOr<Destination> to = ResolveDestination(f.site, f.root + "/landing/sub/d.tar");
+  ASSERT_TRUE(to.ok());
+  absl::StatusOr<Permit> permit = f.Decide(gate, Want{Want::Kind::kArchive, {}, ""});
+  ASSERT_TRUE(permit.ok());
+  absl::StatusOr<uint64_t> n = permit->WriteArchive(*to, {});
+  ASSERT_TRUE(n.ok()) << n.status();
+  struct stat st;
+  ASSERT_EQ(::stat((f.root + "/landing/sub/d.tar").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), *n);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(CheckDestinationFree(*to).code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST(GateTest, OfflineDeniesNothingWithoutAPolicyAndRecordsNothing) {
+  Fixture f;
+  Gate gate(f.keys.alice, {f.keys.issuer.public_identity()});
+  SiteRequest r;
+  r.command = Command::kLs;
+  std::vector<std::string> listed;
+  r.entries = [&listed](const std::vector<capsule::FileEntry>& batch) {
+    for (const auto& e : batch) listed.push_back(e.path);
+    return absl::OkStatus();
+  };
+  absl::StatusOr<Outcome> o = HandleRequest(gate, capsule::MemoryFile(f.capsule), "d", r);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(listed.size(), 3u);  // train/, train/a.csv, train/big.bin
+  EXPECT_FALSE(Exists(f.site.state));
+}
+
+TEST(GateTest, ACapsuleForSomeoneElseIsRefusedBeforeAnyDecision) {
+  Fixture f;
+  Gate gate(f.site, f.keys.bob, {f.keys.issuer.public_identity()});
+  absl::StatusOr<std::unique_ptr<OpenCapsule>> c =
+      gate.Open(capsule::MemoryFile(f.capsule), "d.capsule", 1);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_FALSE(Exists(f.site.state + "/audit.log"));
+}
+
+}  // namespace
+}  // namespace bunker::site

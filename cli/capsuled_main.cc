@@ -1,5 +1,7 @@
 // capsuled: a site's transfer daemon (spec/TRANSFER.md). Thin: flags, keys, then
 // transfer::RunDaemon; transfer events also go to the site's audit log.
+#include <pthread.h>
+#include <signal.h>
 #include <sys/resource.h>
 
 #include <clocale>
@@ -11,6 +13,7 @@
 #include "cli/context.h"
 #include "crypto/secret.h"
 #include "site/admission.h"
+#include "site/service.h"
 #include "transfer/daemon.h"
 #include "verifier/audit_log.h"
 #include "site/site_config.h"
@@ -38,7 +41,11 @@ int main(int argc, char** argv) {
       "The site file (spec/POLICY.md \"Site configuration\") gives \"listen\" (host:port),\n"
       "\"peers\" (public keys of the sites allowed to connect), \"store\" (received capsules),\n"
       "\"identity\", \"trust\" (issuers whose capsules are accepted) and \"state\" (the audit\n"
-      "log). Logs one line per event on stderr; stops cleanly on SIGTERM or SIGINT.",
+      "log). Logs one line per event on stderr; stops cleanly on SIGTERM or SIGINT.\n"
+      "With \"socket\", it is also the site's verifier service (spec/VERIFIER.md): local users'\n"
+      "capsule open/ls/cat/policy explain --site ask it over that Unix socket, and only the\n"
+      "daemon's user reads the site key and the state folder. A site may run the service\n"
+      "alone (no \"listen\").",
       {},
       {{"site", true, false, "the site configuration", "FILE"}},
       "capsuled"};
@@ -47,9 +54,15 @@ int main(int argc, char** argv) {
   if (!ctx.args().Has("site")) return ctx.UsageError("--site SITE.json is required");
   absl::StatusOr<site::SiteConfig> site = site::LoadSiteConfig(ctx.args().Get("site"));
   if (!site.ok()) return ctx.Fail(site.status());
-  if (site->listen.empty() || site->peers.empty() || site->store.empty()) {
+  const bool transfers = !site->listen.empty();
+  if (!transfers && site->socket.empty()) {
     return ctx.Fail(absl::InvalidArgumentError(absl::StrCat(
-        site->path, ": a daemon needs \"listen\", \"peers\" and \"store\"")));
+        site->path, ": a daemon needs \"socket\" (the verifier service), or \"listen\", "
+                    "\"peers\" and \"store\" (transfers), or both")));
+  }
+  if (transfers && (site->peers.empty() || site->store.empty())) {
+    return ctx.Fail(absl::InvalidArgumentError(absl::StrCat(
+        site->path, ": a transfer daemon needs \"listen\", \"peers\" and \"store\"")));
   }
   absl::StatusOr<crypto::Identity> identity = capsule::LoadIdentity(site->identity);
   if (!identity.ok()) return ctx.Fail(identity.status());
@@ -84,7 +97,40 @@ int main(int argc, char** argv) {
     absl::Status s = verifier::RecordSiteEvent(site->Facts(), *identity, rec);
     if (!s.ok()) options.log(absl::StrCat("cannot write the audit log: ", s.message()));
   };
+  // The signals that stop the daemon are blocked in every thread (the service's threads inherit
+  // this mask) and taken by the transfer loop or by sigwait below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  // The verifier service for the site's local users (spec/VERIFIER.md).
+  std::unique_ptr<site::VerifierService> verifier_service;
+  if (!site->socket.empty()) {
+    absl::StatusOr<std::map<uid_t, crypto::PublicIdentity>> users = site::LoadUsers(*site);
+    if (!users.ok()) return ctx.Fail(users.status());
+    site::ServiceOptions service;
+    service.site = &*site;
+    service.identity = &*identity;
+    service.trusted = *trusted;
+    service.users = std::move(*users);
+    service.log = options.log;
+    absl::StatusOr<std::unique_ptr<site::VerifierService>> started =
+        site::VerifierService::Start(std::move(service));
+    if (!started.ok()) return ctx.Fail(started.status());
+    verifier_service = std::move(*started);
+  }
+  if (!transfers) {
+    int signo = 0;
+    sigwait(&stop_signals, &signo);
+    options.log(absl::StrCat("stopping on signal ", signo));
+    verifier_service.reset();
+    options.log("stopped");
+    return cli::kExitOk;
+  }
   absl::Status s = transfer::RunDaemon(options);
+  verifier_service.reset();
   if (!s.ok()) return ctx.Fail(s);
   return cli::kExitOk;
 }

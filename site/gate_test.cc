@@ -94,7 +94,7 @@ TEST(GateTest, ExtractsIntoASiteDestinationAndRecordsTheDecision) {
 TEST(GateTest, DestinationsAreResolvedWithoutFollowingPlantedSymlinks) {
   Fixture f;
   ASSERT_EQ(::symlink("../outside", (f.root + "/landing/evil").c_str()), 0);
-  for (const std::string& dest : {"/landing/evil/x", "/landing/evil/newsub/x"}) {
+  for (const char* dest : {"/landing/evil/x", "/landing/evil/newsub/x"}) {
     absl::StatusOr<Destination> to = ResolveDestination(f.site, f.root + dest);
     ASSERT_TRUE(to.ok()) << to.status();  // lexically under the destination
     Gate gate = f.SiteGate();

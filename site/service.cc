@@ -1,5 +1,7 @@
 #include "site/service.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -18,6 +20,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "capsule/beneath.h"
 #include "capsule/fd.h"
 #include "capsule/io.h"
 #include "capsule/key_files.h"
@@ -46,6 +49,40 @@ void SetTimeout(int sock, int option, int seconds) {
 bool HungUp(int sock) {
   struct pollfd p {sock, POLLRDHUP, 0};
   return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+// Removes the staging directories of releases that a crash interrupted: ".<name>.bunker-XXXXXX",
+// ours, private, anywhere up to `depth` levels below `dir`. Symlinks are never followed.
+void SweepStaging(int dir, int depth, size_t* removed) {
+  capsule::Fd listing(::openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!listing.valid()) return;
+  DIR* d = ::fdopendir(listing.release());
+  if (d == nullptr) return;
+  std::vector<std::string> stale, below;
+  while (const struct dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st;
+    if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) {
+      continue;
+    }
+    const size_t tag = name.rfind(".bunker-");
+    if (name[0] == '.' && tag != std::string::npos && name.size() == tag + 14 &&
+        st.st_uid == ::geteuid() && (st.st_mode & 07777) == 0700) {
+      stale.push_back(name);
+    } else if (depth > 0) {
+      below.push_back(name);
+    }
+  }
+  ::closedir(d);
+  for (const std::string& name : stale) {
+    capsule::RemoveTreeBeneath(dir, name);
+    ++*removed;
+  }
+  for (const std::string& name : below) {
+    capsule::Fd sub(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (sub.valid()) SweepStaging(sub.get(), depth - 1, removed);
+  }
 }
 
 }  // namespace
@@ -283,7 +320,16 @@ absl::StatusOr<std::unique_ptr<VerifierService>> VerifierService::Start(ServiceO
     return absl::UnavailableError(absl::StrCat("cannot listen on ", path, ": ",
                                                std::strerror(errno)));
   }
+  // What a crash (kill -9 mid-release) left staged is removed before anyone is served.
+  size_t removed = 0;
+  for (const std::string& dest : options.site->destinations) {
+    capsule::Fd root(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (root.valid()) SweepStaging(root.get(), 16, &removed);
+  }
   auto impl = std::make_unique<Impl>(std::move(options));
+  if (removed > 0) {
+    impl->Log(absl::StrCat("removed ", removed, " staging folder(s) of interrupted releases"));
+  }
   impl->listener = std::move(fd);
   Impl* raw = impl.get();
   impl->acceptor = std::thread([raw] { raw->Accept(); });

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# The bunker's walls (spec/VERIFIER.md): a real capsuled running as its own system user serves a
+# real unprivileged user over the site's Unix socket. Needs root (to create the users and drop to
+# them with setpriv); exits 77 (skipped) with a message otherwise.
+# Usage: verifier_scenarios.sh CAPSULE_BINARY CAPSULED_BINARY SCENARIO
+set -uo pipefail
+CAPSULE=$1
+CAPSULED=$2
+SCENARIO=$3
+SITE_USER=bunker-test-site
+USER_A=bunker-test-alice
+USER_B=bunker-test-bob
+
+if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null || ! command -v useradd >/dev/null; then
+  echo "SKIP [$SCENARIO]: needs root, setpriv and useradd to run the daemon and a user as real users" >&2
+  exit 77
+fi
+for u in "$SITE_USER" "$USER_A" "$USER_B"; do
+  id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u" \
+    2>/dev/null || id "$u" >/dev/null 2>&1 || { echo "cannot create user $u" >&2; exit 1; }
+done
+
+# The binaries must be reachable by the unprivileged users.
+WORK=$(mktemp -d /tmp/bunker-verifier-XXXXXX)
+chmod 755 "$WORK"
+DAEMON_PID=""
+cleanup() {
+  [ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null
+  pkill -9 -u "$USER_A" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+# Copies of the programs that every user can run, wherever the build tree lives.
+mkdir -p "$WORK/bin"
+cp "$CAPSULE" "$CAPSULED" "$WORK/bin/"
+CAPSULE="$WORK/bin/$(basename "$CAPSULE")"
+CAPSULED="$WORK/bin/$(basename "$CAPSULED")"
+chmod 755 "$WORK/bin" "$CAPSULE" "$CAPSULED"
+cd "$WORK"
+
+as_user() { local u=$1; shift; setpriv --reuid "$u" --regid "$u" --init-groups -- "$@"; }
+as_alice() { as_user "$USER_A" "$@"; }
+
+# A site whose key and state belong to the daemon's user, a landing folder every user can write
+# (sticky, like /tmp: users can plant symlinks there), and a capsule. $1: policy rules.
+setup() {
+  for k in owner site alice bob; do [ -f $k.key ] || "$CAPSULE" keygen -o $k >/dev/null; done
+  mkdir -p data/train data/pii run state landing outside
+  printf 'row 1\n' > data/train/a.csv
+  printf 'row 2\n' > data/train/b.csv
+  printf 'secret\n' > data/pii/names.csv
+  head -c "${DATA_BYTES:-100000}" /dev/urandom > data/train/big.bin
+  printf '{"version": 1, "rules": [%s]}\n' "$1" > policy.json
+  "$CAPSULE" seal data -o d.capsule --sign owner.key --to site.pub --policy policy.json \
+    --chunk-size 64K >/dev/null 2>"$WORK/.stderr" || { cat "$WORK/.stderr"; fail "seal"; }
+  cat > site.json <<JSON
+{ "site": "site-b", "identity": "site.key", "trust": ["owner.pub"], "destinations": ["landing"],
+  "state": "state", "socket": "run/verifier.sock" ${SITE_EXTRA:-} }
+JSON
+  chown "$SITE_USER" site.key state run
+  chmod 700 state
+  chmod 755 run
+  chmod 1777 landing
+  chmod 755 outside
+  chmod 644 d.capsule site.json ./*.pub
+  chown "$USER_A" alice.key
+  start_daemon
+}
+
+start_daemon() {
+  : > daemon.log
+  chmod 666 daemon.log
+  setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups --inh-caps +chown \
+    --ambient-caps +chown -- "$CAPSULED" --site site.json 2>>daemon.log &
+  DAEMON_PID=$!
+  for _ in $(seq 1 100); do
+    grep -q 'verifier listening' daemon.log && return
+    sleep 0.05
+  done
+  cat daemon.log; fail "the daemon did not start"
+}
+
+open_as_alice() { as_alice "$CAPSULE" open d.capsule --site site.json "$@"; }
+nothing_outside() {
+  [ -z "$(ls -A outside)" ] || fail "bytes landed outside the destinations: $(ls -A outside)"
+}
+
+scenario_verifier_user_holds_no_key_and_no_state() {
+  setup '{"id": "all", "effect": "permit"}'
+  expect_exit 1 as_alice cat site.key
+  expect_exit 1 as_alice touch state/x
+  expect_exit 1 as_alice ls state
+  # Without the service, the user cannot decide: the key is not theirs to read.
+  expect_exit 5 open_as_alice --direct --to landing/direct
+  expect_err 'site.key'
+  [ ! -e landing/direct ] || fail "released without the key"
+}
+
+scenario_verifier_open_through_the_socket_gives_files_to_the_user() {
+  setup '{"id": "train", "effect": "permit", "purposes": ["training"], "paths": ["train/**"]}'
+  expect_exit 0 open_as_alice --purpose training --only 'train/**' --to landing/run1
+  expect_out 'permitted by train'
+  diff -r data/train landing/run1/train || fail "released files differ"
+  [ "$(stat -c %U landing/run1)" = "$USER_A" ] || fail "the destination is not the user's"
+  [ "$(stat -c %U landing/run1/train/a.csv)" = "$USER_A" ] || fail "files are not the user's"
+  [ -z "$(find landing/run1 ! -user "$USER_A")" ] || fail "an entry is not the user's"
+  # A deny releases nothing and is on record with the user's uid.
+  expect_exit 5 open_as_alice --purpose marketing --to landing/run2
+  [ ! -e landing/run2 ] || fail "released on a deny"
+  no_leftovers landing
+  local uid; uid=$(id -u "$USER_A")
+  "$CAPSULE" audit show --site site.json --json > show.json 2>/dev/null || fail "audit show"
+  grep -q "\"uid\": $uid" show.json || { cat show.json; fail "no uid in the audit records"; }
+  [ "$(grep -c '"decision": "deny"' show.json)" -ge 1 ] || fail "deny not on record"
+  # cat and --to-tar - stream into the user's own descriptors.
+  as_alice "$CAPSULE" cat d.capsule train/a.csv --site site.json > cat.out 2>"$WORK/.stderr" ||
+    { cat "$WORK/.stderr"; fail "cat"; }
+  [ "$(cat cat.out)" = "row 1" ] || fail "cat gave $(cat cat.out)"
+  expect_exit 5 as_alice "$CAPSULE" cat d.capsule pii/names.csv --site site.json
+  expect_exit 0 as_alice "$CAPSULE" ls d.capsule --site site.json
+  ! grep -q pii "$WORK/.stdout" || fail "ls shows forbidden names"
+  expect_exit 0 as_alice "$CAPSULE" policy explain d.capsule --site site.json --purpose training --only 'train/**'
+  expect_out 'decision   permit'
+}
+
+scenario_verifier_planted_symlinks_never_lead_outside() {
+  setup '{"id": "all", "effect": "permit"}'
+  as_alice ln -s ../outside landing/evil
+  expect_exit 5 open_as_alice --to landing/evil/x
+  expect_exit 5 open_as_alice --to landing/evil/newsub/x
+  expect_exit 5 open_as_alice --to-tar landing/evil/x.tar
+  nothing_outside
+  # A symlink swapped in and out of the path while opens run.
+  as_alice mkdir landing/u
+  as_alice sh -c 'i=0; while [ $i -lt 100000 ]; do
+      mv landing/u landing/u.real 2>/dev/null; ln -sfn ../outside landing/u 2>/dev/null
+      rm -f landing/u 2>/dev/null; mv landing/u.real landing/u 2>/dev/null; i=$((i+1)); done' &
+  local racer=$!
+  local ok=0
+  for i in $(seq 1 100); do
+    if open_as_alice --to "landing/u/out$i" >/dev/null 2>&1; then ok=$((ok + 1)); fi
+  done
+  kill "$racer" 2>/dev/null; wait "$racer" 2>/dev/null
+  nothing_outside
+  echo "racing opens that landed inside: $ok of 100"
+}
+
+scenario_verifier_last_use_race() {
+  setup '{"id": "once", "effect": "permit", "maxOpens": 1}'
+  local pids=()
+  for i in $(seq 1 20); do
+    ( open_as_alice --to "landing/r$i" >/dev/null 2>&1; echo $? > "rc$i" ) &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  local won; won=$(cat rc* | grep -c '^0$')
+  [ "$won" -eq 1 ] || fail "$won of 20 opens won the last use: $(cat rc* | tr '\n' ' ')"
+  [ "$(ls landing | wc -l)" -eq 1 ] || fail "landing holds $(ls landing)"
+}
+
+scenario_verifier_kill9_during_extraction() {
+  DATA_BYTES=400000000 setup '{"id": "all", "effect": "permit"}'
+  open_as_alice --to landing/big --threads 1 >/dev/null 2>open.err &
+  local client=$!
+  for _ in $(seq 1 400); do
+    [ -n "$(find landing -maxdepth 1 -name '.*bunker*' 2>/dev/null)" ] && break
+    sleep 0.01
+  done
+  kill -9 "$DAEMON_PID"
+  wait "$client"; local rc=$?
+  [ "$rc" -ne 0 ] || fail "the open succeeded although its daemon was killed"
+  [ ! -e landing/big ] || fail "a partial destination is named"
+  grep -q "closed the connection" open.err || { cat open.err; fail "no clear error"; }
+  start_daemon
+  no_leftovers landing
+  expect_exit 0 open_as_alice --to landing/again --only 'train/a.csv'
+}
+
+scenario_verifier_requester_is_proven() {
+  SITE_EXTRA=', "users": {"'"$USER_B"'": "bob.pub"}'
+  local alice bob
+  alice=$(fingerprint_of alice)
+  bob=$(fingerprint_of bob)
+  setup '{"id": "alice", "effect": "permit", "requesters": ["'"$alice"'"]}, {"id": "bob", "effect": "permit", "requesters": ["'"$bob"'"]}'
+  # Alice proves her key by signing the daemon's challenge.
+  expect_exit 0 open_as_alice --as alice.key --to landing/a
+  # A public key proves nothing: refused for a release (explain may name one).
+  expect_exit 5 open_as_alice --as bob.pub --to landing/b
+  [ ! -e landing/b ] || fail "released to an unproven requester"
+  expect_exit 0 as_alice "$CAPSULE" policy explain d.capsule --site site.json --as bob.pub
+  # Without --as, alice is nobody; bob's uid stands for bob's key (site file "users").
+  expect_exit 5 open_as_alice --to landing/c
+  expect_exit 0 as_user "$USER_B" "$CAPSULE" open d.capsule --site site.json --to landing/d
+  [ "$(stat -c %U landing/d)" = "$USER_B" ] || fail "bob's files are not bob's"
+}
+
+scenario_verifier_garbage_on_the_socket() {
+  [ -x /usr/bin/python3 ] || { echo "SKIP [$SCENARIO]: needs /usr/bin/python3 for a raw client" >&2; exit 77; }
+  setup '{"id": "all", "effect": "permit"}'
+  # Garbage, oversized lengths and silent clients: each is refused, the service lives on.
+  for payload in 'hello' "$(printf '\xff\xff\xff\x7f')" "$(head -c 5000 /dev/urandom)"; do
+    as_alice /usr/bin/python3 - run/verifier.sock "$payload" <<'PY' || true
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(5)
+s.recv(4096); s.sendall(sys.argv[2].encode('latin-1', 'replace')); s.shutdown(socket.SHUT_WR)
+try:
+    s.recv(65536)
+except Exception:
+    pass
+PY
+  done
+  expect_exit 0 open_as_alice --to landing/after --only 'train/a.csv'
+}
+
+"scenario_$SCENARIO"
+echo "ok [$SCENARIO]"

@@ -10,6 +10,12 @@
 
 namespace bunker::site {
 
+// One entry of "witnesses": a peer that keeps our audit checkpoints, and its daemon's address.
+struct SiteWitness {
+  std::string key;      // absolute path of its public key file (also one of `peers`)
+  std::string address;  // host:port
+};
+
 struct SiteConfig {
   std::string path;                     // the configuration file itself
   std::string site;
@@ -22,6 +28,7 @@ struct SiteConfig {
   std::string listen;                   // transfer daemon fields, not validated here
   std::vector<std::string> peers;
   std::string store;
+  std::vector<SiteWitness> witnesses;   // spec/POLICY.md "Site configuration"
 
   // The facts a policy decision needs.
   verifier::SiteFacts Facts() const { return {site, region, storage, state}; }

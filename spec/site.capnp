@@ -17,4 +17,7 @@ struct Site {
   listen @7 :Text;               # address:port
   peers @8 :List(Text);          # public keys of sites allowed to connect
   store @9 :Text;                # where received capsules live
+  # Peers the daemon hands its audit checkpoints to (TRANSFER.md "Witnessing"), each
+  # "KEY.pub@host:port": a public key file that is also in `peers`, and where that peer listens.
+  witnesses @10 :List(Text);
 }

@@ -50,9 +50,10 @@ class WitnessLoop {
  private:
   void Report(size_t i, const WitnessResult& r) {
     const WitnessPeer& w = o_.witnesses[i];
-    std::string line =
-        r.status.ok() ? absl::StrCat("holds our checkpoint of size ", r.held_size)
-                      : std::string(r.status.message());
+    std::string line = !r.status.ok()      ? std::string(r.status.message())
+                       : r.held_size == 0 ? std::string("nothing to hand over yet (empty log)")
+                                          : absl::StrCat("holds our checkpoint of size ",
+                                                         r.held_size);
     if (line == last_[i]) return;
     last_[i] = line;
     log_(absl::StrCat("witness peer=", w.key.fingerprint().ToString(), " at ", w.address, ": ",

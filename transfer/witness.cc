@@ -47,6 +47,9 @@ std::string WitnessStore::PathOf(const crypto::PublicIdentity& peer, const char*
 absl::StatusOr<std::unique_ptr<WitnessStore>> WitnessStore::Open(
     std::string dir, std::vector<crypto::PublicIdentity> peers, CheckpointVerifier verify) {
   if (!verify) return absl::InvalidArgumentError("a witness store needs a checkpoint verifier");
+  // The state folder itself may not exist yet on a new site.
+  const size_t slash = dir.rfind('/');
+  if (slash != std::string::npos && slash > 0) ::mkdir(dir.substr(0, slash).c_str(), 0700);
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return capsule::ErrnoStatus(absl::StrCat("cannot create ", dir), errno);
   }

@@ -83,7 +83,7 @@ enum class WitnessOutcome {
 // Thread-safe.
 class WitnessStore {
  public:
-  // Creates `dir` if needed and reads the file of each of `peers` that has one; each must verify
+  // Creates `dir` (and its parent) if needed and reads the file of each of `peers` that has one; each must verify
   // under its peer's key (kDataLoss naming the file otherwise: an operator should look).
   static absl::StatusOr<std::unique_ptr<WitnessStore>> Open(
       std::string dir, std::vector<crypto::PublicIdentity> peers, CheckpointVerifier verify);

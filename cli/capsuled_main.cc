@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "capsule/key_files.h"
 #include "cli/context.h"
@@ -17,6 +18,8 @@
 #include "transfer/daemon.h"
 #include "verifier/audit_log.h"
 #include "site/site_config.h"
+#include "site/witnessing.h"
+#include "transfer/witness.h"
 #include "verifier/verifier.h"
 
 int main(int argc, char** argv) {
@@ -45,9 +48,20 @@ int main(int argc, char** argv) {
       "With \"socket\", it is also the site's verifier service (spec/VERIFIER.md): local users'\n"
       "capsule open/ls/cat/policy explain --site ask it over that Unix socket, and only the\n"
       "daemon's user reads the site key and the state folder. A site may run the service\n"
-      "alone (no \"listen\").",
+      "alone (no \"listen\").\n"
+      "\"witnesses\" (\"KEY.pub@host:port\") are peers the daemon hands its audit checkpoints\n"
+      "to every few seconds; it keeps theirs in <state>/witness. If a witness holds a newer\n"
+      "checkpoint of this site than its log (the state folder was replaced or emptied), the\n"
+      "daemon refuses to serve until an operator acts (spec/VERIFIER.md \"Witnesses\"):\n"
+      "restore the newest backup of the state folder, or run once with\n"
+      "--accept-witnessed-loss to record the loss in the log and let the witnesses start over.",
       {},
-      {{"site", true, false, "the site configuration", "FILE"}},
+      {{"site", true, false, "the site configuration", "FILE"},
+       {"accept-witnessed-loss", false, false,
+        "record in the audit log that the checkpoints the witnesses hold are lost, tell them, "
+        "and exit"},
+       {"witness-interval-ms", true, false, "how often to hand checkpoints to witnesses "
+        "(default 5000)", "MS"}},
       "capsuled"};
   cli::Context ctx(kSpec, argc - 1, argv + 1);
   if (!ctx.Parse()) return ctx.exit_code();
@@ -71,6 +85,16 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::vector<crypto::PublicIdentity>> trusted = capsule::LoadTrust(site->trust);
   if (!trusted.ok()) return ctx.Fail(trusted.status());
 
+  absl::StatusOr<std::vector<transfer::WitnessPeer>> witnesses =
+      site::WitnessPeersOf(*site, *peers);
+  if (!witnesses.ok()) return ctx.Fail(witnesses.status());
+  int64_t interval_ms = 5000;
+  if (ctx.args().Has("witness-interval-ms") &&
+      (!absl::SimpleAtoi(ctx.args().Get("witness-interval-ms"), &interval_ms) ||
+       interval_ms < 10 || interval_ms > 3600000)) {
+    return ctx.UsageError("--witness-interval-ms must be from 10 to 3600000");
+  }
+
   transfer::DaemonOptions options;
   options.site = site->site;
   options.listen = site->listen;
@@ -83,8 +107,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "capsuled: %s\n", cli::TerminalSafe(line).c_str());
     std::fflush(stderr);
   };
+  // Witnessing: the standing lives here, so that whatever else in this process decides (the
+  // site's verifier service) can check it too.
+  transfer::WitnessState witness_state;
+  options.witness_dir = site::WitnessDir(*site);
+  options.verify_checkpoint = site::VerifyCheckpoint();
+  options.own_log = site::OwnLogOf(*site, identity->public_identity());
+  options.witnesses = *witnesses;
+  options.witness_state = &witness_state;
+  options.witness_interval = interval_ms * kj::MILLISECONDS;
   options.on_event = [&](const transfer::DepotEvent& e) {
-    if (e.kind == "offer") return;  // the outcome (received/refused) is what is recorded
+    // The outcome (received/refused) is what is recorded; holding a peer's first checkpoint is
+    // routine (resets and conflicts are recorded).
+    if (e.kind == "offer" || e.kind == "witnessed") return;
     verifier::AuditRecord rec;
     rec.time = static_cast<int64_t>(std::time(nullptr));
     rec.event = e.kind;
@@ -97,6 +132,22 @@ int main(int argc, char** argv) {
     absl::Status s = verifier::RecordSiteEvent(site->Facts(), *identity, rec);
     if (!s.ok()) options.log(absl::StrCat("cannot write the audit log: ", s.message()));
   };
+  if (ctx.args().Has("accept-witnessed-loss")) {
+    if (witnesses->empty()) {
+      return ctx.Fail(absl::FailedPreconditionError(
+          absl::StrCat(site->path, ": the site names no \"witnesses\"")));
+    }
+    absl::Status s = transfer::AcceptWitnessedLoss(
+        options, [&](const std::string& peer, const transfer::CheckpointFacts& lost) {
+          options.log(absl::StrCat("recording the loss of the checkpoint of size ", lost.size,
+                                   " held by ", peer));
+          return site::RecordWitnessedLoss(*site, *identity, peer, lost,
+                                           static_cast<int64_t>(std::time(nullptr)));
+        });
+    if (!s.ok()) return ctx.Fail(s, "run it again once every witness is reachable");
+    std::printf("every witness holds this site's newest checkpoint; start the daemon again\n");
+    return cli::kExitOk;
+  }
   // The signals that stop the daemon are blocked in every thread (the service's threads inherit
   // this mask) and taken by the transfer loop or by sigwait below.
   sigset_t stop_signals;
@@ -116,6 +167,8 @@ int main(int argc, char** argv) {
     service.trusted = *trusted;
     service.users = std::move(*users);
     service.log = options.log;
+    // A site that a witness caught behind serves nobody until an operator acts.
+    service.healthy = [&witness_state] { return witness_state.Check(); };
     absl::StatusOr<std::unique_ptr<site::VerifierService>> started =
         site::VerifierService::Start(std::move(service));
     if (!started.ok()) return ctx.Fail(started.status());

@@ -127,6 +127,18 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
           if (name == "trust") site.trust = items;
           if (name == "destinations") site.destinations = items;
           if (name == "peers") site.peers = items;
+          if (name == "witnesses") {
+            for (size_t k = 0; k < items.size(); ++k) {
+              // KEY.pub@host:port; a key path may contain '@', an address cannot.
+              const size_t at = items[k].rfind('@');
+              if (at == std::string::npos || at == 0 || at + 1 == items[k].size()) {
+                return FieldError(path, absl::StrCat(name, "[", k, "]"),
+                                  "must be \"KEY.pub@host:port\"");
+              }
+              site.witnesses.push_back(
+                  {Resolve(base_dir, items[k].substr(0, at)), items[k].substr(at + 1)});
+            }
+          }
         }
       } else {
         return FieldError(path, name, "unknown field");

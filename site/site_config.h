@@ -11,6 +11,12 @@
 
 namespace bunker::site {
 
+// One entry of "witnesses": a peer that keeps our audit checkpoints, and its daemon's address.
+struct SiteWitness {
+  std::string key;      // absolute path of its public key file (also one of `peers`)
+  std::string address;  // host:port
+};
+
 struct SiteConfig {
   std::string path;                     // the configuration file itself
   std::string site;
@@ -26,6 +32,7 @@ struct SiteConfig {
   std::string socket;  // the verifier service's Unix socket (absolute); "" for none
   // Local user name -> requester public key file (absolute), for requests without --as.
   std::vector<std::pair<std::string, std::string>> users;
+  std::vector<SiteWitness> witnesses;   // spec/POLICY.md "Site configuration"
 
   // The facts a policy decision needs.
   verifier::SiteFacts Facts() const { return {site, region, storage, state}; }

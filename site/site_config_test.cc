@@ -37,6 +37,22 @@ TEST(SiteConfigTest, LoadsAndResolvesRelativePaths) {
   EXPECT_EQ(site->listen, "127.0.0.1:7000");
 }
 
+TEST(SiteConfigTest, WitnessesAreKeyAtAddress) {
+  const std::string dir = TempDir();
+  const std::string base = R"("site": "s", "identity": "k", "trust": ["t"],
+      "destinations": ["d"], "state": "st", )";
+  auto site = LoadSiteConfig(Write(dir, "{" + base + R"("witnesses": ["peers/b@x.pub@10.0.0.2:7000"]})"));
+  ASSERT_TRUE(site.ok()) << site.status();
+  ASSERT_EQ(site->witnesses.size(), 1u);
+  EXPECT_EQ(site->witnesses[0].key, dir + "/peers/b@x.pub");
+  EXPECT_EQ(site->witnesses[0].address, "10.0.0.2:7000");
+  for (const char* bad : {R"(["b.pub"])", R"(["@h:1"])", R"(["b.pub@"])", R"([1])"}) {
+    auto s = LoadSiteConfig(Write(dir, "{" + base + "\"witnesses\": " + bad + "}"));
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.status().message().find("$.witnesses[0]"), std::string::npos) << s.status();
+  }
+}
+
 TEST(SiteConfigTest, RejectsUnknownFieldsWrongTypesAndMissingFields) {
   const std::string dir = TempDir();
   const std::string base = R"("site": "s", "identity": "k", "trust": ["t"],

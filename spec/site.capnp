@@ -17,10 +17,13 @@ struct Site {
   listen @7 :Text;               # address:port
   peers @8 :List(Text);          # public keys of sites allowed to connect
   store @9 :Text;                # where received capsules live
+  # Peers the daemon hands its audit checkpoints to (TRANSFER.md "Witnessing"), each
+  # "KEY.pub@host:port": a public key file that is also in `peers`, and where that peer listens.
+  witnesses @10 :List(Text);
   # The local verifier service (spec/VERIFIER.md): the Unix socket `capsuled` listens on for
   # the site's users. When set, `capsule open/ls/cat/policy explain --site` ask it.
-  socket @10 :Text;
+  socket @11 :Text;
   # Local users and the requester key each one stands for when it gives no --as: a JSON
   # object {"alice": "keys/alice.pub"}; keys resolve like `trust`.
-  users @11 :List(Text);
+  users @12 :List(Text);
 }

@@ -22,6 +22,18 @@ interface Transfer {
   # Pull. Asks the callee to push capsule `capsuleId` (32 hex characters) from its store to
   # `receiver`, a Transfer the caller serves on this same connection.
   fetch @2 (capsuleId :Text, receiver :Transfer) -> (summary :Summary);
+
+  # Witnessing (TRANSFER.md "Witnessing"). The newest checkpoint of the caller's audit log that
+  # the callee holds (the six lines of AUDIT.md "Checkpoints"), or "" if it holds none.
+  newestOf @3 () -> (checkpoint :Text);
+
+  # The caller hands the callee its newest signed checkpoint. `consistency` proves (RFC 9162
+  # section 2.1.4) that it extends the one the callee holds (as newestOf answered); empty when
+  # the callee holds none or one of the same size. `acknowledgedLoss` is "" or, to start a new
+  # sequence after the caller lost its state, the exact text the callee holds (VERIFIER.md
+  # "Witnesses"). Returns the newest checkpoint the callee holds of the caller after the call.
+  witness @4 (checkpoint :Text, consistency :List(Data), acknowledgedLoss :Text)
+      -> (newest :Text);
 }
 
 # A capsule's header and its tail from the chunk table to the end (FORMAT.md "Receiving in

@@ -11,6 +11,65 @@
 #include "transfer/secure_channel.h"
 
 namespace bunker::transfer {
+namespace {
+
+WitnessClientOptions ClientOptionsFor(const DaemonOptions& o) {
+  WitnessClientOptions w;
+  w.self = o.identity->public_identity();
+  w.verify = o.verify_checkpoint;
+  w.own = o.own_log;
+  w.state = o.witness_state;
+  return w;
+}
+
+// Rounds of exchanges with every witness, `interval` apart, forever. Logs a witness's outcome
+// when it changes, and the moment our standing goes bad.
+class WitnessLoop {
+ public:
+  WitnessLoop(const DaemonOptions& o, SecureChannel& channel, kj::Network& network,
+              std::function<void(const std::string&)> log)
+      : o_(o), channel_(channel), network_(network), log_(std::move(log)),
+        client_(ClientOptionsFor(o)), last_(o.witnesses.size()) {}
+
+  kj::Promise<void> Run() {
+    auto round = kj::heapArrayBuilder<kj::Promise<void>>(o_.witnesses.size());
+    for (size_t i = 0; i < o_.witnesses.size(); ++i) {
+      round.add(WitnessAt(channel_, network_, o_.witnesses[i], client_)
+                    .then([this, i](WitnessResult r) { Report(i, r); }));
+    }
+    return kj::joinPromises(round.finish()).then([this]() {
+      absl::Status standing = o_.witness_state->Check();
+      if (!standing.ok() && !reported_bad_) {
+        reported_bad_ = true;
+        log_(absl::StrCat("witness: ", standing.message()));
+      }
+      return channel_.timer().afterDelay(o_.witness_interval).then([this]() { return Run(); });
+    });
+  }
+
+ private:
+  void Report(size_t i, const WitnessResult& r) {
+    const WitnessPeer& w = o_.witnesses[i];
+    std::string line = !r.status.ok()      ? std::string(r.status.message())
+                       : r.held_size == 0 ? std::string("nothing to hand over yet (empty log)")
+                                          : absl::StrCat("holds our checkpoint of size ",
+                                                         r.held_size);
+    if (line == last_[i]) return;
+    last_[i] = line;
+    log_(absl::StrCat("witness peer=", w.key.fingerprint().ToString(), " at ", w.address, ": ",
+                      line));
+  }
+
+  const DaemonOptions& o_;
+  SecureChannel& channel_;
+  kj::Network& network_;
+  std::function<void(const std::string&)> log_;
+  WitnessClientOptions client_;
+  std::vector<std::string> last_;
+  bool reported_bad_ = false;
+};
+
+}  // namespace
 
 absl::Status RunDaemon(const DaemonOptions& o) {
   if (o.identity == nullptr) return absl::InvalidArgumentError("no site identity");
@@ -36,6 +95,15 @@ absl::Status RunDaemon(const DaemonOptions& o) {
                        " peer=", e.peer, " ", e.detail));
       if (o.on_event) o.on_event(e);
     };
+    std::unique_ptr<WitnessStore> witness_store;
+    if (!o.witness_dir.empty()) {
+      absl::StatusOr<std::unique_ptr<WitnessStore>> ws =
+          WitnessStore::Open(o.witness_dir, o.peers, o.verify_checkpoint);
+      if (!ws.ok()) return ws.status();
+      witness_store = *std::move(ws);
+    }
+    d.witness_store = witness_store.get();
+    d.witness_state = o.witness_state;
     Depot depot(d);
     RpcServer server(**channel, [&depot, &log](const crypto::PublicIdentity& peer) {
       log(absl::StrCat("connection peer=", peer.fingerprint().ToString()));
@@ -72,9 +140,56 @@ absl::Status RunDaemon(const DaemonOptions& o) {
                     .then([&log](siginfo_t info) {
                       log(absl::StrCat("stopping on signal ", info.si_signo));
                     });
+    kj::Promise<void> witnessing = kj::READY_NOW;
+    if (o.witness_state != nullptr && !o.witnesses.empty()) {
+      auto loop = kj::heap<WitnessLoop>(o, **channel, io.provider->getNetwork(), log);
+      witnessing = loop->Run().attach(kj::mv(loop)).eagerlyEvaluate([&log](kj::Exception&& e) {
+        log(absl::StrCat("witnessing stopped: ", e.getDescription().cStr()));
+      });
+    }
     server.Listen(*listener).exclusiveJoin(kj::mv(stop)).wait(io.waitScope);
     log("stopped");
     return absl::OkStatus();
+  } catch (const kj::Exception& e) {
+    return FromException(e);
+  }
+}
+
+absl::Status AcceptWitnessedLoss(
+    const DaemonOptions& o,
+    std::function<absl::Status(const std::string& peer, const CheckpointFacts& lost)> record_loss) {
+  if (o.identity == nullptr) return absl::InvalidArgumentError("no site identity");
+  if (o.witnesses.empty()) {
+    return absl::FailedPreconditionError("the site names no witnesses");
+  }
+  auto log = [&o](const std::string& line) {
+    if (o.log) o.log(line);
+  };
+  try {
+    kj::AsyncIoContext io = kj::setupAsyncIo();
+    absl::StatusOr<kj::Own<SecureChannel>> channel =
+        SecureChannel::Create(*o.identity, o.peers, io.provider->getTimer(), absl::Now());
+    if (!channel.ok()) return channel.status();
+    WitnessState state;  // this process's own; nothing else reads it
+    WitnessClientOptions w = ClientOptionsFor(o);
+    w.state = &state;
+    w.accept_loss = std::move(record_loss);
+    absl::Status first;
+    // One witness at a time: each acknowledgement is recorded in our log before the next.
+    for (const WitnessPeer& peer : o.witnesses) {
+      WitnessResult r =
+          WitnessAt(**channel, io.provider->getNetwork(), peer, w).wait(io.waitScope);
+      const std::string who =
+          absl::StrCat("witness peer=", peer.key.fingerprint().ToString(), " at ", peer.address);
+      if (r.status.ok()) {
+        log(absl::StrCat(who, ": ", r.loss_accepted ? "loss acknowledged; " : "",
+                         "holds our checkpoint of size ", r.held_size));
+      } else {
+        log(absl::StrCat(who, ": ", r.status.message()));
+        if (first.ok()) first = r.status;
+      }
+    }
+    return first;
   } catch (const kj::Exception& e) {
     return FromException(e);
   }

@@ -166,7 +166,7 @@ class UploadImpl final : public schema::Upload::Server {
 class TransferImpl final : public schema::Transfer::Server {
  public:
   TransferImpl(Depot& depot, crypto::PublicIdentity peer)
-      : depot_(depot), peer_(peer.fingerprint().ToString()) {}
+      : depot_(depot), peer_id_(peer), peer_(peer.fingerprint().ToString()) {}
 
   kj::Promise<void> ping(PingContext context) override {
     context.getResults().setNonce(context.getParams().getNonce());
@@ -174,6 +174,8 @@ class TransferImpl final : public schema::Transfer::Server {
   }
 
   kj::Promise<void> offer(OfferContext context) override {
+    absl::Status serving = depot_.CheckServing(peer_, "offer");
+    if (!serving.ok()) return ToException(serving);
     const capsule::Prelude prelude = PreludeFrom(context.getParams().getPrelude());
     absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> in = depot_.Receive(prelude, peer_);
     auto results = context.getResults();
@@ -211,6 +213,8 @@ class TransferImpl final : public schema::Transfer::Server {
     if (!depot_.options().expected_id.empty()) {
       return ToException(absl::PermissionDeniedError("this receiver serves no fetches"));
     }
+    absl::Status serving = depot_.CheckServing(peer_, "fetch");
+    if (!serving.ok()) return ToException(serving);
     const std::string id = absl::AsciiStrToLower(context.getParams().getCapsuleId().cStr());
     if (id.size() != 2 * capsule::kCapsuleIdSize ||
         id.find_first_not_of("0123456789abcdef") != std::string::npos) {
@@ -242,8 +246,68 @@ class TransferImpl final : public schema::Transfer::Server {
         .attach(kj::mv(*reader));
   }
 
+ kj::Promise<void> newestOf(NewestOfContext context) override {
+    WitnessStore* store = depot_.options().witness_store;
+    if (store == nullptr) {
+      return ToException(absl::FailedPreconditionError("this site keeps no witness copies"));
+    }
+    std::optional<CheckpointFacts> held = store->Newest(peer_id_);
+    context.getResults().setCheckpoint(held ? held->text : std::string());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> witness(WitnessContext context) override {
+    WitnessStore* store = depot_.options().witness_store;
+    if (store == nullptr) {
+      return ToException(absl::FailedPreconditionError("this site keeps no witness copies"));
+    }
+    auto params = context.getParams();
+    const auto text = params.getCheckpoint();
+    const auto lost = params.getAcknowledgedLoss();
+    const auto proof = params.getConsistency();
+    // Sizes are checked before anything is copied.
+    if (text.size() > kMaxCheckpointText || lost.size() > kMaxCheckpointText) {
+      return ToException(absl::InvalidArgumentError(
+          absl::StrCat("a checkpoint is at most ", kMaxCheckpointText, " bytes")));
+    }
+    if (proof.size() > kMaxConsistencyProof) {
+      return ToException(absl::InvalidArgumentError(
+          absl::StrCat("a consistency proof has at most ", kMaxConsistencyProof, " hashes")));
+    }
+    std::vector<crypto::Sha256Digest> path;
+    for (auto hash : proof) {
+      if (hash.size() != crypto::kSha256Size) {
+        return ToException(absl::InvalidArgumentError("a consistency proof hash is 32 bytes"));
+      }
+      path.emplace_back();
+      std::copy(hash.begin(), hash.end(), path.back().begin());
+    }
+    WitnessOutcome outcome;
+    absl::StatusOr<CheckpointFacts> held =
+        store->Witness(peer_id_, std::string_view(text.cStr(), text.size()), path,
+                       std::string_view(lost.cStr(), lost.size()), &outcome);
+    if (!held.ok()) {
+      const absl::Status safe = PeerSafe(held.status());
+      if (absl::IsDataLoss(held.status())) depot_.Conflict(peer_, std::string(safe.message()));
+      return ToException(safe);
+    }
+    if (outcome == WitnessOutcome::kFirst) {
+      depot_.Emit({"witnessed", "", "", peer_, absl::StrCat("first checkpoint held: size ",
+                                                           held->size)});
+    }
+    if (outcome == WitnessOutcome::kReset) {
+      depot_.Emit({"witness-reset", "", "", peer_,
+                   absl::StrCat("the peer acknowledged the loss of its checkpoint held here; ",
+                                "now holding size ", held->size, "; the lost one is kept in ",
+                                "the history")});
+    }
+    context.getResults().setNewest(held->text);
+    return kj::READY_NOW;
+  }
+
  private:
   Depot& depot_;
+  crypto::PublicIdentity peer_id_;
   std::string peer_;
 };
 
@@ -261,6 +325,21 @@ schema::Transfer::Client Depot::ServeFor(const crypto::PublicIdentity& peer) {
 
 void Depot::Emit(DepotEvent event) {
   if (options_.on_event) options_.on_event(event);
+}
+
+absl::Status Depot::CheckServing(const std::string& peer, const std::string& what) {
+  if (options_.witness_state == nullptr) return absl::OkStatus();
+  absl::Status s = options_.witness_state->Check();
+  if (s.ok()) return s;
+  Emit({"refused", "", "", peer, absl::StrCat(what, " refused: ", s.message())});
+  return absl::FailedPreconditionError(s.message());
+}
+
+void Depot::Conflict(const std::string& peer, const std::string& detail) {
+  std::string& last = last_conflict_[peer];
+  if (last == detail) return;
+  last = detail;
+  Emit({"witness-conflict", "", "", peer, detail});
 }
 
 void Depot::Finished(const std::string& capsule_id) { incoming_.erase(capsule_id); }

@@ -23,12 +23,16 @@
 #include "capsule/parallel.h"
 #include "crypto/keys.h"
 #include "spec/transfer.capnp.h"
+#include "transfer/witness.h"
 
 namespace bunker::transfer {
 
 // One event of the depot, for the daemon's log and the site's audit log.
 struct DepotEvent {
-  std::string kind;        // "received", "refused", "sent"
+  // "offer", "received", "refused", "sent"; witnessing (spec/TRANSFER.md "Witnessing"):
+  // "witnessed" (first checkpoint held of a peer), "witness-reset" (a peer acknowledged the loss
+  // of the one held), "witness-conflict" (equivocation or a fork: refused, the first is kept).
+  std::string kind;
   std::string capsule_id;  // hex, "" when unknown
   std::string issuer;      // fingerprint, "" when unknown
   std::string peer;        // the peer's fingerprint
@@ -48,6 +52,12 @@ struct DepotOptions {
   // A client receiving one fetched capsule: offers of any other id are refused, and the
   // capability it serves cannot be asked to fetch.
   std::string expected_id;
+  // Witnessing (spec/TRANSFER.md "Witnessing"), both optional and owned by the caller:
+  // what this site holds of its peers (without it newestOf and witness are refused), and this
+  // site's own standing (while its Check() fails, offers and fetches are refused with
+  // kFailedPrecondition and its text).
+  WitnessStore* witness_store = nullptr;
+  const WitnessState* witness_state = nullptr;
 };
 
 class Depot {
@@ -63,6 +73,10 @@ class Depot {
                                                                    const std::string& peer);
   void Finished(const std::string& capsule_id);
   void Emit(DepotEvent event);
+  // OK, or kFailedPrecondition while this site's witness state is bad (emits "refused").
+  absl::Status CheckServing(const std::string& peer, const std::string& what);
+  // Emits a "witness-conflict" event unless the last one for `peer` had the same text.
+  void Conflict(const std::string& peer, const std::string& detail);
   const DepotOptions& options() const { return options_; }
   // Workers that check (SHA-256) and write chunks off the event loop's thread.
   capsule::ThreadPool& workers() { return *workers_; }
@@ -72,6 +86,7 @@ class Depot {
   std::unique_ptr<capsule::ThreadPool> workers_;
   // Capsules being received, by id: shared by every connection offering them.
   std::map<std::string, std::weak_ptr<capsule::IncomingCapsule>> incoming_;
+  std::map<std::string, std::string> last_conflict_;  // by peer fingerprint
 };
 
 }  // namespace bunker::transfer

@@ -235,5 +235,114 @@ scenario_transfer_bad_config() {
   expect_exit 2 "$CAPSULE" send d.capsule --site a.json
 }
 
+# start_site NAME CONFIG: starts a daemon logging to NAME.log; sets SITE_PORT and NAME_PID.
+start_site() {
+  local before
+  before=$(grep -c "listening on" "$1.log" 2>/dev/null)
+  "$CAPSULED" --site "$2" --witness-interval-ms 200 >/dev/null 2>>"$1.log" &
+  DAEMON_PIDS+=($!)
+  eval "${1^^}_PID=$!"
+  for _ in $(seq 1 100); do
+    if [ "$(grep -c "listening on" "$1.log" 2>/dev/null)" -gt "${before:-0}" ]; then
+      SITE_PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$1.log" | tail -1)
+      return
+    fi
+    sleep 0.05
+  done
+  cat "$1.log" >&2; fail "site $1 did not start"
+}
+stop_site() { kill -TERM "$1"; wait "$1" 2>/dev/null; }
+# wait_for FILE PATTERN: up to 5 s.
+wait_for() {  # FILE may be a glob
+  # shellcheck disable=SC2086
+  for _ in $(seq 1 100); do grep -q -- "$2" $1 2>/dev/null && return; sleep 0.05; done
+  cat "$1" >&2; fail "$1 never showed '$2'"
+}
+
+# Peers witness each other's audit checkpoints (spec/TRANSFER.md "Witnessing"): A's state folder
+# is replaced by an older copy, then emptied; B's copy of A's checkpoint gives it away, A refuses
+# to serve, and each documented way back (spec/VERIFIER.md "Witnesses") works.
+scenario_transfer_witness_rollback() {
+  setup
+  # Ports: B first (without witnesses), then A knowing B, then B again at the same port
+  # knowing A.
+  local pb pa
+  start_site b b.json; pb=$SITE_PORT
+  stop_site "$B_PID"
+  cat > a.json <<JSON
+{"site": "site-a", "identity": "site-a.key", "trust": ["owner.pub"], "destinations": ["land"],
+ "state": "state-a", "listen": "127.0.0.1:0", "peers": ["site-b.pub"], "store": "store-a",
+ "witnesses": ["site-b.pub@127.0.0.1:$pb"]}
+JSON
+  start_site a a.json; pa=$SITE_PORT
+  sed -i "s/127.0.0.1:0/127.0.0.1:$pa/" a.json
+  sed "s/127.0.0.1:0/127.0.0.1:$pb/; s|\"store\": \"store-b\"|\"store\": \"store-b\", \"witnesses\": [\"site-a.pub@127.0.0.1:$pa\"]|" \
+    b.json > b-w.json
+  start_site b b-w.json
+  # B sends with its own identity to A.
+  sed "s/127.0.0.1:0/127.0.0.1:$pb/" b.json > b-send.json
+  send_to_a() { "$CAPSULE" send d.capsule --to "127.0.0.1:$pa" --site b-send.json; }
+
+  # A records events (each send writes "sent" to A's log); a backup after the first.
+  expect_exit 0 "$CAPSULE" send d.capsule --to "127.0.0.1:$pb" --site a.json
+  cp -a state-a backup-a
+  expect_exit 0 "$CAPSULE" send d.capsule --to "127.0.0.1:$pb" --site a.json
+  expect_exit 0 "$CAPSULE" send d.capsule --to "127.0.0.1:$pb" --site a.json
+  wait_for "state-b/witness/*.checkpoint" "^size 3$"
+  wait_for a.log "holds our checkpoint of size 3"
+  cp state-b/witness/*.checkpoint witnessed-a.checkpoint
+  expect_exit 0 "$CAPSULE" audit verify --log state-a/audit.log --key site-a.pub \
+    --witness witnessed-a.checkpoint
+  expect_out "consistent with the witnessed checkpoint of size 3"
+  expect_exit 0 "$CAPSULE" audit verify --log state-a/audit.log --key site-a.pub \
+    --witness-dir state-b/witness
+
+  # Rolled back to the older copy: caught at start, and A refuses to serve.
+  stop_site "$A_PID"
+  mv state-a newest-a
+  cp -a backup-a state-a
+  expect_exit 4 "$CAPSULE" audit verify --log state-a/audit.log --key site-a.pub \
+    --witness witnessed-a.checkpoint
+  start_site a a.json
+  wait_for a.log "is behind the checkpoint of size 3 that peer bk1:"
+  expect_exit 7 send_to_a
+  expect_err "refusing to serve until an operator acts"
+  wait_for a.log "offer refused"
+  kill -0 "$A_PID" || fail "A died"
+
+  # Way back 1: restore the newest backup of the state folder.
+  stop_site "$A_PID"
+  rm -rf state-a
+  mv newest-a state-a
+  : > a.log
+  start_site a a.json
+  wait_for a.log "holds our checkpoint of size 3"
+  expect_exit 0 send_to_a
+  grep -q "refusing" a.log && fail "A refused after the restore"
+
+  # Way back 2: the state is truly lost; the operator accepts the loss.
+  stop_site "$A_PID"
+  rm -rf state-a store-a
+  mkdir state-a
+  : > a.log
+  start_site a a.json
+  wait_for a.log "is behind the checkpoint of size"
+  stop_site "$A_PID"
+  expect_exit 0 "$CAPSULED" --site a.json --accept-witnessed-loss
+  expect_err "loss acknowledged"
+  : > a.log
+  start_site a a.json
+  wait_for a.log "holds our checkpoint of size"
+  expect_exit 0 send_to_a
+  grep -q "refusing" a.log && fail "A refused after accepting the loss"
+  expect_exit 0 "$CAPSULE" audit show --site a.json
+  expect_out "witness-loss"
+  expect_exit 0 "$CAPSULE" audit show --site b-w.json
+  expect_out "witness-reset"
+  grep -q "^size [0-9]*$" state-b/witness/*.history || fail "B did not keep the lost checkpoint"
+  expect_exit 0 "$CAPSULE" audit verify --log state-a/audit.log --key site-a.pub
+  expect_exit 0 "$CAPSULE" audit verify --log state-b/audit.log --key site-b.pub
+}
+
 "scenario_$SCENARIO"
 echo "ok [$SCENARIO]"

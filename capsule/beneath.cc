@@ -83,6 +83,7 @@ absl::StatusCode ErrnoCode(int err) {
     case ENAMETOOLONG:
     case ENOTDIR:
     case ELOOP:
+    case EBADF:  // a caller's descriptor that is not open
       return absl::StatusCode::kInvalidArgument;
     default:
       return absl::StatusCode::kUnavailable;

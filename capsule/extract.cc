@@ -5,13 +5,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,8 +20,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "capsule/beneath.h"
-#include "capsule/fd.h"
 #include "capsule/entry_tree.h"
+#include "capsule/fd.h"
 #include "capsule/paths.h"
 #include "capsule/staging.h"
 #include "capsule/tree_writer.h"

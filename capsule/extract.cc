@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -239,10 +240,11 @@ class Extraction {
           BUNKER_RETURN_IF_ERROR(writer_->MakeHardLink(path, link_target));
         } else {
           BUNKER_ASSIGN_OR_RETURN(Fd file, writer_->CreateFile(path));
-          BUNKER_RETURN_IF_ERROR(CopyData(path, file.get()));
+          BUNKER_ASSIGN_OR_RETURN(const uint64_t written, CopyData(path, file.get()));
           const la_int64_t size = archive_entry_size_is_set(in) ? archive_entry_size(in) : 0;
-          BUNKER_RETURN_IF_ERROR(writer_->FinishFile(
-              path, file.get(), static_cast<uint64_t>(size > 0 ? size : 0), perm, times));
+          BUNKER_RETURN_IF_ERROR(writer_->FinishFile(path, file.get(), written,
+                                                     static_cast<uint64_t>(size > 0 ? size : 0),
+                                                     perm, times));
         }
         ++stats_.files;
         break;
@@ -260,19 +262,22 @@ class Extraction {
     return path;
   }
 
-  absl::Status CopyData(const std::string& path, int fd) {
+  // Writes the entry's data blocks at their offsets; returns where the last one ended.
+  absl::StatusOr<uint64_t> CopyData(const std::string& path, int fd) {
     const std::string what = QuotePath(path);
+    uint64_t end = 0;
     while (true) {
       const void* buffer;
       size_t size;
       la_int64_t offset;
       const int r = archive_read_data_block(in_.get(), &buffer, &size, &offset);
-      if (r == ARCHIVE_EOF) return absl::OkStatus();
+      if (r == ARCHIVE_EOF) return end;
       if (r != ARCHIVE_OK) return ReadError(absl::StrCat(" in ", what));
       if (offset < 0) return absl::DataLossError(absl::StrCat("malformed archive in ", what));
       BUNKER_RETURN_IF_ERROR(PwriteAll(
           fd, absl::MakeConstSpan(static_cast<const uint8_t*>(buffer), size),
           static_cast<uint64_t>(offset), what));
+      end = std::max(end, static_cast<uint64_t>(offset) + size);
       stats_.bytes += size;
     }
   }

@@ -242,9 +242,8 @@ class Extraction {
           BUNKER_ASSIGN_OR_RETURN(Fd file, writer_->CreateFile(path));
           BUNKER_ASSIGN_OR_RETURN(const uint64_t written, CopyData(path, file.get()));
           const la_int64_t size = archive_entry_size_is_set(in) ? archive_entry_size(in) : 0;
-          BUNKER_RETURN_IF_ERROR(writer_->FinishFile(path, file.get(), written,
-                                                     static_cast<uint64_t>(size > 0 ? size : 0),
-                                                     perm, times));
+          BUNKER_RETURN_IF_ERROR(writer_->FinishFile(
+              path, file.get(), written, static_cast<uint64_t>(size > 0 ? size : 0), perm, times));
         }
         ++stats_.files;
         break;
@@ -274,9 +273,9 @@ class Extraction {
       if (r == ARCHIVE_EOF) return end;
       if (r != ARCHIVE_OK) return ReadError(absl::StrCat(" in ", what));
       if (offset < 0) return absl::DataLossError(absl::StrCat("malformed archive in ", what));
-      BUNKER_RETURN_IF_ERROR(PwriteAll(
-          fd, absl::MakeConstSpan(static_cast<const uint8_t*>(buffer), size),
-          static_cast<uint64_t>(offset), what));
+      BUNKER_RETURN_IF_ERROR(
+          PwriteAll(fd, absl::MakeConstSpan(static_cast<const uint8_t*>(buffer), size),
+                    static_cast<uint64_t>(offset), what));
       end = std::max(end, static_cast<uint64_t>(offset) + size);
       stats_.bytes += size;
     }
@@ -294,10 +293,9 @@ class Extraction {
       start = slash + 1;
     }
     if (!too_long) return absl::OkStatus();
-    return absl::InvalidArgumentError(absl::StrCat("path ", QuotePath(path),
-                                                   " is too long to extract under ",
-                                                   QuotePath(dest_), " (at most ", PATH_MAX - 1,
-                                                   " bytes, ", NAME_MAX, " per name)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("path ", QuotePath(path), " is too long to extract under ", QuotePath(dest_),
+                     " (at most ", PATH_MAX - 1, " bytes, ", NAME_MAX, " per name)"));
   }
 
   absl::Status ReadError(std::string_view where) const {

@@ -129,8 +129,8 @@ absl::StatusOr<Fd> TreeWriter::CreateFile(const std::string& path) {
   absl::StatusOr<int> parent = ParentOf(path);
   if (!parent.ok()) return parent.status();
   const std::string name = Split(path).second;
-  Fd file(::openat(*parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                   0600));
+  Fd file(
+      ::openat(*parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!file.valid()) return Error(path, errno);
   if (owner_.has_value()) {
     if (absl::Status s = GiveTo(file.get(), "", *owner_, path); !s.ok()) return Wrap(path, s);

@@ -105,7 +105,7 @@ class TreeWriter {
   Fd root_;
   std::optional<FileOwner> owner_;
   std::string display_;
-  mode_t root_mode_ = 0;  // what mkdir gave the root
+  mode_t root_mode_ = 0;                  // what mkdir gave the root
   std::map<std::string, DirState> dirs_;  // every directory created below the root
   std::string cached_parent_path_;        // the last parent, to spare OpenBeneath per entry
   Fd cached_parent_;

@@ -46,8 +46,8 @@ std::vector<std::string_view> Components(std::string_view relative) {
 absl::Status OpenError(int dirfd, const std::string& name, std::string_view path, int err) {
   struct stat st;
   if (err == ELOOP ||
-      ((err == ENOTDIR || err == EEXIST) &&
-       ::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))) {
+      (err == ENOTDIR && ::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+       S_ISLNK(st.st_mode))) {
     return SymlinkError(path);
   }
   return PathError("cannot open", path, err);
@@ -83,6 +83,7 @@ absl::StatusCode ErrnoCode(int err) {
     case ENAMETOOLONG:
     case ENOTDIR:
     case ELOOP:
+    case EBADF:  // a caller's descriptor that is not open
       return absl::StatusCode::kInvalidArgument;
     default:
       return absl::StatusCode::kUnavailable;
@@ -90,13 +91,14 @@ absl::StatusCode ErrnoCode(int err) {
 }
 
 absl::Status PathError(std::string_view what, std::string_view path, int err) {
-  return absl::Status(ErrnoCode(err),
-                      absl::StrCat(std::string(what), " ", QuotePath(path), ": ", std::strerror(err)));
+  return absl::Status(ErrnoCode(err), absl::StrCat(std::string(what), " ", QuotePath(path), ": ",
+                                                   std::strerror(err)));
 }
 
 absl::Status CheckRelativePath(std::string_view relative) {
   auto bad = [&](std::string_view rule) {
-    return absl::InvalidArgumentError(absl::StrCat("path ", QuotePath(relative), " ", std::string(rule)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("path ", QuotePath(relative), " ", std::string(rule)));
   };
   if (relative.empty()) return bad("is empty");
   if (relative.front() == '/') return bad("is absolute");
@@ -104,7 +106,8 @@ absl::Status CheckRelativePath(std::string_view relative) {
   if (relative.find('\0') != std::string_view::npos) return bad("contains a NUL byte");
   for (std::string_view name : Components(relative)) {
     if (name.empty()) return bad("has an empty component");
-    if (name == "." || name == "..") return bad(absl::StrCat("has a '", std::string(name), "' component"));
+    if (name == "." || name == "..")
+      return bad(absl::StrCat("has a '", std::string(name), "' component"));
     if (name.size() > NAME_MAX) {
       return bad(absl::StrCat("has a component longer than ", NAME_MAX, " bytes"));
     }
@@ -169,10 +172,10 @@ absl::Status GiveTo(int dirfd, std::string_view name, const FileOwner& owner,
   if (::fchownat(dirfd, n.c_str(), owner.uid, owner.gid, flags) == 0) return absl::OkStatus();
   const int err = errno;
   if (err == EPERM) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("this process cannot give files to uid ", owner.uid,
-                     " (a verifier service needs CAP_CHOWN): chown ", QuotePath(what), ": ",
-                     std::strerror(err)));
+    return absl::PermissionDeniedError(absl::StrCat("this process cannot give files to uid ",
+                                                    owner.uid,
+                                                    " (a verifier service needs CAP_CHOWN): chown ",
+                                                    QuotePath(what), ": ", std::strerror(err)));
   }
   return PathError("cannot change the owner of", what, err);
 }

@@ -38,7 +38,8 @@ struct FileOwner {
 
 // The canonical code for an errno from a file operation: kNotFound (ENOENT), kAlreadyExists
 // (EEXIST, ENOTEMPTY), kPermissionDenied (EACCES, EPERM, EROFS), kResourceExhausted (ENOSPC,
-// EDQUOT, ENOMEM), kInvalidArgument (ENAMETOOLONG, ENOTDIR, ELOOP), kUnavailable otherwise.
+// EDQUOT, ENOMEM), kInvalidArgument (ENAMETOOLONG, ENOTDIR, ELOOP, EBADF), kUnavailable
+// otherwise.
 absl::StatusCode ErrnoCode(int err);
 
 // `<what> "<path>": <strerror(err)>` (the path escaped to one line) with ErrnoCode(err).

@@ -141,7 +141,11 @@ TEST(FdTest, ClosesOnDestructionMoveAndReset) {
   EXPECT_EQ(fcntl(raw, F_GETFD), -1);  // closed
 
   raw = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  { Fd d(raw); EXPECT_EQ(d.release(), raw); EXPECT_FALSE(d.valid()); }
+  {
+    Fd d(raw);
+    EXPECT_EQ(d.release(), raw);
+    EXPECT_FALSE(d.valid());
+  }
   EXPECT_EQ(fcntl(raw, F_GETFD), FD_CLOEXEC);  // released, not closed
   Fd e(raw);
   e.Reset();
@@ -162,7 +166,7 @@ TEST_P(MakeDirsTest, CreatesRecordsAndTakesBack) {
     ASSERT_EQ(mkdirat(dir->get(), "in", 0700), 0);
     ASSERT_EQ(unlinkat(dir->get(), "in", AT_REMOVEDIR), 0);
   }
-  EXPECT_FALSE(Exists(root_path_ + "/a/x"));  // taken back
+  EXPECT_FALSE(Exists(root_path_ + "/a/x"));   // taken back
   EXPECT_TRUE(Exists(root_path_ + "/a/b/f"));  // what existed stays
 
   {

@@ -18,8 +18,7 @@ absl::Status EntryTree::Add(std::string_view path, Kind kind, bool extracted) {
   while (true) {
     const size_t slash = path.find('/', start);
     const bool last = slash == std::string_view::npos;
-    const std::string_view name =
-        path.substr(start, last ? std::string_view::npos : slash - start);
+    const std::string_view name = path.substr(start, last ? std::string_view::npos : slash - start);
     auto it = node->children.find(name);
     if (it == node->children.end()) {
       it = node->children.emplace(std::string(name), std::make_unique<Node>()).first;

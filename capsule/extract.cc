@@ -5,13 +5,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,8 +21,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "capsule/beneath.h"
-#include "capsule/fd.h"
 #include "capsule/entry_tree.h"
+#include "capsule/fd.h"
 #include "capsule/paths.h"
 #include "capsule/staging.h"
 #include "capsule/tree_writer.h"
@@ -243,10 +240,10 @@ class Extraction {
           BUNKER_RETURN_IF_ERROR(writer_->MakeHardLink(path, link_target));
         } else {
           BUNKER_ASSIGN_OR_RETURN(Fd file, writer_->CreateFile(path));
-          BUNKER_RETURN_IF_ERROR(CopyData(path, file.get()));
+          BUNKER_ASSIGN_OR_RETURN(const uint64_t written, CopyData(path, file.get()));
           const la_int64_t size = archive_entry_size_is_set(in) ? archive_entry_size(in) : 0;
           BUNKER_RETURN_IF_ERROR(writer_->FinishFile(
-              path, file.get(), static_cast<uint64_t>(size > 0 ? size : 0), perm, times));
+              path, file.get(), written, static_cast<uint64_t>(size > 0 ? size : 0), perm, times));
         }
         ++stats_.files;
         break;
@@ -264,19 +261,22 @@ class Extraction {
     return path;
   }
 
-  absl::Status CopyData(const std::string& path, int fd) {
+  // Writes the entry's data blocks at their offsets; returns where the last one ended.
+  absl::StatusOr<uint64_t> CopyData(const std::string& path, int fd) {
     const std::string what = QuotePath(path);
+    uint64_t end = 0;
     while (true) {
       const void* buffer;
       size_t size;
       la_int64_t offset;
       const int r = archive_read_data_block(in_.get(), &buffer, &size, &offset);
-      if (r == ARCHIVE_EOF) return absl::OkStatus();
+      if (r == ARCHIVE_EOF) return end;
       if (r != ARCHIVE_OK) return ReadError(absl::StrCat(" in ", what));
       if (offset < 0) return absl::DataLossError(absl::StrCat("malformed archive in ", what));
-      BUNKER_RETURN_IF_ERROR(PwriteAll(
-          fd, absl::MakeConstSpan(static_cast<const uint8_t*>(buffer), size),
-          static_cast<uint64_t>(offset), what));
+      BUNKER_RETURN_IF_ERROR(
+          PwriteAll(fd, absl::MakeConstSpan(static_cast<const uint8_t*>(buffer), size),
+                    static_cast<uint64_t>(offset), what));
+      end = std::max(end, static_cast<uint64_t>(offset) + size);
       stats_.bytes += size;
     }
   }
@@ -293,10 +293,9 @@ class Extraction {
       start = slash + 1;
     }
     if (!too_long) return absl::OkStatus();
-    return absl::InvalidArgumentError(absl::StrCat("path ", QuotePath(path),
-                                                   " is too long to extract under ",
-                                                   QuotePath(dest_), " (at most ", PATH_MAX - 1,
-                                                   " bytes, ", NAME_MAX, " per name)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("path ", QuotePath(path), " is too long to extract under ", QuotePath(dest_),
+                     " (at most ", PATH_MAX - 1, " bytes, ", NAME_MAX, " per name)"));
   }
 
   absl::Status ReadError(std::string_view where) const {

@@ -20,6 +20,8 @@
 //  - setuid, setgid and sticky bits are refused; owners in the archive are never restored;
 //    modes are masked to 0777 (not umasked) and mtimes restored.
 //  - Errors are one line naming the offending path and the rule.
+//  - No process-wide state is touched (no chdir, no umask change): extractions may run
+//    concurrently from several threads, each with its own source and destination.
 #ifndef BUNKER_CAPSULE_EXTRACT_H_
 #define BUNKER_CAPSULE_EXTRACT_H_
 

@@ -895,8 +895,7 @@ class ExtractAtTest : public ExtractTest {
     absl::StatusOr<ExtractStats> r = ExtractAt(BuildTar({File("f", "x")}), relative);
     ASSERT_FALSE(r.ok()) << relative;
     EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied) << r.status();
-    EXPECT_THAT(std::string(r.status().message()),
-                HasSubstr("is or goes through a symbolic link"));
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("is or goes through a symbolic link"));
     EXPECT_THAT(std::string(r.status().message()), Not(HasSubstr("\n")));
     EXPECT_THAT(Listing(outside_), IsEmpty());
     EXPECT_EQ(Listing(root_), root_listing);

@@ -154,7 +154,8 @@ absl::Status Staging::Commit(const Destination& d, const std::string& display) {
     r = ::renameat2(dir_.get(), kRoot, d.parent.get(), d.base.c_str(), RENAME_NOREPLACE);
     // A filesystem without RENAME_NOREPLACE: a plain rename still refuses anything at `base`
     // but an empty directory, which is what a replacing extraction accepts anyway.
-    if (r != 0 && errno == EINVAL) r = ::renameat(dir_.get(), kRoot, d.parent.get(), d.base.c_str());
+    if (r != 0 && errno == EINVAL)
+      r = ::renameat(dir_.get(), kRoot, d.parent.get(), d.base.c_str());
   }
   if (r != 0) {
     const int err = errno;

@@ -129,8 +129,8 @@ absl::StatusOr<Fd> TreeWriter::CreateFile(const std::string& path) {
   absl::StatusOr<int> parent = ParentOf(path);
   if (!parent.ok()) return parent.status();
   const std::string name = Split(path).second;
-  Fd file(::openat(*parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                   0600));
+  Fd file(
+      ::openat(*parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!file.valid()) return Error(path, errno);
   if (owner_.has_value()) {
     if (absl::Status s = GiveTo(file.get(), "", *owner_, path); !s.ok()) return Wrap(path, s);
@@ -138,12 +138,9 @@ absl::StatusOr<Fd> TreeWriter::CreateFile(const std::string& path) {
   return file;
 }
 
-absl::Status TreeWriter::FinishFile(const std::string& path, int file, uint64_t size, mode_t perm,
-                                    const EntryTimes& times) {
-  struct stat st;
-  if (::fstat(file, &st) != 0) return Error(path, errno);
-  if (static_cast<uint64_t>(st.st_size) < size &&
-      ::ftruncate(file, static_cast<off_t>(size)) != 0) {
+absl::Status TreeWriter::FinishFile(const std::string& path, int file, uint64_t written,
+                                    uint64_t size, mode_t perm, const EntryTimes& times) {
+  if (written < size && ::ftruncate(file, static_cast<off_t>(size)) != 0) {
     return Error(path, errno);
   }
   if (::fchmod(file, perm & 0777) != 0) return Error(path, errno);

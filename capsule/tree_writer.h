@@ -64,9 +64,10 @@ class TreeWriter {
 
   // Creates an empty regular file (mode 0600 until FinishFile) and returns it open for writing.
   absl::StatusOr<Fd> CreateFile(const std::string& path);
-  // Sets the size of `file` to `size` (for a sparse tail), then its mode and times.
-  absl::Status FinishFile(const std::string& path, int file, uint64_t size, mode_t perm,
-                          const EntryTimes& times);
+  // Extends `file` to `size` if only `written` bytes were written (a sparse tail), then sets
+  // its mode and times.
+  absl::Status FinishFile(const std::string& path, int file, uint64_t written, uint64_t size,
+                          mode_t perm, const EntryTimes& times);
 
   // A symlink to `target` (not checked here) with `times`.
   absl::Status MakeSymlink(const std::string& path, const std::string& target,
@@ -104,7 +105,7 @@ class TreeWriter {
   Fd root_;
   std::optional<FileOwner> owner_;
   std::string display_;
-  mode_t root_mode_ = 0;  // what mkdir gave the root
+  mode_t root_mode_ = 0;                  // what mkdir gave the root
   std::map<std::string, DirState> dirs_;  // every directory created below the root
   std::string cached_parent_path_;        // the last parent, to spare OpenBeneath per entry
   Fd cached_parent_;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "capnp/message.h"
+#include "capsule/fd.h"
 #include "capsule/io.h"
 #include "crypto/merkle.h"
 #include "crypto/status_macros.h"
@@ -39,27 +40,7 @@ constexpr size_t kReadBuffer = size_t{1} << 16;
 constexpr uint64_t kOffsetSampleEvery = 1024;
 
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      if (fd_ >= 0) ::close(fd_);
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  int fd_ = -1;
-};
+using capsule::Fd;
 
 // flock(2) held for the object's lifetime. flock locks belong to the open file description,
 // so two AuditLogs in one process exclude each other as two processes do.

@@ -47,7 +47,12 @@ absl::StatusOr<TreeWriter> TreeWriter::MakeRoot(int parent_fd, const std::string
     return fail(errno);
   }
   if (owner.has_value()) {
+    // Whether this process may give files away at all, before the first byte is read: the
+    // root goes to the owner and back (both need CAP_CHOWN unless the owner is ourselves).
+    // Entries are given away last, after their modes and times (see FinishFile).
     if (absl::Status s = GiveTo(writer.root_.get(), "", *owner, display); !s.ok()) return s;
+    const FileOwner self{::geteuid(), ::getegid()};
+    if (absl::Status s = GiveTo(writer.root_.get(), "", self, display); !s.ok()) return s;
   }
   return writer;
 }
@@ -72,9 +77,6 @@ absl::Status TreeWriter::CreateDirectory(int parent, const std::string& path, Di
   // A directory of mode 0500 (or a umask of 0222) must still take its entries.
   if ((st.st_mode & S_IRWXU) != S_IRWXU && ::fchmod(dir.get(), st.st_mode | S_IRWXU) != 0) {
     return Error(path, errno);
-  }
-  if (owner_.has_value()) {
-    if (absl::Status s = GiveTo(dir.get(), "", *owner_, path); !s.ok()) return Wrap(path, s);
   }
   return absl::OkStatus();
 }
@@ -132,9 +134,6 @@ absl::StatusOr<Fd> TreeWriter::CreateFile(const std::string& path) {
   Fd file(
       ::openat(*parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!file.valid()) return Error(path, errno);
-  if (owner_.has_value()) {
-    if (absl::Status s = GiveTo(file.get(), "", *owner_, path); !s.ok()) return Wrap(path, s);
-  }
   return file;
 }
 
@@ -146,6 +145,11 @@ absl::Status TreeWriter::FinishFile(const std::string& path, int file, uint64_t 
   if (::fchmod(file, perm & 0777) != 0) return Error(path, errno);
   struct timespec ts[2] = {times.atime, times.mtime};
   if (times.any() && ::futimens(file, ts) != 0) return Error(path, errno);
+  // Given away last: changing the mode or times of a file one no longer owns needs CAP_FOWNER,
+  // which a verifier service does not have (only CAP_CHOWN).
+  if (owner_.has_value()) {
+    if (absl::Status s = GiveTo(file, "", *owner_, path); !s.ok()) return Wrap(path, s);
+  }
   return absl::OkStatus();
 }
 
@@ -155,12 +159,12 @@ absl::Status TreeWriter::MakeSymlink(const std::string& path, const std::string&
   if (!parent.ok()) return parent.status();
   const std::string name = Split(path).second;
   if (::symlinkat(target.c_str(), *parent, name.c_str()) != 0) return Error(path, errno);
-  if (owner_.has_value()) {
-    if (absl::Status s = GiveTo(*parent, name, *owner_, path); !s.ok()) return Wrap(path, s);
-  }
   struct timespec ts[2] = {times.atime, times.mtime};
   if (times.any() && ::utimensat(*parent, name.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) {
     return Error(path, errno);
+  }
+  if (owner_.has_value()) {
+    if (absl::Status s = GiveTo(*parent, name, *owner_, path); !s.ok()) return Wrap(path, s);
   }
   return absl::OkStatus();
 }
@@ -202,6 +206,9 @@ absl::Status TreeWriter::Finish() {
     if (::fchmod(dir->get(), entry->second.mode) != 0) return Error(path, errno);
     struct timespec ts[2] = {entry->second.times.atime, entry->second.times.mtime};
     if (entry->second.times.any() && ::futimens(dir->get(), ts) != 0) return Error(path, errno);
+    if (owner_.has_value()) {
+      if (absl::Status s = GiveTo(dir->get(), "", *owner_, path); !s.ok()) return Wrap(path, s);
+    }
   }
   return absl::OkStatus();
 }
@@ -210,6 +217,7 @@ absl::Status TreeWriter::FinishRoot(std::optional<mode_t> mode) {
   if (::fchmod(root_.get(), mode.value_or(root_mode_)) != 0) {
     return PathError("cannot set the mode of", display_, errno);
   }
+  if (owner_.has_value()) return GiveTo(root_.get(), "", *owner_, display_);
   return absl::OkStatus();
 }
 

@@ -43,7 +43,7 @@ struct EntryTimes {
 class TreeWriter {
  public:
   // Makes the directory `name` (one component) in `parent_fd` with mkdirat(0777) under the
-  // umask and returns a writer for the tree below it. The root is given to `owner` if set.
+  // umask and returns a writer for the tree below it. The root is given to `owner` in FinishRoot.
   // `display` names the destination in errors.
   static absl::StatusOr<TreeWriter> MakeRoot(int parent_fd, const std::string& name,
                                              const std::optional<FileOwner>& owner,
@@ -97,7 +97,8 @@ class TreeWriter {
   // The descriptor of `path`'s parent directory, created (implicitly) if needed. Owned by the
   // writer, valid until the next call.
   absl::StatusOr<int> ParentOf(const std::string& path);
-  // mkdirat + open without following; leaves the new directory u+rwx and gives it to the owner.
+  // mkdirat + open without following; leaves the new directory u+rwx (Finish gives it to the
+  // owner, after its final mode and times).
   absl::Status CreateDirectory(int parent, const std::string& path, DirState* state);
   absl::Status Error(const std::string& path, int err) const;
   absl::Status Wrap(const std::string& path, const absl::Status& status) const;

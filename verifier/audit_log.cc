@@ -694,6 +694,9 @@ std::vector<uint8_t> EncodeAuditEntry(const AuditRecord& r) {
   if (!r.reasons.empty()) {
     SetList(root.initReasons(static_cast<unsigned>(r.reasons.size())), r.reasons);
   }
+  root.setUses(r.uses);
+  root.setLocalUid(r.uid ? int64_t{*r.uid} : -1);
+  root.setLocalPid(r.pid ? int64_t{*r.pid} : -1);
   kj::Array<capnp::word> words = capnp::canonicalize(root.asReader());
   auto bytes = words.asBytes();
   return std::vector<uint8_t>(bytes.begin(), bytes.end());
@@ -731,6 +734,13 @@ absl::StatusOr<AuditRecord> DecodeAuditEntry(absl::Span<const uint8_t> bytes) {
     GetList(root.getPaths(), r.paths);
     GetList(root.getRules(), r.rules);
     GetList(root.getReasons(), r.reasons);
+    r.uses = root.getUses();
+    const int64_t uid = root.getLocalUid(), pid = root.getLocalPid();
+    if (uid < -1 || uid > int64_t{UINT32_MAX} || pid < -1 || pid > int64_t{INT32_MAX}) {
+      return absl::DataLossError("audit entry has an impossible local uid or pid");
+    }
+    if (uid >= 0) r.uid = static_cast<uint32_t>(uid);
+    if (pid >= 0) r.pid = static_cast<int32_t>(pid);
   } catch (const kj::Exception&) {
     // Cap'n Proto's message names internals only.
     return absl::DataLossError("audit entry is not a valid AuditEntry message");
@@ -1111,13 +1121,15 @@ std::string AuditRecordToJson(uint64_t index, const AuditRecord& r) {
     absl::StrAppend(&out, ", \"", key, "\": ");
     AppendJsonList(out, *value);
   }
-  out += '}';
+  absl::StrAppend(&out, ", \"uses\": ", r.uses, ", \"uid\": ",
+                  r.uid ? absl::StrCat(*r.uid) : "null", ", \"pid\": ",
+                  r.pid ? absl::StrCat(*r.pid) : "null", "}");
   return out;
 }
 
 std::string AuditCsvHeader() {
   return "index,time,time_utc,event,decision,capsule_id,issuer,site,requester,purpose,paths,"
-         "rules,reasons";
+         "rules,reasons,uses,uid,pid";
 }
 
 std::string AuditRecordToCsv(uint64_t index, const AuditRecord& r) {
@@ -1131,6 +1143,9 @@ std::string AuditRecordToCsv(uint64_t index, const AuditRecord& r) {
     out += ',';
     AppendCsvCell(out, JsonList(*v));
   }
+  // Numbers, unquoted like the first cells; an absent uid or pid is an empty cell.
+  absl::StrAppend(&out, ",", r.uses, ",", r.uid ? absl::StrCat(*r.uid) : "", ",",
+                  r.pid ? absl::StrCat(*r.pid) : "");
   return out;
 }
 

@@ -36,8 +36,8 @@ inline constexpr size_t kMaxAuditEntrySize = 65536;
 // they may hold anything a requester typed, so printers must escape them.
 struct AuditRecord {
   int64_t time = 0;
-  std::string event = "open";
-  std::string decision;  // "permit" | "deny"
+  std::string event = "open";  // "open" | "release-failed" | a transfer event
+  std::string decision;        // "permit" | "deny" | "failed"
   std::string capsule_id;
   std::string issuer;
   std::string site;
@@ -46,10 +46,19 @@ struct AuditRecord {
   std::vector<std::string> paths;
   std::vector<std::string> rules;
   std::vector<std::string> reasons;
+  // The change this entry makes to the use count of (issuer, capsule_id): +1 for a permit that
+  // counts a maxOpens use, -1 for the refund of a release that failed, 0 otherwise
+  // (spec/POLICY.md "Use counting").
+  int8_t uses = 0;
+  // The local client that asked, when the request came over the site's Unix socket (its
+  // SO_PEERCRED); nullopt otherwise. Encoded as -1 (spec/AUDIT.md "Entries").
+  std::optional<uint32_t> uid;
+  std::optional<int32_t> pid;
 };
 
 // Canonical Cap'n Proto bytes of an entry, and strict decoding (kDataLoss unless re-encoding
-// the decoded record gives the same bytes). Empty texts and lists are null pointers.
+// the decoded record gives the same bytes, or localUid/localPid is neither -1 nor a uid/pid).
+// Empty texts and lists are null pointers; fields at their default are absent.
 std::vector<uint8_t> EncodeAuditEntry(const AuditRecord& record);
 absl::StatusOr<AuditRecord> DecodeAuditEntry(absl::Span<const uint8_t> bytes);
 

@@ -834,6 +834,7 @@ struct AuditLog::State {
   Position pos;
   // False after a failed append could not be undone; the next Open repairs the files.
   bool usable = true;
+  UnsignedTail tail = UnsignedTail::kCut;
 
   // Under the lock: catches up with what other processes appended since `pos`, checks it, and
   // cuts off the tail of an interrupted append. With `last_signed`, first checks the log
@@ -875,6 +876,11 @@ struct AuditLog::State {
                          " entries do not match the checkpoint this site last signed"));
       }
     }
+    if ((scan->unsigned_tail || scan->torn_checkpoint) && tail == UnsignedTail::kRefuse) {
+      return absl::DataLossError(
+          "audit log was tampered with: it ends in an entry that no checkpoint signs, and no "
+          "append was under way (spec/AUDIT.md \"Crash recovery\")");
+    }
     // Never acknowledged, so never released anything: spec/AUDIT.md "Crash recovery".
     if (scan->unsigned_tail) BUNKER_RETURN_IF_ERROR(Truncate(log_fd.get(), next.log_offset));
     if (scan->torn_checkpoint) BUNKER_RETURN_IF_ERROR(Truncate(ck_fd.get(), next.ck_offset));
@@ -893,7 +899,7 @@ struct AuditLog::State {
 
 absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
     const std::string& state_dir, const crypto::Identity* signer, std::string site,
-    const std::optional<Checkpoint>& last_signed) {
+    const std::optional<Checkpoint>& last_signed, UnsignedTail tail) {
   if (signer == nullptr) return absl::InvalidArgumentError("the audit log needs a signing key");
   if (!ValidSite(site)) {
     return absl::InvalidArgumentError(
@@ -918,6 +924,7 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
   state->dir = state_dir;
   state->signer = signer;
   state->site = std::move(site);
+  state->tail = tail;
   bool created_log = false, created_ck = false;
   BUNKER_ASSIGN_OR_RETURN(state->log_fd, OpenOrCreate(log_path, true, &created_log));
   BUNKER_ASSIGN_OR_RETURN(state->ck_fd, OpenOrCreate(ck_path, true, &created_ck));
@@ -987,6 +994,8 @@ absl::StatusOr<Checkpoint> AuditLog::Append(const AuditRecord& record, int64_t n
 }
 
 uint64_t AuditLog::size() const { return state_->pos.tree.size(); }
+
+const std::optional<Checkpoint>& AuditLog::latest() const { return state_->pos.latest; }
 
 AuditLog::~AuditLog() = default;
 

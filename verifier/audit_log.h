@@ -99,11 +99,15 @@ class AuditLog {
   // `signer` must be non-null and outlive the AuditLog; every checkpoint must verify under it.
   // Crash recovery: an append interrupted before its checkpoint was durable leaves at most one
   // entry (perhaps partial) past the latest checkpoint and perhaps a partial checkpoint; that
-  // tail was never acknowledged, so Open and Append cut it off (spec/AUDIT.md "Crash
-  // recovery"). Any larger unsigned tail is kDataLoss. Open reads the whole log: O(entries).
+  // tail was never acknowledged. With UnsignedTail::kCut, Open and Append cut it off
+  // (spec/AUDIT.md "Crash recovery"); with kRefuse, such a tail is kDataLoss, because the
+  // caller knows that no append was under way (the site's state database holds no pending
+  // entry: cutting would erase a decision that was made). Any larger unsigned tail is kDataLoss.
+  // Open reads the whole log: O(entries).
+  enum class UnsignedTail { kCut, kRefuse };
   static absl::StatusOr<std::unique_ptr<AuditLog>> Open(
       const std::string& state_dir, const crypto::Identity* signer, std::string site,
-      const std::optional<Checkpoint>& last_signed);
+      const std::optional<Checkpoint>& last_signed, UnsignedTail tail = UnsignedTail::kCut);
 
   // Appends `record`, fsyncs, then appends and fsyncs a new signed checkpoint. Returns it. On
   // any failure the record must be treated as not written (the caller denies).
@@ -112,6 +116,8 @@ class AuditLog {
 
   // Entries in the log as of the last Open or Append (other processes may have added more).
   uint64_t size() const;
+  // The latest checkpoint as of the last Open or Append (nullopt for an empty log).
+  const std::optional<Checkpoint>& latest() const;
 
   ~AuditLog();
 

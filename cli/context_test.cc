@@ -35,7 +35,8 @@ TEST(TerminalSafeTest, EscapesInvalidUtf8AndDisguisingCodePoints) {
   EXPECT_EQ(TerminalSafe("\xc0\xaf"), "\\xc0\\xaf");          // overlong '/'
   EXPECT_EQ(TerminalSafe("a\xe2\x80\x8b" "b\xef\xbb\xbf\xe2\x81\xa6" "c\xe2\x80\xa8"),
             "a\\u200bb\\ufeff\\u2066c\\u2028");
-  EXPECT_EQ(TerminalSafe("\xe2\x82\xac \xf0\x9f\x94\x91"), "\xe2\x82\xac \xf0\x9f\x94\x91");  // kept
+  // Other valid UTF-8 is kept.
+  EXPECT_EQ(TerminalSafe("\xe2\x82\xac \xf0\x9f\x94\x91"), "\xe2\x82\xac \xf0\x9f\x94\x91");
   EXPECT_EQ(TerminalSafe("x\xe2\x80\xaey\n", /*keep_newlines=*/true), "x\\u202ey\n");
 }
 

@@ -931,7 +931,8 @@ TEST(AuditExportTest, CsvRow) {
             "2,1700000120,2023-11-14T22:15:20Z,\"open\",\"deny\","
             "\"0123456789abcdef0123456789abcd12\",\"bk1:aaaaaaaaaaaaaaaaaaaaaaaaaa\",\"site-b\","
             "\"bk1:bbbbbbbbbbbbbbbbbbbbbbbbba\",\"'=HYPERLINK(\"\"http://x\"\"), really\","
-            "\"[\"\"train/**\"\"]\",\"[\"\"no-pii\"\"]\",\"[\"\"a, b\"\", \"\"line\\nbreak\"\"]\",0,,");
+            "\"[\"\"train/**\"\"]\",\"[\"\"no-pii\"\"]\",\"[\"\"a, b\"\", \"\"line\\nbreak\"\"]\","
+            "0,,");
   r.purpose = "-1+2";
   EXPECT_THAT(AuditRecordToCsv(2, r), HasSubstr(",\"'-1+2\","));
 }

@@ -105,7 +105,8 @@ absl::StatusOr<Authorization> AuthorizeFiles(const capsule::Manifest& m,
     uint64_t opens = 0;
     // A dry run reads the count from the log, and creates nothing.
     if (request.site != nullptr && evaluate) {
-      absl::StatusOr<uint64_t> n = SignedUseCount(request.site->state + "/audit.log", CounterKey(m));
+      absl::StatusOr<uint64_t> n =
+          SignedUseCount(request.site->state + "/audit.log", CounterKey(m));
       if (!n.ok()) return n.status();
       opens = *n;
     }

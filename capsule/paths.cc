@@ -69,7 +69,44 @@ bool IsDisguising(char32_t cp) {
          (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff;
 }
 
+// Appends s[i...] as one escaped unit: a C0 control or DEL as \xNN, a byte that does not
+// begin a valid UTF-8 sequence as \xNN, a disguising code point as \uXXXX, anything else as
+// is. Returns the number of bytes consumed.
+size_t AppendEscapedUnit(std::string_view s, size_t i, std::string& out) {
+  const unsigned char c = static_cast<unsigned char>(s[i]);
+  if (c < 0x20 || c == 0x7f) {
+    absl::StrAppendFormat(&out, "\\x%02x", c);
+    return 1;
+  }
+  char32_t cp;
+  const size_t len = DecodeUtf8(s.substr(i), &cp);
+  if (len == 0) {
+    absl::StrAppendFormat(&out, "\\x%02x", c);
+    return 1;
+  }
+  if (IsDisguising(cp)) {
+    absl::StrAppendFormat(&out, "\\u%04x", static_cast<uint32_t>(cp));
+  } else {
+    out.append(s.substr(i, len));
+  }
+  return len;
+}
+
 }  // namespace
+
+std::string EscapeForTerminal(std::string_view text, bool keep_newlines) {
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    if (keep_newlines && (text[i] == '\n' || text[i] == '\t')) {
+      out += text[i++];
+      continue;
+    }
+    i += AppendEscapedUnit(text, i, out);
+  }
+  return out;
+}
 
 std::string QuotePath(std::string_view path) {
   std::string out = "\"";
@@ -100,23 +137,7 @@ std::string QuotePath(std::string_view path) {
       default:
         break;
     }
-    if (c < 0x20 || c == 0x7f) {
-      absl::StrAppendFormat(&out, "\\x%02x", c);
-      ++i;
-      continue;
-    }
-    char32_t cp;
-    const size_t len = DecodeUtf8(path.substr(i), &cp);
-    if (len == 0) {
-      absl::StrAppendFormat(&out, "\\x%02x", c);
-      ++i;
-    } else if (IsDisguising(cp)) {
-      absl::StrAppendFormat(&out, "\\u%04x", static_cast<uint32_t>(cp));
-      i += len;
-    } else {
-      out.append(path.substr(i, len));
-      i += len;
-    }
+    i += AppendEscapedUnit(path, i, out);
   }
   out += '"';
   return out;

@@ -22,8 +22,17 @@ absl::StatusOr<std::string> NormalizeEntryPath(std::string_view path);
 // climb above the root. kInvalidArgument naming the link otherwise.
 absl::Status CheckSymlinkTarget(std::string_view link_path, std::string_view target);
 
-// `path` with control characters and quotes escaped, for one-line error messages.
+// `path` in double quotes with control characters and quotes escaped, for one-line error
+// messages: as EscapeForTerminal, and also `"` and `\` backslash-escaped and LF, CR, tab as
+// \n, \r, \t.
 std::string QuotePath(std::string_view path);
+
+// `text` made safe to print on a terminal, whoever wrote it: C0 controls and DEL become \xNN
+// (except LF and tab when `keep_newlines`), each byte that does not begin a strictly valid UTF-8
+// sequence becomes \xNN, and code points that could disguise the line (C1 controls,
+// U+200B-U+200F, U+2028-U+202E, U+2060-U+2069, U+FEFF) become \uXXXX. All else, other valid
+// UTF-8 included, is kept. The one place that decides what a terminal may be shown.
+std::string EscapeForTerminal(std::string_view text, bool keep_newlines);
 
 }  // namespace bunker::capsule
 

@@ -141,8 +141,8 @@ int RunShow(int argc, char** argv) {
 
   uint64_t shown = 0;
   if (!ctx.json()) {
-    std::printf("%-6s %-20s  %-8s  %-8s  %-32s  %-30s  %s\n", "#", "TIME", "EVENT", "DECISION",
-                "CAPSULE", "REQUESTER/PEER", "PURPOSE; REASONS");
+    std::printf("%-6s %-20s  %-8s  %-8s  %-32s  %-10s  %-30s  %s\n", "#", "TIME", "EVENT",
+                "DECISION", "CAPSULE", "UID", "REQUESTER/PEER", "PURPOSE; REASONS");
   }
   absl::Status s =
       verifier::ForEachAuditRecord(log, [&](uint64_t index, const verifier::AuditRecord& r) {
@@ -154,10 +154,12 @@ int RunShow(int argc, char** argv) {
         }
         std::string why = r.purpose.empty() ? "-" : absl::StrCat("\"", r.purpose, "\"");
         for (const std::string& reason : r.reasons) absl::StrAppend(&why, "; ", reason);
-        std::printf("%-6llu %-20s  %-8s  %-8s  %-32s  %-30s  %s\n",
+        // The local client's uid, or "-" when the request did not come over the site's socket.
+        const std::string uid = r.uid ? absl::StrCat(*r.uid) : "-";
+        std::printf("%-6llu %-20s  %-8s  %-8s  %-32s  %-10s  %-30s  %s\n",
                     static_cast<unsigned long long>(index), FormatTime(r.time).c_str(),
                     TerminalSafe(r.event).c_str(), TerminalSafe(r.decision).c_str(),
-                    TerminalSafe(r.capsule_id.empty() ? "-" : r.capsule_id).c_str(),
+                    TerminalSafe(r.capsule_id.empty() ? "-" : r.capsule_id).c_str(), uid.c_str(),
                     r.requester.empty() ? "-" : TerminalSafe(r.requester).c_str(),
                     TerminalSafe(why).c_str());
         return true;

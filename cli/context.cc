@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "capsule/key_files.h"
+#include "capsule/paths.h"
 #include "transfer/client.h"
 
 namespace bunker::cli {
@@ -292,22 +293,7 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
 }
 
 std::string TerminalSafe(std::string_view text, bool keep_newlines) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(text[i]);
-    const bool c1 = c == 0xc2 && i + 1 < text.size() &&
-                    static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
-                    static_cast<unsigned char>(text[i + 1]) <= 0x9f;
-    if (c1) {
-      out += absl::StrFormat("\\xc2\\x%02x", static_cast<unsigned char>(text[++i]));
-    } else if ((c < 0x20 && !(keep_newlines && (c == '\n' || c == '\t'))) || c == 0x7f) {
-      out += absl::StrFormat("\\x%02x", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
+  return capsule::EscapeForTerminal(text, keep_newlines);
 }
 
 namespace {

@@ -212,9 +212,10 @@ class Progress {
 std::string HumanBytes(uint64_t bytes);
 // Parses "1M", "64K", "1048576", "2MiB" into bytes (K/M/G = 1024 multiples).
 absl::StatusOr<uint64_t> ParseSize(const std::string& text);
-// `text` (from a capsule: untrusted) made safe to print on a terminal: control characters
-// (C0 except, when `keep_newlines`, newline and tab; DEL; C1) become \xNN, so no escape sequence
-// can rewrite what the user sees.
+// `text` (from a capsule, a requester or a peer: untrusted) made safe to print on a terminal,
+// so no escape sequence can rewrite what the user sees and no bidi or zero-width character can
+// disguise it: capsule::EscapeForTerminal (C0 except, when `keep_newlines`, newline and tab, DEL
+// and invalid UTF-8 as \xNN; C1 and the disguising code points as \uXXXX).
 std::string TerminalSafe(std::string_view text, bool keep_newlines = false);
 // Parses a rate: "50M" is 50,000,000 bytes per second (K, M, G: powers of 1000).
 absl::StatusOr<uint64_t> ParseRate(const std::string& text);

@@ -21,8 +21,23 @@ TEST(TerminalSafeTest, DefangsEscapeSequences) {
   EXPECT_EQ(TerminalSafe("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");
   EXPECT_EQ(TerminalSafe("a\nb"), "a\\x0ab");
   EXPECT_EQ(TerminalSafe("a\nb\tc", /*keep_newlines=*/true), "a\nb\tc");
-  EXPECT_EQ(TerminalSafe("\xc2\x9b" "31m"), "\\xc2\\x9b31m");  // C1 CSI
+  EXPECT_EQ(TerminalSafe("\xc2\x9b" "31m"), "\\u009b31m");  // C1 CSI
   EXPECT_EQ(TerminalSafe("caf\xc3\xa9"), "caf\xc3\xa9");
+}
+
+// A requester's purpose that would reorder the line (U+202E RIGHT-TO-LEFT OVERRIDE) or carry
+// bytes that are not UTF-8 is shown escaped, not passed to the terminal.
+TEST(TerminalSafeTest, EscapesInvalidUtf8AndDisguisingCodePoints) {
+  EXPECT_EQ(TerminalSafe("train\xe2\x80\xaegnp.exe"), "train\\u202egnp.exe");
+  EXPECT_EQ(TerminalSafe("bad\xff\xfe end"), "bad\\xff\\xfe end");
+  EXPECT_EQ(TerminalSafe("\xc3"), "\\xc3");                  // truncated sequence
+  EXPECT_EQ(TerminalSafe("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // surrogate
+  EXPECT_EQ(TerminalSafe("\xc0\xaf"), "\\xc0\\xaf");          // overlong '/'
+  EXPECT_EQ(TerminalSafe("a\xe2\x80\x8b" "b\xef\xbb\xbf\xe2\x81\xa6" "c\xe2\x80\xa8"),
+            "a\\u200bb\\ufeff\\u2066c\\u2028");
+  // Other valid UTF-8 is kept.
+  EXPECT_EQ(TerminalSafe("\xe2\x82\xac \xf0\x9f\x94\x91"), "\xe2\x82\xac \xf0\x9f\x94\x91");
+  EXPECT_EQ(TerminalSafe("x\xe2\x80\xaey\n", /*keep_newlines=*/true), "x\\u202ey\n");
 }
 
 TEST(ParseSizeTest, SuffixesAndErrors) {

@@ -225,8 +225,7 @@ absl::StatusOr<verifier::Authorization> Gate::Authorize(const OpenCapsule& c, co
   request.site_identity = identity_;
   request.requester = who.key;
   request.purpose = who.purpose;
-  request.uid = who.uid;
-  request.pid = who.pid;
+  if (who.uid) request.client = verifier::LocalClient{*who.uid, who.pid};
   request.only_patterns = std::move(patterns);
   request.now = now;
   request.dry_run = dry_run;

@@ -5,8 +5,9 @@
 // Usage: audit_fixture STATE_DIR SITE.key COUNT [FIRST]
 // Appends records FIRST..FIRST+COUNT-1 (FIRST defaults to 0) for site "site-b" and prints the
 // last checkpoint. Record i: time 1700000000 + 3600*i; "deny" when i % 3 == 2, else "permit";
-// capsule 00..00 followed by i % 2; purposes vary and include a terminal escape (i % 4 == 3)
-// and a spreadsheet formula (i % 4 == 1).
+// capsule 00..00 followed by i % 2; purposes vary and include a terminal escape, U+202E and
+// invalid UTF-8 (i % 4 == 3) and a spreadsheet formula (i % 4 == 1); record 0 has local uid
+// 1000 and pid 4242.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -32,7 +33,8 @@ bunker::verifier::AuditRecord Record(int i) {
       r.purpose = "=2+3";
       break;
     case 3:
-      r.purpose = "evil \x1b[2J";
+      // A terminal escape, a right-to-left override and a byte that is not UTF-8.
+      r.purpose = "evil \x1b[2J \xe2\x80\xaegnp.exe \xff";
       break;
     default:
       r.purpose = "training";
@@ -41,6 +43,10 @@ bunker::verifier::AuditRecord Record(int i) {
   r.paths = {"train/**"};
   r.rules = {r.decision == "deny" ? "no-pii" : "train"};
   r.reasons = {absl::StrCat("fixture record ", i)};
+  if (i == 0) {  // a request over the site's socket
+    r.uid = 1000;
+    r.pid = 4242;
+  }
   return r;
 }
 

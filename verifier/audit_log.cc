@@ -675,6 +675,9 @@ std::vector<uint8_t> EncodeAuditEntry(const AuditRecord& r) {
   if (!r.reasons.empty()) {
     SetList(root.initReasons(static_cast<unsigned>(r.reasons.size())), r.reasons);
   }
+  root.setUses(r.uses);
+  root.setLocalUid(r.uid ? int64_t{*r.uid} : -1);
+  root.setLocalPid(r.pid ? int64_t{*r.pid} : -1);
   kj::Array<capnp::word> words = capnp::canonicalize(root.asReader());
   auto bytes = words.asBytes();
   return std::vector<uint8_t>(bytes.begin(), bytes.end());
@@ -712,6 +715,13 @@ absl::StatusOr<AuditRecord> DecodeAuditEntry(absl::Span<const uint8_t> bytes) {
     GetList(root.getPaths(), r.paths);
     GetList(root.getRules(), r.rules);
     GetList(root.getReasons(), r.reasons);
+    r.uses = root.getUses();
+    const int64_t uid = root.getLocalUid(), pid = root.getLocalPid();
+    if (uid < -1 || uid > int64_t{UINT32_MAX} || pid < -1 || pid > int64_t{INT32_MAX}) {
+      return absl::DataLossError("audit entry has an impossible local uid or pid");
+    }
+    if (uid >= 0) r.uid = static_cast<uint32_t>(uid);
+    if (pid >= 0) r.pid = static_cast<int32_t>(pid);
   } catch (const kj::Exception&) {
     // Cap'n Proto's message names internals only.
     return absl::DataLossError("audit entry is not a valid AuditEntry message");
@@ -805,6 +815,7 @@ struct AuditLog::State {
   Position pos;
   // False after a failed append could not be undone; the next Open repairs the files.
   bool usable = true;
+  UnsignedTail tail = UnsignedTail::kCut;
 
   // Under the lock: catches up with what other processes appended since `pos`, checks it, and
   // cuts off the tail of an interrupted append. With `last_signed`, first checks the log
@@ -846,6 +857,11 @@ struct AuditLog::State {
                          " entries do not match the checkpoint this site last signed"));
       }
     }
+    if ((scan->unsigned_tail || scan->torn_checkpoint) && tail == UnsignedTail::kRefuse) {
+      return absl::DataLossError(
+          "audit log was tampered with: it ends in an entry that no checkpoint signs, and no "
+          "append was under way (spec/AUDIT.md \"Crash recovery\")");
+    }
     // Never acknowledged, so never released anything: spec/AUDIT.md "Crash recovery".
     if (scan->unsigned_tail) BUNKER_RETURN_IF_ERROR(Truncate(log_fd.get(), next.log_offset));
     if (scan->torn_checkpoint) BUNKER_RETURN_IF_ERROR(Truncate(ck_fd.get(), next.ck_offset));
@@ -864,7 +880,7 @@ struct AuditLog::State {
 
 absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
     const std::string& state_dir, const crypto::Identity* signer, std::string site,
-    const std::optional<Checkpoint>& last_signed) {
+    const std::optional<Checkpoint>& last_signed, UnsignedTail tail) {
   if (signer == nullptr) return absl::InvalidArgumentError("the audit log needs a signing key");
   if (!ValidSite(site)) {
     return absl::InvalidArgumentError(
@@ -889,6 +905,7 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
   state->dir = state_dir;
   state->signer = signer;
   state->site = std::move(site);
+  state->tail = tail;
   bool created_log = false, created_ck = false;
   BUNKER_ASSIGN_OR_RETURN(state->log_fd, OpenOrCreate(log_path, true, &created_log));
   BUNKER_ASSIGN_OR_RETURN(state->ck_fd, OpenOrCreate(ck_path, true, &created_ck));
@@ -958,6 +975,8 @@ absl::StatusOr<Checkpoint> AuditLog::Append(const AuditRecord& record, int64_t n
 }
 
 uint64_t AuditLog::size() const { return state_->pos.tree.size(); }
+
+const std::optional<Checkpoint>& AuditLog::latest() const { return state_->pos.latest; }
 
 AuditLog::~AuditLog() = default;
 
@@ -1092,13 +1111,15 @@ std::string AuditRecordToJson(uint64_t index, const AuditRecord& r) {
     absl::StrAppend(&out, ", \"", key, "\": ");
     AppendJsonList(out, *value);
   }
-  out += '}';
+  absl::StrAppend(&out, ", \"uses\": ", r.uses, ", \"uid\": ",
+                  r.uid ? absl::StrCat(*r.uid) : "null", ", \"pid\": ",
+                  r.pid ? absl::StrCat(*r.pid) : "null", "}");
   return out;
 }
 
 std::string AuditCsvHeader() {
   return "index,time,time_utc,event,decision,capsule_id,issuer,site,requester,purpose,paths,"
-         "rules,reasons";
+         "rules,reasons,uses,uid,pid";
 }
 
 std::string AuditRecordToCsv(uint64_t index, const AuditRecord& r) {
@@ -1112,6 +1133,9 @@ std::string AuditRecordToCsv(uint64_t index, const AuditRecord& r) {
     out += ',';
     AppendCsvCell(out, JsonList(*v));
   }
+  // Numbers, unquoted like the first cells; an absent uid or pid is an empty cell.
+  absl::StrAppend(&out, ",", r.uses, ",", r.uid ? absl::StrCat(*r.uid) : "", ",",
+                  r.pid ? absl::StrCat(*r.pid) : "");
   return out;
 }
 

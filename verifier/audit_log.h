@@ -36,8 +36,8 @@ inline constexpr size_t kMaxAuditEntrySize = 65536;
 // they may hold anything a requester typed, so printers must escape them.
 struct AuditRecord {
   int64_t time = 0;
-  std::string event = "open";
-  std::string decision;  // "permit" | "deny"
+  std::string event = "open";  // "open" | "release-failed" | a transfer event
+  std::string decision;        // "permit" | "deny" | "failed"
   std::string capsule_id;
   std::string issuer;
   std::string site;
@@ -46,10 +46,19 @@ struct AuditRecord {
   std::vector<std::string> paths;
   std::vector<std::string> rules;
   std::vector<std::string> reasons;
+  // The change this entry makes to the use count of (issuer, capsule_id): +1 for a permit that
+  // counts a maxOpens use, -1 for the refund of a release that failed, 0 otherwise
+  // (spec/POLICY.md "Use counting").
+  int8_t uses = 0;
+  // The local client that asked, when the request came over the site's Unix socket (its
+  // SO_PEERCRED); nullopt otherwise. Encoded as -1 (spec/AUDIT.md "Entries").
+  std::optional<uint32_t> uid;
+  std::optional<int32_t> pid;
 };
 
 // Canonical Cap'n Proto bytes of an entry, and strict decoding (kDataLoss unless re-encoding
-// the decoded record gives the same bytes). Empty texts and lists are null pointers.
+// the decoded record gives the same bytes, or localUid/localPid is neither -1 nor a uid/pid).
+// Empty texts and lists are null pointers; fields at their default are absent.
 std::vector<uint8_t> EncodeAuditEntry(const AuditRecord& record);
 absl::StatusOr<AuditRecord> DecodeAuditEntry(absl::Span<const uint8_t> bytes);
 
@@ -90,11 +99,15 @@ class AuditLog {
   // `signer` must be non-null and outlive the AuditLog; every checkpoint must verify under it.
   // Crash recovery: an append interrupted before its checkpoint was durable leaves at most one
   // entry (perhaps partial) past the latest checkpoint and perhaps a partial checkpoint; that
-  // tail was never acknowledged, so Open and Append cut it off (spec/AUDIT.md "Crash
-  // recovery"). Any larger unsigned tail is kDataLoss. Open reads the whole log: O(entries).
+  // tail was never acknowledged. With UnsignedTail::kCut, Open and Append cut it off
+  // (spec/AUDIT.md "Crash recovery"); with kRefuse, such a tail is kDataLoss, because the
+  // caller knows that no append was under way (the site's state database holds no pending
+  // entry: cutting would erase a decision that was made). Any larger unsigned tail is kDataLoss.
+  // Open reads the whole log: O(entries).
+  enum class UnsignedTail { kCut, kRefuse };
   static absl::StatusOr<std::unique_ptr<AuditLog>> Open(
       const std::string& state_dir, const crypto::Identity* signer, std::string site,
-      const std::optional<Checkpoint>& last_signed);
+      const std::optional<Checkpoint>& last_signed, UnsignedTail tail = UnsignedTail::kCut);
 
   // Appends `record`, fsyncs, then appends and fsyncs a new signed checkpoint. Returns it. On
   // any failure the record must be treated as not written (the caller denies).
@@ -103,6 +116,8 @@ class AuditLog {
 
   // Entries in the log as of the last Open or Append (other processes may have added more).
   uint64_t size() const;
+  // The latest checkpoint as of the last Open or Append (nullopt for an empty log).
+  const std::optional<Checkpoint>& latest() const;
 
   ~AuditLog();
 

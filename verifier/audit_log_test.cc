@@ -125,7 +125,8 @@ bool SameRecord(const AuditRecord& a, const AuditRecord& b) {
   return a.time == b.time && a.event == b.event && a.decision == b.decision &&
          a.capsule_id == b.capsule_id && a.issuer == b.issuer && a.site == b.site &&
          a.requester == b.requester && a.purpose == b.purpose && a.paths == b.paths &&
-         a.rules == b.rules && a.reasons == b.reasons;
+         a.rules == b.rules && a.reasons == b.reasons && a.uses == b.uses && a.uid == b.uid &&
+         a.pid == b.pid;
 }
 
 // --- Entries ---------------------------------------------------------------------------------
@@ -909,7 +910,8 @@ TEST(AuditExportTest, JsonLine) {
             "\"issuer\": \"bk1:aaaaaaaaaaaaaaaaaaaaaaaaaa\", \"site\": \"site-b\", "
             "\"requester\": \"bk1:bbbbbbbbbbbbbbbbbbbbbbbbba\", "
             "\"purpose\": \"say \\\"hi\\\"\\n\\u001b[2J\xEF\xBF\xBD\\u007f\", "
-            "\"paths\": [\"train/**\"], \"rules\": [\"train\"], \"reasons\": [\"reason 0\"]}");
+            "\"paths\": [\"train/**\"], \"rules\": [\"train\"], \"reasons\": [\"reason 0\"], "
+            "\"uses\": 0, \"uid\": null, \"pid\": null}");
   // Valid multi-byte UTF-8 passes through; truncated or overlong sequences do not.
   AuditRecord u;
   u.purpose = "caf\xC3\xA9 \xE2\x82\xAC \xC3 \xC0\xAF \xED\xA0\x80 \xC2\x9B";
@@ -921,7 +923,7 @@ TEST(AuditExportTest, JsonLine) {
 TEST(AuditExportTest, CsvRow) {
   EXPECT_EQ(AuditCsvHeader(),
             "index,time,time_utc,event,decision,capsule_id,issuer,site,requester,purpose,paths,"
-            "rules,reasons");
+            "rules,reasons,uses,uid,pid");
   AuditRecord r = SampleRecord(2);
   r.purpose = "=HYPERLINK(\"http://x\"), really";
   r.reasons = {"a, b", "line\nbreak"};
@@ -929,7 +931,8 @@ TEST(AuditExportTest, CsvRow) {
             "2,1700000120,2023-11-14T22:15:20Z,\"open\",\"deny\","
             "\"0123456789abcdef0123456789abcd12\",\"bk1:aaaaaaaaaaaaaaaaaaaaaaaaaa\",\"site-b\","
             "\"bk1:bbbbbbbbbbbbbbbbbbbbbbbbba\",\"'=HYPERLINK(\"\"http://x\"\"), really\","
-            "\"[\"\"train/**\"\"]\",\"[\"\"no-pii\"\"]\",\"[\"\"a, b\"\", \"\"line\\nbreak\"\"]\"");
+            "\"[\"\"train/**\"\"]\",\"[\"\"no-pii\"\"]\",\"[\"\"a, b\"\", \"\"line\\nbreak\"\"]\","
+            "0,,");
   r.purpose = "-1+2";
   EXPECT_THAT(AuditRecordToCsv(2, r), HasSubstr(",\"'-1+2\","));
 }

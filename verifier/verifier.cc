@@ -1,13 +1,11 @@
 #include "verifier/verifier.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "capsule/file_index.h"
-#include "verifier/use_counter.h"
+#include "verifier/state_binding.h"
 
 namespace bunker::verifier {
 namespace {
@@ -33,55 +31,8 @@ absl::StatusOr<std::vector<std::string>> RequestedFiles(const capsule::CapsuleRe
   return files;
 }
 
-// Uses are counted per issuer and capsule id: ids are the issuer's to choose, so another trusted
-// issuer reusing an id cannot spend this capsule's budget.
 std::string CounterKey(const capsule::Manifest& m) {
-  return absl::StrCat(m.issuer.fingerprint().ToString(), "/", m.IdHex());
-}
-
-// The site's audit log, checked against the checkpoint its state database last kept.
-absl::StatusOr<std::unique_ptr<AuditLog>> OpenSiteLog(const SiteFacts& site,
-                                                      const crypto::Identity& identity,
-                                                      UseCounter& counter) {
-  absl::StatusOr<std::optional<std::string>> last_text = counter.LastCheckpoint();
-  if (!last_text.ok()) return last_text.status();
-  std::optional<Checkpoint> last;
-  if (last_text->has_value()) {
-    absl::StatusOr<Checkpoint> cp = Checkpoint::Parse(**last_text);
-    if (!cp.ok()) return absl::DataLossError("the site's last audit checkpoint is corrupt");
-    last = *cp;
-  }
-  absl::StatusOr<std::unique_ptr<AuditLog>> log =
-      AuditLog::Open(site.state, &identity, site.site, last);
-  if (!log.ok()) {
-    return absl::Status(log.status().code(),
-                        absl::StrCat("refusing to decide: ", log.status().message()));
-  }
-  return log;
-}
-
-// Called inside the state database's transaction, when no other process can append: the
-// database's checkpoint may lag the log by the one entry a crash can leave between the two;
-// more, or none at all beside a non-empty log, means the counts were reset or rolled back
-// (e.g. state.db deleted), and every maxOpens budget with them.
-absl::Status CheckStateMatchesLog(const SiteFacts& site, UseCounter& counter) {
-  absl::StatusOr<std::optional<std::string>> last_text = counter.LastCheckpoint();
-  if (!last_text.ok()) return last_text.status();
-  uint64_t known = 0;
-  if (last_text->has_value()) {
-    absl::StatusOr<Checkpoint> cp = Checkpoint::Parse(**last_text);
-    if (!cp.ok()) return absl::DataLossError("the site's last audit checkpoint is corrupt");
-    known = cp->size;
-  }
-  absl::StatusOr<Checkpoint> latest = ReadLatestCheckpoint(site.state + "/audit.log");
-  if (!latest.ok() && !absl::IsNotFound(latest.status())) return latest.status();
-  const uint64_t logged = latest.ok() ? latest->size : 0;
-  if (logged > known + 1) {
-    return absl::DataLossError(absl::StrCat(
-        "refusing to decide: the site's state database knows ", known, " of the audit log's ",
-        logged, " entries (was it deleted or replaced?)"));
-  }
-  return absl::OkStatus();
+  return UseCountKey(m.issuer.fingerprint().ToString(), m.IdHex());
 }
 
 Decision Deny(std::string reason) {
@@ -152,13 +103,10 @@ absl::StatusOr<Authorization> AuthorizeFiles(const capsule::Manifest& m,
 
   if (request.site == nullptr || request.dry_run) {
     uint64_t opens = 0;
-    struct stat st;
-    // A dry run reads the count when there is one, and never creates the state database.
-    if (request.site != nullptr && evaluate &&
-        ::stat((request.site->state + "/state.db").c_str(), &st) == 0) {
-      absl::StatusOr<std::unique_ptr<UseCounter>> counter = UseCounter::Open(request.site->state);
-      if (!counter.ok()) return counter.status();
-      absl::StatusOr<uint64_t> n = (*counter)->Count(CounterKey(m));
+    // A dry run reads the count from the log, and creates nothing.
+    if (request.site != nullptr && evaluate) {
+      absl::StatusOr<uint64_t> n =
+          SignedUseCount(request.site->state + "/audit.log", CounterKey(m));
       if (!n.ok()) return n.status();
       opens = *n;
     }
@@ -166,84 +114,75 @@ absl::StatusOr<Authorization> AuthorizeFiles(const capsule::Manifest& m,
     return out;
   }
 
-  // With a site: decide, record and count in one transaction of the state database.
-  absl::StatusOr<std::unique_ptr<UseCounter>> counter = UseCounter::Open(request.site->state);
-  if (!counter.ok()) return counter.status();
-  absl::StatusOr<std::unique_ptr<AuditLog>> log =
-      OpenSiteLog(*request.site, *request.site_identity, **counter);
-  if (!log.ok()) return log.status();
-
-  absl::Status record_status;
-  absl::StatusOr<bool> counted = (*counter)->Decide(CounterKey(m), [&](uint64_t opens_so_far) {
-    record_status = CheckStateMatchesLog(*request.site, **counter);
-    if (!record_status.ok()) return false;
-    out.decision = decide(opens_so_far);
-    AuditRecord rec;
-    rec.time = request.now;
-    rec.event = "open";
-    rec.decision = out.decision.permit ? "permit" : "deny";
-    rec.capsule_id = m.IdHex();
-    rec.issuer = m.issuer.fingerprint().ToString();
-    rec.site = request.site->site;
-    rec.requester = r.requester.value_or("");
-    rec.purpose = r.purpose.value_or("");
-    rec.paths = request.only_patterns.empty() ? std::vector<std::string>{"**"}
-                                              : request.only_patterns;
-    rec.rules = out.decision.rules;
-    rec.reasons = out.decision.reasons;
-    absl::StatusOr<Checkpoint> cp = (*log)->Append(rec, request.now);
-    if (!cp.ok()) {
-      record_status = cp.status();
-      return false;
-    }
-    record_status = (*counter)->SetLastCheckpoint(cp->Encode());
-    if (!record_status.ok()) return false;
-    out.checkpoint = *cp;
-    return out.decision.permit && out.decision.counts_use;
-  });
-  if (!counted.ok()) return counted.status();
-  if (absl::IsDataLoss(record_status)) return record_status;
-  if (!record_status.ok()) {
+  // With a site: check the state, decide on the count the log has, record (and count) the
+  // decision write-ahead (verifier/state_binding.h).
+  absl::StatusOr<std::unique_ptr<SiteState>> state = SiteState::Open(
+      request.site->state, request.site->site, *request.site_identity, request.now);
+  if (!state.ok()) return state.status();
+  out.decision = decide((*state)->UseCount(CounterKey(m)));
+  AuditRecord rec;
+  rec.time = request.now;
+  rec.event = "open";
+  rec.decision = out.decision.permit ? "permit" : "deny";
+  rec.capsule_id = m.IdHex();
+  rec.issuer = m.issuer.fingerprint().ToString();
+  rec.site = request.site->site;
+  rec.requester = r.requester.value_or("");
+  rec.purpose = r.purpose.value_or("");
+  rec.paths = request.only_patterns.empty() ? std::vector<std::string>{"**"}
+                                            : request.only_patterns;
+  rec.rules = out.decision.rules;
+  rec.reasons = out.decision.reasons;
+  rec.uses = out.decision.permit && out.decision.counts_use ? 1 : 0;
+  if (request.client) {
+    rec.uid = request.client->uid;
+    rec.pid = request.client->pid;
+  }
+  absl::StatusOr<Checkpoint> cp = (*state)->Record(rec, request.now);
+  if (!cp.ok()) {
+    if (absl::IsDataLoss(cp.status())) return cp.status();
     // Without a durable record there is no permit.
     return absl::UnavailableError(absl::StrCat(
         "the decision could not be written to the audit log, so nothing is released: ",
-        record_status.message()));
+        cp.status().message()));
   }
+  out.checkpoint = *cp;
+  out.counted_use = rec.uses > 0;
+  out.record = std::move(rec);
   return out;
 }
 
 absl::Status RecordSiteEvent(const SiteFacts& site, const crypto::Identity& identity,
-                            const AuditRecord& record) {
-  absl::StatusOr<std::unique_ptr<UseCounter>> counter = UseCounter::Open(site.state);
-  if (!counter.ok()) return counter.status();
-  absl::StatusOr<std::unique_ptr<AuditLog>> log = OpenSiteLog(site, identity, **counter);
-  if (!log.ok()) return log.status();
-  absl::Status written;
-  // The counter's transaction serializes this with concurrent opens, which keep the same pair
-  // (log, checkpoint) in step.
-  absl::StatusOr<bool> done = (*counter)->Decide("bunker/events", [&](uint64_t) {
-    written = CheckStateMatchesLog(site, **counter);
-    if (!written.ok()) return false;
-    absl::StatusOr<Checkpoint> cp = (*log)->Append(record, record.time);
-    written = cp.ok() ? (*counter)->SetLastCheckpoint(cp->Encode()) : cp.status();
-    return false;
-  });
-  if (!done.ok()) return done.status();
-  return written;
+                             const AuditRecord& record) {
+  if (record.uses != 0) {
+    return absl::InvalidArgumentError("a site event cannot change a use count");
+  }
+  absl::StatusOr<std::unique_ptr<SiteState>> state =
+      SiteState::Open(site.state, site.site, identity, record.time);
+  if (!state.ok()) return state.status();
+  return (*state)->Record(record, record.time).status();
 }
 
-}  // namespace bunker::verifier
-
-namespace bunker::verifier {
 absl::Status RecordReleaseFailed(const SiteFacts& site, const crypto::Identity& identity,
                                  const Authorization& permit, std::string reason, int64_t now) {
-  (void)permit;
-  AuditRecord rec;
+  if (!permit.decision.permit || !permit.record || !permit.checkpoint) {
+    return absl::InvalidArgumentError(
+        "only a permit recorded at a site can be marked as a failed release");
+  }
+  AuditRecord rec = *permit.record;
   rec.time = now;
   rec.event = "release-failed";
   rec.decision = "failed";
-  rec.site = site.site;
-  rec.reasons = {std::move(reason)};
-  return RecordSiteEvent(site, identity, rec);
+  rec.rules.clear();
+  // The entry this one answers is the last one the permit's checkpoint covers.
+  rec.reasons = {std::move(reason),
+                 absl::StrCat("release of audit log entry ", permit.checkpoint->size - 1,
+                              " failed; nothing was released")};
+  rec.uses = permit.counted_use ? -1 : 0;
+  absl::StatusOr<std::unique_ptr<SiteState>> state =
+      SiteState::Open(site.state, site.site, identity, now);
+  if (!state.ok()) return state.status();
+  return (*state)->Record(rec, now).status();
 }
+
 }  // namespace bunker::verifier

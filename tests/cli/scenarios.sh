@@ -462,7 +462,10 @@ scenario_audit_show_and_export() {
   expect_exit 0 "$CAPSULE" audit show --log state/audit.log
   [ "$(wc -l < "$WORK/.stdout")" -eq 7 ] || fail "show: $(cat "$WORK/.stdout")"
   ! grep -q "$(printf '\033')" "$WORK/.stdout" || fail "show printed a raw escape sequence"
-  grep -q 'evil \\x1b\[2J' "$WORK/.stdout" || fail "escape not shown as text"
+  grep -q 'evil \\x1b\[2J \\u202egnp.exe \\xff' "$WORK/.stdout" \
+    || fail "escape, bidi override or invalid UTF-8 not shown as text: $(cat "$WORK/.stdout")"
+  ! grep -q "$(printf '\342\200\256')" "$WORK/.stdout" || fail "show printed a raw U+202E"
+  grep -q '^0 .* 1000 ' "$WORK/.stdout" || fail "show lacks the local uid: $(cat "$WORK/.stdout")"
   expect_exit 0 "$CAPSULE" audit show --log state/audit.log --decision deny --json
   [ "$(wc -l < "$WORK/.stdout")" -eq 2 ] || fail "--decision deny: $(cat "$WORK/.stdout")"
   ! grep -q '"decision": "permit"' "$WORK/.stdout" || fail "--decision deny shows a permit"
@@ -485,6 +488,7 @@ scenario_audit_show_and_export() {
 
   expect_exit 0 "$CAPSULE" audit export --log state/audit.log --format jsonl
   [ "$(grep -c '^{"index": ' "$WORK/.stdout")" -eq 6 ] || fail "export jsonl"
+  grep -q '"uses": 0, "uid": 1000, "pid": 4242}' "$WORK/.stdout" || fail "export lacks the uid"
   expect_exit 0 "$CAPSULE" audit export --log state/audit.log --format csv
   [ "$(wc -l < "$WORK/.stdout")" -eq 7 ] || fail "export csv"
   head -1 "$WORK/.stdout" | grep -q '^index,time,time_utc,event,decision,' || fail "csv header"

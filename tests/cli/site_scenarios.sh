@@ -210,6 +210,43 @@ scenario_site_state_reset_is_noticed() {
   [ ! -e landing/o3 ] || fail "opened after the use counter was reset"
 }
 
+# The counts are bound to the audit log: editing state.db, or rolling it back (with or without
+# the last checkpoint), is noticed and regains no use (spec/POLICY.md "Use counting").
+scenario_site_state_tamper_is_noticed() {
+  command -v sqlite3 >/dev/null || fail "this scenario needs the sqlite3 command (apt install sqlite3)"
+  setup '{"id": "twice", "effect": "permit", "maxOpens": 2}'
+  expect_exit 0 open_site --to landing/o1
+  sqlite3 state/state.db ".backup saved.db"
+  cp state/audit.checkpoints saved.checkpoints
+  expect_exit 0 open_site --to landing/o2
+  expect_exit 5 open_site --to landing/o3
+  sqlite3 state/state.db 'UPDATE uses SET count=0'
+  expect_exit 4 open_site --to landing/o4
+  expect_err 'does not match its audit log'
+  one_line_err
+  sqlite3 state/state.db 'UPDATE uses SET count=2'
+  expect_exit 5 open_site --to landing/o5
+  # Back one step: the database as it was before the second open.
+  sqlite3 state/state.db ".backup current.db"
+  rm -f state/state.db*
+  cp saved.db state/state.db
+  expect_exit 4 open_site --to landing/o6
+  expect_err 'does not match its audit log'
+  # ... and the last checkpoint trimmed, so that the log's last entry looks unsigned.
+  cp state/audit.checkpoints current.checkpoints
+  head -n -6 current.checkpoints > state/audit.checkpoints
+  expect_exit 4 open_site --to landing/o7
+  expect_err 'no checkpoint signs'
+  for d in o4 o6 o7; do [ ! -e "landing/$d" ] || fail "opened on tampered state ($d)"; done
+  # Put back, the state works again, and the budget is still spent.
+  rm -f state/state.db*
+  cp current.db state/state.db
+  cp current.checkpoints state/audit.checkpoints
+  expect_exit 5 open_site --to landing/o8
+  expect_err 'maxOpens'
+  expect_exit 0 "$CAPSULE" audit verify --log state/audit.log --key site-b.pub
+}
+
 scenario_site_dotdot_destination() {
   setup '{"id": "all", "effect": "permit"}'
   mkdir -p outside/deep && ln -s "$WORK/outside/deep" landing/lnk

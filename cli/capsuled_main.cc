@@ -71,8 +71,8 @@ int main(int argc, char** argv) {
   const bool transfers = !site->listen.empty();
   if (!transfers && site->socket.empty()) {
     return ctx.Fail(absl::InvalidArgumentError(absl::StrCat(
-        site->path, ": a daemon needs \"socket\" (the verifier service), or \"listen\", "
-                    "\"peers\" and \"store\" (transfers), or both")));
+        site->path, ": a daemon needs \"listen\", \"peers\" and \"store\" (transfers), or "
+                    "\"socket\" (the verifier service), or both")));
   }
   if (transfers && (site->peers.empty() || site->store.empty())) {
     return ctx.Fail(absl::InvalidArgumentError(absl::StrCat(

@@ -114,11 +114,11 @@ scenario_verifier_open_through_the_socket_gives_files_to_the_user() {
   grep -q "\"uid\": $uid" show.json || { cat show.json; fail "no uid in the audit records"; }
   [ "$(grep -c '"decision": "deny"' show.json)" -ge 1 ] || fail "deny not on record"
   # cat and --to-tar - stream into the user's own descriptors.
-  as_alice "$CAPSULE" cat d.capsule train/a.csv --site site.json > cat.out 2>"$WORK/.stderr" ||
+  as_alice "$CAPSULE" cat d.capsule train/a.csv --site site.json --purpose training > cat.out 2>"$WORK/.stderr" ||
     { cat "$WORK/.stderr"; fail "cat"; }
   [ "$(cat cat.out)" = "row 1" ] || fail "cat gave $(cat cat.out)"
-  expect_exit 5 as_alice "$CAPSULE" cat d.capsule pii/names.csv --site site.json
-  expect_exit 0 as_alice "$CAPSULE" ls d.capsule --site site.json
+  expect_exit 5 as_alice "$CAPSULE" cat d.capsule pii/names.csv --site site.json --purpose training
+  expect_exit 0 as_alice "$CAPSULE" ls d.capsule --site site.json --purpose training
   ! grep -q pii "$WORK/.stdout" || fail "ls shows forbidden names"
   expect_exit 0 as_alice "$CAPSULE" policy explain d.capsule --site site.json --purpose training --only 'train/**'
   expect_out 'decision   permit'

@@ -168,7 +168,14 @@ int main(int argc, char** argv) {
     service.users = std::move(*users);
     service.log = options.log;
     // A site that a witness caught behind serves nobody until an operator acts.
-    service.healthy = [&witness_state] { return witness_state.Check(); };
+    const bool witnessed = !witnesses->empty() && transfers;
+    service.healthy = [&witness_state, witnessed]() -> absl::Status {
+      if (witnessed && !witness_state.FirstRoundDone()) {
+        return absl::UnavailableError(
+            "the site is checking its audit log with its witnesses; try again in a moment");
+      }
+      return witness_state.Check();
+    };
     absl::StatusOr<std::unique_ptr<site::VerifierService>> started =
         site::VerifierService::Start(std::move(service));
     if (!started.ok()) return ctx.Fail(started.status());

@@ -38,6 +38,7 @@ class WitnessLoop {
                     .then([this, i](WitnessResult r) { Report(i, r); }));
     }
     return kj::joinPromises(round.finish()).then([this]() {
+      o_.witness_state->MarkRoundDone();
       absl::Status standing = o_.witness_state->Check();
       if (!standing.ok() && !reported_bad_) {
         reported_bad_ = true;

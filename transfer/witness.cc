@@ -189,4 +189,14 @@ absl::StatusOr<std::vector<crypto::Sha256Digest>> WitnessState::Judge(
   return verdict;
 }
 
+void WitnessState::MarkRoundDone() {
+  std::lock_guard<std::mutex> lock(mu_);
+  round_done_ = true;
+}
+
+bool WitnessState::FirstRoundDone() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return round_done_;
+}
+
 }  // namespace bunker::transfer

@@ -144,9 +144,16 @@ class WitnessState {
   // Makes the state bad with `status` (kDataLoss) unless it is bad already.
   void MarkBad(const absl::Status& status);
 
+  // Whether a first round of exchanges with every witness has ended (answered or not): until
+  // then a restarted site does not know yet whether a witness holds a newer checkpoint, and its
+  // verifier service holds requests.
+  void MarkRoundDone();
+  bool FirstRoundDone() const;
+
  private:
   mutable std::mutex mu_;
   absl::Status bad_;  // guarded by mu_
+  bool round_done_ = false;  // guarded by mu_
 };
 
 }  // namespace bunker::transfer

@@ -272,7 +272,7 @@ scenario_transfer_witness_rollback() {
   cat > a.json <<JSON
 {"site": "site-a", "identity": "site-a.key", "trust": ["owner.pub"], "destinations": ["land"],
  "state": "state-a", "listen": "127.0.0.1:0", "peers": ["site-b.pub"], "store": "store-a",
- "witnesses": ["site-b.pub@127.0.0.1:$pb"]}
+ "witnesses": ["site-b.pub@127.0.0.1:$pb"], "socket": "a.sock"}
 JSON
   start_site a a.json; pa=$SITE_PORT
   sed -i "s/127.0.0.1:0/127.0.0.1:$pa/" a.json
@@ -308,6 +308,10 @@ JSON
   expect_exit 7 send_to_a
   expect_err "refusing to serve until an operator acts"
   wait_for a.log "offer refused"
+  # Its verifier service refuses its users too (the capsule is not even A's: the standing is
+  # checked before anything else).
+  expect_exit 4 "$CAPSULE" open d.capsule --site a.json --to land/x
+  expect_err "refusing to serve until an operator acts"
   kill -0 "$A_PID" || fail "A died"
 
   # Way back 1: restore the newest backup of the state folder.
@@ -319,6 +323,9 @@ JSON
   wait_for a.log "holds our checkpoint of size 3"
   expect_exit 0 send_to_a
   grep -q "refusing" a.log && fail "A refused after the restore"
+  mkdir -p land
+  expect_exit 5 "$CAPSULE" open d.capsule --site a.json --to land/x
+  expect_err "not addressed to"
 
   # Way back 2: the state is truly lost; the operator accepts the loss.
   stop_site "$A_PID"

@@ -1,0 +1,154 @@
+// The verifier service over a real Unix socket, in process: who may claim a requester key, and
+// what a malformed request gets. (Real users and a real daemon: tests/cli/verifier_scenarios.sh.)
+#include "site/service.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "capsule/capsule_test_util.h"
+#include "gtest/gtest.h"
+#include "site/client.h"
+#include "site/protocol.h"
+
+namespace bunker::site {
+namespace {
+
+using capsule::testing::MakeTempDir;
+using capsule::testing::WriteFile;
+
+struct Fixture {
+  capsule::testing::Keys keys;  // alice is the site, bob and mallory are requesters
+  std::string root = MakeTempDir();
+  std::string capsule_path = root + "/d.capsule";
+  SiteConfig site;
+  std::unique_ptr<VerifierService> service;
+
+  Fixture() {
+    ::mkdir((root + "/data").c_str(), 0755);
+    WriteFile(root + "/data/a.csv", "row 1\n");
+    const std::vector<uint8_t> c = capsule::testing::SealDirectory(keys, root + "/data");
+    WriteFile(capsule_path, std::string(c.begin(), c.end()));
+    ::mkdir((root + "/landing").c_str(), 0755);
+    site.site = "site-b";
+    site.state = root + "/state";
+    site.destinations = {root + "/landing"};
+    site.socket = root + "/v.sock";
+    ServiceOptions o;
+    o.site = &site;
+    o.identity = &keys.alice;
+    o.trusted = {keys.issuer.public_identity()};
+    absl::StatusOr<std::unique_ptr<VerifierService>> s = VerifierService::Start(std::move(o));
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (s.ok()) service = std::move(*s);
+  }
+
+  capsule::Fd Connect() {
+    capsule::Fd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    struct sockaddr_un addr {};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", site.socket.c_str());
+    EXPECT_EQ(::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    return sock;
+  }
+
+  // Sends `wire` signed by `signer` but claiming `claimed`'s key, over a fresh connection.
+  absl::Status Ask(const WireRequest& wire, const crypto::Identity* signer,
+                   const crypto::PublicIdentity* claimed, bool stale_challenge = false) {
+    capsule::Fd sock = Connect();
+    absl::StatusOr<Hello> hello = ReceiveHello(sock.get());
+    if (!hello.ok()) return hello.status();
+    SignedRequest req;
+    req.body = EncodeRequestBody(wire);
+    if (claimed != nullptr) req.requester_pem = claimed->ToPem();
+    if (signer != nullptr) {
+      std::vector<uint8_t> challenge = hello->challenge;
+      if (stale_challenge) challenge[0] ^= 1;
+      const crypto::Ed25519Signature sig = signer->Sign(SignedMessage(challenge, req.body));
+      req.signature.assign(sig.begin(), sig.end());
+    }
+    capsule::Fd file(::open(capsule_path.c_str(), O_RDONLY | O_CLOEXEC));
+    std::vector<int> fds = {file.get()};
+    for (int i = 1; i < wire.fd_count; ++i) fds.push_back(file.get());
+    absl::Status sent = SendRequest(sock.get(), req, fds);
+    if (!sent.ok()) return sent;
+    while (true) {
+      absl::StatusOr<Reply> r = ReceiveReply(sock.get());
+      if (!r.ok()) return r.status();
+      if (r->result) return r->result->status;
+    }
+  }
+};
+
+WireRequest OpenTo(const std::string& dest) {
+  WireRequest w;
+  w.command = Command::kOpen;
+  w.destination = dest;
+  w.fd_count = 1;
+  return w;
+}
+
+TEST(VerifierServiceTest, OpensForAProvenRequester) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  const crypto::PublicIdentity bob = f.keys.bob.public_identity();
+  absl::Status s = f.Ask(OpenTo(f.root + "/landing/ok"), &f.keys.bob, &bob);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(capsule::testing::ReadFile(f.root + "/landing/ok/a.csv"), "row 1\n");
+}
+
+TEST(VerifierServiceTest, RefusesAClaimedKeyThatDidNotSign) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  const crypto::PublicIdentity bob = f.keys.bob.public_identity();
+  // Mallory claims Bob's key and signs with her own.
+  EXPECT_EQ(f.Ask(OpenTo(f.root + "/landing/a"), &f.keys.mallory, &bob).code(),
+            absl::StatusCode::kPermissionDenied);
+  // Bob's signature over another challenge (a replay) proves nothing.
+  EXPECT_EQ(f.Ask(OpenTo(f.root + "/landing/b"), &f.keys.bob, &bob, true).code(),
+            absl::StatusCode::kPermissionDenied);
+  // A public key without a signature is enough to explain, never to release.
+  EXPECT_EQ(f.Ask(OpenTo(f.root + "/landing/c"), nullptr, &bob).code(),
+            absl::StatusCode::kPermissionDenied);
+  WireRequest explain;
+  explain.command = Command::kExplain;
+  explain.fd_count = 1;
+  EXPECT_TRUE(f.Ask(explain, nullptr, &bob).ok());
+  EXPECT_TRUE(capsule::testing::ListDir(f.root + "/landing").empty());
+}
+
+TEST(VerifierServiceTest, RefusesRequestsWhoseDescriptorsDoNotMatch) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  WireRequest cat;
+  cat.command = Command::kCat;
+  cat.path = "a.csv";
+  cat.fd_count = 1;  // cat needs an output descriptor too
+  EXPECT_EQ(f.Ask(cat, nullptr, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(VerifierServiceTest, SurvivesGarbageAndAnswersTheNextClient) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  for (const std::string& garbage :
+       {std::string("\xff\xff\xff\x7f", 4), std::string("\x08\0\0\0garbage!", 12),
+        std::string(64, '\0')}) {
+    capsule::Fd sock = f.Connect();
+    ASSERT_TRUE(ReceiveHello(sock.get()).ok());
+    ASSERT_EQ(::send(sock.get(), garbage.data(), garbage.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(garbage.size()));
+    ::shutdown(sock.get(), SHUT_WR);
+    absl::StatusOr<Reply> r = ReceiveReply(sock.get());
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(r->result.has_value());
+    EXPECT_FALSE(r->result->status.ok());
+  }
+  EXPECT_TRUE(f.Ask(OpenTo(f.root + "/landing/after"), nullptr, nullptr).ok());
+}
+
+}  // namespace
+}  // namespace bunker::site

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: seal a generated sample dataset with its policy for site B, inspect and verify it,
 # send it from site A to site B's daemon over loopback with an interruption and a resume, open it
-# at B under its policy (one permit, refusals for a wrong purpose, a forbidden path and
-# exhausted uses), review and verify the audit trails of both sites, and show that a tampered
-# copy or a stranger's key releases nothing.
+# at B under its policy through B's verifier service (one permit, refusals for a wrong purpose, a
+# forbidden path and exhausted uses), review and verify the audit trails of both sites, and show
+# that a tampered copy or a stranger's key releases nothing. Run as root, B's daemon runs as its
+# own system user and Alice as an unprivileged user; otherwise both run as the caller.
 set -euo pipefail
 BUILD=${1:-build/release}
 CAPSULE="$(cd "$BUILD" && pwd)/cli/capsule"
@@ -12,6 +13,37 @@ DAEMON=""
 trap '[ -n "$DAEMON" ] && kill "$DAEMON" 2>/dev/null' EXIT
 DEMO=out/demo
 rm -rf "$DEMO" && mkdir -p "$DEMO" && cd "$DEMO"
+# Copies of the programs that any user may run, wherever the build tree is.
+mkdir -p bin && cp "$CAPSULE" "$CAPSULED" bin/ && chmod 755 . bin bin/*
+CAPSULE="$(pwd)/bin/capsule"
+CAPSULED="$(pwd)/bin/capsuled"
+
+# The deployed shape: B's daemon as its own system user, Alice as an ordinary user.
+SITE_USER=""
+ALICE_USER=""
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null && command -v useradd >/dev/null; then
+  SITE_USER=bunker-demo-site
+  ALICE_USER=bunker-demo-alice
+  for u in "$SITE_USER" "$ALICE_USER"; do
+    id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
+  done
+fi
+as_site() {
+  if [ -n "$SITE_USER" ]; then
+    setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups --inh-caps +chown \
+      --ambient-caps +chown -- "$@"
+  else
+    "$@"
+  fi
+}
+as_alice() {
+  if [ -n "$ALICE_USER" ]; then
+    printf '$ [as %s] %s\n' "$ALICE_USER" "$*"
+    setpriv --reuid "$ALICE_USER" --regid "$ALICE_USER" --init-groups -- "$@"
+  else
+    run "$@"
+  fi
+}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
@@ -55,8 +87,8 @@ run "$CAPSULE" inspect dataset.capsule
 step "Verify signature, trust and every chunk, without any private key"
 run "$CAPSULE" verify dataset.capsule --trust owner.pub
 
-step "Two sites on loopback: A sends, B runs the transfer daemon"
-mkdir -p landing
+step "Two sites on loopback: A sends; B's daemon receives transfers and is B's verifier service"
+mkdir -p landing run
 cat > site-a.json <<'JSON'
 { "site": "site-a", "identity": "site-a.key", "trust": ["owner.pub"], "destinations": ["landing"],
   "state": "site-a-state", "peers": ["site-b.pub"], "store": "site-a-store" }
@@ -64,10 +96,20 @@ JSON
 cat > site-b.json <<'JSON'
 { "site": "site-b", "region": "eu-west-1", "storage": ["encrypted-at-rest"],
   "identity": "site-b.key", "trust": ["owner.pub"], "destinations": ["landing"],
-  "state": "site-b-state", "listen": "127.0.0.1:0", "peers": ["site-a.pub"], "store": "site-b-store" }
+  "state": "site-b-state", "listen": "127.0.0.1:0", "peers": ["site-a.pub"], "store": "site-b-store",
+  "socket": "run/site-b.sock" }
 JSON
 cat site-b.json
-"$CAPSULED" --site site-b.json 2> capsuled.log &
+mkdir -p site-b-state site-b-store
+chmod 700 site-b-state
+chmod 1777 landing
+chmod 644 site-b.json ./*.pub dataset.capsule
+if [ -n "$SITE_USER" ]; then
+  chown "$SITE_USER" site-b.key site-b-state site-b-store run
+  chown "$ALICE_USER" alice.key
+  echo "B's key, state and store belong to $SITE_USER; its daemon runs as $SITE_USER with CAP_CHOWN only"
+fi
+as_site "$CAPSULED" --site site-b.json 2> capsuled.log &
 DAEMON=$!
 for _ in $(seq 1 100); do
   PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' capsuled.log)
@@ -91,28 +133,43 @@ cmp dataset.capsule "$STORED" && echo "B's copy $STORED is byte-identical"
 echo "the daemon's log:"
 sed 's/^/  /' capsuled.log
 
-step "Explain the decision before opening (releases and counts nothing)"
-run "$CAPSULE" policy explain "$STORED" --site site-b.json --as alice.key --purpose training --only 'train/**' --only 'eval/**'
+# The store holds ciphertext only; users may read it (they pass a capsule to the verifier as an
+# open file), never the key that opens it.
+chmod o+rx site-b-store && chmod o+r "$STORED"
 
-step "Alice opens train/ and eval/ for training: permitted, recorded, counted (1 of 2)"
-run "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose training --only 'train/**' --only 'eval/**' --to landing/run1
+step "Alice holds no site key: she asks B's verifier over its socket"
+if [ -n "$ALICE_USER" ]; then
+  set +e
+  as_alice cat site-b.key; echo "exit status $?"
+  set -e
+fi
+as_alice "$CAPSULE" policy explain "$STORED" --site site-b.json --as alice.key --purpose training --only 'train/**' --only 'eval/**'
+
+step "Alice opens train/ and eval/ for training: permitted, recorded, counted (1 of 2); the files are hers"
+as_alice "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose training --only 'train/**' --only 'eval/**' --to landing/run1
 diff -r dataset/train landing/run1/train && echo "landing/run1/train is identical to dataset/train"
+ls -ld landing/run1 landing/run1/eval/qa-1.tsv
 
 step "Refused: the same request for another purpose"
 set +e
-run "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose marketing --only 'train/**' --to landing/run2; echo "exit status $?"
+as_alice "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose marketing --only 'train/**' --to landing/run2; echo "exit status $?"
 step "Refused: the whole capsule (pii/ is forbidden), and nothing is extracted"
-run "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose training --to landing/run3; echo "exit status $?"
+as_alice "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose training --to landing/run3; echo "exit status $?"
+step "Refused: a symlink Alice planted in the landing zone does not lead the release outside it"
+as_alice ln -s /tmp landing/elsewhere
+as_alice "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/elsewhere/x; echo "exit status $?"
 set -e
 step "Alice reads one file without decrypting the rest (cat): permitted, recorded, counted (2 of 2)"
-run "$CAPSULE" cat "$STORED" eval/qa-2.tsv --site site-b.json --as alice.key --purpose training
+as_alice "$CAPSULE" cat "$STORED" eval/qa-2.tsv --site site-b.json --as alice.key --purpose training
 step "Refused: a third release, past maxOpens 2"
 set +e
-run "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/run4; echo "exit status $?"
+as_alice "$CAPSULE" open "$STORED" --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/run4; echo "exit status $?"
 set -e
 ls landing
+echo "the verifier's log:"
+grep -E 'verifier|uid=' capsuled.log | sed 's/^/  /' 
 
-step "The audit trail at B: the receipt and every decision, permit or deny, in a signed Merkle log"
+step "The audit trail at B: the receipt and every decision, permit or deny, with the asking uid, in a signed Merkle log"
 run "$CAPSULE" audit show --site site-b.json
 run "$CAPSULE" audit verify --log site-b-state/audit.log --key site-b.pub
 step "And at A: what it sent"

@@ -13,7 +13,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
+#include <list>
 #include <cstring>
 #include <ctime>
 #include <mutex>
@@ -108,10 +108,28 @@ struct VerifierService::Impl {
   capsule::Fd listener;
   std::thread acceptor;
   std::mutex mu;
-  std::condition_variable idle;
   size_t running = 0;
   std::map<uid_t, size_t> per_uid;
   std::atomic<bool> stopping{false};
+  // Request threads, joined (not detached) so that each one's thread-local state (OpenSSL's)
+  // is gone before the service is.
+  struct Worker {
+    capsule::Fd sock;  // closed after the join, so that Stop can shut it down safely
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  std::list<std::unique_ptr<Worker>> workers;  // only the acceptor thread touches the list
+
+  void ReapFinished() {
+    for (auto it = workers.begin(); it != workers.end();) {
+      if ((*it)->done.load()) {
+        (*it)->thread.join();
+        it = workers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
 
   explicit Impl(ServiceOptions o)
       : options(std::move(o)), gate(*options.site, *options.identity, options.trusted) {}
@@ -149,14 +167,18 @@ struct VerifierService::Impl {
         ++running;
         ++per_uid[peer.uid];
       }
-      std::thread([this, s = std::move(sock), peer]() mutable {
-        Serve(s.get(), peer);
-        s.Reset();
+      ReapFinished();
+      auto worker = std::make_unique<Worker>();
+      Worker* w = worker.get();
+      w->sock = std::move(sock);
+      w->thread = std::thread([this, w, peer]() {
+        Serve(w->sock.get(), peer);
         std::lock_guard<std::mutex> lock(mu);
         --running;
         if (--per_uid[peer.uid] == 0) per_uid.erase(peer.uid);
-        idle.notify_all();
-      }).detach();
+        w->done.store(true);
+      });
+      workers.push_back(std::move(worker));
     }
   }
 
@@ -279,8 +301,11 @@ VerifierService::~VerifierService() {
   impl_->stopping.store(true);
   ::shutdown(impl_->listener.get(), SHUT_RDWR);
   if (impl_->acceptor.joinable()) impl_->acceptor.join();
-  std::unique_lock<std::mutex> lock(impl_->mu);
-  impl_->idle.wait(lock, [this] { return impl_->running == 0; });
+  // Running requests see `stopping` and cancel; a blocked read or write is woken by the
+  // shutdown; each thread is joined.
+  for (auto& w : impl_->workers) ::shutdown(w->sock.get(), SHUT_RDWR);
+  for (auto& w : impl_->workers) w->thread.join();
+  impl_->workers.clear();
 }
 
 absl::StatusOr<std::unique_ptr<VerifierService>> VerifierService::Start(ServiceOptions options) {

@@ -224,5 +224,33 @@ PY
   expect_exit 0 open_as_alice --to landing/after --only 'train/a.csv'
 }
 
+scenario_verifier_corrupt_copy_spends_no_use() {
+  DATA_BYTES=1000000 setup '{"id": "once", "effect": "permit", "maxOpens": 1}'
+  # A copy with one flipped byte deep in the chunks: the structure and table still check out,
+  # so the open is decided and recorded, then the release fails and gives its use back.
+  cp d.capsule bad.capsule
+  printf '\x42' | dd of=bad.capsule bs=1 seek=700000 conv=notrunc status=none
+  chmod 644 bad.capsule
+  expect_exit 4 as_alice "$CAPSULE" open bad.capsule --site site.json --to landing/bad
+  [ ! -e landing/bad ] || fail "a corrupt capsule released files"
+  no_leftovers landing
+  expect_exit 0 open_as_alice --to landing/good
+  expect_exit 5 open_as_alice --to landing/again
+  "$CAPSULE" audit show --site site.json --json > show.json 2>/dev/null || fail "audit show"
+  grep -q '"event": "release-failed"' show.json || { cat show.json; fail "the failure is not on record"; }
+}
+
+scenario_verifier_state_tamper_is_caught() {
+  command -v sqlite3 >/dev/null || { echo "SKIP [$SCENARIO]: needs sqlite3" >&2; exit 77; }
+  setup '{"id": "once", "effect": "permit", "maxOpens": 1}'
+  expect_exit 0 open_as_alice --to landing/one
+  # The operator's (or an intruder's) edit of the counts is caught by the daemon: exit 4, and
+  # no use is regained.
+  sqlite3 state/state.db 'UPDATE uses SET count = 0' || fail "sqlite3"
+  expect_exit 4 open_as_alice --to landing/two
+  expect_err 'does not match its audit log'
+  [ ! -e landing/two ] || fail "released after the state was edited"
+}
+
 "scenario_$SCENARIO"
 echo "ok [$SCENARIO]"

@@ -28,12 +28,13 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null && command -v useradd >
     id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
   done
 fi
+# Runs in the background (as_site ... &): exec, so that $! is the daemon itself.
 as_site() {
   if [ -n "$SITE_USER" ]; then
-    setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups --inh-caps +chown \
+    exec setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups --inh-caps +chown \
       --ambient-caps +chown -- "$@"
   else
-    "$@"
+    exec "$@"
   fi
 }
 as_alice() {

@@ -236,7 +236,9 @@ struct VerifierService::Impl {
     r.only = wire.only;
     r.destination = wire.destination;
     r.path = wire.path;
-    r.threads = static_cast<int>(std::min<uint32_t>(wire.threads, 64));
+    // A client may ask for fewer workers, never for more than the machine has.
+    const uint32_t cores = std::max(1u, std::thread::hardware_concurrency());
+    r.threads = static_cast<int>(wire.threads == 0 ? cores : std::min(wire.threads, cores));
     r.now = static_cast<int64_t>(std::time(nullptr));
     if (!signed_request.requester_pem.empty()) {
       absl::StatusOr<crypto::PublicIdentity> key =

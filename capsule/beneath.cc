@@ -209,6 +209,14 @@ absl::StatusOr<Fd> MakeDirsBeneath(int dirfd, std::string_view relative, mode_t 
       return OpenError(at, name, so_far, err);
     }
     if (made) {
+      // What we opened must be the directory we just made: someone who can write the parent
+      // could have renamed another directory (not theirs) into its place, which must never be
+      // given to the owner below.
+      struct stat st;
+      if (::fstat(next.get(), &st) != 0 || st.st_uid != ::geteuid()) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            QuotePath(so_far), " was replaced while it was being created"));
+      }
       Fd parent(::fcntl(at, F_DUPFD_CLOEXEC, 0));
       if (!parent.valid()) return PathError("cannot create directory", so_far, errno);
       created->Add(std::move(parent), name);

@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <functional>
+#include <iostream>
+#include <thread>
 #include <string>
 #include <utility>
 
@@ -205,6 +208,42 @@ TEST_P(MakeDirsTest, GivesCreatedDirectoriesToTheOwner) {
     EXPECT_EQ(st.st_uid, 65534u) << p;
     EXPECT_EQ(st.st_gid, 65534u) << p;
   }
+}
+
+// Someone who can write the parent renames another user's directory over the one just made:
+// it must never be given to the owner (regression: a CAP_CHOWN service chowned it).
+TEST_P(MakeDirsTest, NeverGivesAwayADirectorySwappedInWhileItWasMade) {
+  if (geteuid() != 0) GTEST_SKIP() << "chown to another uid needs root (CAP_CHOWN)";
+  const std::string victim = root_path_ + "/victim";
+  std::atomic<bool> stop{false};
+  std::thread racer([&] {
+    while (!stop.load()) {
+      if (mkdir(victim.c_str(), 0755) == 0) {
+        // Marked, so that the victim can be told from a directory the call made itself.
+        close(open((victim + "/mark").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+        (void)chown(victim.c_str(), 4242, 4242);
+      }
+      // Replaces "new" when it is an empty directory: exactly the window after mkdirat.
+      (void)rename(victim.c_str(), (root_path_ + "/a/new").c_str());
+    }
+  });
+  int refused = 0;
+  for (int i = 0; i < 3000; ++i) {
+    CreatedDirs created;
+    absl::StatusOr<Fd> dir =
+        MakeDirsBeneath(root_.get(), "a/new", 0777, &created, FileOwner{65534, 65534});
+    if (!dir.ok()) ++refused;
+    struct stat st;
+    if (lstat((root_path_ + "/a/new/mark").c_str(), &st) == 0 &&
+        lstat((root_path_ + "/a/new").c_str(), &st) == 0) {
+      ASSERT_NE(st.st_uid, 65534u) << "a directory swapped in was given away";
+    }
+    unlink((root_path_ + "/a/new/mark").c_str());
+    rmdir((root_path_ + "/a/new").c_str());
+  }
+  stop.store(true);
+  racer.join();
+  std::cout << "refused while racing: " << refused << " of 3000\n";
 }
 
 TEST_P(MakeDirsTest, RemoveTreeNeverFollowsAndEmptiesLockedDirectories) {

@@ -16,6 +16,7 @@
 #include "capnp/message.h"
 #include "capnp/schema.h"
 #include "verifier/json_text.h"
+#include "verifier/policy_internal.h"
 #include "capsule/format.h"
 #include "capsule/paths.h"
 #include "crypto/keys.h"
@@ -32,15 +33,13 @@ constexpr uint32_t kPolicyVersion = 1;
 constexpr int kMaxJsonDepth = 16;
 // spec/POLICY.md "Validation": rule ids name rules in decisions and audit records.
 constexpr size_t kMaxIdSize = 128;
-// Evaluate: file-specific reasons are given for this many denied files, then summarized, so a
-// million-file request cannot produce a million-line decision (denied_files stays complete).
-constexpr size_t kMaxDetailedFiles = 20;
 // RFC 3339 UTC with whole seconds; 'd' is a digit, anything else must match exactly.
 constexpr std::string_view kTimeShape = "dddd-dd-ddTdd:dd:ddZ";
 
 using JsonReader = capnp::JsonValue::Reader;
 
-std::string ToString(kj::StringPtr s) { return std::string(s.cStr(), s.size()); }
+using policy_internal::HasControl;
+using policy_internal::ToString;
 
 absl::Status PathError(const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
@@ -180,13 +179,6 @@ std::optional<JsonReader> Member(JsonReader v, std::string_view name) {
   return std::nullopt;
 }
 
-bool HasControl(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) {
-    const unsigned char u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f;
-  });
-}
-
 // A non-empty text without control characters (texts end up in one-line reasons and logs).
 absl::StatusOr<std::string> CheckText(capnp::Text::Reader text, const std::string& path) {
   std::string s = ToString(text);
@@ -317,172 +309,6 @@ absl::StatusOr<Rule> ConvertRule(schema::Rule::Reader in, JsonReader raw,
   return rule;
 }
 
-// --- Evaluation ---------------------------------------------------------------------------
-
-std::string FormatTime(int64_t seconds) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(seconds),
-                          absl::UTCTimeZone());
-}
-
-// A path or value for a reason line: as is when plainly printable, quoted and escaped otherwise.
-std::string Printable(std::string_view s) {
-  const bool plain = !s.empty() && !HasControl(s) &&
-                     s.find_first_of("\"\\ ") == std::string_view::npos;
-  return plain ? std::string(s) : capsule::QuotePath(s);
-}
-
-std::string ListText(const std::vector<std::string>& values) {
-  std::vector<std::string> shown;
-  for (const std::string& v : values) shown.push_back(Printable(v));
-  return absl::StrCat("[", absl::StrJoin(shown, ", "), "]");
-}
-
-std::string GlobsText(const std::vector<capsule::PathGlob>& globs) {
-  std::vector<std::string> patterns;
-  for (const capsule::PathGlob& g : globs) patterns.push_back(g.pattern());
-  return ListText(patterns);
-}
-
-bool Contains(const std::vector<std::string>& values, const std::string& v) {
-  return std::find(values.begin(), values.end(), v) != values.end();
-}
-
-std::string Reason(const Rule& rule, std::string_view what) {
-  return absl::StrCat("rule ", Printable(rule.id), ": ", std::string(what));
-}
-
-// A "one of" condition on a single request value.
-void CheckOneOf(const Rule& rule, const char* name,
-                const std::optional<std::vector<std::string>>& allowed,
-                const std::optional<std::string>& value, std::vector<std::string>* failures) {
-  if (!allowed) return;
-  if (!value) {
-    failures->push_back(Reason(
-        rule, absl::StrCat("no ", name, " given; the rule requires one of ", ListText(*allowed))));
-  } else if (!Contains(*allowed, *value)) {
-    failures->push_back(Reason(rule, absl::StrCat(name, " ", capsule::QuotePath(*value),
-                                                  " is not one of ", ListText(*allowed))));
-  }
-}
-
-// The conditions of `rule` that do not depend on the file, each failing one as a reason line.
-std::vector<std::string> FileIndependentFailures(const Rule& rule, const Request& request,
-                                                 const std::optional<std::string>& requester) {
-  std::vector<std::string> failures;
-  CheckOneOf(rule, "site", rule.sites, request.site, &failures);
-  CheckOneOf(rule, "region", rule.regions, request.region, &failures);
-  if (rule.storage) {
-    if (!request.storage) {
-      failures.push_back(Reason(rule, absl::StrCat("no storage labels given; the rule requires ",
-                                                   ListText(*rule.storage))));
-    } else {
-      std::vector<std::string> missing;
-      for (const std::string& label : *rule.storage) {
-        if (!Contains(*request.storage, label)) missing.push_back(label);
-      }
-      if (!missing.empty()) {
-        failures.push_back(Reason(rule, absl::StrCat("storage lacks ", ListText(missing),
-                                                     " (site has ",
-                                                     ListText(*request.storage), ")")));
-      }
-    }
-  }
-  CheckOneOf(rule, "requester", rule.requesters, requester, &failures);
-  CheckOneOf(rule, "purpose", rule.purposes, request.purpose, &failures);
-  if (rule.not_before && request.now < *rule.not_before) {
-    failures.push_back(
-        Reason(rule, absl::StrCat("not valid until ", FormatTime(*rule.not_before))));
-  }
-  if (rule.not_after && request.now >= *rule.not_after) {
-    failures.push_back(Reason(rule, absl::StrCat("expired at ", FormatTime(*rule.not_after))));
-  }
-  if (rule.effect == Rule::Effect::kPermit && rule.max_opens &&
-      request.opens_so_far >= *rule.max_opens) {
-    failures.push_back(Reason(rule, absl::StrCat("maxOpens ", *rule.max_opens, " reached")));
-  }
-  return failures;
-}
-
-bool PathMatches(const Rule& rule, const std::string& file) {
-  if (!rule.paths) return true;
-  return std::any_of(rule.paths->begin(), rule.paths->end(),
-                     [&](const capsule::PathGlob& g) { return g.MatchesPathOrAncestor(file); });
-}
-
-// Ordered, duplicate-free lines.
-class Lines {
- public:
-  void Add(std::string line) {
-    if (seen_.insert(line).second) lines_.push_back(std::move(line));
-  }
-  std::vector<std::string> Take() { return std::move(lines_); }
-
- private:
-  std::set<std::string> seen_;
-  std::vector<std::string> lines_;
-};
-
-Decision DenyWith(std::string reason) {
-  Decision d;
-  d.reasons.push_back(std::move(reason));
-  return d;
-}
-
-// --- Warnings -----------------------------------------------------------------------------
-
-bool HasGlobMeta(std::string_view s) { return s.find_first_of("*?[\\") != std::string_view::npos; }
-
-// The literal directory a pattern covers entirely, when it is one: the pattern without trailing
-// "**" components, if no glob character remains ("" for "**": everything). Paths match through
-// their ancestors, so "pii" and "pii/**" both cover pii and everything below it.
-std::optional<std::string> CoveredPrefix(const capsule::PathGlob& glob) {
-  std::string prefix = glob.pattern();
-  while (true) {
-    while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
-    if (prefix == "**") {
-      prefix.clear();
-    } else if (absl::EndsWith(prefix, "/**")) {
-      prefix.resize(prefix.size() - 3);
-      continue;
-    }
-    break;
-  }
-  if (HasGlobMeta(prefix)) return std::nullopt;
-  return prefix;
-}
-
-// Whether every path `permit` can match is also matched by `forbid`. Conservative: false when
-// unsure.
-bool GlobCovers(const capsule::PathGlob& forbid, const capsule::PathGlob& permit) {
-  if (forbid.pattern() == permit.pattern()) return true;
-  const std::optional<std::string> prefix = CoveredPrefix(forbid);
-  if (!prefix) return false;
-  if (prefix->empty()) return true;
-  const std::string& p = permit.pattern();
-  return p == *prefix || absl::StartsWith(p, *prefix + "/");
-}
-
-// Whether forbid rule `f` states no condition but paths, so it applies always.
-bool OnlyPaths(const Rule& f) {
-  return !f.sites && !f.regions && !f.storage && !f.requesters && !f.purposes && !f.not_before &&
-         !f.not_after;
-}
-
-bool RuleCovers(const Rule& forbid, const Rule& permit) {
-  if (!OnlyPaths(forbid)) return false;
-  if (!forbid.paths) return true;
-  if (!permit.paths) {
-    return std::any_of(forbid.paths->begin(), forbid.paths->end(), [](const capsule::PathGlob& g) {
-      const std::optional<std::string> prefix = CoveredPrefix(g);
-      return prefix && prefix->empty();
-    });
-  }
-  return std::all_of(permit.paths->begin(), permit.paths->end(), [&](const capsule::PathGlob& p) {
-    return std::any_of(forbid.paths->begin(), forbid.paths->end(),
-                       [&](const capsule::PathGlob& f) { return GlobCovers(f, p); });
-  });
-}
-
 }  // namespace
 
 absl::StatusOr<Policy> ParsePolicy(std::string_view json) {
@@ -555,175 +381,6 @@ absl::StatusOr<Policy> ParsePolicy(std::string_view json) {
     policy.rules.push_back(std::move(*rule));
   }
   return policy;
-}
-
-std::vector<std::string> PolicyWarnings(const Policy& policy) {
-  std::vector<std::string> warnings;
-  size_t permits = 0, dead = 0;
-  for (const Rule& p : policy.rules) {
-    if (p.effect != Rule::Effect::kPermit) continue;
-    ++permits;
-    if (p.not_before && p.not_after && *p.not_before >= *p.not_after) {
-      warnings.push_back(absl::StrCat("rule ", Printable(p.id),
-                                      " can never permit: its time window is empty"));
-      ++dead;
-      continue;
-    }
-    for (const Rule& f : policy.rules) {
-      if (f.effect == Rule::Effect::kForbid && RuleCovers(f, p)) {
-        warnings.push_back(absl::StrCat("rule ", Printable(p.id), " can never permit: rule ",
-                                        Printable(f.id), " forbids every path it covers"));
-        ++dead;
-        break;
-      }
-    }
-  }
-  // A request that does not state a requester or purpose matches no rule that names one, forbid
-  // rules included (POLICY.md "Evaluation"): such a forbid rule only binds honest requests.
-  for (const Rule& f : policy.rules) {
-    if (f.effect != Rule::Effect::kForbid) continue;
-    if (f.requesters || f.purposes) {
-      warnings.push_back(absl::StrCat(
-          "rule ", Printable(f.id), " forbids only requests that name ",
-          f.requesters ? "a listed requester" : "a listed purpose",
-          "; one that names none is not forbidden by it (forbid by path, or permit narrowly)"));
-    }
-  }
-  if (permits == 0) {
-    warnings.push_back("no rule can ever permit: the policy has no permit rule");
-  } else if (dead == permits) {
-    warnings.push_back("no rule can ever permit: every permit rule is blocked (see above)");
-  }
-  return warnings;
-}
-
-Decision Evaluate(const Policy& policy, const Request& request) {
-  if (request.files.empty()) return DenyWith("the request names no files");
-  std::optional<std::string> requester;
-  if (request.requester) {
-    absl::StatusOr<crypto::Fingerprint> fp = crypto::Fingerprint::Parse(*request.requester);
-    if (!fp.ok()) {
-      return DenyWith(absl::StrCat("requester ", capsule::QuotePath(*request.requester),
-                                   " is not a key fingerprint"));
-    }
-    requester = fp->ToString();
-  }
-
-  // Rule order never matters: rules are visited by id, so the decision, including the order
-  // of its lines, is the same for any order of the same rules.
-  struct Checked {
-    const Rule* rule;
-    std::vector<std::string> failures;  // file-independent
-  };
-  std::vector<Checked> checked;
-  for (const Rule& rule : policy.rules) {
-    checked.push_back({&rule, FileIndependentFailures(rule, request, requester)});
-  }
-  std::stable_sort(checked.begin(), checked.end(), [](const Checked& a, const Checked& b) {
-    return std::tie(a.rule->id, a.rule->effect) < std::tie(b.rule->id, b.rule->effect);
-  });
-  const bool any_permit_rule =
-      std::any_of(policy.rules.begin(), policy.rules.end(),
-                  [](const Rule& r) { return r.effect == Rule::Effect::kPermit; });
-
-  Decision d;
-  Lines reasons;
-  std::set<std::string> permit_ids, forbid_ids;
-  bool counts_use = false;
-  size_t detailed = 0;
-  for (const std::string& file : request.files) {
-    const bool detail = detailed < kMaxDetailedFiles;
-    absl::StatusOr<std::string> normalized = capsule::NormalizeEntryPath(file);
-    if (!normalized.ok() || *normalized != file) {
-      d.denied_files.push_back(file);
-      if (detail) {
-        ++detailed;
-        reasons.Add(absl::StrCat("requested path ", capsule::QuotePath(file),
-                                 " is not a normalized relative path"));
-      }
-      continue;
-    }
-    std::vector<const Rule*> unlimited, limited, forbidders;
-    for (const Checked& c : checked) {
-      if (!c.failures.empty() || !PathMatches(*c.rule, file)) continue;
-      if (c.rule->effect == Rule::Effect::kForbid) {
-        forbidders.push_back(c.rule);
-      } else {
-        (c.rule->max_opens ? limited : unlimited).push_back(c.rule);
-      }
-    }
-    if (forbidders.empty() && (!unlimited.empty() || !limited.empty())) {
-      // Use rules without maxOpens when they suffice, so that a file anyone may open
-      // anyway does not spend a limited rule's budget.
-      const std::vector<const Rule*>& used = unlimited.empty() ? limited : unlimited;
-      for (const Rule* r : used) permit_ids.insert(r->id);
-      if (unlimited.empty()) counts_use = true;
-      continue;
-    }
-    d.denied_files.push_back(file);
-    if (detail) ++detailed;
-    if (!forbidders.empty()) {
-      for (const Rule* f : forbidders) {
-        // Past the detail cap, each deciding forbid rule is still named once, with a file.
-        if (forbid_ids.insert(f->id).second || detail) {
-          reasons.Add(Reason(*f, absl::StrCat("forbids ", Printable(file))));
-        }
-      }
-      continue;
-    }
-    if (!any_permit_rule) {
-      reasons.Add("no rule permits: the policy has no permit rule");
-      continue;
-    }
-    for (const Checked& c : checked) {
-      if (c.rule->effect != Rule::Effect::kPermit) continue;
-      for (const std::string& f : c.failures) reasons.Add(f);
-      if (c.failures.empty() && detail) {
-        // Only the path can have failed.
-        reasons.Add(Reason(*c.rule, absl::StrCat("path ", Printable(file), " is not matched by ",
-                                                 GlobsText(*c.rule->paths))));
-      }
-    }
-  }
-  if (d.denied_files.empty()) {
-    d.permit = true;
-    d.rules.assign(permit_ids.begin(), permit_ids.end());
-    d.counts_use = counts_use;
-    return d;
-  }
-  d.rules.assign(forbid_ids.begin(), forbid_ids.end());
-  if (d.denied_files.size() > detailed) {
-    reasons.Add(absl::StrCat("... and ", d.denied_files.size() - detailed,
-                             " more denied files (see the denied file list)"));
-  }
-  d.reasons = reasons.Take();
-  return d;
-}
-
-Decision AdmitsSite(const Policy& policy, const Request& request) {
-  Decision d;
-  std::vector<const Rule*> rules;
-  for (const Rule& rule : policy.rules) rules.push_back(&rule);
-  std::sort(rules.begin(), rules.end(), [](const Rule* a, const Rule* b) { return a->id < b->id; });
-  for (const Rule* rule : rules) {
-    if (rule->effect != Rule::Effect::kPermit) continue;
-    // Only the conditions about the site and the time: the rest is the open's business.
-    Rule site_only = *rule;
-    site_only.requesters.reset();
-    site_only.purposes.reset();
-    site_only.max_opens.reset();
-    const std::vector<std::string> failures =
-        FileIndependentFailures(site_only, request, std::nullopt);
-    if (failures.empty()) {
-      d.rules.push_back(rule->id);
-    } else {
-      d.reasons.insert(d.reasons.end(), failures.begin(), failures.end());
-    }
-  }
-  d.permit = !d.rules.empty();
-  if (d.permit) d.reasons.clear();
-  if (!d.permit && d.reasons.empty()) d.reasons.push_back("the policy has no permit rule");
-  return d;
 }
 
 }  // namespace bunker::verifier

@@ -17,6 +17,7 @@
 #include "crypto/hkdf.h"
 #include "crypto/openssl_handles.h"
 #include "crypto/sha256.h"
+#include "crypto/keys_internal.h"
 #include "crypto/status_macros.h"
 
 namespace bunker::crypto {
@@ -38,18 +39,9 @@ constexpr char kBase32Alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
 // ceil(128 / 5): 25 full groups plus one character carrying 3 data bits and 2 zero bits.
 constexpr size_t kFingerprintChars = 26;
 
-// keys.h, "WrappedKey": the wrap key is used exactly once, so an all-zero nonce is safe.
-constexpr uint8_t kWrapNonce[crypto_aead_chacha20poly1305_ietf_NPUBBYTES] = {};
-constexpr size_t kWrapTagSize = crypto_aead_chacha20poly1305_ietf_ABYTES;
-
 constexpr std::string_view kPrivateLabel = "PRIVATE KEY";
 constexpr std::string_view kPublicLabel = "PUBLIC KEY";
 constexpr std::string_view kEncryptedPrivateLabel = "ENCRYPTED PRIVATE KEY";
-
-// The one message for every way an unwrap can fail on well-formed input. Callers try each
-// recipient entry in turn (age's "not for you, try the next key"), so the reasons must not be
-// distinguishable.
-constexpr char kNotForThisIdentity[] = "wrapped key does not open with this identity and context";
 
 // These functions have no error channel (key generation, encoding known-good keys): the only
 // way for them to fail is an out-of-memory or broken crypto library, so stop rather than hand
@@ -59,11 +51,7 @@ constexpr char kNotForThisIdentity[] = "wrapped key does not open with this iden
   std::abort();
 }
 
-// An empty absl::Span may have data() == nullptr; C libraries get a valid pointer regardless.
-const uint8_t* NonNull(absl::Span<const uint8_t> bytes) {
-  static const uint8_t kEmpty = 0;
-  return bytes.empty() ? &kEmpty : bytes.data();
-}
+using keys_internal::NonNull;
 
 // absl::string_view is not std::string_view in every Abseil build (Debian's is separate), so
 // these stay in std terms.
@@ -240,25 +228,6 @@ void WritePrivatePem(BIO* bio, int type, absl::Span<const uint8_t> raw) {
       PEM_write_bio_PrivateKey(bio, pkey.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
     KeyLibraryFailure("OpenSSL private key PEM encoding");
   }
-}
-
-// ---- Key wrap -------------------------------------------------------------------------------
-
-// k = HKDF-SHA256(ikm = dh, salt = E || R, info = label || 0x00 || context), keys.h "WrappedKey".
-absl::StatusOr<SecretBytes> DeriveWrapKey(const SecretBytes& dh, const X25519PublicKey& ephemeral,
-                                          const X25519PublicKey& recipient,
-                                          absl::Span<const uint8_t> context) {
-  std::array<uint8_t, 2 * kX25519KeySize> salt;
-  std::memcpy(salt.data(), ephemeral.data(), kX25519KeySize);
-  std::memcpy(salt.data() + kX25519KeySize, recipient.data(), kX25519KeySize);
-  std::vector<uint8_t> info;
-  info.reserve(kKeyWrapLabel.size() + 1 + context.size());
-  info.insert(info.end(), kKeyWrapLabel.begin(), kKeyWrapLabel.end());
-  info.push_back(0x00);
-  info.insert(info.end(), context.begin(), context.end());
-  SecretBytes k(crypto_aead_chacha20poly1305_ietf_KEYBYTES);
-  BUNKER_RETURN_IF_ERROR(HkdfSha256(dh.span(), salt, info, k.mutable_span()));
-  return k;
 }
 
 }  // namespace
@@ -481,58 +450,5 @@ absl::Status VerifySignature(const Ed25519PublicKey& public_key, absl::Span<cons
   return absl::OkStatus();
 }
 
-absl::StatusOr<WrappedKey> WrapKey(const X25519PublicKey& recipient, const SecretBytes& key,
-                                   absl::Span<const uint8_t> context) {
-  if (key.empty()) return absl::InvalidArgumentError("cannot wrap an empty key");
-  EnsureInitialized();
-  WrappedKey wrapped;
-  const SecretBytes ephemeral_secret = SecretBytes::Random(kX25519KeySize);
-  if (crypto_scalarmult_base(wrapped.ephemeral.data(), ephemeral_secret.data()) != 0) {
-    return absl::InternalError("X25519 ephemeral key generation failed");
-  }
-  SecretBytes dh(kX25519KeySize);
-  if (crypto_scalarmult(dh.data(), ephemeral_secret.data(), recipient.data()) != 0 ||
-      sodium_is_zero(dh.data(), dh.size())) {
-    return absl::InvalidArgumentError("recipient X25519 key is low-order");
-  }
-  BUNKER_ASSIGN_OR_RETURN(const SecretBytes k,
-                          DeriveWrapKey(dh, wrapped.ephemeral, recipient, context));
-  wrapped.ciphertext.resize(key.size() + kWrapTagSize);
-  unsigned long long ciphertext_len = 0;
-  if (crypto_aead_chacha20poly1305_ietf_encrypt(
-          wrapped.ciphertext.data(), &ciphertext_len, key.data(), key.size(), NonNull(context),
-          context.size(), nullptr, kWrapNonce, k.data()) != 0 ||
-      ciphertext_len != wrapped.ciphertext.size()) {
-    return absl::InternalError("key wrap encryption failed");
-  }
-  return wrapped;
-}
-
-absl::StatusOr<SecretBytes> UnwrapKey(const Identity& identity, const WrappedKey& wrapped,
-                                      absl::Span<const uint8_t> context) {
-  // WrapKey never produces fewer bytes than a tag plus one key byte.
-  if (wrapped.ciphertext.size() <= kWrapTagSize) {
-    return absl::InvalidArgumentError("wrapped key is too short");
-  }
-  absl::StatusOr<SecretBytes> dh = identity.Agree(wrapped.ephemeral);
-  if (!dh.ok()) {
-    // A low-order ephemeral key can only come from tampering: same answer as a bad tag.
-    if (absl::IsDataLoss(dh.status())) return absl::DataLossError(kNotForThisIdentity);
-    return dh.status();
-  }
-  BUNKER_ASSIGN_OR_RETURN(
-      const SecretBytes k,
-      DeriveWrapKey(*dh, wrapped.ephemeral, identity.public_identity().box_key, context));
-  SecretBytes key(wrapped.ciphertext.size() - kWrapTagSize);
-  unsigned long long key_len = 0;
-  // libsodium checks the tag before it decrypts anything.
-  if (crypto_aead_chacha20poly1305_ietf_decrypt(
-          key.data(), &key_len, nullptr, wrapped.ciphertext.data(), wrapped.ciphertext.size(),
-          NonNull(context), context.size(), kWrapNonce, k.data()) != 0 ||
-      key_len != key.size()) {
-    return absl::DataLossError(kNotForThisIdentity);
-  }
-  return key;
-}
-
 }  // namespace bunker::crypto
+

@@ -65,31 +65,6 @@ absl::StatusOr<Fd> RefuseSymlinkFd(Fd fd, int flags, std::string_view path) {
 
 }  // namespace
 
-absl::StatusCode ErrnoCode(int err) {
-  switch (err) {
-    case ENOENT:
-      return absl::StatusCode::kNotFound;
-    case EEXIST:
-    case ENOTEMPTY:
-      return absl::StatusCode::kAlreadyExists;
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::StatusCode::kPermissionDenied;
-    case ENOSPC:
-    case EDQUOT:
-    case ENOMEM:
-      return absl::StatusCode::kResourceExhausted;
-    case ENAMETOOLONG:
-    case ENOTDIR:
-    case ELOOP:
-    case EBADF:  // a caller's descriptor that is not open
-      return absl::StatusCode::kInvalidArgument;
-    default:
-      return absl::StatusCode::kUnavailable;
-  }
-}
-
 absl::Status PathError(std::string_view what, std::string_view path, int err) {
   return absl::Status(ErrnoCode(err), absl::StrCat(std::string(what), " ", QuotePath(path), ": ",
                                                    std::strerror(err)));

@@ -10,7 +10,7 @@
 //    names, none empty, "." or "..", each at most NAME_MAX bytes, the whole below PATH_MAX.
 //  - A symlink on the way is kPermissionDenied with a one-line message naming the path
 //    ("\"a/b\" is or goes through a symbolic link"); other failures carry the errno's code
-//    (ErrnoCode) and name the path.
+//    (capsule/io.h ErrnoCode) and name the path.
 //  - Descriptors are opened O_CLOEXEC and returned as Fd.
 #ifndef BUNKER_CAPSULE_BENEATH_H_
 #define BUNKER_CAPSULE_BENEATH_H_
@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "capsule/fd.h"
+#include "capsule/io.h"
 
 namespace bunker::capsule {
 
@@ -35,12 +36,6 @@ struct FileOwner {
   uid_t uid = 0;
   gid_t gid = 0;
 };
-
-// The canonical code for an errno from a file operation: kNotFound (ENOENT), kAlreadyExists
-// (EEXIST, ENOTEMPTY), kPermissionDenied (EACCES, EPERM, EROFS), kResourceExhausted (ENOSPC,
-// EDQUOT, ENOMEM), kInvalidArgument (ENAMETOOLONG, ENOTDIR, ELOOP, EBADF), kUnavailable
-// otherwise.
-absl::StatusCode ErrnoCode(int err);
 
 // `<what> "<path>": <strerror(err)>` (the path escaped to one line) with ErrnoCode(err).
 absl::Status PathError(std::string_view what, std::string_view path, int err);

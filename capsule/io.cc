@@ -55,22 +55,33 @@ class InMemoryFile : public RandomAccessFile {
 
 }  // namespace
 
-absl::Status ErrnoStatus(const std::string& what, int err) {
-  const std::string text = absl::StrCat(what, ": ", std::strerror(err));
+absl::StatusCode ErrnoCode(int err) {
   switch (err) {
     case ENOENT:
-      return absl::NotFoundError(text);
+      return absl::StatusCode::kNotFound;
     case EEXIST:
-      return absl::AlreadyExistsError(text);
+    case ENOTEMPTY:
+      return absl::StatusCode::kAlreadyExists;
     case EACCES:
     case EPERM:
-      return absl::PermissionDeniedError(text);
+    case EROFS:
+      return absl::StatusCode::kPermissionDenied;
     case ENOSPC:
     case EDQUOT:
-      return absl::ResourceExhaustedError(text);
+    case ENOMEM:
+      return absl::StatusCode::kResourceExhausted;
+    case ENAMETOOLONG:
+    case ENOTDIR:
+    case ELOOP:
+    case EBADF:  // a caller's descriptor that is not open
+      return absl::StatusCode::kInvalidArgument;
     default:
-      return absl::UnavailableError(text);
+      return absl::StatusCode::kUnavailable;
   }
+}
+
+absl::Status ErrnoStatus(const std::string& what, int err) {
+  return absl::Status(ErrnoCode(err), absl::StrCat(what, ": ", std::strerror(err)));
 }
 
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFile(const std::string& path) {

@@ -99,8 +99,13 @@ class FdWriter : public WritableFile {
   std::vector<uint8_t> buffer_;
 };
 
-// "what: strerror(err)" with the canonical code for the errno: kNotFound, kAlreadyExists,
-// kPermissionDenied, kResourceExhausted (full disk or quota), kUnavailable otherwise.
+// The one mapping from an errno to a canonical code, for every file and socket operation in
+// Bunker: kNotFound (ENOENT), kAlreadyExists (EEXIST, ENOTEMPTY), kPermissionDenied (EACCES,
+// EPERM, EROFS), kResourceExhausted (ENOSPC, EDQUOT, ENOMEM), kInvalidArgument (ENAMETOOLONG,
+// ENOTDIR, ELOOP, EBADF), kUnavailable otherwise.
+absl::StatusCode ErrnoCode(int err);
+
+// "what: strerror(err)" with ErrnoCode(err).
 absl::Status ErrnoStatus(const std::string& what, int err);
 
 // Reads exactly `out.size()` bytes of `fd` at `offset`, retrying on EINTR and short reads.

@@ -21,10 +21,6 @@ namespace {
 constexpr uint64_t kInMemoryFile = 64ull << 20;
 constexpr size_t kSinkBuffer = 1 << 20;
 
-absl::Status Errno(int err, const std::string& what) {
-  return absl::Status(capsule::ErrnoCode(err), absl::StrCat(what, ": ", std::strerror(err)));
-}
-
 // Drains `source`, handing each piece to `fn`.
 template <typename Fn>
 absl::Status Drain(capsule::ByteSource* source, Fn fn) {
@@ -56,7 +52,7 @@ absl::Status CountingFdSink::Flush() {
       if (errno == EINTR) continue;
       const int err = errno;
       buffer_.erase(buffer_.begin(), buffer_.begin() + done);
-      return Errno(err, "cannot write the output");
+      return capsule::ErrnoStatus("cannot write the output", err);
     }
     done += static_cast<size_t>(n);
     written_ += static_cast<uint64_t>(n);
@@ -127,7 +123,7 @@ absl::StatusOr<std::unique_ptr<NewFileBeneath>> NewFileBeneath::Create(
   BUNKER_RETURN_IF_ERROR(capsule::CheckRelativePath(to.relative));
   if (slash == std::string::npos) {
     const int dup = ::fcntl(to.root.get(), F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) return Errno(errno, absl::StrCat("cannot use ", to.shown));
+    if (dup < 0) return capsule::ErrnoStatus(absl::StrCat("cannot use ", to.shown), errno);
     f->parent_ = capsule::Fd(dup);
   } else {
     BUNKER_ASSIGN_OR_RETURN(f->parent_,
@@ -147,7 +143,9 @@ absl::StatusOr<std::unique_ptr<NewFileBeneath>> NewFileBeneath::Create(
                   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) f->temp_name_.clear();
   }
-  if (fd < 0) return Errno(errno, absl::StrCat("cannot create ", capsule::QuotePath(to.shown)));
+  if (fd < 0) {
+    return capsule::ErrnoStatus(absl::StrCat("cannot create ", capsule::QuotePath(to.shown)), errno);
+  }
   f->file_ = capsule::Fd(fd);
   if (owner && ::fchown(fd, owner->uid, owner->gid) != 0) {
     return absl::PermissionDeniedError(
@@ -168,7 +166,9 @@ absl::Status NewFileBeneath::Append(absl::Span<const uint8_t> data) { return sin
 absl::Status NewFileBeneath::Commit() {
   const std::string what = capsule::QuotePath(shown_);
   BUNKER_RETURN_IF_ERROR(sink_->Flush());
-  if (::fsync(file_.get()) != 0) return Errno(errno, absl::StrCat("cannot write ", what));
+  if (::fsync(file_.get()) != 0) {
+    return capsule::ErrnoStatus(absl::StrCat("cannot write ", what), errno);
+  }
   int r;
   if (temp_name_.empty()) {
     const std::string proc = absl::StrCat("/proc/self/fd/", file_.get());
@@ -178,7 +178,7 @@ absl::Status NewFileBeneath::Commit() {
   }
   if (r != 0) {
     if (errno == EEXIST) return absl::AlreadyExistsError(absl::StrCat(what, " already exists"));
-    return Errno(errno, absl::StrCat("cannot create ", what));
+    return capsule::ErrnoStatus(absl::StrCat("cannot create ", what), errno);
   }
   if (!temp_name_.empty()) ::unlinkat(parent_.get(), temp_name_.c_str(), 0);
   committed_ = true;

@@ -54,14 +54,6 @@ absl::Status PreadAll(int fd, absl::Span<uint8_t> out, uint64_t offset) {
   return s;
 }
 
-void SyncDir(const std::string& dir) {
-  const int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (d >= 0) {
-    ::fsync(d);
-    ::close(d);
-  }
-}
-
 }  // namespace
 
 absl::StatusOr<Prelude> ReadPrelude(const CapsuleReader& reader) {
@@ -168,8 +160,8 @@ absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
     s = PwriteAll(in->fd_, prelude.header, 0);
     if (s.ok()) s = PwriteAll(in->fd_, tail, g.TableOffset());
     if (s.ok() && ::fsync(in->fd_) != 0) s = ErrnoStatus("cannot sync", errno);
+    if (s.ok()) s = SyncDirectory(incoming);
     if (!s.ok()) return s;
-    SyncDir(incoming);
   }
   in->received_.assign(g.chunk_count, false);
   s = in->LoadJournal();
@@ -321,7 +313,8 @@ absl::StatusOr<std::string> IncomingCapsule::Finish() {
   }
   ::unlink(path_.c_str());
   ::unlink(journal_path_.c_str());
-  SyncDir(store_);
+  absl::Status synced = SyncDirectory(store_);
+  if (!synced.ok()) return synced;
   finished_path_ = final_path;
   return final_path;
 }

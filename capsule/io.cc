@@ -9,6 +9,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "capsule/fd.h"
 #include "crypto/secret.h"
 #include "crypto/sha256.h"
 
@@ -20,20 +21,19 @@ constexpr size_t kWriteBuffer = 1 << 20;
 
 class PosixFile : public RandomAccessFile {
  public:
-  PosixFile(int fd, uint64_t size) : fd_(fd), size_(size) {}
-  ~PosixFile() override { ::close(fd_); }
+  PosixFile(Fd fd, uint64_t size) : fd_(std::move(fd)), size_(size) {}
   uint64_t size() const override { return size_; }
   absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const override {
     if (offset > size_ || out.size() > size_ - offset) {
       return absl::OutOfRangeError("read past the end of the file");
     }
-    absl::Status s = PreadAll(fd_, out, offset, "the file");
+    absl::Status s = PreadAll(fd_.get(), out, offset, "the file");
     if (absl::IsOutOfRange(s)) return absl::OutOfRangeError("file shrank while reading");
     return s;
   }
 
  private:
-  int fd_;
+  Fd fd_;
   uint64_t size_;
 };
 
@@ -85,31 +85,40 @@ absl::Status ErrnoStatus(const std::string& what, int err) {
 }
 
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
-  return OpenFileDescriptor(fd, path);
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
+  return OpenFileDescriptor(fd.release(), path);
 }
 
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFileDescriptor(int fd,
                                                                      const std::string& name) {
+  Fd owned(fd);
   struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return ErrnoStatus(absl::StrCat("cannot stat ", name), err);
+  if (::fstat(owned.get(), &st) != 0) {
+    return ErrnoStatus(absl::StrCat("cannot stat ", name), errno);
   }
-  const int flags = ::fcntl(fd, F_GETFL);
+  const int flags = ::fcntl(owned.get(), F_GETFL);
   if (!S_ISREG(st.st_mode) || flags < 0 || (flags & O_ACCMODE) == O_WRONLY ||
       (flags & O_PATH) != 0) {
-    ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(name, " is not a regular file open for reading"));
   }
   return std::unique_ptr<RandomAccessFile>(
-      std::make_unique<PosixFile>(fd, static_cast<uint64_t>(st.st_size)));
+      std::make_unique<PosixFile>(std::move(owned), static_cast<uint64_t>(st.st_size)));
 }
 
 std::unique_ptr<RandomAccessFile> MemoryFile(std::vector<uint8_t> bytes) {
   return std::make_unique<InMemoryFile>(std::move(bytes));
+}
+
+absl::Status SyncDirectory(int dirfd, const std::string& what) {
+  if (::fsync(dirfd) != 0) return ErrnoStatus(absl::StrCat("cannot sync ", what), errno);
+  return absl::OkStatus();
+}
+
+absl::Status SyncDirectory(const std::string& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("cannot open ", dir), errno);
+  return SyncDirectory(fd.get(), dir);
 }
 
 absl::Status PreadAll(int fd, absl::Span<uint8_t> out, uint64_t offset, const std::string& what) {
@@ -166,46 +175,48 @@ absl::StatusOr<std::unique_ptr<AtomicFileWriter>> AtomicFileWriter::Create(
   if (!overwrite && ::access("/proc/self/fd", F_OK) == 0) {
     // An unnamed file in the target's folder: if the process dies, even by SIGKILL, nothing
     // is left behind. Commit() gives it its name with linkat(2).
-    int fd = ::open(dir.empty() ? "." : dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, mode);
-    if (fd >= 0) {
-      ::fchmod(fd, static_cast<mode_t>(mode));  // not subject to the umask, as asked
-      return std::unique_ptr<AtomicFileWriter>(new AtomicFileWriter(path, "", fd, overwrite));
+    Fd fd(::open(dir.empty() ? "." : dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, mode));
+    if (fd.valid()) {
+      ::fchmod(fd.get(), static_cast<mode_t>(mode));  // not subject to the umask, as asked
+      return std::unique_ptr<AtomicFileWriter>(
+          new AtomicFileWriter(path, "", std::move(fd), overwrite));
     }
     // Filesystems without O_TMPFILE: fall back to a hidden named file.
   }
   uint8_t rnd[6];
   crypto::RandomBytes(absl::MakeSpan(rnd));
   const std::string tmp = absl::StrCat(dir, ".", base, ".", crypto::ToHex(rnd), ".partial");
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) return ErrnoStatus(absl::StrCat("cannot create ", path), errno);
-  ::fchmod(fd, static_cast<mode_t>(mode));  // not subject to the umask, as asked
-  return std::unique_ptr<AtomicFileWriter>(new AtomicFileWriter(path, tmp, fd, overwrite));
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("cannot create ", path), errno);
+  ::fchmod(fd.get(), static_cast<mode_t>(mode));  // not subject to the umask, as asked
+  return std::unique_ptr<AtomicFileWriter>(
+      new AtomicFileWriter(path, tmp, std::move(fd), overwrite));
 }
 
-AtomicFileWriter::AtomicFileWriter(std::string path, std::string tmp, int fd, bool overwrite)
-    : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd), overwrite_(overwrite) {
+AtomicFileWriter::AtomicFileWriter(std::string path, std::string tmp, Fd fd, bool overwrite)
+    : path_(std::move(path)), tmp_(std::move(tmp)), fd_(std::move(fd)), overwrite_(overwrite) {
   buffer_.reserve(kWriteBuffer);
 }
 
 AtomicFileWriter::~AtomicFileWriter() {
-  if (fd_ >= 0) ::close(fd_);
+  fd_.Reset();
   if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
 }
 
 absl::Status AtomicFileWriter::Flush() {
-  absl::Status s = WriteAll(fd_, buffer_);
+  absl::Status s = WriteAll(fd_.get(), buffer_);
   buffer_.clear();
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat("writing ", path_, ": ", s.message()));
   return s;
 }
 
 absl::Status AtomicFileWriter::Append(absl::Span<const uint8_t> data) {
-  if (committed_ || fd_ < 0) return absl::FailedPreconditionError("file already committed");
+  if (committed_ || !fd_.valid()) return absl::FailedPreconditionError("file already committed");
   if (buffer_.size() + data.size() > kWriteBuffer) {
     absl::Status s = Flush();
     if (!s.ok()) return s;
     if (data.size() >= kWriteBuffer) {
-      s = WriteAll(fd_, data);
+      s = WriteAll(fd_.get(), data);
       if (!s.ok()) return absl::Status(s.code(), absl::StrCat("writing ", path_, ": ", s.message()));
       return s;
     }
@@ -217,24 +228,21 @@ absl::Status AtomicFileWriter::Append(absl::Span<const uint8_t> data) {
 absl::Status AtomicFileWriter::Commit() {
   absl::Status s = Flush();
   if (!s.ok()) return s;
-  if (::fsync(fd_) != 0) return ErrnoStatus(absl::StrCat("cannot sync ", path_), errno);
+  if (::fsync(fd_.get()) != 0) return ErrnoStatus(absl::StrCat("cannot sync ", path_), errno);
   if (tmp_.empty()) {
     // The unnamed file gets its name; linkat fails if the name appeared meanwhile.
-    const std::string self = absl::StrCat("/proc/self/fd/", fd_);
+    const std::string self = absl::StrCat("/proc/self/fd/", fd_.get());
     if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path_.c_str(), AT_SYMLINK_FOLLOW) != 0) {
       return ErrnoStatus(absl::StrCat("cannot create ", path_), errno);
     }
-    ::close(fd_);
-    fd_ = -1;
+    fd_.Reset();
   } else if (overwrite_) {
-    ::close(fd_);
-    fd_ = -1;
+    fd_.Reset();
     if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
       return ErrnoStatus(absl::StrCat("cannot create ", path_), errno);
     }
   } else {
-    ::close(fd_);
-    fd_ = -1;
+    fd_.Reset();
     // link() fails if the target appeared meanwhile, so an existing file is never replaced.
     if (::link(tmp_.c_str(), path_.c_str()) != 0) {
       return ErrnoStatus(absl::StrCat("cannot create ", path_), errno);
@@ -244,12 +252,8 @@ absl::Status AtomicFileWriter::Commit() {
   committed_ = true;
   const size_t slash = path_.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return absl::OkStatus();
+  // The new name is durable only with its directory.
+  return SyncDirectory(dir);
 }
 
 FdWriter::~FdWriter() { (void)Flush(); }
@@ -272,33 +276,29 @@ absl::Status FdWriter::Append(absl::Span<const uint8_t> data) {
 
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t max_size) {
   // O_NONBLOCK: a FIFO named by mistake must not hang us before the regular-file check.
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
   struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
   }
   std::string out;
   char buf[8192];
   while (true) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return ErrnoStatus(absl::StrCat("cannot read ", path), err);
+      return ErrnoStatus(absl::StrCat("cannot read ", path), errno);
     }
     if (n == 0) break;
     if (out.size() + static_cast<size_t>(n) > max_size) {
-      ::close(fd);
       crypto::Wipe(absl::MakeSpan(reinterpret_cast<uint8_t*>(buf), sizeof buf));
       return absl::InvalidArgumentError(
           absl::StrCat(path, " is larger than ", max_size, " bytes"));
     }
     out.append(buf, static_cast<size_t>(n));
   }
-  ::close(fd);
+  fd.Reset();
   crypto::Wipe(absl::MakeSpan(reinterpret_cast<uint8_t*>(buf), sizeof buf));
   return out;
 }

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "capsule/fd.h"
 
 namespace bunker::capsule {
 
@@ -76,11 +77,11 @@ class AtomicFileWriter : public WritableFile {
   absl::Status Commit();
 
  private:
-  AtomicFileWriter(std::string path, std::string tmp, int fd, bool overwrite);
+  AtomicFileWriter(std::string path, std::string tmp, Fd fd, bool overwrite);
   absl::Status Flush();
   std::string path_;
   std::string tmp_;
-  int fd_;
+  Fd fd_;
   bool overwrite_;
   bool committed_ = false;
   std::vector<uint8_t> buffer_;
@@ -107,6 +108,13 @@ absl::StatusCode ErrnoCode(int err);
 
 // "what: strerror(err)" with ErrnoCode(err).
 absl::Status ErrnoStatus(const std::string& what, int err);
+
+// fsyncs the directory open as `dirfd`, so that the names created or removed in it are durable;
+// an errno failure as ErrnoStatus("cannot sync <what>").
+absl::Status SyncDirectory(int dirfd, const std::string& what);
+
+// Opens the directory `dir` and fsyncs it, as above; `dir` names it in errors.
+absl::Status SyncDirectory(const std::string& dir);
 
 // Reads exactly `out.size()` bytes of `fd` at `offset`, retrying on EINTR and short reads.
 // kOutOfRange if the file ends first (callers say what that means for them); an errno failure

@@ -185,8 +185,10 @@ absl::Status NewFileBeneath::Commit() {
   created_.Keep();
   // The new name is made durable with its directory.
   capsule::Fd dir(::openat(parent_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir.valid()) ::fsync(dir.get());
-  return absl::OkStatus();
+  if (!dir.valid()) {
+    return capsule::ErrnoStatus(absl::StrCat("cannot open the folder of ", what), errno);
+  }
+  return capsule::SyncDirectory(dir.get(), absl::StrCat("the folder of ", what));
 }
 
 }  // namespace bunker::site

@@ -47,12 +47,6 @@ absl::Status Truncate(int fd, uint64_t size) {
   return Sync(fd);
 }
 
-absl::Status SyncDir(const std::string& dir) {
-  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return capsule::ErrnoStatus(absl::StrCat("cannot open ", dir), errno);
-  return Sync(fd.get());
-}
-
 // Opens `path` read-write; *created tells whether this call created it.
 absl::StatusOr<Fd> OpenOrCreate(const std::string& path, bool create, bool* created) {
   *created = false;
@@ -194,7 +188,7 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
   bool created_log = false, created_ck = false;
   BUNKER_ASSIGN_OR_RETURN(state->log_fd, OpenOrCreate(log_path, true, &created_log));
   BUNKER_ASSIGN_OR_RETURN(state->ck_fd, OpenOrCreate(ck_path, true, &created_ck));
-  if (created_log || created_ck) BUNKER_RETURN_IF_ERROR(SyncDir(state_dir));
+  if (created_log || created_ck) BUNKER_RETURN_IF_ERROR(capsule::SyncDirectory(state_dir));
   {
     FileLock lock(state->log_fd.get(), LOCK_EX);
     BUNKER_RETURN_IF_ERROR(lock.status());

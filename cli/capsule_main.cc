@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cli/context.h"
+#include "cli/version.h"
 #include "crypto/secret.h"
 
 namespace {
@@ -36,7 +37,9 @@ void PrintUsage(std::FILE* out) {
                "Usage: capsule COMMAND [options]\n\n"
                "Bunker capsules: datasets sealed with their access policy.\n\nCommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-9s %s\n", c.name, c.summary);
-  std::fprintf(out, "\nRun 'capsule COMMAND --help' for a command's options.\n");
+  std::fprintf(out,
+               "\nRun 'capsule COMMAND --help' for a command's options, 'capsule --version' for "
+               "the version.\n");
 }
 
 }  // namespace
@@ -57,6 +60,10 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   if (cmd == "-h" || cmd == "--help" || cmd == "help") {
     PrintUsage(stdout);
+    return 0;
+  }
+  if (cmd == "--version" || cmd == "version") {
+    std::printf("%s\n", bunker::cli::VersionLine("capsule").c_str());
     return 0;
   }
   for (const Command& c : kCommands) {

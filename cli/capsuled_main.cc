@@ -7,11 +7,13 @@
 #include <clocale>
 #include <cstdio>
 #include <ctime>
+#include <string_view>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "capsule/key_files.h"
 #include "cli/context.h"
+#include "cli/version.h"
 #include "crypto/secret.h"
 #include "site/admission.h"
 #include "site/service.h"
@@ -34,6 +36,10 @@ int main(int argc, char** argv) {
   }
   if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "");
   crypto::EnsureInitialized();
+  if (argc == 2 && std::string_view(argv[1]) == "--version") {
+    std::printf("%s\n", cli::VersionLine("capsuled").c_str());
+    return 0;
+  }
   static const cli::CommandSpec kSpec{
       "",
       "--site SITE.json",

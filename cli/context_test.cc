@@ -1,4 +1,5 @@
 #include "cli/context.h"
+#include "cli/version.h"
 
 #include "gtest/gtest.h"
 
@@ -70,6 +71,18 @@ TEST(HumanBytesTest, Units) {
   EXPECT_EQ(HumanBytes(512), "512 B");
   EXPECT_EQ(HumanBytes(1536), "1.5 KiB");
   EXPECT_EQ(HumanBytes(uint64_t{3} << 30), "3.0 GiB");
+}
+
+}  // namespace
+}  // namespace bunker::cli
+
+namespace bunker::cli {
+namespace {
+
+TEST(VersionTest, NamesTheProgramTheProjectVersionAndTheFormatVersion) {
+  EXPECT_FALSE(ProjectVersion().empty());
+  EXPECT_EQ(VersionLine("capsule"),
+            std::string("capsule ") + std::string(ProjectVersion()) + " (capsule format 1)");
 }
 
 }  // namespace

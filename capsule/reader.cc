@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "crypto/merkle.h"
 #include "crypto/secret.h"
+#include "crypto/status_hint.h"
 
 namespace bunker::capsule {
 namespace {
@@ -116,8 +117,9 @@ absl::Status CapsuleReader::CheckTrusted(
   for (const auto& t : trusted) {
     if (t == manifest_.issuer) return absl::OkStatus();
   }
-  return absl::PermissionDeniedError(absl::StrCat(
-      "issuer ", manifest_.issuer.fingerprint().ToString(), " is not trusted"));
+  return WithHint(absl::PermissionDeniedError(absl::StrCat(
+                      "issuer ", manifest_.issuer.fingerprint().ToString(), " is not trusted")),
+                  "if you trust this issuer, pass its public key with --trust ISSUER.pub");
 }
 
 absl::Status CapsuleReader::CheckChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) const {
@@ -178,8 +180,10 @@ absl::StatusOr<std::unique_ptr<PayloadKey>> CapsuleReader::Unlock(
     if (r.fingerprint == fp) entry = &r;
   }
   if (entry == nullptr) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("capsule is not addressed to ", fp.ToString()));
+    return WithHint(
+        absl::PermissionDeniedError(absl::StrCat("capsule is not addressed to ", fp.ToString())),
+        "this capsule was sealed for other recipients; use one of their identities "
+        "(capsule inspect lists them)");
   }
   absl::StatusOr<crypto::SecretBytes> data_key =
       crypto::UnwrapKey(identity, entry->wrapped, WrapContext(manifest_));

@@ -41,13 +41,8 @@ int RunCat(int argc, char** argv) {
   request.output_fd = STDOUT_FILENO;
   request.threads = *threads;
   absl::StatusOr<SiteRun> run = RunSiteRequest(ctx, ctx.args().positionals()[0], request);
-  if (!run.ok()) return ctx.Fail(run.status(), HintFor(run.status()));
-  if (!run->status.ok()) {
-    return ctx.Fail(run->status, absl::IsNotFound(run->status) &&
-                                         absl::StrContains(run->status.message(), "not in the")
-                                     ? "list the files with: capsule ls"
-                                     : HintFor(run->status));
-  }
+  if (!run.ok()) return ctx.Fail(run.status());
+  if (!run->status.ok()) return ctx.Fail(run->status);
   return kExitOk;
 }
 

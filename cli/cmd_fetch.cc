@@ -39,7 +39,7 @@ int RunFetch(int argc, char** argv) {
   if (!trusted.ok()) return ctx.Fail(trusted.status());
   absl::StatusOr<transfer::SendSummary> s = transfer::FetchCapsule(
       a.positionals()[0], a.Get("from"), a.Get("output"), *options, *trusted, site::AdmissionFor(*site));
-  if (!s.ok()) return ctx.Fail(s.status(), HintFor(s.status()));
+  if (!s.ok()) return ctx.Fail(s.status());
   if (ctx.json()) {
     std::printf("%s\n", TransferSummaryJson(*s).c_str());
   } else {

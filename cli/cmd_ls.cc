@@ -63,8 +63,8 @@ int RunLs(int argc, char** argv) {
     return absl::OkStatus();
   };
   absl::StatusOr<SiteRun> run = RunSiteRequest(ctx, ctx.args().positionals()[0], request);
-  if (!run.ok()) return ctx.Fail(run.status(), HintFor(run.status()));
-  if (!run->status.ok()) return ctx.Fail(run->status, HintFor(run->status));
+  if (!run.ok()) return ctx.Fail(run.status());
+  if (!run->status.ok()) return ctx.Fail(run->status);
   return kExitOk;
 }
 

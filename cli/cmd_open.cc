@@ -74,14 +74,8 @@ int RunOpen(int argc, char** argv) {
   };
   absl::StatusOr<SiteRun> run = RunSiteRequest(ctx, a.positionals()[0], std::move(request));
   progress.Finish();
-  if (!run.ok()) return ctx.Fail(run.status(), HintFor(run.status()));
-  if (!run->status.ok()) {
-    return ctx.Fail(run->status,
-                    absl::IsPermissionDenied(run->status) &&
-                            absl::StrContains(run->status.message(), "denied by the capsule")
-                        ? "see why with: capsule policy explain CAPSULE --site SITE.json"
-                        : HintFor(run->status));
-  }
+  if (!run.ok()) return ctx.Fail(run.status());
+  if (!run->status.ok()) return ctx.Fail(run->status);
   const site::Outcome& o = run->outcome;
   if (a.Has("to")) {
     const std::string dest = a.Get("to");

@@ -106,8 +106,8 @@ int RunExplain(int argc, char** argv) {
   request.command = site::Command::kExplain;
   request.only = a.GetAll("only");
   absl::StatusOr<SiteRun> run = RunSiteRequest(ctx, a.positionals()[0], request);
-  if (!run.ok()) return ctx.Fail(run.status(), HintFor(run.status()));
-  if (!run->status.ok()) return ctx.Fail(run->status, HintFor(run->status));
+  if (!run.ok()) return ctx.Fail(run.status());
+  if (!run->status.ok()) return ctx.Fail(run->status);
   const site::Outcome& o = run->outcome;
   const verifier::Decision& decision = o.decision;
   const std::optional<std::string> requester =

@@ -68,7 +68,7 @@ int RunSend(int argc, char** argv) {
   absl::StatusOr<transfer::SendSummary> s =
       transfer::SendCapsule(a.positionals()[0], a.Get("to"), *options);
   progress.Finish();
-  if (!s.ok()) return ctx.Fail(s.status(), HintFor(s.status()));
+  if (!s.ok()) return ctx.Fail(s.status());
   // A site that sends (or forwards from its store) records it in its own audit log.
   verifier::AuditRecord rec;
   rec.time = static_cast<int64_t>(std::time(nullptr));

@@ -22,7 +22,7 @@ int RunVerify(int argc, char** argv) {
   if (!threads.ok()) return ctx.UsageError(std::string(threads.status().message()));
   const std::string path = ctx.args().positionals()[0];
   absl::StatusOr<OpenedCapsule> c = OpenCapsule(ctx, path, /*unlock=*/false);
-  if (!c.ok()) return ctx.Fail(c.status(), HintFor(c.status()));
+  if (!c.ok()) return ctx.Fail(c.status());
   const capsule::Manifest& m = c->reader->manifest();
   Progress progress("verifying", c->reader->file_size(), !ctx.json());
   absl::Status s =

@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "capsule/key_files.h"
 #include "capsule/paths.h"
+#include "crypto/status_hint.h"
 #include "transfer/client.h"
 
 namespace bunker::cli {
@@ -138,7 +139,9 @@ int Context::Fail(const absl::Status& status, const std::string& hint) const {
   const std::string msg = TerminalSafe(std::string_view(status.message().data(),
                                                         status.message().size()));
   std::fprintf(stderr, "%s: %s\n", Who().c_str(), msg.c_str());
-  if (!hint.empty()) std::fprintf(stderr, "hint: %s\n", hint.c_str());
+  // A hint given here (the command knows best) wins over one the error carries.
+  const std::string shown = hint.empty() ? HintOf(status) : hint;
+  if (!shown.empty()) std::fprintf(stderr, "hint: %s\n", TerminalSafe(shown).c_str());
   return ExitCodeFor(status);
 }
 

@@ -22,7 +22,8 @@
 
 namespace bunker::cli {
 
-// Exit statuses (README "Exit status"). Each bad-input class has its own.
+// Exit statuses (README "Exit status"). Each bad-input class has its own; ExitCodeFor is the one
+// table from status codes to them, one meaning per code.
 enum ExitCode : int {
   kExitOk = 0,
   kExitInternal = 1,      // a bug or an unexpected library failure
@@ -31,9 +32,10 @@ enum ExitCode : int {
   kExitCorrupt = 4,       // capsule corrupt, truncated or tampered with
   kExitDenied = 5,        // refused: untrusted issuer, not a recipient, policy denial
   kExitNotFound = 6,      // a named file, path or capsule entry does not exist
-  kExitExists = 7,        // the destination already exists or a precondition failed
+  kExitExists = 7,        // the destination or a key file already exists (kAlreadyExists)
   kExitExhausted = 8,     // out of disk space or another resource
-  kExitUnavailable = 9,   // I/O error
+  kExitUnavailable = 9,   // I/O or network error
+  kExitNotReady = 10,     // not in a state to do this yet (kFailedPrecondition): an operator acts
   kExitInterrupted = 130, // stopped by SIGINT, SIGTERM or SIGHUP, after cleaning up
 };
 
@@ -182,9 +184,6 @@ absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx
 // The one-line JSON summary of a transfer (the shape: capsule, chunksTotal, chunksSent,
 // chunksSkipped, bytesSent, seconds).
 std::string TransferSummaryJson(const transfer::SendSummary& summary);
-
-// The hint printed with a failure to open a capsule, if any.
-std::string HintFor(const absl::Status& status);
 
 // Terminal progress on stderr: bytes, rate, ETA; silent when stderr is not a terminal or when
 // disabled (--json). Redraws at most 5 times a second.

@@ -1,5 +1,6 @@
 #include "cli/context.h"
 #include "cli/version.h"
+#include "crypto/status_hint.h"
 
 #include "gtest/gtest.h"
 
@@ -60,6 +61,7 @@ TEST(ExitCodeTest, EachClassHasItsStatus) {
   EXPECT_EQ(ExitCodeFor(absl::PermissionDeniedError("")), kExitDenied);
   EXPECT_EQ(ExitCodeFor(absl::NotFoundError("")), kExitNotFound);
   EXPECT_EQ(ExitCodeFor(absl::AlreadyExistsError("")), kExitExists);
+  EXPECT_EQ(ExitCodeFor(absl::FailedPreconditionError("")), kExitNotReady);
   EXPECT_EQ(ExitCodeFor(absl::ResourceExhaustedError("")), kExitExhausted);
   EXPECT_EQ(ExitCodeFor(absl::UnavailableError("")), kExitUnavailable);
   EXPECT_EQ(ExitCodeFor(absl::AbortedError("")), kExitUnavailable);
@@ -78,6 +80,13 @@ TEST(HumanBytesTest, Units) {
 
 namespace bunker::cli {
 namespace {
+
+TEST(HintTest, TravelsAsAPayloadNotAsText) {
+  const absl::Status s = WithHint(absl::NotFoundError("x is not in the capsule"), "run ls");
+  EXPECT_EQ(HintOf(s), "run ls");
+  EXPECT_EQ(s.message(), "x is not in the capsule");
+  EXPECT_EQ(HintOf(absl::NotFoundError("x is not in the capsule")), "");
+}
 
 TEST(VersionTest, NamesTheProgramTheProjectVersionAndTheFormatVersion) {
   EXPECT_FALSE(ProjectVersion().empty());

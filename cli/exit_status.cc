@@ -3,7 +3,6 @@
 
 #include <csignal>
 
-#include "absl/strings/match.h"
 #include "cli/context.h"
 
 namespace bunker::cli {
@@ -45,8 +44,9 @@ int ExitCodeFor(const absl::Status& status) {
     case absl::StatusCode::kNotFound:
       return kExitNotFound;
     case absl::StatusCode::kAlreadyExists:
-    case absl::StatusCode::kFailedPrecondition:
       return kExitExists;
+    case absl::StatusCode::kFailedPrecondition:
+      return kExitNotReady;
     case absl::StatusCode::kResourceExhausted:
       return kExitExhausted;
     case absl::StatusCode::kUnavailable:
@@ -56,19 +56,6 @@ int ExitCodeFor(const absl::Status& status) {
     default:
       return kExitInternal;
   }
-}
-
-std::string HintFor(const absl::Status& status) {
-  const absl::string_view m = status.message();
-  if (absl::StrContains(m, "is not trusted")) {
-    return "if you trust this issuer, pass its public key with --trust ISSUER.pub";
-  }
-  if (absl::StrContains(m, "is not addressed to")) {
-    return "this capsule was sealed for other recipients; use one of their identities "
-           "(capsule inspect lists them)";
-  }
-  if (absl::StrContains(m, "is accessible by others")) return "";
-  return "";
 }
 
 }  // namespace bunker::cli

@@ -14,6 +14,7 @@
 #include "capsule/glob.h"
 #include "capsule/paths.h"
 #include "crypto/sha256.h"
+#include "crypto/status_hint.h"
 #include "crypto/status_macros.h"
 #include "site/release_io.h"
 
@@ -23,6 +24,9 @@ OpenCapsule::OpenCapsule() = default;
 OpenCapsule::~OpenCapsule() = default;
 
 std::string CapsuleId(const OpenCapsule& capsule) { return capsule.reader_->manifest().IdHex(); }
+
+// A denial's hint: where to read the whole decision.
+constexpr char kExplainHint[] = "see why with: capsule policy explain CAPSULE --site SITE.json";
 
 std::string DenialMessage(const verifier::Decision& d) {
   std::string msg = "denied by the capsule's policy";
@@ -248,8 +252,9 @@ absl::StatusOr<Permit> Gate::Decide(std::unique_ptr<OpenCapsule> c, const Reques
       BUNKER_ASSIGN_OR_RETURN(std::string path, capsule::NormalizeEntryPath(want.path));
       const capsule::FileEntry* entry = FindEntry(*c, path);
       if (entry == nullptr) {
-        return absl::NotFoundError(
-            absl::StrCat(capsule::QuotePath(path), " is not in the capsule"));
+        return WithHint(absl::NotFoundError(
+                            absl::StrCat(capsule::QuotePath(path), " is not in the capsule")),
+                        "list the files with: capsule ls");
       }
       patterns.push_back(path);
       for (int hops = 0; entry->type == capsule::FileEntry::Type::kHardlink; ++hops) {
@@ -278,7 +283,8 @@ absl::StatusOr<Permit> Gate::Decide(std::unique_ptr<OpenCapsule> c, const Reques
   BUNKER_ASSIGN_OR_RETURN(state->authorization,
                           Authorize(*c, who, state->selection, patterns, now, false));
   if (!state->authorization.decision.permit) {
-    return absl::PermissionDeniedError(DenialMessage(state->authorization.decision));
+    return WithHint(absl::PermissionDeniedError(DenialMessage(state->authorization.decision)),
+                    kExplainHint);
   }
   state->capsule = std::move(c);
   state->site = site_;
@@ -309,7 +315,8 @@ absl::StatusOr<std::vector<capsule::FileEntry>> Gate::List(const OpenCapsule& c,
                                      auth.decision.denied_files.end());
   // A deny that names no files (invalid policy, offline with site conditions, ...) denies all.
   if (!auth.decision.permit && (denied.empty() || denied.size() == auth.files.size())) {
-    return absl::PermissionDeniedError(DenialMessage(auth.decision));
+    return WithHint(absl::PermissionDeniedError(DenialMessage(auth.decision)),
+                    kExplainHint);
   }
   // A directory is listed only when a permitted file lies below it, so that the names of
   // wholly forbidden trees stay hidden too.

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "capnp/serialize.h"
+#include "crypto/status_hint.h"
 #include "crypto/status_macros.h"
 #include "spec/verifier.capnp.h"
 
@@ -215,6 +216,7 @@ absl::Status SendResult(int sock, const WireResult& result) {
   r.setCode(static_cast<uint32_t>(result.status.code()));
   // One line, bounded: the message crosses to another user's terminal.
   r.setMessage(std::string(result.status.message()).substr(0, 4000));
+  r.setHint(HintOf(result.status).substr(0, 1000));
   r.setCapsuleId(o.capsule_id);
   r.setPermit(o.decision.permit);
   SetTextList(r.initRules(o.decision.rules.size()), o.decision.rules);
@@ -273,6 +275,7 @@ absl::StatusOr<Reply> ReceiveReply(int sock) {
         const uint32_t code = d.getCode();
         if (code > 16) return Malformed("result");
         w.status = absl::Status(static_cast<absl::StatusCode>(code), Str(d.getMessage()));
+        if (d.hasHint()) w.status = WithHint(std::move(w.status), Str(d.getHint()));
         Outcome& o = w.outcome;
         o.capsule_id = Str(d.getCapsuleId());
         o.decision.permit = d.getPermit();

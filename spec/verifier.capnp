@@ -78,6 +78,8 @@ struct Result {
   site @13 :Text;
   region @14 :Text;
   storage @15 :List(Text);
+  hint @16 :Text;            # what the user can do about the error, one line ("" for none):
+                             # the status's "type.bunker/hint" payload (crypto/status_hint.h)
 }
 
 struct Reply {

@@ -305,7 +305,7 @@ JSON
     --witness witnessed-a.checkpoint
   start_site a a.json
   wait_for a.log "is behind the checkpoint of size 3 that peer bk1:"
-  expect_exit 7 send_to_a
+  expect_exit 10 send_to_a
   expect_err "refusing to serve until an operator acts"
   wait_for a.log "offer refused"
   # Its verifier service refuses its users too (the capsule is not even A's: the standing is

@@ -18,6 +18,7 @@
 #include "crypto/sha256.h"
 #include "verifier/audit_log.h"
 #include "site/site_config.h"
+#include "capsule/utc.h"
 
 namespace bunker::cli {
 namespace {
@@ -70,7 +71,7 @@ absl::StatusOr<int64_t> ParseTimeFlag(const std::string& flag, const std::string
 std::string CheckpointJson(const Checkpoint& c) {
   return absl::StrCat("{\"site\": ", JsonString(c.site), ", \"size\": ", c.size, ", \"root\": \"",
                       Hex(c.root), "\", \"time\": ", c.time, ", \"time_utc\": \"",
-                      FormatTime(c.time), "\", \"sig\": \"", Hex(c.signature),
+                      capsule::FormatUtc(c.time), "\", \"sig\": \"", Hex(c.signature),
                       "\", \"text\": ", JsonString(c.Encode()), "}");
 }
 
@@ -157,7 +158,7 @@ int RunShow(int argc, char** argv) {
         // The local client's uid, or "-" when the request did not come over the site's socket.
         const std::string uid = r.uid ? absl::StrCat(*r.uid) : "-";
         std::printf("%-6llu %-20s  %-8s  %-8s  %-32s  %-10s  %-30s  %s\n",
-                    static_cast<unsigned long long>(index), FormatTime(r.time).c_str(),
+                    static_cast<unsigned long long>(index), capsule::FormatUtc(r.time).c_str(),
                     TerminalSafe(r.event).c_str(), TerminalSafe(r.decision).c_str(),
                     TerminalSafe(r.capsule_id.empty() ? "-" : r.capsule_id).c_str(), uid.c_str(),
                     r.requester.empty() ? "-" : TerminalSafe(r.requester).c_str(),

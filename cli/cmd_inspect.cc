@@ -6,6 +6,7 @@
 #include "capsule/reader.h"
 #include "cli/context.h"
 #include "crypto/sha256.h"
+#include "capsule/utc.h"
 
 namespace bunker::cli {
 
@@ -45,7 +46,7 @@ int RunInspect(int argc, char** argv) {
         "\"archiveBytes\": %llu, \"indexEntries\": %llu, \"fileBytes\": %llu, "
         "\"merkleRoot\": %s, \"recipients\": [%s], \"policySha256\": %s, \"policy\": %s}\n",
         JsonString(m.IdHex()).c_str(), m.format_version, JsonString(issuer).c_str(),
-        JsonString(FormatTime(m.created_at)).c_str(),
+        JsonString(capsule::FormatUtc(m.created_at)).c_str(),
         JsonString(crypto::SuiteName(m.suite)).c_str(), m.chunk_size,
         static_cast<unsigned long long>(m.chunk_count),
         static_cast<unsigned long long>(m.payload_size),
@@ -62,7 +63,7 @@ int RunInspect(int argc, char** argv) {
               std::string(crypto::SuiteName(m.suite)).c_str(), HumanBytes(m.chunk_size).c_str(),
               static_cast<unsigned long long>(m.chunk_count));
   std::printf("issuer       %s (signature valid; trust not checked)\n", issuer.c_str());
-  std::printf("created      %s\n", FormatTime(m.created_at).c_str());
+  std::printf("created      %s\n", capsule::FormatUtc(m.created_at).c_str());
   std::printf("size         %s file, %s payload (%s archive + %s index, %llu entries)\n",
               HumanBytes((*reader)->file_size()).c_str(), HumanBytes(m.payload_size).c_str(),
               HumanBytes(m.archive_size).c_str(), HumanBytes(m.index_size).c_str(),

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "capsule/file_index.h"
 #include "cli/context.h"
+#include "capsule/utc.h"
 
 namespace bunker::cli {
 namespace {
@@ -14,7 +15,7 @@ void PrintEntry(const capsule::FileEntry& f, bool json) {
                 "\"mtime\": %s%s%s}\n",
                 JsonString(f.path).c_str(), capsule::TypeName(f.type),
                 static_cast<unsigned long long>(f.size), f.mode,
-                JsonString(FormatTime(f.mtime)).c_str(),
+                JsonString(capsule::FormatUtc(f.mtime)).c_str(),
                 f.type == capsule::FileEntry::Type::kFile
                     ? absl::StrCat(", \"sha256\": \"", crypto::ToHex(f.sha256), "\"").c_str()
                     : "",
@@ -30,7 +31,8 @@ void PrintEntry(const capsule::FileEntry& f, bool json) {
     name += " link to " + TerminalSafe(f.link_target);
   }
   std::printf("%-8s %04o %12llu  %s  %s\n", capsule::TypeName(f.type), f.mode,
-              static_cast<unsigned long long>(f.size), FormatTime(f.mtime).c_str(), name.c_str());
+              static_cast<unsigned long long>(f.size), capsule::FormatUtc(f.mtime).c_str(),
+              name.c_str());
 }
 
 }  // namespace

@@ -224,8 +224,6 @@ std::string JsonString(std::string_view s);
 std::string JsonList(const std::vector<std::string>& values);
 // A JSON string, or null.
 std::string JsonOptional(const std::optional<std::string>& value);
-// RFC 3339 UTC time for seconds since the epoch.
-std::string FormatTime(int64_t seconds);
 
 // Command entry points, one file each.
 int RunKeygen(int argc, char** argv);

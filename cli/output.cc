@@ -172,13 +172,4 @@ std::string JsonOptional(const std::optional<std::string>& value) {
   return value ? JsonString(*value) : "null";
 }
 
-std::string FormatTime(int64_t seconds) {
-  std::time_t t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  if (::gmtime_r(&t, &tm) == nullptr) return absl::StrCat(seconds);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 }  // namespace bunker::cli

@@ -10,13 +10,10 @@
 #include "absl/time/time.h"
 #include "capsule/io.h"
 #include "crypto/merkle.h"
+#include "capsule/utc.h"
 
 namespace bunker::transfer {
 namespace {
-
-std::string Utc(int64_t seconds) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(seconds), absl::UTCTimeZone());
-}
 
 std::string ShortRoot(const crypto::Sha256Digest& root) {
   return crypto::ToHex(root).substr(0, 16);
@@ -166,7 +163,8 @@ absl::StatusOr<std::vector<crypto::Sha256Digest>> WitnessState::Compare(
   const uint64_t our_size = ours ? ours->size : 0;
   const std::string tail = absl::StrCat(
       " the checkpoint of size ", held.size, " that peer ", peer, " witnessed at ",
-      Utc(held.time), "; refusing to serve until an operator acts (spec/VERIFIER.md \"Witnesses\")");
+      capsule::FormatUtc(held.time),
+      "; refusing to serve until an operator acts (spec/VERIFIER.md \"Witnesses\")");
   if (held.size > our_size) {
     return absl::DataLossError(
         absl::StrCat("the site's audit log (size ", our_size, ") is behind", tail));

@@ -1,24 +1,13 @@
 // Audit records as JSON Lines and CSV (spec/AUDIT.md "Export").
-#include <ctime>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "verifier/audit_log.h"
+#include "capsule/utc.h"
 
 namespace bunker::verifier {
 namespace {
-
-std::string FormatUtc(int64_t seconds) {
-  const std::time_t t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  if (::gmtime_r(&t, &tm) == nullptr) return absl::StrCat(seconds);
-  char buf[64];
-  if (std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-    return absl::StrCat(seconds);
-  }
-  return buf;
-}
 
 // --- Export helpers ------------------------------------------------------------------------
 
@@ -134,7 +123,7 @@ void AppendCsvCell(std::string& out, std::string_view s) {
 
 std::string AuditRecordToJson(uint64_t index, const AuditRecord& r) {
   std::string out = absl::StrCat("{\"index\": ", index, ", \"time\": ", r.time,
-                                 ", \"time_utc\": \"", FormatUtc(r.time), "\"");
+                                 ", \"time_utc\": \"", capsule::FormatUtc(r.time), "\"");
   const std::pair<const char*, const std::string*> texts[] = {
       {"event", &r.event},    {"decision", &r.decision}, {"capsule_id", &r.capsule_id},
       {"issuer", &r.issuer},  {"site", &r.site},         {"requester", &r.requester},
@@ -161,7 +150,7 @@ std::string AuditCsvHeader() {
 }
 
 std::string AuditRecordToCsv(uint64_t index, const AuditRecord& r) {
-  std::string out = absl::StrCat(index, ",", r.time, ",", FormatUtc(r.time));
+  std::string out = absl::StrCat(index, ",", r.time, ",", capsule::FormatUtc(r.time));
   for (const std::string* v :
        {&r.event, &r.decision, &r.capsule_id, &r.issuer, &r.site, &r.requester, &r.purpose}) {
     out += ',';

@@ -11,6 +11,7 @@
 #include "crypto/keys.h"
 #include "verifier/policy.h"
 #include "verifier/policy_internal.h"
+#include "capsule/utc.h"
 
 namespace bunker::verifier {
 namespace {
@@ -23,11 +24,6 @@ using policy_internal::ToString;
 constexpr size_t kMaxDetailedFiles = 20;
 
 // --- Evaluation ---------------------------------------------------------------------------
-
-std::string FormatTime(int64_t seconds) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(seconds),
-                          absl::UTCTimeZone());
-}
 
 std::string ListText(const std::vector<std::string>& values) {
   std::vector<std::string> shown;
@@ -89,10 +85,11 @@ std::vector<std::string> FileIndependentFailures(const Rule& rule, const Request
   CheckOneOf(rule, "purpose", rule.purposes, request.purpose, &failures);
   if (rule.not_before && request.now < *rule.not_before) {
     failures.push_back(
-        Reason(rule, absl::StrCat("not valid until ", FormatTime(*rule.not_before))));
+        Reason(rule, absl::StrCat("not valid until ", capsule::FormatUtc(*rule.not_before))));
   }
   if (rule.not_after && request.now >= *rule.not_after) {
-    failures.push_back(Reason(rule, absl::StrCat("expired at ", FormatTime(*rule.not_after))));
+    failures.push_back(
+        Reason(rule, absl::StrCat("expired at ", capsule::FormatUtc(*rule.not_after))));
   }
   if (rule.effect == Rule::Effect::kPermit && rule.max_opens &&
       request.opens_so_far >= *rule.max_opens) {

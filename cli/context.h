@@ -237,6 +237,9 @@ int RunPolicy(int argc, char** argv);
 int RunSend(int argc, char** argv);
 int RunFetch(int argc, char** argv);
 int RunAudit(int argc, char** argv);
+int RunMount(int argc, char** argv);
+int RunUmount(int argc, char** argv);
+int RunMounts(int argc, char** argv);
 
 }  // namespace bunker::cli
 

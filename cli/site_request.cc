@@ -63,6 +63,8 @@ site::WireRequest ToWire(const site::SiteRequest& r) {
   w.destination = r.destination.empty() ? "" : AbsolutePath(r.destination);
   w.path = r.path;
   w.threads = static_cast<uint32_t>(std::max(0, r.threads));
+  w.mountpoint = r.mountpoint;
+  w.cache_bytes = r.mount.cache_bytes;
   return w;
 }
 
@@ -130,6 +132,7 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
     call.request = ToWire(request);
     call.capsule_fd = capsule_fd.get();
     call.output_fd = request.output_fd;
+    call.mount_fds = request.mount_fds;
     if (as->identity) call.requester = &*as->identity;
     call.requester_public = as->public_only;
     call.progress = request.progress;
@@ -150,6 +153,11 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
 
   // In this process: the operator with the site key (--direct, or a site without a service),
   // or a recipient offline.
+  if (request.command == site::Command::kMount) {
+    return absl::FailedPreconditionError(
+        "capsule mount is served by the site's verifier service: give --site with a site file "
+        "that names a \"socket\" (and no --direct)");
+  }
   std::optional<crypto::Identity> identity;
   std::vector<crypto::PublicIdentity> trusted;
   {

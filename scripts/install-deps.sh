@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev
   age tar
   iperf3 rsync
+  libfuse3-dev fuse3
 )
 
 missing=()

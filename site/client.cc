@@ -53,7 +53,11 @@ absl::StatusOr<WireResult> CallService(const std::string& socket_path, const Ser
   }
 
   WireRequest wire = call.request;
-  wire.fd_count = call.output_fd >= 0 ? 2 : 1;
+  std::vector<int> fds;
+  if (call.capsule_fd >= 0) fds.push_back(call.capsule_fd);
+  if (call.output_fd >= 0) fds.push_back(call.output_fd);
+  fds.insert(fds.end(), call.mount_fds.begin(), call.mount_fds.end());
+  wire.fd_count = static_cast<uint8_t>(fds.size());
   SignedRequest req;
   req.body = EncodeRequestBody(wire);
   if (call.requester != nullptr) {
@@ -64,8 +68,6 @@ absl::StatusOr<WireResult> CallService(const std::string& socket_path, const Ser
   } else if (call.requester_public) {
     req.requester_pem = call.requester_public->ToPem();
   }
-  std::vector<int> fds = {call.capsule_fd};
-  if (call.output_fd >= 0) fds.push_back(call.output_fd);
   absl::Status sent = SendRequest(sock.get(), req, fds);
   if (!sent.ok()) return closed(sent);
 
@@ -83,6 +85,8 @@ absl::StatusOr<WireResult> CallService(const std::string& socket_path, const Ser
       if (call.progress) call.progress(reply->progress->first, reply->progress->second);
     } else if (reply->entries) {
       if (call.entries) BUNKER_RETURN_IF_ERROR(call.entries(*reply->entries));
+    } else if (reply->mounts) {
+      if (call.mounts) BUNKER_RETURN_IF_ERROR(call.mounts(*reply->mounts));
     } else {
       return std::move(*reply->result);
     }

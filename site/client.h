@@ -20,10 +20,12 @@ struct ServiceCall {
   WireRequest request;
   int capsule_fd = -1;  // open for reading; stays the caller's
   int output_fd = -1;   // cat, --to-tar -: stays the caller's
+  std::vector<int> mount_fds;  // mount: /dev/fuse and fusermount3's socket; stay the caller's
   const crypto::Identity* requester = nullptr;            // --as with a private key: signs
   std::optional<crypto::PublicIdentity> requester_public;  // explain with a .pub: unsigned
   std::function<void(uint64_t done, uint64_t total)> progress;
   std::function<absl::Status(const std::vector<capsule::FileEntry>&)> entries;
+  std::function<absl::Status(const std::vector<MountInfo>&)> mounts;
   std::function<bool()> cancelled;  // true: hang up, which cancels the request at the service
 };
 

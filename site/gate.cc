@@ -17,6 +17,7 @@
 #include "crypto/status_hint.h"
 #include "crypto/status_macros.h"
 #include "site/release_io.h"
+#include "verifier/policy.h"
 
 namespace bunker::site {
 
@@ -55,6 +56,7 @@ struct Permit::State {
   std::optional<verifier::SiteFacts> facts;
   const crypto::Identity* identity = nullptr;
   Requester who;
+  int64_t not_after = 0;  // kMount
   bool used = false;
 };
 
@@ -160,6 +162,38 @@ absl::StatusOr<uint64_t> Permit::StreamFile(int fd, const ReleaseOptions& option
   return f.size;
 }
 
+absl::StatusOr<std::unique_ptr<MountedCapsule>> Permit::Mount(const MountOptions& options) {
+  BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kMount));
+  absl::StatusOr<std::unique_ptr<MountedCapsule>> mounted = MountedCapsule::Create(
+      std::move(state_->capsule), state_->authorization.files, state_->not_after,
+      state_->authorization.record, state_->facts, state_->identity, options);
+  if (!mounted.ok()) return Failed(mounted.status(), false);
+  return mounted;
+}
+
+namespace {
+
+// When the permit stops holding by the clock alone: the earliest notAfter of the permit rules
+// it used, or notBefore of a forbid rule that starts later. Conservative (a file another rule
+// would still permit is closed too), so that the mount never outlives its decision.
+int64_t PermitClosesAt(const capsule::Manifest& m, const verifier::Decision& d, int64_t now) {
+  int64_t closes = MountedCapsule::kNever;
+  absl::StatusOr<verifier::Policy> policy = verifier::ParsePolicy(m.policy);
+  if (!policy.ok()) return now;  // cannot happen for a permit; close at once if it does
+  const std::set<std::string> used(d.rules.begin(), d.rules.end());
+  for (const verifier::Rule& r : policy->rules) {
+    if (r.effect == verifier::Rule::Effect::kPermit && used.count(r.id) && r.not_after) {
+      closes = std::min(closes, *r.not_after);
+    }
+    if (r.effect == verifier::Rule::Effect::kForbid && r.not_before && *r.not_before > now) {
+      closes = std::min(closes, *r.not_before);
+    }
+  }
+  return closes;
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // Gate
 
@@ -224,6 +258,14 @@ absl::StatusOr<verifier::Authorization> Gate::Authorize(const OpenCapsule& c, co
                                                         const capsule::PathSelection& selection,
                                                         std::vector<std::string> patterns,
                                                         int64_t now, bool dry_run) const {
+  return AuthorizeList(c, who, SelectedFiles(c, selection), std::move(patterns), now, dry_run);
+}
+
+absl::StatusOr<verifier::Authorization> Gate::AuthorizeList(const OpenCapsule& c,
+                                                            const Requester& who,
+                                                            std::vector<std::string> files,
+                                                            std::vector<std::string> patterns,
+                                                            int64_t now, bool dry_run) const {
   verifier::OpenRequest request;
   request.site = facts_ ? &*facts_ : nullptr;
   request.site_identity = identity_;
@@ -233,7 +275,7 @@ absl::StatusOr<verifier::Authorization> Gate::Authorize(const OpenCapsule& c, co
   request.only_patterns = std::move(patterns);
   request.now = now;
   request.dry_run = dry_run;
-  return verifier::AuthorizeFiles(c.reader_->manifest(), SelectedFiles(c, selection), request);
+  return verifier::AuthorizeFiles(c.reader_->manifest(), std::move(files), request);
 }
 
 absl::StatusOr<Permit> Gate::Decide(std::unique_ptr<OpenCapsule> c, const Requester& who,
@@ -247,6 +289,36 @@ absl::StatusOr<Permit> Gate::Decide(std::unique_ptr<OpenCapsule> c, const Reques
       break;
     case Want::Kind::kArchive:
       break;
+    case Want::Kind::kMount: {
+      // Like ls: the files the policy does not permit are left out (names too), and the
+      // recorded decision is over exactly the files that will be served.
+      BUNKER_ASSIGN_OR_RETURN(state->selection, capsule::PathSelection::Parse(want.only));
+      std::vector<std::string> files = SelectedFiles(*c, state->selection);
+      BUNKER_ASSIGN_OR_RETURN(verifier::Authorization dry,
+                              AuthorizeList(*c, who, files, want.only, now, /*dry_run=*/true));
+      if (!dry.decision.permit && !dry.decision.denied_files.empty()) {
+        const std::set<std::string> denied(dry.decision.denied_files.begin(),
+                                           dry.decision.denied_files.end());
+        std::vector<std::string> permitted;
+        for (std::string& f : files) {
+          if (denied.count(f) == 0) permitted.push_back(std::move(f));
+        }
+        // Nothing permitted: decide (and record the deny) over the whole selection.
+        if (!permitted.empty()) files = std::move(permitted);
+      }
+      BUNKER_ASSIGN_OR_RETURN(state->authorization,
+                              AuthorizeList(*c, who, std::move(files), want.only, now, false));
+      if (!state->authorization.decision.permit) {
+        return absl::PermissionDeniedError(DenialMessage(state->authorization.decision));
+      }
+      state->not_after = PermitClosesAt(c->reader_->manifest(), state->authorization.decision, now);
+      state->capsule = std::move(c);
+      state->site = site_;
+      state->facts = facts_;
+      state->identity = identity_;
+      state->who = who;
+      return Permit(std::move(state));
+    }
     case Want::Kind::kFile: {
       // Follow hard links, so that the decision covers every path whose content is served.
       BUNKER_ASSIGN_OR_RETURN(std::string path, capsule::NormalizeEntryPath(want.path));

@@ -12,7 +12,8 @@
 //  3. The Permit releases exactly what was decided, once: Extract (into a destination, created
 //     with no-follow semantics below a directory descriptor, files given to the requester),
 //     WriteArchive (an atomic file below a destination), StreamArchive or StreamFile (into a
-//     descriptor the requester passed). Plaintext leaves only from authenticated chunks; a file
+//     descriptor the requester passed), or Mount (a read-only tree served from memory while the
+//     policy's time window lasts: site/mounted_capsule.h). Plaintext leaves only from authenticated chunks; a file
 //     streamed to a descriptor is authenticated whole (every chunk, and the index digest) before
 //     its first byte is written.
 //  4. A release that fails before any byte left the gate is recorded in the audit log as
@@ -41,6 +42,7 @@
 #include "capsule/io.h"
 #include "capsule/reader.h"
 #include "crypto/keys.h"
+#include "site/mounted_capsule.h"
 #include "site/site_config.h"
 #include "verifier/verifier.h"
 
@@ -61,9 +63,10 @@ struct Want {
     kExtract,  // files selected by `only` (all when empty), into a new directory
     kArchive,  // the whole decrypted pax archive
     kFile,     // one file's contents (`path`, hard links followed)
+    kMount,    // the permitted files among `only` (all when empty), as a read-only tree
   };
   Kind kind = Kind::kExtract;
-  std::vector<std::string> only;  // kExtract: globs (capsule/glob.h)
+  std::vector<std::string> only;  // kExtract, kMount: globs (capsule/glob.h)
   std::string path;               // kFile
 };
 
@@ -112,6 +115,7 @@ class OpenCapsule {
  private:
   friend class Gate;
   friend class Permit;
+  friend class MountedCapsule;
   friend std::string CapsuleId(const OpenCapsule& capsule);
   OpenCapsule();
   std::unique_ptr<capsule::CapsuleReader> reader_;
@@ -143,6 +147,9 @@ class Permit {
   absl::StatusOr<uint64_t> StreamArchive(int fd, const ReleaseOptions& options);
   // kFile: the file into `fd`, after all of its chunks and its index digest authenticated.
   absl::StatusOr<uint64_t> StreamFile(int fd, const ReleaseOptions& options);
+  // kMount: the permitted tree, served from memory (site/mounted_capsule.h). The permit (and
+  // its use) was recorded by Decide; the caller records the summary when the mount ends.
+  absl::StatusOr<std::unique_ptr<MountedCapsule>> Mount(const MountOptions& options);
 
  private:
   friend class Gate;
@@ -188,6 +195,11 @@ class Gate {
   static std::vector<std::string> SelectedFiles(const OpenCapsule& capsule,
                                                 const capsule::PathSelection& selection);
   static const capsule::FileEntry* FindEntry(const OpenCapsule& capsule, const std::string& path);
+  absl::StatusOr<verifier::Authorization> AuthorizeList(const OpenCapsule& capsule,
+                                                        const Requester& who,
+                                                        std::vector<std::string> files,
+                                                        std::vector<std::string> patterns,
+                                                        int64_t now, bool dry_run) const;
   absl::StatusOr<verifier::Authorization> Authorize(const OpenCapsule& capsule,
                                                     const Requester& who,
                                                     const capsule::PathSelection& selection,

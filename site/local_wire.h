@@ -20,7 +20,7 @@ namespace bunker::site {
 // The largest frame either side accepts (spec/verifier.capnp).
 inline constexpr size_t kMaxFrame = 1 << 20;
 // The most descriptors a frame may carry.
-inline constexpr size_t kMaxFrameFds = 2;
+inline constexpr size_t kMaxFrameFds = 3;
 
 // Sends `message` as one frame, with `fds` (at most kMaxFrameFds) attached.
 absl::Status SendFrame(int sock, capnp::MessageBuilder& message, absl::Span<const int> fds = {});

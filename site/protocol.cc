@@ -47,6 +47,10 @@ schema::RequestBody::Command ToWire(Command c) {
       return schema::RequestBody::Command::LS;
     case Command::kExplain:
       return schema::RequestBody::Command::EXPLAIN;
+    case Command::kMount:
+      return schema::RequestBody::Command::MOUNT;
+    case Command::kMounts:
+      return schema::RequestBody::Command::MOUNTS;
   }
   return schema::RequestBody::Command::OPEN;
 }
@@ -106,6 +110,8 @@ std::vector<uint8_t> EncodeRequestBody(const WireRequest& r) {
   b.setPath(r.path);
   b.setFdCount(r.fd_count);
   b.setThreads(r.threads);
+  b.setMountpoint(r.mountpoint);
+  b.setCacheBytes(r.cache_bytes);
   kj::Array<capnp::word> words =
       capnp::canonicalize(b.asReader());
   const kj::ArrayPtr<const kj::byte> bytes = words.asBytes();
@@ -144,6 +150,12 @@ absl::StatusOr<WireRequest> DecodeRequestBody(absl::Span<const uint8_t> body) {
       case schema::RequestBody::Command::EXPLAIN:
         r.command = Command::kExplain;
         break;
+      case schema::RequestBody::Command::MOUNT:
+        r.command = Command::kMount;
+        break;
+      case schema::RequestBody::Command::MOUNTS:
+        r.command = Command::kMounts;
+        break;
       default:
         return Malformed("request (unknown command)");
     }
@@ -153,6 +165,8 @@ absl::StatusOr<WireRequest> DecodeRequestBody(absl::Span<const uint8_t> body) {
     r.path = Str(b.getPath());
     r.fd_count = b.getFdCount();
     r.threads = b.getThreads();
+    r.mountpoint = Str(b.getMountpoint());
+    r.cache_bytes = b.getCacheBytes();
     return r;
   } catch (const kj::Exception&) {
     return Malformed("request");
@@ -234,6 +248,25 @@ absl::Status SendResult(int sock, const WireResult& result) {
   r.setSite(result.site);
   r.setRegion(result.region);
   SetTextList(r.initStorage(result.storage.size()), result.storage);
+  r.setNotAfter(o.not_after);
+  return SendFrame(sock, message);
+}
+
+absl::Status SendMounts(int sock, const std::vector<MountInfo>& mounts) {
+  capnp::MallocMessageBuilder message;
+  const size_t n = std::min(mounts.size(), kMaxEntriesPerReply);
+  auto list = message.initRoot<schema::Reply>().initMounts(n);
+  for (size_t i = 0; i < n; ++i) {
+    const MountInfo& m = mounts[i];
+    auto w = list[i];
+    w.setMountpoint(m.mountpoint);
+    w.setCapsuleId(m.capsule_id);
+    w.setUid(m.uid);
+    w.setSince(m.since);
+    w.setNotAfter(m.not_after);
+    w.setFilesOpened(m.files_opened);
+    w.setBytesRead(m.bytes_read);
+  }
   return SendFrame(sock, message);
 }
 
@@ -291,7 +324,26 @@ absl::StatusOr<Reply> ReceiveReply(int sock) {
         w.site = Str(d.getSite());
         w.region = Str(d.getRegion());
         w.storage = TextList(d.getStorage());
+        o.not_after = d.getNotAfter();
         out.result = std::move(w);
+        return out;
+      }
+      case schema::Reply::MOUNTS: {
+        auto list = r.getMounts();
+        if (list.size() > kMaxEntriesPerReply) return Malformed("mount list");
+        std::vector<MountInfo> mounts;
+        for (auto w : list) {
+          MountInfo m;
+          m.mountpoint = Str(w.getMountpoint());
+          m.capsule_id = Str(w.getCapsuleId());
+          m.uid = w.getUid();
+          m.since = w.getSince();
+          m.not_after = w.getNotAfter();
+          m.files_opened = w.getFilesOpened();
+          m.bytes_read = w.getBytesRead();
+          mounts.push_back(std::move(m));
+        }
+        out.mounts = std::move(mounts);
         return out;
       }
       default:

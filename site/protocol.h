@@ -35,6 +35,19 @@ struct WireRequest {
   std::string path;
   uint8_t fd_count = 0;
   uint32_t threads = 0;
+  std::string mountpoint;    // mount
+  uint64_t cache_bytes = 0;  // mount
+};
+
+// One live mount, as `capsule mounts` shows it.
+struct MountInfo {
+  std::string mountpoint;
+  std::string capsule_id;
+  uint32_t uid = 0;
+  int64_t since = 0;
+  int64_t not_after = 0;  // 0: never
+  uint64_t files_opened = 0;
+  uint64_t bytes_read = 0;
 };
 
 // A signed (or anonymous) request: body bytes exactly as signed.
@@ -63,17 +76,19 @@ std::vector<uint8_t> EncodeRequestBody(const WireRequest& request);
 absl::StatusOr<WireRequest> DecodeRequestBody(absl::Span<const uint8_t> body);
 
 absl::Status SendRequest(int sock, const SignedRequest& request, absl::Span<const int> fds);
-// The request and its descriptors (at most 2).
+// The request and its descriptors (at most kMaxFrameFds).
 absl::StatusOr<std::pair<SignedRequest, std::vector<capsule::Fd>>> ReceiveRequest(int sock);
 
 absl::Status SendProgress(int sock, uint64_t done, uint64_t total);
 absl::Status SendEntries(int sock, const std::vector<capsule::FileEntry>& entries);
 absl::Status SendResult(int sock, const WireResult& result);
+absl::Status SendMounts(int sock, const std::vector<MountInfo>& mounts);
 
-// One reply: exactly one of the three is set.
+// One reply: exactly one of the four is set.
 struct Reply {
   std::optional<std::pair<uint64_t, uint64_t>> progress;
   std::optional<std::vector<capsule::FileEntry>> entries;
+  std::optional<std::vector<MountInfo>> mounts;
   std::optional<WireResult> result;
 };
 absl::StatusOr<Reply> ReceiveReply(int sock);

@@ -38,6 +38,10 @@ const char* CommandName(Command command) {
       return "ls";
     case Command::kExplain:
       return "explain";
+    case Command::kMount:
+      return "mount";
+    case Command::kMounts:
+      return "mounts";
   }
   return "?";
 }
@@ -51,7 +55,7 @@ absl::Status CheckRequestLimits(const SiteRequest& r) {
   if (r.only.size() > 256 || only_bytes > 16384) {
     return absl::InvalidArgumentError("--only is limited to 256 patterns of 16 KiB in all");
   }
-  if (r.path.size() > 4096 || r.destination.size() > 4096) {
+  if (r.path.size() > 4096 || r.destination.size() > 4096 || r.mountpoint.size() > 4096) {
     return absl::InvalidArgumentError("a path is limited to 4096 bytes");
   }
   return absl::OkStatus();
@@ -94,6 +98,21 @@ absl::StatusOr<Outcome> HandleRequest(const Gate& gate,
         BUNKER_RETURN_IF_ERROR(r.entries(batch));
       }
     }
+    return out;
+  }
+
+  if (r.command == Command::kMounts) return absl::InvalidArgumentError("not a capsule request");
+  if (r.command == Command::kMount) {
+    if (!r.mounted) return absl::InvalidArgumentError("no FUSE mount to serve");
+    Want want;
+    want.kind = Want::Kind::kMount;
+    want.only = r.only;
+    BUNKER_ASSIGN_OR_RETURN(Permit permit, gate.Decide(std::move(capsule), r.who, want, r.now));
+    out.decision = permit.decision();
+    BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<MountedCapsule> mounted, permit.Mount(r.mount));
+    out.files = mounted->node_count() - 1;
+    out.not_after = mounted->not_after() == MountedCapsule::kNever ? 0 : mounted->not_after();
+    BUNKER_RETURN_IF_ERROR(r.mounted(std::move(mounted)));
     return out;
   }
 

@@ -20,9 +20,9 @@
 
 namespace bunker::site {
 
-enum class Command { kOpen, kToTar, kCat, kLs, kExplain };
+enum class Command { kOpen, kToTar, kCat, kLs, kExplain, kMount, kMounts };
 
-// "open", "to-tar", "cat", "ls", "explain".
+// "open", "to-tar", "cat", "ls", "explain", "mount", "mounts".
 const char* CommandName(Command command);
 
 struct SiteRequest {
@@ -37,6 +37,12 @@ struct SiteRequest {
   std::optional<capsule::FileOwner> owner;  // give released files to this user
   std::function<void(uint64_t done, uint64_t total)> progress;
   std::function<bool()> cancelled;
+  // mount: the permitted tree, handed over to be served (the permit is recorded already).
+  std::function<absl::Status(std::unique_ptr<MountedCapsule>)> mounted;
+  MountOptions mount;
+  // mount, on the client's side: the kernel mount's descriptors (site/mount.h) to pass.
+  std::vector<int> mount_fds;
+  std::string mountpoint;
   // ls: the permitted entries, in batches.
   std::function<absl::Status(const std::vector<capsule::FileEntry>&)> entries;
 };
@@ -47,10 +53,11 @@ struct Outcome {
   std::string capsule_id;
   verifier::Decision decision;
   std::string requester;  // fingerprint, "" for none
-  uint64_t files = 0;     // open: extracted; explain: requested
+  uint64_t files = 0;     // open: extracted; explain: requested; mount: entries served
   uint64_t directories = 0;
   uint64_t symlinks = 0;
   uint64_t bytes = 0;     // open: file contents; to-tar, cat: bytes written
+  int64_t not_after = 0;  // mount: when it ends by itself (0: never)
 };
 
 // Limits on what a request may bring, so that every decision fits one audit record.

@@ -27,6 +27,7 @@
 #include "crypto/secret.h"
 #include "crypto/status_macros.h"
 #include "site/gate.h"
+#include "site/mount.h"
 #include "site/protocol.h"
 #include "site/request.h"
 
@@ -120,6 +121,94 @@ struct VerifierService::Impl {
   };
   std::list<std::unique_ptr<Worker>> workers;  // only the acceptor thread touches the list
 
+  // Live mounts, served after their request ended.
+  struct LiveMount {
+    std::unique_ptr<FuseServer> server;
+    uid_t uid = 0;
+    std::string mountpoint;
+    std::string capsule_id;
+    int64_t since = 0;
+    int64_t not_after = 0;
+  };
+  std::mutex mounts_mu;
+  std::list<std::unique_ptr<LiveMount>> mounts;
+
+  // Destroys the mounts that ended (their servers' threads are done).
+  void ReapMounts() {
+    std::list<std::unique_ptr<LiveMount>> gone;
+    {
+      std::lock_guard<std::mutex> lock(mounts_mu);
+      for (auto it = mounts.begin(); it != mounts.end();) {
+        if ((*it)->server->ended()) {
+          gone.push_back(std::move(*it));
+          it = mounts.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+  }
+
+  std::vector<MountInfo> MountsOf(uid_t uid) {
+    ReapMounts();
+    std::vector<MountInfo> out;
+    std::lock_guard<std::mutex> lock(mounts_mu);
+    for (const auto& m : mounts) {
+      if (m->server->ended() || (uid != 0 && m->uid != uid)) continue;
+      MountInfo i;
+      i.mountpoint = m->mountpoint;
+      i.capsule_id = m->capsule_id;
+      i.uid = m->uid;
+      i.since = m->since;
+      i.not_after = m->not_after;
+      const MountedCapsule::Usage u = m->server->capsule().usage();
+      i.files_opened = u.files_opened;
+      i.bytes_read = u.bytes_read;
+      out.push_back(std::move(i));
+    }
+    return out;
+  }
+
+  size_t LiveMountsOf(uid_t uid) {
+    std::lock_guard<std::mutex> lock(mounts_mu);
+    size_t n = 0;
+    for (const auto& m : mounts) n += (m->uid == uid && !m->server->ended()) ? 1 : 0;
+    return n;
+  }
+
+  // Serves `mounted` on the descriptors the client passed, until the mount ends.
+  absl::Status StartMount(std::unique_ptr<MountedCapsule> mounted, capsule::Fd fuse,
+                          capsule::Fd comm, const Peer& peer, const std::string& mountpoint) {
+    auto live = std::make_unique<LiveMount>();
+    live->uid = peer.uid;
+    live->mountpoint = mountpoint;
+    live->capsule_id = mounted->capsule_id();
+    live->since = static_cast<int64_t>(std::time(nullptr));
+    live->not_after = mounted->not_after() == MountedCapsule::kNever ? 0 : mounted->not_after();
+    FuseServeOptions serve;
+    serve.threads = options.mount_threads;
+    serve.uid = peer.uid;
+    serve.gid = peer.gid;
+    const int64_t since = live->since;
+    serve.ended = [this, since, uid = peer.uid, mountpoint](const std::string& why,
+                                                           const MountedCapsule& c) {
+      const MountedCapsule::Usage u = c.usage();
+      absl::Status s = c.RecordEnd(why, since, static_cast<int64_t>(std::time(nullptr)));
+      Log(absl::StrCat("mount-ended uid=", uid, " capsule=", c.capsule_id(), " at ", mountpoint,
+                       " (", why, "): files opened ", u.files_opened, ", bytes read ",
+                       u.bytes_read,
+                       s.ok() ? "" : absl::StrCat("; cannot write the audit log: ", s.message())));
+    };
+    FuseDevice device;
+    device.fuse = std::move(fuse);
+    device.comm = std::move(comm);
+    BUNKER_ASSIGN_OR_RETURN(live->server,
+                            FuseServer::Start(std::move(mounted), std::move(device), serve));
+    std::lock_guard<std::mutex> lock(mounts_mu);
+    mounts.push_back(std::move(live));
+    return absl::OkStatus();
+  }
+
   void ReapFinished() {
     for (auto it = workers.begin(); it != workers.end();) {
       if ((*it)->done.load()) {
@@ -168,6 +257,7 @@ struct VerifierService::Impl {
         ++per_uid[peer.uid];
       }
       ReapFinished();
+      ReapMounts();
       auto worker = std::make_unique<Worker>();
       Worker* w = worker.get();
       w->sock = std::move(sock);
@@ -224,8 +314,28 @@ struct VerifierService::Impl {
     *what = CommandName(wire.command);
     const bool needs_output = wire.command == Command::kCat ||
                               (wire.command == Command::kToTar && wire.destination.empty());
-    if (fds.size() != wire.fd_count || fds.empty() || fds.size() != (needs_output ? 2u : 1u)) {
+    const size_t expected_fds = wire.command == Command::kMounts  ? 0
+                                : wire.command == Command::kMount ? 3
+                                : needs_output                    ? 2
+                                                                  : 1;
+    if (fds.size() != wire.fd_count || fds.size() != expected_fds) {
       return absl::InvalidArgumentError("the request did not pass the descriptors it names");
+    }
+    if (wire.command == Command::kMounts) {
+      // The caller's own mounts (root: all); nothing is decided or recorded.
+      return SendMounts(sock, MountsOf(peer.uid));
+    }
+    if (wire.command == Command::kMount) {
+      struct stat st;
+      if (!IsFuseDevice(fds[1].get()) || ::fstat(fds[2].get(), &st) != 0 ||
+          !S_ISSOCK(st.st_mode)) {
+        return absl::InvalidArgumentError(
+            "a mount request must pass /dev/fuse and fusermount3's socket");
+      }
+      if (LiveMountsOf(peer.uid) >= options.max_mounts_per_uid) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "you have ", options.max_mounts_per_uid, " live mounts; unmount one first"));
+      }
     }
 
     SiteRequest r;
@@ -265,6 +375,17 @@ struct VerifierService::Impl {
       if (::geteuid() != peer.uid) r.owner = capsule::FileOwner{peer.uid, peer.gid};
     }
     if (needs_output) r.output_fd = fds[1].get();
+    if (wire.command == Command::kMount) {
+      r.mountpoint = wire.mountpoint;
+      r.mount.cache_bytes = wire.cache_bytes == 0
+                                ? options.mount_cache_bytes
+                                : std::min<uint64_t>(wire.cache_bytes, options.mount_cache_bytes);
+      r.mount.threads = r.threads;
+      r.mounted = [&](std::unique_ptr<MountedCapsule> mounted) {
+        return StartMount(std::move(mounted), std::move(fds[1]), std::move(fds[2]), peer,
+                          wire.mountpoint);
+      };
+    }
 
     auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
     bool gone = false;
@@ -308,6 +429,15 @@ VerifierService::~VerifierService() {
   for (auto& w : impl_->workers) ::shutdown(w->sock.get(), SHUT_RDWR);
   for (auto& w : impl_->workers) w->thread.join();
   impl_->workers.clear();
+  // Live mounts end ("stopped"): their files are dropped from the kernel's cache, the mounts
+  // detached, and each summary recorded.
+  std::list<std::unique_ptr<Impl::LiveMount>> mounts;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mounts_mu);
+    mounts.swap(impl_->mounts);
+  }
+  for (auto& m : mounts) m->server->End("stopped");
+  mounts.clear();
 }
 
 absl::StatusOr<std::unique_ptr<VerifierService>> VerifierService::Start(ServiceOptions options) {

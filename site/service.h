@@ -10,6 +10,8 @@
 // into a destination are given to the requesting uid and gid. Each request runs on its own
 // thread; at most `max_requests` at once and `max_per_uid` per uid, the rest are refused with
 // kResourceExhausted. A client that hangs up cancels its request (staging is removed).
+// A mount (site/mount.h) outlives its request: the service serves it until it is unmounted, its
+// permit's time window closes or the service stops, then appends its summary to the audit log.
 #ifndef BUNKER_SITE_SERVICE_H_
 #define BUNKER_SITE_SERVICE_H_
 
@@ -40,6 +42,11 @@ struct ServiceOptions {
   size_t max_requests = 32;
   size_t max_per_uid = 4;
   int request_timeout_seconds = 30;  // for a client to send its request
+  // Mounts (site/mount.h): the largest decrypted-chunk cache one mount may have, the FUSE
+  // threads of each, and how many live mounts one uid may hold.
+  uint64_t mount_cache_bytes = uint64_t{256} << 20;
+  int mount_threads = 4;
+  size_t max_mounts_per_uid = 16;
 };
 
 // Loads the site file's "users" (user name -> public key file) into uids. Unknown users are

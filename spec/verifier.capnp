@@ -4,7 +4,7 @@
 # Framing: every message is a u32 little-endian byte count N (1 <= N <= 1 MiB) followed by N
 # bytes of one Cap'n Proto message in the standard unpacked stream encoding (segment table,
 # then segments). File descriptors travel as SCM_RIGHTS ancillary data attached to the first
-# byte of the Request frame, and only there.
+# byte of the Request frame, and only there (at most 3).
 #
 # A connection carries one request:
 #   service -> client   Hello
@@ -39,6 +39,9 @@ struct RequestBody {
     cat @2;         # one file (`path`) into fd[1]
     ls @3;          # the permitted index entries, in Reply.entries batches
     explain @4;     # the decision over the selection, recording nothing
+    mount @5;       # serve the permitted files of the selection on fd[1] (/dev/fuse of a mount
+                    # the client made; fd[2] is fusermount3's auto-unmount socket)
+    mounts @6;      # the caller's live mounts (every mount for root), in Reply.mounts; no fds
   }
   purpose @1 :Text;
   hasPurpose @2 :Bool;
@@ -49,6 +52,18 @@ struct RequestBody {
   # opens a path a user names); fd[1] is the output of cat and `toTar` to a stream.
   fdCount @6 :UInt8;
   threads @7 :UInt32;        # 0: the service's choice
+  mountpoint @8 :Text;       # mount: absolute path, as the client names it (shown, not used)
+  cacheBytes @9 :UInt64;     # mount: the decrypted-chunk cache wanted (0: the service's)
+}
+
+struct MountInfo {
+  mountpoint @0 :Text;
+  capsuleId @1 :Text;
+  uid @2 :UInt32;
+  since @3 :Int64;           # seconds since the epoch
+  notAfter @4 :Int64;        # when the mount ends by itself (0: never)
+  filesOpened @5 :UInt64;
+  bytesRead @6 :UInt64;
 }
 
 struct Entry {
@@ -80,6 +95,7 @@ struct Result {
   storage @15 :List(Text);
   hint @16 :Text;            # what the user can do about the error, one line ("" for none):
                              # the status's "type.bunker/hint" payload (crypto/status_hint.h)
+  notAfter @17 :Int64;       # mount: when it ends by itself (0: never)
 }
 
 struct Reply {
@@ -87,6 +103,7 @@ struct Reply {
     progress @0 :Progress;
     entries @1 :List(Entry);
     done @2 :Result;
+    mounts @3 :List(MountInfo);
   }
   struct Progress {
     done @0 :UInt64;

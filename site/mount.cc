@@ -1,0 +1,567 @@
+#include "site/mount.h"
+
+#define FUSE_USE_VERSION 35
+#include <fuse_lowlevel.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace bunker::site {
+namespace {
+
+constexpr double kForever = 86400.0 * 365;  // attribute and entry timeouts: a capsule is immutable
+constexpr size_t kMaxRead = size_t{1} << 20;
+
+// Runs fusermount3 with `args`; its standard error comes back through `err_out`. Returns the
+// child's pid (-1 with errno on failure). `keep` is the one extra descriptor it inherits.
+pid_t SpawnFusermount(const std::vector<std::string>& args, int keep, int* err_out) {
+  int err[2];
+  if (::pipe2(err, O_CLOEXEC) != 0) return -1;
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>("fusermount3"));
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const std::string env = absl::StrCat("_FUSE_COMMFD=", keep);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(err[0]);
+    ::close(err[1]);
+    return -1;
+  }
+  if (pid == 0) {
+    // The child: its own session (a terminal's ^C must not kill the auto-unmounter), /dev/null
+    // for input and output, the pipe for errors, `keep` without close-on-exec.
+    ::setsid();
+    const int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      ::dup2(null, 0);
+      ::dup2(null, 1);
+    }
+    ::dup2(err[1], 2);
+    if (keep >= 0) ::fcntl(keep, F_SETFD, 0);
+    if (keep >= 0) ::putenv(const_cast<char*>(env.c_str()));
+    ::signal(SIGPIPE, SIG_DFL);
+    ::execvp("fusermount3", argv.data());
+    ::_exit(127);
+  }
+  ::close(err[1]);
+  *err_out = err[0];
+  return pid;
+}
+
+std::string ReadAll(int fd) {
+  std::string out;
+  char buf[512];
+  while (out.size() < 4096) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return std::string(absl::StripAsciiWhitespace(out));
+}
+
+int ReceiveFd(int sock) {
+  char byte;
+  struct iovec iov {&byte, 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  struct msghdr msg {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return -1;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+        c->cmsg_len == CMSG_LEN(sizeof(int))) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+      return fd;
+    }
+  }
+  return -1;
+}
+
+absl::Status FusermountFailed(const std::string& what, int status, const std::string& err) {
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+    return absl::UnavailableError("fusermount3 is not installed (Debian package fuse3)");
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, ": ", err.empty() ? "fusermount3 failed" : err));
+}
+
+}  // namespace
+
+bool IsFuseDevice(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 10 &&
+         minor(st.st_rdev) == 229;
+}
+
+absl::StatusOr<FuseDevice> MountFuseDevice(const std::string& mountpoint,
+                                           const std::string& subtype) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return absl::UnavailableError(absl::StrCat("socketpair: ", std::strerror(errno)));
+  }
+  capsule::Fd ours(sv[0]), theirs(sv[1]);
+  const std::string opts =
+      absl::StrCat("ro,nosuid,nodev,noexec,default_permissions,auto_unmount,fsname=bunker,"
+                   "subtype=", subtype);
+  int err = -1;
+  const pid_t pid = SpawnFusermount({"-o", opts, "--", mountpoint}, theirs.get(), &err);
+  if (pid < 0) return absl::UnavailableError(absl::StrCat("fork: ", std::strerror(errno)));
+  capsule::Fd err_pipe(err);
+  theirs.Reset();
+  capsule::Fd fuse(ReceiveFd(ours.get()));
+  if (!fuse.valid()) {
+    const std::string message = ReadAll(err_pipe.get());
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return FusermountFailed(absl::StrCat("cannot mount on ", mountpoint), status, message);
+  }
+  // fusermount3 now waits for `ours` to close, then detaches the mount; it stays a child of
+  // this process until it exits (then it is reaped by init).
+  FuseDevice out;
+  out.fuse = std::move(fuse);
+  out.comm = std::move(ours);
+  return out;
+}
+
+absl::Status UnmountFuse(const std::string& mountpoint, bool lazy) {
+  std::vector<std::string> args = {"-u"};
+  if (lazy) args.push_back("-z");
+  args.push_back("--");
+  args.push_back(mountpoint);
+  int err = -1;
+  const pid_t pid = SpawnFusermount(args, -1, &err);
+  if (pid < 0) return absl::UnavailableError(absl::StrCat("fork: ", std::strerror(errno)));
+  capsule::Fd err_pipe(err);
+  const std::string message = ReadAll(err_pipe.get());
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
+  return FusermountFailed(absl::StrCat("cannot unmount ", mountpoint), status, message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service's side
+
+struct FuseServer::Impl {
+  std::unique_ptr<MountedCapsule> capsule;
+  FuseServeOptions options;
+  struct fuse_session* session = nullptr;
+  capsule::Fd comm;
+  capsule::Fd wake;  // eventfd: the workers stop when it is readable
+  std::vector<std::thread> workers;
+  std::thread supervisor;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string end_reason;  // non-empty: end asked (or the kernel went away)
+  std::atomic<bool> closing{false};
+  std::atomic<bool> finished{false};
+  std::set<uint64_t> opened;  // inodes whose page cache to drop at the end
+
+  // A file handle: where the reader's last read ended, to notice sequential readers.
+  struct Handle {
+    std::atomic<uint64_t> next{0};
+  };
+
+  void AskEnd(const std::string& why) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (end_reason.empty()) end_reason = why;
+    }
+    cv.notify_all();
+  }
+
+  // Whether requests are still answered; otherwise replies EACCES (the window closed).
+  bool Live(fuse_req_t req) {
+    if (closing.load() || std::time(nullptr) >= capsule->not_after()) {
+      if (!closing.load()) AskEnd("notAfter");
+      fuse_reply_err(req, EACCES);
+      return false;
+    }
+    return true;
+  }
+
+  void Stat(const MountedCapsule::Node& n, struct stat* st) const {
+    std::memset(st, 0, sizeof *st);
+    st->st_ino = n.ino;
+    st->st_nlink = n.nlink;
+    st->st_uid = options.uid;
+    st->st_gid = options.gid;
+    st->st_size = static_cast<off_t>(n.size);
+    st->st_blksize = kMaxRead;
+    st->st_blocks = static_cast<blkcnt_t>((n.size + 511) / 512);
+    st->st_mtim.tv_sec = n.mtime;
+    st->st_atim = st->st_ctim = st->st_mtim;
+    switch (n.type) {
+      case MountedCapsule::Node::Type::kFile:
+        st->st_mode = S_IFREG | (n.mode & 01777);
+        break;
+      case MountedCapsule::Node::Type::kDirectory:
+        st->st_mode = S_IFDIR | (n.mode & 01777);
+        break;
+      case MountedCapsule::Node::Type::kSymlink:
+        st->st_mode = S_IFLNK | 0777;
+        break;
+    }
+  }
+
+  void Entry(const MountedCapsule::Node& n, struct fuse_entry_param* e) const {
+    std::memset(e, 0, sizeof *e);
+    e->ino = n.ino;
+    e->generation = 1;
+    e->attr_timeout = kForever;
+    e->entry_timeout = kForever;
+    Stat(n, &e->attr);
+  }
+
+  void Work() {
+    struct fuse_buf buf {};
+    while (true) {
+      struct pollfd p[2] = {{fuse_session_fd(session), POLLIN, 0}, {wake.get(), POLLIN, 0}};
+      const int r = ::poll(p, 2, -1);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      if (p[1].revents != 0) break;
+      if ((p[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) {
+        AskEnd("unmounted");
+        break;
+      }
+      const int res = fuse_session_receive_buf(session, &buf);
+      if (res == -EINTR || res == -EAGAIN) continue;
+      if (res <= 0) {
+        AskEnd("unmounted");  // ENODEV: the kernel side went away
+        break;
+      }
+      fuse_session_process_buf(session, &buf);
+    }
+    std::free(buf.mem);
+  }
+
+  void Supervise() {
+    std::string why;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      while (end_reason.empty()) {
+        const int64_t closes = capsule->not_after();
+        if (closes == MountedCapsule::kNever) {
+          cv.wait(lock);
+          continue;
+        }
+        const auto at = std::chrono::system_clock::from_time_t(static_cast<time_t>(
+            std::min<int64_t>(closes, std::numeric_limits<int32_t>::max())));
+        if (cv.wait_until(lock, at) == std::cv_status::timeout &&
+            std::time(nullptr) >= closes && end_reason.empty()) {
+          end_reason = "notAfter";
+        }
+      }
+      why = end_reason;
+    }
+    closing.store(true);
+    // What the kernel cached of the files read is dropped while the connection still stands,
+    // so that an open file yields nothing more once the mount ended.
+    std::set<uint64_t> inodes;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      inodes = opened;
+    }
+    if (why != "unmounted") {
+      for (uint64_t ino : inodes) fuse_lowlevel_notify_inval_inode(session, ino, 0, 0);
+    }
+    const uint64_t one = 1;
+    (void)!::write(wake.get(), &one, sizeof one);
+    for (std::thread& t : workers) t.join();
+    fuse_session_destroy(session);  // closes /dev/fuse: the connection is aborted
+    session = nullptr;
+    comm.Reset();  // fusermount3 detaches the mount
+    finished.store(true);
+    if (options.ended) options.ended(why, *capsule);
+  }
+};
+
+namespace {
+
+FuseServer::Impl* Self(fuse_req_t req) {
+  return static_cast<FuseServer::Impl*>(fuse_req_userdata(req));
+}
+
+void OpInit(void* userdata, struct fuse_conn_info* conn) {
+  (void)userdata;
+  conn->max_readahead = kMaxRead;
+  conn->max_write = kMaxRead;  // also what the kernel uses for its largest read (max_pages)
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  // The files never change: no invalidation by mtime, no writeback.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  FuseServer::Impl* s = Self(req);
+  if (!s->Live(req)) return;
+  const MountedCapsule::Node* n = s->capsule->Lookup(parent, name);
+  if (n == nullptr) {
+    // A negative entry the kernel may keep: the tree never changes.
+    struct fuse_entry_param e {};
+    e.ino = 0;
+    e.entry_timeout = kForever;
+    fuse_reply_entry(req, &e);
+    return;
+  }
+  struct fuse_entry_param e;
+  s->Entry(*n, &e);
+  fuse_reply_entry(req, &e);
+}
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info*) {
+  FuseServer::Impl* s = Self(req);
+  if (!s->Live(req)) return;
+  const MountedCapsule::Node* n = s->capsule->Get(ino);
+  if (n == nullptr) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  struct stat st;
+  s->Stat(*n, &st);
+  fuse_reply_attr(req, &st, kForever);
+}
+
+void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
+  FuseServer::Impl* s = Self(req);
+  if (!s->Live(req)) return;
+  const MountedCapsule::Node* n = s->capsule->Get(ino);
+  if (n == nullptr || n->type != MountedCapsule::Node::Type::kSymlink) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  fuse_reply_readlink(req, n->link_target.c_str());
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  FuseServer::Impl* s = Self(req);
+  if (!s->Live(req)) return;
+  const MountedCapsule::Node* n = s->capsule->Get(ino);
+  if (n == nullptr || n->type != MountedCapsule::Node::Type::kFile) {
+    fuse_reply_err(req, n == nullptr ? ENOENT : EISDIR);
+    return;
+  }
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  fi->keep_cache = 1;  // immutable: what the kernel cached stays valid
+  fi->fh = reinterpret_cast<uint64_t>(new FuseServer::Impl::Handle());
+  s->capsule->CountOpen(ino);
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->opened.insert(ino);
+  }
+  if (fuse_reply_open(req, fi) != 0) {
+    delete reinterpret_cast<FuseServer::Impl::Handle*>(fi->fh);
+  }
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
+  FuseServer::Impl* s = Self(req);
+  if (!s->Live(req)) return;
+  auto* h = reinterpret_cast<FuseServer::Impl::Handle*>(fi->fh);
+  thread_local std::vector<uint8_t> buf;
+  buf.resize(std::min(size, kMaxRead * 4));
+  const uint64_t offset = static_cast<uint64_t>(off);
+  const bool sequential = h != nullptr && (offset == 0 || h->next.load() == offset);
+  absl::StatusOr<size_t> n = s->capsule->Read(ino, offset, absl::MakeSpan(buf), std::time(nullptr),
+                                              sequential);
+  if (!n.ok()) {
+    if (absl::IsPermissionDenied(n.status())) {
+      s->AskEnd("notAfter");
+      fuse_reply_err(req, EACCES);
+    } else {
+      fuse_reply_err(req, absl::IsNotFound(n.status()) ? ENOENT : EIO);
+    }
+    return;
+  }
+  if (h != nullptr) h->next.store(offset + *n);
+  fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *n);
+  std::fill(buf.begin(), buf.begin() + static_cast<long>(*n), 0);
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
+  delete reinterpret_cast<FuseServer::Impl::Handle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  FuseServer::Impl* s = Self(req);
+  if (!s->Live(req)) return;
+  const MountedCapsule::Node* n = s->capsule->Get(ino);
+  if (n == nullptr || n->type != MountedCapsule::Node::Type::kDirectory) {
+    fuse_reply_err(req, n == nullptr ? ENOENT : ENOTDIR);
+    return;
+  }
+  fi->keep_cache = 1;
+  fi->cache_readdir = 1;
+  fuse_reply_open(req, fi);
+}
+
+void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  FuseServer::Impl* s = Self(req);
+  if (!s->Live(req)) return;
+  const MountedCapsule::Node* dir = s->capsule->Get(ino);
+  if (dir == nullptr || dir->type != MountedCapsule::Node::Type::kDirectory) {
+    fuse_reply_err(req, ENOTDIR);
+    return;
+  }
+  std::vector<char> buf(std::min<size_t>(size, kMaxRead));
+  size_t used = 0;
+  const size_t total = dir->children.size() + 2;
+  for (size_t i = static_cast<size_t>(std::max<off_t>(off, 0)); i < total; ++i) {
+    const MountedCapsule::Node* n;
+    const char* name;
+    if (i == 0) {
+      n = dir;
+      name = ".";
+    } else if (i == 1) {
+      n = s->capsule->Get(dir->parent);
+      name = "..";
+    } else {
+      n = s->capsule->Get(dir->children[i - 2].second);
+      name = dir->children[i - 2].first.c_str();
+    }
+    size_t len;
+    if (plus) {
+      struct fuse_entry_param e;
+      s->Entry(*n, &e);
+      len = fuse_add_direntry_plus(req, buf.data() + used, buf.size() - used, name, &e,
+                                   static_cast<off_t>(i + 1));
+    } else {
+      struct stat st;
+      s->Stat(*n, &st);
+      len = fuse_add_direntry(req, buf.data() + used, buf.size() - used, name, &st,
+                              static_cast<off_t>(i + 1));
+    }
+    if (len > buf.size() - used) break;
+    used += len;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
+  ReadDir(req, ino, size, off, false);
+}
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                   struct fuse_file_info*) {
+  ReadDir(req, ino, size, off, true);
+}
+
+void OpReleasedir(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void OpStatfs(fuse_req_t req, fuse_ino_t) {
+  FuseServer::Impl* s = Self(req);
+  struct statvfs st {};
+  st.f_bsize = kMaxRead;
+  st.f_frsize = 4096;
+  st.f_files = s->capsule->node_count();
+  st.f_namemax = 255;
+  st.f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
+  fuse_reply_statfs(req, &st);
+}
+
+}  // namespace
+
+FuseServer::FuseServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+FuseServer::~FuseServer() {
+  End("stopped");
+  if (impl_->supervisor.joinable()) impl_->supervisor.join();
+}
+
+void FuseServer::End(const std::string& why) { impl_->AskEnd(why); }
+bool FuseServer::ended() const { return impl_->finished.load(); }
+const MountedCapsule& FuseServer::capsule() const { return *impl_->capsule; }
+
+absl::StatusOr<std::unique_ptr<FuseServer>> FuseServer::Start(
+    std::unique_ptr<MountedCapsule> capsule, FuseDevice device, FuseServeOptions options) {
+  if (!device.fuse.valid() || !IsFuseDevice(device.fuse.get())) {
+    return absl::InvalidArgumentError("the mount descriptor is not /dev/fuse");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->capsule = std::move(capsule);
+  impl->options = std::move(options);
+  impl->comm = std::move(device.comm);
+  impl->wake = capsule::Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!impl->wake.valid()) return absl::UnavailableError("cannot create an eventfd");
+  // Several workers poll one descriptor: reads must not block, so that each sees `wake`.
+  const int flags = ::fcntl(device.fuse.get(), F_GETFL);
+  ::fcntl(device.fuse.get(), F_SETFL, flags | O_NONBLOCK);
+
+  static const struct fuse_lowlevel_ops kOps = [] {
+    struct fuse_lowlevel_ops o {};
+    o.init = OpInit;
+    o.lookup = OpLookup;
+    o.getattr = OpGetattr;
+    o.readlink = OpReadlink;
+    o.open = OpOpen;
+    o.read = OpRead;
+    o.release = OpRelease;
+    o.opendir = OpOpendir;
+    o.readdir = OpReaddir;
+    o.readdirplus = OpReaddirplus;
+    o.releasedir = OpReleasedir;
+    o.statfs = OpStatfs;
+    return o;
+  }();
+  char arg0[] = "bunker-mount";
+  char* argv[] = {arg0, nullptr};
+  struct fuse_args args = FUSE_ARGS_INIT(1, argv);
+  impl->session = fuse_session_new(&args, &kOps, sizeof kOps, impl.get());
+  if (impl->session == nullptr) return absl::UnavailableError("cannot create a FUSE session");
+  // "/dev/fd/N": libfuse serves an already open /dev/fuse descriptor (and owns it from here).
+  const std::string fd_path = absl::StrCat("/dev/fd/", device.fuse.get());
+  if (fuse_session_mount(impl->session, fd_path.c_str()) != 0) {
+    fuse_session_destroy(impl->session);
+    return absl::UnavailableError("cannot serve the FUSE descriptor");
+  }
+  device.fuse.release();
+  Impl* raw = impl.get();
+  for (int i = 0; i < std::max(1, raw->options.threads); ++i) {
+    raw->workers.emplace_back([raw] { raw->Work(); });
+  }
+  raw->supervisor = std::thread([raw] { raw->Supervise(); });
+  return std::unique_ptr<FuseServer>(new FuseServer(std::move(impl)));
+}
+
+}  // namespace bunker::site

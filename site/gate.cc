@@ -178,6 +178,7 @@ namespace {
 // would still permit is closed too), so that the mount never outlives its decision.
 int64_t PermitClosesAt(const capsule::Manifest& m, const verifier::Decision& d, int64_t now) {
   int64_t closes = MountedCapsule::kNever;
+  if (m.policy.empty()) return closes;  // no policy: its recipients may open it, for good
   absl::StatusOr<verifier::Policy> policy = verifier::ParsePolicy(m.policy);
   if (!policy.ok()) return now;  // cannot happen for a permit; close at once if it does
   const std::set<std::string> used(d.rules.begin(), d.rules.end());

@@ -173,18 +173,23 @@ TEST(DepotTest, UntrustedIssuerAndPolicyThatExcludesTheSiteAreRefusedBeforeData)
   }
 }
 
-// A receiver that flips one byte of chunk 2 on its first arrival: refused, resent, accepted.
+// A receiver that flips one byte of chunk 2 on its first `times` arrivals: refused, resent,
+// accepted (or given up on). Counts the arrivals of chunk 2 in `*puts`.
 class CorruptingUpload final : public schema::Upload::Server {
  public:
-  explicit CorruptingUpload(schema::Upload::Client inner) : inner_(kj::mv(inner)) {}
+  CorruptingUpload(schema::Upload::Client inner, int times, int* puts)
+      : inner_(kj::mv(inner)), times_(times), puts_(puts) {}
   kj::Promise<void> put(PutContext context) override {
     auto p = context.getParams();
     auto req = inner_.putRequest();
     req.setIndex(p.getIndex());
     req.setData(p.getData());
-    if (p.getIndex() == 2 && !corrupted_) {
-      corrupted_ = true;
-      req.getData()[7] ^= 1;
+    if (p.getIndex() == 2) {
+      ++*puts_;
+      if (corrupted_ < times_) {
+        ++corrupted_;
+        req.getData()[7] ^= 1;
+      }
     }
     return req.send();
   }
@@ -203,25 +208,31 @@ class CorruptingUpload final : public schema::Upload::Server {
 
  private:
   schema::Upload::Client inner_;
-  bool corrupted_ = false;
+  int times_;
+  int* puts_;
+  int corrupted_ = 0;
 };
 
 class CorruptingTransfer final : public schema::Transfer::Server {
  public:
-  explicit CorruptingTransfer(schema::Transfer::Client inner) : inner_(kj::mv(inner)) {}
+  explicit CorruptingTransfer(schema::Transfer::Client inner, int times = 1)
+      : inner_(kj::mv(inner)), times_(times) {}
+  int puts_of_chunk_2() const { return puts_; }
   kj::Promise<void> offer(OfferContext context) override {
     auto req = inner_.offerRequest();
     req.setPrelude(context.getParams().getPrelude());
     return req.send().then(
-        [context](capnp::Response<schema::Transfer::OfferResults>&& r) mutable {
+        [this, context](capnp::Response<schema::Transfer::OfferResults>&& r) mutable {
           auto results = context.getResults();
           results.setMissing(r.getMissing());
-          results.setUpload(kj::heap<CorruptingUpload>(r.getUpload()));
+          results.setUpload(kj::heap<CorruptingUpload>(r.getUpload(), times_, &puts_));
         });
   }
 
  private:
   schema::Transfer::Client inner_;
+  int times_;
+  int puts_ = 0;
 };
 
 TEST(DepotTest, CorruptedChunkIsRefusedAndResent) {
@@ -233,6 +244,33 @@ TEST(DepotTest, CorruptedChunkIsRefusedAndResent) {
   auto s = Push(*f.reader, corrupting, SendOptions()).wait(io.waitScope);
   EXPECT_EQ(s.chunks_sent, 7u);  // six chunks, one of them twice
   EXPECT_TRUE(f.StoredMatches());
+}
+
+// Regression: the sender gave up at the 4th refusal of a chunk while spec/TRANSFER.md 5.1 and
+// its own message say 3.
+TEST(DepotTest, SenderGivesUpOnAChunkAtItsThirdRefusal) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(6 * kChunk);
+  Depot depot(f.Options());
+  Connection c(io, depot, f.keys.alice.public_identity());
+  auto server = kj::heap<CorruptingTransfer>(c.transfer, /*times=*/1000);
+  CorruptingTransfer& corrupting = *server;
+  schema::Transfer::Client client = kj::mv(server);
+  SendOptions o;
+  ASSERT_EQ(o.max_rejections, 3);
+  absl::StatusOr<SendSummary> s = [&]() -> absl::StatusOr<SendSummary> {
+    try {
+      return Push(*f.reader, client, o).wait(io.waitScope);
+    } catch (const kj::Exception& e) {
+      return FromException(e);
+    }
+  }();
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  EXPECT_NE(s.status().message().find("refused chunk 2 3 times"), std::string::npos)
+      << s.status();
+  EXPECT_EQ(corrupting.puts_of_chunk_2(), 3);
+  EXPECT_FALSE(capsule::testing::Exists(f.store + "/" + f.reader->manifest().IdHex() +
+                                        ".capsule"));
 }
 
 // Pull: the client serves a receiving Transfer on the same connection and asks for a capsule.

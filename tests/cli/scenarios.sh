@@ -508,5 +508,4 @@ scenario_audit_show_and_export() {
   expect_exit 2 "$CAPSULE" audit frobnicate
 }
 
-"scenario_$SCENARIO"
-echo "ok [$SCENARIO]"
+run_scenario

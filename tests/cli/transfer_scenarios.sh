@@ -351,5 +351,4 @@ JSON
   expect_exit 0 "$CAPSULE" audit verify --log state-b/audit.log --key site-b.pub
 }
 
-"scenario_$SCENARIO"
-echo "ok [$SCENARIO]"
+run_scenario

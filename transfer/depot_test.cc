@@ -100,6 +100,80 @@ TEST(DepotTest, PushStoresAByteIdenticalCapsuleAndSecondPushSkipsAll) {
   EXPECT_EQ(f.events.back().kind, "received");
 }
 
+// Regression: `kill -9` of the receiver as the capsule was linked into the store left it
+// stored without a receipt in the site's log, and a resend was answered "already stored" and
+// recorded nothing. Now the receipt is on record before the capsule gets its name.
+TEST(DepotTest, ReceiptIsOnRecordBeforeTheCapsuleIsNamed) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(9 * kChunk);
+  const std::string stored = f.store + "/" + f.reader->manifest().IdHex() + ".capsule";
+  std::vector<DepotEvent> receipts;
+  bool crash = true;  // the first receipt "crashes" the receiver right after it is recorded
+  {
+    DepotOptions o = f.Options();
+    o.record_receipt = [&](const DepotEvent& e) -> absl::Status {
+      EXPECT_FALSE(capsule::testing::Exists(stored)) << "named before its receipt";
+      receipts.push_back(e);
+      if (crash) return absl::UnavailableError("receiver died");
+      return absl::OkStatus();
+    };
+    Depot depot(o);
+    Connection c(io, depot, f.keys.alice.public_identity());
+    auto s = Send(io, c, *f.reader);
+    EXPECT_FALSE(s.ok());
+    EXPECT_FALSE(capsule::testing::Exists(stored));
+    ASSERT_EQ(receipts.size(), 1u);
+    EXPECT_EQ(receipts[0].kind, "received");
+    EXPECT_EQ(receipts[0].capsule_id, f.reader->manifest().IdHex());
+    EXPECT_EQ(receipts[0].issuer, f.keys.issuer.public_identity().fingerprint().ToString());
+    EXPECT_EQ(receipts[0].peer, f.keys.alice.public_identity().fingerprint().ToString());
+  }
+  // Restarted: the resend sends nothing (every chunk is durable) and names the capsule.
+  crash = false;
+  {
+    DepotOptions o = f.Options();
+    o.record_receipt = [&](const DepotEvent& e) {
+      receipts.push_back(e);
+      return absl::OkStatus();
+    };
+    Depot depot(o);
+    ASSERT_TRUE(depot.RecordStoredReceipts().ok());
+    EXPECT_EQ(receipts.size(), 1u) << "nothing is stored yet";
+    Connection c(io, depot, f.keys.alice.public_identity());
+    auto s = Send(io, c, *f.reader);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->chunks_sent, 0u);
+    EXPECT_TRUE(f.StoredMatches());
+    EXPECT_EQ(receipts.size(), 2u);
+    // An offer of the stored capsule makes sure of its receipt too.
+    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+    ASSERT_EQ(receipts.size(), 3u);
+    EXPECT_EQ(receipts.back().capsule_id, f.reader->manifest().IdHex());
+    // And so does a start: every stored capsule.
+    ASSERT_TRUE(depot.RecordStoredReceipts().ok());
+    ASSERT_EQ(receipts.size(), 4u);
+    EXPECT_EQ(receipts.back().capsule_id, f.reader->manifest().IdHex());
+    EXPECT_EQ(receipts.back().issuer, f.keys.issuer.public_identity().fingerprint().ToString());
+  }
+}
+
+// A receipt that cannot be recorded keeps an already stored capsule's offer from succeeding.
+TEST(DepotTest, StoredCapsuleWhoseReceiptCannotBeRecordedIsRefused) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  {
+    Depot depot(f.Options());
+    Connection c(io, depot, f.keys.alice.public_identity());
+    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+  }
+  DepotOptions o = f.Options();
+  o.record_receipt = [](const DepotEvent&) { return absl::UnavailableError("log unwritable"); };
+  Depot depot(o);
+  EXPECT_EQ(depot.RecordStoredReceipts().code(), absl::StatusCode::kUnavailable);
+  Connection c(io, depot, f.keys.alice.public_identity());
+  EXPECT_FALSE(Send(io, c, *f.reader).ok());
+}
+
 TEST(DepotTest, SeveralConnectionsFillOneCapsule) {
   auto io = kj::setupAsyncIo();
   Fixture f(50 * kChunk + 9);

@@ -38,10 +38,13 @@ std::string ArchiveError(struct archive* a) {
 struct Sink {
   CapsuleWriter* writer;
   absl::Status status;
+  // Set once the build failed: whatever libarchive still wants to write is refused.
+  bool closed = false;
 };
 
 la_ssize_t WriteCallback(struct archive*, void* client, const void* buf, size_t n) {
   auto* sink = static_cast<Sink*>(client);
+  if (sink->closed) return -1;
   absl::Status s = sink->writer->Append(absl::MakeConstSpan(static_cast<const uint8_t*>(buf), n));
   if (!s.ok()) {
     sink->status = s;
@@ -53,6 +56,11 @@ la_ssize_t WriteCallback(struct archive*, void* client, const void* buf, size_t 
 class Builder {
  public:
   explicit Builder(CapsuleWriter* writer) : sink_{writer, absl::OkStatus()} {}
+  // Freeing an archive that was not closed closes it, and closing pads the unfinished entry
+  // with zeros up to the size its header declared (an input tar of 2 KiB may declare 8 GiB)
+  // and writes the end-of-archive blocks. After a failure none of that may reach the capsule:
+  // what sealing writes stays bounded by the input actually read.
+  ~Builder() { sink_.closed = true; }
 
   absl::Status Open() {
     out_.reset(archive_write_new());

@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <map>
 
+#include "absl/strings/ascii.h"
 #include "capsule/capsule_test_util.h"
 #include "capsule/file_index.h"
 #include "capsule/reader.h"
@@ -177,6 +179,72 @@ TEST(ArchiveBuilderTest, RefusesMaliciousTarEntries) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name << ": " << s;
     EXPECT_NE(s.message().find(why), std::string::npos) << name << ": " << s.message();
   }
+}
+
+// A ustar archive of one regular file "big.bin" whose header declares `declared` bytes (at most
+// 8 GiB - 1, eleven octal digits) while only `present` bytes follow, and nothing after them: a
+// truncated or lying input.
+std::string LyingTar(uint64_t declared, size_t present) {
+  std::string h(512, '\0');
+  auto put = [&h](size_t offset, const std::string& v) { h.replace(offset, v.size(), v); };
+  char size[16];
+  std::snprintf(size, sizeof size, "%011llo", static_cast<unsigned long long>(declared));
+  put(0, "big.bin");
+  put(100, "0000644");
+  put(108, "0000000");
+  put(116, "0000000");
+  put(124, size);
+  put(136, "00000000000");
+  put(156, "0");
+  put(257, "ustar");
+  put(263, "00");
+  put(148, "        ");  // the checksum counts its own field as spaces
+  unsigned sum = 0;
+  for (unsigned char c : h) sum += c;
+  char checksum[8];
+  std::snprintf(checksum, sizeof checksum, "%06o", sum);
+  put(148, std::string(checksum, 6));
+  h[154] = '\0';
+  return h + std::string(present, 'x');
+}
+
+// Counts what reaches the capsule file, and fails (as a full disk would) past `limit`.
+class CountingSink : public WritableFile {
+ public:
+  explicit CountingSink(uint64_t limit) : limit_(limit) {}
+  absl::Status Append(absl::Span<const uint8_t> data) override {
+    bytes += data.size();
+    if (bytes > limit_) return absl::ResourceExhaustedError("test sink full");
+    return absl::OkStatus();
+  }
+  uint64_t bytes = 0;
+
+ private:
+  uint64_t limit_;
+};
+
+// Regression: a 2 KiB tar whose header declares 8 GiB made seal write 8 GiB of zeros (libarchive
+// padding the unfinished entry when the archive writer was freed on the error path) before it
+// failed. Now it fails at the end of the input, and what was written stays bounded by it.
+TEST(ArchiveBuilderTest, TruncatedTarDeclaringAHugeEntryFailsWithoutPadding) {
+  Keys keys;
+  const std::string dir = testing::MakeTempDir();
+  const std::string tar = dir + "/lying.tar";
+  testing::WriteFile(tar, LyingTar((uint64_t{8} << 30) - 1, 1536));
+  WriterOptions opts;
+  opts.issuer = &keys.issuer;
+  opts.recipients = {keys.alice.public_identity()};
+  opts.chunk_size = 4096;
+  CountingSink sink(32u << 20);
+  auto w = CapsuleWriter::Create(std::move(opts), &sink);
+  ASSERT_TRUE(w.ok()) << w.status();
+  auto stats = BuildPayload({DatasetSource::Kind::kArchive, tar}, w->get());
+  EXPECT_EQ(stats.status().code(), absl::StatusCode::kInvalidArgument) << stats.status();
+  EXPECT_NE(stats.status().message().find("big.bin"), std::string::npos) << stats.status();
+  EXPECT_NE(absl::AsciiStrToLower(stats.status().message()).find("truncated"), std::string::npos)
+      << stats.status();
+  EXPECT_LT((*w)->payload_size(), 64u << 10);
+  EXPECT_LT(sink.bytes, 64u << 10);
 }
 
 TEST(ArchiveBuilderTest, GarbageIsNotAnArchive) {

@@ -265,7 +265,8 @@ absl::StatusOr<std::vector<uint64_t>> IncomingCapsule::Sync() {
   return done;
 }
 
-absl::StatusOr<std::string> IncomingCapsule::Finish() {
+absl::StatusOr<std::string> IncomingCapsule::Finish(
+    const std::function<absl::Status()>& before_name) {
   if (!finished_path_.empty()) return finished_path_;
   if (received_count_ != received_.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -307,6 +308,10 @@ absl::StatusOr<std::string> IncomingCapsule::Finish() {
   }
   const std::string final_path = store_ + "/" + manifest().IdHex() + ".capsule";
   if (::fsync(fd_) != 0) return ErrnoStatus("cannot sync the incoming capsule", errno);
+  if (before_name) {
+    absl::Status recorded = before_name();
+    if (!recorded.ok()) return recorded;
+  }
   // link(2) never replaces: a capsule already in the store stays as it is.
   if (::link(path_.c_str(), final_path.c_str()) != 0) {
     return ErrnoStatus(absl::StrCat("cannot move the capsule into ", store_), errno);

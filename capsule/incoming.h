@@ -15,6 +15,7 @@
 #define BUNKER_CAPSULE_INCOMING_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,10 +77,14 @@ class IncomingCapsule {
   // receiver may now acknowledge).
   absl::StatusOr<std::vector<uint64_t>> Sync();
 
-  // When every chunk is received: verifies the whole file and gives it its name in the store.
-  // Returns the capsule's path; again on a repeated call. kFailedPrecondition while chunks are
+  // When every chunk is received: verifies the whole file, makes it durable, calls
+  // `before_name` (if any) and only if that returns OK gives it its name in the store: e.g. to
+  // put the receipt on record first, so that no capsule is ever in the store unaccounted for. An
+  // error from `before_name` is returned and leaves the complete file unnamed in .incoming (a
+  // later Finish verifies it and calls `before_name` again). Returns the capsule's path; again
+  // on a repeated call, without calling `before_name`. kFailedPrecondition while chunks are
   // missing.
-  absl::StatusOr<std::string> Finish();
+  absl::StatusOr<std::string> Finish(const std::function<absl::Status()>& before_name = nullptr);
 
  private:
   IncomingCapsule() = default;

@@ -16,6 +16,7 @@
 #include "cli/version.h"
 #include "crypto/secret.h"
 #include "site/admission.h"
+#include "site/receipts.h"
 #include "site/service.h"
 #include "transfer/daemon.h"
 #include "verifier/audit_log.h"
@@ -122,10 +123,21 @@ int main(int argc, char** argv) {
   options.witnesses = *witnesses;
   options.witness_state = &witness_state;
   options.witness_interval = interval_ms * kj::MILLISECONDS;
+  // Receipts go on record before a capsule gets its name in the store (site/receipts.h).
+  std::unique_ptr<site::Receipts> receipts;
+  if (transfers && !ctx.args().Has("accept-witnessed-loss")) {
+    absl::StatusOr<std::unique_ptr<site::Receipts>> loaded =
+        site::Receipts::Load(*site, *identity, static_cast<int64_t>(std::time(nullptr)));
+    if (!loaded.ok()) return ctx.Fail(loaded.status());
+    receipts = std::move(*loaded);
+    options.record_receipt = [&receipts](const transfer::DepotEvent& e) {
+      return receipts->Ensure(e, static_cast<int64_t>(std::time(nullptr)));
+    };
+  }
   options.on_event = [&](const transfer::DepotEvent& e) {
     // The outcome (received/refused) is what is recorded; holding a peer's first checkpoint is
-    // routine (resets and conflicts are recorded).
-    if (e.kind == "offer" || e.kind == "witnessed") return;
+    // routine (resets and conflicts are recorded); receipts are recorded by record_receipt.
+    if (e.kind == "offer" || e.kind == "witnessed" || e.kind == "received") return;
     verifier::AuditRecord rec;
     rec.time = static_cast<int64_t>(std::time(nullptr));
     rec.event = e.kind;

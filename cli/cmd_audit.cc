@@ -145,8 +145,10 @@ int RunShow(int argc, char** argv) {
     std::printf("%-6s %-20s  %-8s  %-8s  %-32s  %-10s  %-30s  %s\n", "#", "TIME", "EVENT",
                 "DECISION", "CAPSULE", "UID", "REQUESTER/PEER", "PURPOSE; REASONS");
   }
+  uint64_t entries = 0;
   absl::Status s =
       verifier::ForEachAuditRecord(log, [&](uint64_t index, const verifier::AuditRecord& r) {
+        entries = index + 1;
         if (!filter.Matches(r)) return true;
         ++shown;
         if (ctx.json()) {
@@ -168,6 +170,19 @@ int RunShow(int argc, char** argv) {
   std::fflush(stdout);
   if (!s.ok()) return ctx.Fail(s, "run 'capsule audit verify' to find what is wrong");
   if (!ctx.json() && shown == 0) std::printf("(no matching entries)\n");
+  // Entries past the latest checkpoint were listed, but nothing vouches for them: an append
+  // that was interrupted (the site completes or cuts it when it next opens its state) or an
+  // entry added without the site's key.
+  absl::StatusOr<verifier::Checkpoint> latest = verifier::ReadLatestCheckpoint(log);
+  const uint64_t signed_entries = latest.ok() ? latest->size : 0;
+  if (entries > signed_entries) {
+    std::fprintf(stderr,
+                 "warning: audit log entries from %llu on are not covered by a signed checkpoint "
+                 "(an interrupted append, or added without the site's key)\n"
+                 "hint: run 'capsule audit verify'; the site completes an interrupted append "
+                 "when it next opens its state (e.g. capsuled at start)\n",
+                 static_cast<unsigned long long>(signed_entries));
+  }
   return kExitOk;
 }
 

@@ -105,7 +105,11 @@ absl::Status RunDaemon(const DaemonOptions& o) {
     }
     d.witness_store = witness_store.get();
     d.witness_state = o.witness_state;
+    d.record_receipt = o.record_receipt;
     Depot depot(d);
+    // Before serving: every capsule in the store has its receipt.
+    absl::Status receipts = depot.RecordStoredReceipts();
+    if (!receipts.ok()) return receipts;
     RpcServer server(**channel, [&depot, &log](const crypto::PublicIdentity& peer) {
       log(absl::StrCat("connection peer=", peer.fingerprint().ToString()));
       return depot.ServeFor(peer);

@@ -26,6 +26,10 @@ struct DaemonOptions {
   std::vector<crypto::PublicIdentity> trusted;  // whose capsules are accepted
   std::function<void(const std::string&)> log;  // one line per event
   std::function<void(const DepotEvent&)> on_event;  // e.g. the audit log
+  // DepotOptions::record_receipt: a capsule's receipt, on record before the capsule gets its
+  // name in the store. Also called at start for every capsule in the store; an error there
+  // stops the start.
+  std::function<absl::Status(const DepotEvent&)> record_receipt;
 
   // Witnessing (spec/TRANSFER.md "Witnessing", spec/VERIFIER.md "Witnesses"). Without
   // `witness_dir` the daemon keeps no copies of its peers' checkpoints (and answers newestOf and

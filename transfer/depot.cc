@@ -1,5 +1,6 @@
 #include "transfer/depot.h"
 
+#include <dirent.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -127,15 +128,20 @@ class UploadImpl final : public schema::Upload::Server {
 
   kj::Promise<void> Finish(FinishContext context) {
     absl::Status s = in_->Sync().status();
-    absl::StatusOr<std::string> path = s.ok() ? in_->Finish() : absl::StatusOr<std::string>(s);
     const capsule::Manifest& m = in_->manifest();
+    // The receipt goes on record before the capsule gets its name: a crash in between leaves
+    // a receipt and an unnamed, complete file that a resend names.
+    const DepotEvent receipt{"received", m.IdHex(), m.issuer.fingerprint().ToString(), peer_,
+                             absl::StrCat(in_->chunk_count(), " chunks verified and stored")};
+    absl::StatusOr<std::string> path =
+        s.ok() ? in_->Finish([this, &receipt] { return depot_.RecordReceipt(receipt); })
+               : absl::StatusOr<std::string>(s);
     if (!path.ok()) {
       depot_.Emit({"refused", m.IdHex(), m.issuer.fingerprint().ToString(), peer_,
                    absl::StrCat("finish failed: ", PeerSafe(path.status()).message())});
       return ToException(PeerSafe(path.status()));
     }
-    depot_.Emit({"received", m.IdHex(), m.issuer.fingerprint().ToString(), peer_,
-                 absl::StrCat(in_->chunk_count(), " chunks verified and stored")});
+    depot_.Emit(receipt);
     depot_.Finished(m.IdHex());
     context.getResults().setCapsuleId(m.IdHex());
     return kj::READY_NOW;
@@ -198,6 +204,12 @@ class TransferImpl final : public schema::Transfer::Server {
         return ToException(absl::DataLossError(
             absl::StrCat("a different capsule with id ", id, " is already stored here")));
       }
+      // A capsule stored without its receipt (a crash between the two in an older version, a
+      // copy into the store) gets it now.
+      absl::Status recorded = depot_.RecordReceipt(
+          {"received", id, (*r)->manifest().issuer.fingerprint().ToString(), peer_,
+           "offered again; already stored, its receipt was missing"});
+      if (!recorded.ok()) return ToException(PeerSafe(recorded));
       results.setUpload(kj::heap<StoredUpload>(id));
       results.initMissing(0);
       return kj::READY_NOW;
@@ -325,6 +337,46 @@ schema::Transfer::Client Depot::ServeFor(const crypto::PublicIdentity& peer) {
 
 void Depot::Emit(DepotEvent event) {
   if (options_.on_event) options_.on_event(event);
+}
+
+absl::Status Depot::RecordReceipt(const DepotEvent& receipt) {
+  if (!options_.record_receipt) return absl::OkStatus();
+  absl::Status s = options_.record_receipt(receipt);
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("the receipt of capsule ", receipt.capsule_id,
+                                             " could not be recorded, so it is not stored: ",
+                                             s.message()));
+}
+
+absl::Status Depot::RecordStoredReceipts() {
+  if (!options_.record_receipt) return absl::OkStatus();
+  DIR* dir = ::opendir(options_.store.c_str());
+  if (dir == nullptr) return absl::OkStatus();  // no store yet: nothing stored
+  std::vector<std::string> ids;
+  while (struct dirent* e = ::readdir(dir)) {
+    const std::string name = e->d_name;
+    const std::string suffix = ".capsule";
+    const size_t id_size = 2 * capsule::kCapsuleIdSize;
+    if (name.size() != id_size + suffix.size() || name.compare(id_size, suffix.size(), suffix) != 0 ||
+        name.find_first_not_of("0123456789abcdef") < id_size) {
+      continue;
+    }
+    ids.push_back(name.substr(0, id_size));
+  }
+  ::closedir(dir);
+  std::sort(ids.begin(), ids.end());
+  for (const std::string& id : ids) {
+    absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
+        capsule::OpenFile(options_.store + "/" + id + ".capsule");
+    if (!file.ok()) continue;
+    absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> r =
+        capsule::CapsuleReader::OpenUntrusted(std::move(*file));
+    if (!r.ok() || (*r)->manifest().IdHex() != id) continue;
+    absl::Status s = RecordReceipt({"received", id, (*r)->manifest().issuer.fingerprint().ToString(),
+                                    "", "found in the store without a receipt (recorded at start)"});
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Depot::CheckServing(const std::string& peer, const std::string& what) {

@@ -49,6 +49,13 @@ struct DepotOptions {
   std::function<absl::Status(const capsule::Manifest&)> admit;
   std::function<int64_t()> now;                     // seconds since the epoch
   std::function<void(const DepotEvent&)> on_event;  // may be empty
+  // Puts the receipt of a stored capsule on record, durably (the site's audit log), unless it
+  // is there already: must be idempotent. Called with a "received" event: after the capsule
+  // verified and before it gets its name in the store (an error leaves it unnamed and fails
+  // `finish`; a resend completes it), when an offer finds the capsule already stored, and by
+  // RecordStoredReceipts for every capsule in the store. So the store never holds a capsule the
+  // record does not account for. Empty: nothing is recorded. transfer/ knows no audit log.
+  std::function<absl::Status(const DepotEvent&)> record_receipt;
   // A client receiving one fetched capsule: offers of any other id are refused, and the
   // capability it serves cannot be asked to fetch.
   std::string expected_id;
@@ -68,11 +75,18 @@ class Depot {
   // The capability an authenticated `peer` gets.
   schema::Transfer::Client ServeFor(const crypto::PublicIdentity& peer);
 
+  // Calls options.record_receipt for every capsule in the store (at start: a receipt lost to a
+  // crash of an older version, or an operator's copy into the store, is recorded now). Files
+  // that are not readable capsules are skipped. The first error.
+  absl::Status RecordStoredReceipts();
+
   // Internal, used by the capability implementations.
   absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> Receive(const capsule::Prelude& prelude,
                                                                    const std::string& peer);
   void Finished(const std::string& capsule_id);
   void Emit(DepotEvent event);
+  // options.record_receipt(receipt), OK without one.
+  absl::Status RecordReceipt(const DepotEvent& receipt);
   // OK, or kFailedPrecondition while this site's witness state is bad (emits "refused").
   absl::Status CheckServing(const std::string& peer, const std::string& what);
   // Emits a "witness-conflict" event unless the last one for `peer` had the same text.

@@ -100,6 +100,80 @@ TEST(DepotTest, PushStoresAByteIdenticalCapsuleAndSecondPushSkipsAll) {
   EXPECT_EQ(f.events.back().kind, "received");
 }
 
+// Regression: `kill -9` of the receiver as the capsule was linked into the store left it
+// stored without a receipt in the site's log, and a resend was answered "already stored" and
+// recorded nothing. Now the receipt is on record before the capsule gets its name.
+TEST(DepotTest, ReceiptIsOnRecordBeforeTheCapsuleIsNamed) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(9 * kChunk);
+  const std::string stored = f.store + "/" + f.reader->manifest().IdHex() + ".capsule";
+  std::vector<DepotEvent> receipts;
+  bool crash = true;  // the first receipt "crashes" the receiver right after it is recorded
+  {
+    DepotOptions o = f.Options();
+    o.record_receipt = [&](const DepotEvent& e) -> absl::Status {
+      EXPECT_FALSE(capsule::testing::Exists(stored)) << "named before its receipt";
+      receipts.push_back(e);
+      if (crash) return absl::UnavailableError("receiver died");
+      return absl::OkStatus();
+    };
+    Depot depot(o);
+    Connection c(io, depot, f.keys.alice.public_identity());
+    auto s = Send(io, c, *f.reader);
+    EXPECT_FALSE(s.ok());
+    EXPECT_FALSE(capsule::testing::Exists(stored));
+    ASSERT_EQ(receipts.size(), 1u);
+    EXPECT_EQ(receipts[0].kind, "received");
+    EXPECT_EQ(receipts[0].capsule_id, f.reader->manifest().IdHex());
+    EXPECT_EQ(receipts[0].issuer, f.keys.issuer.public_identity().fingerprint().ToString());
+    EXPECT_EQ(receipts[0].peer, f.keys.alice.public_identity().fingerprint().ToString());
+  }
+  // Restarted: the resend sends nothing (every chunk is durable) and names the capsule.
+  crash = false;
+  {
+    DepotOptions o = f.Options();
+    o.record_receipt = [&](const DepotEvent& e) {
+      receipts.push_back(e);
+      return absl::OkStatus();
+    };
+    Depot depot(o);
+    ASSERT_TRUE(depot.RecordStoredReceipts().ok());
+    EXPECT_EQ(receipts.size(), 1u) << "nothing is stored yet";
+    Connection c(io, depot, f.keys.alice.public_identity());
+    auto s = Send(io, c, *f.reader);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->chunks_sent, 0u);
+    EXPECT_TRUE(f.StoredMatches());
+    EXPECT_EQ(receipts.size(), 2u);
+    // An offer of the stored capsule makes sure of its receipt too.
+    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+    ASSERT_EQ(receipts.size(), 3u);
+    EXPECT_EQ(receipts.back().capsule_id, f.reader->manifest().IdHex());
+    // And so does a start: every stored capsule.
+    ASSERT_TRUE(depot.RecordStoredReceipts().ok());
+    ASSERT_EQ(receipts.size(), 4u);
+    EXPECT_EQ(receipts.back().capsule_id, f.reader->manifest().IdHex());
+    EXPECT_EQ(receipts.back().issuer, f.keys.issuer.public_identity().fingerprint().ToString());
+  }
+}
+
+// A receipt that cannot be recorded keeps an already stored capsule's offer from succeeding.
+TEST(DepotTest, StoredCapsuleWhoseReceiptCannotBeRecordedIsRefused) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  {
+    Depot depot(f.Options());
+    Connection c(io, depot, f.keys.alice.public_identity());
+    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+  }
+  DepotOptions o = f.Options();
+  o.record_receipt = [](const DepotEvent&) { return absl::UnavailableError("log unwritable"); };
+  Depot depot(o);
+  EXPECT_EQ(depot.RecordStoredReceipts().code(), absl::StatusCode::kUnavailable);
+  Connection c(io, depot, f.keys.alice.public_identity());
+  EXPECT_FALSE(Send(io, c, *f.reader).ok());
+}
+
 TEST(DepotTest, SeveralConnectionsFillOneCapsule) {
   auto io = kj::setupAsyncIo();
   Fixture f(50 * kChunk + 9);
@@ -173,18 +247,23 @@ TEST(DepotTest, UntrustedIssuerAndPolicyThatExcludesTheSiteAreRefusedBeforeData)
   }
 }
 
-// A receiver that flips one byte of chunk 2 on its first arrival: refused, resent, accepted.
+// A receiver that flips one byte of chunk 2 on its first `times` arrivals: refused, resent,
+// accepted (or given up on). Counts the arrivals of chunk 2 in `*puts`.
 class CorruptingUpload final : public schema::Upload::Server {
  public:
-  explicit CorruptingUpload(schema::Upload::Client inner) : inner_(kj::mv(inner)) {}
+  CorruptingUpload(schema::Upload::Client inner, int times, int* puts)
+      : inner_(kj::mv(inner)), times_(times), puts_(puts) {}
   kj::Promise<void> put(PutContext context) override {
     auto p = context.getParams();
     auto req = inner_.putRequest();
     req.setIndex(p.getIndex());
     req.setData(p.getData());
-    if (p.getIndex() == 2 && !corrupted_) {
-      corrupted_ = true;
-      req.getData()[7] ^= 1;
+    if (p.getIndex() == 2) {
+      ++*puts_;
+      if (corrupted_ < times_) {
+        ++corrupted_;
+        req.getData()[7] ^= 1;
+      }
     }
     return req.send();
   }
@@ -203,25 +282,31 @@ class CorruptingUpload final : public schema::Upload::Server {
 
  private:
   schema::Upload::Client inner_;
-  bool corrupted_ = false;
+  int times_;
+  int* puts_;
+  int corrupted_ = 0;
 };
 
 class CorruptingTransfer final : public schema::Transfer::Server {
  public:
-  explicit CorruptingTransfer(schema::Transfer::Client inner) : inner_(kj::mv(inner)) {}
+  explicit CorruptingTransfer(schema::Transfer::Client inner, int times = 1)
+      : inner_(kj::mv(inner)), times_(times) {}
+  int puts_of_chunk_2() const { return puts_; }
   kj::Promise<void> offer(OfferContext context) override {
     auto req = inner_.offerRequest();
     req.setPrelude(context.getParams().getPrelude());
     return req.send().then(
-        [context](capnp::Response<schema::Transfer::OfferResults>&& r) mutable {
+        [this, context](capnp::Response<schema::Transfer::OfferResults>&& r) mutable {
           auto results = context.getResults();
           results.setMissing(r.getMissing());
-          results.setUpload(kj::heap<CorruptingUpload>(r.getUpload()));
+          results.setUpload(kj::heap<CorruptingUpload>(r.getUpload(), times_, &puts_));
         });
   }
 
  private:
   schema::Transfer::Client inner_;
+  int times_;
+  int puts_ = 0;
 };
 
 TEST(DepotTest, CorruptedChunkIsRefusedAndResent) {
@@ -233,6 +318,33 @@ TEST(DepotTest, CorruptedChunkIsRefusedAndResent) {
   auto s = Push(*f.reader, corrupting, SendOptions()).wait(io.waitScope);
   EXPECT_EQ(s.chunks_sent, 7u);  // six chunks, one of them twice
   EXPECT_TRUE(f.StoredMatches());
+}
+
+// Regression: the sender gave up at the 4th refusal of a chunk while spec/TRANSFER.md 5.1 and
+// its own message say 3.
+TEST(DepotTest, SenderGivesUpOnAChunkAtItsThirdRefusal) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(6 * kChunk);
+  Depot depot(f.Options());
+  Connection c(io, depot, f.keys.alice.public_identity());
+  auto server = kj::heap<CorruptingTransfer>(c.transfer, /*times=*/1000);
+  CorruptingTransfer& corrupting = *server;
+  schema::Transfer::Client client = kj::mv(server);
+  SendOptions o;
+  ASSERT_EQ(o.max_rejections, 3);
+  absl::StatusOr<SendSummary> s = [&]() -> absl::StatusOr<SendSummary> {
+    try {
+      return Push(*f.reader, client, o).wait(io.waitScope);
+    } catch (const kj::Exception& e) {
+      return FromException(e);
+    }
+  }();
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  EXPECT_NE(s.status().message().find("refused chunk 2 3 times"), std::string::npos)
+      << s.status();
+  EXPECT_EQ(corrupting.puts_of_chunk_2(), 3);
+  EXPECT_FALSE(capsule::testing::Exists(f.store + "/" + f.reader->manifest().IdHex() +
+                                        ".capsule"));
 }
 
 // Pull: the client serves a receiving Transfer on the same connection and asks for a capsule.

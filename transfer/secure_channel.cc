@@ -173,26 +173,79 @@ struct RpcServer::Session {
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
 
-RpcServer::RpcServer(SecureChannel& channel, BootstrapFactory bootstrap)
-    : channel_(channel), bootstrap_(kj::mv(bootstrap)), tasks_(*this) {}
+RpcServer::RpcServer(SecureChannel& channel, BootstrapFactory bootstrap, Limits limits)
+    : limits_(limits), channel_(channel), bootstrap_(kj::mv(bootstrap)), tasks_(*this) {}
 
 RpcServer::~RpcServer() noexcept(false) = default;
+
+namespace {
+
+// The address a connection comes from, without its port ("" if unknown): the unit of the
+// per-source handshake budget.
+// TODO(security): an IPv6 attacker has a /64 of addresses; count by prefix there.
+std::string SourceOf(kj::AuthenticatedStream& raw) {
+  if (raw.peerIdentity.get() == nullptr) return "";
+  auto* network = dynamic_cast<kj::NetworkPeerIdentity*>(raw.peerIdentity.get());
+  if (network == nullptr) return "";
+  std::string address = network->getAddress().toString().cStr();
+  const size_t colon = address.rfind(':');
+  const size_t bracket = address.rfind(']');
+  if (colon != std::string::npos && (bracket == std::string::npos || colon > bracket)) {
+    address.resize(colon);
+  }
+  return address;
+}
+
+}  // namespace
+
+void RpcServer::Evict(std::map<uint64_t, Handshake>::iterator it, const char* why) {
+  // Rejecting the join ends the handshake; dropping it closes the connection.
+  it->second.evict->reject(
+      kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__, kj::heapString(why)));
+  handshakes_.erase(it);
+}
+
+void RpcServer::MakeRoom(const std::string& source) {
+  size_t from_source = 0;
+  auto oldest_of_source = handshakes_.end();
+  for (auto it = handshakes_.begin(); it != handshakes_.end(); ++it) {
+    if (it->second.source != source) continue;
+    if (from_source++ == 0) oldest_of_source = it;
+  }
+  if (from_source >= limits_.handshakes_per_source && oldest_of_source != handshakes_.end()) {
+    Evict(oldest_of_source, "evicted: too many handshakes from one address");
+  } else if (handshakes_.size() >= limits_.handshakes && !handshakes_.empty()) {
+    Evict(handshakes_.begin(), "evicted: too many handshakes");
+  }
+}
 
 kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
   return listener.acceptAuthenticated().then(
       [this, &listener](kj::AuthenticatedStream raw) {
-        if (open_ >= kMaxConnections) {
-          // Dropping `raw` closes it: a flood holds at most kMaxConnections descriptors.
-          Refuse("too many connections");
+        const std::string source = SourceOf(raw);
+        MakeRoom(source);
+        if (handshakes_.size() >= limits_.handshakes) {
+          // Only with a budget of 0: dropping `raw` closes it.
+          Refuse("too many handshakes");
           return Listen(listener);
         }
-        ++open_;
+        const uint64_t id = next_handshake_++;
+        auto evicted = kj::newPromiseAndFulfiller<SecureConnection>();
+        handshakes_.emplace(id, Handshake{source, kj::mv(evicted.fulfiller)});
         // Authenticate in the background so the next accept() is not held up by this peer.
         tasks_.add(
             channel_.Accept(kj::mv(raw))
+                .exclusiveJoin(kj::mv(evicted.promise))
                 .then(
-                    [this](SecureConnection connection) -> kj::Promise<void> {
+                    [this, id](SecureConnection connection) -> kj::Promise<void> {
+                      handshakes_.erase(id);
+                      if (sessions_ >= limits_.sessions) {
+                        // Dropping `connection` closes it.
+                        Refuse("too many sessions");
+                        return kj::READY_NOW;
+                      }
                       ++served_;
+                      ++sessions_;
                       capnp::Capability::Client bootstrap = bootstrap_(connection.peer);
                       auto session = kj::heap<Session>(kj::mv(connection), kj::mv(bootstrap),
                                                        channel_.timer(),
@@ -200,15 +253,16 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
                       // Ends when the peer disconnects, or when it stays idle too long.
                       auto done =
                           session->network.onDisconnect().exclusiveJoin(session->watched.Watch());
-                      return done.attach(kj::mv(session));
+                      return done.attach(kj::mv(session),
+                                         kj::defer([this]() { --sessions_; }));
                     },
-                    [this](kj::Exception&& e) -> kj::Promise<void> {
+                    [this, id](kj::Exception&& e) -> kj::Promise<void> {
+                      handshakes_.erase(id);  // unless it was evicted, which erased it
                       // A refusal is an expected outcome, not a server failure: the
                       // connection was dropped (closing it) and listening goes on.
                       Refuse(e.getDescription().cStr());
                       return kj::READY_NOW;
-                    })
-                .attach(kj::defer([this]() { --open_; })));
+                    }));
         return Listen(listener);
       },
       [this, &listener](kj::Exception&& e) -> kj::Promise<void> {

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -33,8 +34,9 @@ namespace bunker::transfer {
 
 struct ChannelOptions {
   // How long the TCP accept-to-authenticated step (TLS handshake plus the pinning checks) may
-  // take, on either side. A peer that stalls longer is disconnected.
-  kj::Duration handshake_timeout = 10 * kj::SECONDS;
+  // take, on either side. A peer that stalls longer is disconnected. Short, because until it
+  // ends the connection holds one of the few unauthenticated slots (RpcServer::Limits).
+  kj::Duration handshake_timeout = 3 * kj::SECONDS;
   // After the handshake, a served session in which nothing was read or written for this long
   // is dropped (detected within twice this), so a stalled authenticated peer holds nothing.
   kj::Duration idle_timeout = 120 * kj::SECONDS;
@@ -91,13 +93,33 @@ class SecureChannel {
 // Serves a Cap'n Proto bootstrap capability to authenticated peers, one two-party RPC session
 // per connection. Connections that fail SecureChannel::Accept are closed and counted; they
 // never reach the RPC layer. Must outlive the promise returned by Listen().
+//
+// Budgets: connections still in their handshake (anyone on the network can open those) and
+// authenticated sessions (only pinned peers) are counted apart, so unauthenticated connections
+// can never take the room of trusted peers. A new connection that finds the handshake budget,
+// or its source address's share of it, full evicts the oldest handshake (of that address, if
+// its share is full): to keep peers out, an attacker has to open connections faster than the
+// budget per handshake time, not merely hold them (one that shares a peer's address and does
+// that can still make the peer's attempts fail; they succeed again when it stops). Handshakes
+// end after ChannelOptions::handshake_timeout either way.
 class RpcServer final : private kj::TaskSet::ErrorHandler {
  public:
   // Called once per authenticated connection, before any RPC message is read, with the peer
   // that connected; returns the capability that peer may use.
   using BootstrapFactory = kj::Function<capnp::Capability::Client(const crypto::PublicIdentity&)>;
 
-  RpcServer(SecureChannel& channel, BootstrapFactory bootstrap);
+  struct Limits {
+    // Connections in their handshake at once, in all and from one source address (a sender
+    // opens up to 16 connections at once: transfer/client.h).
+    size_t handshakes = 128;
+    size_t handshakes_per_source = 32;
+    // Authenticated sessions at once; more are closed right after their handshake.
+    size_t sessions = 256;
+  };
+
+  RpcServer(SecureChannel& channel, BootstrapFactory bootstrap, Limits limits);
+  RpcServer(SecureChannel& channel, BootstrapFactory bootstrap)
+      : RpcServer(channel, kj::mv(bootstrap), Limits()) {}
   ~RpcServer() noexcept(false);
 
   // Accepts connections from `listener` until the returned promise is dropped (which stops
@@ -108,9 +130,13 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
   // Called with a one-line description of each refused connection (for the daemon's log).
   void set_on_refused(std::function<void(const std::string&)> fn) { on_refused_ = std::move(fn); }
 
-  // Connections refused (failed handshake, not pinned, timed out) and sessions served so far.
+  // Connections refused (failed handshake, not pinned, timed out, evicted, over a budget) and
+  // sessions served so far.
   uint64_t refused() const { return refused_; }
   uint64_t served() const { return served_; }
+  // Connections in their handshake, and authenticated sessions, right now.
+  size_t handshakes() const { return handshakes_.size(); }
+  size_t sessions() const { return sessions_; }
   // Description of the last refusal (for logs and tests; no key material, no local paths).
   const std::string& last_refusal() const { return last_refusal_; }
 
@@ -119,9 +145,20 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&& exception) override;
   void Refuse(const std::string& why);
 
-  // Connections being authenticated or served at once; more are closed at accept.
-  static constexpr uint64_t kMaxConnections = 256;
-  uint64_t open_ = 0;
+  // A connection in its handshake: where from, and how to end it early.
+  struct Handshake {
+    std::string source;
+    kj::Own<kj::PromiseFulfiller<SecureConnection>> evict;
+  };
+  // Makes room for one more handshake from `source`: evicts the oldest handshake of `source`
+  // if its share is full, else the oldest of all if the budget is full.
+  void MakeRoom(const std::string& source);
+  void Evict(std::map<uint64_t, Handshake>::iterator it, const char* why);
+
+  Limits limits_;
+  std::map<uint64_t, Handshake> handshakes_;  // by arrival: the first is the oldest
+  uint64_t next_handshake_ = 0;
+  size_t sessions_ = 0;
 
   SecureChannel& channel_;
   BootstrapFactory bootstrap_;

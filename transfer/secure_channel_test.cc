@@ -289,6 +289,58 @@ TEST_F(SecureChannelTest, StalledClientIsDroppedAfterHandshakeTimeout) {
   EXPECT_THAT(server->rpc->last_refusal(), HasSubstr("timed out"));
 }
 
+// Regression: connections still in their handshake counted toward the one connection cap (256)
+// and could hold it for 10 s, so 300 held TCP connections locked every pinned peer out. Now
+// they have their own small budget, and a new connection evicts the oldest handshake.
+TEST_F(SecureChannelTest, HeldUnauthenticatedConnectionsLeaveRoomForPeers) {
+  auto server = Serve(alpha_, {beta_.public_identity()});  // default limits and timeout
+  std::vector<kj::AuthenticatedStream> held;
+  for (int i = 0; i < 300; ++i) held.push_back(RawConnect(*server));
+  const RpcServer::Limits limits;
+  ASSERT_TRUE(WaitUntil([&] { return server->rpc->refused() >= 300 - limits.handshakes_per_source; }));
+  EXPECT_LE(server->rpc->handshakes(), limits.handshakes_per_source);
+  EXPECT_THAT(server->rpc->last_refusal(), HasSubstr("evicted"));
+  auto client = Channel(beta_, {alpha_.public_identity()});
+  PingOk(*client, *server, alpha_.public_identity());
+  PingOk(*client, *server, alpha_.public_identity());
+  EXPECT_EQ(server->calls, 2);
+  EXPECT_EQ(server->rpc->served(), 2u);
+}
+
+// The oldest handshake of a source is evicted when that source's share is full, the oldest of
+// all when the whole budget is; authenticated sessions have a budget of their own.
+TEST_F(SecureChannelTest, HandshakeAndSessionBudgets) {
+  auto channel = Channel(alpha_, {beta_.public_identity()});
+  int calls = 0;
+  RpcServer::Limits limits;
+  limits.handshakes = 3;
+  limits.handshakes_per_source = 2;
+  limits.sessions = 1;
+  RpcServer rpc(*channel, [&calls](const crypto::PublicIdentity&) {
+    return capnp::Capability::Client(kj::heap<RecordingTransfer>(calls));
+  }, limits);
+  Site site;  // only for RawConnect and PingOk
+  site.listener = io_.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(ws_)->listen();
+  auto listening = rpc.Listen(*site.listener).eagerlyEvaluate(nullptr);
+  kj::AuthenticatedStream first = RawConnect(site);
+  kj::AuthenticatedStream second = RawConnect(site);
+  ASSERT_TRUE(WaitUntil([&] { return rpc.handshakes() == 2; }));
+  kj::AuthenticatedStream third = RawConnect(site);
+  EXPECT_TRUE(ReadsUntilClosed(*first.stream)) << "the oldest handshake of the source is evicted";
+  ASSERT_TRUE(WaitUntil([&] { return rpc.refused() == 1 && rpc.handshakes() == 2; }));
+  EXPECT_THAT(rpc.last_refusal(), HasSubstr("from one address"));
+
+  // One session at a time: a second authenticated connection is closed after its handshake.
+  auto client = Channel(beta_, {alpha_.public_identity()});
+  SecureConnection session =
+      timer_.timeoutAfter(kBound, client->Connect(RawConnect(site), alpha_.public_identity()))
+          .wait(ws_);
+  ASSERT_TRUE(WaitUntil([&] { return rpc.sessions() == 1; }));
+  PingError(*client, site, alpha_.public_identity());
+  ASSERT_TRUE(WaitUntil([&] { return rpc.last_refusal() == "too many sessions"; }));
+  EXPECT_EQ(calls, 0);
+}
+
 // An authenticated peer that then goes silent holds no session past the idle timeout.
 TEST_F(SecureChannelTest, IdleAuthenticatedSessionIsDropped) {
   ChannelOptions options;

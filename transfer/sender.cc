@@ -80,7 +80,7 @@ struct PushState : public kj::Refcounted {
                 kj::throwFatalException(ToException(
                     absl::DataLossError("the receiver refused a chunk the capsule does not have")));
               }
-              if (++self->rejections[i] > self->options.max_rejections) {
+              if (++self->rejections[i] >= self->options.max_rejections) {
                 kj::throwFatalException(ToException(absl::DataLossError(absl::StrCat(
                     "the receiver refused chunk ", i, " ", self->options.max_rejections,
                     " times: the capsule read here does not match its own chunk table"))));

@@ -33,7 +33,7 @@ struct SendOptions {
   // crash can make the sender resend.
   uint64_t commit_every = 16u << 20;
   double commit_seconds = 1.0;
-  int max_rejections = 3;     // per chunk, before giving up with kDataLoss
+  int max_rejections = 3;     // refusals of one chunk that make the push fail with kDataLoss
   std::function<void(const SendProgress&)> progress;
 };
 

@@ -21,3 +21,13 @@ no_leftovers() {  # no staging or partial files anywhere under $1
 fingerprint_of() {  # fingerprint_of NAME: creates NAME.key/.pub, prints the fingerprint
   "$CAPSULE" keygen -o "$1" --json | sed 's/.*"fingerprint": "\([^"]*\)".*/\1/'
 }
+# run_scenario: the last line of every runner. Runs scenario_$SCENARIO; a name with no such
+# function is an error (exit 2), never a pass.
+run_scenario() {
+  if ! declare -F "scenario_$SCENARIO" >/dev/null; then
+    echo "unknown scenario '$SCENARIO' (no function scenario_$SCENARIO in $(basename "$0"))" >&2
+    exit 2
+  fi
+  "scenario_$SCENARIO"
+  echo "ok [$SCENARIO]"
+}

@@ -48,6 +48,29 @@ scenario_keygen() {
   ! grep -q "PRIVATE" "$WORK/.stdout" "$WORK/.stderr" || fail "private key printed"
 }
 
+# Regression: a 2 KiB tar whose header declares 8 GiB made seal write 8 GiB of zeros into the
+# capsule (padding the entry on the error path) before it failed. Files are capped at 64 MiB
+# here (prlimit): a seal that still padded would die of SIGXFSZ rather than fill the disk.
+scenario_seal_from_tar_truncated_huge_entry() {
+  "$CAPSULE" keygen -o issuer >/dev/null || fail "keygen"
+  "$CAPSULE" keygen -o alice >/dev/null || fail "keygen"
+  truncate -s 8G huge.bin
+  { tar cf - huge.bin 2>/dev/null; true; } | head -c 2048 > t.tar
+  rm -f huge.bin
+  [ "$(stat -c %s t.tar)" -eq 2048 ] || fail "could not make the truncated tar"
+  mkdir out
+  expect_exit 3 prlimit --fsize=$((64 << 20)) "$CAPSULE" seal t.tar --from-tar -o out/t.capsule \
+    --sign issuer.key --to alice.pub
+  expect_err "huge.bin"
+  grep -qi "truncated" "$WORK/.stderr" || { cat "$WORK/.stderr" >&2; fail "no 'truncated'"; }
+  [ -z "$(ls -A out)" ] || fail "left $(ls -A out) behind"
+  # The same from standard input.
+  prlimit --fsize=$((64 << 20)) "$CAPSULE" seal - --from-tar -o out/s.capsule --sign issuer.key \
+    --to alice.pub < t.tar 2>"$WORK/.stderr"
+  [ $? -eq 3 ] || { cat "$WORK/.stderr" >&2; fail "stdin: wrong exit status"; }
+  [ -z "$(ls -A out)" ] || fail "left $(ls -A out) behind"
+}
+
 scenario_roundtrip() {
   setup
   expect_exit 0 "$CAPSULE" inspect d.capsule
@@ -508,5 +531,4 @@ scenario_audit_show_and_export() {
   expect_exit 2 "$CAPSULE" audit frobnicate
 }
 
-"scenario_$SCENARIO"
-echo "ok [$SCENARIO]"
+run_scenario

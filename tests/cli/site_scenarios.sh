@@ -274,5 +274,4 @@ JSON
   expect_exit 5 "$CAPSULE" cat d.capsule pub/hl --site site-b.json
 }
 
-"scenario_$SCENARIO"
-echo "ok [$SCENARIO]"
+run_scenario

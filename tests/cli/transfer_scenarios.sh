@@ -156,6 +156,24 @@ scenario_transfer_garbage_and_flood() {
   kill -0 "$B_PID" || fail "daemon died"
 }
 
+# Regression: handshakes counted toward the one connection cap and were held for 10 s, so 300
+# idle TCP connections locked the trusted peer out (send exited 9).
+scenario_transfer_held_connections_leave_room() {
+  setup
+  start_b
+  local fds=() fd
+  for _ in $(seq 1 300); do
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || fail "cannot open a connection"
+    fds+=("$fd")
+  done
+  expect_exit 0 send --json
+  cmp -s d.capsule "$(stored)" || fail "stored capsule differs"
+  sleep 0.5
+  grep -q "refused connection: evicted" b.log || { tail -5 b.log; fail "no handshake was evicted"; }
+  for fd in "${fds[@]}"; do exec {fd}>&-; done
+  kill -0 "$B_PID" || fail "daemon died"
+}
+
 scenario_transfer_fetch() {
   setup
   start_b
@@ -351,5 +369,4 @@ JSON
   expect_exit 0 "$CAPSULE" audit verify --log state-b/audit.log --key site-b.pub
 }
 
-"scenario_$SCENARIO"
-echo "ok [$SCENARIO]"
+run_scenario

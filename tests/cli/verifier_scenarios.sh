@@ -252,5 +252,4 @@ scenario_verifier_state_tamper_is_caught() {
   [ ! -e landing/two ] || fail "released after the state was edited"
 }
 
-"scenario_$SCENARIO"
-echo "ok [$SCENARIO]"
+run_scenario

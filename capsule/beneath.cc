@@ -228,9 +228,19 @@ void RemoveEntry(int dirfd, const std::string& relative) {
       ::unlinkat(parent.get(), name.c_str(), 0);
       return;
     }
-    // A 0500 or 0000 directory can be neither listed nor emptied as it is. fchmodat follows a
-    // symlink, but `name` was a directory an instant ago and the tree is private.
-    if ((st.st_mode & S_IRWXU) != S_IRWXU) ::fchmodat(parent.get(), name.c_str(), S_IRWXU, 0);
+    // A 0500 or 0000 directory can be neither listed nor emptied as it is. Made u+rwx through
+    // a descriptor opened without following a symlink (fchmodat would follow one swapped in).
+    if ((st.st_mode & S_IRWXU) != S_IRWXU) {
+      Fd dir(::openat(parent.get(), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!dir.valid()) return;
+      struct stat opened;
+      if (::fstat(dir.get(), &opened) != 0 || opened.st_ino != st.st_ino ||
+          opened.st_dev != st.st_dev) {
+        return;
+      }
+      const std::string proc = absl::StrCat("/proc/self/fd/", dir.get());
+      ::chmod(proc.c_str(), S_IRWXU);  // the very inode opened above
+    }
   }
   RemoveChildren(dirfd, relative);
   Fd parent = open_parent();

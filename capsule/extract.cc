@@ -324,7 +324,7 @@ absl::StatusOr<ExtractStats> Extract(ByteSource* source, const ExtractTarget& ta
   // Everything about the destination is settled before the first byte is read.
   BUNKER_ASSIGN_OR_RETURN(
       const Destination d,
-      PrepareDestination(target.root_fd, target.relative, display, options.owner, &created));
+      PrepareDestination(target.root_fd, target.relative, display, &created));
   Staging staging;
   BUNKER_RETURN_IF_ERROR(staging.Create(d, display, options.owner));
   Extraction extraction(source, staging.writer(), display, options);

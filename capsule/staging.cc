@@ -43,7 +43,6 @@ absl::StatusOr<bool> IsEmptyDirectory(Fd dir, const std::string& display) {
 
 absl::StatusOr<Destination> PrepareDestination(int root_fd, const std::string& relative,
                                                const std::string& display,
-                                               const std::optional<FileOwner>& owner,
                                                CreatedDirs* created) {
   if (absl::Status s = CheckRelativePath(relative); !s.ok()) {
     return absl::InvalidArgumentError(
@@ -58,7 +57,10 @@ absl::StatusOr<Destination> PrepareDestination(int root_fd, const std::string& r
   } else {
     d.base = relative.substr(slash + 1);
     absl::StatusOr<Fd> parent =
-        MakeDirsBeneath(root_fd, relative.substr(0, slash), 0777, created, owner);
+        // Never given to `owner`: a directory reached by a name that a user can swap (even one
+        // the call just made) must not be chowned; the parents stay the process's own, 0755
+        // under the verifier's umask (spec/VERIFIER.md "Destinations").
+        MakeDirsBeneath(root_fd, relative.substr(0, slash), 0755, created, std::nullopt);
     if (!parent.ok()) {
       return absl::Status(parent.status().code(),
                           absl::StrCat("cannot create the parent of destination ",

@@ -26,13 +26,13 @@ struct Destination {
 };
 
 // Checks `relative` below `root_fd` as a destination: it must not exist, or be an empty
-// directory (not a symlink to one). Its missing parents are made with MakeDirsBeneath (given
-// to `owner`), recorded in `created`. `display` names the destination in errors. Codes:
+// directory (not a symlink to one). Its missing parents are made with MakeDirsBeneath, 0755
+// and the process's own (never given away: a name a user can swap is never chowned), recorded
+// in `created`. `display` names the destination in errors. Codes:
 // kInvalidArgument for a bad path, kAlreadyExists when something else is there,
 // kPermissionDenied for a symlink on the way, else the errno's code.
 absl::StatusOr<Destination> PrepareDestination(int root_fd, const std::string& relative,
                                                const std::string& display,
-                                               const std::optional<FileOwner>& owner,
                                                CreatedDirs* created);
 
 // The private staging directory ".<base>.bunker-XXXXXX" (0700, ours) beside the destination,

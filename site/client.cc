@@ -69,7 +69,12 @@ absl::StatusOr<WireResult> CallService(const std::string& socket_path, const Ser
     req.requester_pem = call.requester_public->ToPem();
   }
   absl::Status sent = SendRequest(sock.get(), req, fds);
-  if (!sent.ok()) return closed(sent);
+  if (!sent.ok()) {
+    // The service may have answered already (busy) and closed: its answer says more.
+    absl::StatusOr<Reply> early = ReceiveReply(sock.get());
+    if (early.ok() && early->result) return std::move(*early->result);
+    return closed(sent);
+  }
 
   while (true) {
     if (call.cancelled && call.cancelled()) return absl::CancelledError("interrupted");

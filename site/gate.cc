@@ -138,7 +138,7 @@ absl::StatusOr<uint64_t> Permit::StreamArchive(int fd, const ReleaseOptions& opt
   absl::Status s = CopyPayload(c.reader_.get(), *c.key_, 0, m.payload_size, m.payload_size,
                                nullptr, options);
   if (!s.ok()) return Failed(s, false);
-  CountingFdSink sink(fd);
+  CountingFdSink sink(fd, options.cancelled);
   ReleaseOptions quiet = options;
   quiet.progress = nullptr;
   s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.archive_size, &sink, quiet);
@@ -155,7 +155,7 @@ absl::StatusOr<uint64_t> Permit::StreamFile(int fd, const ReleaseOptions& option
   if (f.offset > m.archive_size || f.size > m.archive_size - f.offset) {
     return Failed(absl::DataLossError("file index entry points outside the archive"), false);
   }
-  CountingFdSink sink(fd);
+  CountingFdSink sink(fd, options.cancelled);
   absl::Status s = StreamAuthenticatedFile(c.reader_.get(), *c.key_, f, &sink, options);
   if (s.ok()) s = sink.Flush();
   if (!s.ok()) return Failed(s, sink.written() > 0);

@@ -1,6 +1,7 @@
 #include "site/release_io.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,12 +45,33 @@ absl::Status CountingFdSink::Append(absl::Span<const uint8_t> data) {
   return absl::OkStatus();
 }
 
+CountingFdSink::CountingFdSink(int fd, std::function<bool()> cancelled)
+    : fd_(fd), cancelled_(std::move(cancelled)) {
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
+    // A new open file description of the same pipe: O_NONBLOCK on it leaves the caller's
+    // description as it was.
+    const std::string proc = absl::StrCat("/proc/self/fd/", fd);
+    nonblocking_.Reset(::open(proc.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    if (nonblocking_.valid()) fd_ = nonblocking_.get();
+  }
+}
+
 absl::Status CountingFdSink::Flush() {
   size_t done = 0;
   while (done < buffer_.size()) {
     const ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (cancelled_ && cancelled_()) {
+          buffer_.erase(buffer_.begin(), buffer_.begin() + done);
+          return absl::CancelledError("interrupted");
+        }
+        struct pollfd p {fd_, POLLOUT, 0};
+        ::poll(&p, 1, 200);
+        continue;
+      }
       const int err = errno;
       buffer_.erase(buffer_.begin(), buffer_.begin() + done);
       return capsule::ErrnoStatus("cannot write the output", err);
@@ -128,7 +150,7 @@ absl::StatusOr<std::unique_ptr<NewFileBeneath>> NewFileBeneath::Create(
   } else {
     BUNKER_ASSIGN_OR_RETURN(f->parent_,
                             capsule::MakeDirsBeneath(to.root.get(), to.relative.substr(0, slash),
-                                                     0755, &f->created_, owner));
+                                                     0755, &f->created_, std::nullopt));
   }
   struct stat st;
   if (::fstatat(f->parent_.get(), f->base_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -147,10 +169,16 @@ absl::StatusOr<std::unique_ptr<NewFileBeneath>> NewFileBeneath::Create(
     return capsule::ErrnoStatus(absl::StrCat("cannot create ", capsule::QuotePath(to.shown)), errno);
   }
   f->file_ = capsule::Fd(fd);
-  if (owner && ::fchown(fd, owner->uid, owner->gid) != 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("this process cannot give files to uid ", owner->uid,
-                     " (a verifier service needs CAP_CHOWN)"));
+  // Whether the file can be given away at all, before a byte is written: to the owner and back
+  // (it is given for good only once named: a file we do not own could not be linked under
+  // fs.protected_hardlinks, and a named temporary file must not be readable early).
+  if (owner) {
+    if (::fchown(fd, owner->uid, owner->gid) != 0 || ::fchown(fd, ::geteuid(), ::getegid()) != 0) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("this process cannot give files to uid ", owner->uid,
+                       " (a verifier service needs CAP_CHOWN)"));
+    }
+    f->owner_ = owner;
   }
   f->owned_sink_ = std::make_unique<CountingFdSink>(fd);
   f->sink_ = f->owned_sink_.get();
@@ -183,6 +211,10 @@ absl::Status NewFileBeneath::Commit() {
   if (!temp_name_.empty()) ::unlinkat(parent_.get(), temp_name_.c_str(), 0);
   committed_ = true;
   created_.Keep();
+  // Given away through the descriptor, after the name exists (see Create).
+  if (owner_ && ::fchown(file_.get(), owner_->uid, owner_->gid) != 0) {
+    return capsule::ErrnoStatus(absl::StrCat("cannot give ", what, " to its requester"), errno);
+  }
   // The new name is made durable with its directory.
   capsule::Fd dir(::openat(parent_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir.valid()) {

@@ -34,15 +34,20 @@ class CancellableSource : public capsule::ByteSource {
 };
 
 // Writes to a descriptor it does not own, buffered, counting the bytes the kernel accepted.
+// A pipe or FIFO is written through a non-blocking description of its own (reopened via
+// /proc/self/fd), so that a reader who never reads cannot hold the writer: it waits in slices
+// and stops with kCancelled as soon as `cancelled` says so.
 class CountingFdSink : public capsule::WritableFile {
  public:
-  explicit CountingFdSink(int fd) : fd_(fd) {}
+  explicit CountingFdSink(int fd, std::function<bool()> cancelled = nullptr);
   absl::Status Append(absl::Span<const uint8_t> data) override;
   absl::Status Flush();
   uint64_t written() const { return written_; }
 
  private:
   int fd_;
+  capsule::Fd nonblocking_;  // our own description of a pipe, when there is one
+  std::function<bool()> cancelled_;
   std::vector<uint8_t> buffer_;
   uint64_t written_ = 0;
 };
@@ -78,6 +83,7 @@ class NewFileBeneath : public capsule::WritableFile {
   std::string base_;
   std::string temp_name_;  // when O_TMPFILE is not available
   std::string shown_;
+  std::optional<capsule::FileOwner> owner_;
   capsule::CreatedDirs created_;
   CountingFdSink* sink_ = nullptr;
   std::unique_ptr<CountingFdSink> owned_sink_;

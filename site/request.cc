@@ -52,8 +52,10 @@ absl::Status CheckRequestLimits(const SiteRequest& r) {
   }
   size_t only_bytes = 0;
   for (const std::string& p : r.only) only_bytes += p.size();
-  if (r.only.size() > 256 || only_bytes > 16384) {
-    return absl::InvalidArgumentError("--only is limited to 256 patterns of 16 KiB in all");
+  // Every decision is recorded with its selection: bounded so that a user cannot grow the
+  // site's audit log by more than a few KiB per request.
+  if (r.only.size() > 64 || only_bytes > 4096) {
+    return absl::InvalidArgumentError("--only is limited to 64 patterns of 4 KiB in all");
   }
   if (r.path.size() > 4096 || r.destination.size() > 4096 || r.mountpoint.size() > 4096) {
     return absl::InvalidArgumentError("a path is limited to 4096 bytes");

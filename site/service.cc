@@ -453,6 +453,11 @@ absl::StatusOr<std::unique_ptr<VerifierService>> VerifierService::Start(ServiceO
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   // A closed client's write must be an error, not a signal that kills the daemon.
   ::signal(SIGPIPE, SIG_IGN);
+  // Whatever umask the daemon was started with (the systemd unit's is 0077, for its state),
+  // the folders a release creates for its users must be searchable by them: every mode the
+  // service relies on is given explicitly, and created parents are 0755 (VERIFIER.md
+  // "Destinations").
+  ::umask(022);
   capsule::Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return absl::UnavailableError("cannot create the verifier socket");
   struct stat st;

@@ -224,5 +224,4 @@ scenario_mount_daemon_killed_leaves_nothing() {
   fi
 }
 
-"scenario_$SCENARIO"
-echo "ok [$SCENARIO]"
+run_scenario

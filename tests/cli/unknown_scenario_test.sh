@@ -9,8 +9,10 @@ check() {  # check RUNNER ARGS...: runs RUNNER ARGS... no_such_scenario
   local out got
   out=$(bash "$@" no_such_scenario 2>&1)
   got=$?
-  # The verifier runner skips (77) before anything else when it cannot create users.
-  if [ "$got" -eq 77 ] && [ "$(basename "$1")" = verifier_scenarios.sh ]; then return; fi
+  # The verifier and mount runners skip (77) first when they cannot create users or mount.
+  case "$(basename "$1")" in
+    verifier_scenarios.sh|mount_scenarios.sh) [ "$got" -eq 77 ] && return ;;
+  esac
   if [ "$got" -ne 2 ] || ! grep -q "unknown scenario 'no_such_scenario'" <<<"$out"; then
     echo "FAIL: $(basename "$1") with an unknown scenario exited $got: $out" >&2
     rc=1
@@ -20,7 +22,8 @@ check "$dir/scenarios.sh" /bin/false
 check "$dir/site_scenarios.sh" /bin/false
 check "$dir/transfer_scenarios.sh" /bin/false /bin/false
 check "$dir/verifier_scenarios.sh" /bin/false /bin/false
+check "$dir/mount_scenarios.sh" /bin/false /bin/false
 # Every runner in the folder is covered above.
 n=$(ls "$dir"/*scenarios.sh | wc -l)
-[ "$n" -eq 4 ] || { echo "FAIL: $n scenario runners, this test checks 4" >&2; rc=1; }
+[ "$n" -eq 5 ] || { echo "FAIL: $n scenario runners, this test checks 5" >&2; rc=1; }
 exit $rc

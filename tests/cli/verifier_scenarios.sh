@@ -71,8 +71,9 @@ JSON
 start_daemon() {
   : > daemon.log
   chmod 666 daemon.log
-  setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups --inh-caps +chown \
-    --ambient-caps +chown -- "$CAPSULED" --site site.json 2>>daemon.log &
+  # umask 077 as in packaging/capsuled.service.
+  (umask 077; exec setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups --inh-caps +chown \
+    --ambient-caps +chown -- "$CAPSULED" --site site.json 2>>daemon.log) &
   DAEMON_PID=$!
   for _ in $(seq 1 100); do
     grep -q 'verifier listening' daemon.log && return
@@ -250,6 +251,40 @@ scenario_verifier_state_tamper_is_caught() {
   expect_exit 4 open_as_alice --to landing/two
   expect_err 'does not match its audit log'
   [ ! -e landing/two ] || fail "released after the state was edited"
+}
+
+scenario_verifier_new_parents_and_archives() {
+  setup '{"id": "all", "effect": "permit"}'
+  # Missing parents are made by the daemon and stay its own (never chowned by a name a user
+  # could swap); what is released is the user's, and reachable under the daemon's umask 077.
+  expect_exit 0 open_as_alice --to landing/np/deeper/out
+  [ "$(stat -c %U landing/np)" = "$SITE_USER" ] || fail "a created parent was given away"
+  [ "$(stat -c %U landing/np/deeper/out/train/a.csv)" = "$USER_A" ] || fail "not the user's"
+  as_alice cat landing/np/deeper/out/train/a.csv >/dev/null || fail "the user cannot read her files"
+  # An archive into a destination through the daemon (fs.protected_hardlinks: linked first,
+  # given away after) is the user's.
+  expect_exit 0 open_as_alice --to-tar landing/np/d.tar
+  [ "$(stat -c %U landing/np/d.tar)" = "$USER_A" ] || fail "the archive is not the user's"
+  as_alice tar -tf landing/np/d.tar > tar.list || fail "the archive is not readable"
+  grep -q 'train/a.csv' tar.list || fail "the archive lacks train/a.csv"
+}
+
+scenario_verifier_unread_output_does_not_hold_the_daemon() {
+  DATA_BYTES=20000000 setup '{"id": "all", "effect": "permit"}'
+  # A cat into a pipe nobody reads: SIGTERM still stops the daemon.
+  as_alice sh -c "'$CAPSULE' cat d.capsule train/big.bin --site site.json | sleep 60" &
+  local reader=$!
+  sleep 1
+  kill -TERM "$DAEMON_PID"
+  local stopped=""
+  for _ in $(seq 1 600); do
+    kill -0 "$DAEMON_PID" 2>/dev/null || { stopped=yes; break; }
+    sleep 0.1
+  done
+  pkill -u "$USER_A" sleep 2>/dev/null
+  wait "$reader" 2>/dev/null
+  [ -n "$stopped" ] || { tail -5 daemon.log; fail "the daemon did not stop while a reader held its output"; }
+  DAEMON_PID=""
 }
 
 run_scenario

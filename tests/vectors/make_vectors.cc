@@ -383,8 +383,7 @@ int main(int argc, char** argv) {
       "# keys/issuer.pub, unlocks it as alice (keys/secrets.txt), reads the file index and\n"
       "# extracts the archive against it; on any failure no file may be released, and the class\n"
       "# follows FORMAT.md \"Error precedence\". `ok` vectors extract to NAME.tree if present,\n"
-      "# else to sample.tree.\n"; on any failure no\n"
-      "# file may be released. `ok` vectors extract to the tree in sample.tree.\n";
+      "# else to sample.tree.\n";
   auto add = [&](const std::string& name, const std::vector<uint8_t>& bytes,
                  const std::string& expected, const std::string& why) {
     Put(out + "/" + name + ".capsule", bytes);

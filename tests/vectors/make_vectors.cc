@@ -98,8 +98,11 @@ struct RawEntry {
 void PatchHeader(std::vector<uint8_t>& tar, size_t at, char typeflag, uint64_t size) {
   uint8_t* h = tar.data() + at;
   if (typeflag != 0) h[156] = static_cast<uint8_t>(typeflag);
-  if (size != 0) std::snprintf(reinterpret_cast<char*>(h + 124), 12, "%011llo",
-                               static_cast<unsigned long long>(size));
+  if (size != 0) {
+    char field[32];
+    std::snprintf(field, sizeof field, "%011llo", static_cast<unsigned long long>(size));
+    std::memcpy(h + 124, field, 12);  // 11 octal digits and the NUL
+  }
   std::memset(h + 148, ' ', 8);
   unsigned sum = 0;
   for (int i = 0; i < 512; ++i) sum += h[i];

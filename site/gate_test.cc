@@ -245,5 +245,21 @@ TEST(GateTest, AnArchiveEntryTheIndexDoesNotListIsDataLossForEveryRelease) {
   EXPECT_EQ(ReadFile(out), "");
 }
 
+// Regression (issue 10, item 13): an empty payload is no archive, for --to-tar as for --to.
+TEST(GateTest, AnEmptyPayloadIsDataLossForEveryRelease) {
+  Fixture f;
+  const std::vector<uint8_t> bytes = capsule::testing::SealRaw(f.keys, {});
+  Gate gate(f.keys.alice, {f.keys.issuer.public_identity()});
+  absl::StatusOr<Destination> to = LocalDestination(f.root + "/outside/run");
+  ASSERT_TRUE(to.ok());
+  absl::StatusOr<Permit> archive = f.Decide(gate, Want{Want::Kind::kArchive, {}, ""}, bytes);
+  ASSERT_TRUE(archive.ok()) << archive.status();
+  EXPECT_EQ(archive->WriteArchive(*to, {}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(ListDir(f.root + "/outside").empty());
+  absl::StatusOr<Permit> extract = f.Decide(gate, Want{}, bytes);
+  ASSERT_TRUE(extract.ok());
+  EXPECT_EQ(extract->Extract(*to, {}).status().code(), absl::StatusCode::kDataLoss);
+}
+
 }  // namespace
 }  // namespace bunker::site

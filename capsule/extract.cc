@@ -286,7 +286,7 @@ class Extraction {
     const FileEntry* expected = nullptr;
     if (options_.index != nullptr) {
       BUNKER_ASSIGN_OR_RETURN(
-          expected, Agree(in, path, kind, hardlink != nullptr, perm,
+          expected, Agree(path, kind, hardlink != nullptr, perm,
                           hardlink != nullptr ? link_target : std::string(symlink ? symlink : ""),
                           data_size));
     }
@@ -350,11 +350,11 @@ class Extraction {
 
   // Archive entry `entries_` against index record `entries_` (ExtractOptions::index); returns
   // the record. `target` is the symlink's target or the hard link's normalized target.
-  absl::StatusOr<const FileEntry*> Agree(struct archive_entry* in, const std::string& path,
-                                         EntryTree::Kind kind, bool hardlink, mode_t perm,
-                                         const std::string& target, uint64_t size) const {
+  absl::StatusOr<const FileEntry*> Agree(const std::string& path, EntryTree::Kind kind,
+                                         bool hardlink, mode_t perm, const std::string& target,
+                                         uint64_t size) const {
     const std::vector<FileEntry>& index = *options_.index;
-    auto disagree = [&](const char* what) {
+    auto disagree = [&](absl::string_view what) {
       return absl::DataLossError(absl::StrCat("archive entry ", entries_, " (", QuotePath(path),
                                               ") does not match the file index: ", what));
     };
@@ -369,7 +369,7 @@ class Extraction {
       type = FileEntry::Type::kSymlink;
     }
     if (e.path != path)
-      return disagree(absl::StrCat("the record is for ", QuotePath(e.path)).c_str());
+      return disagree(absl::StrCat("the record is for ", QuotePath(e.path)));
     if (e.type != type) return disagree("type");
     if (e.mode != (perm & 0777)) return disagree("mode");
     if (e.size != (type == FileEntry::Type::kFile ? size : 0)) return disagree("size");
@@ -378,7 +378,6 @@ class Extraction {
                               : target)) {
       return disagree("link target");
     }
-    (void)in;
     return &e;
   }
 

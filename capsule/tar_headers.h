@@ -61,7 +61,7 @@ class TarHeaderTap {
 };
 
 // Parses a tar numeric field: octal digits (leading spaces/NULs allowed, terminated by a space
-// or NUL) or GNU base-256 (high bit of the first byte set, positive only). nullopt when
+// or NUL) or GNU base-256 (high bit of the first byte set, positive only). kDataLoss when
 // malformed.
 absl::StatusOr<uint64_t> ParseTarNumber(absl::Span<const uint8_t> field);
 

@@ -5,7 +5,7 @@ ASAN      ?= build/asan
 WERROR    ?= $(if $(CI),ON,OFF)
 CMAKE_GEN := $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
 
-.PHONY: all deps build build-asan demo test test-release test-asan bench bench-transfer vectors fuzz clean
+.PHONY: all deps build build-asan demo test test-release test-asan bench bench-transfer vectors vectors-keys fuzz clean
 
 all: build
 
@@ -42,6 +42,13 @@ bench-transfer: build
 # Regenerates spec/vectors/ (commit the result; tests check the committed vectors).
 vectors: build
 	@$(BUILD)/tests/make_vectors spec/vectors
+
+# The CLI's key files (NAME.key, mode 0600, and NAME.pub) for the test-only identities of
+# spec/vectors, made from keys/secrets.txt: e.g.
+#   capsule open spec/vectors/valid_aes256gcm.capsule --identity $(BUILD)/vector-keys/alice.key
+#     --trust spec/vectors/keys/issuer.pub --to /tmp/out
+vectors-keys: build
+	@$(BUILD)/tests/make_vectors --keys spec/vectors/keys/secrets.txt $(BUILD)/vector-keys
 
 # libFuzzer targets with clang; run e.g. build/fuzz/tests/capsule_reader_fuzz -max_total_time=60
 fuzz: deps

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "capsule/file_index.h"
+#include "capsule/input_archive.h"
 #include "capsule/paths.h"
 
 namespace bunker::capsule {
@@ -267,38 +268,30 @@ absl::Status BuildFromPath(const std::string& input, Builder& builder) {
 }
 
 absl::Status BuildFromArchive(const std::string& input, Builder& builder) {
-  ArchivePtr in(archive_read_new());
-  if (!in) return absl::InternalError("cannot start the archive reader");
-  archive_read_support_format_tar(in.get());
-  archive_read_support_format_zip(in.get());
-  archive_read_support_filter_all(in.get());
-  const int r = input == "-" ? archive_read_open_fd(in.get(), 0, 1 << 16)
-                             : archive_read_open_filename(in.get(), input.c_str(), 1 << 16);
-  if (r != ARCHIVE_OK) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot read archive ", input == "-" ? "from standard input" : input, ": ",
-        ArchiveError(in.get())));
-  }
+  // Unknown tar typeflags are refused as extraction refuses them (capsule/input_archive.h).
+  absl::StatusOr<std::unique_ptr<InputArchive>> in = InputArchive::Open(input);
+  if (!in.ok()) return in.status();
   struct archive_entry* entry = nullptr;
   while (true) {
-    const int h = archive_read_next_header(in.get(), &entry);
+    const int h = archive_read_next_header((*in)->get(), &entry);
     if (h == ARCHIVE_EOF) break;
     if (h < ARCHIVE_WARN) {
       return absl::InvalidArgumentError(
-          absl::StrCat("malformed input archive: ", ArchiveError(in.get())));
+          absl::StrCat("malformed input archive: ", ArchiveError((*in)->get())));
     }
     const char* raw = archive_entry_pathname(entry);
     if (raw == nullptr) return absl::InvalidArgumentError("input archive entry has no path");
+    if (absl::Status s = (*in)->CheckEntry(entry, raw); !s.ok()) return s;
     // `tar -C dir .` starts with the root itself ("." or "./"): not an entry of the dataset.
     if (archive_entry_filetype(entry) == AE_IFDIR &&
         std::string_view(raw).find_first_not_of("./") == std::string_view::npos &&
         std::string_view(raw).find("..") == std::string_view::npos && raw[0] == '.') {
-      archive_read_data_skip(in.get());
+      archive_read_data_skip((*in)->get());
       continue;
     }
     absl::StatusOr<std::string> path = NormalizeEntryPath(raw);
     if (!path.ok()) return path.status();
-    struct archive* a = in.get();
+    struct archive* a = (*in)->get();
     absl::Status s = builder.Add(entry, *path, [&](uint8_t* buf, size_t n) -> la_ssize_t {
       const la_ssize_t got = archive_read_data(a, buf, n);
       if (got < 0) {

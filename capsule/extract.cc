@@ -25,7 +25,9 @@
 #include "capsule/fd.h"
 #include "capsule/paths.h"
 #include "capsule/staging.h"
+#include "capsule/tar_headers.h"
 #include "capsule/tree_writer.h"
+#include "crypto/sha256.h"
 #include "crypto/status_macros.h"
 
 namespace bunker::capsule {
@@ -77,6 +79,7 @@ struct SourceReader {
   explicit SourceReader(ByteSource* s) : source(s) {}
 
   ByteSource* source;
+  TarHeaderTap tap;  // sees every byte before libarchive does
   absl::Status status;
   bool at_end = false;
 
@@ -98,6 +101,7 @@ struct SourceReader {
     // libarchive may keep pointing into this piece until its next call here, which is exactly
     // how long ByteSource promises to keep it valid.
     *buffer = piece->data();
+    self->tap.Feed(*piece);
     return static_cast<la_ssize_t>(piece->size());
   }
 };
@@ -113,7 +117,8 @@ EntryTimes TimesOf(struct archive_entry* e) {
   return t;
 }
 
-// One run of reading the archive into the tree of `writer` (an empty directory).
+// One run of reading the archive into the tree of `writer` (an empty directory), or, with a
+// null writer, of checking it without writing anything.
 class Extraction {
  public:
   Extraction(ByteSource* source, TreeWriter* writer, const std::string& dest,
@@ -121,6 +126,21 @@ class Extraction {
       : reader_(source), writer_(writer), dest_(dest), options_(options) {}
 
   absl::StatusOr<ExtractStats> Run() {
+    absl::StatusOr<ExtractStats> result = ReadArchive();
+    if (result.ok() || !reader_.status.ok()) return result;
+    // FORMAT.md "Error precedence": an archive refused for its content is still authenticated
+    // to the end, and an authentication failure there wins, so that a tampered capsule is
+    // always reported as tampered wherever the tampering is.
+    while (!reader_.at_end) {
+      absl::StatusOr<absl::Span<const uint8_t>> piece = reader_.source->Next();
+      if (!piece.ok()) return piece.status();
+      reader_.at_end = piece->empty();
+    }
+    return result;
+  }
+
+ private:
+  absl::StatusOr<ExtractStats> ReadArchive() {
     in_.reset(archive_read_new());
     if (in_ == nullptr) return absl::ResourceExhaustedError("out of memory starting extraction");
     archive_read_support_format_tar(in_.get());  // ustar, pax and GNU tar; no other format
@@ -141,6 +161,7 @@ class Extraction {
         return ReadError(last.empty() ? "" : absl::StrCat(" after ", QuotePath(last)));
       }
       BUNKER_ASSIGN_OR_RETURN(last, ExtractEntry(entry));
+      ++entries_;
     }
 
     // libarchive reports a clean end of input at an entry boundary as the end of the archive,
@@ -149,6 +170,11 @@ class Extraction {
     // was consumed there, the block was missing.
     if (archive_filter_bytes(in_.get(), 0) <= archive_read_header_position(in_.get())) {
       return absl::DataLossError("malformed archive: truncated (no end-of-archive marker)");
+    }
+    if (options_.index != nullptr && entries_ != options_.index->size()) {
+      return absl::DataLossError(absl::StrCat("the archive has ", entries_,
+                                              " entries but the file index lists ",
+                                              options_.index->size()));
     }
     // The source verifies the stream up to its very end (where truncation of the capsule is
     // detected), so it is read to the end even though the archive is complete. What follows
@@ -159,20 +185,55 @@ class Extraction {
       reader_.at_end = piece.empty();
     }
     // The deferred directory modes and mtimes.
-    BUNKER_RETURN_IF_ERROR(writer_->Finish());
+    if (writer_ != nullptr) {
+      BUNKER_RETURN_IF_ERROR(writer_->Finish());
+    }
     return stats_;
   }
 
- private:
   // Extracts one entry (or validates and skips it when not selected); returns its path.
   absl::StatusOr<std::string> ExtractEntry(struct archive_entry* in) {
     const char* raw_path = EntryPathname(in);
     if (raw_path == nullptr) return absl::DataLossError("malformed archive: entry without a path");
     BUNKER_ASSIGN_OR_RETURN(std::string path, NormalizeEntryPath(raw_path));
 
+    // The raw typeflag: libarchive reads unknown ones as regular files.
+    BUNKER_ASSIGN_OR_RETURN(
+        const TarHeaderTap::Header header,
+        reader_.tap.Inspect(static_cast<uint64_t>(archive_read_header_position(in_.get()))));
+    const mode_t la_type = archive_entry_filetype(in);
+    if (!IsAllowedEntryTypeflag(header.typeflag) &&
+        (la_type == AE_IFREG || la_type == AE_IFDIR || la_type == AE_IFLNK)) {
+      // An unknown type (libarchive made it a file, or a directory for GNU 'D'). Devices, FIFOs
+      // and sockets are named below.
+      const unsigned char t = static_cast<unsigned char>(header.typeflag);
+      return UnsafeEntry(
+          path, absl::StrCat(t >= 0x20 && t < 0x7f
+                                 ? absl::StrCat("tar type '", std::string(1, header.typeflag), "'")
+                                 : absl::StrCat("tar type 0x", absl::Hex(t)),
+                             " (only regular files, directories, symlinks and hard links are "
+                             "allowed)"));
+    }
+    if (archive_entry_sparse_count(in) > 0) return UnsafeEntry(path, "sparse file");
+    const bool is_data = header.typeflag == '0' || header.typeflag == '\0';
+    // FORMAT.md "Entries": no data follows a hard link, symlink or directory header.
+    if (!is_data && (header.size_field != 0 || archive_entry_size(in) != 0)) {
+      return UnsafeEntry(path, header.typeflag == '1'
+                                   ? "hard link with data"
+                                   : absl::StrCat(header.typeflag == '2' ? "symlink" : "directory",
+                                                  " with a non-zero size"));
+    }
+    const uint64_t data_size =
+        is_data && archive_entry_size(in) > 0 ? static_cast<uint64_t>(archive_entry_size(in)) : 0;
+    reader_.tap.Skip(header.data_start, (data_size + 511) / 512 * 512);
+
     const char* hardlink = EntryHardlink(in);
     const mode_t type = archive_entry_filetype(in);
     EntryTree::Kind kind;
+    if (header.typeflag == '1' && hardlink == nullptr) {
+      return absl::DataLossError(
+          absl::StrCat("malformed archive: hard link ", QuotePath(path), " has no target"));
+    }
     if (hardlink != nullptr) {
       kind = EntryTree::Kind::kFile;
     } else if (type == AE_IFREG) {
@@ -195,9 +256,8 @@ class Extraction {
     const char* symlink = nullptr;
     if (kind == EntryTree::Kind::kSymlink) {
       symlink = EntrySymlink(in);
-      if (symlink == nullptr) {
-        return absl::DataLossError(
-            absl::StrCat("malformed archive: symlink ", QuotePath(path), " has no target"));
+      if (symlink == nullptr || *symlink == '\0') {
+        return UnsafeEntry(path, "symlink without a target");
       }
       BUNKER_RETURN_IF_ERROR(CheckSymlinkTarget(path, symlink));
     }
@@ -211,8 +271,6 @@ class Extraction {
             "hard link ", QuotePath(path), " points to an ", target.status().message()));
       }
       link_target = *std::move(target);
-      // Our sealer never writes one; it would mean writing data into the target's inode.
-      if (archive_entry_size(in) > 0) return UnsafeEntry(path, "hard link with data");
       target_node = tree_.Find(link_target);
       if (target_node == nullptr || target_node->kind != EntryTree::Kind::kFile) {
         return UnsafeEntry(path, absl::StrCat("hard link to ", QuotePath(link_target),
@@ -221,38 +279,67 @@ class Extraction {
       }
     }
 
-    const bool selected = kind == EntryTree::Kind::kDir ? options_.only.NeedsDirectory(path)
-                                                        : options_.only.Selects(path);
+    const bool selected = writer_ == nullptr              ? true
+                          : kind == EntryTree::Kind::kDir ? options_.only.NeedsDirectory(path)
+                                                          : options_.only.Selects(path);
     BUNKER_RETURN_IF_ERROR(tree_.Add(path, kind, selected));
+    const FileEntry* expected = nullptr;
+    if (options_.index != nullptr) {
+      BUNKER_ASSIGN_OR_RETURN(
+          expected, Agree(path, kind, hardlink != nullptr, perm,
+                          hardlink != nullptr ? link_target : std::string(symlink ? symlink : ""),
+                          data_size));
+    }
     if (!selected) return path;  // libarchive skips the data at the next header
     if (target_node != nullptr && !target_node->extracted) {
       return absl::InvalidArgumentError(
           absl::StrCat("hard link ", QuotePath(path), " is selected but its target ",
                        QuotePath(link_target), " is not; add the target to the selection"));
     }
-    BUNKER_RETURN_IF_ERROR(CheckLength(path));
+    if (writer_ != nullptr) {
+      BUNKER_RETURN_IF_ERROR(CheckLength(path));
+    }
 
     // Only what the contract restores: no owner, ACL, xattr or file flags from the archive.
     const EntryTimes times = TimesOf(in);
     switch (kind) {
       case EntryTree::Kind::kFile:
         if (hardlink != nullptr) {
-          BUNKER_RETURN_IF_ERROR(writer_->MakeHardLink(path, link_target));
+          if (writer_ != nullptr) {
+            BUNKER_RETURN_IF_ERROR(writer_->MakeHardLink(path, link_target));
+          }
         } else {
-          BUNKER_ASSIGN_OR_RETURN(Fd file, writer_->CreateFile(path));
-          BUNKER_ASSIGN_OR_RETURN(const uint64_t written, CopyData(path, file.get()));
-          const la_int64_t size = archive_entry_size_is_set(in) ? archive_entry_size(in) : 0;
-          BUNKER_RETURN_IF_ERROR(writer_->FinishFile(
-              path, file.get(), written, static_cast<uint64_t>(size > 0 ? size : 0), perm, times));
+          Fd file;
+          if (writer_ != nullptr) {
+            BUNKER_ASSIGN_OR_RETURN(file, writer_->CreateFile(path));
+          }
+          crypto::Sha256 hash;
+          BUNKER_ASSIGN_OR_RETURN(const uint64_t written, CopyData(path, file.get(), &hash));
+          if (written != data_size) {
+            return absl::DataLossError(
+                absl::StrCat("malformed archive: ", QuotePath(path), " is shorter than its size"));
+          }
+          if (expected != nullptr && hash.Finish() != expected->sha256) {
+            return absl::DataLossError(absl::StrCat("the contents of ", QuotePath(path),
+                                                    " do not match the file index's digest"));
+          }
+          if (writer_ != nullptr) {
+            BUNKER_RETURN_IF_ERROR(
+                writer_->FinishFile(path, file.get(), written, data_size, perm, times));
+          }
         }
         ++stats_.files;
         break;
       case EntryTree::Kind::kDir:
-        BUNKER_RETURN_IF_ERROR(writer_->MakeDirectory(path, perm, times));
+        if (writer_ != nullptr) {
+          BUNKER_RETURN_IF_ERROR(writer_->MakeDirectory(path, perm, times));
+        }
         ++stats_.directories;
         break;
       case EntryTree::Kind::kSymlink:
-        BUNKER_RETURN_IF_ERROR(writer_->MakeSymlink(path, symlink, times));
+        if (writer_ != nullptr) {
+          BUNKER_RETURN_IF_ERROR(writer_->MakeSymlink(path, symlink, times));
+        }
         ++stats_.symlinks;
         break;
       case EntryTree::Kind::kImplicitDir:
@@ -261,8 +348,42 @@ class Extraction {
     return path;
   }
 
-  // Writes the entry's data blocks at their offsets; returns where the last one ended.
-  absl::StatusOr<uint64_t> CopyData(const std::string& path, int fd) {
+  // Archive entry `entries_` against index record `entries_` (ExtractOptions::index); returns
+  // the record. `target` is the symlink's target or the hard link's normalized target.
+  absl::StatusOr<const FileEntry*> Agree(const std::string& path, EntryTree::Kind kind,
+                                         bool hardlink, mode_t perm, const std::string& target,
+                                         uint64_t size) const {
+    const std::vector<FileEntry>& index = *options_.index;
+    auto disagree = [&](absl::string_view what) {
+      return absl::DataLossError(absl::StrCat("archive entry ", entries_, " (", QuotePath(path),
+                                              ") does not match the file index: ", what));
+    };
+    if (entries_ >= index.size()) return disagree("the index has no record for it");
+    const FileEntry& e = index[entries_];
+    FileEntry::Type type = FileEntry::Type::kFile;
+    if (hardlink) {
+      type = FileEntry::Type::kHardlink;
+    } else if (kind == EntryTree::Kind::kDir) {
+      type = FileEntry::Type::kDirectory;
+    } else if (kind == EntryTree::Kind::kSymlink) {
+      type = FileEntry::Type::kSymlink;
+    }
+    if (e.path != path)
+      return disagree(absl::StrCat("the record is for ", QuotePath(e.path)));
+    if (e.type != type) return disagree("type");
+    if (e.mode != (perm & 0777)) return disagree("mode");
+    if (e.size != (type == FileEntry::Type::kFile ? size : 0)) return disagree("size");
+    if (e.link_target != (type == FileEntry::Type::kFile || type == FileEntry::Type::kDirectory
+                              ? std::string()
+                              : target)) {
+      return disagree("link target");
+    }
+    return &e;
+  }
+
+  // Writes the entry's data blocks at their offsets (nowhere with fd -1) and hashes them;
+  // returns where the last one ended. Blocks must be contiguous (sparse entries are refused).
+  absl::StatusOr<uint64_t> CopyData(const std::string& path, int fd, crypto::Sha256* hash) {
     const std::string what = QuotePath(path);
     uint64_t end = 0;
     while (true) {
@@ -272,10 +393,12 @@ class Extraction {
       const int r = archive_read_data_block(in_.get(), &buffer, &size, &offset);
       if (r == ARCHIVE_EOF) return end;
       if (r != ARCHIVE_OK) return ReadError(absl::StrCat(" in ", what));
-      if (offset < 0) return absl::DataLossError(absl::StrCat("malformed archive in ", what));
-      BUNKER_RETURN_IF_ERROR(
-          PwriteAll(fd, absl::MakeConstSpan(static_cast<const uint8_t*>(buffer), size),
-                    static_cast<uint64_t>(offset), what));
+      if (offset < 0 || static_cast<uint64_t>(offset) != end) {
+        return absl::DataLossError(absl::StrCat("malformed archive in ", what));
+      }
+      const auto data = absl::MakeConstSpan(static_cast<const uint8_t*>(buffer), size);
+      hash->Update(data);
+      if (fd >= 0) BUNKER_RETURN_IF_ERROR(PwriteAll(fd, data, static_cast<uint64_t>(offset), what));
       end = std::max(end, static_cast<uint64_t>(offset) + size);
       stats_.bytes += size;
     }
@@ -313,6 +436,7 @@ class Extraction {
   const ExtractOptions& options_;
   EntryTree tree_;
   ExtractStats stats_;
+  uint64_t entries_ = 0;  // archive entries read so far
   ArchiveReader in_;
 };
 
@@ -342,6 +466,12 @@ absl::StatusOr<ExtractStats> Extract(ByteSource* source, const ExtractTarget& ta
 absl::StatusOr<ExtractStats> ExtractArchiveAt(ByteSource* source, const ExtractTarget& target,
                                               const ExtractOptions& options) {
   return Extract(source, target, target.relative, options);
+}
+
+absl::Status CheckArchive(ByteSource* source, const ExtractOptions& options) {
+  const std::string display = "the archive";
+  Extraction check(source, nullptr, display, options);
+  return check.Run().status();
 }
 
 absl::StatusOr<ExtractStats> ExtractArchive(ByteSource* source, const std::string& dest,

@@ -28,9 +28,11 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "capsule/beneath.h"
+#include "capsule/file_index.h"
 #include "capsule/glob.h"
 #include "capsule/io.h"
 
@@ -45,6 +47,14 @@ struct ExtractOptions {
   // to another uid only with CAP_CHOWN (a verifier service running as root); otherwise
   // extraction fails with kPermissionDenied. Unset: files belong to the process, no chown.
   std::optional<FileOwner> owner;
+  // The capsule's file index, in index order, when the caller decided over it (the gate does):
+  // the archive must then agree with it (spec/FORMAT.md "Extraction", "Agreement with the
+  // index"). Archive entry i (extension headers excluded) must have index record i's path,
+  // type, mode & 0777, size and link target, a file extracted must hash to the record's
+  // sha256, and the archive must have exactly as many entries as the index; any disagreement
+  // is kDataLoss. Null: the archive is read on its own (section 13 rules only). Not owned;
+  // must outlive the call.
+  const std::vector<FileEntry>* index = nullptr;
 };
 
 // Where to extract: the directory `relative` below the directory `root_fd` (any descriptor of
@@ -64,17 +74,25 @@ struct ExtractStats {
 };
 
 // Reads a tar/pax archive from `source` (which authenticates each piece before returning it)
-// and extracts it into `target` as described above. On error nothing is left at the
-// destination (an empty destination directory given by the caller is left as it was), no
-// staging directory remains and the parents it created are gone.
-// Codes: kInvalidArgument for unsafe entries, a bad destination, or an entry path too long
-// (PATH_MAX bytes or more below the destination, or a name over NAME_MAX); kAlreadyExists for
-// a destination that exists and is not an empty directory; kPermissionDenied for a symlink on
-// the way to the destination or a refused chown to `options.owner`; the source's own code when
-// it fails (e.g. kDataLoss); kResourceExhausted for a full disk; kDataLoss for a malformed
-// archive. Errors name the destination as `target.relative`.
+// and extracts it into `target` as described above. Precedence (FORMAT.md "Error
+// precedence"): when an entry is refused, the rest of `source` is still read to its end, and
+// a failure of the source there (an authentication failure) is reported instead. On error nothing
+// is left at the destination (an empty destination directory given by the caller is left as it
+// was), no staging directory remains and the parents it created are gone. Codes: kInvalidArgument
+// for unsafe entries, a bad destination, or an entry path too long (PATH_MAX bytes or more below
+// the destination, or a name over NAME_MAX); kAlreadyExists for a destination that exists and is
+// not an empty directory; kPermissionDenied for a symlink on the way to the destination or a
+// refused chown to `options.owner`; the source's own code when it fails (e.g. kDataLoss);
+// kResourceExhausted for a full disk; kDataLoss for a malformed archive. Errors name the
+// destination as `target.relative`.
 absl::StatusOr<ExtractStats> ExtractArchiveAt(ByteSource* source, const ExtractTarget& target,
                                               const ExtractOptions& options);
+
+// Reads the archive from `source` to its end and applies every rule ExtractArchiveAt applies
+// (section 13, and the agreement with `options.index` when set, for every file's digest), with
+// the same codes and the same precedence, but writes nothing; `options.only` and `owner` are
+// ignored. For a release of the archive itself (open --to-tar), checked before it is written.
+absl::Status CheckArchive(ByteSource* source, const ExtractOptions& options);
 
 // ExtractArchiveAt for a caller that names the destination by path (the CLI): the longest
 // existing ancestor of `dest`'s parent is resolved with realpath(3) (symlinks there are the

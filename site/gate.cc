@@ -86,6 +86,22 @@ absl::Status Permit::Failed(const absl::Status& cause, bool released) {
 
 namespace {
 
+// The archive checked as extraction would check it (FORMAT.md "Extraction", including the
+// agreement with the index the decision was made over), reading the whole payload, so that
+// every chunk authenticates first; nothing is written.
+absl::Status CheckWholeArchive(const capsule::CapsuleReader& reader,
+                               const capsule::PayloadKey& key,
+                               const std::vector<capsule::FileEntry>& entries,
+                               const ReleaseOptions& options) {
+  const capsule::Manifest& m = reader.manifest();
+  BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<capsule::PayloadStream> stream,
+                          reader.Stream(key, 0, m.payload_size, options.threads, options.progress));
+  CancellableSource source(stream.get(), options.cancelled);
+  capsule::ExtractOptions check;
+  check.index = &entries;
+  return capsule::CheckArchive(&source, check);
+}
+
 absl::Status Once(bool* used, Want::Kind have, Want::Kind want) {
   if (have != want) return absl::FailedPreconditionError("the permit is for another release");
   if (*used) return absl::FailedPreconditionError("the permit was used already");
@@ -107,6 +123,8 @@ absl::StatusOr<capsule::ExtractStats> Permit::Extract(const Destination& to,
   capsule::ExtractOptions extract;
   extract.only = state_->selection;
   extract.owner = options.owner;
+  // The decision was made over the index: the archive must agree with it.
+  extract.index = &c.entries_;
   absl::StatusOr<capsule::ExtractStats> stats = capsule::ExtractArchiveAt(
       &source, capsule::ExtractTarget{to.root.get(), to.relative}, extract);
   if (!stats.ok()) return Failed(stats.status(), false);
@@ -118,11 +136,15 @@ absl::StatusOr<uint64_t> Permit::WriteArchive(const Destination& to,
   BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kArchive));
   const OpenCapsule& c = *state_->capsule;
   const capsule::Manifest& m = c.reader_->manifest();
+  absl::Status s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options);
+  if (!s.ok()) return Failed(s, false);
   absl::StatusOr<std::unique_ptr<NewFileBeneath>> out =
       NewFileBeneath::Create(to, 0600, options.owner);
   if (!out.ok()) return Failed(out.status(), false);
-  absl::Status s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.payload_size,
-                               out->get(), options);
+  ReleaseOptions quiet = options;
+  quiet.progress = nullptr;
+  s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.payload_size, out->get(),
+                  quiet);
   if (s.ok()) s = (*out)->Commit();
   if (!s.ok()) return Failed(s, false);
   return m.archive_size;
@@ -132,11 +154,11 @@ absl::StatusOr<uint64_t> Permit::StreamArchive(int fd, const ReleaseOptions& opt
   BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kArchive));
   const OpenCapsule& c = *state_->capsule;
   const capsule::Manifest& m = c.reader_->manifest();
-  // The first pass authenticates every chunk (and discards the plaintext), so that a corrupt
-  // capsule releases nothing; the second writes. A file changed between the passes fails at
-  // its first changed chunk, after the bytes before it (all authentic) were written.
-  absl::Status s = CopyPayload(c.reader_.get(), *c.key_, 0, m.payload_size, m.payload_size,
-                               nullptr, options);
+  // The first pass authenticates every chunk and checks the archive as extraction would (and
+  // discards the plaintext), so that a corrupt or disagreeing capsule releases nothing; the
+  // second writes. A file changed between the passes fails at its first changed chunk, after
+  // the bytes before it (all authentic) were written.
+  absl::Status s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options);
   if (!s.ok()) return Failed(s, false);
   CountingFdSink sink(fd, options.cancelled);
   ReleaseOptions quiet = options;

@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -194,6 +196,69 @@ TEST(GateTest, ACapsuleForSomeoneElseIsRefusedBeforeAnyDecision) {
       gate.Open(capsule::MemoryFile(f.capsule), "d.capsule", 1);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_FALSE(Exists(f.site.state + "/audit.log"));
+}
+
+// A ustar archive of one file that the capsule's (empty) index does not list.
+std::vector<uint8_t> UnlistedFileArchive() {
+  std::string h(512, '\0');
+  std::memcpy(&h[0], "train/secret.csv", 16);
+  std::memcpy(&h[100], "0000644", 7);
+  std::memcpy(&h[108], "0000000", 7);
+  std::memcpy(&h[116], "0000000", 7);
+  std::memcpy(&h[124], "00000000005", 11);
+  std::memcpy(&h[136], "00000000000", 11);
+  h[156] = '0';
+  std::memcpy(&h[257], "ustar\0" "00", 8);
+  std::memset(&h[148], ' ', 8);
+  unsigned sum = 0;
+  for (unsigned char c : h) sum += c;
+  std::snprintf(&h[148], 8, "%06o", sum);
+  std::string tar = h + "hush\n" + std::string(507, '\0') + std::string(1024, '\0');
+  return std::vector<uint8_t>(tar.begin(), tar.end());
+}
+
+// Regression (issue 10, item 1): the policy is decided over the index, so an archive entry the
+// index does not list (here: indexEntries = 0) must not be released by any release.
+TEST(GateTest, AnArchiveEntryTheIndexDoesNotListIsDataLossForEveryRelease) {
+  Fixture f;
+  const std::vector<uint8_t> bytes = capsule::testing::SealRaw(f.keys, UnlistedFileArchive());
+  Gate gate(f.keys.alice, {f.keys.issuer.public_identity()});
+  absl::StatusOr<Destination> to = LocalDestination(f.root + "/outside/run");
+  ASSERT_TRUE(to.ok());
+  absl::StatusOr<Permit> permit = f.Decide(gate, Want{}, bytes);
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  EXPECT_EQ(permit->Extract(*to, {}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(ListDir(f.root + "/outside").empty());
+
+  absl::StatusOr<Permit> archive = f.Decide(gate, Want{Want::Kind::kArchive, {}, ""}, bytes);
+  ASSERT_TRUE(archive.ok());
+  EXPECT_EQ(archive->WriteArchive(*to, {}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(ListDir(f.root + "/outside").empty());
+
+  archive = f.Decide(gate, Want{Want::Kind::kArchive, {}, ""}, bytes);
+  ASSERT_TRUE(archive.ok());
+  const std::string out = f.root + "/stream.tar";
+  const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(archive->StreamArchive(fd, {}).status().code(), absl::StatusCode::kDataLoss);
+  ::close(fd);
+  EXPECT_EQ(ReadFile(out), "");
+}
+
+// Regression (issue 10, item 13): an empty payload is no archive, for --to-tar as for --to.
+TEST(GateTest, AnEmptyPayloadIsDataLossForEveryRelease) {
+  Fixture f;
+  const std::vector<uint8_t> bytes = capsule::testing::SealRaw(f.keys, {});
+  Gate gate(f.keys.alice, {f.keys.issuer.public_identity()});
+  absl::StatusOr<Destination> to = LocalDestination(f.root + "/outside/run");
+  ASSERT_TRUE(to.ok());
+  absl::StatusOr<Permit> archive = f.Decide(gate, Want{Want::Kind::kArchive, {}, ""}, bytes);
+  ASSERT_TRUE(archive.ok()) << archive.status();
+  EXPECT_EQ(archive->WriteArchive(*to, {}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(ListDir(f.root + "/outside").empty());
+  absl::StatusOr<Permit> extract = f.Decide(gate, Want{}, bytes);
+  ASSERT_TRUE(extract.ok());
+  EXPECT_EQ(extract->Extract(*to, {}).status().code(), absl::StatusCode::kDataLoss);
 }
 
 }  // namespace

@@ -1,0 +1,87 @@
+// Sealing from an archive refuses what extraction refuses in the raw tar headers
+// (capsule/input_archive.h; issue 10, item 2).
+#include "capsule/input_archive.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "capsule/archive_builder.h"
+#include "capsule/capsule_test_util.h"
+#include "gtest/gtest.h"
+
+namespace bunker::capsule {
+namespace {
+
+std::string Header(const std::string& name, char typeflag, size_t size,
+                   const std::string& link = "") {
+  std::string h(512, '\0');
+  std::memcpy(&h[0], name.data(), name.size());
+  std::memcpy(&h[100], "0000644", 7);
+  std::memcpy(&h[108], "0000000", 7);
+  std::memcpy(&h[116], "0000000", 7);
+  std::snprintf(&h[124], 12, "%011zo", size);
+  std::memcpy(&h[136], "13000000000", 11);
+  h[156] = typeflag;
+  std::memcpy(&h[157], link.data(), link.size());
+  std::memcpy(&h[257], "ustar\0" "00", 8);
+  std::memset(&h[148], ' ', 8);
+  unsigned sum = 0;
+  for (unsigned char c : h) sum += c;
+  std::snprintf(&h[148], 8, "%06o", sum);
+  return h;
+}
+
+std::string Entry(const std::string& name, char typeflag, const std::string& data) {
+  return Header(name, typeflag, data.size()) + data +
+         std::string((512 - data.size() % 512) % 512, '\0');
+}
+
+absl::Status Seal(const std::string& tar_path) {
+  testing::Keys keys;
+  WriterOptions opts;
+  opts.issuer = &keys.issuer;
+  opts.recipients = {keys.alice.public_identity()};
+  opts.chunk_size = 4096;
+  MemorySink sink;
+  auto w = CapsuleWriter::Create(std::move(opts), &sink);
+  if (!w.ok()) return w.status();
+  auto stats = BuildPayload({DatasetSource::Kind::kArchive, tar_path}, w->get());
+  if (!stats.ok()) return stats.status();
+  return (*w)->Finish(stats->entries()).status();
+}
+
+const std::string kEnd(1024, '\0');
+
+TEST(InputArchiveTest, UnknownTypeflagIsRefusedPlainAndCompressed) {
+  const std::string dir = testing::MakeTempDir();
+  const std::string tar = dir + "/in.tar";
+  testing::WriteFile(tar, Entry("a.txt", '0', "fine") + Entry("z", 'Z', "data") + kEnd);
+  absl::Status s = Seal(tar);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("tar type 'Z'"), std::string::npos) << s;
+  ASSERT_EQ(std::system(("gzip -kn " + tar).c_str()), 0);
+  s = Seal(tar + ".gz");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+TEST(InputArchiveTest, SizedHardLinkIsRefused) {
+  const std::string dir = testing::MakeTempDir();
+  const std::string tar = dir + "/in.tar";
+  testing::WriteFile(tar, Entry("a", '0', "abc") + Header("h", '1', 3, "a") + kEnd);
+  EXPECT_EQ(Seal(tar).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(InputArchiveTest, KnownTypesStillSealPlainAndCompressed) {
+  const std::string dir = testing::MakeTempDir();
+  const std::string tar = dir + "/in.tar";
+  testing::WriteFile(tar, Entry("d/", '5', "") + Entry("d/a", '0', std::string(3000, 'a')) +
+                              Entry("d/old", '\0', "x") + Header("d/l", '2', 0, "a") +
+                              Header("d/h", '1', 0, "d/a") + kEnd);
+  EXPECT_TRUE(Seal(tar).ok()) << Seal(tar);
+  ASSERT_EQ(std::system(("gzip -kn " + tar).c_str()), 0);
+  EXPECT_TRUE(Seal(tar + ".gz").ok());
+}
+
+}  // namespace
+}  // namespace bunker::capsule

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "capsule/format.h"
+#include "capsule/utf8.h"
 
 // Debian's Abseil is built with its own absl::string_view, which absl::StrCat needs; hence the
 // std::string(...) around std::string_view arguments below (error paths only).
@@ -31,34 +32,6 @@ absl::Status UnsafePath(std::string_view path, std::string_view rule) {
 absl::Status UnsafeSymlink(std::string_view link, std::string_view target, std::string_view rule) {
   return absl::InvalidArgumentError(absl::StrCat("unsafe symlink ", Echo(link), " -> ",
                                                  Echo(target), " in archive: ", std::string(rule)));
-}
-
-// Decodes one strictly valid UTF-8 sequence (no overlong forms, surrogates or values above
-// U+10FFFF) at the start of `s`. Returns its length, or 0 when the first byte does not begin one.
-size_t DecodeUtf8(std::string_view s, char32_t* cp) {
-  const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char c = b(0);
-  size_t len;
-  char32_t min;
-  if (c < 0x80) {
-    *cp = c;
-    return 1;
-  } else if ((c & 0xe0) == 0xc0) {
-    len = 2, min = 0x80, *cp = c & 0x1f;
-  } else if ((c & 0xf0) == 0xe0) {
-    len = 3, min = 0x800, *cp = c & 0x0f;
-  } else if ((c & 0xf8) == 0xf0) {
-    len = 4, min = 0x10000, *cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (s.size() < len) return 0;
-  for (size_t i = 1; i < len; ++i) {
-    if ((b(i) & 0xc0) != 0x80) return 0;
-    *cp = (*cp << 6) | (b(i) & 0x3f);
-  }
-  if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff)) return 0;
-  return len;
 }
 
 // Code points that are valid UTF-8 yet would let a name break or disguise an error line on a

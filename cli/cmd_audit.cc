@@ -70,7 +70,7 @@ absl::StatusOr<int64_t> ParseTimeFlag(const std::string& flag, const std::string
 
 std::string CheckpointJson(const Checkpoint& c) {
   return absl::StrCat("{\"site\": ", JsonString(c.site), ", \"size\": ", c.size, ", \"root\": \"",
-                      Hex(c.root), "\", \"time\": ", c.time, ", \"time_utc\": \"",
+                      Hex(c.root), "\", \"time\": ", c.time, ", \"timeUtc\": \"",
                       capsule::FormatUtc(c.time), "\", \"sig\": \"", Hex(c.signature),
                       "\", \"text\": ", JsonString(c.Encode()), "}");
 }
@@ -258,7 +258,7 @@ int RunVerifyLog(int argc, char** argv) {
   }
   const bool signed_tree = r->entries > 0;
   if (ctx.json()) {
-    std::printf("{\"valid\": true, \"entries\": %llu, \"trusted_size\": %s, \"checkpoint\": %s}\n",
+    std::printf("{\"valid\": true, \"entries\": %llu, \"trustedSize\": %s, \"checkpoint\": %s}\n",
                 static_cast<unsigned long long>(r->entries),
                 trusted ? absl::StrCat(trusted->size).c_str() : "null",
                 signed_tree ? CheckpointJson(r->checkpoint).c_str() : "null");
@@ -351,7 +351,7 @@ int RunProve(int argc, char** argv) {
   if (ctx.json()) {
     std::printf(
         "{\"entry\": %llu, \"size\": %llu, \"leaf\": \"%s\", \"root\": \"%s\", \"path\": %s, "
-        "\"entry_bytes\": \"%s\", \"record\": %s, \"checkpoint\": %s, \"verified\": %s}\n",
+        "\"entryBytes\": \"%s\", \"record\": %s, \"checkpoint\": %s, \"verified\": %s}\n",
         static_cast<unsigned long long>(p->index), static_cast<unsigned long long>(p->size),
         Hex(p->leaf).c_str(), Hex(p->root).c_str(), PathJson(p->path).c_str(), Hex(bytes).c_str(),
         verifier::AuditRecordToJson(index, *record).c_str(), CheckpointJson(*cp).c_str(),
@@ -438,7 +438,7 @@ int RunConsistency(int argc, char** argv) {
   }
   if (ctx.json()) {
     std::printf(
-        "{\"old_size\": %llu, \"old_root\": \"%s\", \"new_size\": %llu, \"new_root\": \"%s\", "
+        "{\"oldSize\": %llu, \"oldRoot\": \"%s\", \"newSize\": %llu, \"newRoot\": \"%s\", "
         "\"path\": %s, \"checkpoint\": %s, \"verified\": %s}\n",
         static_cast<unsigned long long>(p->old_size), Hex(p->old_root).c_str(),
         static_cast<unsigned long long>(p->new_size), Hex(p->new_root).c_str(),

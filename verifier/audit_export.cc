@@ -123,9 +123,9 @@ void AppendCsvCell(std::string& out, std::string_view s) {
 
 std::string AuditRecordToJson(uint64_t index, const AuditRecord& r) {
   std::string out = absl::StrCat("{\"index\": ", index, ", \"time\": ", r.time,
-                                 ", \"time_utc\": \"", capsule::FormatUtc(r.time), "\"");
+                                 ", \"timeUtc\": \"", capsule::FormatUtc(r.time), "\"");
   const std::pair<const char*, const std::string*> texts[] = {
-      {"event", &r.event},    {"decision", &r.decision}, {"capsule_id", &r.capsule_id},
+      {"event", &r.event},    {"decision", &r.decision}, {"capsuleId", &r.capsule_id},
       {"issuer", &r.issuer},  {"site", &r.site},         {"requester", &r.requester},
       {"purpose", &r.purpose}};
   for (const auto& [key, value] : texts) {

@@ -904,9 +904,9 @@ TEST(AuditExportTest, JsonLine) {
   AuditRecord r = SampleRecord(0);
   r.purpose = "say \"hi\"\n\x1b[2J\xff\x7f";
   EXPECT_EQ(AuditRecordToJson(7, r),
-            "{\"index\": 7, \"time\": 1700000000, \"time_utc\": \"2023-11-14T22:13:20Z\", "
+            "{\"index\": 7, \"time\": 1700000000, \"timeUtc\": \"2023-11-14T22:13:20Z\", "
             "\"event\": \"open\", \"decision\": \"permit\", "
-            "\"capsule_id\": \"0123456789abcdef0123456789abcd10\", "
+            "\"capsuleId\": \"0123456789abcdef0123456789abcd10\", "
             "\"issuer\": \"bk1:aaaaaaaaaaaaaaaaaaaaaaaaaa\", \"site\": \"site-b\", "
             "\"requester\": \"bk1:bbbbbbbbbbbbbbbbbbbbbbbbba\", "
             "\"purpose\": \"say \\\"hi\\\"\\n\\u001b[2J\xEF\xBF\xBD\\u007f\", "

@@ -469,7 +469,7 @@ scenario_audit_proofs() {
   grep -q "^verified: the tree of size 9 extends the tree of size 5" "$WORK/.stdout" \
     || fail "consistency not verified"
   expect_exit 0 "$CAPSULE" audit consistency --log state/audit.log --old cp5 --json
-  grep -q '"old_size": 5, ' "$WORK/.stdout" || fail "consistency --json"
+  grep -q '"oldSize": 5, ' "$WORK/.stdout" || fail "consistency --json"
   # A checkpoint from another history of the same site (a fork) is not consistent.
   "$AUDIT_FIXTURE" forked site.key 6 40 > fork6 || fail "fork"
   expect_exit 4 "$CAPSULE" audit consistency --log state/audit.log --old fork6 --key site.pub

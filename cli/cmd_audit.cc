@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "capsule/io.h"
+#include "capsule/json_writer.h"
 #include "capsule/key_files.h"
 #include "cli/context.h"
 #include "crypto/merkle.h"
@@ -68,19 +69,24 @@ absl::StatusOr<int64_t> ParseTimeFlag(const std::string& flag, const std::string
   return absl::ToUnixSeconds(t);
 }
 
-std::string CheckpointJson(const Checkpoint& c) {
-  return absl::StrCat("{\"site\": ", JsonString(c.site), ", \"size\": ", c.size, ", \"root\": \"",
-                      Hex(c.root), "\", \"time\": ", c.time, ", \"timeUtc\": \"",
-                      capsule::FormatUtc(c.time), "\", \"sig\": \"", Hex(c.signature),
-                      "\", \"text\": ", JsonString(c.Encode()), "}");
+// A checkpoint as the next value of `w` (spec/AUDIT.md "Proofs").
+void WriteCheckpointJson(capsule::JsonWriter* w, const Checkpoint& c) {
+  w->BeginObject()
+      .Key("site").String(c.site)
+      .Key("size").Number(c.size)
+      .Key("root").String(Hex(c.root))
+      .Key("time").Number(c.time)
+      .Key("timeUtc").String(capsule::FormatUtc(c.time))
+      .Key("sig").String(Hex(c.signature))
+      .Key("text").String(c.Encode())
+      .EndObject();
 }
 
-std::string PathJson(const std::vector<crypto::Sha256Digest>& path) {
-  std::string out = "[";
-  for (size_t i = 0; i < path.size(); ++i) {
-    absl::StrAppend(&out, i > 0 ? ", " : "", "\"", Hex(path[i]), "\"");
-  }
-  return out + "]";
+// A proof's path as the next value of `w`: an array of hex hashes.
+void WritePathJson(capsule::JsonWriter* w, const std::vector<crypto::Sha256Digest>& path) {
+  w->BeginArray();
+  for (const crypto::Sha256Digest& h : path) w->String(Hex(h));
+  w->EndArray();
 }
 
 void PrintPath(const std::vector<crypto::Sha256Digest>& path) {
@@ -247,8 +253,12 @@ int RunVerifyLog(int argc, char** argv) {
       verifier::VerifyAuditLog(ctx.args().Get("log"), *key, trusted);
   if (!r.ok()) {
     if (ctx.json()) {
-      std::printf("{\"valid\": false, \"error\": %s}\n",
-                  JsonString(std::string(r.status().message())).c_str());
+      capsule::JsonWriter w;
+      w.BeginObject()
+          .Key("valid").Bool(false)
+          .Key("error").String(std::string(r.status().message()))
+          .EndObject();
+      std::printf("%s\n", w.text().c_str());
     }
     std::string hint;
     if (r.status().code() == absl::StatusCode::kNotFound) {
@@ -258,10 +268,24 @@ int RunVerifyLog(int argc, char** argv) {
   }
   const bool signed_tree = r->entries > 0;
   if (ctx.json()) {
-    std::printf("{\"valid\": true, \"entries\": %llu, \"trustedSize\": %s, \"checkpoint\": %s}\n",
-                static_cast<unsigned long long>(r->entries),
-                trusted ? absl::StrCat(trusted->size).c_str() : "null",
-                signed_tree ? CheckpointJson(r->checkpoint).c_str() : "null");
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("valid").Bool(true)
+        .Key("entries").Number(r->entries)
+        .Key("trustedSize");
+    if (trusted) {
+      w.Number(trusted->size);
+    } else {
+      w.Null();
+    }
+    w.Key("checkpoint");
+    if (signed_tree) {
+      WriteCheckpointJson(&w, r->checkpoint);
+    } else {
+      w.Null();
+    }
+    w.EndObject();
+    std::printf("%s\n", w.text().c_str());
     return kExitOk;
   }
   std::printf("%llu/%llu entries valid%s\n", static_cast<unsigned long long>(r->entries),
@@ -349,13 +373,20 @@ int RunProve(int argc, char** argv) {
                            " signed by ", key->fingerprint().ToString());
   }
   if (ctx.json()) {
-    std::printf(
-        "{\"entry\": %llu, \"size\": %llu, \"leaf\": \"%s\", \"root\": \"%s\", \"path\": %s, "
-        "\"entryBytes\": \"%s\", \"record\": %s, \"checkpoint\": %s, \"verified\": %s}\n",
-        static_cast<unsigned long long>(p->index), static_cast<unsigned long long>(p->size),
-        Hex(p->leaf).c_str(), Hex(p->root).c_str(), PathJson(p->path).c_str(), Hex(bytes).c_str(),
-        verifier::AuditRecordToJson(index, *record).c_str(), CheckpointJson(*cp).c_str(),
-        verified ? "true" : "false");
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("entry").Number(p->index)
+        .Key("size").Number(p->size)
+        .Key("leaf").String(Hex(p->leaf))
+        .Key("root").String(Hex(p->root))
+        .Key("path");
+    WritePathJson(&w, p->path);
+    w.Key("entryBytes").String(Hex(bytes)).Key("record");
+    verifier::WriteAuditRecordJson(&w, index, *record);
+    w.Key("checkpoint");
+    WriteCheckpointJson(&w, *cp);
+    w.Key("verified").Bool(verified).EndObject();
+    std::printf("%s\n", w.text().c_str());
     return kExitOk;
   }
   std::printf("inclusion proof (RFC 9162 section 2.1.3)\n");
@@ -437,12 +468,18 @@ int RunConsistency(int argc, char** argv) {
                      old_cp->size, ", both signed by ", key->fingerprint().ToString());
   }
   if (ctx.json()) {
-    std::printf(
-        "{\"oldSize\": %llu, \"oldRoot\": \"%s\", \"newSize\": %llu, \"newRoot\": \"%s\", "
-        "\"path\": %s, \"checkpoint\": %s, \"verified\": %s}\n",
-        static_cast<unsigned long long>(p->old_size), Hex(p->old_root).c_str(),
-        static_cast<unsigned long long>(p->new_size), Hex(p->new_root).c_str(),
-        PathJson(p->path).c_str(), CheckpointJson(*new_cp).c_str(), verified ? "true" : "false");
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("oldSize").Number(p->old_size)
+        .Key("oldRoot").String(Hex(p->old_root))
+        .Key("newSize").Number(p->new_size)
+        .Key("newRoot").String(Hex(p->new_root))
+        .Key("path");
+    WritePathJson(&w, p->path);
+    w.Key("checkpoint");
+    WriteCheckpointJson(&w, *new_cp);
+    w.Key("verified").Bool(verified).EndObject();
+    std::printf("%s\n", w.text().c_str());
     return kExitOk;
   }
   std::printf("consistency proof (RFC 9162 section 2.1.4)\n");

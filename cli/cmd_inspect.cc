@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "capsule/io.h"
+#include "capsule/json_writer.h"
 #include "capsule/reader.h"
 #include "cli/context.h"
 #include "crypto/sha256.h"
@@ -35,27 +36,31 @@ int RunInspect(int argc, char** argv) {
   const std::string issuer = m.issuer.fingerprint().ToString();
   const std::string policy_hash = crypto::ToHex(m.PolicyHash());
   if (ctx.json()) {
-    std::string recipients;
-    for (const auto& r : m.recipients) {
-      if (!recipients.empty()) recipients += ", ";
-      recipients += JsonString(r.fingerprint.ToString());
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("capsule").String(m.IdHex())
+        .Key("formatVersion").Number(m.format_version)
+        .Key("issuer").String(issuer)
+        .Key("createdAt").String(capsule::FormatUtc(m.created_at))
+        .Key("suite").String(crypto::SuiteName(m.suite))
+        .Key("chunkSize").Number(m.chunk_size)
+        .Key("chunkCount").Number(m.chunk_count)
+        .Key("payloadBytes").Number(m.payload_size)
+        .Key("archiveBytes").Number(m.archive_size)
+        .Key("indexEntries").Number(m.index_entries)
+        .Key("fileBytes").Number((*reader)->file_size())
+        .Key("merkleRoot").String(crypto::ToHex(m.merkle_root))
+        .Key("recipients")
+        .BeginArray();
+    for (const auto& r : m.recipients) w.String(r.fingerprint.ToString());
+    w.EndArray().Key("policySha256").String(policy_hash).Key("policy");
+    if (m.policy.empty()) {
+      w.Null();
+    } else {
+      w.String(m.policy);
     }
-    std::printf(
-        "{\"capsule\": %s, \"formatVersion\": %u, \"issuer\": %s, \"createdAt\": %s, "
-        "\"suite\": %s, \"chunkSize\": %u, \"chunkCount\": %llu, \"payloadBytes\": %llu, "
-        "\"archiveBytes\": %llu, \"indexEntries\": %llu, \"fileBytes\": %llu, "
-        "\"merkleRoot\": %s, \"recipients\": [%s], \"policySha256\": %s, \"policy\": %s}\n",
-        JsonString(m.IdHex()).c_str(), m.format_version, JsonString(issuer).c_str(),
-        JsonString(capsule::FormatUtc(m.created_at)).c_str(),
-        JsonString(crypto::SuiteName(m.suite)).c_str(), m.chunk_size,
-        static_cast<unsigned long long>(m.chunk_count),
-        static_cast<unsigned long long>(m.payload_size),
-        static_cast<unsigned long long>(m.archive_size),
-        static_cast<unsigned long long>(m.index_entries),
-        static_cast<unsigned long long>((*reader)->file_size()),
-        JsonString(crypto::ToHex(m.merkle_root)).c_str(), recipients.c_str(),
-        JsonString(policy_hash).c_str(),
-        m.policy.empty() ? "null" : JsonString(m.policy).c_str());
+    w.EndObject();
+    std::printf("%s\n", w.text().c_str());
     return kExitOk;
   }
   std::printf("capsule      %s\n", m.IdHex().c_str());

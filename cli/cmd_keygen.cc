@@ -1,6 +1,7 @@
 // capsule keygen -o NAME: a new identity in NAME.key (0600) and NAME.pub.
 #include <cstdio>
 
+#include "capsule/json_writer.h"
 #include "capsule/key_files.h"
 #include "cli/context.h"
 
@@ -25,8 +26,13 @@ int RunKeygen(int argc, char** argv) {
   if (!s.ok()) return ctx.Fail(s, "choose another name or move the existing key away");
   const std::string fp = id.fingerprint().ToString();
   if (ctx.json()) {
-    std::printf("{\"fingerprint\": %s, \"private\": %s, \"public\": %s}\n", JsonString(fp).c_str(),
-                JsonString(base + ".key").c_str(), JsonString(base + ".pub").c_str());
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("fingerprint").String(fp)
+        .Key("private").String(base + ".key")
+        .Key("public").String(base + ".pub")
+        .EndObject();
+    std::printf("%s\n", w.text().c_str());
   } else {
     std::printf("%s\nwrote %s.key (private, keep it secret) and %s.pub\n", fp.c_str(),
                 base.c_str(), base.c_str());

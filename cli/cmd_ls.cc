@@ -2,7 +2,9 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "capsule/file_index.h"
+#include "capsule/json_writer.h"
 #include "cli/context.h"
 #include "capsule/utc.h"
 
@@ -11,17 +13,17 @@ namespace {
 
 void PrintEntry(const capsule::FileEntry& f, bool json) {
   if (json) {
-    std::printf("{\"path\": %s, \"type\": \"%s\", \"size\": %llu, \"mode\": \"%04o\", "
-                "\"mtime\": %s%s%s}\n",
-                JsonString(f.path).c_str(), capsule::TypeName(f.type),
-                static_cast<unsigned long long>(f.size), f.mode,
-                JsonString(capsule::FormatUtc(f.mtime)).c_str(),
-                f.type == capsule::FileEntry::Type::kFile
-                    ? absl::StrCat(", \"sha256\": \"", crypto::ToHex(f.sha256), "\"").c_str()
-                    : "",
-                f.link_target.empty() ? ""
-                                      : absl::StrCat(", \"target\": ", JsonString(f.link_target))
-                                            .c_str());
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("path").String(f.path)
+        .Key("type").String(capsule::TypeName(f.type))
+        .Key("size").Number(f.size)
+        .Key("mode").String(absl::StrFormat("%04o", f.mode))
+        .Key("mtime").String(capsule::FormatUtc(f.mtime));
+    if (f.type == capsule::FileEntry::Type::kFile) w.Key("sha256").String(crypto::ToHex(f.sha256));
+    if (!f.link_target.empty()) w.Key("target").String(f.link_target);
+    w.EndObject();
+    std::printf("%s\n", w.text().c_str());
     return;
   }
   std::string name = TerminalSafe(f.path);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "capsule/glob.h"
+#include "capsule/json_writer.h"
 #include "cli/context.h"
 
 namespace bunker::cli {
@@ -80,13 +81,17 @@ int RunOpen(int argc, char** argv) {
   if (a.Has("to")) {
     const std::string dest = a.Get("to");
     if (ctx.json()) {
-      std::printf("{\"capsule\": %s, \"to\": %s, \"files\": %llu, \"directories\": %llu, "
-                  "\"symlinks\": %llu, \"bytes\": %llu, \"rules\": %s}\n",
-                  JsonString(o.capsule_id).c_str(), JsonString(dest).c_str(),
-                  static_cast<unsigned long long>(o.files),
-                  static_cast<unsigned long long>(o.directories),
-                  static_cast<unsigned long long>(o.symlinks),
-                  static_cast<unsigned long long>(o.bytes), JsonList(o.decision.rules).c_str());
+      capsule::JsonWriter w;
+      w.BeginObject()
+          .Key("capsule").String(o.capsule_id)
+          .Key("to").String(dest)
+          .Key("files").Number(o.files)
+          .Key("directories").Number(o.directories)
+          .Key("symlinks").Number(o.symlinks)
+          .Key("bytes").Number(o.bytes)
+          .Key("rules").Strings(o.decision.rules)
+          .EndObject();
+      std::printf("%s\n", w.text().c_str());
     } else {
       std::printf("opened capsule %s into %s: %llu files, %s%s\n", o.capsule_id.c_str(),
                   TerminalSafe(dest).c_str(), static_cast<unsigned long long>(o.files),
@@ -99,9 +104,13 @@ int RunOpen(int argc, char** argv) {
     }
   } else if (to_tar != "-") {
     if (ctx.json()) {
-      std::printf("{\"capsule\": %s, \"toTar\": %s, \"bytes\": %llu}\n",
-                  JsonString(o.capsule_id).c_str(), JsonString(to_tar).c_str(),
-                  static_cast<unsigned long long>(o.bytes));
+      capsule::JsonWriter w;
+      w.BeginObject()
+          .Key("capsule").String(o.capsule_id)
+          .Key("toTar").String(to_tar)
+          .Key("bytes").Number(o.bytes)
+          .EndObject();
+      std::printf("%s\n", w.text().c_str());
     } else {
       std::printf("wrote the decrypted archive of capsule %s to %s (%s)\n", o.capsule_id.c_str(),
                   TerminalSafe(to_tar).c_str(), HumanBytes(o.bytes).c_str());

@@ -12,6 +12,7 @@
 #include "capsule/format.h"
 #include "capsule/glob.h"
 #include "capsule/io.h"
+#include "capsule/json_writer.h"
 #include "capsule/key_files.h"
 #include "capsule/paths.h"
 #include "capsule/reader.h"
@@ -50,8 +51,13 @@ int RunCheck(int argc, char** argv) {
   if (!policy.ok()) {
     const std::string error = absl::StrCat(path, ": ", policy.status().message());
     if (ctx.json()) {
-      std::printf("{\"path\": %s, \"valid\": false, \"error\": %s}\n", JsonString(path).c_str(),
-                  JsonString(error).c_str());
+      capsule::JsonWriter w;
+      w.BeginObject()
+          .Key("path").String(path)
+          .Key("valid").Bool(false)
+          .Key("error").String(error)
+          .EndObject();
+      std::printf("%s\n", w.text().c_str());
     }
     return ctx.Fail(absl::Status(policy.status().code(), error));
   }
@@ -62,11 +68,16 @@ int RunCheck(int argc, char** argv) {
   }
   const size_t forbids = policy->rules.size() - permits;
   if (ctx.json()) {
-    std::printf(
-        "{\"path\": %s, \"valid\": true, \"rules\": %zu, \"permitRules\": %zu, "
-        "\"forbidRules\": %zu, \"warnings\": %s}\n",
-        JsonString(path).c_str(), policy->rules.size(), permits, forbids,
-        JsonList(warnings).c_str());
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("path").String(path)
+        .Key("valid").Bool(true)
+        .Key("rules").Number(policy->rules.size())
+        .Key("permitRules").Number(permits)
+        .Key("forbidRules").Number(forbids)
+        .Key("warnings").Strings(warnings)
+        .EndObject();
+    std::printf("%s\n", w.text().c_str());
     return kExitOk;
   }
   std::printf("%s: OK, %zu rule%s (%zu permit, %zu forbid)\n", path.c_str(),
@@ -117,16 +128,21 @@ int RunExplain(int argc, char** argv) {
   const std::vector<std::string> selection = a.GetAll("only");
 
   if (ctx.json()) {
-    std::printf(
-        "{\"capsule\": %s, \"site\": %s, \"requester\": %s, \"purpose\": %s, "
-        "\"selection\": %s, \"files\": %llu, \"decision\": %s, \"rules\": %s, "
-        "\"reasons\": %s, \"deniedFiles\": %s, \"countsUse\": %s}\n",
-        JsonString(o.capsule_id).c_str(), JsonString(run->site).c_str(),
-        JsonOptional(requester).c_str(), JsonOptional(purpose).c_str(),
-        JsonList(selection.empty() ? std::vector<std::string>{"**"} : selection).c_str(),
-        static_cast<unsigned long long>(o.files), decision.permit ? "\"permit\"" : "\"deny\"",
-        JsonList(decision.rules).c_str(), JsonList(decision.reasons).c_str(),
-        JsonList(decision.denied_files).c_str(), decision.counts_use ? "true" : "false");
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("capsule").String(o.capsule_id)
+        .Key("site").String(run->site)
+        .Key("requester").OptionalString(requester)
+        .Key("purpose").OptionalString(purpose)
+        .Key("selection").Strings(selection.empty() ? std::vector<std::string>{"**"} : selection)
+        .Key("files").Number(o.files)
+        .Key("decision").String(decision.permit ? "permit" : "deny")
+        .Key("rules").Strings(decision.rules)
+        .Key("reasons").Strings(decision.reasons)
+        .Key("deniedFiles").Strings(decision.denied_files)
+        .Key("countsUse").Bool(decision.counts_use)
+        .EndObject();
+    std::printf("%s\n", w.text().c_str());
   } else {
     std::printf("capsule    %s\n", o.capsule_id.c_str());
     std::printf("site       %s%s%s, storage [%s]\n", TerminalSafe(run->site).c_str(),

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "capsule/archive_builder.h"
 #include "capsule/io.h"
+#include "capsule/json_writer.h"
 #include "capsule/writer.h"
 #include "cli/context.h"
 #include "verifier/policy.h"
@@ -100,17 +101,19 @@ int RunSeal(int argc, char** argv) {
   progress.Finish();
 
   if (ctx.json()) {
-    std::printf(
-        "{\"capsule\": %s, \"path\": %s, \"issuer\": %s, \"files\": %llu, \"directories\": %llu, "
-        "\"symlinks\": %llu, \"contentBytes\": %llu, \"payloadBytes\": %llu, \"chunks\": %llu}\n",
-        JsonString(manifest->IdHex()).c_str(), JsonString(out_path).c_str(),
-        JsonString(manifest->issuer.fingerprint().ToString()).c_str(),
-        static_cast<unsigned long long>(stats->files),
-        static_cast<unsigned long long>(stats->directories),
-        static_cast<unsigned long long>(stats->symlinks),
-        static_cast<unsigned long long>(stats->content_bytes),
-        static_cast<unsigned long long>(manifest->payload_size),
-        static_cast<unsigned long long>(manifest->chunk_count));
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("capsule").String(manifest->IdHex())
+        .Key("path").String(out_path)
+        .Key("issuer").String(manifest->issuer.fingerprint().ToString())
+        .Key("files").Number(stats->files)
+        .Key("directories").Number(stats->directories)
+        .Key("symlinks").Number(stats->symlinks)
+        .Key("contentBytes").Number(stats->content_bytes)
+        .Key("payloadBytes").Number(manifest->payload_size)
+        .Key("chunks").Number(manifest->chunk_count)
+        .EndObject();
+    std::printf("%s\n", w.text().c_str());
   } else {
     std::printf("sealed %s: capsule %s, %llu files, %s in %llu chunks, %zu recipient(s)\n",
                 out_path.c_str(), manifest->IdHex().c_str(),

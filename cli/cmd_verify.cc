@@ -1,6 +1,7 @@
 // capsule verify: signature, trust and every chunk, without any private key.
 #include <cstdio>
 
+#include "capsule/json_writer.h"
 #include "cli/context.h"
 
 namespace bunker::cli {
@@ -30,10 +31,14 @@ int RunVerify(int argc, char** argv) {
   progress.Finish();
   if (!s.ok()) return ctx.Fail(s);
   if (ctx.json()) {
-    std::printf("{\"capsule\": %s, \"valid\": true, \"issuer\": %s, \"chunks\": %llu}\n",
-                JsonString(m.IdHex()).c_str(),
-                JsonString(m.issuer.fingerprint().ToString()).c_str(),
-                static_cast<unsigned long long>(m.chunk_count));
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("capsule").String(m.IdHex())
+        .Key("valid").Bool(true)
+        .Key("issuer").String(m.issuer.fingerprint().ToString())
+        .Key("chunks").Number(m.chunk_count)
+        .EndObject();
+    std::printf("%s\n", w.text().c_str());
   } else {
     std::printf("%s: OK (capsule %s, issuer %s, %llu chunks verified)\n", path.c_str(),
                 m.IdHex().c_str(), m.issuer.fingerprint().ToString().c_str(),

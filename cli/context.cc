@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "capsule/key_files.h"
+#include "capsule/json_writer.h"
 #include "capsule/paths.h"
 #include "crypto/status_hint.h"
 #include "transfer/client.h"
@@ -257,11 +258,16 @@ absl::StatusOr<uint64_t> ParseRate(const std::string& text) {
 }
 
 std::string TransferSummaryJson(const transfer::SendSummary& s) {
-  return absl::StrFormat(
-      "{\"capsule\": %s, \"chunksTotal\": %d, \"chunksSent\": %d, \"chunksSkipped\": %d, "
-      "\"bytesSent\": %d, \"seconds\": %.3f}",
-      JsonString(s.capsule_id), s.chunks_total, s.chunks_sent, s.chunks_skipped, s.bytes_sent,
-      s.seconds);
+  capsule::JsonWriter w;
+  w.BeginObject()
+      .Key("capsule").String(s.capsule_id)
+      .Key("chunksTotal").Number(s.chunks_total)
+      .Key("chunksSent").Number(s.chunks_sent)
+      .Key("chunksSkipped").Number(s.chunks_skipped)
+      .Key("bytesSent").Number(s.bytes_sent)
+      .Key("seconds").Fixed(s.seconds, 3)
+      .EndObject();
+  return w.text();
 }
 
 }  // namespace bunker::cli

@@ -182,7 +182,7 @@ absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx
                                                               crypto::Identity* identity);
 
 // The one-line JSON summary of a transfer (the shape: capsule, chunksTotal, chunksSent,
-// chunksSkipped, bytesSent, seconds).
+// chunksSkipped, bytesSent, seconds), written by capsule::JsonWriter like all --json output.
 std::string TransferSummaryJson(const transfer::SendSummary& summary);
 
 // Terminal progress on stderr: bytes, rate, ETA; silent when stderr is not a terminal or when
@@ -218,12 +218,6 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text);
 std::string TerminalSafe(std::string_view text, bool keep_newlines = false);
 // Parses a rate: "50M" is 50,000,000 bytes per second (K, M, G: powers of 1000).
 absl::StatusOr<uint64_t> ParseRate(const std::string& text);
-// JSON string literal with escapes.
-std::string JsonString(std::string_view s);
-// A JSON array of strings.
-std::string JsonList(const std::vector<std::string>& values);
-// A JSON string, or null.
-std::string JsonOptional(const std::optional<std::string>& value);
 
 // Command entry points, one file each.
 int RunKeygen(int argc, char** argv);

@@ -7,17 +7,6 @@
 namespace bunker::cli {
 namespace {
 
-TEST(JsonStringTest, EscapesAndStaysValidForAnyBytes) {
-  EXPECT_EQ(JsonString("plain"), "\"plain\"");
-  EXPECT_EQ(JsonString("a\"b\\c\n\t"), "\"a\\\"b\\\\c\\n\\t\"");
-  EXPECT_EQ(JsonString(std::string("\x01\x7f", 2)), "\"\\u0001\\u007f\"");
-  EXPECT_EQ(JsonString("caf\xc3\xa9"), "\"caf\xc3\xa9\"");        // UTF-8 kept
-  EXPECT_EQ(JsonString("bad\xff"), "\"bad\\ufffd\"");             // invalid byte replaced
-  EXPECT_EQ(JsonString("\xc3"), "\"\\ufffd\"");                   // truncated sequence
-  EXPECT_EQ(JsonString("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");  // surrogate
-  EXPECT_EQ(JsonString("\xc0\xaf"), "\"\\ufffd\\ufffd\"");        // overlong
-}
-
 TEST(TerminalSafeTest, DefangsEscapeSequences) {
   EXPECT_EQ(TerminalSafe("ok name.txt"), "ok name.txt");
   EXPECT_EQ(TerminalSafe("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");

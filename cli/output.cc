@@ -1,4 +1,4 @@
-// Output helpers: progress, sizes, terminal-safe text, JSON values, times.
+// Output helpers: progress, sizes, terminal-safe text.
 #include <unistd.h>
 
 #include <cstdio>
@@ -90,86 +90,6 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
 
 std::string TerminalSafe(std::string_view text, bool keep_newlines) {
   return capsule::EscapeForTerminal(text, keep_newlines);
-}
-
-namespace {
-
-// The length of the well-formed UTF-8 sequence at s[i] (RFC 3629), or 0 if there is none.
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  const unsigned char c = static_cast<unsigned char>(s[i]);
-  size_t n = 0;
-  uint32_t min = 0;
-  if (c < 0x80) return 1;
-  if ((c & 0xe0) == 0xc0) {
-    n = 2;
-    min = 0x80;
-  } else if ((c & 0xf0) == 0xe0) {
-    n = 3;
-    min = 0x800;
-  } else if ((c & 0xf8) == 0xf0) {
-    n = 4;
-    min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  uint32_t cp = c & (0x7f >> n);
-  for (size_t k = 1; k < n; ++k) {
-    const unsigned char cc = static_cast<unsigned char>(s[i + k]);
-    if ((cc & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (cc & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return n;
-}
-
-}  // namespace
-
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    const size_t n = Utf8SequenceLength(s, i);
-    if (n == 0) {
-      out += "\\ufffd";  // not UTF-8: keep the output valid JSON
-      ++i;
-      continue;
-    }
-    if (n > 1) {
-      out.append(s.substr(i, n));
-      i += n;
-      continue;
-    }
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-    ++i;
-  }
-  out += "\"";
-  return out;
-}
-
-std::string JsonList(const std::vector<std::string>& values) {
-  std::string out = "[";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += JsonString(values[i]);
-  }
-  return out + "]";
-}
-
-std::string JsonOptional(const std::optional<std::string>& value) {
-  return value ? JsonString(*value) : "null";
 }
 
 }  // namespace bunker::cli

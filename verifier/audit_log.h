@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "capsule/json_writer.h"
 #include "crypto/keys.h"
 #include "crypto/sha256.h"
 
@@ -167,9 +168,12 @@ struct AuditFilter {
 };
 
 // Export formats (spec/AUDIT.md "Export"), each a line without its line end. JSON: one object
-// per record; invalid UTF-8 becomes U+FFFD. CSV (RFC 4180): lists as JSON arrays in one cell;
-// cells that a spreadsheet would run as a formula get a leading apostrophe.
+// per record, written by capsule::JsonWriter (camelCase keys; invalid UTF-8 becomes U+FFFD).
+// CSV (RFC 4180): lists as JSON arrays in one cell; cells that a spreadsheet would run as a
+// formula get a leading apostrophe.
 std::string AuditRecordToJson(uint64_t index, const AuditRecord& record);
+// The same object written into `w` as its next value, for outputs that nest a record.
+void WriteAuditRecordJson(capsule::JsonWriter* w, uint64_t index, const AuditRecord& record);
 std::string AuditCsvHeader();
 std::string AuditRecordToCsv(uint64_t index, const AuditRecord& record);
 

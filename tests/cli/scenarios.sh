@@ -531,4 +531,73 @@ scenario_audit_show_and_export() {
   expect_exit 2 "$CAPSULE" audit frobnicate
 }
 
+# json_ok FILE: every line of FILE is one JSON value (strict: valid UTF-8, no trailing text)
+# whose object keys, at any depth, are camelCase.
+json_ok() {
+  python3 - "$1" <<'PY' || fail "$1 is not camelCase JSON: $(cat "$1")"
+import json, re, sys
+key = re.compile(r'^[a-z][A-Za-z0-9]*$')
+def walk(v):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not key.match(k): sys.exit('key %r is not camelCase' % k)
+            walk(x)
+    elif isinstance(v, list):
+        for x in v: walk(x)
+lines = open(sys.argv[1], 'rb').read().decode('utf-8').splitlines()
+if not lines: sys.exit('no output')
+for line in lines: walk(json.loads(line))
+PY
+}
+# json_run CODE CMD...: runs CMD expecting exit CODE and checks its stdout with json_ok.
+json_run() {
+  expect_exit "$@"
+  cp "$WORK/.stdout" "$WORK/json.out"
+  json_ok "$WORK/json.out"
+}
+
+scenario_json_output_parses() {
+  make_dataset
+  printf 'x' > "data/q\"b\\s caf$(printf '\303\251')"
+  json_run 0 "$CAPSULE" keygen -o issuer --json
+  json_run 0 "$CAPSULE" keygen -o site --json
+  printf '{"version": 1, "rules": [{"id": "all", "effect": "permit"}]}\n' > all.json
+  printf '{"version": 1, "rules": [{"id": "f", "effect": "forbid"}]}\n' > never.json
+  printf '{"version": 1, "rules": []}\n' > norules.json
+  json_run 0 "$CAPSULE" seal data -o d.capsule --sign issuer.key --to site.pub --policy all.json \
+    --json
+  json_run 0 "$CAPSULE" inspect d.capsule --json
+  json_run 0 "$CAPSULE" verify d.capsule --trust issuer.pub --json
+  json_run 0 "$CAPSULE" ls d.capsule --identity site.key --trust issuer.pub --json
+  [ "$(wc -l < "$WORK/json.out")" -eq 59 ] || fail "ls --json lines"
+  json_run 0 "$CAPSULE" open d.capsule --identity site.key --trust issuer.pub --to o1 --json
+  json_run 0 "$CAPSULE" open d.capsule --identity site.key --trust issuer.pub --to-tar o.tar --json
+  json_run 0 "$CAPSULE" policy check never.json --json
+  json_run 3 "$CAPSULE" policy check norules.json --json
+  # A site, so that there is an audit log; the purpose carries an escape sequence, a C1 CSI and
+  # bytes that are not UTF-8.
+  mkdir out
+  printf '{"site": "site-b", "identity": "site.key", "trust": ["issuer.pub"],
+    "destinations": ["out"], "state": "state"}\n' > site.json
+  local evil; evil=$(printf 'x\033[2J\302\233\377"\\')
+  json_run 0 "$CAPSULE" policy explain d.capsule --site site.json --purpose "$evil" --json
+  json_run 0 "$CAPSULE" open d.capsule --site site.json --purpose "$evil" --to out/a --json
+  "$CAPSULE" audit verify --log state/audit.log --key site.pub | tail -n 6 > cp1
+  json_run 0 "$CAPSULE" open d.capsule --site site.json --to out/b --json
+  json_run 0 "$CAPSULE" audit show --log state/audit.log --json
+  grep -aq '"timeUtc": "' "$WORK/json.out" && grep -aq '"capsuleId": "' "$WORK/json.out" \
+    || fail "audit show keys: $(cat "$WORK/json.out")"
+  grep -aq '\\u001b\[2J\\u009b'"$(printf '\357\277\275')"'\\"\\\\' "$WORK/json.out" \
+    || fail "purpose not escaped once: $(cat "$WORK/json.out")"
+  json_run 0 "$CAPSULE" audit export --log state/audit.log --format jsonl
+  json_run 0 "$CAPSULE" audit verify --log state/audit.log --key site.pub --checkpoint cp1 --json
+  grep -q '"trustedSize": 1, ' "$WORK/json.out" || fail "verify --json: $(cat "$WORK/json.out")"
+  json_run 0 "$CAPSULE" audit prove --log state/audit.log --entry 0 --key site.pub --json
+  grep -q '"entryBytes": "' "$WORK/json.out" || fail "prove --json: $(cat "$WORK/json.out")"
+  json_run 0 "$CAPSULE" audit consistency --log state/audit.log --old cp1 --key site.pub --json
+  grep -q '"oldSize": 1, "oldRoot": "' "$WORK/json.out" || fail "consistency --json"
+  printf 'junk' >> state/audit.log
+  json_run 4 "$CAPSULE" audit verify --log state/audit.log --key site.pub --json
+}
+
 run_scenario

@@ -6,6 +6,7 @@
 #include "capnp/message.h"
 #include "capsule/format.h"
 #include "capsule/paths.h"
+#include "capsule/strict_decode.h"
 #include "spec/capsule.capnp.h"
 
 namespace bunker::capsule {
@@ -91,28 +92,15 @@ absl::StatusOr<std::optional<FileEntry>> IndexReader::Next() {
   if (!s.ok()) return s;
   if (buf_.size() - pos_ < 4 + size_t{n}) return absl::DataLossError("file index is truncated");
 
-  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(n / 8);
-  std::memcpy(words.begin(), buf_.data() + pos_ + 4, n);
-  const std::vector<uint8_t> record(buf_.begin() + static_cast<std::ptrdiff_t>(pos_),
-                                    buf_.begin() + static_cast<std::ptrdiff_t>(pos_ + 4 + n));
-  pos_ += 4 + n;
-  FileEntry e;
-  try {
-    kj::ArrayPtr<const capnp::word> segments[1] = {words.asPtr()};
-    capnp::ReaderOptions options;
-    // Cumulative over the canonical check and the field reads (see manifest.cc).
-    options.traversalLimitInWords = 4 * words.size() + 64;
-    options.nestingLimit = 8;
-    capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segments, 1), options);
-    if (!reader.isCanonical()) {
-      return absl::DataLossError(absl::StrCat("file index record ", seen_, " is not canonical"));
-    }
-    auto root = reader.getRoot<schema::IndexEntry>();
+  const absl::Span<const uint8_t> record(buf_.data() + pos_ + 4, n);
+  const uint64_t seen = seen_;
+  auto read = [seen](schema::IndexEntry::Reader root) -> absl::StatusOr<FileEntry> {
+    FileEntry e;
     auto path = root.getPath();
     e.path.assign(path.begin(), path.size());
     const uint16_t type = static_cast<uint16_t>(root.getType());
     if (type > static_cast<uint16_t>(FileEntry::Type::kHardlink)) {
-      return absl::DataLossError(absl::StrCat("file index record ", seen_, " has a bad type"));
+      return absl::DataLossError(absl::StrCat("file index record ", seen, " has a bad type"));
     }
     e.type = static_cast<FileEntry::Type>(type);
     e.size = root.getSize();
@@ -120,7 +108,7 @@ absl::StatusOr<std::optional<FileEntry>> IndexReader::Next() {
     auto digest = root.getSha256();
     if (e.type == FileEntry::Type::kFile) {
       if (digest.size() != e.sha256.size()) {
-        return absl::DataLossError(absl::StrCat("file index record ", seen_, " has no digest"));
+        return absl::DataLossError(absl::StrCat("file index record ", seen, " has no digest"));
       }
       std::memcpy(e.sha256.data(), digest.begin(), digest.size());
     }
@@ -128,13 +116,34 @@ absl::StatusOr<std::optional<FileEntry>> IndexReader::Next() {
     e.mtime = root.getMtime();
     auto target = root.getLinkTarget();
     e.link_target.assign(target.begin(), target.size());
-  } catch (const kj::Exception&) {
-    return absl::DataLossError(absl::StrCat("file index record ", seen_, " is malformed"));
-  }
+    return e;
+  };
   // As for the manifest: re-encoding the decoded entry must give the record back exactly.
-  if (EncodeIndexRecord(e) != record) {
-    return absl::DataLossError(absl::StrCat("file index record ", seen_, " is not canonical"));
-  }
+  auto encode = [](const FileEntry& e) {
+    std::vector<uint8_t> again = EncodeIndexRecord(e);
+    again.erase(again.begin(), again.begin() + 4);  // the length, checked above
+    return again;
+  };
+  // The traversal limit is cumulative over the canonical check and the field reads (see
+  // manifest.cc).
+  absl::StatusOr<FileEntry> decoded = StrictDecode<schema::IndexEntry>(
+      record, StrictDecodeLimits{kMaxIndexRecordSize, /*traversal_factor=*/4, /*nesting=*/8}, read,
+      encode, [seen](StrictDecodeFailure failure) {
+        switch (failure) {
+          case StrictDecodeFailure::kBadLength:
+            return absl::DataLossError(
+                absl::StrCat("file index record ", seen, " has a bad length"));
+          case StrictDecodeFailure::kMalformed:
+            return absl::DataLossError(absl::StrCat("file index record ", seen, " is malformed"));
+          case StrictDecodeFailure::kNotCanonical:
+          case StrictDecodeFailure::kNotReencoded:
+            break;
+        }
+        return absl::DataLossError(absl::StrCat("file index record ", seen, " is not canonical"));
+      });
+  pos_ += 4 + n;
+  if (!decoded.ok()) return decoded.status();
+  FileEntry e = *std::move(decoded);
   absl::StatusOr<std::string> normalized = NormalizeEntryPath(e.path);
   if (!normalized.ok() || *normalized != e.path) {
     return absl::DataLossError(

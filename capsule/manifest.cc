@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "capnp/message.h"
 #include "capnp/serialize.h"
+#include "capsule/strict_decode.h"
 #include "spec/capsule.capnp.h"
 
 namespace bunker::capsule {
@@ -74,97 +75,96 @@ absl::StatusOr<std::vector<uint8_t>> EncodeManifest(const Manifest& m) {
   return std::vector<uint8_t>(bytes.begin(), bytes.end());
 }
 
-absl::StatusOr<Manifest> DecodeManifest(absl::Span<const uint8_t> bytes) {
-  if (bytes.empty() || bytes.size() % sizeof(capnp::word) != 0 ||
-      bytes.size() > kMaxManifestSize) {
-    return absl::DataLossError("corrupt manifest (bad length)");
-  }
-  // Copy into word-aligned storage; the file buffer carries no alignment guarantee.
-  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-  std::memcpy(words.begin(), bytes.data(), bytes.size());
-  kj::ArrayPtr<const capnp::word> segments[1] = {words.asPtr()};
-  capnp::ReaderOptions options;
-  // Canonical messages have no far pointers or unreachable data, so each pass reads each word at
-  // most once. The limit is cumulative per reader and we make three passes (the canonical check,
-  // re-encoding, reading the fields), so it bounds work to four passes over the bytes.
-  options.traversalLimitInWords = 4 * words.size() + 64;
-  options.nestingLimit = 16;
+namespace {
+
+// The fields of a canonical manifest message, checked as they are read (a kj::Exception
+// escapes for a malformed message; StrictDecode turns it into an error).
+absl::StatusOr<Manifest> ReadManifest(schema::Manifest::Reader root) {
   Manifest m;
-  try {
-    capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segments, 1), options);
-    if (!reader.isCanonical()) return absl::DataLossError("manifest is not canonical");
-    auto root = reader.getRoot<schema::Manifest>();
-    m.format_version = root.getFormatVersion();
-    if (m.format_version != kFormatVersion) {
-      return absl::DataLossError(absl::StrCat("manifest version ", m.format_version,
-                                              " does not match the header"));
-    }
-    absl::Status s = CopyFixed(root.getCapsuleId(), m.capsule_id, "capsuleId");
-    if (!s.ok()) return s;
-    m.created_at = root.getCreatedAt();
-    if (!root.hasIssuer()) return absl::DataLossError("manifest has no issuer");
-    s = CopyFixed(root.getIssuer().getSignKey(), m.issuer.sign_key, "issuer.signKey");
-    if (!s.ok()) return s;
-    s = CopyFixed(root.getIssuer().getBoxKey(), m.issuer.box_key, "issuer.boxKey");
-    if (!s.ok()) return s;
-    if (!crypto::IsKnownSuite(root.getSuite())) {
-      return absl::DataLossError(absl::StrCat("unknown cipher suite ", root.getSuite()));
-    }
-    m.suite = static_cast<crypto::Suite>(root.getSuite());
-    m.chunk_size = root.getChunkSize();
-    m.chunk_count = root.getChunkCount();
-    m.payload_size = root.getPayloadSize();
-    m.archive_size = root.getArchiveSize();
-    m.index_size = root.getIndexSize();
-    m.index_entries = root.getIndexEntries();
-    if (m.archive_size > m.payload_size || m.payload_size - m.archive_size != m.index_size) {
-      return absl::DataLossError("manifest sizes are inconsistent");
-    }
-    if (m.index_entries > m.index_size) {
-      return absl::DataLossError("manifest index entry count is inconsistent");
-    }
-    s = CopyFixed(root.getMerkleRoot(), m.merkle_root, "merkleRoot");
-    if (!s.ok()) return s;
-    s = CopyFixed(root.getKeyCommitment(), m.key_commitment, "keyCommitment");
-    if (!s.ok()) return s;
-    auto policy = root.getPolicy();
-    if (policy.size() > kMaxPolicySize) return absl::DataLossError("policy too large");
-    m.policy.assign(policy.begin(), policy.size());
-    auto recipients = root.getRecipients();
-    if (recipients.size() == 0 || recipients.size() > kMaxRecipients) {
-      return absl::DataLossError("manifest recipient count out of range");
-    }
-    m.recipients.reserve(recipients.size());
-    for (auto r : recipients) {
-      RecipientEntry e;
-      s = CopyFixed(r.getFingerprint(), e.fingerprint.bytes, "recipient.fingerprint");
-      if (!s.ok()) return s;
-      s = CopyFixed(r.getEphemeral(), e.wrapped.ephemeral, "recipient.ephemeral");
-      if (!s.ok()) return s;
-      auto wk = r.getWrappedKey();
-      if (wk.size() != kDataKeySize + kTagSize) {
-        return absl::DataLossError("manifest field recipient.wrappedKey has a wrong length");
-      }
-      e.wrapped.ciphertext.assign(wk.begin(), wk.end());
-      for (const RecipientEntry& prior : m.recipients) {
-        if (prior.fingerprint == e.fingerprint) {
-          return absl::DataLossError("manifest names a recipient twice");
-        }
-      }
-      m.recipients.push_back(std::move(e));
-    }
-  } catch (const kj::Exception&) {
-    // The text of a Cap'n Proto exception names internal details only; one line is enough.
-    return absl::DataLossError("corrupt manifest (malformed Cap'n Proto message)");
+  m.format_version = root.getFormatVersion();
+  if (m.format_version != kFormatVersion) {
+    return absl::DataLossError(absl::StrCat("manifest version ", m.format_version,
+                                            " does not match the header"));
   }
-  // Encoding the decoded value must reproduce the input byte for byte: no field this version
-  // does not know, no alternative encoding of a value (e.g. an empty policy), no slack.
-  absl::StatusOr<std::vector<uint8_t>> again = EncodeManifest(m);
-  if (!again.ok() || again->size() != bytes.size() ||
-      std::memcmp(again->data(), bytes.data(), bytes.size()) != 0) {
-    return absl::DataLossError("manifest is not in canonical form (unknown or extra data)");
+  absl::Status s = CopyFixed(root.getCapsuleId(), m.capsule_id, "capsuleId");
+  if (!s.ok()) return s;
+  m.created_at = root.getCreatedAt();
+  if (!root.hasIssuer()) return absl::DataLossError("manifest has no issuer");
+  s = CopyFixed(root.getIssuer().getSignKey(), m.issuer.sign_key, "issuer.signKey");
+  if (!s.ok()) return s;
+  s = CopyFixed(root.getIssuer().getBoxKey(), m.issuer.box_key, "issuer.boxKey");
+  if (!s.ok()) return s;
+  if (!crypto::IsKnownSuite(root.getSuite())) {
+    return absl::DataLossError(absl::StrCat("unknown cipher suite ", root.getSuite()));
+  }
+  m.suite = static_cast<crypto::Suite>(root.getSuite());
+  m.chunk_size = root.getChunkSize();
+  m.chunk_count = root.getChunkCount();
+  m.payload_size = root.getPayloadSize();
+  m.archive_size = root.getArchiveSize();
+  m.index_size = root.getIndexSize();
+  m.index_entries = root.getIndexEntries();
+  if (m.archive_size > m.payload_size || m.payload_size - m.archive_size != m.index_size) {
+    return absl::DataLossError("manifest sizes are inconsistent");
+  }
+  if (m.index_entries > m.index_size) {
+    return absl::DataLossError("manifest index entry count is inconsistent");
+  }
+  s = CopyFixed(root.getMerkleRoot(), m.merkle_root, "merkleRoot");
+  if (!s.ok()) return s;
+  s = CopyFixed(root.getKeyCommitment(), m.key_commitment, "keyCommitment");
+  if (!s.ok()) return s;
+  auto policy = root.getPolicy();
+  if (policy.size() > kMaxPolicySize) return absl::DataLossError("policy too large");
+  m.policy.assign(policy.begin(), policy.size());
+  auto recipients = root.getRecipients();
+  if (recipients.size() == 0 || recipients.size() > kMaxRecipients) {
+    return absl::DataLossError("manifest recipient count out of range");
+  }
+  m.recipients.reserve(recipients.size());
+  for (auto r : recipients) {
+    RecipientEntry e;
+    s = CopyFixed(r.getFingerprint(), e.fingerprint.bytes, "recipient.fingerprint");
+    if (!s.ok()) return s;
+    s = CopyFixed(r.getEphemeral(), e.wrapped.ephemeral, "recipient.ephemeral");
+    if (!s.ok()) return s;
+    auto wk = r.getWrappedKey();
+    if (wk.size() != kDataKeySize + kTagSize) {
+      return absl::DataLossError("manifest field recipient.wrappedKey has a wrong length");
+    }
+    e.wrapped.ciphertext.assign(wk.begin(), wk.end());
+    for (const RecipientEntry& prior : m.recipients) {
+      if (prior.fingerprint == e.fingerprint) {
+        return absl::DataLossError("manifest names a recipient twice");
+      }
+    }
+    m.recipients.push_back(std::move(e));
   }
   return m;
+}
+
+}  // namespace
+
+absl::StatusOr<Manifest> DecodeManifest(absl::Span<const uint8_t> bytes) {
+  // Canonical messages have no far pointers or unreachable data, so each pass reads each word at
+  // most once: four times the words bounds the canonical check and the field reads.
+  const StrictDecodeLimits limits{kMaxManifestSize, /*traversal_factor=*/4, /*nesting=*/16};
+  // Encoding the decoded value must reproduce the input byte for byte: no field this version
+  // does not know, no alternative encoding of a value (e.g. an empty policy), no slack.
+  return StrictDecode<schema::Manifest>(
+      bytes, limits, ReadManifest, EncodeManifest, [](StrictDecodeFailure failure) {
+        switch (failure) {
+          case StrictDecodeFailure::kBadLength:
+            return absl::DataLossError("corrupt manifest (bad length)");
+          case StrictDecodeFailure::kNotCanonical:
+            return absl::DataLossError("manifest is not canonical");
+          case StrictDecodeFailure::kMalformed:
+            return absl::DataLossError("corrupt manifest (malformed Cap'n Proto message)");
+          case StrictDecodeFailure::kNotReencoded:
+            break;
+        }
+        return absl::DataLossError("manifest is not in canonical form (unknown or extra data)");
+      });
 }
 
 std::vector<uint8_t> SignatureInput(absl::Span<const uint8_t> header,

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "capnp/serialize.h"
+#include "capsule/strict_decode.h"
 #include "crypto/status_hint.h"
 #include "crypto/status_macros.h"
 #include "spec/verifier.capnp.h"
@@ -118,59 +119,59 @@ std::vector<uint8_t> EncodeRequestBody(const WireRequest& r) {
   return std::vector<uint8_t>(bytes.begin(), bytes.end());
 }
 
+namespace {
+
+// The fields of a canonical RequestBody (a kj::Exception escapes for a malformed one).
+absl::StatusOr<WireRequest> ReadRequestBody(schema::RequestBody::Reader b) {
+  WireRequest r;
+  switch (b.getCommand()) {
+    case schema::RequestBody::Command::OPEN:
+      r.command = Command::kOpen;
+      break;
+    case schema::RequestBody::Command::TO_TAR:
+      r.command = Command::kToTar;
+      break;
+    case schema::RequestBody::Command::CAT:
+      r.command = Command::kCat;
+      break;
+    case schema::RequestBody::Command::LS:
+      r.command = Command::kLs;
+      break;
+    case schema::RequestBody::Command::EXPLAIN:
+      r.command = Command::kExplain;
+      break;
+    case schema::RequestBody::Command::MOUNT:
+      r.command = Command::kMount;
+      break;
+    case schema::RequestBody::Command::MOUNTS:
+      r.command = Command::kMounts;
+      break;
+    default:
+      return Malformed("request (unknown command)");
+  }
+  if (b.getHasPurpose()) r.purpose = Str(b.getPurpose());
+  r.only = TextList(b.getOnly());
+  r.destination = Str(b.getDestination());
+  r.path = Str(b.getPath());
+  r.fd_count = b.getFdCount();
+  r.threads = b.getThreads();
+  r.mountpoint = Str(b.getMountpoint());
+  r.cache_bytes = b.getCacheBytes();
+  return r;
+}
+
+}  // namespace
+
 absl::StatusOr<WireRequest> DecodeRequestBody(absl::Span<const uint8_t> body) {
-  if (body.empty() || body.size() % sizeof(capnp::word) != 0 || body.size() > kMaxFrame) {
-    return Malformed("request");
-  }
-  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(body.size() / sizeof(capnp::word));
-  std::memcpy(words.begin(), body.data(), body.size());
-  try {
-    capnp::ReaderOptions options;
-    options.traversalLimitInWords = words.size() * 8 + 64;
-    options.nestingLimit = 8;
-    // A canonical message is a single segment without a segment table.
-    kj::ArrayPtr<const capnp::word> segment = words.asPtr();
-    capnp::SegmentArrayMessageReader reader(kj::arrayPtr(&segment, 1), options);
-    if (!reader.isCanonical()) return Malformed("request (not canonical)");
-    auto b = reader.getRoot<schema::RequestBody>();
-    WireRequest r;
-    switch (b.getCommand()) {
-      case schema::RequestBody::Command::OPEN:
-        r.command = Command::kOpen;
-        break;
-      case schema::RequestBody::Command::TO_TAR:
-        r.command = Command::kToTar;
-        break;
-      case schema::RequestBody::Command::CAT:
-        r.command = Command::kCat;
-        break;
-      case schema::RequestBody::Command::LS:
-        r.command = Command::kLs;
-        break;
-      case schema::RequestBody::Command::EXPLAIN:
-        r.command = Command::kExplain;
-        break;
-      case schema::RequestBody::Command::MOUNT:
-        r.command = Command::kMount;
-        break;
-      case schema::RequestBody::Command::MOUNTS:
-        r.command = Command::kMounts;
-        break;
-      default:
-        return Malformed("request (unknown command)");
-    }
-    if (b.getHasPurpose()) r.purpose = Str(b.getPurpose());
-    r.only = TextList(b.getOnly());
-    r.destination = Str(b.getDestination());
-    r.path = Str(b.getPath());
-    r.fd_count = b.getFdCount();
-    r.threads = b.getThreads();
-    r.mountpoint = Str(b.getMountpoint());
-    r.cache_bytes = b.getCacheBytes();
-    return r;
-  } catch (const kj::Exception&) {
-    return Malformed("request");
-  }
+  // Checked for canonical form (one segment, no segment table) only, not re-encoded
+  // (encode = nullptr), as this decoder always was.
+  return capsule::StrictDecode<schema::RequestBody>(
+      body, capsule::StrictDecodeLimits{kMaxFrame, /*traversal_factor=*/8, /*nesting=*/8},
+      ReadRequestBody, nullptr, [](capsule::StrictDecodeFailure failure) {
+        return failure == capsule::StrictDecodeFailure::kNotCanonical
+                   ? Malformed("request (not canonical)")
+                   : Malformed("request");
+      });
 }
 
 absl::Status SendRequest(int sock, const SignedRequest& request, absl::Span<const int> fds) {

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "capnp/message.h"
+#include "capsule/strict_decode.h"
 #include "spec/audit.capnp.h"
 #include "verifier/audit_log.h"
 
@@ -52,55 +53,56 @@ std::vector<uint8_t> EncodeAuditEntry(const AuditRecord& r) {
   return std::vector<uint8_t>(bytes.begin(), bytes.end());
 }
 
-absl::StatusOr<AuditRecord> DecodeAuditEntry(absl::Span<const uint8_t> bytes) {
-  if (bytes.empty() || bytes.size() % sizeof(capnp::word) != 0 ||
-      bytes.size() > kMaxAuditEntrySize) {
-    return absl::DataLossError("audit entry has a bad length");
-  }
-  // Word-aligned copy: the caller's buffer carries no alignment guarantee.
-  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-  std::memcpy(words.begin(), bytes.data(), bytes.size());
-  kj::ArrayPtr<const capnp::word> segments[1] = {words.asPtr()};
-  capnp::ReaderOptions options;
-  // The limit is cumulative per reader. A canonical message has no far pointers or unreachable
-  // words, so the canonical check and the field reads each read a word at most once; 4x plus
-  // slack bounds the work to a few passes over the bytes, as in capsule/manifest.cc.
-  options.traversalLimitInWords = 4 * words.size() + 64;
-  options.nestingLimit = 8;
+namespace {
+
+// The fields of a canonical AuditEntry message (a kj::Exception escapes for a malformed one).
+absl::StatusOr<AuditRecord> ReadAuditEntry(schema::AuditEntry::Reader root) {
   AuditRecord r;
-  try {
-    capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segments, 1), options);
-    if (!reader.isCanonical()) return absl::DataLossError("audit entry is not canonical");
-    auto root = reader.getRoot<schema::AuditEntry>();
-    r.time = root.getTime();
-    auto text = [](capnp::Text::Reader t) { return std::string(t.begin(), t.size()); };
-    r.event = text(root.getEvent());
-    r.decision = text(root.getDecision());
-    r.capsule_id = text(root.getCapsuleId());
-    r.issuer = text(root.getIssuer());
-    r.site = text(root.getSite());
-    r.requester = text(root.getRequester());
-    r.purpose = text(root.getPurpose());
-    GetList(root.getPaths(), r.paths);
-    GetList(root.getRules(), r.rules);
-    GetList(root.getReasons(), r.reasons);
-    r.uses = root.getUses();
-    const int64_t uid = root.getLocalUid(), pid = root.getLocalPid();
-    if (uid < -1 || uid > int64_t{UINT32_MAX} || pid < -1 || pid > int64_t{INT32_MAX}) {
-      return absl::DataLossError("audit entry has an impossible local uid or pid");
-    }
-    if (uid >= 0) r.uid = static_cast<uint32_t>(uid);
-    if (pid >= 0) r.pid = static_cast<int32_t>(pid);
-  } catch (const kj::Exception&) {
-    // Cap'n Proto's message names internals only.
-    return absl::DataLossError("audit entry is not a valid AuditEntry message");
+  r.time = root.getTime();
+  auto text = [](capnp::Text::Reader t) { return std::string(t.begin(), t.size()); };
+  r.event = text(root.getEvent());
+  r.decision = text(root.getDecision());
+  r.capsule_id = text(root.getCapsuleId());
+  r.issuer = text(root.getIssuer());
+  r.site = text(root.getSite());
+  r.requester = text(root.getRequester());
+  r.purpose = text(root.getPurpose());
+  GetList(root.getPaths(), r.paths);
+  GetList(root.getRules(), r.rules);
+  GetList(root.getReasons(), r.reasons);
+  r.uses = root.getUses();
+  const int64_t uid = root.getLocalUid(), pid = root.getLocalPid();
+  if (uid < -1 || uid > int64_t{UINT32_MAX} || pid < -1 || pid > int64_t{INT32_MAX}) {
+    return absl::DataLossError("audit entry has an impossible local uid or pid");
   }
-  // Re-encoding must give the input back: no unknown fields, no empty-but-present values.
-  const std::vector<uint8_t> again = EncodeAuditEntry(r);
-  if (again.size() != bytes.size() || std::memcmp(again.data(), bytes.data(), bytes.size()) != 0) {
-    return absl::DataLossError("audit entry is not in canonical form (unknown or extra data)");
-  }
+  if (uid >= 0) r.uid = static_cast<uint32_t>(uid);
+  if (pid >= 0) r.pid = static_cast<int32_t>(pid);
   return r;
+}
+
+}  // namespace
+
+absl::StatusOr<AuditRecord> DecodeAuditEntry(absl::Span<const uint8_t> bytes) {
+  // A canonical message has no far pointers or unreachable words, so the canonical check and the
+  // field reads each read a word at most once; 4x plus slack bounds the work to a few passes.
+  const capsule::StrictDecodeLimits limits{kMaxAuditEntrySize, /*traversal_factor=*/4,
+                                           /*nesting=*/8};
+  // Re-encoding must give the input back: no unknown fields, no empty-but-present values.
+  return capsule::StrictDecode<schema::AuditEntry>(
+      bytes, limits, ReadAuditEntry, EncodeAuditEntry, [](capsule::StrictDecodeFailure failure) {
+        switch (failure) {
+          case capsule::StrictDecodeFailure::kBadLength:
+            return absl::DataLossError("audit entry has a bad length");
+          case capsule::StrictDecodeFailure::kNotCanonical:
+            return absl::DataLossError("audit entry is not canonical");
+          case capsule::StrictDecodeFailure::kMalformed:
+            // Cap'n Proto's message names internals only.
+            return absl::DataLossError("audit entry is not a valid AuditEntry message");
+          case capsule::StrictDecodeFailure::kNotReencoded:
+            break;
+        }
+        return absl::DataLossError("audit entry is not in canonical form (unknown or extra data)");
+      });
 }
 
 }  // namespace bunker::verifier

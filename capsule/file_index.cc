@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "capnp/message.h"
+#include "capsule/byte_order.h"
 #include "capsule/format.h"
 #include "capsule/paths.h"
 #include "capsule/strict_decode.h"
@@ -45,10 +46,7 @@ std::vector<uint8_t> EncodeIndexRecord(const FileEntry& e) {
   auto bytes = words.asBytes();
   std::vector<uint8_t> out(4 + bytes.size());
   const uint32_t n = static_cast<uint32_t>(bytes.size());
-  out[0] = static_cast<uint8_t>(n >> 24);
-  out[1] = static_cast<uint8_t>(n >> 16);
-  out[2] = static_cast<uint8_t>(n >> 8);
-  out[3] = static_cast<uint8_t>(n);
+  StoreU32Be(n, out.data());
   std::memcpy(out.data() + 4, bytes.begin(), bytes.size());
   return out;
 }
@@ -83,7 +81,7 @@ absl::StatusOr<std::optional<FileEntry>> IndexReader::Next() {
   }
   if (avail < 4) return absl::DataLossError("file index is truncated");
   const uint8_t* p = buf_.data() + pos_;
-  const uint32_t n = uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
+  const uint32_t n = LoadU32Be(p);
   if (n == 0 || n % 8 != 0 || n > kMaxIndexRecordSize) {
     return absl::DataLossError(absl::StrCat("file index record ", seen_, " has a bad length"));
   }

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "capsule/byte_order.h"
 
 namespace bunker::site {
 namespace {
@@ -46,7 +47,7 @@ absl::Status SendFrame(int sock, capnp::MessageBuilder& message, absl::Span<cons
   if (bytes.size() > kMaxFrame) return absl::InvalidArgumentError("message too large");
   uint8_t header[4];
   const uint32_t n = static_cast<uint32_t>(bytes.size());
-  for (int i = 0; i < 4; ++i) header[i] = static_cast<uint8_t>(n >> (8 * i));
+  capsule::StoreU32Le(n, header);
 
   struct iovec iov[2] = {{header, sizeof header},
                          {const_cast<kj::byte*>(bytes.begin()), bytes.size()}};
@@ -124,8 +125,7 @@ absl::StatusOr<Frame> ReceiveFrame(int sock, size_t max_fds) {
     absl::Status s = ReadExact(sock, header + r, sizeof header - static_cast<size_t>(r));
     if (!s.ok()) return s;
   }
-  uint32_t n = 0;
-  for (int i = 0; i < 4; ++i) n |= static_cast<uint32_t>(header[i]) << (8 * i);
+  const uint32_t n = capsule::LoadU32Le(header);
   if (n == 0 || n > kMaxFrame || n % sizeof(capnp::word) != 0) {
     return absl::InvalidArgumentError("malformed message length");
   }

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "capsule/byte_order.h"
 #include "capsule/fd.h"
 #include "capsule/io.h"
 #include "crypto/merkle.h"
@@ -216,10 +217,7 @@ absl::StatusOr<Checkpoint> AuditLog::Append(const AuditRecord& record, int64_t n
 
   std::vector<uint8_t> framed(4 + bytes.size());
   const uint32_t n = static_cast<uint32_t>(bytes.size());
-  framed[0] = static_cast<uint8_t>(n >> 24);
-  framed[1] = static_cast<uint8_t>(n >> 16);
-  framed[2] = static_cast<uint8_t>(n >> 8);
-  framed[3] = static_cast<uint8_t>(n);
+  capsule::StoreU32Be(n, framed.data());
   std::memcpy(framed.data() + 4, bytes.data(), bytes.size());
   // The entry is durable before a checkpoint can name it; see spec/AUDIT.md "Writing".
   absl::Status s = WriteAllAt(st.log_fd.get(), framed, st.pos.log_offset);

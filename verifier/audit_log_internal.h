@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "capsule/byte_order.h"
 #include "capsule/fd.h"
 #include "capsule/io.h"
 #include "crypto/merkle.h"
@@ -131,7 +132,7 @@ class EntryReader {
     if (left < 4) return Error("is truncated");
     uint8_t p[4];
     BUNKER_RETURN_IF_ERROR(in_.Read(offset_, p, 4));
-    const uint32_t n = uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
+    const uint32_t n = capsule::LoadU32Be(p);
     if (n == 0 || n % 8 != 0 || n > kMaxAuditEntrySize) {
       return Error(absl::StrCat("has a bad length (", n, ")"));
     }

@@ -62,7 +62,7 @@ std::string AuditRecordToJson(uint64_t index, const AuditRecord& r) {
 }
 
 std::string AuditCsvHeader() {
-  return "index,time,time_utc,event,decision,capsule_id,issuer,site,requester,purpose,paths,"
+  return "index,time,timeUtc,event,decision,capsuleId,issuer,site,requester,purpose,paths,"
          "rules,reasons,uses,uid,pid";
 }
 

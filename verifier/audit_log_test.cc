@@ -922,7 +922,7 @@ TEST(AuditExportTest, JsonLine) {
 
 TEST(AuditExportTest, CsvRow) {
   EXPECT_EQ(AuditCsvHeader(),
-            "index,time,time_utc,event,decision,capsule_id,issuer,site,requester,purpose,paths,"
+            "index,time,timeUtc,event,decision,capsuleId,issuer,site,requester,purpose,paths,"
             "rules,reasons,uses,uid,pid");
   AuditRecord r = SampleRecord(2);
   r.purpose = "=HYPERLINK(\"http://x\"), really";

@@ -514,7 +514,7 @@ scenario_audit_show_and_export() {
   grep -q '"uses": 0, "uid": 1000, "pid": 4242}' "$WORK/.stdout" || fail "export lacks the uid"
   expect_exit 0 "$CAPSULE" audit export --log state/audit.log --format csv
   [ "$(wc -l < "$WORK/.stdout")" -eq 7 ] || fail "export csv"
-  head -1 "$WORK/.stdout" | grep -q '^index,time,time_utc,event,decision,' || fail "csv header"
+  head -1 "$WORK/.stdout" | grep -q '^index,time,timeUtc,event,decision,' || fail "csv header"
   grep -q ',"'"'"'=2+3",' "$WORK/.stdout" || fail "csv formula not defused"
   expect_exit 2 "$CAPSULE" audit export --log state/audit.log --format xml
   # A damaged log: export stops with the entry named.

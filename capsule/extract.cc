@@ -1,3 +1,6 @@
+// Extraction (capsule/extract.h). Over 500 lines on purpose: one class reads the archive in stream
+// order and judges every entry; what it writes through lives in tree_writer, staging, entry_tree and
+// tar_headers, and splitting the judging itself would scatter its rules.
 #include "capsule/extract.h"
 
 #include <archive.h>

@@ -1,3 +1,6 @@
+// Tests of capsule/extract.h. Over 500 lines on purpose: one file per unit under test, and the
+// cases share one tar-building fixture (BuildTar, PieceSource); split it along the sections below
+// (entries, destinations, owners, races) once that fixture moves to a shared test header.
 #include "capsule/extract.h"
 
 #include <archive.h>

@@ -1,5 +1,6 @@
 // capsule audit: review a site's audit log (spec/AUDIT.md). One CommandSpec per subcommand;
-// the checking and the proofs are verifier/audit_log.h's.
+// the checking and the proofs are verifier/audit_log.h's. Over 500 lines on purpose: one file per
+// command, and audit's subcommands share how a site's log is found and loaded.
 #include <unistd.h>
 
 #include <cstdio>

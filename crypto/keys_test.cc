@@ -1,3 +1,5 @@
+// Tests of crypto/keys.h. Over 500 lines on purpose: one file per unit under test; the PEM and
+// key-file negative cases are a table that reads best whole.
 #include "crypto/keys.h"
 
 #include <openssl/err.h>

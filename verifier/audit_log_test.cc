@@ -1,3 +1,5 @@
+// Tests of verifier/audit_log.h. Over 500 lines on purpose: one file per unit under test; the
+// tamper cases share the log-building fixture and read best side by side.
 #include "verifier/audit_log.h"
 
 #include <sys/wait.h>

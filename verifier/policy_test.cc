@@ -1,3 +1,5 @@
+// Tests of verifier/policy.h. Over 500 lines on purpose: one file per unit under test; each
+// policy rule's cases sit next to the others so the language's edges can be read in one place.
 #include "verifier/policy.h"
 
 #include <algorithm>

@@ -1,6 +1,7 @@
 // Generates spec/vectors/: valid and deliberately broken capsules, each with its expected
 // outcome in vectors.txt. Run via `make vectors`; the output is committed and checked by
-// tests/vectors/vectors_test.cc. The keys it writes are for tests only.
+// tests/vectors/vectors_test.cc. The keys it writes are for tests only. Over 500 lines on purpose:
+// one generator function per vector family, in the order FORMAT.md presents the rules.
 #include <archive.h>
 #include <archive_entry.h>
 #include <ftw.h>

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
+#include "capsule/fd.h"
 #include "capsule/io.h"
 #include "crypto/secret.h"
 
@@ -56,7 +57,8 @@ absl::Status WriteIdentityFiles(const crypto::Identity& identity, const std::str
 }
 
 absl::StatusOr<crypto::Identity> LoadIdentity(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not hang us
+  Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));  // a FIFO must not hang us
+  const int fd = file.get();
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) return absl::NotFoundError(absl::StrCat("key file ", path, " not found"));
@@ -65,11 +67,9 @@ absl::StatusOr<crypto::Identity> LoadIdentity(const std::string& path) {
   }
   struct stat st;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
   }
   if (st.st_size > static_cast<off_t>(kMaxKeyFileSize)) {
-    ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path, " is too large to be a key file"));
   }
   crypto::SecretBytes buf(static_cast<size_t>(st.st_size));
@@ -80,7 +80,7 @@ absl::StatusOr<crypto::Identity> LoadIdentity(const std::string& path) {
     if (n <= 0) break;
     done += static_cast<size_t>(n);
   }
-  ::close(fd);
+  file.Reset();
   const std::string_view text(reinterpret_cast<const char*>(buf.data()), done);
   if (text.find("PRIVATE KEY") == std::string_view::npos) {
     return absl::InvalidArgumentError(absl::StrCat(

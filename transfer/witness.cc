@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "capsule/fd.h"
 #include "capsule/io.h"
 #include "crypto/merkle.h"
 #include "capsule/utc.h"
@@ -101,11 +102,13 @@ absl::StatusOr<CheckpointFacts> WitnessStore::Witness(
     }
     // Kept as evidence before it is replaced: appended and synced first.
     const std::string history = PathOf(peer, ".history");
-    int fd = ::open(history.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd < 0) return capsule::ErrnoStatus(absl::StrCat("cannot open ", history), errno);
-    absl::Status s = WriteAll(fd, held->text, history);
-    if (s.ok() && ::fsync(fd) != 0) s = capsule::ErrnoStatus("cannot sync " + history, errno);
-    ::close(fd);
+    capsule::Fd fd(::open(history.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    if (!fd.valid()) return capsule::ErrnoStatus(absl::StrCat("cannot open ", history), errno);
+    absl::Status s = WriteAll(fd.get(), held->text, history);
+    if (s.ok() && ::fsync(fd.get()) != 0) {
+      s = capsule::ErrnoStatus("cannot sync " + history, errno);
+    }
+    fd.Reset();
     if (!s.ok()) return s;
     result = WitnessOutcome::kReset;
   } else if (held == nullptr) {

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "capsule/fd.h"
 #include "absl/strings/str_cat.h"
 #include "capsule/io.h"
 #include "crypto/status_macros.h"
@@ -97,10 +98,7 @@ absl::StatusOr<uint64_t> SignedUseCount(const std::string& log_path, const std::
 // An exclusive flock on `state.lock` for the SiteState's lifetime: it spans the two database
 // transactions and the log append of a write, which no single lock of either covers.
 struct SiteState::Lock {
-  int fd = -1;
-  ~Lock() {
-    if (fd >= 0) ::close(fd);  // closing the descriptor releases the flock
-  }
+  capsule::Fd fd;  // closing the descriptor releases the flock
 };
 
 SiteState::SiteState() = default;
@@ -118,12 +116,12 @@ absl::StatusOr<std::unique_ptr<SiteState>> SiteState::Open(const std::string& st
   st->fail_ = std::move(fail);
   st->lock_ = std::make_unique<Lock>();
   const std::string lock_path = state_dir + "/state.lock";
-  st->lock_->fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (st->lock_->fd < 0) {
+  st->lock_->fd.Reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!st->lock_->fd.valid()) {
     return capsule::ErrnoStatus(absl::StrCat("cannot open ", lock_path), errno);
   }
   int rc;
-  while ((rc = ::flock(st->lock_->fd, LOCK_EX)) != 0 && errno == EINTR) {
+  while ((rc = ::flock(st->lock_->fd.get(), LOCK_EX)) != 0 && errno == EINTR) {
   }
   if (rc != 0) return capsule::ErrnoStatus("cannot lock the site's state folder", errno);
 

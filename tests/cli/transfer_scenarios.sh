@@ -256,12 +256,13 @@ scenario_transfer_bad_config() {
 # start_site NAME CONFIG: starts a daemon logging to NAME.log; sets SITE_PORT and NAME_PID.
 start_site() {
   local before
-  before=$(grep -c "listening on" "$1.log" 2>/dev/null)
+  # The transfer listener's line (a site with a "socket" also logs "verifier listening on").
+  before=$(grep -c "listening on 127.0.0.1:" "$1.log" 2>/dev/null)
   "$CAPSULED" --site "$2" --witness-interval-ms 200 >/dev/null 2>>"$1.log" &
   DAEMON_PIDS+=($!)
   eval "${1^^}_PID=$!"
   for _ in $(seq 1 100); do
-    if [ "$(grep -c "listening on" "$1.log" 2>/dev/null)" -gt "${before:-0}" ]; then
+    if [ "$(grep -c "listening on 127.0.0.1:" "$1.log" 2>/dev/null)" -gt "${before:-0}" ]; then
       SITE_PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$1.log" | tail -1)
       return
     fi

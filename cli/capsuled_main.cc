@@ -68,7 +68,9 @@ int main(int argc, char** argv) {
         "record in the audit log that the checkpoints the witnesses hold are lost, tell them, "
         "and exit"},
        {"witness-interval-ms", true, false, "how often to hand checkpoints to witnesses "
-        "(default 5000)", "MS"}},
+        "(default 5000)", "MS"},
+       {"mount-cache-mib", true, false, "the largest decrypted-chunk cache of one capsule mount, "
+        "in MiB (default: the site file's \"mountCacheMiB\", else 256)", "N"}},
       "capsuled"};
   cli::Context ctx(kSpec, argc - 1, argv + 1);
   if (!ctx.Parse()) return ctx.exit_code();
@@ -100,6 +102,15 @@ int main(int argc, char** argv) {
       (!absl::SimpleAtoi(ctx.args().Get("witness-interval-ms"), &interval_ms) ||
        interval_ms < 10 || interval_ms > 3600000)) {
     return ctx.UsageError("--witness-interval-ms must be from 10 to 3600000");
+  }
+
+  // One mount's decrypted-chunk cache: the flag, else the site file, else 256 MiB.
+  uint64_t mount_cache_mib = site->mount_cache_mib != 0 ? site->mount_cache_mib : 256;
+  if (ctx.args().Has("mount-cache-mib") &&
+      (!absl::SimpleAtoi(ctx.args().Get("mount-cache-mib"), &mount_cache_mib) ||
+       mount_cache_mib < 1 || mount_cache_mib > site::kMaxMountCacheMiB)) {
+    return ctx.UsageError(absl::StrCat("--mount-cache-mib must be from 1 to ",
+                                       site::kMaxMountCacheMiB));
   }
 
   transfer::DaemonOptions options;
@@ -185,6 +196,9 @@ int main(int argc, char** argv) {
     service.trusted = *trusted;
     service.users = std::move(*users);
     service.log = options.log;
+    service.mount_cache_bytes = mount_cache_mib << 20;
+    options.log(absl::StrCat("mounts: decrypted-chunk cache up to ", mount_cache_mib,
+                             " MiB per mount"));
     // A site that a witness caught behind serves nobody until an operator acts.
     const bool witnessed = !witnesses->empty() && transfers;
     service.healthy = [&witness_state, witnessed]() -> absl::Status {

@@ -52,7 +52,8 @@ int RunMount(int argc, char** argv) {
        {"purpose", true, false, "the declared purpose, for policies naming purposes", "P"},
        {"only", true, true, "mount only paths matching GLOB (repeatable)", "GLOB"},
        {"cache-mib", true, false,
-        "decrypted-chunk cache in MiB (default and upper bound: the site's, 256)", "N"},
+        "decrypted-chunk cache in MiB (default and upper bound: the site's mountCacheMiB, 256 "
+        "when unset)", "N"},
        {"threads", true, false, "threads decrypting ahead (default: all cores)", "N"}}};
   Context ctx(kSpec, argc, argv);
   if (!ctx.Parse()) return ctx.exit_code();

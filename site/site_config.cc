@@ -97,6 +97,16 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
           if (name == "listen") site.listen = v;
           if (name == "store") site.store = Resolve(base_dir, v);
           if (name == "socket") site.socket = Resolve(base_dir, v);
+        } else if (name == "mountCacheMiB") {
+          // A whole number of MiB; JSON numbers are doubles, so check that it is one.
+          const double mib = value.isNumber() ? value.getNumber() : -1;
+          if (!value.isNumber() || mib < 0 || mib > static_cast<double>(kMaxMountCacheMiB) ||
+              mib != static_cast<double>(static_cast<uint64_t>(mib))) {
+            return FieldError(path, name,
+                              absl::StrCat("must be a whole number of MiB from 0 to ",
+                                           kMaxMountCacheMiB));
+          }
+          site.mount_cache_mib = static_cast<uint64_t>(mib);
         } else if (name == "users") {
           if (!value.isObject()) {
             return FieldError(path, name, "must be an object of user names to public key files");

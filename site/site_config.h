@@ -2,6 +2,7 @@
 #ifndef BUNKER_SITE_SITE_CONFIG_H_
 #define BUNKER_SITE_SITE_CONFIG_H_
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +17,9 @@ struct SiteWitness {
   std::string key;      // absolute path of its public key file (also one of `peers`)
   std::string address;  // host:port
 };
+
+// The largest "mountCacheMiB" a site file may give (1 TiB of cache).
+inline constexpr uint64_t kMaxMountCacheMiB = uint64_t{1} << 20;
 
 struct SiteConfig {
   std::string path;                     // the configuration file itself
@@ -33,6 +37,9 @@ struct SiteConfig {
   // Local user name -> requester public key file (absolute), for requests without --as.
   std::vector<std::pair<std::string, std::string>> users;
   std::vector<SiteWitness> witnesses;   // spec/POLICY.md "Site configuration"
+  // "mountCacheMiB": the bound on one mount's decrypted-chunk cache, in MiB; 0 when absent (the
+  // daemon's default applies). At most kMaxMountCacheMiB.
+  uint64_t mount_cache_mib = 0;
 
   // The facts a policy decision needs.
   verifier::SiteFacts Facts() const { return {site, region, storage, state}; }

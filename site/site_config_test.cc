@@ -53,6 +53,25 @@ TEST(SiteConfigTest, WitnessesAreKeyAtAddress) {
   }
 }
 
+TEST(SiteConfigTest, MountCacheMiBIsAWholeNumberOfMiB) {
+  const std::string dir = TempDir();
+  const std::string base = R"("site": "s", "identity": "k", "trust": ["t"],
+      "destinations": ["d"], "state": "st")";
+  auto absent = LoadSiteConfig(Write(dir, "{" + base + "}"));
+  ASSERT_TRUE(absent.ok()) << absent.status();
+  EXPECT_EQ(absent->mount_cache_mib, 0u);  // the daemon's default applies
+  auto set = LoadSiteConfig(Write(dir, "{" + base + R"(, "mountCacheMiB": 1024})"));
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->mount_cache_mib, 1024u);
+  for (const char* bad : {"-1", "1.5", "\"64\"", "1048577", "[1]"}) {
+    auto s = LoadSiteConfig(Write(dir, "{" + base + ", \"mountCacheMiB\": " + bad + "}"));
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.status().message().find("$.mountCacheMiB: must be a whole number"),
+              std::string::npos)
+        << s.status();
+  }
+}
+
 TEST(SiteConfigTest, RejectsUnknownFieldsWrongTypesAndMissingFields) {
   const std::string dir = TempDir();
   const std::string base = R"("site": "s", "identity": "k", "trust": ["t"],

@@ -26,4 +26,8 @@ struct Site {
   # Local users and the requester key each one stands for when it gives no --as: a JSON
   # object {"alice": "keys/alice.pub"}; keys resolve like `trust`.
   users @12 :List(Text);
+  # Mounts (spec/VERIFIER.md "Mounts"): the largest decrypted-chunk cache, in MiB, that one
+  # `capsule mount` may have in the daemon's memory (1 to 1048576; absent or 0: 256). The
+  # daemon's --mount-cache-mib overrides it; a mount may ask for less with --cache-mib.
+  mountCacheMiB @13 :UInt32;
 }

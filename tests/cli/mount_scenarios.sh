@@ -76,7 +76,7 @@ setup() {
   cat > site.json <<JSON
 { "site": "site-b", "identity": "site.key", "trust": ["owner.pub"], "state": "state",
   "destinations": ["landing"],
-  "socket": "run/verifier.sock" }
+  "socket": "run/verifier.sock"${SITE_EXTRA:-} }
 JSON
   chown "$SITE_USER" site.key state run
   chmod 700 state
@@ -222,6 +222,43 @@ scenario_mount_daemon_killed_leaves_nothing() {
   if grep -r -l -F "$marker" "$WORK" /var/tmp /dev/shm 2>/dev/null; then
     fail "plaintext found on disk"
   fi
+}
+
+# examples/train_on_mount: worker processes train on a mounted capsule; the site file's
+# "mountCacheMiB" bounds the daemon's cache (and capsuled's flag overrides it).
+scenario_mount_example_trains_with_workers() {
+  command -v python3 >/dev/null || skip "needs python3 for the example"
+  local example; example="$(cd "$(dirname "$0")/../.." && pwd)/examples/train_on_mount"
+  mkdir -p data
+  python3 "$example/make_data.py" data/samples --samples 600 >/dev/null || fail "make_data.py"
+  SITE_EXTRA=', "mountCacheMiB": 8' \
+    setup '{"id": "all", "effect": "permit"}, {"id": "no-pii", "effect": "forbid", "paths": ["pii/**"]}'
+  grep -q 'cache up to 8 MiB per mount' daemon.log || { cat daemon.log; fail "mountCacheMiB not used"; }
+  expect_exit 2 "$CAPSULED" --site site.json --mount-cache-mib 0
+  expect_err 'mount-cache-mib must be'
+  mount_capsule d.capsule mnt || { cat "$WORK/.stderr"; fail "mount"; }
+  python3 "$example/train.py" mnt/samples --workers 4 --epochs 2 --batch 16 \
+    >"$WORK/.stdout" 2>"$WORK/.stderr" || { cat "$WORK/.stderr"; fail "train.py on the mount"; }
+  cat "$WORK/.stdout"
+  expect_out 'epoch 2: 600 samples'
+  expect_out 'read 1200 files'
+  local workers; workers=$(sed -n 's/.* with \([0-9]*\) worker processes.*/\1/p' "$WORK/.stdout")
+  [ "${workers:-0}" -ge 2 ] || fail "the example read with ${workers:-no} worker processes, not several"
+  local accuracy; accuracy=$(sed -n 's/^epoch 2: .*accuracy \([0-9.]*\)$/\1/p' "$WORK/.stdout")
+  awk -v a="$accuracy" 'BEGIN {exit !(a >= 0.9)}' || fail "accuracy $accuracy after two epochs"
+  # Forbidden files stay invisible to the job too.
+  python3 "$example/train.py" mnt/pii --workers 2 --epochs 1 >/dev/null 2>&1 &&
+    fail "the example found samples in a forbidden folder"
+  expect_exit 0 "$CAPSULE" umount mnt
+  wait_unmounted mnt || fail "still mounted after umount"
+  wait_audit 'files opened: 600 (opens: 1200)'
+  # A daemon started with --mount-cache-mib uses it instead of the site file's.
+  kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null
+  setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups -- \
+    "$CAPSULED" --site site.json --mount-cache-mib 32 2>daemon.log &
+  DAEMON_PID=$!
+  for _ in $(seq 1 100); do grep -q 'verifier listening' daemon.log && break; sleep 0.05; done
+  grep -q 'cache up to 32 MiB per mount' daemon.log || { cat daemon.log; fail "--mount-cache-mib not used"; }
 }
 
 run_scenario

@@ -399,24 +399,34 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
   FuseServer::Impl* s = Self(req);
   if (!s->Live(req)) return;
   auto* h = reinterpret_cast<FuseServer::Impl::Handle*>(fi->fh);
-  thread_local std::vector<uint8_t> buf;
-  buf.resize(std::min(size, kMaxRead * 4));
   const uint64_t offset = static_cast<uint64_t>(off);
-  const bool sequential = h != nullptr && (offset == 0 || h->next.load() == offset);
-  absl::StatusOr<size_t> n = s->capsule->Read(ino, offset, absl::MakeSpan(buf), std::time(nullptr),
-                                              sequential);
-  if (!n.ok()) {
-    if (absl::IsPermissionDenied(n.status())) {
+  // Sequential: at the start, or near where this handle's last read ended (the kernel's
+  // read-ahead sends several requests at once, which the worker threads may take out of order).
+  bool sequential = offset == 0;
+  if (h != nullptr && !sequential) {
+    const uint64_t next = h->next.load();
+    sequential = offset + 4 * kMaxRead >= next && offset <= next + 4 * kMaxRead;
+  }
+  absl::StatusOr<MountedCapsule::Slices> slices = s->capsule->ReadSlices(
+      ino, offset, std::min(size, kMaxRead * 4), std::time(nullptr), sequential);
+  if (!slices.ok()) {
+    if (absl::IsPermissionDenied(slices.status())) {
       s->AskEnd("notAfter");
       fuse_reply_err(req, EACCES);
     } else {
-      fuse_reply_err(req, absl::IsNotFound(n.status()) ? ENOENT : EIO);
+      fuse_reply_err(req, absl::IsNotFound(slices.status()) ? ENOENT : EIO);
     }
     return;
   }
-  if (h != nullptr) h->next.store(offset + *n);
-  fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *n);
-  std::fill(buf.begin(), buf.begin() + static_cast<long>(*n), 0);
+  if (h != nullptr) h->next.store(offset + slices->size());
+  // The reply is written to /dev/fuse straight from the cached chunks (one copy, into the
+  // kernel); `slices` keeps them alive until it returns.
+  std::vector<iovec> iov(slices->spans().size());
+  for (size_t i = 0; i < iov.size(); ++i) {
+    iov[i].iov_base = const_cast<uint8_t*>(slices->spans()[i].data());
+    iov[i].iov_len = slices->spans()[i].size();
+  }
+  fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {

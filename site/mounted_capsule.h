@@ -45,7 +45,7 @@ struct MountOptions {
   // Bound on the decrypted chunks kept in memory (the default: 256 MiB).
   uint64_t cache_bytes = uint64_t{256} << 20;
   // Chunks decrypted ahead of a sequential reader, and the threads doing it (0: all cores).
-  int read_ahead_chunks = 4;
+  int read_ahead_chunks = 8;
   int threads = 0;
 };
 
@@ -85,6 +85,25 @@ class MountedCapsule {
   const Node* Lookup(uint64_t parent, std::string_view name) const;
   // Counts an open of file `ino` (the summary's "files opened").
   void CountOpen(uint64_t ino);
+
+  // Bytes of a file as read-only views into authenticated, decrypted chunks: what Read() would
+  // copy, for a caller that hands them on without copying (a FUSE reply). The views stay valid
+  // as long as this object lives (it holds the chunks, even once the cache evicted them).
+  class Slices {
+   public:
+    const std::vector<absl::Span<const uint8_t>>& spans() const { return spans_; }
+    size_t size() const { return size_; }
+
+   private:
+    friend class MountedCapsule;
+    std::vector<std::shared_ptr<const void>> holds_;
+    std::vector<absl::Span<const uint8_t>> spans_;
+    size_t size_ = 0;
+  };
+
+  // Up to `max` bytes of file `ino` from `offset` as Slices; the same contract as Read().
+  absl::StatusOr<Slices> ReadSlices(uint64_t ino, uint64_t offset, size_t max, int64_t now,
+                                    bool sequential);
 
   // Up to out.size() bytes of file `ino` from `offset` (fewer at its end; 0 past it). `now`
   // (seconds since the epoch) is checked against not_after(). `sequential`: the reader read the

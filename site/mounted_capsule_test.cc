@@ -124,6 +124,40 @@ TEST(MountedCapsuleTest, ServesTheTreeFromAuthenticatedChunksAndRecordsTheSummar
   EXPECT_NE(reasons.find("duration: 5 s"), std::string::npos) << reasons;
 }
 
+// ReadSlices hands out views into cached chunks (a FUSE reply is written from them without a
+// copy): they must stay valid and unchanged after the cache evicted their chunks.
+TEST(MountedCapsuleTest, SlicesOutliveTheirChunksInTheCache) {
+  Fixture f;
+  Gate gate = f.SiteGate();
+  MountOptions small;
+  small.cache_bytes = 4096;  // one chunk
+  small.read_ahead_chunks = 0;
+  absl::StatusOr<std::unique_ptr<MountedCapsule>> m = f.Mount(gate, {}, f.capsule, small);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const MountedCapsule::Node* train = (*m)->Lookup(MountedCapsule::kRootInode, "train");
+  ASSERT_NE(train, nullptr);
+  const MountedCapsule::Node* big = (*m)->Lookup(train->ino, "big.bin");
+  ASSERT_NE(big, nullptr);
+  // 10,000 bytes from 3,000: across at least two chunks.
+  absl::StatusOr<MountedCapsule::Slices> held = (*m)->ReadSlices(big->ino, 3000, 10000, kNow, true);
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->size(), 10000u);
+  EXPECT_GE(held->spans().size(), 2u);
+  // Evict everything: read the whole file again, then another file.
+  EXPECT_EQ(ReadAll(**m, big->ino, 4096), std::string(f.big.begin(), f.big.end()));
+  std::string got;
+  for (absl::Span<const uint8_t> s : held->spans()) got.append(s.begin(), s.end());
+  EXPECT_EQ(got, std::string(f.big.begin() + 3000, f.big.begin() + 13000));
+  // Past the end: nothing; over the end: what is there.
+  absl::StatusOr<MountedCapsule::Slices> tail =
+      (*m)->ReadSlices(big->ino, f.big.size() - 10, 1000, kNow, false);
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(tail->size(), 10u);
+  absl::StatusOr<MountedCapsule::Slices> past = (*m)->ReadSlices(big->ino, f.big.size(), 10, kNow, false);
+  ASSERT_TRUE(past.ok());
+  EXPECT_EQ(past->size(), 0u);
+}
+
 TEST(MountedCapsuleTest, OnlyKeepsTheSelectionAndItsDirectories) {
   Fixture f;
   Gate gate = f.SiteGate();

@@ -4,8 +4,8 @@
 #include <fuse_lowlevel.h>
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -248,15 +248,39 @@ struct FuseServer::Impl {
 
   void Work() {
     struct fuse_buf buf {};
+    // Each worker waits in its own epoll set: on /dev/fuse with EPOLLEXCLUSIVE, so that a
+    // request wakes one worker rather than all of them (with poll() every request woke every
+    // worker, and the context switches were a seventh of the daemon's time with 8 readers), and
+    // on `wake`, which wakes all of them to stop.
+    capsule::Fd ep(::epoll_create1(EPOLL_CLOEXEC));
+    struct epoll_event fuse_ev {};
+    fuse_ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+    fuse_ev.data.u32 = 0;
+    struct epoll_event wake_ev {};
+    wake_ev.events = EPOLLIN;
+    wake_ev.data.u32 = 1;
+    if (!ep.valid() ||
+        ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fuse_session_fd(session), &fuse_ev) != 0 ||
+        ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, wake.get(), &wake_ev) != 0) {
+      AskEnd("cannot wait for requests");
+      return;
+    }
     while (true) {
-      struct pollfd p[2] = {{fuse_session_fd(session), POLLIN, 0}, {wake.get(), POLLIN, 0}};
-      const int r = ::poll(p, 2, -1);
+      struct epoll_event events[2];
+      const int r = ::epoll_wait(ep.get(), events, 2, -1);
       if (r < 0) {
         if (errno == EINTR) continue;
         break;
       }
-      if (p[1].revents != 0) break;
-      if ((p[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) {
+      bool stop = false, gone = false;
+      for (int i = 0; i < r; ++i) {
+        if (events[i].data.u32 == 1) stop = true;
+        if (events[i].data.u32 == 0 && (events[i].events & (EPOLLERR | EPOLLHUP)) != 0) {
+          gone = true;
+        }
+      }
+      if (stop) break;
+      if (gone) {
         AskEnd("unmounted");
         break;
       }

@@ -5,7 +5,7 @@ ASAN      ?= build/asan
 WERROR    ?= $(if $(CI),ON,OFF)
 CMAKE_GEN := $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
 
-.PHONY: all deps build build-asan demo test test-release test-asan bench bench-transfer vectors vectors-keys fuzz clean
+.PHONY: all deps build build-asan demo test test-release test-asan bench bench-transfer bench-mount vectors vectors-keys fuzz clean
 
 all: build
 
@@ -38,6 +38,10 @@ bench: build
 
 bench-transfer: build
 	@bash bench/transfer.sh $(BUILD)
+
+# Root only (/dev/fuse, drop_caches); installs gocryptfs, the peer, when missing.
+bench-mount: build
+	@bash bench/mount.sh $(BUILD)
 
 # Regenerates spec/vectors/ (commit the result; tests check the committed vectors).
 vectors: build

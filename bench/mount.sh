@@ -181,10 +181,10 @@ printf '\nmachine: %s cores, %s; gocryptfs %s; page cache dropped between runs: 
   "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" \
   "$(gocryptfs -version 2>/dev/null | awk 'NR==1 {sub(";", "", $2); print $2}')" "$DROP"
 printf 'scratch: %s; each workload twice on fresh mounts, the faster run counts\n\n' "$WORK"
-printf '| %-38s | %13s | %11s | %12s | %13s |\n' workload "capsule mount" gocryptfs \
+printf '| %-38s | %16s | %16s | %12s | %11s |\n' workload "capsule mount" gocryptfs \
   "vs gocryptfs" "target 1.5x"
-printf '|%s|%s|%s|%s|%s|\n' ---------------------------------------- --------------- \
-  ------------- -------------- ---------------
+printf '|%s|%s|%s|%s|%s|\n' ---------------------------------------- ------------------ \
+  ------------------ -------------- -------------
 row() {   # KEY LABEL BYTES
   local c=${SECS["$1 capsule"]} g=${SECS["$1 gocryptfs"]} ratio cs gs
   ratio=$(awk -v a="$g" -v b="$c" 'BEGIN {printf "%.2f", a / (b > 0 ? b : 0.001)}')
@@ -193,7 +193,7 @@ row() {   # KEY LABEL BYTES
     cs=$(awk -v s="$c" -v b="$3" 'BEGIN {printf "%.2f s %4.0f MB/s", s, b / 1e6 / s}')
     gs=$(awk -v s="$g" -v b="$3" 'BEGIN {printf "%.2f s %4.0f MB/s", s, b / 1e6 / s}')
   fi
-  printf '| %-38s | %13s | %11s | %11sx | %13s |\n' "$2" "$cs" "$gs" "$ratio" \
+  printf '| %-38s | %16s | %16s | %11sx | %11s |\n' "$2" "$cs" "$gs" "$ratio" \
     "$(awk -v r="$ratio" 'BEGIN {print (r >= 1.5 ? "met" : "NOT met")}')"
 }
 row seq "sequential read, 1 GiB file" $((1024 << 20))

@@ -1,3 +1,7 @@
+// capsule mount (site/mount.h). Over 500 lines on purpose: the FUSE operations are small, but
+// they share one server's state (live check, handles, the end of the mount), and the user's side
+// (fusermount3) is the other half of the same protocol; the file tree and chunk cache live in
+// mounted_capsule.
 #include "site/mount.h"
 
 #define FUSE_USE_VERSION 35

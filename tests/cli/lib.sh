@@ -31,3 +31,13 @@ run_scenario() {
   "scenario_$SCENARIO"
   echo "ok [$SCENARIO]"
 }
+
+# share_programs: copies $CAPSULE and $CAPSULED into $WORK/bin (mode 755) and points the
+# variables there, so that unprivileged test users can run them wherever the build tree lives.
+share_programs() {
+  mkdir -p "$WORK/bin"
+  cp "$CAPSULE" "$CAPSULED" "$WORK/bin/"
+  CAPSULE="$WORK/bin/$(basename "$CAPSULE")"
+  CAPSULED="$WORK/bin/$(basename "$CAPSULED")"
+  chmod 755 "$WORK/bin" "$CAPSULE" "$CAPSULED"
+}

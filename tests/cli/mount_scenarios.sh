@@ -35,11 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 . "$(dirname "$0")/lib.sh"
-mkdir -p "$WORK/bin"
-cp "$CAPSULE" "$CAPSULED" "$WORK/bin/"
-CAPSULE="$WORK/bin/$(basename "$CAPSULE")"
-CAPSULED="$WORK/bin/$(basename "$CAPSULED")"
-chmod 755 "$WORK/bin" "$CAPSULE" "$CAPSULED"
+share_programs
 cd "$WORK"
 
 as_bob() { setpriv --reuid "$USER_B" --regid "$USER_B" --init-groups -- "$@"; }

@@ -31,12 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 . "$(dirname "$0")/lib.sh"
-# Copies of the programs that every user can run, wherever the build tree lives.
-mkdir -p "$WORK/bin"
-cp "$CAPSULE" "$CAPSULED" "$WORK/bin/"
-CAPSULE="$WORK/bin/$(basename "$CAPSULE")"
-CAPSULED="$WORK/bin/$(basename "$CAPSULED")"
-chmod 755 "$WORK/bin" "$CAPSULE" "$CAPSULED"
+share_programs
 cd "$WORK"
 
 as_user() { local u=$1; shift; setpriv --reuid "$u" --regid "$u" --init-groups -- "$@"; }

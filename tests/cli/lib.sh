@@ -41,3 +41,13 @@ share_programs() {
   CAPSULED="$WORK/bin/$(basename "$CAPSULED")"
   chmod 755 "$WORK/bin" "$CAPSULE" "$CAPSULED"
 }
+
+# ensure_users NAME...: creates each system user that does not exist yet (root only); exits 1
+# naming the one that cannot be created.
+ensure_users() {
+  local u
+  for u in "$@"; do
+    id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u" \
+      2>/dev/null || id "$u" >/dev/null 2>&1 || { echo "cannot create user $u" >&2; exit 1; }
+  done
+}

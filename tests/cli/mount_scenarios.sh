@@ -17,10 +17,8 @@ if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null || ! command -v usera
 fi
 command -v fusermount3 >/dev/null || skip "needs fusermount3 (Debian package fuse3)"
 [ -c /dev/fuse ] || skip "needs /dev/fuse (FUSE is not available here)"
-for u in "$SITE_USER" "$USER_B"; do
-  id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u" \
-    2>/dev/null || id "$u" >/dev/null 2>&1 || { echo "cannot create user $u" >&2; exit 1; }
-done
+. "$(dirname "$0")/lib.sh"
+ensure_users "$SITE_USER" "$USER_B"
 
 WORK=$(mktemp -d /tmp/bunker-mount-XXXXXX)
 chmod 755 "$WORK"
@@ -34,7 +32,6 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-. "$(dirname "$0")/lib.sh"
 share_programs
 cd "$WORK"
 

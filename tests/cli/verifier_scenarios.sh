@@ -15,10 +15,8 @@ if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null || ! command -v usera
   echo "SKIP [$SCENARIO]: needs root, setpriv and useradd to run the daemon and a user as real users" >&2
   exit 77
 fi
-for u in "$SITE_USER" "$USER_A" "$USER_B"; do
-  id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u" \
-    2>/dev/null || id "$u" >/dev/null 2>&1 || { echo "cannot create user $u" >&2; exit 1; }
-done
+. "$(dirname "$0")/lib.sh"
+ensure_users "$SITE_USER" "$USER_A" "$USER_B"
 
 # The binaries must be reachable by the unprivileged users.
 WORK=$(mktemp -d /tmp/bunker-verifier-XXXXXX)
@@ -30,7 +28,6 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-. "$(dirname "$0")/lib.sh"
 share_programs
 cd "$WORK"
 

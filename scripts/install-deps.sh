@@ -12,6 +12,7 @@ packages=(
   age tar
   iperf3 rsync
   libfuse3-dev fuse3
+  python3 util-linux passwd  # the JSON check, setpriv and useradd of the real-user scenarios
 )
 
 missing=()

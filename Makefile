@@ -33,6 +33,11 @@ test-asan: build-asan
 
 test: test-release test-asan
 
+# The Debian package $(BUILD)/bunker_VERSION-REVISION_amd64.deb (CPack; packaging/CMakeLists.txt).
+.PHONY: package
+package: build
+	@cd $(BUILD) && cpack -G DEB
+
 bench: build
 	@bash bench/seal_open.sh $(BUILD)
 

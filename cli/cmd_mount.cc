@@ -50,7 +50,7 @@ int RunMount(int argc, char** argv) {
       {{"site", true, false, "site configuration naming the verifier's \"socket\"", "FILE"},
        {"as", true, false, "the requester's private key, for policies naming requesters", "KEY"},
        {"purpose", true, false, "the declared purpose, for policies naming purposes", "P"},
-       {"only", true, true, "mount only paths matching GLOB (repeatable)", "GLOB"},
+       {"only", true, true, "mount only paths matching GLOB", "GLOB"},
        {"cache-mib", true, false,
         "decrypted-chunk cache in MiB (default and upper bound: the site's mountCacheMiB, 256 "
         "when unset)", "N"},

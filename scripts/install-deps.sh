@@ -13,6 +13,7 @@ packages=(
   iperf3 rsync
   libfuse3-dev fuse3
   python3 util-linux passwd  # the JSON check, setpriv and useradd of the real-user scenarios
+  lowdown dpkg-dev lintian man-db bash-completion systemd  # make package and its test
 )
 
 missing=()

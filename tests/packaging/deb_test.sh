@@ -164,6 +164,12 @@ done
 got=$(capsule cat "$WORK/data.capsule" hello.txt --site /etc/bunker/site.json 2>&1) ||
   { cat "$WORK/capsuled.log" >&2; fail "capsule cat through the daemon: $got"; }
 [ "$got" = "sealed by the deb test" ] || fail "capsule cat through the daemon gave '$got'"
+# Any local user may ask (RuntimeDirectoryMode=0755, whatever UMask=0077 does to the socket).
+chmod 755 "$WORK"
+got=$(setpriv --reuid nobody --regid nogroup --clear-groups -- \
+        capsule ls "$WORK/data.capsule" --site /etc/bunker/site.json 2>&1) ||
+  { cat "$WORK/capsuled.log" >&2; fail "capsule ls as nobody through the daemon: $got"; }
+[[ $got == *hello.txt* ]] || fail "capsule ls as nobody gave '$got'"
 capsule open "$WORK/data.capsule" --site /etc/bunker/site.json --to /srv/bunker/out >/dev/null 2>&1 ||
   { cat "$WORK/capsuled.log" >&2; fail "capsule open through the daemon failed"; }
 [ "$(stat -c %U /srv/bunker/out/hello.txt)" = root ] || fail "the release does not belong to its requester"
@@ -172,7 +178,7 @@ capsule audit verify --log /var/lib/bunker/audit.log --key /etc/bunker/site.pub 
   fail "the daemon's audit log does not verify"
 kill "$DAEMON"; wait "$DAEMON"; rc=$?; DAEMON=""
 [ $rc -eq 0 ] || { cat "$WORK/capsuled.log" >&2; fail "the daemon exited $rc on SIGTERM"; }
-echo "deb: capsuled served cat and open as bunker, read-only but for $rw_paths /run/bunker"
+echo "deb: capsuled served cat, ls (as nobody) and open as bunker, read-only but for $rw_paths /run/bunker"
 
 # 9. Remove and purge: nothing of the package is left.
 dpkg -r bunker >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log" >&2; fail "dpkg -r failed"; }

@@ -131,6 +131,7 @@ class AuditLog {
 // The reader side, for auditors: needs no private key.
 struct AuditVerifyResult {
   uint64_t entries = 0;
+  uint64_t checkpoints = 0;  // signed checkpoints verified
   Checkpoint checkpoint;  // the latest, verified; for an empty log (no checkpoint yet) a
                           // default one with root SHA-256("") and no signature
 };

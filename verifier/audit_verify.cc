@@ -89,6 +89,7 @@ absl::StatusOr<AuditVerifyResult> VerifyAuditLog(const std::string& log_path,
   }
   AuditVerifyResult out;
   out.entries = n;
+  out.checkpoints = pos.checkpoints;
   if (pos.latest) {
     out.checkpoint = *pos.latest;
   } else {

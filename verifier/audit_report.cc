@@ -1,0 +1,190 @@
+// The report's figures (audit_report.h): verification first, then one pass over the records.
+#include "verifier/audit_report.h"
+
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "capsule/reader.h"
+#include "verifier/policy.h"
+
+namespace bunker::verifier {
+namespace {
+
+// A capsule id as the store names its files: 32 lowercase hex characters. Anything else from a
+// log never becomes part of a path.
+bool IsStoreId(std::string_view id) {
+  if (id.size() != 32) return false;
+  for (char c : id) {
+    if (!absl::ascii_isdigit(c) && (c < 'a' || c > 'f')) return false;
+  }
+  return true;
+}
+
+// maxOpens of the permit rules of <store>/<id>.capsule; nullopt when it is not there or does not
+// open (the report then says the limit is unknown; it is not the place to judge a capsule).
+std::optional<std::vector<std::pair<std::string, uint32_t>>> StoredMaxOpens(
+    const std::string& store, const std::string& id) {
+  if (store.empty() || !IsStoreId(id)) return std::nullopt;
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
+      capsule::OpenFile(absl::StrCat(store, "/", id, ".capsule"));
+  if (!file.ok()) return std::nullopt;
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
+      capsule::CapsuleReader::OpenUntrusted(std::move(*file));
+  if (!reader.ok() || (*reader)->manifest().IdHex() != id) return std::nullopt;
+  absl::StatusOr<Policy> policy = ParsePolicy((*reader)->manifest().policy);
+  if (!policy.ok()) return std::nullopt;
+  std::vector<std::pair<std::string, uint32_t>> out;
+  for (const Rule& r : policy->rules) {
+    if (r.effect == Rule::Effect::kPermit && r.max_opens) out.emplace_back(r.id, *r.max_opens);
+  }
+  return out;
+}
+
+void Add(AuditReport& rep, size_t site, uint64_t index, const AuditRecord& r) {
+  ++rep.total;
+  ++rep.by_decision[r.decision];
+  ++rep.by_event[r.event];
+  if (!rep.first_time || r.time < *rep.first_time) rep.first_time = r.time;
+  if (!rep.last_time || r.time > *rep.last_time) rep.last_time = r.time;
+  // Floor division: times before 1970 land in the hour they belong to.
+  const int64_t hour = r.time >= 0 ? r.time / 3600 : -((-r.time + 3599) / 3600);
+  if (r.decision == "permit") ++rep.hours[hour].first;
+  if (r.decision == "deny") {
+    ++rep.hours[hour].second;
+    if (r.reasons.empty()) ++rep.denial_reasons[""];
+    std::set<std::string_view> seen;  // a reason listed twice in one entry counts once
+    for (const std::string& reason : r.reasons) {
+      if (seen.insert(reason).second) ++rep.denial_reasons[reason];
+    }
+  }
+  const std::string kind = ReportKindOf(r);
+  ReportCapsule& c = rep.capsules[r.capsule_id];
+  if (c.events == 0) c.id = r.capsule_id;
+  if (c.issuer.empty()) c.issuer = r.issuer;
+  ++c.events;
+  ++c.kinds[site][kind];
+  c.uses[site] += r.uses;
+  ReportHistoryItem item{site, index, r.time, kind, r.requester, r.purpose};
+  if (c.history.size() < kReportHistoryItems) c.history.push_back(item);
+  if ((r.event == "sent" || r.event == "received" || r.event == "refused") &&
+      c.transfers.size() < kReportTransfers) {
+    c.transfers.push_back(std::move(item));
+  }
+  if (r.event == "open") {
+    ReportRequester& q = rep.requesters[{r.requester, r.purpose}];
+    q.requester = r.requester;
+    q.purpose = r.purpose;
+    if (r.decision == "permit") {
+      ++q.permits;
+      if (q.opened.count(r.capsule_id) == 0) {
+        // Distinct ids beyond the kept ones are not remembered, so opened_total counts a
+        // capsule again each time it shows up past the cut: the page says "at least".
+        if (q.opened.size() < kReportListItems) q.opened.insert(r.capsule_id);
+        ++q.opened_total;
+      }
+      for (const std::string& p : r.paths) {
+        if (q.paths.size() < kReportListItems) q.paths.insert(p);
+      }
+    } else if (r.decision == "deny") {
+      ++q.denies;
+    } else {
+      ++q.other;
+    }
+  }
+}
+
+}  // namespace
+
+void ReportFoldRecord(crypto::Sha256* h, uint64_t index, const AuditRecord& r) {
+  std::string s = absl::StrCat(index, "|", r.time, "|", r.uses, "|", r.uid ? int64_t{*r.uid} : -1,
+                               "|", r.pid ? int64_t{*r.pid} : -1, "|");
+  for (const std::string* t : {&r.event, &r.decision, &r.capsule_id, &r.issuer, &r.site,
+                               &r.requester, &r.purpose}) {
+    absl::StrAppend(&s, t->size(), ":", *t);
+  }
+  for (const std::vector<std::string>* list : {&r.paths, &r.rules, &r.reasons}) {
+    absl::StrAppend(&s, "[", list->size());
+    for (const std::string& t : *list) absl::StrAppend(&s, ",", t.size(), ":", t);
+  }
+  h->Update(s);
+}
+
+std::string ReportKindOf(const AuditRecord& r) {
+  if (r.event == "open") {
+    if (r.decision == "permit") return "opened";
+    if (r.decision == "deny") return "denied";
+    return absl::StrCat("open-", r.decision);
+  }
+  return r.event;
+}
+
+absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now) {
+  AuditReport rep;
+  rep.generated = now;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (inputs[i].log_path == inputs[j].log_path) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the log ", inputs[i].log_path, " is given twice"));
+      }
+    }
+  }
+  // Verify every log before reading any: nothing unverified gets into the figures.
+  for (const ReportLogInput& in : inputs) {
+    absl::StatusOr<AuditVerifyResult> v = VerifyAuditLog(in.log_path, in.key, in.witnessed);
+    if (!v.ok()) {
+      return absl::Status(v.status().code(),
+                          absl::StrCat(in.log_path, ": ", v.status().message()));
+    }
+    ReportSite s;
+    s.name = v->checkpoint.site;
+    s.fingerprint = in.key.fingerprint().ToString();
+    s.log_path = in.log_path;
+    s.key_path = in.key_path;
+    s.entries = v->entries;
+    s.checkpoints = v->checkpoints;
+    s.latest = v->checkpoint;
+    if (in.witnessed) s.witnessed_size = in.witnessed->size;
+    s.witness_source = in.witness_source;
+    rep.sites.push_back(std::move(s));
+  }
+  for (size_t site = 0; site < inputs.size(); ++site) {
+    ReportSite& s = rep.sites[site];
+    uint64_t seen = 0;
+    crypto::Sha256 digest;
+    absl::Status read = ForEachAuditRecord(inputs[site].log_path,
+                                           [&](uint64_t index, const AuditRecord& r) {
+                                             seen = index + 1;
+                                             if (index >= s.entries) return true;
+                                             ReportFoldRecord(&digest, index, r);
+                                             Add(rep, site, index, r);
+                                             return true;
+                                           });
+    if (!read.ok()) {
+      return absl::Status(read.code(), absl::StrCat(s.log_path, ": ", read.message()));
+    }
+    if (seen < s.entries) {
+      return absl::DataLossError(absl::StrCat(s.log_path, ": the log shrank from ", s.entries,
+                                              " to ", seen, " entries while it was read"));
+    }
+    s.left_out = seen - s.entries;
+    s.digest = digest.Finish();
+  }
+  // maxOpens, where a site's store holds the capsule.
+  for (auto& [id, c] : rep.capsules) {
+    for (const auto& [site, unused] : c.kinds) {
+      std::optional<std::vector<std::pair<std::string, uint32_t>>> m =
+          StoredMaxOpens(inputs[site].store, id);
+      if (m) {
+        c.max_opens = std::move(*m);
+        c.policy_known = true;
+        break;
+      }
+    }
+  }
+  rep.inputs = std::move(inputs);
+  return rep;
+}
+
+}  // namespace bunker::verifier

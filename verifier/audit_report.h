@@ -1,0 +1,147 @@
+// The auditor's report: one self-contained HTML page over one or more sites' audit logs
+// (`capsule audit report`, spec/AUDIT.md "Report").
+//
+// Contract:
+// - BuildAuditReport verifies every log first (VerifyAuditLog, as `capsule audit verify` does,
+//   against a witnessed checkpoint when one is given) and fails, writing nothing, if any log does
+//   not verify: a report never shows figures of a log it could not vouch for. It then reads the
+//   entries with ForEachAuditRecord, the reader `capsule audit show` uses, up to the verified
+//   size (entries appended after the verification are left out and counted), so every figure in
+//   the page is a count over exactly the records `audit show --json` prints for that log.
+// - Memory holds the figures only (per capsule, per requester and purpose, per reason, per
+//   hour), never the entries: WriteAuditReportHtml reads the logs a second time and streams the
+//   entries into the page. Lists in the page are cut at fixed lengths (the table below them has
+//   every entry).
+// - Every text that came from a log, a capsule or the command line is shown as
+//   capsule::EscapeForTerminal shows it (control, bidi and invalid bytes made visible) and then
+//   HTML-escaped; the entries are embedded as JSON with <, >, & and U+2028/U+2029 escaped, so no
+//   entry can end the data block. The page's only script is a constant whose SHA-256 is in the
+//   page's Content-Security-Policy; it builds the table with textContent only. The page loads
+//   nothing: no network, fonts, images or other scripts.
+#ifndef BUNKER_VERIFIER_AUDIT_REPORT_H_
+#define BUNKER_VERIFIER_AUDIT_REPORT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "capsule/io.h"
+#include "crypto/keys.h"
+#include "crypto/sha256.h"
+#include "verifier/audit_log.h"
+
+namespace bunker::verifier {
+
+// One site's log given to a report.
+struct ReportLogInput {
+  std::string log_path;       // audit.log; its checkpoints beside it (AuditCheckpointsPath)
+  std::string key_path;       // the site's public key file, as the proof command names it
+  crypto::PublicIdentity key;
+  // The site's store folder ("" when unknown): a capsule's maxOpens is read from the policy of
+  // <store>/<id>.capsule when it is there.
+  std::string store;
+  // A checkpoint of this site that a witness holds (spec/VERIFIER.md "Witnesses"), and where it
+  // was found; the log must be consistent with it.
+  std::optional<Checkpoint> witnessed;
+  std::string witness_source;
+};
+
+// What the report's lists keep (the events table has everything).
+inline constexpr size_t kReportHistoryItems = 100;   // per capsule
+inline constexpr size_t kReportListItems = 50;       // capsules per requester, reasons shown
+inline constexpr size_t kReportTransfers = 200;      // sends and receipts per capsule
+
+// The kind of an entry in a capsule's history: "opened" (an open permit), "denied" (an open
+// deny), "open-<decision>" for any other open decision, and otherwise the event itself
+// ("received", "sent", "refused", "release-failed", "mount-ended", ...).
+std::string ReportKindOf(const AuditRecord& record);
+
+struct ReportSite {
+  std::string name;         // the site its checkpoints name ("" for a log with none yet)
+  std::string fingerprint;  // of its key
+  std::string log_path, key_path;
+  uint64_t entries = 0;      // verified entries, all in the report
+  uint64_t checkpoints = 0;  // signed checkpoints verified
+  Checkpoint latest;         // the latest checkpoint (default for an empty log)
+  std::optional<uint64_t> witnessed_size;  // consistent with this witnessed checkpoint
+  std::string witness_source;
+  uint64_t left_out = 0;     // entries appended after verification, not in the report
+  // SHA-256 over what the figures were gathered from; the page's second read must match it.
+  crypto::Sha256Digest digest{};
+};
+
+struct ReportHistoryItem {
+  size_t site = 0;  // index into AuditReport::sites
+  uint64_t index = 0;
+  int64_t time = 0;
+  std::string kind, requester, purpose;
+};
+
+struct ReportCapsule {
+  std::string id, issuer;  // issuer: the first non-empty one logged
+  uint64_t events = 0;
+  // Per site (index into sites): entries by kind, and the sum of `uses` (the capsule's use
+  // count there, spec/AUDIT.md "Entries").
+  std::map<size_t, std::map<std::string, uint64_t>> kinds;
+  std::map<size_t, int64_t> uses;
+  std::vector<ReportHistoryItem> history;    // the first kReportHistoryItems, by site then index
+  std::vector<ReportHistoryItem> transfers;  // "sent", "received", "refused" (kReportTransfers)
+  // maxOpens of the capsule's permit rules, by rule id, where its policy was found.
+  std::vector<std::pair<std::string, uint32_t>> max_opens;
+  bool policy_known = false;
+};
+
+struct ReportRequester {
+  std::string requester, purpose;  // of "open" entries
+  uint64_t permits = 0, denies = 0, other = 0;
+  std::set<std::string> opened;    // capsule ids permitted (the first kReportListItems)
+  uint64_t opened_total = 0;       // distinct capsule ids permitted
+  std::set<std::string> paths;     // paths permitted (the first kReportListItems)
+};
+
+struct AuditReport {
+  int64_t generated = 0;  // when, seconds since the epoch
+  std::vector<ReportLogInput> inputs;
+  std::vector<ReportSite> sites;
+  uint64_t total = 0;
+  std::map<std::string, uint64_t> by_decision, by_event;
+  std::map<std::string, uint64_t> denial_reasons;  // deny entries per reason ("" for none)
+  std::map<std::string, ReportCapsule> capsules;   // by capsule id ("" for entries with none)
+  std::map<std::pair<std::string, std::string>, ReportRequester> requesters;
+  // Per hour (time / 3600): permits and denies.
+  std::map<int64_t, std::pair<uint64_t, uint64_t>> hours;
+  std::optional<int64_t> first_time, last_time;
+};
+
+// Verifies each log and gathers the figures (see the contract above). kDataLoss / kNotFound /
+// kInvalidArgument from VerifyAuditLog naming the log; kInvalidArgument when the same log is
+// given twice.
+absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now);
+
+// Writes the page to `out` (the logs are read again for the events table; kDataLoss if they no
+// longer hold the entries that were verified).
+absl::Status WriteAuditReportHtml(const AuditReport& report, capsule::WritableFile* out);
+
+// Folds `record` into a site's digest (ReportSite::digest): every field, each ended by a 0 byte.
+void ReportFoldRecord(crypto::Sha256* digest, uint64_t index, const AuditRecord& record);
+
+// Exposed for tests: text made safe inside HTML (EscapeForTerminal, then & < > " ' as
+// entities), and JSON text made safe inside a <script type="application/json"> block.
+std::string ReportHtmlText(std::string_view text);
+std::string ReportScriptSafeJson(std::string_view json);
+// The page's script, its style sheet, and the Content-Security-Policy that admits that script
+// alone (audit_report_page.cc).
+std::string_view ReportScript();
+std::string_view ReportStyle();
+std::string ReportContentSecurityPolicy();
+
+}  // namespace bunker::verifier
+
+#endif  // BUNKER_VERIFIER_AUDIT_REPORT_H_

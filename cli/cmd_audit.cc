@@ -563,11 +563,13 @@ int RunReport(int argc, char** argv) {
   static const CommandSpec kSpec{
       "audit report",
       "(--site SITE.json | --log PATH --key SITE.pub)... -o REPORT.html [--witness-dir DIR]...\n"
-      "       [--force] [--json]",
+      "       [--every-signature] [--force] [--json]",
       "Write one self-contained HTML page for an auditor over one or more sites' audit logs.",
       "Each log is verified first, as 'capsule audit verify' does (against a witnessed\n"
       "checkpoint when a --witness-dir holds one, and, with several --site, when another of\n"
-      "those sites witnesses it); a log that does not verify writes no report (exit 4). The page\n"
+      "those sites witnesses it), except that only the latest checkpoint's signature is checked\n"
+      "unless --every-signature: every root still is, and the latest signature vouches for every\n"
+      "entry through the tree. A log that does not verify writes no report (exit 4). The page\n"
       "shows the verdict, decisions over time, denials by reason, each capsule's history and\n"
       "uses against maxOpens (read from the site's store), what each requester opened for which\n"
       "purpose, the journey of each capsule across the sites given, and every entry in a table\n"
@@ -581,6 +583,8 @@ int RunReport(int argc, char** argv) {
        {"witness-dir", true, true, "a folder of witnessed checkpoints (<fingerprint>.checkpoint)",
         "DIR"},
        {"output", true, false, "the page to write (-o)", "REPORT.html"},
+       {"every-signature", false, false,
+        "verify every checkpoint's signature, not only the latest (slower)"},
        {"force", false, false, "replace REPORT.html if it exists"},
        {"json", false, false, "print a JSON summary of what was written"}}};
   Context ctx(kSpec, argc, argv);
@@ -630,7 +634,8 @@ int RunReport(int argc, char** argv) {
     }
   }
   absl::StatusOr<verifier::AuditReport> report =
-      verifier::BuildAuditReport(std::move(inputs), static_cast<int64_t>(std::time(nullptr)));
+      verifier::BuildAuditReport(std::move(inputs), static_cast<int64_t>(std::time(nullptr)),
+                                 a.Has("every-signature"));
   if (!report.ok()) return ctx.Fail(report.status(), "run 'capsule audit verify' on that log");
   const std::string output = a.Get("output");
   absl::StatusOr<std::unique_ptr<capsule::AtomicFileWriter>> out =

@@ -119,7 +119,8 @@ std::string ReportKindOf(const AuditRecord& r) {
   return r.event;
 }
 
-absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now) {
+absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now,
+                                             bool every_signature) {
   AuditReport rep;
   rep.generated = now;
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -132,7 +133,7 @@ absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs,
   }
   // Verify every log before reading any: nothing unverified gets into the figures.
   for (const ReportLogInput& in : inputs) {
-    absl::StatusOr<AuditVerifyResult> v = VerifyAuditLog(in.log_path, in.key, in.witnessed);
+    absl::StatusOr<AuditVerifyResult> v = VerifyAuditLog(in.log_path, in.key, in.witnessed, every_signature);
     if (!v.ok()) {
       return absl::Status(v.status().code(),
                           absl::StrCat(in.log_path, ": ", v.status().message()));
@@ -144,6 +145,7 @@ absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs,
     s.key_path = in.key_path;
     s.entries = v->entries;
     s.checkpoints = v->checkpoints;
+    s.every_signature = every_signature;
     s.latest = v->checkpoint;
     if (in.witnessed) s.witnessed_size = in.witnessed->size;
     s.witness_source = in.witness_source;

@@ -1,9 +1,10 @@
 // The auditor's report: one self-contained HTML page over one or more sites' audit logs
-// (`capsule audit report`, spec/AUDIT.md "Report").
+// (`capsule audit report`; README "Audit report").
 //
 // Contract:
 // - BuildAuditReport verifies every log first (VerifyAuditLog, as `capsule audit verify` does,
-//   against a witnessed checkpoint when one is given) and fails, writing nothing, if any log does
+//   against a witnessed checkpoint when one is given; optionally only the latest signature) and
+//   fails, writing nothing, if any log does
 //   not verify: a report never shows figures of a log it could not vouch for. It then reads the
 //   entries with ForEachAuditRecord, the reader `capsule audit show` uses, up to the verified
 //   size (entries appended after the verification are left out and counted), so every figure in
@@ -68,7 +69,8 @@ struct ReportSite {
   std::string fingerprint;  // of its key
   std::string log_path, key_path;
   uint64_t entries = 0;      // verified entries, all in the report
-  uint64_t checkpoints = 0;  // signed checkpoints verified
+  uint64_t checkpoints = 0;  // checkpoints verified (their roots; see every_signature)
+  bool every_signature = true;  // whether each checkpoint's signature was verified, or the latest
   Checkpoint latest;         // the latest checkpoint (default for an empty log)
   std::optional<uint64_t> witnessed_size;  // consistent with this witnessed checkpoint
   std::string witness_source;
@@ -123,7 +125,10 @@ struct AuditReport {
 // Verifies each log and gathers the figures (see the contract above). kDataLoss / kNotFound /
 // kInvalidArgument from VerifyAuditLog naming the log; kInvalidArgument when the same log is
 // given twice.
-absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now);
+// With `every_signature`, every checkpoint's signature is verified (spec/AUDIT.md section 7, as
+// `capsule audit verify`); without, every root and the latest signature (VerifyAuditLog).
+absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now,
+                                             bool every_signature = true);
 
 // Writes the page to `out` (the logs are read again for the events table; kDataLoss if they no
 // longer hold the entries that were verified).

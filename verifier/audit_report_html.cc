@@ -21,7 +21,7 @@ namespace {
 // Shown rows of the page's lists (the events table has every entry).
 constexpr size_t kCapsulesShown = 100;
 constexpr size_t kRequestersShown = 200;
-constexpr size_t kReasonsShown = kReportListItems;
+constexpr size_t kReasonsShown = 15;
 // Timeline buckets: hours for a span up to 3 days, then days, weeks, 30 days, whichever first
 // gives at most kMaxBuckets.
 constexpr int64_t kMaxBuckets = 400;
@@ -134,20 +134,30 @@ void WriteVerdict(Page& p, const AuditReport& rep) {
     checkpoints += s.checkpoints;
     left_out += s.left_out;
   }
-  p.Add("<section class=\"card\" id=\"verdict\" data-valid=\"yes\"><h2>Verification</h2>");
+  const bool every = rep.sites.empty() || rep.sites.front().every_signature;
+  p.Add("<section class=\"card\" id=\"verdict\" data-valid=\"yes\" data-every-signature=\"",
+        every ? "yes" : "no", "\"><h2>Verification</h2>");
   p.Add("<div class=\"banner ok\"><span class=\"mark\">&#10004;</span><span>",
-        rep.sites.size() == 1 ? "The log verifies" : absl::StrCat("All ", rep.sites.size(),
-                                                                  " logs verify"),
+        rep.sites.size() == 1 ? std::string("The log verifies")
+                              : absl::StrCat("All ", rep.sites.size(), " logs verify"),
         ": ", Plural(entries, "entry", "entries"), " checked against ",
-        Plural(checkpoints, "signed checkpoint", "signed checkpoints"),
-        " (every signature, every root; spec/AUDIT.md section 7)</span></div>");
+        Plural(checkpoints, "checkpoint", "checkpoints"),
+        every ? ", every signature and every root (spec/AUDIT.md section 7)"
+              : ": every root, and the latest signature, which vouches for every entry "
+                "through the tree",
+        "</span></div>");
+  if (!every) {
+    p.Add("<p class=\"muted\" id=\"signatures\">The signatures of earlier checkpoints were not "
+          "checked one by one (spec/AUDIT.md &ldquo;Opening&rdquo;): <code>capsule audit report "
+          "--every-signature</code> or <code>capsule audit verify</code> does.</p>");
+  }
   p.Add("<table><thead><tr><th>site</th><th>key</th><th class=\"num\">entries</th>"
         "<th class=\"num\">checkpoints</th><th>latest checkpoint</th><th>witness</th>"
         "<th>log</th></tr></thead><tbody>");
   for (size_t i = 0; i < rep.sites.size(); ++i) {
     const ReportSite& s = rep.sites[i];
     p.Add("<tr data-site=\"", Text(SiteLabel(rep, i)), "\" data-entries=\"", s.entries,
-          "\" data-checkpoints=\"", s.checkpoints, "\"><td><b>",
+          "\" data-checkpoints=\"", s.checkpoints, "\"><td class=\"nowrap\"><b>",
           Text(s.name.empty() ? "(no checkpoint yet)" : s.name), "</b></td><td><code>",
           Text(s.fingerprint), "</code></td><td class=\"num\">", Group(s.entries),
           "</td><td class=\"num\">", Group(s.checkpoints), "</td><td>");
@@ -237,7 +247,8 @@ void WriteTimeline(Page& p, const AuditReport& rep) {
   auto bucket_of = [size](int64_t hour) {
     return hour >= 0 ? hour / size : -((-hour + size - 1) / size);
   };
-  const int64_t b0 = bucket_of(first), b1 = bucket_of(last);
+  // At least a day of hours (or 24 buckets), so that a short log does not draw one wide block.
+  const int64_t b0 = bucket_of(first), b1 = std::max(bucket_of(last), b0 + 23);
   std::vector<std::pair<uint64_t, uint64_t>> b(static_cast<size_t>(b1 - b0 + 1));
   for (const auto& [hour, pd] : rep.hours) {
     auto& slot = b[static_cast<size_t>(bucket_of(hour) - b0)];
@@ -315,11 +326,43 @@ void WriteJourneys(Page& p, const AuditReport& rep) {
         "sites, sends matched to receipts by capsule id and site keys</small></h2>");
   if (moved.empty()) p.Add("<p class=\"muted\">No capsule was sent or received.</p>");
   for (const ReportCapsule* c : moved) {
-    std::vector<ReportHistoryItem> steps = c->transfers;
-    std::stable_sort(steps.begin(), steps.end(),
+    // Each send paired with its receipt at the peer (the first unpaired one from this site),
+    // then the hops in the order of their first step: a send is logged when it completed, so
+    // its time may be after the receipt's.
+    std::vector<ReportHistoryItem> sorted = c->transfers;
+    std::stable_sort(sorted.begin(), sorted.end(),
                      [](const ReportHistoryItem& a, const ReportHistoryItem& b) {
                        return a.time < b.time;
                      });
+    std::vector<bool> used(sorted.size(), false);
+    std::vector<std::vector<size_t>> hops;
+    for (size_t i = 0; i < sorted.size(); ++i) {
+      if (sorted[i].kind != "sent") continue;
+      used[i] = true;
+      hops.push_back({i});
+      const int peer = SiteOfFingerprint(rep, sorted[i].requester);
+      for (size_t j = 0; peer >= 0 && j < sorted.size(); ++j) {
+        if (!used[j] && sorted[j].kind == "received" &&
+            sorted[j].site == static_cast<size_t>(peer) &&
+            SiteOfFingerprint(rep, sorted[j].requester) == static_cast<int>(sorted[i].site)) {
+          used[j] = true;
+          hops.back().push_back(j);
+          break;
+        }
+      }
+    }
+    for (size_t i = 0; i < sorted.size(); ++i) {
+      if (!used[i]) hops.push_back({i});
+    }
+    std::stable_sort(hops.begin(), hops.end(),
+                     [&sorted](const std::vector<size_t>& a, const std::vector<size_t>& b) {
+                       return std::min(sorted[a.front()].time, sorted[a.back()].time) <
+                              std::min(sorted[b.front()].time, sorted[b.back()].time);
+                     });
+    std::vector<ReportHistoryItem> steps;
+    for (const std::vector<size_t>& hop : hops) {
+      for (size_t i : hop) steps.push_back(sorted[i]);
+    }
     p.Add("<div class=\"journey-of\"><h3><code>", Text(c->id), "</code></h3>"
           "<ol class=\"journey\" data-capsule=\"", Text(c->id), "\">");
     bool arrow = false;
@@ -467,7 +510,10 @@ void WriteCapsules(Page& p, const AuditReport& rep) {
       }
       const int64_t uses = c.uses.at(site);
       p.Add("<td class=\"num\" data-uses=\"", uses, "\">", uses, "</td><td>");
-      if (!c.policy_known) {
+      const bool asked = ks.count("opened") + ks.count("denied") + ks.count("release-failed") > 0;
+      if (!asked) {
+        p.Add("<span class=\"muted\">&ndash;</span>");
+      } else if (!c.policy_known) {
         p.Add("<span class=\"muted\">unknown (capsule not in the site's store)</span>");
       } else if (c.max_opens.empty()) {
         p.Add("<span class=\"muted\">no limit</span>");
@@ -660,10 +706,8 @@ absl::Status WriteAuditReportHtml(const AuditReport& rep, capsule::WritableFile*
   WriteTotals(p, rep);
   WriteTimeline(p, rep);
   WriteJourneys(p, rep);
-  p.Add("<div class=\"grid2\">");
   WriteDenials(p, rep);
   WriteRequesters(p, rep);
-  p.Add("</div>");
   WriteCapsules(p, rep);
   WriteEventsFrame(p, rep);
   p.Add("<footer>Every text from the logs is shown as <code>capsule audit show</code> shows it "

@@ -101,8 +101,8 @@ constexpr std::string_view kScript = R"JS(
       tr.setAttribute('data-index', r[C.index]);
       cell(tr, r[C.index], 'num');
       cell(tr, utc(r[C.time]), 'nowrap');
-      cell(tr, siteName(r[C.site]));
-      cell(tr, r[C.event]);
+      cell(tr, siteName(r[C.site]), 'nowrap');
+      cell(tr, r[C.event], 'nowrap');
       var d = cell(tr, '');
       d.appendChild(el('span', 'pill ' + r[C.decision], r[C.decision]));
       cell(tr, r[C.capsule] || '-', 'mono');
@@ -216,7 +216,8 @@ font-weight:600;white-space:nowrap}
 tbody tr:hover{background:#f7f9fc}
 .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .nowrap{white-space:nowrap}
-.wrap{overflow-wrap:anywhere;max-width:320px}
+.wrap{overflow-wrap:anywhere;max-width:300px}
+td.mono{min-width:150px}
 code,.mono{font-family:"DejaVu Sans Mono",ui-monospace,Menlo,Consolas,monospace;font-size:12px;
 overflow-wrap:anywhere}
 .banner{display:flex;align-items:center;gap:12px;padding:10px 14px;border-radius:6px;

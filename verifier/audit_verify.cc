@@ -58,14 +58,15 @@ absl::StatusOr<Checkpoint> ReadLatestCheckpoint(const std::string& log_path) {
 
 absl::StatusOr<AuditVerifyResult> VerifyAuditLog(const std::string& log_path,
                                                  const crypto::PublicIdentity& site_key,
-                                                 const std::optional<Checkpoint>& trusted) {
+                                                 const std::optional<Checkpoint>& trusted,
+                                                 bool every_signature) {
   if (trusted && !trusted->Verify(site_key).ok()) {
     return absl::DataLossError("the trusted checkpoint does not verify under the site key");
   }
   BUNKER_ASSIGN_OR_RETURN(Snapshot snap, OpenSnapshot(log_path, /*with_checkpoints=*/true));
   ScanOptions opts;
   opts.key = &site_key;
-  opts.verify_every_signature = true;
+  opts.verify_every_signature = every_signature;
   if (trusted) opts.capture_size = trusted->size;
   Position pos;
   BUNKER_ASSIGN_OR_RETURN(const ScanResult scan, Scan(*snap.log, *snap.checkpoints, opts, pos));

@@ -51,3 +51,31 @@ ensure_users() {
       2>/dev/null || id "$u" >/dev/null 2>&1 || { echo "cannot create user $u" >&2; exit 1; }
   done
 }
+
+# Daemons, for the runners that start sites (set CAPSULED and DAEMON_PIDS=() first; their EXIT
+# trap kills DAEMON_PIDS).
+# start_site NAME SITE.json: starts a site's daemon (witnessing every 200 ms), logging to
+# NAME.log; sets SITE_PORT and ${NAME^^}_PID.
+start_site() {
+  local before
+  # The transfer listener's line (a site with a "socket" also logs "verifier listening on").
+  before=$(grep -c "listening on 127.0.0.1:" "$1.log" 2>/dev/null)
+  "$CAPSULED" --site "$2" --witness-interval-ms 200 >/dev/null 2>>"$1.log" &
+  DAEMON_PIDS+=($!)
+  eval "${1^^}_PID=$!"
+  for _ in $(seq 1 100); do
+    if [ "$(grep -c "listening on 127.0.0.1:" "$1.log" 2>/dev/null)" -gt "${before:-0}" ]; then
+      SITE_PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$1.log" | tail -1)
+      return
+    fi
+    sleep 0.05
+  done
+  cat "$1.log" >&2; fail "site $1 did not start"
+}
+stop_site() { kill -TERM "$1"; wait "$1" 2>/dev/null; }
+# wait_for FILE PATTERN: up to 5 s.
+wait_for() {  # FILE may be a glob
+  # shellcheck disable=SC2086
+  for _ in $(seq 1 100); do grep -q -- "$2" $1 2>/dev/null && return; sleep 0.05; done
+  cat "$1" >&2; fail "$1 never showed '$2'"
+}

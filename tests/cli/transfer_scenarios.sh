@@ -253,31 +253,6 @@ scenario_transfer_bad_config() {
   expect_exit 2 "$CAPSULE" send d.capsule --site a.json
 }
 
-# start_site NAME CONFIG: starts a daemon logging to NAME.log; sets SITE_PORT and NAME_PID.
-start_site() {
-  local before
-  # The transfer listener's line (a site with a "socket" also logs "verifier listening on").
-  before=$(grep -c "listening on 127.0.0.1:" "$1.log" 2>/dev/null)
-  "$CAPSULED" --site "$2" --witness-interval-ms 200 >/dev/null 2>>"$1.log" &
-  DAEMON_PIDS+=($!)
-  eval "${1^^}_PID=$!"
-  for _ in $(seq 1 100); do
-    if [ "$(grep -c "listening on 127.0.0.1:" "$1.log" 2>/dev/null)" -gt "${before:-0}" ]; then
-      SITE_PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$1.log" | tail -1)
-      return
-    fi
-    sleep 0.05
-  done
-  cat "$1.log" >&2; fail "site $1 did not start"
-}
-stop_site() { kill -TERM "$1"; wait "$1" 2>/dev/null; }
-# wait_for FILE PATTERN: up to 5 s.
-wait_for() {  # FILE may be a glob
-  # shellcheck disable=SC2086
-  for _ in $(seq 1 100); do grep -q -- "$2" $1 2>/dev/null && return; sleep 0.05; done
-  cat "$1" >&2; fail "$1 never showed '$2'"
-}
-
 # Peers witness each other's audit checkpoints (spec/TRANSFER.md "Witnessing"): A's state folder
 # is replaced by an older copy, then emptied; B's copy of A's checkpoint gives it away, A refuses
 # to serve, and each documented way back (spec/VERIFIER.md "Witnesses") works.

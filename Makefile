@@ -48,6 +48,9 @@ bench-transfer: build
 bench-mount: build
 	@bash bench/mount.sh $(BUILD)
 
+bench-report: build
+	@bash bench/audit_report.sh $(BUILD)
+
 # Regenerates spec/vectors/ (commit the result; tests check the committed vectors).
 vectors: build
 	@$(BUILD)/tests/make_vectors spec/vectors

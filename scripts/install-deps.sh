@@ -14,6 +14,7 @@ packages=(
   libfuse3-dev fuse3
   python3 util-linux passwd  # the JSON check, setpriv and useradd of the real-user scenarios
   lowdown dpkg-dev lintian man-db bash-completion systemd  # make package and its test
+  chromium fonts-dejavu-core  # renders the audit report in its browser test (tests/report/)
 )
 
 missing=()

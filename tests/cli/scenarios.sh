@@ -479,6 +479,33 @@ scenario_audit_proofs() {
   expect_err "rolled back"
 }
 
+# The report writes a page only over a log that verifies, and names what it refuses.
+scenario_audit_report_fails_closed() {
+  "$CAPSULE" keygen -o site >/dev/null
+  "$CAPSULE" keygen -o other >/dev/null
+  audit_log 6 >/dev/null
+  expect_exit 0 "$CAPSULE" audit report --help
+  expect_out "Usage: capsule audit report"
+  expect_exit 0 "$CAPSULE" audit report --log state/audit.log --key site.pub -o r.html --json
+  expect_out '"entries": 6'
+  grep -q "Content-Security-Policy" r.html || fail "no CSP in the page"
+  # The fixture's purposes hold a terminal escape, U+202E and invalid UTF-8: shown escaped.
+  ! grep -q "$(printf '\033')" r.html || fail "raw escape in the page"
+  ! grep -q "$(printf '\342\200\256')" r.html || fail "raw U+202E in the page"
+  expect_exit 7 "$CAPSULE" audit report --log state/audit.log --key site.pub -o r.html
+  expect_err "pass --force"
+  expect_exit 0 "$CAPSULE" audit report --log state/audit.log --key site.pub -o r.html --force
+  expect_exit 2 "$CAPSULE" audit report --log state/audit.log -o x.html
+  expect_exit 2 "$CAPSULE" audit report --log state/audit.log --key site.pub
+  expect_exit 4 "$CAPSULE" audit report --log state/audit.log --key other.pub -o x.html
+  one_line_err
+  flip_byte state/audit.log "$(( $(audit_entry_offset 3) + 20 ))"
+  expect_exit 4 "$CAPSULE" audit report --log state/audit.log --key site.pub -o x.html
+  expect_err "state/audit.log: audit log entr"
+  [ ! -e x.html ] || fail "a report was written for a log that does not verify"
+  no_leftovers .
+}
+
 scenario_audit_show_and_export() {
   "$CAPSULE" keygen -o site >/dev/null
   audit_log 6 >/dev/null

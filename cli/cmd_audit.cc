@@ -603,17 +603,30 @@ int RunReport(int argc, char** argv) {
     for (const std::string& path : a.GetAll("site")) {
       absl::StatusOr<site::SiteConfig> site = site::LoadSiteConfig(path);
       if (!site.ok()) return ctx.Fail(site.status());
+      // The site key's public half: from the key, or, for an auditor who may not read it, from
+      // the public key file kept beside it.
+      std::string pub;
+      if (absl::EndsWith(site->identity, ".key")) {
+        pub = site->identity.substr(0, site->identity.size() - 4) + ".pub";
+        if (access(pub.c_str(), R_OK) != 0) pub.clear();
+      }
+      absl::StatusOr<crypto::PublicIdentity> key = absl::UnknownError("");
       absl::StatusOr<crypto::Identity> id = capsule::LoadIdentity(site->identity);
-      if (!id.ok()) {
+      if (id.ok()) {
+        key = id->public_identity();
+      } else if (!pub.empty()) {
+        key = capsule::LoadPublicIdentity(pub);
+      } else {
         return ctx.Fail(id.status(), "an auditor without the site key gives --log and --key");
       }
-      verifier::ReportLogInput in{site->state + "/audit.log", "", id->public_identity(),
-                                  site->store, std::nullopt, ""};
-      // The proof command names the public key file kept beside the site key, if there is one.
-      if (absl::EndsWith(site->identity, ".key")) {
-        const std::string pub = site->identity.substr(0, site->identity.size() - 4) + ".pub";
-        if (access(pub.c_str(), R_OK) == 0) in.key_path = pub;
+      if (!key.ok()) return ctx.Fail(key.status());
+      if (id.ok() && !pub.empty()) {
+        // The proof command names that file: it must be this site's key.
+        absl::StatusOr<crypto::PublicIdentity> beside = capsule::LoadPublicIdentity(pub);
+        if (!beside.ok() || !(*beside == *key)) pub.clear();
       }
+      verifier::ReportLogInput in{site->state + "/audit.log", pub, *key, site->store,
+                                  std::nullopt, ""};
       inputs.push_back(std::move(in));
       // A site keeps its peers' checkpoints: a witness for the other logs of this report.
       witness_dirs.push_back(site->state + "/witness");

@@ -1,7 +1,8 @@
 // The report as one self-contained HTML page (audit_report.h). Every text that came from a log,
 // a capsule or the command line goes through Text() (or, inside the JSON block, through
 // JsonText() and ReportScriptSafeJson); nothing else is written unescaped but this file's own
-// constants and numbers.
+// constants and numbers. Over 500 lines on purpose: the sections of one page, which share the
+// page writer and that one escaping rule, read best side by side.
 #include <algorithm>
 #include <type_traits>
 #include <utility>

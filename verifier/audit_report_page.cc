@@ -14,7 +14,7 @@ namespace {
 // The script reads the entries from the JSON block #report-data and builds the events table,
 // 100 rows a page, with textContent only: no entry text is ever parsed as HTML. It then checks
 // its own counts against the summary's (#totals) and says so in #events's data attributes,
-// which tests read from the rendered page.
+// which tests read from the rendered page. report.html#q=TEXT opens the table filtered.
 constexpr std::string_view kScript = R"JS(
 (function () {
   'use strict';
@@ -186,6 +186,9 @@ constexpr std::string_view kScript = R"JS(
       : 'The table\u2019s counts do NOT agree with the summary: regenerate the report.';
   $('table-check').className = ok ? 'check ok' : 'check bad';
   $('controls').hidden = false;
+  // report.html#q=TEXT opens the table filtered by TEXT (a link an auditor can send).
+  var q = /^#q=(.*)$/.exec(location.hash);
+  if (q) { try { fText.value = decodeURIComponent(q[1]); } catch (err) {} }
   apply();
   box.setAttribute('data-ready', '1');
 })();

@@ -33,7 +33,7 @@ SVG="<svg onload=\"document.body.setAttribute('data-pwned','svg')\">"
 # Keys, data, and a policy: Alice may open train/ at site-b for two purposes, three times.
 for k in owner site-a site-b; do "$CAPSULE" keygen -o $k >/dev/null || fail "keygen $k"; done
 ALICE=$(fingerprint_of alice)
-fingerprint_of bob >/dev/null
+BOB=$(fingerprint_of bob)
 mkdir -p data/train data/pii land
 printf 'row 1\n' > data/train/a.csv
 printf 'secret\n' > data/pii/names.csv
@@ -98,6 +98,16 @@ chrome() {
 }
 chrome --dump-dom "file://$WORK/report.html" > dom.html || { tail chrome.log; fail "chromium --dump-dom"; }
 [ -s dom.html ] || { tail chrome.log; fail "chromium dumped nothing"; }
+# The table filtered by a link: #q=BOB leaves Bob's one denial.
+chrome --dump-dom "file://$WORK/report.html#q=$BOB" > dom-bob.html || fail "chromium #q="
+python3 - dom-bob.html "$BOB" <<'PY' || fail "the filtered table is not Bob's one entry"
+import re, sys
+dom = open(sys.argv[1], encoding="utf-8").read()
+body = dom[dom.index('id="events-body"'):]
+body = body[:body.index("</tbody>")]
+rows = re.findall(r"<tr data-site=", body)
+sys.exit(0 if len(rows) == 1 and sys.argv[2] in body and "of 1 (filtered from" in dom else 1)
+PY
 mkdir -p "$OUT_DIR"
 chrome --window-size=1400,2000 --hide-scrollbars --screenshot="$OUT_DIR/report.png" \
   "file://$WORK/report.html" >/dev/null || { tail chrome.log; fail "chromium --screenshot"; }

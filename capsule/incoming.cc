@@ -1,6 +1,7 @@
 #include "capsule/incoming.h"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,7 +68,16 @@ absl::StatusOr<Prelude> ReadPrelude(const CapsuleReader& reader) {
   return p;
 }
 
-IncomingCapsule::~IncomingCapsule() {
+absl::Status IncomingCapsule::PutChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) {
+  // A chunk already received is checked and written again (the same bytes), not journaled.
+  const bool received = IsReceived(index);
+  absl::Status s = CheckAndWrite(index, ciphertext);
+  if (!s.ok() || received) return s;
+  MarkWritten(index);
+  return absl::OkStatus();
+}
+
+LocalIncoming::~LocalIncoming() {
   if (fd_ >= 0) ::close(fd_);
   if (journal_fd_ >= 0) ::close(journal_fd_);
 }
@@ -99,17 +109,16 @@ absl::StatusOr<std::unique_ptr<CapsuleReader>> CheckPrelude(
       std::make_unique<PreludeFile>(prelude, g.TableOffset(), g.FileSize()), trusted);
 }
 
-absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
+absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
     const std::string& store, const Prelude& prelude,
     absl::Span<const crypto::PublicIdentity> trusted) {
   absl::StatusOr<std::unique_ptr<CapsuleReader>> reader = CheckPrelude(prelude, trusted);
   if (!reader.ok()) return reader.status();
-  std::unique_ptr<IncomingCapsule> in(new IncomingCapsule());
+  std::unique_ptr<LocalIncoming> in(new LocalIncoming());
   in->reader_ = std::move(*reader);
   const Geometry g = in->reader_->geometry();
   const std::vector<uint8_t>& tail = prelude.tail;
   absl::Status s;
-  in->trusted_.assign(trusted.begin(), trusted.end());
   in->store_ = store;
   in->prelude_ = prelude;
   const std::string id = in->reader_->manifest().IdHex();
@@ -169,7 +178,7 @@ absl::StatusOr<std::unique_ptr<IncomingCapsule>> IncomingCapsule::Begin(
   return in;
 }
 
-absl::Status IncomingCapsule::LoadJournal() {
+absl::Status LocalIncoming::LoadJournal() {
   journal_fd_ = ::open(journal_path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (journal_fd_ < 0) return ErrnoStatus("cannot open the transfer journal", errno);
   struct stat st;
@@ -205,7 +214,8 @@ absl::Status IncomingCapsule::LoadJournal() {
   return absl::OkStatus();
 }
 
-std::vector<uint64_t> IncomingCapsule::Missing() const {
+std::vector<uint64_t> LocalIncoming::Missing() const {
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<uint64_t> out;
   for (uint64_t i = 0; i < received_.size(); ++i) {
     if (!received_[i]) out.push_back(i);
@@ -213,8 +223,24 @@ std::vector<uint64_t> IncomingCapsule::Missing() const {
   return out;
 }
 
-absl::Status IncomingCapsule::CheckAndWrite(uint64_t index,
-                                            absl::Span<const uint8_t> ciphertext) const {
+uint64_t LocalIncoming::received_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return received_count_;
+}
+
+bool LocalIncoming::IsReceived(uint64_t index) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return index < received_.size() && received_[index];
+}
+
+void LocalIncoming::MarkWritten(uint64_t index) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_.push_back(index);
+}
+
+absl::Status LocalIncoming::CheckAndWrite(uint64_t index,
+                                          absl::Span<const uint8_t> ciphertext) const {
+  // received_.size() never changes after Begin.
   if (index >= received_.size()) {
     return absl::InvalidArgumentError(absl::StrCat("chunk index ", index, " out of range"));
   }
@@ -223,26 +249,21 @@ absl::Status IncomingCapsule::CheckAndWrite(uint64_t index,
   return PwriteAll(fd_, ciphertext, reader_->geometry().ChunkOffset(index));
 }
 
-absl::Status IncomingCapsule::PutChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) {
-  if (index < received_.size() && received_[index]) {
-    return reader_->CheckChunk(index, ciphertext);  // already here: checked, not rewritten
-  }
-  absl::Status s = CheckAndWrite(index, ciphertext);
-  if (!s.ok()) return s;
-  MarkWritten(index);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<uint64_t>> IncomingCapsule::Sync() {
-  std::sort(pending_.begin(), pending_.end());
-  pending_.erase(std::unique(pending_.begin(), pending_.end()), pending_.end());
+absl::StatusOr<std::vector<uint64_t>> LocalIncoming::Sync() {
+  std::lock_guard<std::mutex> sync_lock(sync_mu_);
   std::vector<uint64_t> done;
-  for (uint64_t i : pending_) {
-    if (!received_[i]) done.push_back(i);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::sort(pending_.begin(), pending_.end());
+    pending_.erase(std::unique(pending_.begin(), pending_.end()), pending_.end());
+    for (uint64_t i : pending_) {
+      if (!received_[i]) done.push_back(i);
+    }
+    pending_.clear();
   }
-  pending_.clear();
   if (done.empty()) return done;
-  // Data first, journal second: a journaled chunk is always on disk.
+  // Data first, journal second: a journaled chunk is always on disk. (Puts that complete
+  // meanwhile are in pending_ again: they are journaled by the next Sync.)
   if (::fdatasync(fd_) != 0) return ErrnoStatus("cannot sync the incoming capsule", errno);
   std::vector<uint8_t> records(8 * done.size());
   for (size_t k = 0; k < done.size(); ++k) StoreBigEndian64(done[k], records.data() + 8 * k);
@@ -258,6 +279,7 @@ absl::StatusOr<std::vector<uint64_t>> IncomingCapsule::Sync() {
     }
     return s;
   }
+  std::lock_guard<std::mutex> lock(mu_);
   for (uint64_t i : done) {
     received_[i] = true;
     ++received_count_;
@@ -265,47 +287,20 @@ absl::StatusOr<std::vector<uint64_t>> IncomingCapsule::Sync() {
   return done;
 }
 
-absl::StatusOr<std::string> IncomingCapsule::Finish(
+absl::StatusOr<std::string> LocalIncoming::Finish(
     const std::function<absl::Status()>& before_name) {
-  if (!finished_path_.empty()) return finished_path_;
-  if (received_count_ != received_.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        received_.size() - received_count_, " of ", received_.size(), " chunks are missing"));
+  std::lock_guard<std::mutex> sync_lock(sync_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!finished_path_.empty()) return finished_path_;
+    if (received_count_ != received_.size()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          received_.size() - received_count_, " of ", received_.size(), " chunks are missing"));
+    }
   }
-  // Re-verify what is on disk, all cores; a chunk damaged since it was journaled is named.
-  absl::StatusOr<std::unique_ptr<RandomAccessFile>> file = OpenFile(path_);
-  if (!file.ok()) return file.status();
-  absl::StatusOr<std::unique_ptr<CapsuleReader>> full =
-      CapsuleReader::Open(std::move(*file), trusted_);
-  if (!full.ok()) return full.status();
-  absl::Status s = (*full)->VerifyChunks(0, nullptr);
-  if (!s.ok()) {
-    // Forget every damaged chunk so that it is sent again, and rewrite the journal.
-    const Geometry& g = reader_->geometry();
-    std::vector<uint8_t> buf;
-    std::vector<uint64_t> bad;
-    for (uint64_t i = 0; i < received_.size(); ++i) {
-      buf.resize(g.CipherSize(i));
-      if (!PreadAll(fd_, absl::MakeSpan(buf), g.ChunkOffset(i)).ok() ||
-          !reader_->CheckChunk(i, buf).ok()) {
-        bad.push_back(i);
-        received_[i] = false;
-        --received_count_;
-      }
-    }
-    std::vector<uint8_t> records;
-    for (uint64_t i = 0; i < received_.size(); ++i) {
-      if (!received_[i]) continue;
-      records.resize(records.size() + 8);
-      StoreBigEndian64(i, records.data() + records.size() - 8);
-    }
-    if (::ftruncate(journal_fd_, 0) == 0) {
-      absl::Status w = WriteAll(journal_fd_, records);
-      if (w.ok()) ::fsync(journal_fd_);
-    }
-    return absl::DataLossError(absl::StrCat(bad.size(), " chunk(s) were damaged on disk after ",
-                                            "being received and must be sent again"));
-  }
+  // No re-verification: every journaled chunk was checked before it was written and synced
+  // before it was journaled (spec/TRANSFER.md "Push"). The whole file is made durable (the
+  // prelude was synced at Begin, the chunks at each Sync; this is cheap) before it is named.
   const std::string final_path = store_ + "/" + manifest().IdHex() + ".capsule";
   if (::fsync(fd_) != 0) return ErrnoStatus("cannot sync the incoming capsule", errno);
   if (before_name) {
@@ -320,8 +315,35 @@ absl::StatusOr<std::string> IncomingCapsule::Finish(
   ::unlink(journal_path_.c_str());
   absl::Status synced = SyncDirectory(store_);
   if (!synced.ok()) return synced;
+  std::lock_guard<std::mutex> lock(mu_);
   finished_path_ = final_path;
   return final_path;
+}
+
+absl::Status LocalIncoming::Abandon() {
+  std::lock_guard<std::mutex> sync_lock(sync_mu_);
+  absl::Status s;
+  if (::unlink(path_.c_str()) != 0 && errno != ENOENT) {
+    s = ErrnoStatus("cannot remove the incoming capsule", errno);
+  }
+  if (::unlink(journal_path_.c_str()) != 0 && errno != ENOENT && s.ok()) {
+    s = ErrnoStatus("cannot remove the transfer journal", errno);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  std::fill(received_.begin(), received_.end(), false);
+  received_count_ = 0;
+  pending_.clear();
+  return s;
+}
+
+absl::Status LocalIncoming::ReadAt(uint64_t offset, absl::Span<uint8_t> out) const {
+  return PreadAll(fd_, out, offset);
+}
+
+void LocalIncoming::Release(uint64_t offset, uint64_t length) {
+  // Best effort: EOPNOTSUPP on file systems without holes costs disk space, nothing else.
+  (void)::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                    static_cast<off_t>(length));
 }
 
 }  // namespace bunker::capsule

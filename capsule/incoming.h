@@ -4,19 +4,16 @@
 // The sender first sends the capsule's prelude: the 16-byte header and its tail, from the chunk
 // table to the end of the file. From it the receiver checks structure, signature, trust and the
 // chunk table exactly as CapsuleReader does. Then chunks arrive in any order; each is checked
-// against the signed table before it is written at its place in a pre-sized file. Sync() makes
-// the written chunks durable (data fsync) and only then records their indexes in a journal, so
-// after a crash of either side Missing() names exactly what must be sent again. Finish()
-// re-verifies the whole file and moves it into the store with a name only when complete.
-//
-// Files, in `store`/.incoming/: ID.capsule (the file being assembled) and ID.journal (u64
-// big-endian chunk indexes, appended; a torn last record is ignored).
+// against the signed table before it is written. A journal records the chunks made durable, so
+// after a crash of either side Missing() names exactly what must be sent again; the capsule
+// appears in its store (capsule/store.h) under its final name only complete.
 #ifndef BUNKER_CAPSULE_INCOMING_H_
 #define BUNKER_CAPSULE_INCOMING_H_
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -40,26 +37,23 @@ absl::StatusOr<Prelude> ReadPrelude(const CapsuleReader& reader);
 absl::StatusOr<std::unique_ptr<CapsuleReader>> CheckPrelude(
     const Prelude& prelude, absl::Span<const crypto::PublicIdentity> trusted);
 
+// A capsule being received into a store (capsule/store.h), chunk by chunk.
+//
+// Threading: CheckAndWrite may run on several threads at once; every other method may be
+// called from any thread, and they lock what they share. Sync and Finish may take long (data
+// sync, uploads): callers run them off an event loop.
 class IncomingCapsule {
  public:
-  // Checks the prelude (kDataLoss, kInvalidArgument, kPermissionDenied for an untrusted issuer,
-  // as CapsuleReader::Open) and creates or resumes the capsule's files under `store`. Resuming
-  // requires the same prelude byte for byte (kDataLoss otherwise). kAlreadyExists if the store
-  // already holds the capsule.
-  static absl::StatusOr<std::unique_ptr<IncomingCapsule>> Begin(
-      const std::string& store, const Prelude& prelude,
-      absl::Span<const crypto::PublicIdentity> trusted);
-  ~IncomingCapsule();
+  virtual ~IncomingCapsule() = default;
 
-  const Manifest& manifest() const { return reader_->manifest(); }
+  virtual const Manifest& manifest() const = 0;
   // Whether `prelude` is, byte for byte, the one this capsule is being received with.
-  bool SamePrelude(const Prelude& prelude) const {
-    return prelude.header == prelude_.header && prelude.tail == prelude_.tail;
-  }
-  uint64_t chunk_count() const { return received_.size(); }
+  virtual bool SamePrelude(const Prelude& prelude) const = 0;
+  virtual uint64_t chunk_count() const = 0;
   // Chunks not yet durably received, in increasing order.
-  std::vector<uint64_t> Missing() const;
-  uint64_t received_count() const { return received_count_; }
+  virtual std::vector<uint64_t> Missing() const = 0;
+  virtual uint64_t received_count() const = 0;
+  virtual bool IsReceived(uint64_t index) const = 0;
 
   // Checks chunk `index` against the signed table and writes it (not yet durable). kDataLoss
   // for a chunk that does not match (nothing is written), kInvalidArgument for an index out of
@@ -67,38 +61,88 @@ class IncomingCapsule {
   absl::Status PutChunk(uint64_t index, absl::Span<const uint8_t> ciphertext);
 
   // The two halves of PutChunk, for receivers that check and write on worker threads:
-  // CheckAndWrite is safe to call from several threads at once (it changes no state of this
-  // object); MarkWritten must then be called, from the owning thread, for each chunk written.
-  absl::Status CheckAndWrite(uint64_t index, absl::Span<const uint8_t> ciphertext) const;
-  void MarkWritten(uint64_t index) { pending_.push_back(index); }
-  bool IsReceived(uint64_t index) const { return index < received_.size() && received_[index]; }
+  // CheckAndWrite changes no state of this object; MarkWritten must then be called for each
+  // chunk written.
+  virtual absl::Status CheckAndWrite(uint64_t index, absl::Span<const uint8_t> ciphertext) const = 0;
+  virtual void MarkWritten(uint64_t index) = 0;
 
   // Makes every chunk put so far durable, then journals them. Returns their indexes (what a
   // receiver may now acknowledge).
-  absl::StatusOr<std::vector<uint64_t>> Sync();
+  virtual absl::StatusOr<std::vector<uint64_t>> Sync() = 0;
 
-  // When every chunk is received: verifies the whole file, makes it durable, calls
-  // `before_name` (if any) and only if that returns OK gives it its name in the store: e.g. to
-  // put the receipt on record first, so that no capsule is ever in the store unaccounted for. An
-  // error from `before_name` is returned and leaves the complete file unnamed in .incoming (a
-  // later Finish verifies it and calls `before_name` again). Returns the capsule's path; again
+  // When every chunk is durably received: calls `before_name` (if any) and only if that
+  // returns OK makes the capsule appear under its final name in the store: e.g. to put the
+  // receipt on record first, so that no capsule is ever in the store unaccounted for. An error
+  // from `before_name` is returned and leaves the capsule complete but unnamed (a later Finish
+  // calls `before_name` again). Returns where the capsule now is (a path, an s3:// URL); again
   // on a repeated call, without calling `before_name`. kFailedPrecondition while chunks are
   // missing.
-  absl::StatusOr<std::string> Finish(const std::function<absl::Status()>& before_name = nullptr);
+  //
+  // The capsule is not read again: every chunk was checked against the signed table before it
+  // was written, and the journal names only chunks made durable after that check
+  // (spec/TRANSFER.md "Push" says what this relies on).
+  virtual absl::StatusOr<std::string> Finish(
+      const std::function<absl::Status()>& before_name = nullptr) = 0;
+
+  // Gives up: removes the partial capsule and its journal (or aborts the upload). Best effort;
+  // the first error.
+  virtual absl::Status Abandon() = 0;
+};
+
+// An incoming capsule in a local folder: files `folder`/.incoming/ID.capsule (the file being
+// assembled, pre-sized, chunks written at their place) and ID.journal (u64 big-endian chunk
+// indexes, appended; a torn last record is ignored). Sync makes written chunks durable (data
+// fsync) and only then journals their indexes. Finish links the file to `folder`/ID.capsule
+// (never replacing one) and removes the partial files.
+class LocalIncoming final : public IncomingCapsule {
+ public:
+  // Checks the prelude and creates or resumes the capsule's files under `folder`, as
+  // Store::Begin says. kAlreadyExists if `folder` already holds ID.capsule.
+  static absl::StatusOr<std::unique_ptr<LocalIncoming>> Begin(
+      const std::string& folder, const Prelude& prelude,
+      absl::Span<const crypto::PublicIdentity> trusted);
+  ~LocalIncoming() override;
+
+  const Manifest& manifest() const override { return reader_->manifest(); }
+  bool SamePrelude(const Prelude& prelude) const override {
+    return prelude.header == prelude_.header && prelude.tail == prelude_.tail;
+  }
+  uint64_t chunk_count() const override { return received_.size(); }
+  std::vector<uint64_t> Missing() const override;
+  uint64_t received_count() const override;
+  bool IsReceived(uint64_t index) const override;
+  absl::Status CheckAndWrite(uint64_t index, absl::Span<const uint8_t> ciphertext) const override;
+  void MarkWritten(uint64_t index) override;
+  absl::StatusOr<std::vector<uint64_t>> Sync() override;
+  absl::StatusOr<std::string> Finish(
+      const std::function<absl::Status()>& before_name = nullptr) override;
+  absl::Status Abandon() override;
+
+  // For a store that uses this as a local spool (capsule/s3_store.h):
+  // Reads bytes of the partial file (durably received chunks, the prelude).
+  absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const;
+  // Frees the disk space of a byte range that is kept elsewhere now; best effort (file systems
+  // without hole punching keep the bytes).
+  void Release(uint64_t offset, uint64_t length);
+  const Geometry& geometry() const { return reader_->geometry(); }
+  const Prelude& prelude() const { return prelude_; }
+  // The folder holding the partial files (`folder`/.incoming).
+  std::string incoming_folder() const { return store_ + "/.incoming"; }
 
  private:
-  IncomingCapsule() = default;
+  LocalIncoming() = default;
   absl::Status LoadJournal();
 
   std::string store_, path_, journal_path_;
-  std::vector<crypto::PublicIdentity> trusted_;
   std::unique_ptr<CapsuleReader> reader_;  // over the prelude only: for CheckChunk
   int fd_ = -1;
   int journal_fd_ = -1;
+  Prelude prelude_;
+  std::mutex sync_mu_;  // one Sync or Finish at a time; taken before mu_
+  mutable std::mutex mu_;  // guards what follows
   std::vector<bool> received_;
   uint64_t received_count_ = 0;
   std::vector<uint64_t> pending_;
-  Prelude prelude_;
   std::string finished_path_;  // set once Finish succeeded
 };
 

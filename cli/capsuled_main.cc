@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
   transfer::DaemonOptions options;
   options.site = site->site;
   options.listen = site->listen;
-  options.store = site->store;
+  options.store = capsule::MakeLocalStore(site->store);
   options.admit = site::AdmissionFor(*site);
   options.identity = &*identity;
   options.peers = *peers;

@@ -130,7 +130,7 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
           kj::Timer&) -> absl::StatusOr<SendSummary> {
         schema::Transfer::Client& peer = peers[0];
         DepotOptions d;
-        d.store = store;
+        d.store = capsule::MakeLocalStore(store);
         d.trusted = trusted;
         d.admit = admit;
         d.now = [] { return static_cast<int64_t>(absl::ToUnixSeconds(absl::Now())); };

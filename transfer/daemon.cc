@@ -74,6 +74,7 @@ class WitnessLoop {
 
 absl::Status RunDaemon(const DaemonOptions& o) {
   if (o.identity == nullptr) return absl::InvalidArgumentError("no site identity");
+  if (o.store == nullptr) return absl::InvalidArgumentError("no store");
   auto log = [&o](const std::string& line) {
     if (o.log) o.log(line);
   };
@@ -139,7 +140,7 @@ absl::Status RunDaemon(const DaemonOptions& o) {
     }
     std::string host = o.listen.substr(0, o.listen.rfind(':'));
     log(absl::StrCat("site ", o.site, " listening on ", host, ":", listener->getPort(),
-                     " (", o.peers.size(), " peers, store ", o.store, ")"));
+                     " (", o.peers.size(), " peers, store ", o.store->Describe(), ")"));
     auto stop = io.unixEventPort.onSignal(SIGTERM)
                     .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
                     .then([&log](siginfo_t info) {

@@ -5,6 +5,7 @@
 #define BUNKER_TRANSFER_DAEMON_H_
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,7 @@ namespace bunker::transfer {
 struct DaemonOptions {
   std::string site;    // the site's name, for the log
   std::string listen;  // host:port
-  std::string store;   // folder of received capsules
+  std::shared_ptr<capsule::Store> store;  // received capsules (capsule/store.h)
   std::function<absl::Status(const capsule::Manifest&)> admit;  // DepotOptions::admit
   const crypto::Identity* identity = nullptr;
   std::vector<crypto::PublicIdentity> peers;    // who may connect

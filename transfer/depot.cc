@@ -1,9 +1,10 @@
 #include "transfer/depot.h"
 
-#include <dirent.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
+#include <optional>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -41,6 +42,22 @@ void SetRanges(const std::vector<uint64_t>& sorted, InitList init) {
     list[static_cast<unsigned>(k)].setFirst(ranges[k].first);
     list[static_cast<unsigned>(k)].setCount(ranges[k].second);
   }
+}
+
+// Runs `job` on `pool` and resolves with its result on the event loop's thread. The job must
+// own (or share) everything it touches.
+template <typename T>
+kj::Promise<T> OffLoop(capsule::ThreadPool& pool, std::function<T()> job) {
+  auto done = kj::newPromiseAndCrossThreadFulfiller<void>();
+  auto fulfiller =
+      std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(done.fulfiller));
+  // The result travels in `result`; fulfilling the cross-thread promise publishes it.
+  auto result = std::make_shared<std::optional<T>>();
+  pool.Submit([job = std::move(job), fulfiller, result]() {
+    result->emplace(job());
+    (*fulfiller)->fulfill();
+  });
+  return done.promise.then([result]() { return std::move(**result); });
 }
 
 // A capsule the store already holds: nothing to send, and finish() confirms it.
@@ -109,17 +126,24 @@ class UploadImpl final : public schema::Upload::Server {
   }
 
   kj::Promise<void> Commit(CommitContext context) {
-    absl::StatusOr<std::vector<uint64_t>> durable = in_->Sync();
-    if (!durable.ok()) return ToException(PeerSafe(durable.status()));
-    auto results = context.getResults();
-    std::vector<uint64_t> sorted = *durable;
-    std::sort(sorted.begin(), sorted.end());
-    SetRanges(sorted, [&results](unsigned n) { return results.initDurable(n); });
-    auto rejected = results.initRejected(static_cast<unsigned>(rejected_.size()));
-    unsigned k = 0;
-    for (uint64_t i : rejected_) rejected.set(k++, i);
-    rejected_.clear();
-    return kj::READY_NOW;
+    // The data sync (and, in an object store, part uploads) run on a worker.
+    std::shared_ptr<capsule::IncomingCapsule> in = in_;
+    return OffLoop<absl::StatusOr<std::vector<uint64_t>>>(depot_.workers(), [in]() {
+             return in->Sync();
+           })
+        .then([this, context](absl::StatusOr<std::vector<uint64_t>> durable) mutable
+              -> kj::Promise<void> {
+          if (!durable.ok()) return ToException(PeerSafe(durable.status()));
+          auto results = context.getResults();
+          std::vector<uint64_t> sorted = *durable;
+          std::sort(sorted.begin(), sorted.end());
+          SetRanges(sorted, [&results](unsigned n) { return results.initDurable(n); });
+          auto rejected = results.initRejected(static_cast<unsigned>(rejected_.size()));
+          unsigned k = 0;
+          for (uint64_t i : rejected_) rejected.set(k++, i);
+          rejected_.clear();
+          return kj::READY_NOW;
+        });
   }
 
   kj::Promise<void> finish(FinishContext context) override {
@@ -127,24 +151,33 @@ class UploadImpl final : public schema::Upload::Server {
   }
 
   kj::Promise<void> Finish(FinishContext context) {
-    absl::Status s = in_->Sync().status();
     const capsule::Manifest& m = in_->manifest();
     // The receipt goes on record before the capsule gets its name: a crash in between leaves
-    // a receipt and an unnamed, complete file that a resend names.
-    const DepotEvent receipt{"received", m.IdHex(), m.issuer.fingerprint().ToString(), peer_,
-                             absl::StrCat(in_->chunk_count(), " chunks verified and stored")};
-    absl::StatusOr<std::string> path =
-        s.ok() ? in_->Finish([this, &receipt] { return depot_.RecordReceipt(receipt); })
-               : absl::StatusOr<std::string>(s);
-    if (!path.ok()) {
-      depot_.Emit({"refused", m.IdHex(), m.issuer.fingerprint().ToString(), peer_,
-                   absl::StrCat("finish failed: ", PeerSafe(path.status()).message())});
-      return ToException(PeerSafe(path.status()));
-    }
-    depot_.Emit(receipt);
-    depot_.Finished(m.IdHex());
-    context.getResults().setCapsuleId(m.IdHex());
-    return kj::READY_NOW;
+    // a receipt and an unnamed, complete capsule that a resend names.
+    auto receipt = std::make_shared<DepotEvent>(
+        DepotEvent{"received", m.IdHex(), m.issuer.fingerprint().ToString(), peer_,
+                   absl::StrCat(in_->chunk_count(), " chunks verified and stored")});
+    std::shared_ptr<capsule::IncomingCapsule> in = in_;
+    Depot* depot = &depot_;
+    // Sync and naming (and, in an object store, the last parts and completing the upload) run
+    // on a worker; nothing is read back (capsule/incoming.h Finish).
+    return OffLoop<absl::StatusOr<std::string>>(depot_.workers(), [in, depot, receipt]() {
+             absl::Status s = in->Sync().status();
+             if (!s.ok()) return absl::StatusOr<std::string>(s);
+             return in->Finish([depot, receipt] { return depot->RecordReceipt(*receipt); });
+           })
+        .then([this, context, receipt](absl::StatusOr<std::string> where) mutable
+              -> kj::Promise<void> {
+          if (!where.ok()) {
+            depot_.Emit({"refused", receipt->capsule_id, receipt->issuer, peer_,
+                         absl::StrCat("finish failed: ", PeerSafe(where.status()).message())});
+            return ToException(PeerSafe(where.status()));
+          }
+          depot_.Emit(*receipt);
+          depot_.Finished(receipt->capsule_id);
+          context.getResults().setCapsuleId(receipt->capsule_id);
+          return kj::READY_NOW;
+        });
   }
 
  private:
@@ -192,7 +225,7 @@ class TransferImpl final : public schema::Transfer::Server {
       // "Already stored" only for the very same capsule, not any capsule claiming its id.
       const std::string id = (*r)->manifest().IdHex();
       absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
-          capsule::OpenFile(depot_.options().store + "/" + id + ".capsule");
+          depot_.options().store->Open(id);
       absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> stored =
           file.ok() ? capsule::CapsuleReader::OpenUntrusted(std::move(*file))
                     : absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>>(file.status());
@@ -233,10 +266,11 @@ class TransferImpl final : public schema::Transfer::Server {
       return ToException(absl::InvalidArgumentError("a capsule id is 32 hex characters"));
     }
     absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
-        capsule::OpenFile(depot_.options().store + "/" + id + ".capsule");
-    if (!file.ok()) {
+        depot_.options().store->Open(id);
+    if (absl::IsNotFound(file.status())) {
       return ToException(absl::NotFoundError(absl::StrCat("capsule ", id, " is not in the store")));
     }
+    if (!file.ok()) return ToException(PeerSafe(file.status()));
     absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
         capsule::CapsuleReader::OpenUntrusted(std::move(*file));
     if (!reader.ok()) return ToException(PeerSafe(reader.status()));
@@ -341,6 +375,8 @@ void Depot::Emit(DepotEvent event) {
 
 absl::Status Depot::RecordReceipt(const DepotEvent& receipt) {
   if (!options_.record_receipt) return absl::OkStatus();
+  // Finishing runs on workers: one receipt at a time.
+  std::lock_guard<std::mutex> lock(receipt_mu_);
   absl::Status s = options_.record_receipt(receipt);
   if (s.ok()) return s;
   return absl::Status(s.code(), absl::StrCat("the receipt of capsule ", receipt.capsule_id,
@@ -350,24 +386,13 @@ absl::Status Depot::RecordReceipt(const DepotEvent& receipt) {
 
 absl::Status Depot::RecordStoredReceipts() {
   if (!options_.record_receipt) return absl::OkStatus();
-  DIR* dir = ::opendir(options_.store.c_str());
-  if (dir == nullptr) return absl::OkStatus();  // no store yet: nothing stored
-  std::vector<std::string> ids;
-  while (struct dirent* e = ::readdir(dir)) {
-    const std::string name = e->d_name;
-    const std::string suffix = ".capsule";
-    const size_t id_size = 2 * capsule::kCapsuleIdSize;
-    if (name.size() != id_size + suffix.size() || name.compare(id_size, suffix.size(), suffix) != 0 ||
-        name.find_first_not_of("0123456789abcdef") < id_size) {
-      continue;
+  absl::StatusOr<std::vector<std::string>> ids = options_.store->List();
+  if (!ids.ok()) return ids.status();
+  for (const std::string& id : *ids) {
+    absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = options_.store->Open(id);
+    if (absl::IsUnavailable(file.status()) || absl::IsPermissionDenied(file.status())) {
+      return file.status();  // the store cannot be read: starting would leave capsules unaccounted
     }
-    ids.push_back(name.substr(0, id_size));
-  }
-  ::closedir(dir);
-  std::sort(ids.begin(), ids.end());
-  for (const std::string& id : ids) {
-    absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
-        capsule::OpenFile(options_.store + "/" + id + ".capsule");
     if (!file.ok()) continue;
     absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> r =
         capsule::CapsuleReader::OpenUntrusted(std::move(*file));
@@ -430,7 +455,7 @@ absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> Depot::Receive(
     }
   }
   absl::StatusOr<std::unique_ptr<capsule::IncomingCapsule>> in =
-      capsule::IncomingCapsule::Begin(options_.store, prelude, options_.trusted);
+      options_.store->Begin(prelude, options_.trusted);
   if (!in.ok()) {
     if (!absl::IsAlreadyExists(in.status())) {
       Emit({"refused", id, issuer, peer, std::string(PeerSafe(in.status()).message())});

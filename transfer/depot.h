@@ -4,11 +4,12 @@
 // On offer: the prelude is checked (structure, signature, trusted issuer) and the capsule's
 // policy must admit this site (site, region, storage, time: verifier::AdmitsSite) before any
 // chunk moves. Chunks are checked against the signed chunk table before they are written; a
-// capsule appears in the store only complete and verified (capsule/incoming.h). Offers of the
-// same capsule over several connections share one incoming file, so several streams can fill
-// it at once and a re-offer resumes.
+// capsule appears in the store (a local folder or S3: capsule/store.h) only complete and
+// verified (capsule/incoming.h). Offers of the same capsule over several connections share one
+// incoming capsule, so several streams can fill it at once and a re-offer resumes.
 //
-// Threading: the event loop's thread only.
+// Threading: the event loop's thread only. Checking, writing, syncing and naming chunks run
+// on the depot's workers, so a slow disk or object store never stalls other sessions.
 #ifndef BUNKER_TRANSFER_DEPOT_H_
 #define BUNKER_TRANSFER_DEPOT_H_
 
@@ -16,11 +17,13 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "capsule/incoming.h"
 #include "capsule/parallel.h"
+#include "capsule/store.h"
 #include "crypto/keys.h"
 #include "spec/transfer.capnp.h"
 #include "transfer/witness.h"
@@ -40,7 +43,7 @@ struct DepotEvent {
 };
 
 struct DepotOptions {
-  std::string store;                            // folder of received capsules
+  std::shared_ptr<capsule::Store> store;        // received capsules (capsule/store.h)
   std::vector<crypto::PublicIdentity> trusted;  // issuers whose capsules are accepted
   // Admission of a capsule at this site by its policy (site, region, storage, time), asked
   // after the signature and trust checks and before anything is written: OK admits, any
@@ -55,6 +58,7 @@ struct DepotOptions {
   // `finish`; a resend completes it), when an offer finds the capsule already stored, and by
   // RecordStoredReceipts for every capsule in the store. So the store never holds a capsule the
   // record does not account for. Empty: nothing is recorded. transfer/ knows no audit log.
+  // Called from the event loop's thread or from a worker, never two calls at once.
   std::function<absl::Status(const DepotEvent&)> record_receipt;
   // A client receiving one fetched capsule: offers of any other id are refused, and the
   // capability it serves cannot be asked to fetch.
@@ -92,11 +96,12 @@ class Depot {
   // Emits a "witness-conflict" event unless the last one for `peer` had the same text.
   void Conflict(const std::string& peer, const std::string& detail);
   const DepotOptions& options() const { return options_; }
-  // Workers that check (SHA-256) and write chunks off the event loop's thread.
+  // Workers that check (SHA-256), write, sync and finish chunks off the event loop's thread.
   capsule::ThreadPool& workers() { return *workers_; }
 
  private:
   DepotOptions options_;
+  std::mutex receipt_mu_;  // around options_.record_receipt; outlives the workers' jobs
   std::unique_ptr<capsule::ThreadPool> workers_;
   // Capsules being received, by id: shared by every connection offering them.
   std::map<std::string, std::weak_ptr<capsule::IncomingCapsule>> incoming_;

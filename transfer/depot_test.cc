@@ -34,7 +34,7 @@ struct Fixture {
 
   DepotOptions Options(std::function<absl::Status(const capsule::Manifest&)> admit = nullptr) {
     DepotOptions o;
-    o.store = store;
+    o.store = capsule::MakeLocalStore(store);
     o.trusted = {keys.issuer.public_identity()};
     o.admit = std::move(admit);
     o.now = [] { return int64_t{1800000000}; };
@@ -357,7 +357,8 @@ TEST(DepotTest, FetchPullsAStoredCapsule) {
     ASSERT_TRUE(Send(io, c, *f.reader).ok());
   }
   DepotOptions mine = f.Options();
-  mine.store = capsule::testing::MakeTempDir() + "/mine";
+  const std::string mine_store = capsule::testing::MakeTempDir() + "/mine";
+  mine.store = capsule::MakeLocalStore(mine_store);
   Depot local(mine);
   Connection c(io, source, f.keys.alice.public_identity());
   auto req = c.transfer.fetchRequest();
@@ -366,7 +367,7 @@ TEST(DepotTest, FetchPullsAStoredCapsule) {
   auto r = req.send().wait(io.waitScope);
   EXPECT_EQ(r.getSummary().getChunksSent(), 9u);
   const std::string got =
-      capsule::testing::ReadFile(mine.store + "/" + f.reader->manifest().IdHex() + ".capsule");
+      capsule::testing::ReadFile(mine_store + "/" + f.reader->manifest().IdHex() + ".capsule");
   EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), f.capsule);
   auto missing = c.transfer.fetchRequest();
   missing.setCapsuleId(std::string(32, '0'));

@@ -57,7 +57,7 @@ TEST(TransferEndToEndTest, CorruptingProxyCutsTheConnectionAndTheTransferResumes
   // Site B: a depot served over the pinned channel.
   const std::string store = capsule::testing::MakeTempDir() + "/store";
   DepotOptions d;
-  d.store = store;
+  d.store = capsule::MakeLocalStore(store);
   d.trusted = {keys.issuer.public_identity()};
   Depot depot(d);
   auto b_channel =

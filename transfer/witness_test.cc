@@ -292,7 +292,7 @@ TEST(WitnessRpcTest, TwoSitesCatchARollbackAndTheBadSiteRefusesOffers) {
                                   {keys.alice.public_identity()}, TestVerify);
   ASSERT_TRUE(store.ok());
   DepotOptions d;
-  d.store = capsule::testing::MakeTempDir() + "/store";
+  d.store = capsule::MakeLocalStore(capsule::testing::MakeTempDir() + "/store");
   d.witness_store = store->get();
   Depot depot_b(d);
   auto b_channel = SecureChannel::Create(keys.bob, {keys.alice.public_identity()}, timer, absl::Now());
@@ -337,7 +337,7 @@ TEST(WitnessRpcTest, TwoSitesCatchARollbackAndTheBadSiteRefusesOffers) {
 
   // A's depot, with this state, refuses an offer from B before looking at it.
   DepotOptions da;
-  da.store = capsule::testing::MakeTempDir() + "/store-a";
+  da.store = capsule::MakeLocalStore(capsule::testing::MakeTempDir() + "/store-a");
   da.witness_state = &state;
   Depot depot_a(da);
   schema::Transfer::Client a = depot_a.ServeFor(keys.bob.public_identity());

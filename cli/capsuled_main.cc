@@ -21,6 +21,7 @@
 #include "transfer/daemon.h"
 #include "verifier/audit_log.h"
 #include "site/site_config.h"
+#include "site/site_store.h"
 #include "site/witnessing.h"
 #include "transfer/witness.h"
 #include "verifier/verifier.h"
@@ -116,7 +117,14 @@ int main(int argc, char** argv) {
   transfer::DaemonOptions options;
   options.site = site->site;
   options.listen = site->listen;
-  options.store = capsule::MakeLocalStore(site->store);
+  absl::StatusOr<std::shared_ptr<capsule::Store>> store =
+      transfers ? site::OpenSiteStore(*site, [](const std::string& line) {
+        std::fprintf(stderr, "capsuled: %s\n", cli::TerminalSafe(line).c_str());
+        std::fflush(stderr);
+      })
+                : absl::StatusOr<std::shared_ptr<capsule::Store>>(nullptr);
+  if (!store.ok()) return ctx.Fail(store.status());
+  options.store = *store;
   options.admit = site::AdmissionFor(*site);
   options.identity = &*identity;
   options.peers = *peers;

@@ -6,6 +6,7 @@
 #include <climits>
 #include <cstdlib>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -52,6 +53,44 @@ absl::Status FieldError(const std::string& file, const std::string& field, const
   return absl::InvalidArgumentError(absl::StrCat(file, ": $.", field, ": ", what));
 }
 
+// "s3": {"credentialsFile", "endpoint", "region", "partMiB"}; anything that looks like a secret
+// is refused with the way to give it.
+absl::Status ParseS3(const std::string& path, const std::string& base_dir,
+                     capnp::JsonValue::Reader value, SiteConfig& site) {
+  if (!value.isObject()) return FieldError(path, "s3", "must be an object");
+  for (auto f : value.getObject()) {
+    const std::string name = f.getName().cStr();
+    const std::string field = absl::StrCat("s3.", name);
+    const std::string lower = absl::AsciiStrToLower(name);
+    if (lower.find("secret") != std::string::npos || lower.find("token") != std::string::npos ||
+        lower.find("password") != std::string::npos || lower.find("accesskey") != std::string::npos ||
+        lower.find("access_key") != std::string::npos) {
+      return FieldError(path, field,
+                        "a site file never holds credentials: put them in a credentials file "
+                        "(mode 0600) and name it in \"s3\": {\"credentialsFile\": ...}, or use "
+                        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY");
+    }
+    const auto v = f.getValue();
+    if (name == "partMiB") {
+      const double mib = v.isNumber() ? v.getNumber() : -1;
+      if (!v.isNumber() || mib < 5 || mib > 512 || mib != static_cast<double>(static_cast<uint64_t>(mib))) {
+        return FieldError(path, field, "must be a whole number of MiB from 5 to 512");
+      }
+      site.s3_part_mib = static_cast<uint64_t>(mib);
+      continue;
+    }
+    if (name != "credentialsFile" && name != "endpoint" && name != "region") {
+      return FieldError(path, field, "unknown field");
+    }
+    if (!v.isString()) return FieldError(path, field, "must be a string");
+    const std::string text = v.getString().cStr();
+    if (name == "credentialsFile") site.s3_credentials_file = Resolve(base_dir, text);
+    if (name == "endpoint") site.s3_endpoint = text;
+    if (name == "region") site.s3_region = text;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
@@ -95,7 +134,7 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
           if (name == "identity") site.identity = Resolve(base_dir, v);
           if (name == "state") site.state = Resolve(base_dir, v);
           if (name == "listen") site.listen = v;
-          if (name == "store") site.store = Resolve(base_dir, v);
+          if (name == "store") site.store = v.rfind("s3://", 0) == 0 ? v : Resolve(base_dir, v);
           if (name == "socket") site.socket = Resolve(base_dir, v);
         } else if (name == "mountCacheMiB") {
           // A whole number of MiB; JSON numbers are doubles, so check that it is one.
@@ -107,6 +146,9 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
                                            kMaxMountCacheMiB));
           }
           site.mount_cache_mib = static_cast<uint64_t>(mib);
+        } else if (name == "s3") {
+          absl::Status s = ParseS3(path, base_dir, value, site);
+          if (!s.ok()) return s;
         } else if (name == "users") {
           if (!value.isObject()) {
             return FieldError(path, name, "must be an object of user names to public key files");
@@ -164,6 +206,10 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
   if (site.trust.empty()) return FieldError(path, "trust", "needs at least one key or folder");
   if (site.destinations.empty()) {
     return FieldError(path, "destinations", "needs at least one folder");
+  }
+  if (!site.StoreIsS3() && (!site.s3_credentials_file.empty() || !site.s3_endpoint.empty() ||
+                            !site.s3_region.empty() || site.s3_part_mib != 0)) {
+    return FieldError(path, "s3", "is for a \"store\" of the form \"s3://BUCKET/PREFIX\"");
   }
   return site;
 }

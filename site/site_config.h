@@ -32,7 +32,12 @@ struct SiteConfig {
   std::string state;                    // absolute path
   std::string listen;                   // transfer daemon fields, not validated here
   std::vector<std::string> peers;
-  std::string store;
+  std::string store;  // an absolute path, or "s3://BUCKET/PREFIX" (spec/STORE.md)
+  // "s3": how to reach an S3 store; empty strings when absent (the AWS conventions apply).
+  std::string s3_credentials_file;  // absolute path
+  std::string s3_endpoint;
+  std::string s3_region;
+  uint64_t s3_part_mib = 0;  // 0: the default
   std::string socket;  // the verifier service's Unix socket (absolute); "" for none
   // Local user name -> requester public key file (absolute), for requests without --as.
   std::vector<std::pair<std::string, std::string>> users;
@@ -40,6 +45,8 @@ struct SiteConfig {
   // "mountCacheMiB": the bound on one mount's decrypted-chunk cache, in MiB; 0 when absent (the
   // daemon's default applies). At most kMaxMountCacheMiB.
   uint64_t mount_cache_mib = 0;
+
+  bool StoreIsS3() const { return store.rfind("s3://", 0) == 0; }
 
   // The facts a policy decision needs.
   verifier::SiteFacts Facts() const { return {site, region, storage, state}; }

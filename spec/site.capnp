@@ -30,4 +30,16 @@ struct Site {
   # `capsule mount` may have in the daemon's memory (1 to 1048576; absent or 0: 256). The
   # daemon's --mount-cache-mib overrides it; a mount may ask for less with --cache-mib.
   mountCacheMiB @13 :UInt32;
+  # With "store": "s3://BUCKET/PREFIX" (spec/STORE.md): how to reach the bucket. Endpoint,
+  # region and credentials otherwise follow the AWS conventions (AWS_ENDPOINT_URL, AWS_REGION,
+  # AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE of the shared credentials file). A
+  # secret never goes in a site file: name a credentials file (0600, owned by the daemon's user).
+  s3 @14 :S3Settings;
+}
+
+struct S3Settings {
+  credentialsFile @0 :Text;  # an AWS INI credentials file (its [default] or AWS_PROFILE)
+  endpoint @1 :Text;         # http(s)://host[:port], path-style requests
+  region @2 :Text;
+  partMiB @3 :UInt32;        # the least part size of an upload, in MiB (5 to 512; default 8)
 }

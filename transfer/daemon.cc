@@ -108,7 +108,11 @@ absl::Status RunDaemon(const DaemonOptions& o) {
     d.witness_state = o.witness_state;
     d.record_receipt = o.record_receipt;
     Depot depot(d);
-    // Before serving: every capsule in the store has its receipt.
+    // Before serving: what a crash left is cleaned up (abandoned uploads), and every capsule in
+    // the store has its receipt. A store that cannot be reached stops the start.
+    absl::StatusOr<std::vector<std::string>> recovered = o.store->Recover();
+    if (!recovered.ok()) return recovered.status();
+    for (const std::string& line : *recovered) log(line);
     absl::Status receipts = depot.RecordStoredReceipts();
     if (!receipts.ok()) return receipts;
     RpcServer server(**channel, [&depot, &log](const crypto::PublicIdentity& peer) {

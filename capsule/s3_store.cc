@@ -1,0 +1,576 @@
+#include "capsule/s3_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "capsule/format.h"
+#include "capsule/io.h"
+
+namespace bunker::capsule {
+
+uint64_t ChunksPerPart(const Geometry& g, uint64_t min_part_size) {
+  const uint64_t chunk = std::max<uint64_t>(1, g.chunk_size);
+  uint64_t n = std::max<uint64_t>(1, (min_part_size + chunk - 1) / chunk);
+  // Never more than kMaxParts parts.
+  n = std::max<uint64_t>(n, (g.chunk_count + kMaxParts - 1) / kMaxParts);
+  return n;
+}
+
+namespace {
+
+constexpr char kSuffix[] = ".capsule";
+// The most bytes of part buffers one Sync holds at once (more threads for small parts).
+constexpr uint64_t kMaxPartBufferBytes = uint64_t{256} << 20;
+
+// Upload ids and ETags come from the server: printable, no spaces, bounded, before they go into
+// a journal line or a request.
+bool IsToken(const std::string& s) {
+  if (s.empty() || s.size() > 1024) return false;
+  for (char c : s) {
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+bool IsDaemonId(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  return s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos;
+}
+
+// The journal of one upload, next to the spool's chunk journal: text lines, appended and
+// fsynced: "upload <upload id>" first, then "part <number> <etag>" for each part uploaded. A
+// torn last line (no newline) is ignored.
+class PartsJournal {
+ public:
+  explicit PartsJournal(std::string path) : path_(std::move(path)) {}
+
+  absl::Status Load() {
+    upload_id_.clear();
+    parts_.clear();
+    absl::StatusOr<std::string> text = ReadSmall();
+    if (absl::IsNotFound(text.status())) return absl::OkStatus();
+    if (!text.ok()) return text.status();
+    size_t end = text->rfind('\n');
+    if (end == std::string::npos) return absl::OkStatus();
+    for (absl::string_view line : absl::StrSplit(absl::string_view(*text).substr(0, end), '\n')) {
+      std::vector<std::string> f = absl::StrSplit(line, ' ');
+      int n = 0;
+      if (f.size() == 2 && f[0] == "upload" && IsToken(f[1]) && upload_id_.empty()) {
+        upload_id_ = f[1];
+      } else if (f.size() == 3 && f[0] == "part" && absl::SimpleAtoi(f[1], &n) && n >= 1 &&
+                 static_cast<uint64_t>(n) <= kMaxParts && IsToken(f[2]) && !upload_id_.empty()) {
+        parts_[n] = f[2];
+      } else {
+        // A damaged journal costs the upload, not the capsule: start over.
+        upload_id_.clear();
+        parts_.clear();
+        return absl::OkStatus();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  const std::string& upload_id() const { return upload_id_; }
+  const std::map<int, std::string>& parts() const { return parts_; }
+
+  // Starts the journal afresh for `upload_id`.
+  absl::Status Start(const std::string& upload_id) {
+    int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return ErrnoStatus("cannot create the upload journal", errno);
+    Fd closer(fd);
+    const std::string line = absl::StrCat("upload ", upload_id, "\n");
+    absl::Status s = WriteAll(fd, absl::MakeConstSpan(
+                                      reinterpret_cast<const uint8_t*>(line.data()), line.size()));
+    if (s.ok() && ::fsync(fd) != 0) s = ErrnoStatus("cannot sync the upload journal", errno);
+    if (!s.ok()) return s;
+    upload_id_ = upload_id;
+    parts_.clear();
+    return SyncDirectory(path_.substr(0, path_.rfind('/')));
+  }
+
+  absl::Status Add(int number, const std::string& etag) {
+    int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus("cannot open the upload journal", errno);
+    Fd closer(fd);
+    const std::string line = absl::StrCat("part ", number, " ", etag, "\n");
+    absl::Status s = WriteAll(fd, absl::MakeConstSpan(
+                                      reinterpret_cast<const uint8_t*>(line.data()), line.size()));
+    if (s.ok() && ::fsync(fd) != 0) s = ErrnoStatus("cannot sync the upload journal", errno);
+    if (!s.ok()) return s;
+    parts_[number] = etag;
+    return absl::OkStatus();
+  }
+
+  void Remove() {
+    ::unlink(path_.c_str());
+    upload_id_.clear();
+    parts_.clear();
+  }
+
+ private:
+  absl::StatusOr<std::string> ReadSmall() {
+    int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return ErrnoStatus("cannot open the upload journal", errno);
+    Fd closer(fd);
+    std::string out;
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoStatus("cannot read the upload journal", errno);
+      if (n == 0) break;
+      out.append(buf, static_cast<size_t>(n));
+      // At most kMaxParts lines of bounded length.
+      if (out.size() > kMaxParts * 1100 + 2048) {
+        return absl::DataLossError("the upload journal is too large");
+      }
+    }
+    return out;
+  }
+
+  std::string path_;
+  std::string upload_id_;
+  std::map<int, std::string> parts_;
+};
+
+struct Shared {
+  S3StoreOptions o;
+  std::string MarkerPrefix() const { return absl::StrCat(o.prefix, ".incoming/", o.daemon_id, "/"); }
+  s3::Location KeyOf(const std::string& id) const { return {o.bucket, o.prefix + id + kSuffix}; }
+  s3::Location MarkerOf(const std::string& id) const {
+    return {o.bucket, absl::StrCat(MarkerPrefix(), id, ".upload")};
+  }
+  void Log(const std::string& line) const {
+    if (o.log) o.log(line);
+  }
+};
+
+// Reads a small object whole (a marker).
+absl::StatusOr<std::string> GetSmall(s3::Client& client, const s3::Location& at) {
+  absl::StatusOr<s3::ObjectInfo> info = client.Head(at);
+  if (!info.ok()) return info.status();
+  if (info->size > 4096) return absl::DataLossError("marker object is too large");
+  std::string out(info->size, '\0');
+  absl::Status s = client.GetRange(
+      at, 0, absl::MakeSpan(reinterpret_cast<uint8_t*>(out.data()), out.size()), info->etag);
+  if (!s.ok()) return s;
+  return out;
+}
+
+// Whether the object at `at` holds, byte for byte, the capsule with `prelude`: its header and
+// tail (which carry the signed chunk table) are the same. Its chunks were checked against that
+// table by whichever daemon stored it.
+absl::StatusOr<bool> SamePreludeStored(s3::Client& client, const s3::Location& at,
+                                       const Prelude& prelude, uint64_t size) {
+  absl::StatusOr<s3::ObjectInfo> info = client.Head(at);
+  if (!info.ok()) return info.status();
+  if (info->size != size) return false;
+  std::vector<uint8_t> header(prelude.header.size()), tail(prelude.tail.size());
+  absl::Status s = client.GetRange(at, 0, absl::MakeSpan(header), info->etag);
+  if (s.ok()) s = client.GetRange(at, size - tail.size(), absl::MakeSpan(tail), info->etag);
+  if (!s.ok()) return s;
+  return header == prelude.header && tail == prelude.tail;
+}
+
+class S3Incoming final : public IncomingCapsule {
+ public:
+  S3Incoming(std::shared_ptr<const Shared> shared, std::unique_ptr<LocalIncoming> spool,
+             std::string journal_path)
+      : shared_(std::move(shared)),
+        spool_(std::move(spool)),
+        journal_(std::move(journal_path)),
+        id_(spool_->manifest().IdHex()),
+        at_(shared_->KeyOf(id_)),
+        per_part_(ChunksPerPart(spool_->geometry(), shared_->o.min_part_size)),
+        part_count_((spool_->geometry().chunk_count + per_part_ - 1) / per_part_) {}
+
+  // Loads the journal and finds the upload again (ListParts), or starts one.
+  absl::Status Resume(absl::Span<const crypto::PublicIdentity> trusted);
+
+  const Manifest& manifest() const override { return spool_->manifest(); }
+  bool SamePrelude(const Prelude& p) const override { return spool_->SamePrelude(p); }
+  uint64_t chunk_count() const override { return spool_->chunk_count(); }
+  std::vector<uint64_t> Missing() const override { return spool_->Missing(); }
+  uint64_t received_count() const override { return spool_->received_count(); }
+  bool IsReceived(uint64_t index) const override { return spool_->IsReceived(index); }
+  absl::Status CheckAndWrite(uint64_t index, absl::Span<const uint8_t> c) const override {
+    return spool_->CheckAndWrite(index, c);
+  }
+  void MarkWritten(uint64_t index) override { spool_->MarkWritten(index); }
+
+  absl::StatusOr<std::vector<uint64_t>> Sync() override {
+    absl::StatusOr<std::vector<uint64_t>> done = spool_->Sync();
+    if (!done.ok()) return done;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!finished_.empty()) return done;
+    absl::Status s = UploadReadyParts();
+    if (!s.ok()) return s;
+    return done;
+  }
+
+  absl::StatusOr<std::string> Finish(const std::function<absl::Status()>& before_name) override;
+  absl::Status Abandon() override;
+
+ private:
+  // First and last chunk (exclusive) of part `p` (1-based), and its byte range in the capsule.
+  uint64_t FirstChunk(int p) const { return (static_cast<uint64_t>(p) - 1) * per_part_; }
+  uint64_t EndChunk(int p) const {
+    return std::min<uint64_t>(static_cast<uint64_t>(p) * per_part_, spool_->chunk_count());
+  }
+  uint64_t PartBegin(int p) const {
+    return p == 1 ? 0 : spool_->geometry().ChunkOffset(FirstChunk(p));
+  }
+  uint64_t PartEnd(int p) const {
+    const Geometry& g = spool_->geometry();
+    return static_cast<uint64_t>(p) == part_count_ ? g.FileSize() : g.ChunkOffset(EndChunk(p));
+  }
+
+  absl::Status UploadReadyParts();  // mu_ held
+  absl::Status Cleanup();           // after completion: spool, journal, marker
+  absl::Status StartUpload();
+
+  const std::shared_ptr<const Shared> shared_;
+  const std::unique_ptr<LocalIncoming> spool_;
+  std::mutex mu_;  // guards what follows, and one upload round at a time
+  PartsJournal journal_;
+  const std::string id_;
+  const s3::Location at_;
+  const uint64_t per_part_;
+  const uint64_t part_count_;
+  std::string finished_;
+};
+
+absl::Status S3Incoming::StartUpload() {
+  absl::StatusOr<std::string> upload = shared_->o.client->CreateMultipartUpload(
+      at_, {{"bunker-capsule", id_}, {"bunker-daemon", shared_->o.daemon_id}});
+  if (!upload.ok()) return upload.status();
+  if (!IsToken(*upload)) return absl::UnavailableError("S3: the server sent a malformed upload id");
+  absl::Status s = journal_.Start(*upload);
+  if (!s.ok()) return s;
+  shared_->Log(absl::StrCat("s3: upload of capsule ", id_, " started (", part_count_, " parts)"));
+  return absl::OkStatus();
+}
+
+absl::Status S3Incoming::Resume(absl::Span<const crypto::PublicIdentity> trusted) {
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::Status s = journal_.Load();
+  if (!s.ok()) return s;
+  s3::Client& client = *shared_->o.client;
+  if (!journal_.upload_id().empty()) {
+    // Found again through the journal; the server's list of parts must agree with it, else
+    // (the upload was aborted, or parts are missing) the capsule is received afresh: chunks of
+    // journaled parts were released from the spool.
+    absl::StatusOr<std::vector<s3::Part>> listed = client.ListParts(at_, journal_.upload_id());
+    bool agrees = listed.ok();
+    if (listed.ok()) {
+      std::map<int, std::string> on_server;
+      for (const s3::Part& p : *listed) on_server[p.number] = p.etag;
+      for (const auto& [n, etag] : journal_.parts()) {
+        auto it = on_server.find(n);
+        if (it == on_server.end() || it->second != etag) agrees = false;
+      }
+    } else if (!absl::IsNotFound(listed.status())) {
+      return listed.status();
+    }
+    if (!agrees) {
+      shared_->Log(absl::StrCat("s3: upload of capsule ", id_,
+                                " is gone or disagrees with its journal; receiving it afresh"));
+      if (listed.ok()) (void)client.AbortMultipartUpload(at_, journal_.upload_id());
+      journal_.Remove();
+      s = spool_->Abandon();
+      if (!s.ok()) return s;
+      // The caller made a fresh spool impossible to reuse: signal it.
+      return absl::AbortedError("restart");
+    }
+    shared_->Log(absl::StrCat("s3: upload of capsule ", id_, " resumed: ", journal_.parts().size(),
+                              " of ", part_count_, " parts already stored"));
+  } else {
+    s = StartUpload();
+    if (!s.ok()) return s;
+  }
+  (void)trusted;
+  // The marker names this daemon's upload, so that a later start can abort it if its journal
+  // is lost (spec/STORE.md "Receiving"). Written again on every resume.
+  const std::string& u = journal_.upload_id();
+  return client.Put(shared_->MarkerOf(id_),
+                    absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(u.data()), u.size()));
+}
+
+absl::Status S3Incoming::UploadReadyParts() {
+  const std::vector<uint64_t> missing = spool_->Missing();
+  std::vector<bool> have(spool_->chunk_count(), true);
+  for (uint64_t i : missing) have[i] = false;
+  std::vector<int> ready;
+  for (uint64_t p = 1; p <= part_count_; ++p) {
+    const int n = static_cast<int>(p);
+    if (journal_.parts().count(n) != 0) continue;
+    bool complete = true;
+    for (uint64_t i = FirstChunk(n); i < EndChunk(n) && complete; ++i) complete = have[i];
+    if (complete) ready.push_back(n);
+  }
+  if (ready.empty()) return absl::OkStatus();
+  uint64_t largest = 0;
+  for (int n : ready) largest = std::max(largest, PartEnd(n) - PartBegin(n));
+  const int threads = static_cast<int>(std::max<uint64_t>(
+      1, std::min<uint64_t>({static_cast<uint64_t>(std::max(1, shared_->o.upload_threads)),
+                             ready.size(), kMaxPartBufferBytes / std::max<uint64_t>(1, largest)})));
+  std::atomic<size_t> next{0};
+  std::mutex out_mu;
+  absl::Status first;
+  std::vector<std::pair<int, std::string>> uploaded;
+  auto work = [&]() {
+    std::vector<uint8_t> buf;
+    for (;;) {
+      const size_t k = next.fetch_add(1);
+      if (k >= ready.size()) return;
+      const int n = ready[k];
+      buf.resize(PartEnd(n) - PartBegin(n));
+      absl::Status s = spool_->ReadAt(PartBegin(n), absl::MakeSpan(buf));
+      absl::StatusOr<std::string> etag =
+          s.ok() ? shared_->o.client->UploadPart(at_, journal_.upload_id(), n, buf)
+                 : absl::StatusOr<std::string>(s);
+      if (etag.ok() && !IsToken(*etag)) {
+        etag = absl::UnavailableError("S3: the server sent a malformed ETag");
+      }
+      std::lock_guard<std::mutex> lock(out_mu);
+      if (!etag.ok()) {
+        if (first.ok()) first = etag.status();
+        next = ready.size();  // stop the others after their current part
+        return;
+      }
+      uploaded.push_back({n, *etag});
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  // Journal what is stored, then free its chunks from the spool. The chunks of the header's and
+  // the tail's parts keep the prelude (a resume compares it).
+  std::sort(uploaded.begin(), uploaded.end());
+  for (const auto& [n, etag] : uploaded) {
+    absl::Status s = journal_.Add(n, etag);
+    if (!s.ok()) return s;
+    const Geometry& g = spool_->geometry();
+    spool_->Release(g.ChunkOffset(FirstChunk(n)),
+                    g.ChunkOffset(EndChunk(n)) - g.ChunkOffset(FirstChunk(n)));
+    shared_->Log(absl::StrCat("s3: part ", n, " of ", part_count_, " of capsule ", id_,
+                              " uploaded"));
+  }
+  return first;
+}
+
+absl::StatusOr<std::string> S3Incoming::Finish(const std::function<absl::Status()>& before_name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!finished_.empty()) return finished_;
+  if (spool_->received_count() != spool_->chunk_count()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(spool_->chunk_count() - spool_->received_count(), " of ",
+                     spool_->chunk_count(), " chunks are missing"));
+  }
+  // No chunk is read back: each was checked before it was written to the spool, and a part is
+  // uploaded only from chunks journaled as durable there (spec/TRANSFER.md "Push").
+  absl::Status s = UploadReadyParts();
+  if (!s.ok()) return s;
+  if (journal_.parts().size() != part_count_) {
+    return absl::InternalError("parts are missing from a complete upload");
+  }
+  s3::Client& client = *shared_->o.client;
+  const std::string url = s3::ToUrl(at_);
+  // Swift has no conditional PUT: look first. An object already under the key (another daemon
+  // stored the same capsule meanwhile) is kept if it is the very same capsule; our upload is
+  // then dropped. Two daemons that both look before either completes store identical bytes
+  // under one key (spec/STORE.md "Scaling out").
+  absl::StatusOr<bool> same =
+      SamePreludeStored(client, at_, spool_->prelude(), spool_->geometry().FileSize());
+  if (!same.ok() && !absl::IsNotFound(same.status())) return same.status();
+  if (same.ok() && !*same) {
+    return absl::DataLossError(
+        absl::StrCat("a different capsule with id ", id_, " is already stored here"));
+  }
+  if (before_name) {
+    s = before_name();
+    if (!s.ok()) return s;
+  }
+  if (same.ok()) {
+    (void)client.AbortMultipartUpload(at_, journal_.upload_id());
+    shared_->Log(absl::StrCat("s3: capsule ", id_, " was stored meanwhile by another receiver; "
+                              "this upload is dropped"));
+  } else {
+    std::vector<s3::Part> parts;
+    for (const auto& [n, etag] : journal_.parts()) parts.push_back({n, etag, 0});
+    s = client.CompleteMultipartUpload(at_, journal_.upload_id(), parts);
+    if (!s.ok()) return s;
+    shared_->Log(absl::StrCat("s3: capsule ", id_, " stored as ", url));
+  }
+  s = Cleanup();
+  if (!s.ok()) return s;
+  finished_ = url;
+  return url;
+}
+
+absl::Status S3Incoming::Cleanup() {
+  journal_.Remove();
+  absl::Status s = spool_->Abandon();
+  absl::Status d = shared_->o.client->Delete(shared_->MarkerOf(id_));
+  return s.ok() ? d : s;
+}
+
+absl::Status S3Incoming::Abandon() {
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::Status s;
+  if (!journal_.upload_id().empty()) {
+    s = shared_->o.client->AbortMultipartUpload(at_, journal_.upload_id());
+    if (absl::IsNotFound(s)) s = absl::OkStatus();
+    shared_->Log(absl::StrCat("s3: upload of capsule ", id_, " aborted"));
+  }
+  absl::Status c = Cleanup();
+  return s.ok() ? c : s;
+}
+
+class S3StoreImpl final : public Store {
+ public:
+  explicit S3StoreImpl(std::shared_ptr<const Shared> shared) : shared_(std::move(shared)) {}
+
+  std::string Describe() const override {
+    return s3::ToUrl({shared_->o.bucket, shared_->o.prefix});
+  }
+
+  absl::StatusOr<std::unique_ptr<RandomAccessFile>> Open(const std::string& id) override {
+    if (!IsCapsuleId(id)) return absl::InvalidArgumentError("a capsule id is 32 hex characters");
+    absl::StatusOr<std::unique_ptr<RandomAccessFile>> f =
+        s3::OpenObject(shared_->o.client, shared_->KeyOf(id));
+    if (absl::IsNotFound(f.status())) {
+      return absl::NotFoundError(absl::StrCat("capsule ", id, " is not in the store"));
+    }
+    return f;
+  }
+
+  absl::StatusOr<std::vector<std::string>> List() override {
+    absl::StatusOr<std::vector<s3::ObjectInfo>> objects =
+        shared_->o.client->List(shared_->o.bucket, shared_->o.prefix);
+    if (!objects.ok()) return objects.status();
+    std::vector<std::string> ids;
+    const std::string suffix = kSuffix;
+    for (const s3::ObjectInfo& o : *objects) {
+      absl::string_view key = o.key;
+      if (!absl::ConsumePrefix(&key, shared_->o.prefix) || !absl::ConsumeSuffix(&key, suffix)) {
+        continue;
+      }
+      std::string id(key);
+      if (IsCapsuleId(id)) ids.push_back(std::move(id));
+    }
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+
+  absl::StatusOr<std::unique_ptr<IncomingCapsule>> Begin(
+      const Prelude& prelude, absl::Span<const crypto::PublicIdentity> trusted) override {
+    absl::StatusOr<std::unique_ptr<CapsuleReader>> checked = CheckPrelude(prelude, trusted);
+    if (!checked.ok()) return checked.status();
+    const std::string id = (*checked)->manifest().IdHex();
+    absl::StatusOr<s3::ObjectInfo> stored = shared_->o.client->Head(shared_->KeyOf(id));
+    if (stored.ok()) {
+      return absl::AlreadyExistsError(absl::StrCat("capsule ", id, " is already in the store"));
+    }
+    if (!absl::IsNotFound(stored.status())) return stored.status();
+    for (int attempt = 0;; ++attempt) {
+      absl::StatusOr<std::unique_ptr<LocalIncoming>> spool =
+          LocalIncoming::Begin(shared_->o.spool, prelude, trusted);
+      if (!spool.ok()) return spool.status();
+      const std::string journal = (*spool)->incoming_folder() + "/" + id + ".parts";
+      auto in = std::make_unique<S3Incoming>(shared_, std::move(*spool), journal);
+      absl::Status s = in->Resume(trusted);
+      if (absl::IsAborted(s) && attempt == 0) continue;  // the upload was gone: afresh, once
+      if (!s.ok()) return s;
+      return std::unique_ptr<IncomingCapsule>(std::move(in));
+    }
+  }
+
+  absl::StatusOr<std::vector<std::string>> Recover() override {
+    std::vector<std::string> lines;
+    s3::Client& client = *shared_->o.client;
+    // Upload ids our journals name.
+    std::map<std::string, std::string> ours;  // upload id -> capsule id
+    const std::string incoming = shared_->o.spool + "/.incoming";
+    if (DIR* dir = ::opendir(incoming.c_str())) {
+      while (struct dirent* e = ::readdir(dir)) {
+        std::string name = e->d_name;
+        const std::string suffix = ".parts";
+        if (name.size() <= suffix.size() ||
+            name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+          continue;
+        }
+        PartsJournal j(incoming + "/" + name);
+        if (j.Load().ok() && !j.upload_id().empty()) {
+          ours[j.upload_id()] = name.substr(0, name.size() - suffix.size());
+        }
+      }
+      ::closedir(dir);
+    }
+    // Our markers: uploads this daemon started. One no journal names is abandoned.
+    absl::StatusOr<std::vector<s3::ObjectInfo>> markers =
+        client.List(shared_->o.bucket, shared_->MarkerPrefix());
+    if (!markers.ok()) return markers.status();
+    for (const s3::ObjectInfo& m : *markers) {
+      absl::string_view key = m.key;
+      if (!absl::ConsumePrefix(&key, shared_->MarkerPrefix()) ||
+          !absl::ConsumeSuffix(&key, ".upload")) {
+        continue;
+      }
+      const std::string id(key);
+      if (!IsCapsuleId(id)) continue;
+      absl::StatusOr<std::string> upload = GetSmall(client, {shared_->o.bucket, m.key});
+      if (absl::IsNotFound(upload.status())) continue;
+      if (!upload.ok()) return upload.status();
+      if (ours.count(*upload) != 0) continue;  // resumable: kept
+      if (IsToken(*upload)) {
+        absl::Status s = client.AbortMultipartUpload(shared_->KeyOf(id), *upload);
+        if (!s.ok() && !absl::IsNotFound(s)) return s;
+        if (s.ok()) {
+          lines.push_back(absl::StrCat("s3: aborted an abandoned upload of capsule ", id,
+                                       " (no journal names it)"));
+        }
+      }
+      absl::Status d = client.Delete({shared_->o.bucket, m.key});
+      if (!d.ok()) return d;
+    }
+    return lines;
+  }
+
+ private:
+  std::shared_ptr<const Shared> shared_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<Store>> MakeS3Store(S3StoreOptions options) {
+  if (options.client == nullptr) return absl::InvalidArgumentError("no S3 client");
+  if (!options.prefix.empty() && options.prefix.back() != '/') {
+    return absl::InvalidArgumentError("an S3 store prefix is empty or ends with \"/\"");
+  }
+  if (!IsDaemonId(options.daemon_id)) {
+    return absl::InvalidArgumentError("a daemon id is 1 to 64 of [a-z0-9-]");
+  }
+  if (options.spool.empty()) return absl::InvalidArgumentError("no spool folder");
+  if (options.min_part_size < (uint64_t{5} << 20)) {
+    return absl::InvalidArgumentError("S3 parts are at least 5 MiB");
+  }
+  auto shared = std::make_shared<Shared>();
+  shared->o = std::move(options);
+  return std::shared_ptr<Store>(std::make_shared<S3StoreImpl>(std::move(shared)));
+}
+
+}  // namespace bunker::capsule

@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# A site whose store is an S3 bucket (spec/STORE.md), with real daemons on loopback and a real
+# S3 server: OpenStack Swift with s3api (tests/tools/swift_s3.sh). Skips (77) where Swift or the
+# AWS CLI is missing. Usage: s3_store_scenarios.sh CAPSULE_BINARY CAPSULED_BINARY SCENARIO
+set -uo pipefail
+CAPSULE=$1
+CAPSULED=$2
+SCENARIO=$3
+SWIFT="$(cd "$(dirname "$0")/.." && pwd)/tools/swift_s3.sh"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-s3store-XXXXXX")
+DAEMON_PIDS=()
+cleanup() {
+  for p in "${DAEMON_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+  [ -d "$WORK/swift" ] && bash "$SWIFT" stop "$WORK/swift" >/dev/null 2>&1
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+cd "$WORK"
+. "$(dirname "$0")/lib.sh"
+
+BUCKET=bunker-site-b
+
+# Swift up, the bucket made, AWS_* exported for the daemons and the aws CLI.
+start_swift() {
+  bash "$SWIFT" check || exit 77
+  command -v aws >/dev/null 2>&1 || { echo "skipped: the AWS CLI (awscli) is not installed"; exit 77; }
+  mkdir -p swift
+  bash "$SWIFT" start "$WORK/swift" || fail "the Swift S3 server did not start"
+  eval "$(bash "$SWIFT" env "$WORK/swift")"
+  export AWS_SHARED_CREDENTIALS_FILE="$WORK/no-such-credentials" AWS_CONFIG_FILE="$WORK/no-such-config"
+  aws s3 mb "s3://$BUCKET" >/dev/null || fail "cannot make the bucket"
+}
+
+# Keys, a capsule of $DATA_BYTES (default 12 MB, 64 KiB chunks: 3 parts of >= 5 MiB), site A
+# (sender) and B (receiver, S3 store with 5 MiB parts).
+setup() {
+  for k in owner site-a site-b site-c; do [ -f $k.key ] || "$CAPSULE" keygen -o $k >/dev/null; done
+  mkdir -p data
+  head -c "${DATA_BYTES:-12000000}" /dev/urandom > data/x.bin
+  "$CAPSULE" seal data -o d.capsule --sign owner.key --to site-b.pub --chunk-size 64K \
+    >/dev/null 2>"$WORK/.stderr" || { cat "$WORK/.stderr"; fail "seal"; }
+  cat > a.json <<'JSON'
+{"site": "site-a", "identity": "site-a.key", "trust": ["owner.pub"], "destinations": ["land"],
+ "state": "state-a", "peers": ["site-b.pub"], "store": "store-a"}
+JSON
+  b_site b state-b > b.json
+}
+# b_site NAME STATE: a receiving site on the bucket.
+b_site() {
+  cat <<JSON
+{"site": "site-b", "identity": "site-b.key", "trust": ["owner.pub"], "destinations": ["land"],
+ "state": "$2", "listen": "127.0.0.1:0", "peers": ["site-a.pub", "site-c.pub"],
+ "store": "s3://$BUCKET/capsules", "s3": {"partMiB": 5}}
+JSON
+}
+
+# start_daemon NAME CONFIG: starts a daemon logging to NAME.log; sets PORT and PID.
+start_daemon() {
+  local before
+  before=$(grep -c "listening on" "$1.log" 2>/dev/null)
+  "$CAPSULED" --site "$2" 2>>"$1.log" &
+  PID=$!
+  DAEMON_PIDS+=("$PID")
+  for _ in $(seq 1 200); do
+    if [ "$(grep -c "listening on" "$1.log")" -gt "${before:-0}" ]; then
+      PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$1.log" | tail -1)
+      return
+    fi
+    kill -0 "$PID" 2>/dev/null || { cat "$1.log"; fail "daemon $1 exited at start"; }
+    sleep 0.05
+  done
+  cat "$1.log"; fail "daemon $1 did not start"
+}
+send_to() { "$CAPSULE" send "${CAPSULE_FILE:-d.capsule}" --to "127.0.0.1:$1" --site a.json "${@:2}"; }
+json_field() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p" "$WORK/.stdout"; }
+capsule_id() { "$CAPSULE" inspect "$1" --json | sed -n 's/^{"capsule": "\([0-9a-f]*\)".*/\1/p'; }
+objects() { aws s3 ls "s3://$BUCKET/capsules/" | awk '{print $4}' | grep '\.capsule$'; }
+uploads_left() {
+  aws s3api list-multipart-uploads --bucket "$BUCKET" --output text \
+    --query 'Uploads[].Key' 2>/dev/null | grep -v '^None$' | grep -c .
+}
+read_back() {  # read_back ID FILE: the object through the AWS CLI equals FILE
+  rm -f got.capsule
+  aws s3 cp "s3://$BUCKET/capsules/$1.capsule" got.capsule >/dev/null || fail "aws s3 cp failed"
+  cmp -s "$2" got.capsule || fail "the object read back through aws s3 cp differs from $2"
+}
+# The part numbers a daemon log says were uploaded, one per line.
+parts_in() { sed -n 's/.*s3: part \([0-9]*\) of .*/\1/p' "$1" | sort -n; }
+
+scenario_s3_store_push_and_read_back() {
+  start_swift
+  setup
+  start_daemon b b.json
+  expect_exit 0 send_to "$PORT" --json
+  [ "$(json_field chunksSent)" -eq "$(json_field chunksTotal)" ] || fail "not all chunks sent"
+  id=$(capsule_id d.capsule)
+  read_back "$id" d.capsule
+  [ "$(parts_in b.log | tr '\n' ' ')" = "1 2 3 " ] || { cat b.log; fail "expected parts 1 2 3 once each"; }
+  [ "$(objects | wc -l)" -eq 1 ] || fail "expected one capsule object"
+  [ "$(uploads_left)" -eq 0 ] || fail "an upload was left behind"
+  [ -z "$(find state-b/s3-spool -type f 2>/dev/null)" ] || fail "spool files were left behind"
+  # Offered again: already stored, nothing sent.
+  expect_exit 0 send_to "$PORT" --json
+  [ "$(json_field chunksSkipped)" -eq "$(json_field chunksTotal)" ] || fail "resend was not skipped"
+  # The receipt is on record (before the object was completed).
+  expect_exit 0 "$CAPSULE" audit verify --log state-b/audit.log --key site-b.pub
+  grep -q "received capsule=$id" b.log || fail "no 'received' log line"
+  # Store and forward from the S3 store: the daemon serves a fetch from the bucket.
+  expect_exit 0 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o fetched.capsule
+  cmp -s d.capsule fetched.capsule || fail "fetched capsule differs"
+  # A restarted daemon finds the object, records nothing twice, and aborts nothing of its own.
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null
+  start_daemon b b.json
+  expect_exit 0 "$CAPSULE" audit verify --log state-b/audit.log --key site-b.pub
+}
+
+scenario_s3_store_receiver_killed_then_resumed() {
+  start_swift
+  DATA_BYTES=16000000 setup
+  start_daemon b b.json
+  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
+  local sender=$!
+  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
+  grep -q "s3: part" b.log || { cat b.log; fail "no part was uploaded before the kill"; }
+  kill -9 "$PID"; wait "$PID" 2>/dev/null
+  wait "$sender"; [ $? -ne 0 ] || fail "send succeeded although the receiver died"
+  [ -z "$(objects)" ] || fail "an object appeared before the capsule was complete"
+  cp b.log b-first.log; : > b.log
+  start_daemon b b.json
+  expect_exit 0 send_to "$PORT" --json
+  [ "$(json_field chunksSkipped)" -gt 0 ] || fail "resume after a receiver crash sent every chunk"
+  grep -q "resumed: [1-9][0-9]* of" b.log || { cat b.log; fail "the upload was not resumed"; }
+  # A part uploaded (journaled) before the kill is never uploaded again.
+  local again
+  again=$(comm -12 <(parts_in b-first.log) <(parts_in b.log))
+  [ -z "$again" ] || fail "parts uploaded again after the resume: $again"
+  [ "$(cat <(parts_in b-first.log) <(parts_in b.log) | sort -n | tr '\n' ' ')" = "1 2 3 4 " ] ||
+    fail "expected parts 1 to 4 uploaded once each"
+  read_back "$(capsule_id d.capsule)" d.capsule
+  [ "$(uploads_left)" -eq 0 ] || fail "an upload was left behind"
+}
+
+# An upload whose journal is lost (the spool removed after a crash) is aborted at its daemon's
+# next start; another daemon on the bucket never aborts it.
+scenario_s3_store_abandoned_upload_is_aborted_by_its_own_daemon() {
+  start_swift
+  DATA_BYTES=16000000 setup
+  start_daemon b b.json
+  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
+  local sender=$!
+  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
+  kill -9 "$PID"; wait "$PID" 2>/dev/null
+  wait "$sender"
+  [ "$(uploads_left)" -eq 1 ] || fail "expected the killed daemon's upload in progress"
+  b_site b2 state-b2 > b2.json
+  start_daemon b2 b2.json
+  [ "$(uploads_left)" -eq 1 ] || fail "another daemon aborted an upload that was not its own"
+  rm -rf state-b/s3-spool
+  start_daemon b b.json
+  grep -q "aborted an abandoned upload" b.log || { cat b.log; fail "no abort logged"; }
+  [ "$(uploads_left)" -eq 0 ] || fail "the abandoned upload was not aborted"
+  [ -z "$(objects)" ] || fail "an incomplete capsule was stored"
+  # And the capsule is received afresh.
+  expect_exit 0 send_to "$PORT"
+  read_back "$(capsule_id d.capsule)" d.capsule
+}
+
+scenario_s3_store_sender_killed_then_resumed() {
+  start_swift
+  DATA_BYTES=16000000 setup
+  start_daemon b b.json
+  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
+  local sender=$!
+  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
+  kill -9 "$sender"; wait "$sender" 2>/dev/null
+  [ -z "$(objects)" ] || fail "an object appeared before the capsule was complete"
+  expect_exit 0 send_to "$PORT" --json
+  [ "$(json_field chunksSkipped)" -gt 0 ] || fail "resume sent every chunk again"
+  [ "$(parts_in b.log | tr '\n' ' ')" = "1 2 3 4 " ] || { cat b.log; fail "a part was uploaded twice"; }
+  read_back "$(capsule_id d.capsule)" d.capsule
+}
+
+scenario_s3_store_wrong_secret() {
+  start_swift
+  setup
+  # A secret in the site file is refused, naming the way to give it.
+  sed 's/"s3": {"partMiB": 5}/"s3": {"secretAccessKey": "x"}/' b.json > secret.json
+  expect_exit 3 "$CAPSULED" --site secret.json
+  expect_err "never holds credentials"
+  # A credentials file others may read is refused.
+  printf '[default]\naws_access_key_id = %s\naws_secret_access_key = wrong\n' \
+    "$AWS_ACCESS_KEY_ID" > creds
+  chmod 0644 creds
+  sed 's|"s3": {"partMiB": 5}|"s3": {"partMiB": 5, "credentialsFile": "creds"}|' b.json > wrong.json
+  "$CAPSULED" --site wrong.json >"$WORK/.stdout" 2>"$WORK/.stderr" && fail "started with a readable credentials file"
+  expect_err "chmod"
+  # A wrong secret: the daemon does not start, says why, stores nothing.
+  chmod 0600 creds
+  "$CAPSULED" --site wrong.json >"$WORK/.stdout" 2>"$WORK/.stderr"
+  rc=$?
+  [ "$rc" -ne 0 ] || fail "the daemon started with a wrong secret"
+  expect_err "access denied"
+  grep -q "wrong" "$WORK/.stderr" && grep -q "secret_access_key = wrong\|= wrong" "$WORK/.stderr" &&
+    fail "the secret appeared in an error"
+  [ -z "$(aws s3 ls "s3://$BUCKET/" --recursive)" ] || fail "something was stored"
+}
+
+scenario_s3_store_two_daemons_one_bucket() {
+  start_swift
+  setup
+  b_site b1 state-b1 > b1.json
+  b_site b2 state-b2 > b2.json
+  start_daemon b1 b1.json; local p1=$PORT
+  start_daemon b2 b2.json; local p2=$PORT
+  # Different capsules at once, one to each daemon.
+  mkdir -p data2 && head -c 7000000 /dev/urandom > data2/y.bin
+  "$CAPSULE" seal data2 -o e.capsule --sign owner.key --to site-b.pub --chunk-size 64K >/dev/null ||
+    fail "seal"
+  send_to "$p1" >/dev/null 2>s1.err & local s1=$!
+  CAPSULE_FILE=e.capsule send_to "$p2" >/dev/null 2>s2.err & local s2=$!
+  wait "$s1" || { cat s1.err; fail "send to daemon 1 failed"; }
+  wait "$s2" || { cat s2.err; fail "send to daemon 2 failed"; }
+  read_back "$(capsule_id d.capsule)" d.capsule
+  read_back "$(capsule_id e.capsule)" e.capsule
+  # The same capsule from two senders at once, one to each daemon.
+  mkdir -p data3 && head -c 12000000 /dev/urandom > data3/z.bin
+  "$CAPSULE" seal data3 -o f.capsule --sign owner.key --to site-b.pub --chunk-size 64K >/dev/null ||
+    fail "seal"
+  CAPSULE_FILE=f.capsule send_to "$p1" --rate 8M >/dev/null 2>s1.err & s1=$!
+  CAPSULE_FILE=f.capsule send_to "$p2" --rate 8M >/dev/null 2>s2.err & s2=$!
+  wait "$s1" || { cat s1.err b1.log; fail "send of the same capsule to daemon 1 failed"; }
+  wait "$s2" || { cat s2.err b2.log; fail "send of the same capsule to daemon 2 failed"; }
+  local f; f=$(capsule_id f.capsule)
+  read_back "$f" f.capsule
+  [ "$(objects | grep -c "^$f.capsule$")" -eq 1 ] || fail "the capsule appears more than once"
+  [ "$(objects | wc -l)" -eq 3 ] || fail "expected three capsule objects"
+  [ "$(uploads_left)" -eq 0 ] || fail "an upload was left behind"
+  # Each daemon's log accounts for what it stored.
+  for n in b1 b2; do
+    expect_exit 0 "$CAPSULE" audit verify --log "state-$n/audit.log" --key site-b.pub
+  done
+}
+
+run_scenario

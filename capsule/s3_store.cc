@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <set>
 #include <cerrno>
 #include <map>
 #include <mutex>
@@ -210,13 +213,22 @@ class S3Incoming final : public IncomingCapsule {
   }
   void MarkWritten(uint64_t index) override { spool_->MarkWritten(index); }
 
+  ~S3Incoming() override { StopUploaders(); }
+
+  // Chunks are durable once in the spool; the parts they complete are queued for upload in the
+  // background, so that receiving never waits for the object store. A failed upload is
+  // reported by the next Sync (and its part queued again later) or retried by Finish.
   absl::StatusOr<std::vector<uint64_t>> Sync() override {
     absl::StatusOr<std::vector<uint64_t>> done = spool_->Sync();
     if (!done.ok()) return done;
     std::lock_guard<std::mutex> lock(mu_);
     if (!finished_.empty()) return done;
-    absl::Status s = UploadReadyParts();
-    if (!s.ok()) return s;
+    if (!upload_error_.ok()) {
+      absl::Status failed = upload_error_;
+      upload_error_ = absl::OkStatus();
+      return failed;
+    }
+    QueueReadyParts();
     return done;
   }
 
@@ -237,13 +249,30 @@ class S3Incoming final : public IncomingCapsule {
     return static_cast<uint64_t>(p) == part_count_ ? g.FileSize() : g.ChunkOffset(EndChunk(p));
   }
 
-  absl::Status UploadReadyParts();  // mu_ held
+  absl::Status UploadReadyParts();  // mu_ held, uploaders idle: uploads here and now
+  std::vector<int> ReadyParts() const;  // mu_ held: complete, not stored, not queued
+  void QueueReadyParts();               // mu_ held
+  void Uploader();                      // a background uploader's loop
+  void StopUploaders();
+  // Reads part `n` from the spool and uploads it; its ETag.
+  absl::StatusOr<std::string> UploadOne(int n, const std::string& upload_id,
+                                        std::vector<uint8_t>& buf) const;
+  // Journals a stored part and frees its chunks from the spool. mu_ held.
+  absl::Status Stored(int n, const std::string& etag);
   absl::Status Cleanup();           // after completion: spool, journal, marker
   absl::Status StartUpload();
 
   const std::shared_ptr<const Shared> shared_;
   const std::unique_ptr<LocalIncoming> spool_;
-  std::mutex mu_;  // guards what follows, and one upload round at a time
+  std::mutex mu_;  // guards what follows
+  std::condition_variable work_cv_;  // queue_ not empty, or stopping_
+  std::condition_variable idle_cv_;  // queue_ empty and busy_ == 0
+  std::deque<int> queue_;
+  std::set<int> queued_;  // in queue_ or being uploaded
+  int busy_ = 0;
+  bool stopping_ = false;
+  absl::Status upload_error_;
+  std::vector<std::thread> uploaders_;
   PartsJournal journal_;
   const std::string id_;
   const s3::Location at_;
@@ -308,73 +337,110 @@ absl::Status S3Incoming::Resume(absl::Span<const crypto::PublicIdentity> trusted
                     absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(u.data()), u.size()));
 }
 
-absl::Status S3Incoming::UploadReadyParts() {
+std::vector<int> S3Incoming::ReadyParts() const {
   const std::vector<uint64_t> missing = spool_->Missing();
   std::vector<bool> have(spool_->chunk_count(), true);
   for (uint64_t i : missing) have[i] = false;
   std::vector<int> ready;
   for (uint64_t p = 1; p <= part_count_; ++p) {
     const int n = static_cast<int>(p);
-    if (journal_.parts().count(n) != 0) continue;
+    if (journal_.parts().count(n) != 0 || queued_.count(n) != 0) continue;
     bool complete = true;
     for (uint64_t i = FirstChunk(n); i < EndChunk(n) && complete; ++i) complete = have[i];
     if (complete) ready.push_back(n);
   }
-  if (ready.empty()) return absl::OkStatus();
-  uint64_t largest = 0;
-  for (int n : ready) largest = std::max(largest, PartEnd(n) - PartBegin(n));
-  const int threads = static_cast<int>(std::max<uint64_t>(
-      1, std::min<uint64_t>({static_cast<uint64_t>(std::max(1, shared_->o.upload_threads)),
-                             ready.size(), kMaxPartBufferBytes / std::max<uint64_t>(1, largest)})));
-  std::atomic<size_t> next{0};
-  std::mutex out_mu;
-  absl::Status first;
-  std::vector<std::pair<int, std::string>> uploaded;
-  auto work = [&]() {
-    std::vector<uint8_t> buf;
-    for (;;) {
-      const size_t k = next.fetch_add(1);
-      if (k >= ready.size()) return;
-      const int n = ready[k];
-      buf.resize(PartEnd(n) - PartBegin(n));
-      absl::Status s = spool_->ReadAt(PartBegin(n), absl::MakeSpan(buf));
-      absl::StatusOr<std::string> etag =
-          s.ok() ? shared_->o.client->UploadPart(at_, journal_.upload_id(), n, buf)
-                 : absl::StatusOr<std::string>(s);
-      if (etag.ok() && !IsToken(*etag)) {
-        etag = absl::UnavailableError("S3: the server sent a malformed ETag");
-      }
-      std::lock_guard<std::mutex> lock(out_mu);
-      if (!etag.ok()) {
-        if (first.ok()) first = etag.status();
-        next = ready.size();  // stop the others after their current part
-        return;
-      }
-      uploaded.push_back({n, *etag});
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
-  // Journal what is stored, then free its chunks from the spool. The chunks of the header's and
-  // the tail's parts keep the prelude (a resume compares it).
-  std::sort(uploaded.begin(), uploaded.end());
-  for (const auto& [n, etag] : uploaded) {
-    absl::Status s = journal_.Add(n, etag);
-    if (!s.ok()) return s;
-    const Geometry& g = spool_->geometry();
-    spool_->Release(g.ChunkOffset(FirstChunk(n)),
-                    g.ChunkOffset(EndChunk(n)) - g.ChunkOffset(FirstChunk(n)));
-    shared_->Log(absl::StrCat("s3: part ", n, " of ", part_count_, " of capsule ", id_,
-                              " uploaded"));
+  return ready;
+}
+
+absl::StatusOr<std::string> S3Incoming::UploadOne(int n, const std::string& upload_id,
+                                                  std::vector<uint8_t>& buf) const {
+  buf.resize(PartEnd(n) - PartBegin(n));
+  absl::Status s = spool_->ReadAt(PartBegin(n), absl::MakeSpan(buf));
+  if (!s.ok()) return s;
+  absl::StatusOr<std::string> etag = shared_->o.client->UploadPart(at_, upload_id, n, buf);
+  if (etag.ok() && !IsToken(*etag)) return absl::UnavailableError("S3: the server sent a malformed ETag");
+  return etag;
+}
+
+absl::Status S3Incoming::Stored(int n, const std::string& etag) {
+  // Journal what is stored, then free its chunks from the spool. The header and the tail stay
+  // (a resume compares the prelude).
+  absl::Status s = journal_.Add(n, etag);
+  if (!s.ok()) return s;
+  const Geometry& g = spool_->geometry();
+  spool_->Release(g.ChunkOffset(FirstChunk(n)),
+                  g.ChunkOffset(EndChunk(n)) - g.ChunkOffset(FirstChunk(n)));
+  shared_->Log(absl::StrCat("s3: part ", n, " of ", part_count_, " of capsule ", id_, " uploaded"));
+  return absl::OkStatus();
+}
+
+void S3Incoming::QueueReadyParts() {
+  for (int n : ReadyParts()) {
+    queue_.push_back(n);
+    queued_.insert(n);
   }
-  return first;
+  if (queue_.empty()) return;
+  // Part buffers in flight stay under kMaxPartBufferBytes.
+  const uint64_t largest = PartEnd(1) - PartBegin(1);
+  const size_t want = static_cast<size_t>(std::max<uint64_t>(
+      1, std::min<uint64_t>(static_cast<uint64_t>(std::max(1, shared_->o.upload_threads)),
+                            kMaxPartBufferBytes / std::max<uint64_t>(1, largest))));
+  while (uploaders_.size() < want) uploaders_.emplace_back([this] { Uploader(); });
+  work_cv_.notify_all();
+}
+
+void S3Incoming::Uploader() {
+  std::vector<uint8_t> buf;
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (stopping_) return;
+    const int n = queue_.front();
+    queue_.pop_front();
+    ++busy_;
+    const std::string upload_id = journal_.upload_id();
+    lock.unlock();
+    absl::StatusOr<std::string> etag = UploadOne(n, upload_id, buf);
+    lock.lock();
+    --busy_;
+    queued_.erase(n);
+    absl::Status s = etag.ok() ? Stored(n, *etag) : etag.status();
+    if (!s.ok() && upload_error_.ok()) upload_error_ = s;
+    if (queue_.empty() && busy_ == 0) idle_cv_.notify_all();
+  }
+}
+
+void S3Incoming::StopUploaders() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    queue_.clear();
+    queued_.clear();
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : uploaders_) t.join();
+  uploaders_.clear();
+}
+
+absl::Status S3Incoming::UploadReadyParts() {
+  const std::vector<int> ready = ReadyParts();
+  if (ready.empty()) return absl::OkStatus();
+  std::vector<uint8_t> buf;
+  for (int n : ready) {
+    absl::StatusOr<std::string> etag = UploadOne(n, journal_.upload_id(), buf);
+    if (!etag.ok()) return etag.status();
+    absl::Status s = Stored(n, *etag);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> S3Incoming::Finish(const std::function<absl::Status()>& before_name) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   if (!finished_.empty()) return finished_;
+  // Parts being uploaded in the background land first; what failed there is tried again here.
+  idle_cv_.wait(lock, [this] { return queue_.empty() && busy_ == 0; });
+  upload_error_ = absl::OkStatus();
   if (spool_->received_count() != spool_->chunk_count()) {
     return absl::FailedPreconditionError(
         absl::StrCat(spool_->chunk_count() - spool_->received_count(), " of ",
@@ -429,6 +495,7 @@ absl::Status S3Incoming::Cleanup() {
 }
 
 absl::Status S3Incoming::Abandon() {
+  StopUploaders();
   std::lock_guard<std::mutex> lock(mu_);
   absl::Status s;
   if (!journal_.upload_id().empty()) {

@@ -34,7 +34,7 @@ struct S3StoreOptions {
   // Parts are whole chunks and at least this large, except the last (S3 and Swift refuse
   // smaller ones); more chunks per part when the capsule would need over kMaxParts parts.
   uint64_t min_part_size = uint64_t{8} << 20;
-  int upload_threads = 4;  // parts uploaded at once by one Sync
+  int upload_threads = 8;  // parts uploaded at once, in the background
   // One line per part uploaded, upload created, completed or aborted (the daemon's log). May
   // be called from several threads at once. May be empty.
   std::function<void(const std::string&)> log;

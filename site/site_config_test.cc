@@ -37,6 +37,40 @@ TEST(SiteConfigTest, LoadsAndResolvesRelativePaths) {
   EXPECT_EQ(site->listen, "127.0.0.1:7000");
 }
 
+TEST(SiteConfigTest, S3StoreTakesSettingsButNeverASecret) {
+  const std::string dir = TempDir();
+  const std::string base = R"({"site": "b", "identity": "b.key", "trust": ["t/"],
+      "destinations": ["d"], "state": "s", )";
+  auto site = LoadSiteConfig(Write(dir, base + R"("store": "s3://bucket/site-b",
+      "s3": {"credentialsFile": "creds", "endpoint": "http://127.0.0.1:9000",
+             "region": "eu-west-1", "partMiB": 16}})"));
+  ASSERT_TRUE(site.ok()) << site.status();
+  EXPECT_TRUE(site->StoreIsS3());
+  EXPECT_EQ(site->store, "s3://bucket/site-b");  // not resolved as a path
+  EXPECT_EQ(site->s3_credentials_file, dir + "/creds");
+  EXPECT_EQ(site->s3_endpoint, "http://127.0.0.1:9000");
+  EXPECT_EQ(site->s3_region, "eu-west-1");
+  EXPECT_EQ(site->s3_part_mib, 16u);
+  for (const char* secret : {R"({"secretAccessKey": "x"})", R"({"aws_secret_access_key": "x"})",
+                             R"({"accessKeyId": "x"})", R"({"sessionToken": "x"})"}) {
+    auto bad = LoadSiteConfig(
+        Write(dir, base + R"("store": "s3://bucket/p", "s3": )" + secret + "}"));
+    ASSERT_FALSE(bad.ok()) << secret;
+    EXPECT_NE(bad.status().message().find("never holds credentials"), std::string::npos)
+        << bad.status();
+    EXPECT_EQ(bad.status().message().find("\"x\""), std::string::npos) << "echoes the secret";
+  }
+  for (const char* part : {"4", "513", "8.5", "\"8\""}) {
+    EXPECT_FALSE(LoadSiteConfig(Write(dir, base + R"("store": "s3://bucket/p", "s3": {"partMiB": )" +
+                                               part + "}}"))
+                     .ok())
+        << part;
+  }
+  EXPECT_FALSE(LoadSiteConfig(Write(dir, base + R"("store": "s3://bucket/p", "s3": {"x": "y"}})")).ok());
+  // "s3" settings for a local store are a mistake.
+  EXPECT_FALSE(LoadSiteConfig(Write(dir, base + R"("store": "st", "s3": {"region": "r"}})")).ok());
+}
+
 TEST(SiteConfigTest, WitnessesAreKeyAtAddress) {
   const std::string dir = TempDir();
   const std::string base = R"("site": "s", "identity": "k", "trust": ["t"],

@@ -121,6 +121,10 @@ class LocalIncoming final : public IncomingCapsule {
   // For a store that uses this as a local spool (capsule/s3_store.h):
   // Reads bytes of the partial file (durably received chunks, the prelude).
   absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const;
+  // Checks `ciphertext` as chunk `index` against the signed table (kDataLoss if it differs).
+  absl::Status CheckChunk(uint64_t index, absl::Span<const uint8_t> ciphertext) const {
+    return reader_->CheckChunk(index, ciphertext);
+  }
   // Frees the disk space of a byte range that is kept elsewhere now; best effort (file systems
   // without hole punching keep the bytes).
   void Release(uint64_t offset, uint64_t length);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <set>
@@ -158,6 +159,42 @@ struct Shared {
   void Log(const std::string& line) const {
     if (o.log) o.log(line);
   }
+  // Capsules with a live incoming object in this process, one per capsule: an incoming capsule
+  // that is still being destroyed (its uploaders finishing a part) and a new one for the same
+  // capsule must never share the spool and journals.
+  mutable std::mutex live_mu;
+  mutable std::condition_variable live_cv;
+  mutable std::set<std::string> live;
+};
+
+// Holds the claim on one capsule id of a store while it lives.
+class Claim {
+ public:
+  // Waits (at most a minute) for an earlier holder to let go; kUnavailable after that.
+  static absl::StatusOr<std::unique_ptr<Claim>> Take(std::shared_ptr<const Shared> shared,
+                                                     const std::string& id) {
+    std::unique_lock<std::mutex> lock(shared->live_mu);
+    if (!shared->live_cv.wait_for(lock, std::chrono::seconds(60),
+                                  [&] { return shared->live.count(id) == 0; })) {
+      return absl::UnavailableError(
+          absl::StrCat("capsule ", id, " is still being stored by an earlier session"));
+    }
+    shared->live.insert(id);
+    return std::unique_ptr<Claim>(new Claim(std::move(shared), id));
+  }
+  ~Claim() {
+    {
+      std::lock_guard<std::mutex> lock(shared_->live_mu);
+      shared_->live.erase(id_);
+    }
+    shared_->live_cv.notify_all();
+  }
+
+ private:
+  Claim(std::shared_ptr<const Shared> shared, std::string id)
+      : shared_(std::move(shared)), id_(std::move(id)) {}
+  std::shared_ptr<const Shared> shared_;
+  std::string id_;
 };
 
 // Reads a small object whole (a marker).
@@ -189,9 +226,10 @@ absl::StatusOr<bool> SamePreludeStored(s3::Client& client, const s3::Location& a
 
 class S3Incoming final : public IncomingCapsule {
  public:
-  S3Incoming(std::shared_ptr<const Shared> shared, std::unique_ptr<LocalIncoming> spool,
-             std::string journal_path)
-      : shared_(std::move(shared)),
+  S3Incoming(std::unique_ptr<Claim> claim, std::shared_ptr<const Shared> shared,
+             std::unique_ptr<LocalIncoming> spool, std::string journal_path)
+      : claim_(std::move(claim)),
+        shared_(std::move(shared)),
         spool_(std::move(spool)),
         journal_(std::move(journal_path)),
         id_(spool_->manifest().IdHex()),
@@ -262,6 +300,7 @@ class S3Incoming final : public IncomingCapsule {
   absl::Status Cleanup();           // after completion: spool, journal, marker
   absl::Status StartUpload();
 
+  const std::unique_ptr<Claim> claim_;  // released last
   const std::shared_ptr<const Shared> shared_;
   const std::unique_ptr<LocalIncoming> spool_;
   std::mutex mu_;  // guards what follows
@@ -357,6 +396,18 @@ absl::StatusOr<std::string> S3Incoming::UploadOne(int n, const std::string& uplo
   buf.resize(PartEnd(n) - PartBegin(n));
   absl::Status s = spool_->ReadAt(PartBegin(n), absl::MakeSpan(buf));
   if (!s.ok()) return s;
+  // Each chunk was checked when it arrived; it is checked again as it leaves the spool, so that
+  // nothing but chunks of the signed table ever goes into the object (a spool damaged on disk
+  // fails the upload instead of storing a corrupt capsule). The bytes are in memory anyway.
+  const Geometry& g = spool_->geometry();
+  for (uint64_t i = FirstChunk(n); i < EndChunk(n); ++i) {
+    s = spool_->CheckChunk(i, absl::MakeConstSpan(buf).subspan(g.ChunkOffset(i) - PartBegin(n),
+                                                               g.CipherSize(i)));
+    if (!s.ok()) {
+      return absl::DataLossError(absl::StrCat("chunk ", i, " of capsule ", id_,
+                                              " changed in the spool after it was received"));
+    }
+  }
   absl::StatusOr<std::string> etag = shared_->o.client->UploadPart(at_, upload_id, n, buf);
   if (etag.ok() && !IsToken(*etag)) return absl::UnavailableError("S3: the server sent a malformed ETag");
   return etag;
@@ -463,6 +514,11 @@ absl::StatusOr<std::string> S3Incoming::Finish(const std::function<absl::Status(
       SamePreludeStored(client, at_, spool_->prelude(), spool_->geometry().FileSize());
   if (!same.ok() && !absl::IsNotFound(same.status())) return same.status();
   if (same.ok() && !*same) {
+    // Refused: this upload can never complete; it is aborted rather than left behind.
+    (void)client.AbortMultipartUpload(at_, journal_.upload_id());
+    (void)Cleanup();
+    shared_->Log(absl::StrCat("s3: upload of capsule ", id_, " aborted: another capsule with "
+                              "that id is stored"));
     return absl::DataLossError(
         absl::StrCat("a different capsule with id ", id_, " is already stored here"));
   }
@@ -554,11 +610,13 @@ class S3StoreImpl final : public Store {
     }
     if (!absl::IsNotFound(stored.status())) return stored.status();
     for (int attempt = 0;; ++attempt) {
+      absl::StatusOr<std::unique_ptr<Claim>> claim = Claim::Take(shared_, id);
+      if (!claim.ok()) return claim.status();
       absl::StatusOr<std::unique_ptr<LocalIncoming>> spool =
           LocalIncoming::Begin(shared_->o.spool, prelude, trusted);
       if (!spool.ok()) return spool.status();
       const std::string journal = (*spool)->incoming_folder() + "/" + id + ".parts";
-      auto in = std::make_unique<S3Incoming>(shared_, std::move(*spool), journal);
+      auto in = std::make_unique<S3Incoming>(std::move(*claim), shared_, std::move(*spool), journal);
       absl::Status s = in->Resume(trusted);
       if (absl::IsAborted(s) && attempt == 0) continue;  // the upload was gone: afresh, once
       if (!s.ok()) return s;

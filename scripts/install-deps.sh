@@ -12,6 +12,8 @@ packages=(
   age tar
   iperf3 rsync
   libfuse3-dev fuse3
+  libcurl4-openssl-dev  # the S3 client (capsule/s3_client.h)
+  swift swift-proxy swift-object swift-container swift-account python3-swift memcached awscli  # tests/tools/swift_s3.sh, bench/s3.sh
   python3 util-linux passwd  # the JSON check, setpriv and useradd of the real-user scenarios
   lowdown dpkg-dev lintian man-db bash-completion systemd  # make package and its test
   chromium fonts-dejavu-core  # renders the audit report in its browser test (tests/report/)

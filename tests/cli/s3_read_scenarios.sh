@@ -15,10 +15,8 @@ cd "$WORK"
 
 . "$HERE/lib.sh"
 
-[ -n "${AWS_ENDPOINT_URL:-}" ] || { echo "AWS_ENDPOINT_URL not set (run through tests/tools/with_swift_s3.sh)" >&2; exit 77; }
 AWS=/usr/bin/aws
-[ -x "$AWS" ] || { echo "awscli (/usr/bin/aws) not installed" >&2; exit 77; }
-ACCESS_LOG=$BUNKER_S3_DIR/server/log/access.log
+ACCESS_LOG=${BUNKER_S3_DIR:-}/server/log/access.log
 BUCKET=bunker-read
 # Short retries: an endpoint that is down fails in well under a second.
 export AWS_MAX_ATTEMPTS=2
@@ -26,6 +24,9 @@ export AWS_MAX_ATTEMPTS=2
 aws_() { "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" "$@"; }
 
 setup() {
+  [ -n "${AWS_ENDPOINT_URL:-}" ] ||
+    { echo "AWS_ENDPOINT_URL not set (run through tests/tools/with_swift_s3.sh)" >&2; exit 77; }
+  [ -x "$AWS" ] || { echo "awscli (/usr/bin/aws) not installed" >&2; exit 77; }
   mkdir -p data/train data/small
   head -c 3000000 /dev/urandom > data/train/big.bin
   printf 'hello\n' > data/small/README
@@ -159,6 +160,7 @@ scenario_s3_errors() {
 scenario_s3_send_from_object() {
   setup
   for k in site-a site-b; do "$CAPSULE" keygen -o $k >/dev/null; done
+  rm -f d.capsule
   "$CAPSULE" seal data -o d.capsule --sign issuer.key --to site-b.pub --chunk-size 64K \
     >/dev/null 2>&1 || fail "seal"
   aws_ s3 cp d.capsule "$URL" >/dev/null || fail "upload"
@@ -183,6 +185,7 @@ JSON
   cmp -s d.capsule "$(ls store-b/*.capsule | head -1)" || fail "stored capsule differs"
   expect_exit 6 "$CAPSULE" send "s3://$BUCKET/caps/absent.capsule" --to "127.0.0.1:$PORT" --site a.json
   expect_err "not found"
+  kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null; DAEMON_PID=
 }
 
 run_scenario

@@ -1060,6 +1060,9 @@ constexpr size_t kBlockSize = size_t{256} << 10;
 constexpr size_t kSmallRead = size_t{64} << 10;
 constexpr size_t kCachedBlocks = 8;
 
+// TODO(perf): a streaming reader asks for one chunk (1 MiB by default) per ReadAt, so one GET each;
+// servers with a high per-request cost (Swift's proxy) would go faster with sequential chunk
+// reads coalesced into larger ranged GETs (bounded read-ahead). README "Reading capsules from S3".
 class S3Object : public RandomAccessFile {
  public:
   S3Object(std::shared_ptr<Client> client, Location at, ObjectInfo info)

@@ -44,6 +44,10 @@ bench: build
 bench-transfer: build
 	@bash bench/transfer.sh $(BUILD)
 
+# One 1 GiB capsule against awscli on the Swift S3 server of tests/tools/swift_s3.sh.
+bench-s3: build
+	@bash bench/s3.sh $(BUILD)
+
 # Root only (/dev/fuse, drop_caches); installs gocryptfs, the peer, when missing.
 bench-mount: build
 	@bash bench/mount.sh $(BUILD)

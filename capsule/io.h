@@ -21,6 +21,10 @@ class RandomAccessFile {
   virtual uint64_t size() const = 0;
   // Fills `out` exactly from `offset`. kOutOfRange past the end; kUnavailable on an I/O error.
   virtual absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const = 0;
+  // How many reads at once suit this file when a caller lets the reader choose its thread
+  // count: 0 means one per core (local files); a remote object (capsule/s3_client.h) answers
+  // more, since its reads mostly wait on the network.
+  virtual int parallelism() const { return 0; }
 };
 
 // A pull source of bytes, read in pieces of any size.

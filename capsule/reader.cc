@@ -23,6 +23,13 @@ absl::Status BadChunk(uint64_t index, uint64_t count, absl::string_view why) {
       absl::StrCat("chunk ", index, " of ", count, " is corrupt (", why, ")"));
 }
 
+// Workers for a pipeline over `file`: the caller's count, or when it lets us choose (0), one per
+// core or the file's own parallelism if higher (an S3 object, whose reads wait on the network).
+int ReaderThreads(int requested, const RandomAccessFile& file) {
+  if (requested > 0) return requested;
+  return std::max(ResolveThreads(0), file.parallelism());
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CapsuleReader>> CapsuleReader::Open(
@@ -138,7 +145,7 @@ absl::Status CapsuleReader::CheckChunk(uint64_t index, absl::Span<const uint8_t>
 
 absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress) const {
   if (!table_loaded_) return absl::FailedPreconditionError("capsule issuer not trusted yet");
-  ThreadPool pool(threads);
+  ThreadPool pool(ReaderThreads(threads, *file_));
   BufferPool buffers(size_t{geometry_.chunk_size} + kTagSize);
   OrderedPipeline<absl::Status> pipeline(
       &pool, WindowFor(pool.size(), size_t{geometry_.chunk_size} + kTagSize));
@@ -222,7 +229,7 @@ absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(const Paylo
     s->next_submit_ = s->next_pop_ = begin / manifest_.chunk_size;
     s->last_chunk_ = (end - 1) / manifest_.chunk_size;
   }
-  s->pool_ = std::make_unique<ThreadPool>(threads);
+  s->pool_ = std::make_unique<ThreadPool>(ReaderThreads(threads, *file_));
   s->buffers_ = std::make_unique<BufferPool>(size_t{manifest_.chunk_size} + kTagSize);
   s->pipeline_ = std::make_unique<OrderedPipeline<PayloadStream::ChunkResult>>(
       s->pool_.get(), WindowFor(s->pool_->size(), size_t{manifest_.chunk_size} + kTagSize));

@@ -1060,12 +1060,16 @@ constexpr size_t kBlockSize = size_t{256} << 10;
 constexpr size_t kSmallRead = size_t{64} << 10;
 constexpr size_t kCachedBlocks = 8;
 
+// TODO(perf): a streaming reader asks for one chunk (1 MiB by default) per ReadAt, so one GET each;
+// servers with a high per-request cost (Swift's proxy) would go faster with sequential chunk
+// reads coalesced into larger ranged GETs (bounded read-ahead). README "Reading capsules from S3".
 class S3Object : public RandomAccessFile {
  public:
   S3Object(std::shared_ptr<Client> client, Location at, ObjectInfo info)
       : client_(std::move(client)), at_(std::move(at)), info_(std::move(info)) {}
 
   uint64_t size() const override { return info_.size; }
+  int parallelism() const override { return kObjectParallelism; }
 
   absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const override {
     if (offset > info_.size || out.size() > info_.size - offset) {
@@ -1143,6 +1147,15 @@ absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenObject(std::shared_ptr<Cli
   }
   return std::unique_ptr<RandomAccessFile>(
       new S3Object(std::move(client), std::move(at), std::move(*info)));
+}
+
+absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFileOrObject(
+    const std::string& path_or_url, const std::string& credentials_file) {
+  if (!IsS3Url(path_or_url)) return OpenFile(path_or_url);
+  BUNKER_ASSIGN_OR_RETURN(Location at, ParseUrl(path_or_url));
+  BUNKER_ASSIGN_OR_RETURN(Config config, ConfigFromEnvironment(credentials_file));
+  BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<Client> client, Client::Create(std::move(config)));
+  return OpenObject(std::shared_ptr<Client>(std::move(client)), std::move(at));
 }
 
 }  // namespace bunker::capsule::s3

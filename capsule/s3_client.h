@@ -202,6 +202,16 @@ class Client {
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenObject(std::shared_ptr<Client> client,
                                                              Location at);
 
+// How many ranged GETs a reader keeps in flight on one object when it chooses its own thread
+// count (RandomAccessFile::parallelism()).
+inline constexpr int kObjectParallelism = 8;
+
+// Opens a capsule wherever it is: an s3:// URL (IsS3Url) as OpenObject with a Client built by
+// ConfigFromEnvironment(credentials_file); anything else as a local file (OpenFile). Errors name
+// the path or URL.
+absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFileOrObject(
+    const std::string& path_or_url, const std::string& credentials_file = "");
+
 }  // namespace bunker::capsule::s3
 
 #endif  // BUNKER_CAPSULE_S3_CLIENT_H_

@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "capsule/key_files.h"
+#include "capsule/s3_client.h"
 #include "cli/context.h"
 #include "cli/version.h"
 #include "crypto/secret.h"
@@ -205,6 +206,14 @@ int main(int argc, char** argv) {
     service.users = std::move(*users);
     service.log = options.log;
     service.mount_cache_bytes = mount_cache_mib << 20;
+    if (capsule::s3::IsS3Url(site->store)) {
+      // Requests may name an object of the store (the service checks it lies inside), read with
+      // this daemon's credentials: the AWS conventions of its environment.
+      service.open_store_object = [](const capsule::s3::Location& at)
+          -> absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> {
+        return capsule::s3::OpenFileOrObject(capsule::s3::ToUrl(at));
+      };
+    }
     options.log(absl::StrCat("mounts: decrypted-chunk cache up to ", mount_cache_mib,
                              " MiB per mount"));
     // A site that a witness caught behind serves nobody until an operator acts.

@@ -5,6 +5,7 @@
 #include "capsule/io.h"
 #include "capsule/json_writer.h"
 #include "capsule/reader.h"
+#include "capsule/s3_client.h"
 #include "cli/context.h"
 #include "crypto/sha256.h"
 #include "capsule/utc.h"
@@ -24,7 +25,8 @@ int RunInspect(int argc, char** argv) {
   Context ctx(kSpec, argc, argv);
   if (!ctx.Parse()) return ctx.exit_code();
   const std::string path = ctx.args().positionals()[0];
-  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = capsule::OpenFile(path);
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
+      capsule::s3::OpenFileOrObject(path);
   if (!file.ok()) return ctx.Fail(file.status());
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
       capsule::CapsuleReader::OpenUntrusted(std::move(*file));

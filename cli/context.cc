@@ -23,6 +23,7 @@
 #include "capsule/key_files.h"
 #include "capsule/json_writer.h"
 #include "capsule/paths.h"
+#include "capsule/s3_client.h"
 #include "crypto/status_hint.h"
 #include "transfer/client.h"
 
@@ -187,7 +188,8 @@ absl::StatusOr<OpenedCapsule> OpenCapsuleWith(const std::string& path,
     if (!id.ok()) return id.status();
     out.identity.emplace(std::move(*id));
   }
-  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = capsule::OpenFile(path);
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
+      capsule::s3::OpenFileOrObject(path);
   if (!file.ok()) return file.status();
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
       capsule::CapsuleReader::Open(std::move(*file), *trust);

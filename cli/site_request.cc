@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "capsule/io.h"
 #include "capsule/key_files.h"
+#include "capsule/s3_client.h"
 #include "cli/context.h"
 #include "site/client.h"
 #include "site/gate.h"
@@ -123,13 +124,22 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
   if (config && !config->socket.empty() && !a.Has("direct")) {
     // The deployed shape: the site's verifier decides and releases; this process only passes
     // the capsule (opened with the user's own rights) and, for streams, its output.
-    const int fd = ::open(capsule_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      return capsule::ErrnoStatus(absl::StrCat("cannot open ", capsule_path), errno);
-    }
-    capsule::Fd capsule_fd(fd);
+    // An s3:// capsule is named, and the service reads it from the site's own store; a file is
+    // passed open (the service never opens a path a user names).
+    capsule::Fd capsule_fd;
     site::ServiceCall call;
     call.request = ToWire(request);
+    if (capsule::s3::IsS3Url(capsule_path)) {
+      absl::StatusOr<capsule::s3::Location> at = capsule::s3::ParseUrl(capsule_path);
+      if (!at.ok()) return at.status();
+      call.request.capsule_url = capsule_path;
+    } else {
+      const int fd = ::open(capsule_path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        return capsule::ErrnoStatus(absl::StrCat("cannot open ", capsule_path), errno);
+      }
+      capsule_fd.Reset(fd);
+    }
     call.capsule_fd = capsule_fd.get();
     call.output_fd = request.output_fd;
     call.mount_fds = request.mount_fds;
@@ -184,7 +194,8 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
     gate.emplace(*identity, trusted);
   }
   request.cancelled = [] { return Interrupted(); };
-  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = capsule::OpenFile(capsule_path);
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
+      capsule::s3::OpenFileOrObject(capsule_path);
   if (!file.ok()) return file.status();
   absl::StatusOr<site::Outcome> outcome =
       site::HandleRequest(*gate, std::move(*file), capsule_path, request);

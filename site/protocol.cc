@@ -113,6 +113,7 @@ std::vector<uint8_t> EncodeRequestBody(const WireRequest& r) {
   b.setThreads(r.threads);
   b.setMountpoint(r.mountpoint);
   b.setCacheBytes(r.cache_bytes);
+  b.setCapsuleUrl(r.capsule_url);
   kj::Array<capnp::word> words =
       capnp::canonicalize(b.asReader());
   const kj::ArrayPtr<const kj::byte> bytes = words.asBytes();
@@ -157,6 +158,7 @@ absl::StatusOr<WireRequest> ReadRequestBody(schema::RequestBody::Reader b) {
   r.threads = b.getThreads();
   r.mountpoint = Str(b.getMountpoint());
   r.cache_bytes = b.getCacheBytes();
+  r.capsule_url = Str(b.getCapsuleUrl());
   return r;
 }
 

@@ -37,6 +37,7 @@ struct WireRequest {
   uint32_t threads = 0;
   std::string mountpoint;    // mount
   uint64_t cache_bytes = 0;  // mount
+  std::string capsule_url;   // an object of the site's S3 store instead of a capsule descriptor
 };
 
 // One live mount, as `capsule mounts` shows it.

@@ -55,6 +55,26 @@ bool HungUp(int sock) {
 
 }  // namespace
 
+absl::StatusOr<capsule::s3::Location> StoreObjectOf(const SiteConfig& site,
+                                                    const std::string& url) {
+  BUNKER_ASSIGN_OR_RETURN(capsule::s3::Location at, capsule::s3::ParseUrl(url));
+  if (!capsule::s3::IsS3Url(site.store)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "site ", site.site, " keeps its capsules on disk, not in S3: it reads no s3:// URL"));
+  }
+  absl::StatusOr<capsule::s3::Location> store = capsule::s3::ParseUrl(site.store);
+  if (!store.ok()) return store.status();
+  std::string prefix = store->key;
+  if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+  if (at.bucket != store->bucket || at.key.size() <= prefix.size() ||
+      at.key.compare(0, prefix.size(), prefix) != 0 || at.key.back() == '/') {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "site ", site.site, " reads only capsules inside its own store ",
+        capsule::s3::ToUrl(capsule::s3::Location{store->bucket, prefix}), "; ", url, " is outside it"));
+  }
+  return at;
+}
+
 absl::StatusOr<std::map<uid_t, crypto::PublicIdentity>> LoadUsers(const SiteConfig& site) {
   std::map<uid_t, crypto::PublicIdentity> out;
   for (const auto& [user, key_path] : site.users) {
@@ -281,10 +301,12 @@ struct VerifierService::Impl {
     *what = CommandName(wire.command);
     const bool needs_output = wire.command == Command::kCat ||
                               (wire.command == Command::kToTar && wire.destination.empty());
+    // Without a capsule descriptor when the request names an object of the site's S3 store.
+    const size_t capsule_fds = wire.capsule_url.empty() ? 1 : 0;
     const size_t expected_fds = wire.command == Command::kMounts  ? 0
-                                : wire.command == Command::kMount ? 3
-                                : needs_output                    ? 2
-                                                                  : 1;
+                                : wire.command == Command::kMount ? 2 + capsule_fds
+                                : needs_output                    ? 1 + capsule_fds
+                                                                  : capsule_fds;
     if (fds.size() != wire.fd_count || fds.size() != expected_fds) {
       return absl::InvalidArgumentError("the request did not pass the descriptors it names");
     }
@@ -294,7 +316,7 @@ struct VerifierService::Impl {
     }
     if (wire.command == Command::kMount) {
       struct stat st;
-      if (!IsFuseDevice(fds[1].get()) || ::fstat(fds[2].get(), &st) != 0 ||
+      if (!IsFuseDevice(fds[capsule_fds].get()) || ::fstat(fds[capsule_fds + 1].get(), &st) != 0 ||
           !S_ISSOCK(st.st_mode)) {
         return absl::InvalidArgumentError(
             "a mount request must pass /dev/fuse and fusermount3's socket");
@@ -341,7 +363,7 @@ struct VerifierService::Impl {
     if (wire.command == Command::kOpen || wire.command == Command::kToTar) {
       if (::geteuid() != peer.uid) r.owner = capsule::FileOwner{peer.uid, peer.gid};
     }
-    if (needs_output) r.output_fd = fds[1].get();
+    if (needs_output) r.output_fd = fds[capsule_fds].get();
     if (wire.command == Command::kMount) {
       r.mountpoint = wire.mountpoint;
       r.mount.cache_bytes = wire.cache_bytes == 0
@@ -349,8 +371,8 @@ struct VerifierService::Impl {
                                 : std::min<uint64_t>(wire.cache_bytes, options.mount_cache_bytes);
       r.mount.threads = r.threads;
       r.mounted = [&](std::unique_ptr<MountedCapsule> mounted) {
-        return StartMount(std::move(mounted), std::move(fds[1]), std::move(fds[2]), peer,
-                          wire.mountpoint);
+        return StartMount(std::move(mounted), std::move(fds[capsule_fds]),
+                          std::move(fds[capsule_fds + 1]), peer, wire.mountpoint);
       };
     }
 
@@ -376,9 +398,22 @@ struct VerifierService::Impl {
     };
     if (options.healthy) BUNKER_RETURN_IF_ERROR(options.healthy());
 
-    BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<capsule::RandomAccessFile> file,
-                            capsule::OpenFileDescriptor(fds[0].release(), "the capsule"));
-    absl::StatusOr<Outcome> outcome = HandleRequest(gate, std::move(file), "the capsule", r);
+    std::unique_ptr<capsule::RandomAccessFile> file;
+    std::string name = "the capsule";
+    if (wire.capsule_url.empty()) {
+      BUNKER_ASSIGN_OR_RETURN(file, capsule::OpenFileDescriptor(fds[0].release(), name));
+    } else {
+      // The daemon reads the object itself, so only from the site's own store.
+      BUNKER_ASSIGN_OR_RETURN(capsule::s3::Location at,
+                              StoreObjectOf(*options.site, wire.capsule_url));
+      if (!options.open_store_object) {
+        return absl::FailedPreconditionError(
+            "this site's verifier service does not read capsules from S3");
+      }
+      BUNKER_ASSIGN_OR_RETURN(file, options.open_store_object(at));
+      name = capsule::s3::ToUrl(at);
+    }
+    absl::StatusOr<Outcome> outcome = HandleRequest(gate, std::move(file), name, r);
     if (!outcome.ok()) return outcome.status();
     *out = std::move(*outcome);
     return absl::OkStatus();

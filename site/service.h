@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "capsule/io.h"
+#include "capsule/s3_client.h"
 #include "crypto/keys.h"
 #include "site/site_config.h"
 
@@ -47,7 +49,20 @@ struct ServiceOptions {
   uint64_t mount_cache_bytes = uint64_t{256} << 20;
   int mount_threads = 4;
   size_t max_mounts_per_uid = 16;
+  // Opens an object of the site's S3 store with the daemon's credentials. A request may name one
+  // (RequestBody.capsuleUrl) instead of passing a descriptor; the service first checks that it
+  // lies inside the site file's "store" (StoreObjectOf). Empty: such requests are refused.
+  std::function<absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>>(
+      const capsule::s3::Location&)>
+      open_store_object;
 };
+
+// The location of `url` if it names an object inside `site`'s S3 store ("store":
+// "s3://BUCKET/PREFIX": the same bucket, a key under PREFIX/); kPermissionDenied naming the store
+// otherwise (another bucket or prefix, or a site whose store is not in S3), kInvalidArgument for
+// a malformed URL.
+absl::StatusOr<capsule::s3::Location> StoreObjectOf(const SiteConfig& site,
+                                                    const std::string& url);
 
 // Loads the site file's "users" (user name -> public key file) into uids. Unknown users are
 // kInvalidArgument naming them.

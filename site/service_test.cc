@@ -28,7 +28,11 @@ struct Fixture {
   SiteConfig site;
   std::unique_ptr<VerifierService> service;
 
-  Fixture() {
+  // `store`: the site file's "store"; `open_store`: the service's reader of store objects.
+  explicit Fixture(const std::string& store = "",
+                   std::function<absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>>(
+                       const capsule::s3::Location&)>
+                       open_store = nullptr) {
     ::mkdir((root + "/data").c_str(), 0755);
     WriteFile(root + "/data/a.csv", "row 1\n");
     const std::vector<uint8_t> c = capsule::testing::SealDirectory(keys, root + "/data");
@@ -38,7 +42,9 @@ struct Fixture {
     site.state = root + "/state";
     site.destinations = {root + "/landing"};
     site.socket = root + "/v.sock";
+    site.store = store;
     ServiceOptions o;
+    o.open_store_object = std::move(open_store);
     o.site = &site;
     o.identity = &keys.alice;
     o.trusted = {keys.issuer.public_identity()};
@@ -74,6 +80,7 @@ struct Fixture {
     capsule::Fd file(::open(capsule_path.c_str(), O_RDONLY | O_CLOEXEC));
     std::vector<int> fds = {file.get()};
     for (int i = 1; i < wire.fd_count; ++i) fds.push_back(file.get());
+    if (!wire.capsule_url.empty()) fds.resize(wire.fd_count);  // no capsule descriptor
     absl::Status sent = SendRequest(sock.get(), req, fds);
     if (!sent.ok()) return sent;
     while (true) {
@@ -148,6 +155,60 @@ TEST(VerifierServiceTest, SurvivesGarbageAndAnswersTheNextClient) {
     EXPECT_FALSE(r->result->status.ok());
   }
   EXPECT_TRUE(f.Ask(OpenTo(f.root + "/landing/after"), nullptr, nullptr).ok());
+}
+
+// A request may name an object of the site's own S3 store instead of passing the capsule; the
+// service reads it (here from a stand-in for the store) only inside that store.
+TEST(VerifierServiceTest, ReadsOnlyObjectsInsideItsOwnS3Store) {
+  std::vector<std::string> asked;
+  std::string capsule_path;
+  auto open_store = [&](const capsule::s3::Location& at)
+      -> absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> {
+    asked.push_back(capsule::s3::ToUrl(at));
+    return capsule::OpenFile(capsule_path);
+  };
+  Fixture f("s3://site-bucket/site-b", open_store);
+  ASSERT_NE(f.service, nullptr);
+  capsule_path = f.capsule_path;
+  const crypto::PublicIdentity bob = f.keys.bob.public_identity();
+  WireRequest w = OpenTo(f.root + "/landing/s3");
+  w.fd_count = 0;
+  w.capsule_url = "s3://site-bucket/site-b/d.capsule";
+  absl::Status s = f.Ask(w, &f.keys.bob, &bob);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(capsule::testing::ReadFile(f.root + "/landing/s3/a.csv"), "row 1\n");
+  EXPECT_EQ(asked, std::vector<std::string>{"s3://site-bucket/site-b/d.capsule"});
+  for (const char* outside :
+       {"s3://other-bucket/site-b/d.capsule", "s3://site-bucket/site-bx/d.capsule",
+        "s3://site-bucket/d.capsule", "s3://site-bucket/site-b/", "s3://site-bucket/site-b"}) {
+    w.capsule_url = outside;
+    w.destination = f.root + "/landing/no";
+    s = f.Ask(w, &f.keys.bob, &bob);
+    EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << outside << ": " << s;
+    EXPECT_NE(s.message().find("inside its own store s3://site-bucket/site-b/"),
+              std::string::npos)
+        << s;
+  }
+  w.capsule_url = "s3://site-bucket/site-b/../x";
+  EXPECT_EQ(f.Ask(w, &f.keys.bob, &bob).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(asked.size(), 1u) << "nothing outside the store was read";
+  EXPECT_FALSE(capsule::testing::Exists(f.root + "/landing/no"));
+  // A URL and a capsule descriptor both: refused.
+  w.capsule_url = "s3://site-bucket/site-b/d.capsule";
+  w.fd_count = 1;
+  EXPECT_EQ(f.Ask(w, &f.keys.bob, &bob).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(VerifierServiceTest, ASiteWithAFolderStoreReadsNoS3Url) {
+  Fixture f("/srv/store");
+  ASSERT_NE(f.service, nullptr);
+  const crypto::PublicIdentity bob = f.keys.bob.public_identity();
+  WireRequest w = OpenTo(f.root + "/landing/s3");
+  w.fd_count = 0;
+  w.capsule_url = "s3://site-bucket/site-b/d.capsule";
+  absl::Status s = f.Ask(w, &f.keys.bob, &bob);
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_NE(s.message().find("keeps its capsules on disk"), std::string::npos) << s;
 }
 
 }  // namespace

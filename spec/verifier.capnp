@@ -54,6 +54,11 @@ struct RequestBody {
   threads @7 :UInt32;        # 0: the service's choice
   mountpoint @8 :Text;       # mount: absolute path, as the client names it (shown, not used)
   cacheBytes @9 :UInt64;     # mount: the decrypted-chunk cache wanted (0: the service's)
+  # Instead of fd[0]: an object of the site's own S3 store, "s3://BUCKET/KEY", which the service
+  # reads with its own credentials after checking that it lies inside the site file's "store"
+  # (spec/VERIFIER.md "Capsules in S3"). The descriptors then start with the output: fd[0] is
+  # the output of cat and `toTar` to a stream; for mount fd[0] is /dev/fuse, fd[1] the socket.
+  capsuleUrl @10 :Text;
 }
 
 struct MountInfo {

@@ -13,6 +13,7 @@
 #include "capsule/format.h"
 #include "capsule/io.h"
 #include "capsule/reader.h"
+#include "capsule/s3_client.h"
 #include "transfer/depot.h"
 #include "transfer/errors.h"
 #include "transfer/secure_channel.h"
@@ -90,7 +91,9 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
 absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
                                         const std::string& address,
                                         const ClientOptions& options) {
-  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = capsule::OpenFile(capsule_path);
+  // A local file or an s3:// object (a store-and-forward hop from an S3-backed store).
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
+      capsule::s3::OpenFileOrObject(capsule_path);
   if (!file.ok()) return file.status();
   // The sender needs no trust in the issuer: the receiver decides.
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =

@@ -11,6 +11,8 @@
 #   swift_s3.sh stop DIR    stops every process `start` started (and only those)
 #   swift_s3.sh check       exit 0 if the packages are installed, else 77 naming what is missing
 #
+# DIR/log/access.log receives the proxy's access log, one line per S3 request (method, path,
+# status, bytes sent among the fields), for tests and benchmarks that count requests.
 # The credentials are the fixed test identity of tempauth (access key "test:tester", secret
 # "testing"); the server listens on 127.0.0.1 only. Nothing is written outside DIR.
 set -euo pipefail
@@ -38,13 +40,13 @@ check() {
   return 0
 }
 
-# Five distinct free loopback ports (bound then released; a race with another process taking one
+# Six distinct free loopback ports (bound then released; a race with another process taking one
 # in between shows as a start failure, not as a wrong server).
 free_ports() {
   python3 - <<'PY'
 import socket
 socks = []
-for _ in range(5):
+for _ in range(6):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -55,7 +57,7 @@ PY
 }
 
 write_config() {
-  local dir=$1 proxy=$2 account=$3 container=$4 object=$5 memcache=$6 user
+  local dir=$1 proxy=$2 account=$3 container=$4 object=$5 memcache=$6 accesslog=$7 user
   user=$(id -un)
   mkdir -p "$dir/etc" "$dir/srv/d1" "$dir/run" "$dir/log"
   cat >"$dir/etc/swift.conf" <<CONF
@@ -97,6 +99,9 @@ use = egg:swift#catch_errors
 use = egg:swift#gatekeeper
 [filter:proxy-logging]
 use = egg:swift#proxy_logging
+access_log_level = INFO
+access_log_udp_host = 127.0.0.1
+access_log_udp_port = $accesslog
 [filter:cache]
 use = egg:swift#memcache
 memcache_servers = 127.0.0.1:$memcache
@@ -131,6 +136,17 @@ if sys.argv[3] == "object-server":
     kwargs["global_conf_callback"] = server.global_conf_callback
 sys.exit(run_wsgi(sys.argv[2], sys.argv[3], verbose=True, **kwargs))
 PY
+  # The proxy's access log (one syslog datagram per request) into log/access.log, so tests and
+  # benchmarks can count requests and bytes.
+  cat >"$dir/etc/access_log.py" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+with open(sys.argv[2], "ab", buffering=0) as out:
+    while True:
+        data = s.recv(65536)
+        out.write(data.rstrip(b"\0").rstrip(b"\n") + b"\n")
+PY
   local ring port
   for ring in account container object; do
     case $ring in account) port=$account ;; container) port=$container ;; object) port=$object ;; esac
@@ -156,10 +172,12 @@ start() {
   [ -e "$dir/run/endpoint" ] && die "$dir already holds a running server (stop it first)"
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
-  local ports proxy account container object memcache
+  local ports proxy account container object memcache accesslog
   ports=$(free_ports)
-  read -r proxy account container object memcache <<<"$ports"
-  write_config "$dir" "$proxy" "$account" "$container" "$object" "$memcache"
+  read -r proxy account container object memcache accesslog <<<"$ports"
+  write_config "$dir" "$proxy" "$account" "$container" "$object" "$memcache" "$accesslog"
+  : >"$dir/log/access.log"
+  spawn "$dir" accesslog /usr/bin/python3 "$dir/etc/access_log.py" "$accesslog" "$dir/log/access.log"
   local mc_user=()
   [ "$(id -u)" -eq 0 ] && mc_user=(-u root)
   spawn "$dir" memcached memcached -l 127.0.0.1 -p "$memcache" -U 0 "${mc_user[@]}"
@@ -179,7 +197,7 @@ start() {
       fi
     done
     [ $ready = 1 ] && return 0
-    for s in memcached account container object proxy; do
+    for s in accesslog memcached account container object proxy; do
       if ! kill -0 "$(cat "$dir/run/$s.pid")" 2>/dev/null; then
         echo "swift_s3: the $s server exited; its log:" >&2
         tail -n 20 "$dir/log/$s.log" >&2 || true

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Reading capsules straight from S3 (spec/STORE.md "Reading"), against the real Swift S3 server.
+# Run through tests/tools/with_swift_s3.sh, which exports AWS_ENDPOINT_URL and the keys and
+# BUNKER_S3_DIR (the server's folder; its proxy access log is server/log/access.log).
+#   s3_read_scenarios.sh CAPSULE CAPSULED SCENARIO
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+CAPSULE=$1
+CAPSULED=$2
+SCENARIO=$3
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-cli-XXXXXX")
+DAEMON_PID=
+trap '[ -z "$DAEMON_PID" ] || kill -9 "$DAEMON_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+. "$HERE/lib.sh"
+
+AWS=/usr/bin/aws
+ACCESS_LOG=${BUNKER_S3_DIR:-}/server/log/access.log
+BUCKET=bunker-read
+# Short retries: an endpoint that is down fails in well under a second.
+export AWS_MAX_ATTEMPTS=2
+
+aws_() { "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" "$@"; }
+
+setup() {
+  [ -n "${AWS_ENDPOINT_URL:-}" ] ||
+    { echo "AWS_ENDPOINT_URL not set (run through tests/tools/with_swift_s3.sh)" >&2; exit 77; }
+  [ -x "$AWS" ] || { echo "awscli (/usr/bin/aws) not installed" >&2; exit 77; }
+  mkdir -p data/train data/small
+  head -c 3000000 /dev/urandom > data/train/big.bin
+  printf 'hello\n' > data/small/README
+  for i in $(seq 1 20); do printf 'sample %d\n' "$i" > "data/small/s$i.txt"; done
+  "$CAPSULE" keygen -o issuer >/dev/null || fail "keygen issuer"
+  "$CAPSULE" keygen -o alice >/dev/null || fail "keygen alice"
+  "$CAPSULE" seal data -o d.capsule --sign issuer.key --to alice.pub --chunk-size 64K \
+    >/dev/null 2>"$WORK/.stderr" || { cat "$WORK/.stderr"; fail "seal"; }
+  aws_ s3 mb "s3://$BUCKET" >/dev/null 2>&1
+  aws_ s3 cp d.capsule "s3://$BUCKET/caps/d.capsule" >/dev/null || fail "upload"
+  URL="s3://$BUCKET/caps/d.capsule"
+}
+
+# Bytes the server sent for GETs of KEY since the access log had LINES lines.
+get_bytes_since() {
+  sleep 0.5  # the log travels by UDP
+  tail -n +"$(( $2 + 1 ))" "$ACCESS_LOG" | awk -v key="/$BUCKET/$1" \
+    '$5 == "GET" && $6 == key && $13 ~ /^[0-9]+$/ { sum += $13 } END { print sum + 0 }'
+}
+log_lines() { wc -l < "$ACCESS_LOG"; }
+
+scenario_s3_read_every_command() {
+  setup
+  expect_exit 0 "$CAPSULE" inspect "$URL"
+  expect_out "recipients"
+  "$CAPSULE" inspect d.capsule --json > local.json
+  expect_exit 0 "$CAPSULE" inspect "$URL" --json
+  cmp -s local.json "$WORK/.stdout" || fail "inspect of the object differs from the file's"
+  expect_exit 0 "$CAPSULE" verify "$URL" --trust issuer.pub
+  expect_out "OK"
+  expect_exit 0 "$CAPSULE" open "$URL" --identity alice.key --trust issuer.pub --to out
+  diff -r data out || fail "opened tree differs"
+  expect_exit 0 "$CAPSULE" ls "$URL" --identity alice.key --trust issuer.pub
+  expect_out "train/big.bin"
+  "$CAPSULE" cat "$URL" train/big.bin --identity alice.key --trust issuer.pub > got || fail "cat"
+  cmp -s got data/train/big.bin || fail "cat contents differ"
+  expect_exit 0 "$CAPSULE" open "$URL" --identity alice.key --trust issuer.pub --to-tar t.tar
+  [ -s t.tar ] || fail "no tar"
+}
+
+scenario_s3_cat_fetches_only_its_chunks() {
+  setup
+  size=$(stat -c %s d.capsule)
+  n=$(log_lines)
+  "$CAPSULE" cat "$URL" small/README --identity alice.key --trust issuer.pub > got || fail "cat"
+  [ "$(cat got)" = hello ] || fail "cat contents"
+  small=$(get_bytes_since caps/d.capsule "$n")
+  n=$(log_lines)
+  expect_exit 0 "$CAPSULE" verify "$URL" --trust issuer.pub
+  all=$(get_bytes_since caps/d.capsule "$n")
+  echo "cat of one small file fetched $small bytes; verify fetched $all; the capsule is $size"
+  [ "$all" -ge "$size" ] || fail "verify fetched $all bytes of $size (is the access log working?)"
+  [ "$small" -gt 0 ] && [ "$small" -lt $(( size / 4 )) ] ||
+    fail "cat of one small file fetched $small bytes of a $size-byte capsule"
+}
+
+scenario_s3_corrupted_object_is_refused() {
+  setup
+  cp d.capsule bad.capsule
+  # One byte inside chunk 2 (64 KiB chunks + 16-byte tags after a 16-byte header).
+  printf '\xff' | dd of=bad.capsule bs=1 seek=$((16 + 2 * (65536 + 16) + 100)) conv=notrunc status=none
+  aws_ s3 cp bad.capsule "$URL" >/dev/null || fail "rewrite"
+  expect_exit 4 "$CAPSULE" verify "$URL" --trust issuer.pub
+  expect_err "chunk 2 of"
+  one_line_err
+  expect_exit 4 "$CAPSULE" open "$URL" --identity alice.key --trust issuer.pub --to out
+  [ ! -e out ] || fail "destination created from a corrupted object"
+  no_leftovers .
+  # A truncated object, as a truncated file.
+  head -c 100000 d.capsule > cut.capsule
+  aws_ s3 cp cut.capsule "$URL" >/dev/null || fail "rewrite"
+  expect_exit 4 "$CAPSULE" verify "$URL" --trust issuer.pub
+  one_line_err
+}
+
+scenario_s3_rewritten_while_read_fails() {
+  setup
+  # A slow reader (one thread) over a larger object, rewritten under it.
+  head -c 40000000 /dev/urandom > data/train/big.bin
+  "$CAPSULE" seal data -o big.capsule --sign issuer.key --to alice.pub --chunk-size 64K \
+    >/dev/null 2>&1 || fail "seal"
+  aws_ s3 cp big.capsule "$URL" >/dev/null || fail "upload"
+  # The reader blocks on a full pipe while the object is rewritten; its next GET must fail.
+  ( "$CAPSULE" cat "$URL" train/big.bin --identity alice.key --trust issuer.pub --threads 1 \
+      2>"$WORK/.stderr"; echo $? > code ) | { sleep 4; cat > got; } &
+  pid=$!
+  sleep 1
+  aws_ s3 cp d.capsule "$URL" >/dev/null || fail "rewrite"
+  wait $pid
+  code=$(cat code)
+  [ "$code" -eq 9 ] || { cat "$WORK/.stderr" >&2; fail "a read across a rewrite exited $code, expected 9"; }
+  [ "$(stat -c %s got)" -lt 40000000 ] || fail "the whole old file came out"
+  expect_err "changed while reading"
+}
+
+scenario_s3_errors() {
+  setup
+  expect_exit 6 "$CAPSULE" inspect "s3://$BUCKET/caps/absent.capsule"
+  expect_err "not found"
+  one_line_err
+  expect_exit 6 "$CAPSULE" verify "s3://no-such-bucket-x/d.capsule" --trust issuer.pub
+  expect_exit 3 "$CAPSULE" inspect "s3://Bad_Bucket/d.capsule"
+  expect_err "invalid S3 bucket name"
+  expect_exit 3 "$CAPSULE" inspect "s3://$BUCKET/../etc/passwd"
+  AWS_SECRET_ACCESS_KEY=wrong-secret-xyzzy expect_exit 5 "$CAPSULE" inspect "$URL"
+  expect_err "access denied by"
+  expect_err "wrong key or secret"
+  ! grep -q xyzzy "$WORK/.stderr" || fail "the secret was printed"
+  AWS_ENDPOINT_URL=http://127.0.0.1:9 expect_exit 9 "$CAPSULE" inspect "$URL"
+  expect_err "cannot reach"
+  # No credentials at all: a clear error, not an unsigned request.
+  env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_SHARED_CREDENTIALS_FILE=/nonexistent \
+    "$CAPSULE" inspect "$URL" >/dev/null 2>"$WORK/.stderr"
+  [ $? -eq 6 ] || fail "no credentials should exit 6"
+  expect_err "no S3 credentials"
+  # A credentials file others can read is refused.
+  printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+    "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" > creds
+  chmod 644 creds
+  env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_SHARED_CREDENTIALS_FILE="$WORK/creds" \
+    "$CAPSULE" inspect "$URL" >/dev/null 2>"$WORK/.stderr"
+  [ $? -eq 5 ] || fail "a world-readable credentials file should exit 5"
+  expect_err "chmod 600"
+  chmod 600 creds
+  env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_SHARED_CREDENTIALS_FILE="$WORK/creds" \
+    "$CAPSULE" inspect "$URL" >/dev/null 2>"$WORK/.stderr" || fail "the shared credentials file"
+}
+
+# Store and forward from object storage: `capsule send s3://...` reads the object with ranged GETs
+# and the receiving daemon stores the same bytes.
+scenario_s3_send_from_object() {
+  setup
+  for k in site-a site-b; do "$CAPSULE" keygen -o $k >/dev/null; done
+  rm -f d.capsule
+  "$CAPSULE" seal data -o d.capsule --sign issuer.key --to site-b.pub --chunk-size 64K \
+    >/dev/null 2>&1 || fail "seal"
+  aws_ s3 cp d.capsule "$URL" >/dev/null || fail "upload"
+  cat > a.json <<'JSON'
+{"site": "site-a", "identity": "site-a.key", "trust": ["issuer.pub"], "destinations": ["land"],
+ "state": "state-a", "peers": ["site-b.pub"], "store": "store-a"}
+JSON
+  cat > b.json <<'JSON'
+{"site": "site-b", "identity": "site-b.key", "trust": ["issuer.pub"], "destinations": ["land"],
+ "state": "state-b", "listen": "127.0.0.1:0", "peers": ["site-a.pub"], "store": "store-b"}
+JSON
+  : > b.log
+  "$CAPSULED" --site b.json 2>>b.log &
+  DAEMON_PID=$!
+  for _ in $(seq 1 100); do
+    PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' b.log | tail -1)
+    [ -n "$PORT" ] && break
+    sleep 0.05
+  done
+  [ -n "${PORT:-}" ] || { cat b.log; fail "daemon did not start"; }
+  expect_exit 0 "$CAPSULE" send "$URL" --to "127.0.0.1:$PORT" --site a.json
+  cmp -s d.capsule "$(ls store-b/*.capsule | head -1)" || fail "stored capsule differs"
+  expect_exit 6 "$CAPSULE" send "s3://$BUCKET/caps/absent.capsule" --to "127.0.0.1:$PORT" --site a.json
+  expect_err "not found"
+  kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null; DAEMON_PID=
+}
+
+run_scenario

@@ -188,7 +188,7 @@ send_cmd="'$CAPSULE' send d.capsule --to 127.0.0.1:$CAPSULE_PORT --site a.json -
 stored_same='cmp -s d.capsule store-b/*.capsule'
 
 cat d.capsule > /dev/null   # warm the page cache for everyone alike
-measure "iperf3 (raw link)" "$IPERF_PID" ":" \
+measure "iperf3 (raw link)" "$IPERF_PID" "sleep 1" \
   "iperf3 -c 127.0.0.1 -p $IPERF_PORT -n $BYTES" ":"
 measure "rsync daemon" "$RSYNC_PID" "rm -rf rsync-dest/* rsync-dest/.[!.]*" \
   "rsync d.capsule rsync://127.0.0.1:$RSYNC_PORT/bench/" "cmp -s d.capsule rsync-dest/d.capsule"
@@ -263,7 +263,8 @@ if [ "$WAN_MB" -gt 0 ]; then
         "$wsend --streams $s" "$wstored"
     done
     for p in 1 8; do
-      RUNS=$WAN_RUNS measure "wan $rtt iperf3 P$p" "$IPERF_PID" ":" \
+      # (the iperf3 server refuses a test while the last one is still closing)
+      RUNS=$WAN_RUNS measure "wan $rtt iperf3 P$p" "$IPERF_PID" "sleep 2" \
         "iperf3 -c 127.0.0.1 -p $p_iperf -P $p -n $WAN_BYTES" ":"
     done
   done

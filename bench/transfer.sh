@@ -162,25 +162,26 @@ for _ in $(seq 1 100); do
 done
 [ -n "$CAPSULE_PORT" ] || { cat b.log >&2; die "capsuled did not start"; }
 
-declare -A SECS CCPU SCPU
+declare -A SECS CCPU SCPU CRSS
 # measure NAME SERVER_PID CLEANUP COMMAND CHECK: runs CLEANUP, then COMMAND (the client) under
 # /usr/bin/time, then CHECK, twice; keeps the faster wall time with its client and server CPU.
 measure() {
-  local name=$1 server=$2 cleanup=$3 cmd=$4 check=$5 run secs user sys before after
+  local name=$1 server=$2 cleanup=$3 cmd=$4 check=$5 run secs user sys rss before after
   for run in $(seq 1 "${RUNS:-2}"); do
     bash -c "$cleanup"
     sync
     before=$(cpu_of "$server")
-    /usr/bin/time -f '%e %U %S' -o time.out bash -c "$cmd" > client.out 2> client.err || {
+    /usr/bin/time -f '%e %U %S %M' -o time.out bash -c "$cmd" > client.out 2> client.err || {
       cat client.out client.err >&2; die "'$name' failed"; }
     wait_children "$server"
     after=$(cpu_of "$server")
     bash -c "$check" || die "'$name': $check failed"
-    read -r secs user sys < <(tail -1 time.out)
+    read -r secs user sys rss < <(tail -1 time.out)
     if [ -z "${SECS[$name]:-}" ] || awk -v a="$secs" -v b="${SECS[$name]}" 'BEGIN {exit !(a < b)}'; then
       SECS[$name]=$secs
       CCPU[$name]=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')
       SCPU[$name]=$(awk -v a="$before" -v b="$after" 'BEGIN {printf "%.2f", b - a}')
+      CRSS[$name]=$((rss / 1024))
     fi
   done
 }
@@ -279,10 +280,10 @@ printf 'capsule: %s bytes (%d MiB payload, %s chunks), scratch %s\n\n' "$BYTES" 
 # CPU seconds per GiB moved: what each side spends per byte, comparable across tools.
 per_gib() { awk -v c="$1" -v b="$2" 'BEGIN {printf "%.2f", c / (b / 1073741824)}'; }
 header() {
-  printf '| %-20s | %8s | %8s | %9s | %14s | %14s |\n' tool seconds "MB/s" "vs rsync" \
-    "client CPU s/GiB" "server CPU s/GiB"
-  printf '|%s|%s|%s|%s|%s|%s|\n' ---------------------- ---------- ---------- ----------- \
-    ------------------ ------------------
+  printf '| %-20s | %8s | %8s | %9s | %14s | %14s | %15s |\n' tool seconds "MB/s" "vs rsync" \
+    "client CPU s/GiB" "server CPU s/GiB" "client RSS MiB"
+  printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------------------- ---------- ---------- ----------- \
+    ------------------ ------------------ -----------------
 }
 header
 # row NAME LABEL BYTES RSYNC_NAME
@@ -291,8 +292,9 @@ row() {
   mbps=$(awk -v b="$bytes" -v s="${SECS[$name]}" 'BEGIN {printf "%.0f", b/1e6/(s>0?s:0.01)}')
   ratio=$(awk -v a="${SECS[$ref]}" -v s="${SECS[$name]}" \
     'BEGIN {printf "%.2fx", a/(s>0?s:0.01)}')
-  printf '| %-20s | %8s | %8s | %9s | %16s | %16s |\n' "$label" "${SECS[$name]}" "$mbps" \
-    "$ratio" "$(per_gib "${CCPU[$name]}" "$bytes")" "$(per_gib "${SCPU[$name]}" "$bytes")"
+  printf '| %-20s | %8s | %8s | %9s | %16s | %16s | %15s |\n' "$label" "${SECS[$name]}" "$mbps" \
+    "$ratio" "$(per_gib "${CCPU[$name]}" "$bytes")" "$(per_gib "${SCPU[$name]}" "$bytes")" \
+    "${CRSS[$name]}"
 }
 row "iperf3 (raw link)" "iperf3 (raw link)" "$BYTES" "rsync daemon"
 row "rsync daemon" "rsync daemon" "$BYTES" "rsync daemon"

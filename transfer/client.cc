@@ -23,8 +23,10 @@ namespace {
 
 // Bytes a sender may have sent and not seen acknowledged (ChannelOptions::rpc_window): in all,
 // and per connection at least and at most.
-constexpr size_t kSendWindowTotal = 48u << 20;
-constexpr size_t kSendWindowMin = 6u << 20;
+// The total keeps a sender's peak RSS under 64 MiB even when the receiver stalls and every
+// window fills in the sender's own queue.
+constexpr size_t kSendWindowTotal = 40u << 20;
+constexpr size_t kSendWindowMin = 2u << 20;
 constexpr size_t kSendWindowMax = 16u << 20;
 
 absl::StatusOr<crypto::PublicIdentity> PickServer(const ClientOptions& o) {

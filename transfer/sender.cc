@@ -116,7 +116,16 @@ struct PushState : public kj::Refcounted {
       return req.send().then([self = kj::addRef(*self), k]() mutable -> kj::Promise<void> {
         self->Report();
         KJ_IF_MAYBE(e, self->commit_failure) { kj::throwFatalException(kj::cp(*e)); }
-        if (!self->committing && self->CommitDue()) self->StartCommit();
+        if (self->CommitDue()) {
+          if (!self->committing) {
+            self->StartCommit();
+          } else {
+            // A whole interval went out while the last commit is still unanswered: wait for it,
+            // so that what is not yet durable stays within two intervals.
+            return self->pending_commit.addBranch().then(
+                [self = kj::addRef(*self), k]() mutable { return self->Chain(k); });
+          }
+        }
         return self->Chain(k);
       });
     });
@@ -124,9 +133,10 @@ struct PushState : public kj::Refcounted {
 
   // Starts a commit without holding up the chains: stopping every commit interval until the
   // receiver answered would drain the pipe once per interval (a round trip plus the receiver's
-  // queue: a quarter of a single stream's throughput at 50 ms). One commit at a time; a failure
-  // ends the chains at their next chunk. What a crash can make the sender resend stays one
-  // commit interval plus what is in flight.
+  // queue: a quarter of a single stream's throughput at 50 ms). One commit at a time, and a
+  // chain waits only when the next one is due before the last was answered; a failure ends the
+  // chains at their next chunk. What a crash can make the sender resend stays within one
+  // commit interval plus what was in flight (two intervals at most).
   void StartCommit() {
     committing = true;
     pending_commit = Commit()
@@ -135,10 +145,10 @@ struct PushState : public kj::Refcounted {
                                  committing = false;
                                  commit_failure = kj::mv(e);
                                })
-                         .eagerlyEvaluate(nullptr);
+                         .fork();
   }
   bool committing = false;
-  kj::Promise<void> pending_commit = kj::READY_NOW;
+  kj::ForkedPromise<void> pending_commit = kj::Promise<void>(kj::READY_NOW).fork();
   kj::Maybe<kj::Exception> commit_failure;
 
   // Runs the chains until every chunk is sent and durably accepted.
@@ -148,10 +158,9 @@ struct PushState : public kj::Refcounted {
     return kj::joinPromises(chains.finish())
         .then([self = kj::addRef(*this)]() mutable {
           // The commit started last must answer (and queue what it refused) first.
-          return kj::mv(self->pending_commit);
+          return self->pending_commit.addBranch();
         })
         .then([self = kj::addRef(*this)]() mutable {
-          self->pending_commit = kj::READY_NOW;
           KJ_IF_MAYBE(e, self->commit_failure) { kj::throwFatalException(kj::cp(*e)); }
           return self->Commit();
         })

@@ -2,17 +2,22 @@
 # Seal, verify and open a 1 GiB dataset (one large file plus thousands of small ones) with
 # `capsule`, and in the same run the peer pipeline `tar | age` / `age -d | tar` on the same
 # data, with the per-core AES-256-GCM and SHA-256 limits from `openssl speed` for reference.
-# Prints wall time, throughput, ratio to the peer and peak RSS, plus plain tar as the I/O floor
-# (what reading and writing the same bytes costs on this machine with no crypto at all).
+# Prints wall time, throughput, ratio to the peer, CPU seconds per GiB (user + system, all
+# processes of a pipeline) and peak RSS, plus plain tar as the I/O floor (what reading and
+# writing the same bytes costs on this machine with no crypto at all). Then `capsule cat` and
+# `capsule ls` on a capsule of BENCH_CAT_MB (default 3072) MiB holding 20,000 files: the time to
+# get one 2 KB file out. Last, one line per target of issue 9: met, or NOT met with the ratio.
 # Each operation runs twice and the faster run counts. By default the scratch folder is on tmpfs
 # (/dev/shm) when it has room, so that disk writeback and the filesystem's inode allocator,
 # which every tool pays alike, do not drown the differences between the tools.
 #   bench/seal_open.sh [BUILD_DIR]     env: BENCH_DIR (scratch folder), BENCH_MB (dataset MiB,
-#                                           default 1024)
+#                                           default 1024), BENCH_CAT_MB (cat capsule MiB,
+#                                           default 3072; 0 skips the cat rows)
 set -euo pipefail
 BUILD=${1:-build/release}
 CAPSULE="$(cd "$BUILD" && pwd)/cli/capsule"
 MB=${BENCH_MB:-1024}
+CAT_MB=${BENCH_CAT_MB:-3072}
 if [ -z "${BENCH_DIR:-}" ]; then
   shm_free_mb=$(df -Pm /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')
   if [ -n "$shm_free_mb" ] && [ "$shm_free_mb" -gt $((MB * 7)) ]; then
@@ -43,20 +48,22 @@ BYTES=$(du -sb data | cut -f1)
 age-keygen -o age.key 2>/dev/null
 AGE_RECIPIENT=$(age-keygen -y age.key)
 
-declare -A SECS RSS
-# measure NAME CLEANUP COMMAND: runs CLEANUP then COMMAND twice; keeps the faster wall time and
-# its peak RSS (the largest process of a pipeline).
+declare -A SECS RSS CPU
+# measure NAME CLEANUP COMMAND: runs CLEANUP then COMMAND twice; keeps the faster wall time, its
+# CPU seconds (user + system of every process of the pipeline) and its peak RSS (the largest
+# process of a pipeline).
 measure() {
-  local name=$1 cleanup=$2 cmd=$3 run secs rss
+  local name=$1 cleanup=$2 cmd=$3 run secs rss user sys
   for run in 1 2; do
     bash -c "$cleanup"
     sync
-    /usr/bin/time -f '%e %M' -o time.out bash -c "$cmd" >/dev/null 2>time.err || {
+    /usr/bin/time -f '%e %M %U %S' -o time.out bash -c "$cmd" >/dev/null 2>time.err || {
       cat time.err >&2; echo "bench: '$name' failed" >&2; exit 1; }
-    read -r secs rss < <(tail -1 time.out)
+    read -r secs rss user sys < <(tail -1 time.out)
     if [ -z "${SECS[$name]:-}" ] || awk -v a="$secs" -v b="${SECS[$name]}" 'BEGIN {exit !(a < b)}'; then
       SECS[$name]=$secs
       RSS[$name]=$rss
+      CPU[$name]=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')
     fi
   done
 }
@@ -80,20 +87,24 @@ speed() {  # openssl speed, 1 MiB blocks, one core: MB/s
     awk '/^(aes|sha|AES|SHA)/ {v=$NF} END {sub("k","",v); printf "%.0f", v*1000/1e6}'
 }
 
+SHA_MBPS=$(speed sha256)
 printf '\nmachine: %s cores, %s\n' "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 printf 'reference, one core (openssl speed, 1 MiB blocks): AES-256-GCM %s MB/s, SHA-256 %s MB/s\n' \
-  "$(speed aes-256-gcm)" "$(speed sha256)"
+  "$(speed aes-256-gcm)" "$SHA_MBPS"
 printf 'dataset: %s bytes (%d MiB), capsule %s bytes, age file %s bytes\n\n' "$BYTES" \
   "$((BYTES >> 20))" "$(stat -c %s d.capsule)" "$(stat -c %s d.tar.age)"
-printf '| %-15s | %8s | %8s | %9s | %13s |\n' operation seconds "MB/s" "vs age" "peak RSS MiB"
-printf '|%s|%s|%s|%s|%s|\n' ----------------- ---------- ---------- ----------- ---------------
+printf '| %-15s | %8s | %8s | %9s | %9s | %13s |\n' operation seconds "MB/s" "vs peer" "CPU s/GiB" \
+  "peak RSS MiB"
+printf '|%s|%s|%s|%s|%s|%s|\n' ----------------- ---------- ---------- ----------- ----------- \
+  ---------------
 row() {
   local name=$1 peer=$2
   local mbps ratio
   mbps=$(awk -v b="$BYTES" -v s="${SECS[$name]}" 'BEGIN {printf "%.0f", b/1e6/(s>0?s:0.01)}')
   ratio=$([ -n "$peer" ] && awk -v a="${SECS[$peer]}" -v s="${SECS[$name]}" \
     'BEGIN {printf "%.2fx", a/(s>0?s:0.01)}' || echo "")
-  printf '| %-15s | %8s | %8s | %9s | %13s |\n' "$name" "${SECS[$name]}" "$mbps" "$ratio" \
+  printf '| %-15s | %8s | %8s | %9s | %9s | %13s |\n' "$name" "${SECS[$name]}" "$mbps" "$ratio" \
+    "$(awk -v c="${CPU[$name]}" -v b="$BYTES" 'BEGIN {printf "%.2f", c / (b / 1073741824)}')" \
     "$((RSS[$name] / 1024))"
 }
 row "capsule seal" "tar | age"
@@ -103,4 +114,63 @@ row "capsule open" "age -d | tar"
 row "age -d | tar" ""
 row "tar -c (floor)" ""
 row "tar -x (floor)" ""
+CAPSULE_BYTES=$(stat -c %s d.capsule)
+rm -rf data out1 out2 out3 d.tar.age plain.tar d.capsule
+
+# cat and ls of one small file among 20,000 in a large capsule (the large file is sparse: its
+# zeros cost no time to read, the capsule is the same size either way).
+if [ "$CAT_MB" -gt 0 ]; then
+  mkdir -p cat-data/dirs
+  truncate -s "$(( (CAT_MB - 40) << 20 ))" cat-data/large.bin
+  head -c $((19999 * 2048)) /dev/urandom > blob
+  (cd cat-data/dirs && split -a 5 -d -b 2048 ../../blob f && rm ../../blob)
+  "$CAPSULE" seal cat-data -o c.capsule --sign issuer.key --to site.pub >/dev/null
+  rm -rf cat-data
+  CAT_FILE=dirs/f10000
+  # best of 5, in ms, with peak RSS
+  best_ms() {
+    local best= rss= r t m
+    for r in 1 2 3 4 5; do
+      /usr/bin/time -f '%e %M' -o time.out bash -c "$1" > cat.out 2> cat.err || {
+        cat cat.err >&2; echo "bench: '$1' failed" >&2; exit 1; }
+      read -r t m < <(tail -1 time.out)
+      t=$(awk -v t="$t" 'BEGIN {printf "%.0f", t * 1000}')
+      if [ -z "$best" ] || [ "$t" -lt "$best" ]; then best=$t; rss=$m; fi
+    done
+    echo "$best $((rss / 1024))"
+  }
+  read -r CAT_MS CAT_RSS < <(best_ms "'$CAPSULE' cat c.capsule $CAT_FILE --identity site.key --trust issuer.pub")
+  [ "$(stat -c %s cat.out)" = 2048 ] || { echo "bench: cat gave the wrong bytes" >&2; exit 1; }
+  read -r LS_MS LS_RSS < <(best_ms "'$CAPSULE' ls c.capsule --identity site.key --trust issuer.pub")
+  printf '\ncapsule of %s bytes, 20,000 files (one of %d MiB, 19,999 of 2 KiB), best of 5:\n' \
+    "$(stat -c %s c.capsule)" "$((CAT_MB - 40))"
+  printf '  capsule cat of one 2 KiB file: %s ms, peak RSS %s MiB\n' "$CAT_MS" "$CAT_RSS"
+  printf '  capsule ls of all 20,000:      %s ms, peak RSS %s MiB\n' "$LS_MS" "$LS_RSS"
+  rm -f c.capsule
+fi
+
+# One line per target of issue 9.
+verdict() {  # TEXT VALUE OP BOUND
+  local ok
+  ok=$(awk -v v="$2" -v b="$4" -v op="$3" 'BEGIN {print ((op == ">=" ? v >= b : v < b) ? 1 : 0)}')
+  printf '  %-52s %7s (%s %s): %s\n' "$1" "$2" "$3" "$4" "$([ "$ok" = 1 ] && echo met || echo "NOT met")"
+}
+ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+printf '\ntargets:\n'
+verdict "seal vs tar | age (speed ratio)" "$(ratio_of "${SECS["tar | age"]}" "${SECS["capsule seal"]}")" ">=" 1.5
+verdict "seal vs plain tar -c (time ratio)" \
+  "$(ratio_of "${SECS["capsule seal"]}" "${SECS["tar -c (floor)"]}")" "<" 1.5
+verdict "open vs age -d | tar (speed ratio)" \
+  "$(ratio_of "${SECS["age -d | tar"]}" "${SECS["capsule open"]}")" ">=" 2
+verdict "verify vs two cores' SHA-256 (fraction)" "$(awk -v b="$CAPSULE_BYTES" \
+  -v s="${SECS["capsule verify"]}" -v sha="$SHA_MBPS" 'BEGIN {printf "%.2f", b / 1e6 / s / (2 * sha)}')" ">=" 0.8
+if [ "$CAT_MB" -gt 0 ]; then
+  verdict "cat of one small file, ms" "$CAT_MS" "<" 20
+fi
+max_rss=0
+for n in "capsule seal" "capsule verify" "capsule open"; do
+  [ "$((RSS[$n] / 1024))" -gt "$max_rss" ] && max_rss=$((RSS[$n] / 1024))
+done
+[ "$CAT_MB" -gt 0 ] && for v in "$CAT_RSS" "$LS_RSS"; do [ "$v" -gt "$max_rss" ] && max_rss=$v; done
+verdict "peak RSS of any capsule command, MiB" "$max_rss" "<" 64
 rm -rf "$WORK"

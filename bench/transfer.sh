@@ -7,7 +7,12 @@
 # Then the resume check: a rate-limited send is killed with SIGKILL part way through and run
 # again; prints how many bytes the first run had put on the wire, how many the receiver had
 # made durable (skipped by the second run), and so how many were sent twice.
-# Each transfer runs twice and the faster run counts. Client CPU comes from /usr/bin/time; server
+# Then a long fat link: a smaller capsule through tests/tools/wan_proxy.py (each direction
+# delayed by RTT/2, at most W = 4 MiB in flight per connection) at RTT 50 ms and 100 ms: rsync
+# (one stream), `capsule send --streams 1/4/8/16` and iperf3 -P 1 / -P 8 through the same proxy.
+# Last, one line per target of issue 9: met, or NOT met with the ratio.
+# Each loopback transfer runs twice and the faster run counts; each WAN row runs once
+# (BENCH_WAN_RUNS=2 for two). Client CPU comes from /usr/bin/time; server
 # CPU from /proc/PID/stat (utime + stime + reaped children's, so rsync's forked receivers count)
 # read before and after. Client and server share this machine's cores: on a small machine they
 # compete for them, which is what a loopback benchmark measures. By default the scratch folder is
@@ -15,7 +20,10 @@
 # commit, rsync never syncs: on a disk that would favour rsync).
 #   bench/transfer.sh [BUILD_DIR]     env: BENCH_DIR (scratch folder), BENCH_MB (capsule payload
 #                                          MiB, default 2048), BENCH_RATE (resume check's
-#                                          --rate, default 200M), BENCH_KEEP=1 (keep scratch)
+#                                          --rate, default 200M), BENCH_KEEP=1 (keep scratch),
+#                                          BENCH_WAN_MB (WAN capsule MiB, default 1024; 0 skips
+#                                          the WAN rows), BENCH_WAN_RTTS (default "50 100"),
+#                                          BENCH_WAN_RUNS (default 1)
 set -euo pipefail
 BUILD=${1:-build/release}
 CAPSULE="$(cd "$BUILD" && pwd)/cli/capsule"
@@ -32,7 +40,11 @@ if [ -z "${BENCH_DIR:-}" ]; then
 fi
 WORK=$BENCH_DIR
 [ "$MB" -ge 16 ] || { echo "BENCH_MB too small (16 at least)" >&2; exit 2; }
-for tool in "$CAPSULE" "$CAPSULED" iperf3 rsync ss pgrep /usr/bin/time; do
+WAN_MB=${BENCH_WAN_MB:-1024}
+WAN_RTTS=${BENCH_WAN_RTTS:-50 100}
+WAN_RUNS=${BENCH_WAN_RUNS:-1}
+WAN_PROXY="$(cd "$(dirname "$0")/.." && pwd)/tests/tools/wan_proxy.py"
+for tool in "$CAPSULE" "$CAPSULED" iperf3 rsync ss pgrep /usr/bin/time python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (make deps)" >&2; exit 1; }
 done
 
@@ -96,6 +108,13 @@ for k in owner site-a site-b; do "$CAPSULE" keygen -o "$k" >/dev/null; done
 "$CAPSULE" seal data -o d.capsule --sign owner.key --to site-b.pub >/dev/null
 rm -rf data
 BYTES=$(stat -c %s d.capsule)
+if [ "$WAN_MB" -gt 0 ]; then
+  mkdir -p wan-data
+  head -c "$((WAN_MB << 20))" /dev/urandom > wan-data/payload.bin
+  "$CAPSULE" seal wan-data -o w.capsule --sign owner.key --to site-b.pub >/dev/null
+  rm -rf wan-data
+  WAN_BYTES=$(stat -c %s w.capsule)
+fi
 cat > a.json <<'JSON'
 {"site": "site-a", "identity": "site-a.key", "trust": ["owner.pub"], "destinations": ["land"],
  "state": "state-a", "peers": ["site-b.pub"], "store": "store-a"}
@@ -143,25 +162,26 @@ for _ in $(seq 1 100); do
 done
 [ -n "$CAPSULE_PORT" ] || { cat b.log >&2; die "capsuled did not start"; }
 
-declare -A SECS CCPU SCPU
+declare -A SECS CCPU SCPU CRSS
 # measure NAME SERVER_PID CLEANUP COMMAND CHECK: runs CLEANUP, then COMMAND (the client) under
 # /usr/bin/time, then CHECK, twice; keeps the faster wall time with its client and server CPU.
 measure() {
-  local name=$1 server=$2 cleanup=$3 cmd=$4 check=$5 run secs user sys before after
-  for run in 1 2; do
+  local name=$1 server=$2 cleanup=$3 cmd=$4 check=$5 run secs user sys rss before after
+  for run in $(seq 1 "${RUNS:-2}"); do
     bash -c "$cleanup"
     sync
     before=$(cpu_of "$server")
-    /usr/bin/time -f '%e %U %S' -o time.out bash -c "$cmd" > client.out 2> client.err || {
+    /usr/bin/time -f '%e %U %S %M' -o time.out bash -c "$cmd" > client.out 2> client.err || {
       cat client.out client.err >&2; die "'$name' failed"; }
     wait_children "$server"
     after=$(cpu_of "$server")
     bash -c "$check" || die "'$name': $check failed"
-    read -r secs user sys < <(tail -1 time.out)
+    read -r secs user sys rss < <(tail -1 time.out)
     if [ -z "${SECS[$name]:-}" ] || awk -v a="$secs" -v b="${SECS[$name]}" 'BEGIN {exit !(a < b)}'; then
       SECS[$name]=$secs
       CCPU[$name]=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')
       SCPU[$name]=$(awk -v a="$before" -v b="$after" 'BEGIN {printf "%.2f", b - a}')
+      CRSS[$name]=$((rss / 1024))
     fi
   done
 }
@@ -169,7 +189,7 @@ send_cmd="'$CAPSULE' send d.capsule --to 127.0.0.1:$CAPSULE_PORT --site a.json -
 stored_same='cmp -s d.capsule store-b/*.capsule'
 
 cat d.capsule > /dev/null   # warm the page cache for everyone alike
-measure "iperf3 (raw link)" "$IPERF_PID" ":" \
+measure "iperf3 (raw link)" "$IPERF_PID" "sleep 1" \
   "iperf3 -c 127.0.0.1 -p $IPERF_PORT -n $BYTES" ":"
 measure "rsync daemon" "$RSYNC_PID" "rm -rf rsync-dest/* rsync-dest/.[!.]*" \
   "rsync d.capsule rsync://127.0.0.1:$RSYNC_PORT/bench/" "cmp -s d.capsule rsync-dest/d.capsule"
@@ -212,28 +232,88 @@ SKIPPED_BYTES=$((FULL_BYTES - R_SENT))
 RESENT=$((WIRE_AT_KILL - SKIPPED_BYTES))
 [ "$RESENT" -ge 0 ] || RESENT=0
 
+# The long fat link: one proxy per server, each connection through it gets RTT and W.
+declare -A WSECS WCCPU WSCPU
+start_proxy() {  # TARGET_PORT RTT_MS -> sets PROXY_PORT
+  local log
+  log="proxy-$1-$2.log"
+  python3 "$WAN_PROXY" --listen 127.0.0.1:0 --target "127.0.0.1:$1" --rtt-ms "$2" \
+    --window 4M > "$log" 2>&1 &
+  BG_PIDS+=("$!")
+  PROXY_PORT=
+  for _ in $(seq 1 100); do
+    PROXY_PORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$log")
+    [ -n "$PROXY_PORT" ] && return
+    sleep 0.05
+  done
+  cat "$log" >&2; die "the WAN proxy did not start"
+}
+if [ "$WAN_MB" -gt 0 ]; then
+  cat w.capsule > /dev/null
+  for rtt in $WAN_RTTS; do
+    start_proxy "$IPERF_PORT" "$rtt"; p_iperf=$PROXY_PORT
+    start_proxy "$RSYNC_PORT" "$rtt"; p_rsync=$PROXY_PORT
+    start_proxy "$CAPSULE_PORT" "$rtt"; p_capsule=$PROXY_PORT
+    wsend="'$CAPSULE' send w.capsule --to 127.0.0.1:$p_capsule --site a.json --json"
+    wstored='cmp -s w.capsule store-b/*.capsule'
+    RUNS=$WAN_RUNS measure "wan $rtt rsync" "$RSYNC_PID" "rm -rf rsync-dest/* rsync-dest/.[!.]*" \
+      "rsync w.capsule rsync://127.0.0.1:$p_rsync/bench/" "cmp -s w.capsule rsync-dest/w.capsule"
+    rm -rf rsync-dest/*
+    for s in 1 4 8 16; do
+      RUNS=$WAN_RUNS measure "wan $rtt s$s" "$CAPSULED_PID" "rm -rf store-b" \
+        "$wsend --streams $s" "$wstored"
+    done
+    for p in 1 8; do
+      # (the iperf3 server refuses a test while the last one is still closing)
+      RUNS=$WAN_RUNS measure "wan $rtt iperf3 P$p" "$IPERF_PID" "sleep 2" \
+        "iperf3 -c 127.0.0.1 -p $p_iperf -P $p -n $WAN_BYTES" ":"
+    done
+  done
+fi
+
 # Report.
 printf '\nmachine: %s cores, %s; rsync %s, iperf3 %s\n' "$(nproc)" \
   "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" \
   "$(rsync --version | awk 'NR==1 {print $3}')" "$(iperf3 --version | awk 'NR==1 {print $2}')"
 printf 'capsule: %s bytes (%d MiB payload, %s chunks), scratch %s\n\n' "$BYTES" "$MB" \
   "$CHUNKS" "$WORK"
-printf '| %-17s | %8s | %8s | %9s | %15s | %15s |\n' tool seconds "MB/s" "vs rsync" \
-  "CPU s (client)" "CPU s (server)"
-printf '|%s|%s|%s|%s|%s|%s|\n' ------------------- ---------- ---------- ----------- \
-  ----------------- -----------------
-row() {
-  local name=$1 label=$2 mbps ratio
-  mbps=$(awk -v b="$BYTES" -v s="${SECS[$name]}" 'BEGIN {printf "%.0f", b/1e6/(s>0?s:0.01)}')
-  ratio=$(awk -v a="${SECS["rsync daemon"]}" -v s="${SECS[$name]}" \
-    'BEGIN {printf "%.2fx", a/(s>0?s:0.01)}')
-  printf '| %-17s | %8s | %8s | %9s | %15s | %15s |\n' "$label" "${SECS[$name]}" "$mbps" \
-    "$ratio" "${CCPU[$name]}" "${SCPU[$name]}"
+# CPU seconds per GiB moved: what each side spends per byte, comparable across tools.
+per_gib() { awk -v c="$1" -v b="$2" 'BEGIN {printf "%.2f", c / (b / 1073741824)}'; }
+header() {
+  printf '| %-20s | %8s | %8s | %9s | %14s | %14s | %15s |\n' tool seconds "MB/s" "vs rsync" \
+    "client CPU s/GiB" "server CPU s/GiB" "client RSS MiB"
+  printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------------------- ---------- ---------- ----------- \
+    ------------------ ------------------ -----------------
 }
-row "iperf3 (raw link)" "iperf3 (raw link)"
-row "rsync daemon" "rsync daemon"
-row "capsule send" "capsule send"
-row "capsule send -1" "capsule send -s 1"
+header
+# row NAME LABEL BYTES RSYNC_NAME
+row() {
+  local name=$1 label=$2 bytes=$3 ref=$4 mbps ratio
+  mbps=$(awk -v b="$bytes" -v s="${SECS[$name]}" 'BEGIN {printf "%.0f", b/1e6/(s>0?s:0.01)}')
+  ratio=$(awk -v a="${SECS[$ref]}" -v s="${SECS[$name]}" \
+    'BEGIN {printf "%.2fx", a/(s>0?s:0.01)}')
+  printf '| %-20s | %8s | %8s | %9s | %16s | %16s | %15s |\n' "$label" "${SECS[$name]}" "$mbps" \
+    "$ratio" "$(per_gib "${CCPU[$name]}" "$bytes")" "$(per_gib "${SCPU[$name]}" "$bytes")" \
+    "${CRSS[$name]}"
+}
+row "iperf3 (raw link)" "iperf3 (raw link)" "$BYTES" "rsync daemon"
+row "rsync daemon" "rsync daemon" "$BYTES" "rsync daemon"
+row "capsule send" "capsule send" "$BYTES" "rsync daemon"
+row "capsule send -1" "capsule send -s 1" "$BYTES" "rsync daemon"
+if [ "$WAN_MB" -gt 0 ]; then
+  printf '\nlong fat link (tests/tools/wan_proxy.py, W = 4 MiB per connection): %s bytes capsule\n\n' \
+    "$WAN_BYTES"
+  header
+  for rtt in $WAN_RTTS; do
+    row "wan $rtt rsync" "RTT $rtt rsync" "$WAN_BYTES" "wan $rtt rsync"
+    for s in 1 4 8 16; do
+      row "wan $rtt s$s" "RTT $rtt send -s $s" "$WAN_BYTES" "wan $rtt rsync"
+    done
+    for p in 1 8; do
+      row "wan $rtt iperf3 P$p" "RTT $rtt iperf3 -P $p" "$WAN_BYTES" "wan $rtt rsync"
+    done
+  done
+fi
 
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
 printf '\nresume: send --rate %s killed (SIGKILL) after %s s, then run again\n' "$RATE" "$kill_after"
@@ -245,7 +325,27 @@ printf '  second run: %s MiB sent in %s s, capsule identical\n' "$(mib "$R_SENT"
 printf '  sent twice: %s MiB (bound: one commit interval, 16 MiB or 1 s, plus what was in flight)\n' \
   "$(mib "$RESENT")"
 
-ratio=$(awk -v a="${SECS["rsync daemon"]}" -v s="${SECS["capsule send"]}" 'BEGIN {printf "%.2f", a/s}')
-printf '\ntargets: throughput %sx rsync (>= 2x: %s); resent %s MiB after a kill (< 64 MiB: %s)\n' \
-  "$ratio" "$(awk -v r="$ratio" 'BEGIN {print (r >= 2 ? "met" : "NOT met")}')" \
-  "$(mib "$RESENT")" "$([ "$RESENT" -lt $((64 << 20)) ] && echo met || echo "NOT met")"
+# One line per target of issue 9.
+verdict() {  # TEXT VALUE OP BOUND
+  local ok
+  ok=$(awk -v v="$2" -v b="$4" -v op="$3" 'BEGIN {print ((op == ">=" ? v >= b : v <= b) ? 1 : 0)}')
+  printf '  %-58s %6s (%s %s): %s\n' "$1" "$2" "$3" "$4" "$([ "$ok" = 1 ] && echo met || echo "NOT met")"
+}
+ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+printf '\ntargets:\n'
+verdict "send on loopback, throughput vs rsync daemon" \
+  "$(ratio_of "${SECS["rsync daemon"]}" "${SECS["capsule send"]}")" ">=" 1
+verdict "receiver CPU per GiB vs rsync's" \
+  "$(ratio_of "${SCPU["capsule send"]}" "${SCPU["rsync daemon"]}")" "<=" 1.5
+verdict "sender CPU per GiB vs rsync's" \
+  "$(ratio_of "${CCPU["capsule send"]}" "${CCPU["rsync daemon"]}")" "<=" 1.5
+if [ "$WAN_MB" -gt 0 ] && [[ " $WAN_RTTS " == *" 50 "* ]]; then
+  verdict "RTT 50 ms: send -s 1 vs single-stream rsync" \
+    "$(ratio_of "${SECS["wan 50 rsync"]}" "${SECS["wan 50 s1"]}")" ">=" 0.95
+  verdict "RTT 50 ms: send -s 8 vs single-stream rsync" \
+    "$(ratio_of "${SECS["wan 50 rsync"]}" "${SECS["wan 50 s8"]}")" ">=" 4
+  verdict "RTT 50 ms: send -s 8 vs iperf3 -P 8" \
+    "$(ratio_of "${SECS["wan 50 iperf3 P8"]}" "${SECS["wan 50 s8"]}")" ">=" 0.8
+fi
+# A commit interval is 16 MiB; what was in flight at the kill (never acknowledged) comes on top.
+verdict "resume after kill -9: MiB sent twice (16 MiB + in flight)" "$(mib "$RESENT")" "<=" 64

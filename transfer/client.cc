@@ -21,6 +21,14 @@
 namespace bunker::transfer {
 namespace {
 
+// Bytes a sender may have sent and not seen acknowledged (ChannelOptions::rpc_window): in all,
+// and per connection at least and at most.
+// The total keeps a sender's peak RSS under 64 MiB (50 MiB measured with 16 streams) even when
+// the receiver stalls and every window fills in the sender's own queue.
+constexpr size_t kSendWindowTotal = 24u << 20;
+constexpr size_t kSendWindowMin = 2u << 20;
+constexpr size_t kSendWindowMax = 16u << 20;
+
 absl::StatusOr<crypto::PublicIdentity> PickServer(const ClientOptions& o) {
   if (o.server) return *o.server;
   if (o.peers.size() == 1) return o.peers[0];
@@ -63,8 +71,13 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
   try {
     kj::AsyncIoContext io = kj::setupAsyncIo();
     kj::Timer& timer = io.provider->getTimer();
+    // What the sender may have in flight, spread over its connections: enough for one stream to
+    // fill a 4 MiB window at any RTT plus both ends' socket buffers, and a bounded total.
+    ChannelOptions channel_options;
+    channel_options.rpc_window =
+        std::clamp<size_t>(kSendWindowTotal / count, kSendWindowMin, kSendWindowMax);
     absl::StatusOr<kj::Own<SecureChannel>> channel =
-        SecureChannel::Create(*options.self, options.peers, timer, absl::Now());
+        SecureChannel::Create(*options.self, options.peers, timer, absl::Now(), channel_options);
     if (!channel.ok()) return channel.status();
     kj::Own<kj::NetworkAddress> addr;
     try {
@@ -72,12 +85,20 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
     } catch (const kj::Exception&) {
       return absl::InvalidArgumentError(absl::StrCat("bad address ", address));
     }
+    // All connections at once: on a long link each handshake takes a few round trips, which
+    // one after the other would add up (16 streams at 50 ms: over two seconds).
+    auto handshakes = kj::heapArrayBuilder<kj::Promise<SecureConnection>>(count);
+    for (size_t c = 0; c < count; ++c) {
+      handshakes.add(addr->connectAuthenticated().then(
+          [&channel, &server](kj::AuthenticatedStream raw) {
+            return (*channel)->Connect(kj::mv(raw), *server);
+          }));
+    }
+    kj::Array<SecureConnection> secured = kj::joinPromises(handshakes.finish()).wait(io.waitScope);
     std::vector<kj::Own<Connection>> connections;
     auto peers = kj::heapArrayBuilder<schema::Transfer::Client>(count);
-    for (size_t c = 0; c < count; ++c) {
-      kj::AuthenticatedStream raw = addr->connectAuthenticated().wait(io.waitScope);
-      connections.push_back(kj::heap<Connection>(
-          (*channel)->Connect(kj::mv(raw), *server).wait(io.waitScope)));
+    for (SecureConnection& secure : secured) {
+      connections.push_back(kj::heap<Connection>(kj::mv(secure)));
       peers.add(connections.back()->client.bootstrap().castAs<schema::Transfer>());
     }
     return fn(peers.finish(), io, timer);

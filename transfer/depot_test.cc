@@ -208,6 +208,10 @@ TEST(DepotTest, ResumeAfterACutConnectionSendsOnlyTheRest) {
     };
     auto s = Send(io, c, *f.reader, o);
     EXPECT_FALSE(s.ok());
+    // Calls that had reached the cut connection before the cut are still queued, some waiting
+    // for a worker (the sender no longer waits for each commit): let them all run while their
+    // depot exists. Depot offers no way to wait for that, hence the generous pause.
+    io.provider->getTimer().afterDelay(500 * kj::MILLISECONDS).wait(io.waitScope);
   }
   Depot depot(f.Options());  // a restarted daemon: state only from disk
   Connection c(io, depot, f.keys.alice.public_identity());

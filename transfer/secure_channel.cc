@@ -6,7 +6,11 @@
 #include <capnp/rpc.h>
 #include <kj/debug.h>
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <utility>
 
 namespace bunker::transfer {
@@ -19,6 +23,40 @@ const crypto::PublicIdentity* FindPeer(const std::vector<crypto::PublicIdentity>
   }
   return nullptr;
 }
+
+// The TLS stream of an authenticated connection, reporting ChannelOptions::rpc_window as its
+// send buffer (SO_SNDBUF) so that Cap'n Proto's flow control keeps that much in flight.
+class WindowedStream final : public kj::AsyncIoStream {
+ public:
+  WindowedStream(kj::Own<kj::AsyncIoStream> inner, size_t window)
+      : inner_(kj::mv(inner)), window_(window) {}
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    return inner_->tryRead(buffer, min_bytes, max_bytes);
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return inner_->write(buffer, size);
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_->write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+  void abortRead() override { inner_->abortRead(); }
+  void getsockopt(int level, int option, void* value, kj::uint* length) override {
+    if (level == SOL_SOCKET && option == SO_SNDBUF && *length >= sizeof(int)) {
+      const int window = static_cast<int>(std::min<size_t>(window_, INT32_MAX));
+      std::memcpy(value, &window, sizeof(int));
+      *length = sizeof(int);
+      return;
+    }
+    inner_->getsockopt(level, option, value, length);
+  }
+
+ private:
+  kj::Own<kj::AsyncIoStream> inner_;
+  size_t window_;
+};
 
 }  // namespace
 
@@ -87,7 +125,8 @@ SecureConnection SecureChannel::Authenticate(kj::AuthenticatedStream stream,
   if (expected != nullptr) {
     KJ_REQUIRE(*peer == *expected, "server is not the expected peer", name.c_str());
   }
-  return SecureConnection{kj::mv(stream.stream), *peer};
+  return SecureConnection{kj::heap<WindowedStream>(kj::mv(stream.stream), options_.rpc_window),
+                          *peer};
 }
 
 kj::Promise<SecureConnection> SecureChannel::Accept(kj::AuthenticatedStream raw) {
@@ -138,6 +177,9 @@ class WatchedStream final : public kj::AsyncIoStream {
   kj::Promise<void> whenWriteDisconnected() override { return inner_.whenWriteDisconnected(); }
   void shutdownWrite() override { inner_.shutdownWrite(); }
   void abortRead() override { inner_.abortRead(); }
+  void getsockopt(int level, int option, void* value, kj::uint* length) override {
+    inner_.getsockopt(level, option, value, length);  // the flow window (WindowedStream)
+  }
 
   // Breaks (DISCONNECTED) once the stream was idle for the whole idle period.
   kj::Promise<void> Watch() {

@@ -42,6 +42,14 @@ struct ChannelOptions {
   kj::Duration idle_timeout = 120 * kj::SECONDS;
   // Validity of our own site certificate, counted from Create()'s `now`.
   absl::Duration certificate_validity = kSiteCertificateValidity;
+  // Bytes of streaming RPC calls (Upload.put) that one connection may have sent and not yet
+  // seen acknowledged. Cap'n Proto sizes this window from the socket's SO_SNDBUF, which a TLS
+  // stream does not report (it then falls back to 64 KiB), and which is at most the kernel's
+  // send buffer anyway: too small for a long link, where a stream needs its path's
+  // bandwidth-delay product plus both ends' buffers in flight (4 MiB at 50 ms is 84 MB/s). The
+  // channel's streams report this value instead. It also bounds what a peer's unanswered calls
+  // can make this side queue in memory per connection.
+  size_t rpc_window = 8u << 20;
 };
 
 // A connection whose peer proved possession of a pinned key.

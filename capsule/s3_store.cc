@@ -54,14 +54,16 @@ bool IsDaemonId(const std::string& s) {
 }
 
 // The journal of one upload, next to the spool's chunk journal: text lines, appended and
-// fsynced: "upload <upload id>" first, then "part <number> <etag>" for each part uploaded. A
-// torn last line (no newline) is ignored.
+// fsynced: "upload <upload id> <chunks per part>" first (the part layout the parts were cut
+// with), then "part <number> <etag>" for each part uploaded. A torn last line (no newline) is
+// ignored.
 class PartsJournal {
  public:
   explicit PartsJournal(std::string path) : path_(std::move(path)) {}
 
   absl::Status Load() {
     upload_id_.clear();
+    chunks_per_part_ = 0;
     parts_.clear();
     absl::StatusOr<std::string> text = ReadSmall();
     if (absl::IsNotFound(text.status())) return absl::OkStatus();
@@ -71,14 +73,21 @@ class PartsJournal {
     for (absl::string_view line : absl::StrSplit(absl::string_view(*text).substr(0, end), '\n')) {
       std::vector<std::string> f = absl::StrSplit(line, ' ');
       int n = 0;
-      if (f.size() == 2 && f[0] == "upload" && IsToken(f[1]) && upload_id_.empty()) {
+      uint64_t per_part = 0;
+      if ((f.size() == 2 || f.size() == 3) && f[0] == "upload" && IsToken(f[1]) &&
+          upload_id_.empty()) {
+        // Without a layout (a journal of an earlier version) the upload is only aborted.
         upload_id_ = f[1];
+        if (f.size() == 3 && absl::SimpleAtoi(f[2], &per_part) && per_part >= 1) {
+          chunks_per_part_ = per_part;
+        }
       } else if (f.size() == 3 && f[0] == "part" && absl::SimpleAtoi(f[1], &n) && n >= 1 &&
                  static_cast<uint64_t>(n) <= kMaxParts && IsToken(f[2]) && !upload_id_.empty()) {
         parts_[n] = f[2];
       } else {
-        // A damaged journal costs the upload, not the capsule: start over.
-        upload_id_.clear();
+        // A damaged journal (or one without a part layout) costs the upload, not the capsule:
+        // start over. The upload id, if read, is kept so that the upload can be aborted.
+        chunks_per_part_ = 0;
         parts_.clear();
         return absl::OkStatus();
       }
@@ -87,19 +96,23 @@ class PartsJournal {
   }
 
   const std::string& upload_id() const { return upload_id_; }
+  // Chunks per part of the journaled upload; 0 when the journal is unusable (no layout, or
+  // damaged), which never equals a real layout.
+  uint64_t chunks_per_part() const { return chunks_per_part_; }
   const std::map<int, std::string>& parts() const { return parts_; }
 
   // Starts the journal afresh for `upload_id`.
-  absl::Status Start(const std::string& upload_id) {
+  absl::Status Start(const std::string& upload_id, uint64_t chunks_per_part) {
     int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return ErrnoStatus("cannot create the upload journal", errno);
     Fd closer(fd);
-    const std::string line = absl::StrCat("upload ", upload_id, "\n");
+    const std::string line = absl::StrCat("upload ", upload_id, " ", chunks_per_part, "\n");
     absl::Status s = WriteAll(fd, absl::MakeConstSpan(
                                       reinterpret_cast<const uint8_t*>(line.data()), line.size()));
     if (s.ok() && ::fsync(fd) != 0) s = ErrnoStatus("cannot sync the upload journal", errno);
     if (!s.ok()) return s;
     upload_id_ = upload_id;
+    chunks_per_part_ = chunks_per_part;
     parts_.clear();
     return SyncDirectory(path_.substr(0, path_.rfind('/')));
   }
@@ -120,6 +133,7 @@ class PartsJournal {
   void Remove() {
     ::unlink(path_.c_str());
     upload_id_.clear();
+    chunks_per_part_ = 0;
     parts_.clear();
   }
 
@@ -146,6 +160,7 @@ class PartsJournal {
 
   std::string path_;
   std::string upload_id_;
+  uint64_t chunks_per_part_ = 0;
   std::map<int, std::string> parts_;
 };
 
@@ -325,7 +340,7 @@ absl::Status S3Incoming::StartUpload() {
       at_, {{"bunker-capsule", id_}, {"bunker-daemon", shared_->o.daemon_id}});
   if (!upload.ok()) return upload.status();
   if (!IsToken(*upload)) return absl::UnavailableError("S3: the server sent a malformed upload id");
-  absl::Status s = journal_.Start(*upload);
+  absl::Status s = journal_.Start(*upload, per_part_);
   if (!s.ok()) return s;
   shared_->Log(absl::StrCat("s3: upload of capsule ", id_, " started (", part_count_, " parts)"));
   return absl::OkStatus();
@@ -340,30 +355,53 @@ absl::Status S3Incoming::Resume(absl::Span<const crypto::PublicIdentity> trusted
     // Found again through the journal; the server's list of parts must agree with it, else
     // (the upload was aborted, or parts are missing) the capsule is received afresh: chunks of
     // journaled parts were released from the spool.
-    absl::StatusOr<std::vector<s3::Part>> listed = client.ListParts(at_, journal_.upload_id());
+    // The parts must also have been cut with this daemon's part layout (chunks per part): a
+    // part of another layout covers other bytes, and each part's size must be that of the part
+    // this layout expects (spec/STORE.md "Receiving").
+    const bool same_layout = journal_.chunks_per_part() == per_part_;
+    absl::StatusOr<std::vector<s3::Part>> listed =
+        same_layout ? client.ListParts(at_, journal_.upload_id())
+                    : absl::StatusOr<std::vector<s3::Part>>(absl::FailedPreconditionError(
+                          "the upload was cut with another part layout"));
     bool agrees = listed.ok();
     if (listed.ok()) {
-      std::map<int, std::string> on_server;
-      for (const s3::Part& p : *listed) on_server[p.number] = p.etag;
+      std::map<int, const s3::Part*> on_server;
+      for (const s3::Part& p : *listed) on_server[p.number] = &p;
       for (const auto& [n, etag] : journal_.parts()) {
         auto it = on_server.find(n);
-        if (it == on_server.end() || it->second != etag) agrees = false;
+        if (static_cast<uint64_t>(n) > part_count_ || it == on_server.end() ||
+            it->second->etag != etag || it->second->size != PartEnd(n) - PartBegin(n)) {
+          agrees = false;
+        }
       }
-    } else if (!absl::IsNotFound(listed.status())) {
+    } else if (same_layout && !absl::IsNotFound(listed.status())) {
       return listed.status();
     }
     if (!agrees) {
       shared_->Log(absl::StrCat("s3: upload of capsule ", id_,
-                                " is gone or disagrees with its journal; receiving it afresh"));
-      if (listed.ok()) (void)client.AbortMultipartUpload(at_, journal_.upload_id());
-      journal_.Remove();
-      s = spool_->Abandon();
+                                same_layout ? " is gone or disagrees with its journal"
+                                            : " was cut with another part layout",
+                                "; receiving it afresh"));
+      if (listed.ok() || !same_layout) {
+        (void)client.AbortMultipartUpload(at_, journal_.upload_id());
+      }
+      s = spool_->Abandon();  // the spool first: see Cleanup
       if (!s.ok()) return s;
+      journal_.Remove();
       // The caller made a fresh spool impossible to reuse: signal it.
       return absl::AbortedError("restart");
     }
     shared_->Log(absl::StrCat("s3: upload of capsule ", id_, " resumed: ", journal_.parts().size(),
                               " of ", part_count_, " parts already stored"));
+  } else if (spool_->received_count() > 0) {
+    // The journal is written before any chunk is received: a spool with chunks but no upload
+    // journal lost it (a crash during cleanup), and chunks of stored parts were released from
+    // the spool. It is dropped, so that all chunks are asked for again.
+    shared_->Log(absl::StrCat("s3: capsule ", id_, " has a spool without an upload journal; "
+                              "receiving it afresh"));
+    s = spool_->Abandon();
+    if (!s.ok()) return s;
+    return absl::AbortedError("restart");
   } else {
     s = StartUpload();
     if (!s.ok()) return s;
@@ -534,18 +572,51 @@ absl::StatusOr<std::string> S3Incoming::Finish(const std::function<absl::Status(
     std::vector<s3::Part> parts;
     for (const auto& [n, etag] : journal_.parts()) parts.push_back({n, etag, 0});
     s = client.CompleteMultipartUpload(at_, journal_.upload_id(), parts);
+    if (absl::IsNotFound(s)) {
+      // A completion that succeeded but whose reply was lost is retried and finds the upload
+      // gone: accepted if the object under the key is this capsule (same size, header, tail).
+      absl::StatusOr<bool> mine = SamePreludeStored(client, at_, spool_->prelude(),
+                                                    spool_->geometry().FileSize());
+      if (mine.ok() && *mine) s = absl::OkStatus();
+    }
     if (!s.ok()) return s;
+    // The object must be exactly the capsule's size; anything else (parts of another layout)
+    // is deleted. Its receipt is already on record: the failure names that.
+    absl::StatusOr<s3::ObjectInfo> info = client.Head(at_);
+    if (!info.ok()) {
+      return absl::Status(info.status().code(),
+                          absl::StrCat("capsule ", id_, " was completed but cannot be checked "
+                                       "(its receipt is void): ", info.status().message()));
+    }
+    if (info->size != spool_->geometry().FileSize()) {
+      absl::Status d = client.Delete(at_);
+      (void)Cleanup();
+      shared_->Log(absl::StrCat("s3: capsule ", id_, " was assembled as ", info->size,
+                                " bytes instead of ", spool_->geometry().FileSize(),
+                                d.ok() ? "; the object was deleted" : "; deleting it failed"));
+      return absl::DataLossError(absl::StrCat(
+          "the object store assembled capsule ", id_, " as ", info->size, " bytes instead of ",
+          spool_->geometry().FileSize(), " (its receipt is void)",
+          d.ok() ? "; the object was deleted" : "; deleting the object failed"));
+    }
     shared_->Log(absl::StrCat("s3: capsule ", id_, " stored as ", url));
   }
-  s = Cleanup();
-  if (!s.ok()) return s;
+  // Stored: a failed cleanup (spool, journal, marker) is only logged; a later start aborts
+  // what is left behind.
   finished_ = url;
+  s = Cleanup();
+  if (!s.ok()) {
+    shared_->Log(absl::StrCat("s3: capsule ", id_, " stored, but cleaning up after it failed: ",
+                              s.message()));
+  }
   return url;
 }
 
 absl::Status S3Incoming::Cleanup() {
-  journal_.Remove();
+  // The spool goes first: a spool left without its parts journal (a crash in between) would
+  // claim chunks that were released from it; Resume drops such a spool.
   absl::Status s = spool_->Abandon();
+  journal_.Remove();
   absl::Status d = shared_->o.client->Delete(shared_->MarkerOf(id_));
   return s.ok() ? d : s;
 }
@@ -570,6 +641,9 @@ class S3StoreImpl final : public Store {
   std::string Describe() const override {
     return s3::ToUrl({shared_->o.bucket, shared_->o.prefix});
   }
+
+  // Anyone with write access to the bucket may put objects in it.
+  bool OnlyItsDaemonWrites() const override { return false; }
 
   absl::StatusOr<std::unique_ptr<RandomAccessFile>> Open(const std::string& id) override {
     if (!IsCapsuleId(id)) return absl::InvalidArgumentError("a capsule id is 32 hex characters");

@@ -47,6 +47,12 @@ class Store {
   virtual absl::StatusOr<std::unique_ptr<IncomingCapsule>> Begin(
       const Prelude& prelude, absl::Span<const crypto::PublicIdentity> trusted) = 0;
 
+  // Whether only this site's daemon can put capsules in the store (a folder only it may write),
+  // so that every capsule listed was received by it: the depot then records a receipt at start
+  // for each one that lacks it. False for an S3 bucket, which others may write to: what is found
+  // there is never put on record (spec/STORE.md "Receipts").
+  virtual bool OnlyItsDaemonWrites() const { return true; }
+
   // At start, before serving: cleans up what a crash left (for S3, abandoned uploads). Returns
   // one line per action, for the log.
   virtual absl::StatusOr<std::vector<std::string>> Recover() { return std::vector<std::string>(); }

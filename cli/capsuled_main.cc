@@ -2,6 +2,7 @@
 // transfer::RunDaemon; transfer events also go to the site's audit log.
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 
 #include <clocale>
@@ -118,13 +119,32 @@ int main(int argc, char** argv) {
   transfer::DaemonOptions options;
   options.site = site->site;
   options.listen = site->listen;
+  // One S3 client, with the site file's "s3" settings, for the store and for the verifier
+  // service's reads of store objects.
+  std::shared_ptr<capsule::s3::Client> s3_client;
+  if (capsule::s3::IsS3Url(site->store) && (transfers || !site->socket.empty())) {
+    absl::StatusOr<std::shared_ptr<capsule::s3::Client>> made = site::SiteS3Client(*site);
+    if (made.ok()) {
+      s3_client = std::move(*made);
+    } else if (transfers) {
+      return ctx.Fail(made.status());
+    } else {
+      // Without transfers the store is only read for the verifier service: it refuses such
+      // requests ("does not read capsules from S3") and says why here.
+      std::fprintf(stderr, "capsuled: the verifier service reads no S3 objects: %s\n",
+                   cli::TerminalSafe(std::string(made.status().message())).c_str());
+    }
+  }
   absl::StatusOr<std::shared_ptr<capsule::Store>> store =
       transfers ? site::OpenSiteStore(*site, [](const std::string& line) {
         std::fprintf(stderr, "capsuled: %s\n", cli::TerminalSafe(line).c_str());
         std::fflush(stderr);
-      })
+      }, s3_client)
                 : absl::StatusOr<std::shared_ptr<capsule::Store>>(nullptr);
   if (!store.ok()) return ctx.Fail(store.status());
+  // The S3 client holds what it needs: no secret stays in the environment children inherit.
+  ::unsetenv("AWS_SECRET_ACCESS_KEY");
+  ::unsetenv("AWS_SESSION_TOKEN");
   options.store = *store;
   options.admit = site::AdmissionFor(*site);
   options.identity = &*identity;
@@ -206,12 +226,12 @@ int main(int argc, char** argv) {
     service.users = std::move(*users);
     service.log = options.log;
     service.mount_cache_bytes = mount_cache_mib << 20;
-    if (capsule::s3::IsS3Url(site->store)) {
-      // Requests may name an object of the store (the service checks it lies inside), read with
-      // this daemon's credentials: the AWS conventions of its environment.
-      service.open_store_object = [](const capsule::s3::Location& at)
+    if (s3_client != nullptr) {
+      // Requests may name a capsule of the store (the service checks it is one), read with the
+      // store's own client: the site file's "s3" settings.
+      service.open_store_object = [s3_client](const capsule::s3::Location& at)
           -> absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> {
-        return capsule::s3::OpenFileOrObject(capsule::s3::ToUrl(at));
+        return capsule::s3::OpenObject(s3_client, at);
       };
     }
     options.log(absl::StrCat("mounts: decrypted-chunk cache up to ", mount_cache_mib,

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 
@@ -48,6 +49,18 @@ pid_t SpawnFusermount(const std::vector<std::string>& args, int keep, int* err_o
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   const std::string env = absl::StrCat("_FUSE_COMMFD=", keep);
+  // Its environment: this process's without the S3 secrets (spec/STORE.md), made before fork.
+  std::vector<char*> envp;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const absl::string_view var(*e);
+    if (absl::StartsWith(var, "AWS_SECRET_ACCESS_KEY=") ||
+        absl::StartsWith(var, "AWS_SESSION_TOKEN=") || absl::StartsWith(var, "_FUSE_COMMFD=")) {
+      continue;
+    }
+    envp.push_back(*e);
+  }
+  if (keep >= 0) envp.push_back(const_cast<char*>(env.c_str()));
+  envp.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) {
     ::close(err[0]);
@@ -65,9 +78,8 @@ pid_t SpawnFusermount(const std::vector<std::string>& args, int keep, int* err_o
     }
     ::dup2(err[1], 2);
     if (keep >= 0) ::fcntl(keep, F_SETFD, 0);
-    if (keep >= 0) ::putenv(const_cast<char*>(env.c_str()));
     ::signal(SIGPIPE, SIG_DFL);
-    ::execvp("fusermount3", argv.data());
+    ::execvpe("fusermount3", argv.data(), envp.data());
     ::_exit(127);
   }
   ::close(err[1]);

@@ -20,10 +20,12 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "capsule/beneath.h"
 #include "capsule/fd.h"
 #include "capsule/io.h"
 #include "capsule/key_files.h"
+#include "capsule/store.h"
 #include "crypto/secret.h"
 #include "crypto/status_macros.h"
 #include "site/gate.h"
@@ -71,6 +73,16 @@ absl::StatusOr<capsule::s3::Location> StoreObjectOf(const SiteConfig& site,
     return absl::PermissionDeniedError(absl::StrCat(
         "site ", site.site, " reads only capsules inside its own store ",
         capsule::s3::ToUrl(capsule::s3::Location{store->bucket, prefix}), "; ", url, " is outside it"));
+  }
+  // Only capsules, named as the store names them (<prefix><capsule id>.capsule): never its
+  // markers, uploads in progress or anything else kept under the prefix.
+  absl::string_view name = absl::string_view(at.key).substr(prefix.size());
+  constexpr absl::string_view kSuffix = ".capsule";
+  if (!absl::ConsumeSuffix(&name, kSuffix) || !capsule::IsCapsuleId(std::string(name))) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "site ", site.site, " reads only capsules of its store, named ",
+        capsule::s3::ToUrl(capsule::s3::Location{store->bucket, prefix}),
+        "<32 lowercase hex>.capsule; ", url, " is not one"));
   }
   return at;
 }

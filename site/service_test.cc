@@ -160,6 +160,7 @@ TEST(VerifierServiceTest, SurvivesGarbageAndAnswersTheNextClient) {
 // A request may name an object of the site's own S3 store instead of passing the capsule; the
 // service reads it (here from a stand-in for the store) only inside that store.
 TEST(VerifierServiceTest, ReadsOnlyObjectsInsideItsOwnS3Store) {
+  const std::string kInStore = "s3://site-bucket/site-b/0123456789abcdef0123456789abcdef.capsule";
   std::vector<std::string> asked;
   std::string capsule_path;
   auto open_store = [&](const capsule::s3::Location& at)
@@ -173,11 +174,11 @@ TEST(VerifierServiceTest, ReadsOnlyObjectsInsideItsOwnS3Store) {
   const crypto::PublicIdentity bob = f.keys.bob.public_identity();
   WireRequest w = OpenTo(f.root + "/landing/s3");
   w.fd_count = 0;
-  w.capsule_url = "s3://site-bucket/site-b/d.capsule";
+  w.capsule_url = kInStore;
   absl::Status s = f.Ask(w, &f.keys.bob, &bob);
   EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(capsule::testing::ReadFile(f.root + "/landing/s3/a.csv"), "row 1\n");
-  EXPECT_EQ(asked, std::vector<std::string>{"s3://site-bucket/site-b/d.capsule"});
+  EXPECT_EQ(asked, std::vector<std::string>{kInStore});
   for (const char* outside :
        {"s3://other-bucket/site-b/d.capsule", "s3://site-bucket/site-bx/d.capsule",
         "s3://site-bucket/d.capsule", "s3://site-bucket/site-b/", "s3://site-bucket/site-b"}) {
@@ -189,12 +190,27 @@ TEST(VerifierServiceTest, ReadsOnlyObjectsInsideItsOwnS3Store) {
               std::string::npos)
         << s;
   }
+  // Inside the store but not a capsule as the store names it: markers, uploads in progress,
+  // other names.
+  for (const char* not_capsule :
+       {"s3://site-bucket/site-b/d.capsule",
+        "s3://site-bucket/site-b/.incoming/d1/0123456789abcdef0123456789abcdef.upload",
+        "s3://site-bucket/site-b/0123456789ABCDEF0123456789abcdef.capsule",
+        "s3://site-bucket/site-b/0123456789abcdef0123456789abcdef.capsule.x",
+        "s3://site-bucket/site-b/x/0123456789abcdef0123456789abcdef.capsule",
+        "s3://site-bucket/site-b/0123456789abcdef0123456789abcde.capsule"}) {
+    w.capsule_url = not_capsule;
+    w.destination = f.root + "/landing/no";
+    s = f.Ask(w, &f.keys.bob, &bob);
+    EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << not_capsule << ": " << s;
+    EXPECT_NE(s.message().find("reads only capsules of its store"), std::string::npos) << s;
+  }
   w.capsule_url = "s3://site-bucket/site-b/../x";
   EXPECT_EQ(f.Ask(w, &f.keys.bob, &bob).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(asked.size(), 1u) << "nothing outside the store was read";
   EXPECT_FALSE(capsule::testing::Exists(f.root + "/landing/no"));
   // A URL and a capsule descriptor both: refused.
-  w.capsule_url = "s3://site-bucket/site-b/d.capsule";
+  w.capsule_url = kInStore;
   w.fd_count = 1;
   EXPECT_EQ(f.Ask(w, &f.keys.bob, &bob).code(), absl::StatusCode::kInvalidArgument);
 }

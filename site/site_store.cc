@@ -42,16 +42,7 @@ absl::StatusOr<std::string> DaemonId(const std::string& state) {
   return id;
 }
 
-absl::StatusOr<std::shared_ptr<capsule::Store>> OpenSiteStore(
-    const SiteConfig& site, std::function<void(const std::string&)> log) {
-  if (!site.StoreIsS3()) return capsule::MakeLocalStore(site.store);
-  absl::StatusOr<capsule::s3::Location> at = capsule::s3::ParseUrl(site.store);
-  if (!at.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(site.path, ": $.store: ", at.status().message()));
-  }
-  std::string prefix = at->key;
-  if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+absl::StatusOr<std::shared_ptr<capsule::s3::Client>> SiteS3Client(const SiteConfig& site) {
   absl::StatusOr<capsule::s3::Config> config =
       capsule::s3::ConfigFromEnvironment(site.s3_credentials_file);
   if (!config.ok()) return config.status();
@@ -60,10 +51,29 @@ absl::StatusOr<std::shared_ptr<capsule::Store>> OpenSiteStore(
   absl::StatusOr<std::unique_ptr<capsule::s3::Client>> client =
       capsule::s3::Client::Create(std::move(*config));
   if (!client.ok()) return client.status();
+  return std::shared_ptr<capsule::s3::Client>(std::move(*client));
+}
+
+absl::StatusOr<std::shared_ptr<capsule::Store>> OpenSiteStore(
+    const SiteConfig& site, std::function<void(const std::string&)> log,
+    std::shared_ptr<capsule::s3::Client> client) {
+  if (!site.StoreIsS3()) return capsule::MakeLocalStore(site.store);
+  absl::StatusOr<capsule::s3::Location> at = capsule::s3::ParseUrl(site.store);
+  if (!at.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(site.path, ": $.store: ", at.status().message()));
+  }
+  std::string prefix = at->key;
+  if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+  if (client == nullptr) {
+    absl::StatusOr<std::shared_ptr<capsule::s3::Client>> made = SiteS3Client(site);
+    if (!made.ok()) return made.status();
+    client = std::move(*made);
+  }
   absl::StatusOr<std::string> daemon = DaemonId(site.state);
   if (!daemon.ok()) return daemon.status();
   capsule::S3StoreOptions o;
-  o.client = std::move(*client);
+  o.client = std::move(client);
   o.bucket = at->bucket;
   o.prefix = prefix;
   o.spool = site.state + "/s3-spool";

@@ -385,7 +385,11 @@ absl::Status Depot::RecordReceipt(const DepotEvent& receipt) {
 }
 
 absl::Status Depot::RecordStoredReceipts() {
-  if (!options_.record_receipt) return absl::OkStatus();
+  // A store others may write to (S3) holds nothing this daemon can vouch for by finding it:
+  // its receipts are those recorded as capsules are received (spec/STORE.md "Receipts").
+  if (!options_.record_receipt || !options_.store->OnlyItsDaemonWrites()) {
+    return absl::OkStatus();
+  }
   absl::StatusOr<std::vector<std::string>> ids = options_.store->List();
   if (!ids.ok()) return ids.status();
   for (const std::string& id : *ids) {

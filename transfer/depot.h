@@ -56,8 +56,9 @@ struct DepotOptions {
   // is there already: must be idempotent. Called with a "received" event: after the capsule
   // verified and before it gets its name in the store (an error leaves it unnamed and fails
   // `finish`; a resend completes it), when an offer finds the capsule already stored, and by
-  // RecordStoredReceipts for every capsule in the store. So the store never holds a capsule the
-  // record does not account for. Empty: nothing is recorded. transfer/ knows no audit log.
+  // RecordStoredReceipts for every capsule in a store only its daemon writes (not S3:
+  // capsule::Store::OnlyItsDaemonWrites). So such a store never holds a capsule the record does
+  // not account for. Empty: nothing is recorded. transfer/ knows no audit log.
   // Called from the event loop's thread or from a worker, never two calls at once.
   std::function<absl::Status(const DepotEvent&)> record_receipt;
   // A client receiving one fetched capsule: offers of any other id are refused, and the

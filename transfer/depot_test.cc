@@ -157,6 +157,53 @@ TEST(DepotTest, ReceiptIsOnRecordBeforeTheCapsuleIsNamed) {
   }
 }
 
+// Regression: a daemon with its store in S3 recorded a "received" receipt at start for every
+// capsule object in the bucket, which anyone with write access to it can put there.
+TEST(DepotTest, NoReceiptsAtStartForWhatOthersMayHaveStored) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  {
+    Depot depot(f.Options());
+    Connection c(io, depot, f.keys.alice.public_identity());
+    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+  }
+  // The same store, as one that others may write to.
+  class SharedStore final : public capsule::Store {
+   public:
+    explicit SharedStore(std::shared_ptr<capsule::Store> s) : s_(std::move(s)) {}
+    std::string Describe() const override { return s_->Describe(); }
+    absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> Open(
+        const std::string& id) override {
+      return s_->Open(id);
+    }
+    absl::StatusOr<std::vector<std::string>> List() override { return s_->List(); }
+    absl::StatusOr<std::unique_ptr<capsule::IncomingCapsule>> Begin(
+        const capsule::Prelude& p, absl::Span<const crypto::PublicIdentity> t) override {
+      return s_->Begin(p, t);
+    }
+    bool OnlyItsDaemonWrites() const override { return false; }
+
+   private:
+    std::shared_ptr<capsule::Store> s_;
+  };
+  std::vector<DepotEvent> receipts;
+  DepotOptions o = f.Options();
+  o.record_receipt = [&](const DepotEvent& e) {
+    receipts.push_back(e);
+    return absl::OkStatus();
+  };
+  {
+    Depot depot(o);
+    ASSERT_TRUE(depot.RecordStoredReceipts().ok());
+    EXPECT_EQ(receipts.size(), 1u) << "a store only the daemon writes: found capsules count";
+  }
+  receipts.clear();
+  o.store = std::make_shared<SharedStore>(o.store);
+  Depot depot(o);
+  ASSERT_TRUE(depot.RecordStoredReceipts().ok());
+  EXPECT_TRUE(receipts.empty()) << "nothing found in a shared store goes on record";
+}
+
 // A receipt that cannot be recorded keeps an already stored capsule's offer from succeeding.
 TEST(DepotTest, StoredCapsuleWhoseReceiptCannotBeRecordedIsRefused) {
   auto io = kj::setupAsyncIo();

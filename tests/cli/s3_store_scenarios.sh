@@ -140,6 +140,28 @@ scenario_s3_store_receiver_killed_then_resumed() {
   [ "$(uploads_left)" -eq 0 ] || fail "an upload was left behind"
 }
 
+# Regression: a resume after partMiB changed combined parts cut with the old layout with the new
+# one's byte ranges. The journal records the layout: another one starts the upload afresh.
+scenario_s3_store_part_layout_changed_across_a_crash() {
+  start_swift
+  DATA_BYTES=16000000 setup
+  start_daemon b b.json
+  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
+  local sender=$!
+  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
+  grep -q "s3: part" b.log || { cat b.log; fail "no part was uploaded before the kill"; }
+  kill -9 "$PID"; wait "$PID" 2>/dev/null
+  wait "$sender"
+  : > b.log
+  sed 's/"s3": {"partMiB": 5}/"s3": {"partMiB": 6}/' b.json > b6.json
+  start_daemon b b6.json
+  expect_exit 0 send_to "$PORT"
+  grep -q "was cut with another part layout; receiving it afresh" b.log ||
+    { cat b.log; fail "the change of part layout went unnoticed"; }
+  read_back "$(capsule_id d.capsule)" d.capsule
+  [ "$(uploads_left)" -eq 0 ] || fail "an upload was left behind"
+}
+
 # An upload whose journal is lost (the spool removed after a crash) is aborted at its daemon's
 # next start; another daemon on the bucket never aborts it.
 scenario_s3_store_abandoned_upload_is_aborted_by_its_own_daemon() {

@@ -188,4 +188,62 @@ JSON
   kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null; DAEMON_PID=
 }
 
+# A site whose store is the bucket, with its verifier service on a socket: the data user's
+# requests name the object (s3://...), the daemon reads it with its own credentials.
+start_store_site() {
+  setup
+  "$CAPSULE" keygen -o site-b >/dev/null || fail "keygen site-b"
+  rm -f d.capsule
+  "$CAPSULE" seal data -o d.capsule --sign issuer.key --to site-b.pub --chunk-size 64K \
+    >/dev/null 2>&1 || fail "seal"
+  ID=$("$CAPSULE" inspect d.capsule --json | sed -n 's/^{"capsule": "\([0-9a-f]*\)".*/\1/p')
+  SITE_URL="s3://$BUCKET/store/$ID.capsule"
+  aws_ s3 cp d.capsule "$SITE_URL" >/dev/null || fail "upload"
+  mkdir -p land run
+  cat > b.json <<JSON
+{"site": "site-b", "identity": "site-b.key", "trust": ["issuer.pub"], "destinations": ["land"],
+ "state": "state-b", "store": "s3://$BUCKET/store", "socket": "$WORK/run/verifier.sock"}
+JSON
+  : > b.log
+  "$CAPSULED" --site b.json 2>>b.log &
+  DAEMON_PID=$!
+  for _ in $(seq 1 200); do
+    grep -q "verifier listening" b.log && break
+    kill -0 "$DAEMON_PID" 2>/dev/null || { cat b.log; fail "daemon exited at start"; }
+    sleep 0.05
+  done
+  grep -q "verifier listening" b.log || { cat b.log; fail "daemon did not start"; }
+}
+
+scenario_s3_site_serves_its_store() {
+  start_store_site
+  expect_exit 0 "$CAPSULE" ls "$SITE_URL" --site b.json
+  expect_out "train/big.bin"
+  "$CAPSULE" cat "$SITE_URL" small/README --site b.json > got || fail "cat through the site"
+  [ "$(cat got)" = hello ] || fail "cat through the site gave $(cat got)"
+  expect_exit 0 "$CAPSULE" open "$SITE_URL" --site b.json --to land/out
+  diff -r data land/out || fail "opened tree differs"
+  # Outside the site's store: refused, nothing read with the site's credentials.
+  aws_ s3 cp d.capsule "s3://$BUCKET/elsewhere/$ID.capsule" >/dev/null || fail "upload"
+  "$CAPSULE" ls "s3://$BUCKET/elsewhere/$ID.capsule" --site b.json >/dev/null 2>err &&
+    fail "a capsule outside the site's store was served"
+  grep -q "store" err || fail "refusal does not name the store: $(cat err)"
+}
+
+scenario_s3_site_mounts_from_its_store() {
+  [ -e /dev/fuse ] || { echo "skipped: /dev/fuse is missing (FUSE mount)"; exit 77; }
+  command -v fusermount3 >/dev/null || { echo "skipped: fusermount3 (fuse3) is missing"; exit 77; }
+  start_store_site
+  mkdir -p mnt
+  if ! "$CAPSULE" mount "$SITE_URL" mnt --site b.json >"$WORK/.stdout" 2>"$WORK/.stderr"; then
+    if grep -qi "fuse" "$WORK/.stderr"; then
+      echo "skipped: this machine cannot mount FUSE: $(cat "$WORK/.stderr")"; exit 77
+    fi
+    cat "$WORK/.stderr"; fail "mount from s3:// failed"
+  fi
+  cmp -s mnt/train/big.bin data/train/big.bin || { "$CAPSULE" umount mnt; fail "mounted file differs"; }
+  [ "$(cat mnt/small/README)" = hello ] || { "$CAPSULE" umount mnt; fail "mounted README differs"; }
+  expect_exit 0 "$CAPSULE" umount mnt
+}
+
 run_scenario

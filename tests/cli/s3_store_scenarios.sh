@@ -27,6 +27,8 @@ start_swift() {
   mkdir -p swift
   bash "$SWIFT" start "$WORK/swift" || fail "the Swift S3 server did not start"
   eval "$(bash "$SWIFT" env "$WORK/swift")"
+  # Older awscli (Debian 12's 2.9) ignores AWS_ENDPOINT_URL: name the endpoint on every call.
+  aws() { command aws --endpoint-url "$AWS_ENDPOINT_URL" "$@"; }
   export AWS_SHARED_CREDENTIALS_FILE="$WORK/no-such-credentials" AWS_CONFIG_FILE="$WORK/no-such-config"
   aws s3 mb "s3://$BUCKET" >/dev/null || fail "cannot make the bucket"
 }

@@ -1,10 +1,12 @@
 #include "transfer/client.h"
 
 #include <capnp/rpc-twoparty.h>
+#include <fcntl.h>
 #include <kj/async-io.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -14,6 +16,7 @@
 #include "capsule/io.h"
 #include "capsule/reader.h"
 #include "capsule/s3_client.h"
+#include "transfer/chunk_memory.h"
 #include "transfer/depot.h"
 #include "transfer/errors.h"
 #include "transfer/secure_channel.h"
@@ -53,6 +56,16 @@ SendOptions ToSendOptions(const ClientOptions& o, kj::Timer& timer) {
   return s;
 }
 
+// The capsule to send: an s3:// object, or a local file read front to back (the chunks go out
+// in order), which tells the kernel to read ahead further.
+absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> OpenForSending(const std::string& path) {
+  if (capsule::s3::IsS3Url(path)) return capsule::s3::OpenFileOrObject(path);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return capsule::ErrnoStatus(absl::StrCat("cannot open ", path), errno);
+  (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);  // advice only
+  return capsule::OpenFileDescriptor(fd, path);
+}
+
 // One authenticated RPC connection; must outlive the capabilities obtained through it.
 struct Connection {
   SecureConnection secure;
@@ -66,6 +79,7 @@ template <typename Fn>
 absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOptions& options,
                                      size_t count, Fn fn) {
   if (options.self == nullptr) return absl::InvalidArgumentError("no identity");
+  KeepChunkBuffers();
   absl::StatusOr<crypto::PublicIdentity> server = PickServer(options);
   if (!server.ok()) return server.status();
   try {
@@ -113,8 +127,7 @@ absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
                                         const std::string& address,
                                         const ClientOptions& options) {
   // A local file or an s3:// object (a store-and-forward hop from an S3-backed store).
-  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
-      capsule::s3::OpenFileOrObject(capsule_path);
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = OpenForSending(capsule_path);
   if (!file.ok()) return file.status();
   // The sender needs no trust in the issuer: the receiver decides.
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "transfer/chunk_memory.h"
 #include "transfer/errors.h"
 #include "transfer/secure_channel.h"
 
@@ -81,6 +82,7 @@ absl::Status RunDaemon(const DaemonOptions& o) {
   // Signals become events of the loop; they must be blocked before any thread starts.
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
+  KeepChunkBuffers();
   try {
     kj::AsyncIoContext io = kj::setupAsyncIo();
     absl::StatusOr<kj::Own<SecureChannel>> channel =

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -60,6 +61,43 @@ kj::Promise<T> OffLoop(capsule::ThreadPool& pool, std::function<T()> job) {
   return done.promise.then([result]() { return std::move(**result); });
 }
 
+// One chunk handed to a worker, which reads it in place from the RPC message that brought it.
+// Settle() returns only once the worker cannot touch the chunk any more: a job not started is
+// withdrawn, one running is waited for (one chunk's SHA-256 and write, about a millisecond).
+struct ChunkJob {
+  std::mutex mu;
+  std::condition_variable cv;
+  enum { kQueued, kRunning, kDone, kWithdrawn } state = kQueued;
+  absl::Status result;  // published by fulfilling `fulfiller` (read on the event loop)
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> fulfiller;
+
+  // On the worker: false if the job was withdrawn.
+  bool Start() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (state == kWithdrawn) return false;
+    state = kRunning;
+    return true;
+  }
+  void Finish(absl::Status s) {
+    result = std::move(s);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      state = kDone;
+    }
+    cv.notify_all();
+    fulfiller->fulfill();
+  }
+  // On the event loop, when the call's promise goes away (done or not).
+  void Settle() {
+    std::unique_lock<std::mutex> lock(mu);
+    if (state == kQueued) {
+      state = kWithdrawn;
+      return;
+    }
+    cv.wait(lock, [this] { return state != kRunning; });
+  }
+};
+
 // A capsule the store already holds: nothing to send, and finish() confirms it.
 class StoredUpload final : public schema::Upload::Server {
  public:
@@ -91,33 +129,37 @@ class UploadImpl final : public schema::Upload::Server {
     }
     if (in_->IsReceived(index)) return kj::READY_NOW;
     // The SHA-256 check and the write run on a worker, so that chunks arriving over several
-    // connections use every core. The worker gets its own copy of the bytes: if the peer goes
-    // away meanwhile, the call's message is freed under it otherwise.
+    // connections use every core. The worker reads the bytes where they are, in the call's
+    // message (no copy): the RPC system keeps that message until this call's promise is gone
+    // (calls are not cancellable here: no allowCancellation()), and the promise, when it is
+    // destroyed early (the event loop going away), first waits for a job already running and
+    // withdraws one not yet started (ChunkJob::Settle).
     auto data = params.getData();
-    auto bytes = std::make_shared<std::vector<uint8_t>>(data.begin(), data.end());
-    // The verdict travels in `result`; fulfilling the cross-thread promise publishes it.
+    auto job = std::make_shared<ChunkJob>();
     auto done = kj::newPromiseAndCrossThreadFulfiller<void>();
-    auto fulfiller =
-        std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(done.fulfiller));
-    auto result = std::make_shared<absl::Status>();
+    job->fulfiller = kj::mv(done.fulfiller);
     std::shared_ptr<capsule::IncomingCapsule> in = in_;
-    depot_.workers().Submit([in, index, bytes, fulfiller, result]() {
-      *result = in->CheckAndWrite(index, *bytes);
-      (*fulfiller)->fulfill();
+    const absl::Span<const uint8_t> bytes(data.begin(), data.size());
+    depot_.workers().Submit([in, index, bytes, job]() {
+      if (!job->Start()) return;  // withdrawn
+      absl::Status s = in->CheckAndWrite(index, bytes);
+      job->Finish(std::move(s));
     });
     ++inflight_;
-    return done.promise.then([this, index, result]() -> kj::Promise<void> {
-      Drained();
-      const absl::Status s = *result;
-      if (absl::IsDataLoss(s)) {
-        // Refused, not fatal: reported by the next commit() so the sender resends it.
-        rejected_.insert(index);  // a set: bounded by the chunk count
-        return kj::READY_NOW;
-      }
-      if (!s.ok()) return ToException(PeerSafe(s));
-      in_->MarkWritten(index);
-      return kj::READY_NOW;
-    });
+    return done.promise
+        .then([this, index, job]() -> kj::Promise<void> {
+          Drained();
+          const absl::Status s = job->result;
+          if (absl::IsDataLoss(s)) {
+            // Refused, not fatal: reported by the next commit() so the sender resends it.
+            rejected_.insert(index);  // a set: bounded by the chunk count
+            return kj::READY_NOW;
+          }
+          if (!s.ok()) return ToException(PeerSafe(s));
+          in_->MarkWritten(index);
+          return kj::READY_NOW;
+        })
+        .attach(kj::defer([job]() { job->Settle(); }));
   }
 
   kj::Promise<void> commit(CommitContext context) override {

@@ -269,6 +269,35 @@ TEST(DepotTest, ResumeAfterACutConnectionSendsOnlyTheRest) {
   EXPECT_TRUE(f.StoredMatches());
 }
 
+// Regression for reading chunks in place: the workers check and write each chunk straight from
+// the call's message, so the event loop (and with it the calls and their messages) going away
+// while chunks are queued or being checked must withdraw or wait for those jobs, never free
+// the bytes under a worker (ASan). The depot outlives the loop here, so its workers run after.
+TEST(DepotTest, ChunksBeingCheckedWhenTheEventLoopEndsAreNotReadAfterItIsGone) {
+  Fixture f(300 * kChunk);
+  Depot depot(f.Options());
+  {
+    auto io = kj::setupAsyncIo();
+    Connection c(io, depot, f.keys.alice.public_identity());
+    SendOptions o;
+    o.streams = 8;
+    auto stop = kj::newPromiseAndFulfiller<void>();
+    int sent = 0;
+    o.progress = [&](const SendProgress&) {
+      if (++sent == 40) stop.fulfiller->fulfill();
+    };
+    auto push = Push(*f.reader, c.transfer, o).then([](SendSummary) {}).fork();
+    // Until 40 chunks went out (or the push ended early), then everything is dropped at once.
+    stop.promise.exclusiveJoin(push.addBranch()).wait(io.waitScope);
+  }
+  // Whatever had been written before the loop ended is not durable yet; a new push completes.
+  auto io = kj::setupAsyncIo();
+  Connection c(io, depot, f.keys.alice.public_identity());
+  auto s = Send(io, c, *f.reader);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(f.StoredMatches());
+}
+
 TEST(DepotTest, UntrustedIssuerAndPolicyThatExcludesTheSiteAreRefusedBeforeData) {
   auto io = kj::setupAsyncIo();
   {

@@ -103,7 +103,9 @@ struct PushState : public kj::Refcounted {
     const capsule::Geometry& g = reader->geometry();
     const uint64_t size = g.CipherSize(i);
     return Pace(size).then([self = kj::addRef(*this), i, size, k]() mutable {
-      auto req = self->Upload(k).putRequest();
+      // One segment the chunk's size (plus the call's few words): without the hint the message
+      // starts with a small segment and allocates a second one for the data.
+      auto req = self->Upload(k).putRequest(capnp::MessageSize{size / sizeof(capnp::word) + 16, 0});
       req.setIndex(i);
       auto data = req.initData(static_cast<unsigned>(size));
       absl::Status s = self->reader->ReadRaw(self->reader->geometry().ChunkOffset(i),

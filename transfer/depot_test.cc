@@ -5,6 +5,9 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
+#include <condition_variable>
+#include <mutex>
+
 #include "capsule/capsule_test_util.h"
 #include "gtest/gtest.h"
 #include "transfer/errors.h"
@@ -271,26 +274,44 @@ TEST(DepotTest, ResumeAfterACutConnectionSendsOnlyTheRest) {
 
 // Regression for reading chunks in place: the workers check and write each chunk straight from
 // the call's message, so the event loop (and with it the calls and their messages) going away
-// while chunks are queued or being checked must withdraw or wait for those jobs, never free
-// the bytes under a worker (ASan). The depot outlives the loop here, so its workers run after.
-TEST(DepotTest, ChunksBeingCheckedWhenTheEventLoopEndsAreNotReadAfterItIsGone) {
+// while chunks wait for a worker must withdraw those jobs, never leave a worker to read freed
+// bytes (ASan). The workers are held busy until the loop is gone, so the puts that arrived are
+// all still queued then.
+TEST(DepotTest, ChunksQueuedForAWorkerWhenTheEventLoopEndsAreNotReadAfterItIsGone) {
   Fixture f(300 * kChunk);
   Depot depot(f.Options());
+  // Holds every worker until opened; opened on any way out (the depot joins its workers).
+  struct Gate {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool open = false;
+    void Open() {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        open = true;
+      }
+      cv.notify_all();
+    }
+  };
+  auto gate = std::make_shared<Gate>();
+  auto open_gate = kj::defer([gate]() { gate->Open(); });
+  for (int k = 0; k < depot.workers().size(); ++k) {
+    depot.workers().Submit([gate]() {
+      std::unique_lock<std::mutex> lock(gate->mu);
+      gate->cv.wait(lock, [&] { return gate->open; });
+    });
+  }
   {
     auto io = kj::setupAsyncIo();
     Connection c(io, depot, f.keys.alice.public_identity());
     SendOptions o;
     o.streams = 8;
-    auto stop = kj::newPromiseAndFulfiller<void>();
-    int sent = 0;
-    o.progress = [&](const SendProgress&) {
-      if (++sent == 40) stop.fulfiller->fulfill();
-    };
-    auto push = Push(*f.reader, c.transfer, o).then([](SendSummary) {}).fork();
-    // Until 40 chunks went out (or the push ended early), then everything is dropped at once.
-    stop.promise.exclusiveJoin(push.addBranch()).wait(io.waitScope);
-  }
-  // Whatever had been written before the loop ended is not durable yet; a new push completes.
+    auto push = Push(*f.reader, c.transfer, o).then([](SendSummary) {}).eagerlyEvaluate(nullptr);
+    // Long enough for the receiver to read every put the flow window lets through.
+    io.provider->getTimer().afterDelay(200 * kj::MILLISECONDS).wait(io.waitScope);
+  }  // the push, the connection and the event loop end here, with puts queued
+  gate->Open();
+  // Nothing withdrawn was written or journaled; a new push completes the capsule.
   auto io = kj::setupAsyncIo();
   Connection c(io, depot, f.keys.alice.public_identity());
   auto s = Send(io, c, *f.reader);

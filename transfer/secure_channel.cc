@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 namespace bunker::transfer {
 namespace {
@@ -56,6 +57,139 @@ class WindowedStream final : public kj::AsyncIoStream {
  private:
   kj::Own<kj::AsyncIoStream> inner_;
   size_t window_;
+};
+
+// The TCP stream under kj-tls, with large buffers. kj-tls moves ciphertext through 8 KiB
+// buffers (kj/compat/readiness-io.h), one read or write system call each: 131,072 of each per
+// GiB. Reads here take whatever the socket holds, up to kReadBuffer, and serve kj-tls's small
+// reads from it; writes are gathered and go out together once the event loop has nothing more
+// to add this turn (at most kWriteBuffer waiting before a writer is held back). Errors of the
+// socket reach the next read or write. Memory: kReadBuffer per connection from its accept on
+// (a handshake slot costs that much), four times kWriteBuffer once it has sent.
+class CoalescingStream final : public kj::AsyncIoStream {
+ public:
+  static constexpr size_t kReadBuffer = 64u << 10;
+  static constexpr size_t kWriteBuffer = 64u << 10;
+
+  explicit CoalescingStream(kj::Own<kj::AsyncIoStream> inner)
+      : inner_(kj::mv(inner)), in_(kj::heapArray<kj::byte>(kReadBuffer)) {}
+
+  // What kj-tls wrote last before giving up on a connection (a TLS alert: "unknown ca") is
+  // still here when the connection is dropped: it goes out now, best effort and without
+  // waiting, unless an earlier write is unfinished (then the peer could only get it out of
+  // order).
+  ~CoalescingStream() noexcept(false) {
+    if (pending_.empty() || !writing_.empty()) return;
+    KJ_IF_MAYBE(fd, inner_->getFd()) {
+      (void)::send(*fd, pending_.data(), pending_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+  }
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    return ReadFrom(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
+  }
+
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    KJ_IF_MAYBE(e, failure_) { return kj::cp(*e); }
+    const kj::byte* p = static_cast<const kj::byte*>(buffer);
+    if (pending_.capacity() == 0) pending_.reserve(2 * kWriteBuffer);
+    pending_.insert(pending_.end(), p, p + size);
+    if (!flushing_) StartFlush();
+    if (pending_.size() < kWriteBuffer) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    room_.push_back(kj::mv(paf.fulfiller));
+    return kj::mv(paf.promise);
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    // Only the last piece may have to wait for room; the earlier ones are taken at once.
+    for (size_t k = 0; k + 1 < pieces.size(); ++k) {
+      KJ_IF_MAYBE(e, failure_) { return kj::cp(*e); }
+      pending_.insert(pending_.end(), pieces[k].begin(), pieces[k].end());
+    }
+    if (pieces.size() == 0) return kj::READY_NOW;
+    return write(pieces.back().begin(), pieces.back().size());
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override {
+    // After what is still buffered.
+    if (flushing_) {
+      shutdown_after_flush_ = true;
+    } else {
+      inner_->shutdownWrite();
+    }
+  }
+  void abortRead() override { inner_->abortRead(); }
+  void getsockopt(int level, int option, void* value, kj::uint* length) override {
+    inner_->getsockopt(level, option, value, length);
+  }
+  void setsockopt(int level, int option, const void* value, kj::uint length) override {
+    inner_->setsockopt(level, option, value, length);
+  }
+  void getsockname(struct sockaddr* addr, kj::uint* length) override {
+    inner_->getsockname(addr, length);
+  }
+  void getpeername(struct sockaddr* addr, kj::uint* length) override {
+    inner_->getpeername(addr, length);
+  }
+
+ private:
+  kj::Promise<size_t> ReadFrom(kj::byte* out, size_t min_bytes, size_t max_bytes, size_t done) {
+    const size_t n = std::min(in_end_ - in_begin_, max_bytes - done);
+    std::memcpy(out + done, in_.begin() + in_begin_, n);
+    in_begin_ += n;
+    done += n;
+    if (done >= min_bytes || eof_) return done;
+    if (max_bytes - done >= kReadBuffer) {
+      // A large read goes straight into the caller's buffer.
+      return inner_->tryRead(out + done, min_bytes - done, max_bytes - done)
+          .then([done](size_t got) { return done + got; });
+    }
+    return inner_->tryRead(in_.begin(), 1, in_.size())
+        .then([this, out, min_bytes, max_bytes, done](size_t got) {
+          in_begin_ = 0;
+          in_end_ = got;
+          if (got == 0) eof_ = true;
+          return ReadFrom(out, min_bytes, max_bytes, done);
+        });
+  }
+
+  void StartFlush() {
+    flushing_ = true;
+    // kj-tls adds 8 KiB at a time, each after the last one's promise resolved: write once the
+    // loop has nothing else queued, i.e. once kj-tls is done adding or waits for room.
+    flush_ = kj::evalLast([this]() { return Flush(); })
+                 .eagerlyEvaluate([this](kj::Exception&& e) { Fail(kj::mv(e)); });
+  }
+  kj::Promise<void> Flush() {
+    writing_.swap(pending_);
+    pending_.clear();
+    for (auto& f : room_) f->fulfill();
+    room_.clear();
+    return inner_->write(writing_.data(), writing_.size()).then([this]() -> kj::Promise<void> {
+      writing_.clear();
+      if (!pending_.empty()) return Flush();
+      flushing_ = false;
+      if (shutdown_after_flush_) inner_->shutdownWrite();
+      return kj::READY_NOW;
+    });
+  }
+  void Fail(kj::Exception&& e) {
+    flushing_ = false;
+    for (auto& f : room_) f->reject(kj::cp(e));
+    room_.clear();
+    failure_ = kj::mv(e);
+  }
+
+  kj::Own<kj::AsyncIoStream> inner_;
+  kj::Array<kj::byte> in_;
+  size_t in_begin_ = 0, in_end_ = 0;
+  bool eof_ = false;
+  std::vector<kj::byte> pending_, writing_;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> room_;
+  bool flushing_ = false;
+  bool shutdown_after_flush_ = false;
+  kj::Maybe<kj::Exception> failure_;
+  kj::Promise<void> flush_ = kj::READY_NOW;
 };
 
 }  // namespace
@@ -130,6 +264,7 @@ SecureConnection SecureChannel::Authenticate(kj::AuthenticatedStream stream,
 }
 
 kj::Promise<SecureConnection> SecureChannel::Accept(kj::AuthenticatedStream raw) {
+  raw.stream = kj::heap<CoalescingStream>(kj::mv(raw.stream));
   auto handshake = tls_->wrapServer(kj::mv(raw)).then([this](kj::AuthenticatedStream stream) {
     return Authenticate(kj::mv(stream), nullptr);
   });
@@ -144,6 +279,7 @@ kj::Promise<SecureConnection> SecureChannel::Connect(kj::AuthenticatedStream raw
     return KJ_EXCEPTION(FAILED, "server is not in peers", name.c_str());
   }
   const std::string hostname = SiteHostname(server.fingerprint());
+  raw.stream = kj::heap<CoalescingStream>(kj::mv(raw.stream));
   auto handshake = tls_->wrapClient(kj::mv(raw), kj::StringPtr(hostname.c_str(), hostname.size()))
                        .then([this, expected](kj::AuthenticatedStream stream) {
                          return Authenticate(kj::mv(stream), expected);

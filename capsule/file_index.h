@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "capsule/io.h"
 #include "crypto/sha256.h"
 
@@ -34,10 +35,25 @@ const char* TypeName(FileEntry::Type type);
 // One record: u32 BE length || canonical IndexEntry.
 std::vector<uint8_t> EncodeIndexRecord(const FileEntry& entry);
 
+// The canonical Cap'n Proto encoding of `entry` as an IndexEntry (no length prefix), written
+// directly: byte for byte what EncodeIndexRecord produces after its 4-byte length (a test
+// holds the two equal), without building a message. Replaces `*out`.
+void EncodeCanonicalIndexEntry(const FileEntry& entry, std::vector<uint8_t>* out);
+
+// Decodes one record (without its length prefix; `number` names it in errors) the way
+// FORMAT.md "File index" requires: it reads the fields where the canonical encoding puts them,
+// with every offset and length bounds-checked, then accepts only when
+// EncodeCanonicalIndexEntry of the value gives `record` back exactly. kDataLoss ("is
+// malformed", "is not canonical", "has a bad type", "has no digest", "has a bad length")
+// otherwise. Checks nothing about paths or field combinations (IndexReader does). `scratch` is
+// reused between calls to avoid an allocation per record.
+absl::StatusOr<FileEntry> ParseIndexEntry(absl::Span<const uint8_t> record, uint64_t number,
+                                          std::vector<uint8_t>* scratch);
+
 // Parses records from a stream of index bytes (already authenticated by the payload stream).
-// Strict: records over kMaxIndexRecordSize, records that do not re-encode to the same bytes,
-// bad digest lengths, unsafe
-// paths, a count other than `expected_entries`, or trailing bytes are kDataLoss.
+// Strict (ParseIndexEntry, then FORMAT.md's rules on paths and fields): records over
+// kMaxIndexRecordSize, records that do not re-encode to the same bytes, bad digest lengths,
+// unsafe paths, a count other than `expected_entries`, or trailing bytes are kDataLoss.
 class IndexReader {
  public:
   IndexReader(ByteSource* source, uint64_t expected_entries)
@@ -51,6 +67,7 @@ class IndexReader {
   uint64_t expected_;
   uint64_t seen_ = 0;
   std::vector<uint8_t> buf_;
+  std::vector<uint8_t> scratch_;
   size_t pos_ = 0;
   bool eof_ = false;
 };

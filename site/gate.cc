@@ -231,6 +231,25 @@ std::vector<std::string> Gate::SelectedFiles(const OpenCapsule& c,
   return files;
 }
 
+// Files (non-directories) of the index at one of `paths` (normalized) or below one, in index
+// order: what PathSelection of the escaped `paths` selects (a literal glob matches a path and
+// everything below it), without matching a glob against every entry.
+std::vector<std::string> Gate::FilesAtOrBelow(const OpenCapsule& c,
+                                              const std::vector<std::string>& paths) {
+  std::vector<std::string> files;
+  for (const capsule::FileEntry& e : c.entries_) {
+    if (e.type == capsule::FileEntry::Type::kDirectory) continue;
+    for (const std::string& p : paths) {
+      if (e.path.size() >= p.size() && e.path.compare(0, p.size(), p) == 0 &&
+          (e.path.size() == p.size() || e.path[p.size()] == '/')) {
+        files.push_back(e.path);
+        break;
+      }
+    }
+  }
+  return files;
+}
+
 // The last entry for `path` (as in tar, a later entry replaces an earlier one), or null.
 const capsule::FileEntry* Gate::FindEntry(const OpenCapsule& c, const std::string& path) {
   const capsule::FileEntry* found = nullptr;
@@ -268,6 +287,9 @@ absl::StatusOr<std::unique_ptr<OpenCapsule>> Gate::Open(
       c->reader_->Stream(*c->key_, m.archive_size, m.payload_size, threads);
   if (!stream.ok()) return stream.status();
   capsule::IndexReader index(stream->get(), m.index_entries);
+  // Room for every record up front (bounded by what the index can hold: a record is at least
+  // 28 bytes), so that a large index is not copied as the vector grows.
+  c->entries_.reserve(static_cast<size_t>(std::min<uint64_t>(m.index_entries, m.index_size / 28)));
   while (true) {
     absl::StatusOr<std::optional<capsule::FileEntry>> e = index.Next();
     if (!e.ok()) return e.status();
@@ -375,8 +397,15 @@ absl::StatusOr<Permit> Gate::Decide(std::unique_ptr<OpenCapsule> c, const Reques
     for (std::string& p : exact) p = capsule::EscapeGlob(p);
   }
   BUNKER_ASSIGN_OR_RETURN(state->selection, capsule::PathSelection::Parse(exact));
-  BUNKER_ASSIGN_OR_RETURN(state->authorization,
-                          Authorize(*c, who, state->selection, patterns, now, false));
+  if (want.kind == Want::Kind::kFile) {
+    // The same files the escaped globs select, found by comparing strings.
+    BUNKER_ASSIGN_OR_RETURN(state->authorization,
+                            AuthorizeList(*c, who, FilesAtOrBelow(*c, patterns), patterns, now,
+                                          false));
+  } else {
+    BUNKER_ASSIGN_OR_RETURN(state->authorization,
+                            Authorize(*c, who, state->selection, patterns, now, false));
+  }
   if (!state->authorization.decision.permit) {
     return WithHint(absl::PermissionDeniedError(DenialMessage(state->authorization.decision)),
                     kExplainHint);

@@ -194,6 +194,8 @@ class Gate {
  private:
   static std::vector<std::string> SelectedFiles(const OpenCapsule& capsule,
                                                 const capsule::PathSelection& selection);
+  static std::vector<std::string> FilesAtOrBelow(const OpenCapsule& capsule,
+                                                 const std::vector<std::string>& paths);
   static const capsule::FileEntry* FindEntry(const OpenCapsule& capsule, const std::string& path);
   absl::StatusOr<verifier::Authorization> AuthorizeList(const OpenCapsule& capsule,
                                                         const Requester& who,

@@ -287,9 +287,13 @@ absl::StatusOr<std::unique_ptr<OpenCapsule>> Gate::Open(
       c->reader_->Stream(*c->key_, m.archive_size, m.payload_size, threads);
   if (!stream.ok()) return stream.status();
   capsule::IndexReader index(stream->get(), m.index_entries);
-  // Room for every record up front (bounded by what the index can hold: a record is at least
-  // 28 bytes), so that a large index is not copied as the vector grows.
-  c->entries_.reserve(static_cast<size_t>(std::min<uint64_t>(m.index_entries, m.index_size / 28)));
+  // Room for the records up front, so that an index of tens of thousands of files is not
+  // copied as the vector grows: as many as the manifest declares, but no more than the index
+  // can hold (a record takes at least 28 bytes) and never more than kReservedEntries, so that
+  // a signed but false count reserves nothing large before any record is read.
+  constexpr uint64_t kReservedEntries = 1 << 16;
+  c->entries_.reserve(static_cast<size_t>(
+      std::min({m.index_entries, m.index_size / 28, kReservedEntries})));
   while (true) {
     absl::StatusOr<std::optional<capsule::FileEntry>> e = index.Next();
     if (!e.ok()) return e.status();

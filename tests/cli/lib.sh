@@ -79,3 +79,10 @@ wait_for() {  # FILE may be a glob
   for _ in $(seq 1 100); do grep -q -- "$2" $1 2>/dev/null && return; sleep 0.05; done
   cat "$1" >&2; fail "$1 never showed '$2'"
 }
+
+# flip_byte FILE OFFSET: changes one byte in place (xors its lowest bit), so the file always
+# differs afterwards, whatever byte was there (writing a fixed byte is a no-op 1 time in 256).
+flip_byte() {
+  local b; b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  printf "$(printf '\\%03o' $((b ^ 1)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}

@@ -166,7 +166,7 @@ scenario_mount_corrupt_chunk_gives_eio() {
   # in the capsule at 3 MB lands in a chunk of huge.bin only.
   local size; size=$(stat -c %s d.capsule)
   [ "$size" -gt 4000000 ] || fail "unexpected capsule size $size"
-  printf '\x42' | dd of=d.capsule bs=1 seek=3000000 conv=notrunc status=none
+  flip_byte d.capsule 3000000
   cat mnt/train/deep/er/huge.bin >/dev/null 2>"$WORK/.stderr" && fail "a corrupt chunk was served"
   expect_err 'Input/output error'
   # Every other file still reads, byte for byte.

@@ -87,7 +87,7 @@ scenario_s3_corrupted_object_is_refused() {
   setup
   cp d.capsule bad.capsule
   # One byte inside chunk 2 (64 KiB chunks + 16-byte tags after a 16-byte header).
-  printf '\xff' | dd of=bad.capsule bs=1 seek=$((16 + 2 * (65536 + 16) + 100)) conv=notrunc status=none
+  flip_byte bad.capsule $((16 + 2 * (65536 + 16) + 100))
   aws_ s3 cp bad.capsule "$URL" >/dev/null || fail "rewrite"
   expect_exit 4 "$CAPSULE" verify "$URL" --trust issuer.pub
   expect_err "chunk 2 of"

@@ -146,7 +146,7 @@ scenario_tampered_chunk() {
   cp d.capsule bad.capsule
   # Flip one byte inside chunk 2 (64 KiB chunks + 16-byte tags after a 16-byte header).
   off=$((16 + 2 * (65536 + 16) + 100))
-  printf '\xff' | dd of=bad.capsule bs=1 seek=$off conv=notrunc status=none
+  flip_byte bad.capsule "$off"
   expect_exit 4 "$CAPSULE" verify bad.capsule --trust issuer.pub
   expect_err "chunk 2 of"
   one_line_err
@@ -381,11 +381,6 @@ audit_entry_offset() {
     off=$((off + 4 + n)); i=$((i + 1))
   done
   echo "$off"
-}
-# flip_byte FILE OFFSET: xors one bit of a byte in place.
-flip_byte() {
-  local b; b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
-  printf "$(printf '\\%03o' $((b ^ 1)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
 }
 
 scenario_audit_verify_and_tamper() {

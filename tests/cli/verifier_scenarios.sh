@@ -222,7 +222,7 @@ scenario_verifier_corrupt_copy_spends_no_use() {
   # A copy with one flipped byte deep in the chunks: the structure and table still check out,
   # so the open is decided and recorded, then the release fails and gives its use back.
   cp d.capsule bad.capsule
-  printf '\x42' | dd of=bad.capsule bs=1 seek=700000 conv=notrunc status=none
+  flip_byte bad.capsule 700000
   chmod 644 bad.capsule
   expect_exit 4 as_alice "$CAPSULE" open bad.capsule --site site.json --to landing/bad
   [ ! -e landing/bad ] || fail "a corrupt capsule released files"

@@ -343,7 +343,15 @@ struct RpcServer::Session {
       : connection(kj::mv(connection)),
         watched(*this->connection.stream, timer, idle),
         network(watched, capnp::rpc::twoparty::Side::SERVER),
-        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
+        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
+    // A peer that pipelines calls without waiting for their answers stops being read once this
+    // much of its calls is unanswered: each put holds its chunk's message until a worker has
+    // checked and written it, so this bounds what one connection can make the daemon hold.
+    // It is above the largest window a sender keeps (kSendWindowMax in client.cc, 16 MiB).
+    rpc.setFlowLimit(kMaxUnansweredCallBytes / sizeof(capnp::word));
+  }
+
+  static constexpr size_t kMaxUnansweredCallBytes = size_t{64} << 20;
 
   SecureConnection connection;
   WatchedStream watched;

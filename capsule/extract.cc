@@ -11,14 +11,11 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -125,64 +122,6 @@ EntryTimes TimesOf(struct archive_entry* e) {
 
 // One run of reading the archive into the tree of `writer` (an empty directory), or, with a
 // null writer, of checking it without writing anything.
-// Hashes one block on a thread of its own while the caller writes the same block, so that the
-// per-file digest check (FORMAT.md "Per-file digests") runs beside the write instead of after it.
-class BlockHasher {
- public:
-  BlockHasher() : thread_([this] { Run(); }) {}
-  ~BlockHasher() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  BlockHasher(const BlockHasher&) = delete;
-  BlockHasher& operator=(const BlockHasher&) = delete;
-
-  // Starts adding `data` to `hash`; both must stay valid and untouched until Wait() returns.
-  void Start(crypto::Sha256* hash, absl::Span<const uint8_t> data) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      hash_ = hash;
-      data_ = data;
-    }
-    cv_.notify_all();
-  }
-  // Waits until the block given to Start() is hashed.
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return hash_ == nullptr; });
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (true) {
-      cv_.wait(lock, [this] { return stop_ || hash_ != nullptr; });
-      if (hash_ == nullptr) return;  // stopped, nothing pending
-      crypto::Sha256* hash = hash_;
-      const absl::Span<const uint8_t> data = data_;
-      lock.unlock();
-      hash->Update(data);
-      lock.lock();
-      hash_ = nullptr;
-      cv_.notify_all();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  crypto::Sha256* hash_ = nullptr;  // the pending block's hash, null when idle
-  absl::Span<const uint8_t> data_;
-  bool stop_ = false;
-  std::thread thread_;
-};
-
-// Blocks smaller than this are hashed inline: handing them over costs more than it saves.
-constexpr size_t kBackgroundHashMin = size_t{64} << 10;
-
 class Extraction {
  public:
   Extraction(ByteSource* source, TreeWriter* writer, const std::string& dest,
@@ -461,16 +400,8 @@ class Extraction {
         return absl::DataLossError(absl::StrCat("malformed archive in ", what));
       }
       const auto data = absl::MakeConstSpan(static_cast<const uint8_t*>(buffer), size);
-      if (fd >= 0 && size >= kBackgroundHashMin) {
-        if (!hasher_) hasher_ = std::make_unique<BlockHasher>();
-        hasher_->Start(hash, data);
-        absl::Status written = PwriteAll(fd, data, static_cast<uint64_t>(offset), what);
-        hasher_->Wait();  // before `data` can go away, written or not
-        BUNKER_RETURN_IF_ERROR(written);
-      } else {
-        hash->Update(data);
-        if (fd >= 0) BUNKER_RETURN_IF_ERROR(PwriteAll(fd, data, static_cast<uint64_t>(offset), what));
-      }
+      hash->Update(data);
+      if (fd >= 0) BUNKER_RETURN_IF_ERROR(PwriteAll(fd, data, static_cast<uint64_t>(offset), what));
       end = std::max(end, static_cast<uint64_t>(offset) + size);
       stats_.bytes += size;
     }
@@ -503,7 +434,6 @@ class Extraction {
   }
 
   SourceReader reader_;
-  std::unique_ptr<BlockHasher> hasher_;  // started at the first large block written
   TreeWriter* writer_;
   const std::string& dest_;
   const ExtractOptions& options_;

@@ -2,17 +2,28 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
+#include "capsule/fd.h"
 #include "capsule/file_index.h"
+#include "capsule/io.h"
 #include "capsule/input_archive.h"
 #include "capsule/paths.h"
+#include "crypto/sha256.h"
 
 namespace bunker::capsule {
 namespace {
@@ -54,6 +65,126 @@ la_ssize_t WriteCallback(struct archive*, void* client, const void* buf, size_t 
   return static_cast<la_ssize_t>(n);
 }
 
+// Hashes file contents and writes the file index records on a thread of its own, in archive
+// order, so that the per-file SHA-256 pass (FORMAT.md "File index", "Per-file digests") runs
+// beside the chunk pass instead of on the thread that reads the dataset. The reading thread
+// takes a buffer, fills it, writes it into the archive and hands it over; the buffer comes
+// back once hashed. Memory: kBuffers buffers and at most kMaxQueued queued records.
+class IndexSpooler {
+ public:
+  static constexpr size_t kBuffers = 4;
+  static constexpr size_t kBufferSize = size_t{1} << 20;
+  static constexpr size_t kMaxQueued = 256;
+
+  // Records go to `index`, which must outlive the spooler.
+  explicit IndexSpooler(std::FILE* index) : index_(index) {
+    buffers_.resize(kBuffers);
+    for (auto& b : buffers_) {
+      b.resize(kBufferSize);
+      free_.push_back(&b);
+    }
+    thread_ = std::thread([this] { Run(); });
+  }
+  // Stops after what is queued (e.g. after a failed build) and joins the thread.
+  ~IndexSpooler() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  IndexSpooler(const IndexSpooler&) = delete;
+  IndexSpooler& operator=(const IndexSpooler&) = delete;
+
+  // A free buffer of kBufferSize bytes, waiting for one if all are queued.
+  std::vector<uint8_t>* TakeBuffer() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return !free_.empty(); });
+    std::vector<uint8_t>* b = free_.back();
+    free_.pop_back();
+    return b;
+  }
+  // Queues the first `n` bytes of `buffer` (from TakeBuffer) as the next bytes of the current
+  // file; the buffer belongs to the spooler until it is hashed.
+  void Hash(std::vector<uint8_t>* buffer, size_t n) { Push(Item{buffer, n, {}, false}); }
+  // Queues the record of the next entry. For a file, `sha256` is set to the digest of the
+  // bytes queued since the previous record.
+  void Record(FileEntry entry) {
+    const bool is_file = entry.type == FileEntry::Type::kFile;
+    Push(Item{nullptr, 0, std::move(entry), is_file});
+  }
+  // Waits until every queued item is done; the first failure to write a record.
+  absl::Status Flush() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return queue_.empty() && !busy_; });
+    return status_;
+  }
+
+ private:
+  struct Item {
+    std::vector<uint8_t>* buffer = nullptr;  // bytes to hash, or null for a record
+    size_t size = 0;
+    FileEntry record;
+    bool digest = false;  // set the record's sha256 from the bytes hashed since the last one
+  };
+
+  void Push(Item item) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return queue_.size() < kMaxQueued; });
+      queue_.push_back(std::move(item));
+    }
+    cv_.notify_all();
+  }
+
+  void Run() {
+    crypto::Sha256 hash;
+    while (true) {
+      Item item;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopped and drained
+        item = std::move(queue_.front());
+        queue_.pop_front();
+        busy_ = true;
+      }
+      absl::Status s;
+      if (item.buffer != nullptr) {
+        hash.Update(absl::MakeConstSpan(item.buffer->data(), item.size));
+      } else {
+        if (item.digest) {
+          item.record.sha256 = hash.Finish();
+          hash = crypto::Sha256();
+        }
+        const std::vector<uint8_t> record = EncodeIndexRecord(item.record);
+        if (std::fwrite(record.data(), 1, record.size(), index_) != record.size()) {
+          s = absl::UnavailableError("cannot write the temporary file index");
+        }
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (item.buffer != nullptr) free_.push_back(item.buffer);
+        if (!s.ok() && status_.ok()) status_ = s;
+        busy_ = false;
+      }
+      cv_.notify_all();
+    }
+  }
+
+  std::FILE* index_;
+  std::vector<std::vector<uint8_t>> buffers_;
+  std::mutex mu_;
+  std::condition_variable cv_;  // any change: a free buffer, a queued or finished item
+  std::vector<std::vector<uint8_t>*> free_;
+  std::deque<Item> queue_;
+  bool busy_ = false;
+  bool stop_ = false;
+  absl::Status status_;
+  std::thread thread_;
+};
+
 class Builder {
  public:
   explicit Builder(CapsuleWriter* writer) : sink_{writer, absl::OkStatus()} {}
@@ -61,12 +192,16 @@ class Builder {
   // with zeros up to the size its header declared (an input tar of 2 KiB may declare 8 GiB)
   // and writes the end-of-archive blocks. After a failure none of that may reach the capsule:
   // what sealing writes stays bounded by the input actually read.
-  ~Builder() { sink_.closed = true; }
+  ~Builder() {
+    sink_.closed = true;
+    spooler_.reset();  // before index_ closes
+  }
 
   absl::Status Open() {
     out_.reset(archive_write_new());
     index_.reset(std::tmpfile());
     if (!out_ || !index_) return absl::UnavailableError("cannot start the archive writer");
+    spooler_ = std::make_unique<IndexSpooler>(index_.get());
     if (archive_write_set_format_pax_restricted(out_.get()) != ARCHIVE_OK ||
         archive_write_set_bytes_per_block(out_.get(), 0) != ARCHIVE_OK ||
         archive_write_set_bytes_in_last_block(out_.get(), 1) != ARCHIVE_OK ||
@@ -137,34 +272,30 @@ class Builder {
     if (archive_write_header(out_.get(), entry) < ARCHIVE_WARN) return WriteError(path);
     if (fe.type == FileEntry::Type::kFile) {
       fe.offset = sink_.writer->payload_size();
-      crypto::Sha256 hash;
       uint64_t total = 0;
-      std::vector<uint8_t>& buf = buffer_;
-      buf.resize(1 << 20);
       while (true) {
-        const la_ssize_t n = read(buf.data(), buf.size());
-        if (n < 0) return read_status_;
-        if (n == 0) break;
-        total += static_cast<uint64_t>(n);
-        if (total > fe.size) break;
-        hash.Update(absl::MakeConstSpan(buf.data(), static_cast<size_t>(n)));
-        if (archive_write_data(out_.get(), buf.data(), static_cast<size_t>(n)) < 0) {
-          return WriteError(path);
+        std::vector<uint8_t>* buf = spooler_->TakeBuffer();
+        const la_ssize_t n = read(buf->data(), buf->size());
+        if (n > 0) total += static_cast<uint64_t>(n);
+        if (n <= 0 || total > fe.size) {
+          spooler_->Hash(buf, 0);  // gives the buffer back
+          if (n < 0) return read_status_;
+          break;
         }
+        const bool written =
+            archive_write_data(out_.get(), buf->data(), static_cast<size_t>(n)) >= 0;
+        spooler_->Hash(buf, static_cast<size_t>(n));
+        if (!written) return WriteError(path);
       }
       if (total != fe.size) {
         return absl::AbortedError(
             absl::StrCat(QuotePath(path), " changed size while it was being sealed"));
       }
-      fe.sha256 = hash.Finish();
       stats_.content_bytes += total;
       regular_files_.insert(path);
     }
     if (archive_write_finish_entry(out_.get()) < ARCHIVE_WARN) return WriteError(path);
-    const std::vector<uint8_t> record = EncodeIndexRecord(fe);
-    if (std::fwrite(record.data(), 1, record.size(), index_.get()) != record.size()) {
-      return absl::UnavailableError("cannot write the temporary file index");
-    }
+    spooler_->Record(std::move(fe));  // a file's digest is filled in there
     return absl::OkStatus();
   }
 
@@ -173,6 +304,7 @@ class Builder {
     if (archive_write_close(out_.get()) != ARCHIVE_OK) return WriteError("end of archive");
     CapsuleWriter* writer = sink_.writer;
     writer->MarkArchiveEnd();
+    if (absl::Status s = spooler_->Flush(); !s.ok()) return s;
     if (std::fflush(index_.get()) != 0 || std::fseek(index_.get(), 0, SEEK_SET) != 0) {
       return absl::UnavailableError("cannot read back the temporary file index");
     }
@@ -198,8 +330,8 @@ class Builder {
   Sink sink_;
   ArchivePtr out_;
   std::unique_ptr<std::FILE, FileCloser> index_;
+  std::unique_ptr<IndexSpooler> spooler_;  // writes to index_
   BuildStats stats_;
-  std::vector<uint8_t> buffer_;
   std::unordered_set<std::string> regular_files_;
   absl::Status read_status_;
 };
@@ -207,6 +339,28 @@ class Builder {
 std::string TrimTrailingSlashes(std::string p) {
   while (p.size() > 1 && p.back() == '/') p.pop_back();
   return p;
+}
+
+// Opens the regular file the directory walk listed as `entry`, for reading its contents. The
+// file is opened by the walk's path without following a final symlink, and must still be the
+// listed file (same device and inode, still regular): a file swapped in meanwhile is refused
+// as a change during sealing.
+absl::StatusOr<Fd> OpenListedFile(struct archive_entry* entry, const std::string& path) {
+  const char* source = archive_entry_sourcepath(entry);
+  if (source == nullptr) return absl::InternalError(absl::StrCat("no source for ", QuotePath(path)));
+  Fd fd(::open(source, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("cannot read ", QuotePath(path)), errno);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) {
+    return ErrnoStatus(absl::StrCat("cannot read ", QuotePath(path)), errno);
+  }
+  if (!S_ISREG(st.st_mode) || st.st_dev != archive_entry_dev(entry) ||
+      st.st_ino != static_cast<ino_t>(archive_entry_ino64(entry))) {
+    return absl::AbortedError(
+        absl::StrCat(QuotePath(path), " changed while it was being sealed"));
+  }
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);  // a hint: its failure is harmless
+  return fd;
 }
 
 absl::Status BuildFromPath(const std::string& input, Builder& builder) {
@@ -253,14 +407,24 @@ absl::Status BuildFromPath(const std::string& input, Builder& builder) {
     }
     absl::StatusOr<std::string> path = NormalizeEntryPath(name);
     if (!path.ok()) return path.status();
-    struct archive* d = disk.get();
+    // A regular file's contents are read here, straight into the builder's buffer: through
+    // archive_read_data they would be copied once more, from libarchive's own buffer, in
+    // pieces of 64 KiB.
+    Fd file;
+    if (archive_entry_filetype(entry.get()) == AE_IFREG &&
+        archive_entry_hardlink(entry.get()) == nullptr) {
+      absl::StatusOr<Fd> opened = OpenListedFile(entry.get(), *path);
+      if (!opened.ok()) return opened.status();
+      file = std::move(*opened);
+    }
     absl::Status s = builder.Add(entry.get(), *path, [&](uint8_t* buf, size_t n) -> la_ssize_t {
-      const la_ssize_t got = archive_read_data(d, buf, n);
-      if (got < 0) {
-        builder.set_read_status(absl::UnavailableError(
-            absl::StrCat("cannot read ", QuotePath(*path), ": ", ArchiveError(d))));
+      while (true) {
+        const ssize_t got = ::read(file.get(), buf, n);
+        if (got >= 0) return static_cast<la_ssize_t>(got);
+        if (errno == EINTR) continue;
+        builder.set_read_status(ErrnoStatus(absl::StrCat("cannot read ", QuotePath(*path)), errno));
+        return -1;
       }
-      return got;
     });
     if (!s.ok()) return s;
   }

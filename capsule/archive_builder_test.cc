@@ -106,6 +106,44 @@ TEST(ArchiveBuilderTest, DirectoryBecomesPaxArchivePlusIndex) {
   EXPECT_EQ(entries["empty"].size, 0u);
 }
 
+// The per-file digests are computed on a thread of their own (IndexSpooler): each record still
+// gets the digest of its own file, for a file over several read buffers, an empty file, and
+// more records than the spooler queues at once.
+TEST(ArchiveBuilderTest, EveryFileRecordHasItsOwnContentsDigest) {
+  Keys keys;
+  const std::string dir = testing::MakeTempDir() + "/data";
+  ::mkdir(dir.c_str(), 0755);
+  const auto big = testing::PatternBytes((5u << 19) + 1, 9);  // 2.5 MiB + 1
+  testing::WriteFile(dir + "/big.bin", std::string(big.begin(), big.end()));
+  testing::WriteFile(dir + "/empty", "");
+  for (int i = 0; i < 300; ++i) {
+    testing::WriteFile(dir + "/f" + std::to_string(i), std::string(100 + i, 'a' + i % 26));
+  }
+  const auto capsule = testing::SealDirectory(keys, dir);
+  auto r = CapsuleReader::Open(MemoryFile(capsule), {keys.issuer.public_identity()});
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto key = (*r)->Unlock(keys.alice);
+  ASSERT_TRUE(key.ok());
+  const Manifest& m = (*r)->manifest();
+  ASSERT_EQ(m.index_entries, 302u);
+  auto index_stream = (*r)->Stream(**key, m.archive_size, m.payload_size, 1);
+  ASSERT_TRUE(index_stream.ok());
+  IndexReader index(index_stream->get(), m.index_entries);
+  int files = 0;
+  while (true) {
+    auto next = index.Next();
+    ASSERT_TRUE(next.ok()) << next.status();
+    if (!next->has_value()) break;
+    const FileEntry& e = **next;
+    ASSERT_EQ(e.type, FileEntry::Type::kFile) << e.path;
+    EXPECT_EQ(e.sha256, crypto::Sha256::Hash(testing::ReadFile(dir + "/" + e.path))) << e.path;
+    const auto bytes = ReadPayload(**r, **key, e.offset, e.offset + e.size);
+    EXPECT_EQ(crypto::Sha256::Hash(bytes), e.sha256) << e.path;
+    ++files;
+  }
+  EXPECT_EQ(files, 302);
+}
+
 TEST(ArchiveBuilderTest, SingleFileInput) {
   Keys keys;
   const std::string dir = testing::MakeTempDir();

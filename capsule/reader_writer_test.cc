@@ -360,6 +360,45 @@ TEST(CorruptionTest, ForeignSignerIsNotTheIssuer) {
   EXPECT_TRUE(absl::IsDataLoss((*r)->Unlock(keys.alice).status()));
 }
 
+// Fails (as a full disk would) once more than `limit` bytes were appended.
+class FullDisk : public WritableFile {
+ public:
+  explicit FullDisk(uint64_t limit) : limit_(limit) {}
+  absl::Status Append(absl::Span<const uint8_t> data) override {
+    if (bytes_ + data.size() > limit_) return absl::ResourceExhaustedError("test disk full");
+    bytes_ += data.size();
+    return absl::OkStatus();
+  }
+
+ private:
+  uint64_t bytes_ = 0;
+  uint64_t limit_;
+};
+
+// The workers write their chunks in order, each waiting for its turn: a write that fails must
+// fail the seal with its own error, and the chunks after it must not wait forever.
+TEST(WriterTest, AFailedChunkWriteFailsTheSealWithoutHanging) {
+  Keys keys;
+  const auto payload = PatternBytes(200 * kChunk + 5, 3);
+  for (int threads : {1, 2, 4}) {
+    WriterOptions o;
+    o.issuer = &keys.issuer;
+    o.recipients = {keys.alice.public_identity()};
+    o.chunk_size = kChunk;
+    o.threads = threads;
+    FullDisk disk(20 * kChunk);
+    auto w = CapsuleWriter::Create(std::move(o), &disk);
+    ASSERT_TRUE(w.ok()) << w.status();
+    absl::Status s;
+    for (size_t at = 0; at < payload.size() && s.ok(); at += 3 * kChunk) {
+      s = (*w)->Append(absl::MakeConstSpan(payload).subspan(at, 3 * kChunk));
+    }
+    if (s.ok()) s = (*w)->Finish(0).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << threads << ": " << s;
+    EXPECT_NE(s.message().find("test disk full"), std::string::npos) << s;
+  }
+}
+
 TEST(WriterTest, RejectsBadOptions) {
   Keys keys;
   MemorySink sink;

@@ -76,15 +76,31 @@ absl::StatusOr<std::unique_ptr<CapsuleWriter>> CapsuleWriter::Create(WriterOptio
   return w;
 }
 
+absl::Status CapsuleWriter::WriteInOrder(uint64_t index, absl::Status sealed,
+                                         absl::Span<const uint8_t> chunk,
+                                         const crypto::Sha256Digest& leaf) {
+  std::unique_lock<std::mutex> lock(write_mu_);
+  // Jobs start in submission order, so the chunk before this one is already on a worker.
+  write_cv_.wait(lock, [&] { return write_turn_ == index; });
+  absl::Status s = write_status_.ok() ? std::move(sealed) : write_status_;
+  if (s.ok()) s = out_->Append(chunk);
+  if (s.ok() && std::fwrite(leaf.data(), 1, leaf.size(), table_) != leaf.size()) {
+    s = absl::UnavailableError("cannot write the temporary chunk table");
+  }
+  if (s.ok()) {
+    tree_.AddLeafHash(leaf);
+  } else if (write_status_.ok()) {
+    write_status_ = s;
+  }
+  ++write_turn_;
+  lock.unlock();
+  write_cv_.notify_all();
+  return s;
+}
+
 absl::Status CapsuleWriter::DrainOne() {
   ChunkResult r = pipeline_->Pop();
   if (!r.status.ok()) return r.status;
-  absl::Status s = out_->Append(absl::MakeConstSpan(r.buffer.data(), r.size));
-  if (!s.ok()) return s;
-  if (std::fwrite(r.leaf.data(), 1, r.leaf.size(), table_) != r.leaf.size()) {
-    return absl::UnavailableError("cannot write the temporary chunk table");
-  }
-  tree_.AddLeafHash(r.leaf);
   encrypted_ += r.size - kTagSize;
   buffers_->Put(std::move(r.buffer));
   if (options_.progress) options_.progress(encrypted_);
@@ -106,17 +122,23 @@ absl::Status CapsuleWriter::SubmitChunk(std::vector<uint8_t> buffer, size_t plai
   const uint64_t index = next_index_++;
   const crypto::Aead* aead = keys_.aead.get();
   const CapsuleId id = manifest_.capsule_id;
-  pipeline_->Submit([aead, id, index, last, plain_size, buf = std::move(buffer)]() mutable {
+  pipeline_->Submit([this, aead, id, index, last, plain_size,
+                      buf = std::move(buffer)]() mutable {
     ChunkResult r;
     r.size = plain_size + kTagSize;  // the pool's buffers have room for the tag
     const auto nonce = ChunkNonce(index, last);
     r.status = aead->Seal(nonce, id, absl::MakeConstSpan(buf.data(), plain_size),
                           absl::MakeSpan(buf.data(), r.size));
-    try {
-      r.leaf = crypto::MerkleLeafHash(absl::MakeConstSpan(buf.data(), r.size));
-    } catch (const std::bad_alloc&) {
-      r.status = absl::ResourceExhaustedError("out of memory");
+    crypto::Sha256Digest leaf{};
+    if (r.status.ok()) {
+      try {
+        leaf = crypto::MerkleLeafHash(absl::MakeConstSpan(buf.data(), r.size));
+      } catch (const std::bad_alloc&) {
+        r.status = absl::ResourceExhaustedError("out of memory");
+      }
     }
+    // Always take the turn, even after a failure, so that later chunks are not left waiting.
+    r.status = WriteInOrder(index, r.status, absl::MakeConstSpan(buf.data(), r.size), leaf);
     r.buffer = std::move(buf);
     return r;
   });

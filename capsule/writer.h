@@ -4,13 +4,21 @@
 // Memory is bounded whatever the payload size: at most kMaxInflightBytes (64 MiB) of chunks in
 // flight plus a few chunks being filled (buffers are recycled through a pool); the chunk table
 // is spooled to an unlinked temporary file, not kept in memory.
+//
+// Threads: the caller's thread only fills chunks. The workers encrypt and hash them and then
+// write them, in chunk order (each waits for its turn), so the output's copy into the page
+// cache runs beside the caller's reading instead of after it. `out` is therefore called from
+// the workers, one call at a time, between Create() and Finish(), and from the caller's thread
+// otherwise.
 #ifndef BUNKER_CAPSULE_WRITER_H_
 #define BUNKER_CAPSULE_WRITER_H_
 
 #include <cstdint>
+#include <condition_variable>
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -62,13 +70,17 @@ class CapsuleWriter {
  private:
   struct ChunkResult {
     absl::Status status;
-    std::vector<uint8_t> buffer;  // ciphertext || tag in the first `size` bytes
+    std::vector<uint8_t> buffer;  // ciphertext || tag in the first `size` bytes (written)
     size_t size = 0;
-    crypto::Sha256Digest leaf{};
   };
   CapsuleWriter(WriterOptions options, WritableFile* out);
   absl::Status SubmitChunk(std::vector<uint8_t> buffer, size_t plain_size, bool last);
   absl::Status DrainOne();
+  // Run by the worker that sealed chunk `index`: waits for the chunks before it, then writes
+  // `chunk` and its leaf hash, unless `sealed` (how sealing it went) or an earlier chunk
+  // failed; then it records the first failure and only passes the turn on.
+  absl::Status WriteInOrder(uint64_t index, absl::Status sealed, absl::Span<const uint8_t> chunk,
+                            const crypto::Sha256Digest& leaf);
 
   WriterOptions options_;
   WritableFile* out_;
@@ -84,9 +96,14 @@ class CapsuleWriter {
   uint64_t appended_ = 0;
   uint64_t encrypted_ = 0;
   uint64_t archive_size_ = 0;
+  bool failed_ = false;
+  // The ordered write (WriteInOrder): guarded by write_mu_.
+  std::mutex write_mu_;
+  std::condition_variable write_cv_;
+  uint64_t write_turn_ = 0;       // the index of the next chunk to write
+  absl::Status write_status_;     // the first write failure
   crypto::MerkleTreeBuilder tree_;
   std::FILE* table_ = nullptr;  // unlinked temporary file of leaf hashes
-  bool failed_ = false;
 };
 
 }  // namespace bunker::capsule

@@ -168,24 +168,25 @@ class PartsJournal {
   std::map<int, std::string> parts_;
 };
 
-// At most this many earlier boots are remembered in the spool's boots file.
+// The boots file is read from its end, at most this many lines (the newest runs).
 constexpr size_t kMaxBoots = 1000;
 constexpr char kPending[] = "pending";
 
 struct Shared {
   S3StoreOptions o;
   // This process's boot nonce (16 random hex characters), written into every marker it puts;
-  // the spool's `boots` file lists the nonces of this spool's runs (spec/STORE.md "Receiving").
+  // the boots file lists the nonces of this daemon's runs (spec/STORE.md "Receiving" 6).
   std::string boot;
-  std::string BootsPath() const { return o.spool + "/boots"; }
+  std::string BootsPath() const {
+    return o.boots_file.empty() ? o.spool + ".boots" : o.boots_file;
+  }
   // Appends `boot` to the boots file, once per process (before any marker names it).
   absl::Status RecordBoot() const {
     std::call_once(boot_once, [this] {
-      (void)::mkdir(o.spool.c_str(), 0700);
       int fd = ::open(BootsPath().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
                       0600);
       if (fd < 0) {
-        boot_status = ErrnoStatus("cannot record this start in the S3 spool", errno);
+        boot_status = ErrnoStatus("cannot record this start in the S3 store's boots file", errno);
         return;
       }
       Fd closer(fd);
@@ -193,7 +194,7 @@ struct Shared {
       boot_status = WriteAll(fd, absl::MakeConstSpan(
                                      reinterpret_cast<const uint8_t*>(line.data()), line.size()));
       if (boot_status.ok() && ::fsync(fd) != 0) {
-        boot_status = ErrnoStatus("cannot sync the S3 spool's boots file", errno);
+        boot_status = ErrnoStatus("cannot sync the S3 store's boots file", errno);
       }
     });
     return boot_status;
@@ -204,7 +205,11 @@ struct Shared {
     int fd = ::open(BootsPath().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return out;
     Fd closer(fd);
-    std::string text(kMaxBoots * 17 * 4, '\0');
+    std::string text(kMaxBoots * 17, '\0');
+    struct stat st;
+    if (::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) > text.size()) {
+      (void)::lseek(fd, st.st_size - static_cast<off_t>(text.size()), SEEK_SET);
+    }
     size_t done = 0;
     for (;;) {
       const ssize_t n = ::read(fd, text.data() + done, text.size() - done);
@@ -851,7 +856,7 @@ class S3StoreImpl final : public Store {
     }
     // Our markers: uploads this daemon started. One no journal names is abandoned, if this
     // spool's own runs wrote it: a copy of the state folder (the same daemon id) running
-    // elsewhere writes markers with boot nonces this spool never had, and they are left alone.
+    // elsewhere writes markers with boot nonces this daemon never had, and they are left alone.
     absl::Status booted = shared_->RecordBoot();
     if (!booted.ok()) return booted;
     const std::set<std::string> boots = shared_->Boots();

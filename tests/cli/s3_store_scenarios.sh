@@ -218,7 +218,7 @@ scenario_s3_store_cloned_state_and_pending_marker() {
   # "Crash" between the pending marker and the journal line: an upload only the marker hints at.
   local daemon boot fake=0123456789abcdef0123456789abcdef
   daemon=$(cat state-b/daemon-id)
-  boot=$(tail -1 state-b/s3-spool/boots)
+  boot=$(tail -1 state-b/s3-boots)
   aws s3api create-multipart-upload --bucket "$BUCKET" --key "capsules/$fake.capsule" >/dev/null ||
     fail "cannot create an upload"
   printf 'pending %s' "$boot" > pending.txt

@@ -1112,15 +1112,15 @@ constexpr size_t kCachedBlocks = 8;
 // Large reads inside a range announced with WillRead are served from read-ahead windows:
 // kWindowSize-aligned pieces of the object (clipped to the announced range), each one ranged GET,
 // fetched by kFetchThreads threads of the object's own, at most kMaxWindows alive at once
-// (so at most 32 MiB per open object). A window is dropped once every byte of it was read; one
+// (so at most 24 MiB per open object). A window is dropped once every byte of it was read; one
 // that is done and lies behind the read position, or outside every announced range, gives way
 // to a new one. When no window can be had, the read goes straight to one GET of its own.
 // Per-request cost dominates on servers like Swift's proxy: 8 MiB GETs (the part size `aws s3
 // cp` uses) cost 1/8 of the requests of 1 MiB chunk reads.
 constexpr uint64_t kWindowSize = uint64_t{8} << 20;
-constexpr size_t kMaxWindows = 4;
-constexpr size_t kWindowsAhead = 3;  // windows started past the one a read waits for
-constexpr int kFetchThreads = 4;
+constexpr size_t kMaxWindows = 3;
+constexpr size_t kWindowsAhead = 2;  // windows started past the one a read waits for
+constexpr int kFetchThreads = 3;
 constexpr size_t kMaxPlans = 4;  // announced ranges remembered (LRU)
 
 class S3Object : public RandomAccessFile {
@@ -1193,6 +1193,14 @@ class S3Object : public RandomAccessFile {
     return s;
   }
 
+  // Keeps the buffer of a dropped window for the next one, unless a reader still holds the
+  // window (it copies from it outside the lock). Requires mu_.
+  void Recycle(std::shared_ptr<Window> win) const {
+    if (win.use_count() == 1 && win->done && spare_.size() < kMaxWindows) {
+      spare_.push_back(std::move(win->data));
+    }
+  }
+
   // Whether [offset, offset + n) lies in an announced range (then even a small read, such as
   // a short last chunk, comes from a window).
   bool Announced(uint64_t offset, size_t n) const {
@@ -1223,7 +1231,9 @@ class S3Object : public RandomAccessFile {
       for (auto v = windows_.begin(); v != windows_.end(); ++v) {
         const Window& old = *v->second;
         if (old.done && (old.end <= reading_at || PlanFor(old.begin, old.begin + 1) == nullptr)) {
+          std::shared_ptr<Window> dropped = std::move(v->second);
           windows_.erase(v);
+          Recycle(std::move(dropped));
           break;
         }
       }
@@ -1242,6 +1252,15 @@ class S3Object : public RandomAccessFile {
       }
       if (s.ok()) {
         try {
+          {
+            // A buffer of a dropped window, if any: at most kMaxWindows buffers ever exist, so
+            // memory stays bounded (and is not left to the allocator's per-thread arenas).
+            std::lock_guard<std::mutex> lock(mu_);
+            if (!spare_.empty()) {
+              win->data = std::move(spare_.back());
+              spare_.pop_back();
+            }
+          }
           win->data.resize(win->end - win->begin);
           s = Fetch(win->begin, absl::MakeSpan(win->data));
         } catch (const std::bad_alloc&) {
@@ -1290,7 +1309,10 @@ class S3Object : public RandomAccessFile {
       win->consumed += n;
       if (win->consumed >= win->end - win->begin) {
         auto it = windows_.find((win->begin) / kWindowSize);
-        if (it != windows_.end() && it->second == win) windows_.erase(it);
+        if (it != windows_.end() && it->second == win) {
+          windows_.erase(it);
+          Recycle(std::move(win));
+        }
       }
     }
     return absl::OkStatus();
@@ -1324,6 +1346,7 @@ class S3Object : public RandomAccessFile {
   mutable std::list<std::pair<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>> cache_;
   mutable std::vector<std::pair<uint64_t, uint64_t>> plans_;  // oldest first
   mutable std::map<uint64_t, std::shared_ptr<Window>> windows_;  // by window index
+  mutable std::vector<std::vector<uint8_t>> spare_;  // buffers of dropped windows
   mutable bool closing_ = false;
   // Last: destroyed first, while what its tasks use is still there.
   mutable std::unique_ptr<ThreadPool> fetchers_;

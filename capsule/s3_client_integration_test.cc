@@ -241,7 +241,7 @@ TEST_F(S3ClientTest, ObjectRewrittenDuringReadAheadFails) {
   std::vector<uint8_t> buf(size_t{1} << 20);
   ASSERT_TRUE((*object)->ReadAt(0, absl::MakeSpan(buf)).ok());
   ASSERT_TRUE(client_->Put(at, Pattern(size_t{40} << 20, 11)).ok());
-  // Windows 0..3 were started by the first read and may hold the old bytes (the reader's
+  // Windows 0..2 were started by the first read and may hold the old bytes (the reader's
   // table check would refuse them); window 4 is fetched after the rewrite, pinned, and fails.
   absl::Status s = (*object)->ReadAt(uint64_t{36} << 20, absl::MakeSpan(buf));
   EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;

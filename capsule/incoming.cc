@@ -17,6 +17,11 @@
 namespace bunker::capsule {
 namespace {
 
+// A journal record with this bit set takes chunk (record & ~bit) back: it is missing again
+// (LocalIncoming::Forget). Older readers see an index out of range and reset the journal,
+// which costs a resend, never a wrong capsule.
+constexpr uint64_t kForgetRecord = uint64_t{1} << 63;
+
 // A capsule file of which only the prelude is known: reads of the header or the tail succeed,
 // anything else (the chunks) is out of range. Enough for CapsuleReader's checks, which never
 // read a chunk.
@@ -196,7 +201,9 @@ absl::Status LocalIncoming::LoadJournal() {
     absl::Status s = PreadAll(journal_fd_, absl::MakeSpan(buf.data(), n), pos);
     if (!s.ok()) return s;
     for (size_t k = 0; k < n; k += 8) {
-      const uint64_t i = LoadBigEndian64(buf.data() + k);
+      uint64_t i = LoadBigEndian64(buf.data() + k);
+      const bool forget = (i & kForgetRecord) != 0;
+      i &= ~kForgetRecord;
       if (i >= received_.size()) {
         // A damaged journal costs a resend, not the transfer: forget it and start counting again.
         std::fill(received_.begin(), received_.end(), false);
@@ -204,7 +211,10 @@ absl::Status LocalIncoming::LoadJournal() {
         if (::ftruncate(journal_fd_, 0) != 0) return ErrnoStatus("cannot reset the journal", errno);
         return absl::OkStatus();
       }
-      if (!received_[i]) {
+      if (forget && received_[i]) {
+        received_[i] = false;
+        --received_count_;
+      } else if (!forget && !received_[i]) {
         received_[i] = true;
         ++received_count_;
       }
@@ -338,6 +348,33 @@ absl::Status LocalIncoming::Abandon() {
 
 absl::Status LocalIncoming::ReadAt(uint64_t offset, absl::Span<uint8_t> out) const {
   return PreadAll(fd_, out, offset);
+}
+
+absl::Status LocalIncoming::Forget(const std::vector<uint64_t>& indexes) {
+  std::lock_guard<std::mutex> sync_lock(sync_mu_);
+  std::vector<uint8_t> records;
+  for (uint64_t i : indexes) {
+    if (i >= received_.size()) return absl::InvalidArgumentError("chunk index out of range");
+    records.resize(records.size() + 8);
+    StoreBigEndian64(i | kForgetRecord, records.data() + records.size() - 8);
+  }
+  if (records.empty()) return absl::OkStatus();
+  struct stat before;
+  const bool sized = ::fstat(journal_fd_, &before) == 0;
+  absl::Status s = WriteAll(journal_fd_, records);
+  if (s.ok() && ::fsync(journal_fd_) != 0) s = ErrnoStatus("cannot sync the journal", errno);
+  if (!s.ok()) {
+    if (sized) (void)::ftruncate(journal_fd_, before.st_size);
+    return s;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (uint64_t i : indexes) {
+    if (received_[i]) {
+      received_[i] = false;
+      --received_count_;
+    }
+  }
+  return absl::OkStatus();
 }
 
 void LocalIncoming::Release(uint64_t offset, uint64_t length) {

@@ -70,6 +70,11 @@ class IncomingCapsule {
   // receiver may now acknowledge).
   virtual absl::StatusOr<std::vector<uint64_t>> Sync() = 0;
 
+  // Chunks that were durably received but found damaged later (an object store's receiver
+  // checks each chunk again as it leaves its local spool) and are missing again, since the last
+  // call: a receiver reports them as refused so that the sender sends them again.
+  virtual std::vector<uint64_t> TakeRefused() { return {}; }
+
   // When every chunk is durably received: calls `before_name` (if any) and only if that
   // returns OK makes the capsule appear under its final name in the store: e.g. to put the
   // receipt on record first, so that no capsule is ever in the store unaccounted for. An error
@@ -91,7 +96,8 @@ class IncomingCapsule {
 
 // An incoming capsule in a local folder: files `folder`/.incoming/ID.capsule (the file being
 // assembled, pre-sized, chunks written at their place) and ID.journal (u64 big-endian chunk
-// indexes, appended; a torn last record is ignored). Sync makes written chunks durable (data
+// indexes, appended; a torn last record is ignored; an index with its top bit set takes that
+// chunk back, see Forget). Sync makes written chunks durable (data
 // fsync) and only then journals their indexes. Finish links the file to `folder`/ID.capsule
 // (never replacing one) and removes the partial files.
 class LocalIncoming final : public IncomingCapsule {
@@ -128,6 +134,9 @@ class LocalIncoming final : public IncomingCapsule {
   // Frees the disk space of a byte range that is kept elsewhere now; best effort (file systems
   // without hole punching keep the bytes).
   void Release(uint64_t offset, uint64_t length);
+  // Takes durably received chunks back (they were found damaged): journals them as missing
+  // again, so that they are received anew, also after a restart.
+  absl::Status Forget(const std::vector<uint64_t>& indexes);
   const Geometry& geometry() const { return reader_->geometry(); }
   const Prelude& prelude() const { return prelude_; }
   // The folder holding the partial files (`folder`/.incoming).

@@ -102,6 +102,39 @@ TEST(IncomingCapsuleTest, ResumeAfterACrashNeedsOnlyTheUnjournaledChunks) {
   EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), s.capsule);
 }
 
+// Regression (#12): a chunk found damaged after it was durably received (an S3 store checks it
+// again as it leaves its spool) is taken back: missing again, also after a restart, and
+// received anew.
+TEST(IncomingCapsuleTest, ForgottenChunksAreMissingAgainAcrossARestart) {
+  Keys keys;
+  const Sent s = MakeCapsule(keys, 6 * kChunk);
+  const std::string store = testing::MakeTempDir();
+  {
+    auto in = LocalIncoming::Begin(store, s.prelude, Trust(keys));
+    ASSERT_TRUE(in.ok());
+    for (uint64_t i = 0; i < 6; ++i) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+    ASSERT_TRUE((*in)->Sync().ok());
+    EXPECT_TRUE((*in)->Missing().empty());
+    ASSERT_TRUE((*in)->Forget({2, 4}).ok());
+    EXPECT_EQ((*in)->Missing(), (std::vector<uint64_t>{2, 4}));
+    EXPECT_EQ((*in)->received_count(), 4u);
+    EXPECT_EQ((*in)->Finish().status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ((*in)->Forget({6}).code(), absl::StatusCode::kInvalidArgument);
+    // Chunk 4 comes back before the "crash".
+    ASSERT_TRUE((*in)->PutChunk(4, Chunk(s, 4)).ok());
+    ASSERT_TRUE((*in)->Sync().ok());
+  }
+  auto in = LocalIncoming::Begin(store, s.prelude, Trust(keys));
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ((*in)->Missing(), (std::vector<uint64_t>{2}));
+  ASSERT_TRUE((*in)->PutChunk(2, Chunk(s, 2)).ok());
+  ASSERT_TRUE((*in)->Sync().ok());
+  auto path = (*in)->Finish();
+  ASSERT_TRUE(path.ok()) << path.status();
+  const std::string got = testing::ReadFile(*path);
+  EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), s.capsule);
+}
+
 TEST(IncomingCapsuleTest, BadChunkIsRefusedAndCanBeSentAgain) {
   Keys keys;
   const Sent s = MakeCapsule(keys, 3 * kChunk);

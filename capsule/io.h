@@ -25,6 +25,14 @@ class RandomAccessFile {
   // count: 0 means one per core (local files); a remote object (capsule/s3_client.h) answers
   // more, since its reads mostly wait on the network.
   virtual int parallelism() const { return 0; }
+  // A hint, like posix_fadvise(SEQUENTIAL): the caller is about to read all of [begin, end),
+  // mostly in ascending order and in pieces of any size. A remote object (capsule/s3_client.h)
+  // then fetches that range in large windows ahead of the reads; reads outside every hinted
+  // range still fetch only what they ask for. Changes no result, only how reads are made.
+  virtual void WillRead(uint64_t begin, uint64_t end) const {
+    (void)begin;
+    (void)end;
+  }
 };
 
 // A pull source of bytes, read in pieces of any size.

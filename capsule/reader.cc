@@ -150,6 +150,10 @@ absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress
   OrderedPipeline<absl::Status> pipeline(
       &pool, WindowFor(pool.size(), size_t{geometry_.chunk_size} + kTagSize));
   const uint64_t n = geometry_.chunk_count;
+  if (n > 0) {
+    file_->WillRead(geometry_.ChunkOffset(0),
+                    geometry_.ChunkOffset(n - 1) + geometry_.CipherSize(n - 1));
+  }
   uint64_t next = 0, done = 0, bytes = 0;
   while (done < n) {
     while (next < n && !pipeline.full()) {
@@ -228,6 +232,8 @@ absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(const Paylo
   } else {
     s->next_submit_ = s->next_pop_ = begin / manifest_.chunk_size;
     s->last_chunk_ = (end - 1) / manifest_.chunk_size;
+    file_->WillRead(geometry_.ChunkOffset(s->next_submit_),
+                    geometry_.ChunkOffset(s->last_chunk_) + geometry_.CipherSize(s->last_chunk_));
   }
   s->pool_ = std::make_unique<ThreadPool>(ReaderThreads(threads, *file_));
   s->buffers_ = std::make_unique<BufferPool>(size_t{manifest_.chunk_size} + kTagSize);

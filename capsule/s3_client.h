@@ -132,7 +132,9 @@ struct Stats {
 
 class Client {
  public:
-  // kInvalidArgument if `config` is incomplete (no endpoint or key).
+  // kInvalidArgument if `config` is incomplete (no endpoint or key), or if the endpoint is
+  // plain http:// to another machine (credentials only travel over https://, or http:// to
+  // loopback: localhost, 127.0.0.0/8, [::1]).
   static absl::StatusOr<std::unique_ptr<Client>> Create(Config config);
   ~Client();
   Client(const Client&) = delete;
@@ -148,7 +150,9 @@ class Client {
   absl::StatusOr<ObjectInfo> Head(const Location& at);
 
   // Fills `out` exactly with the object's bytes from `offset`. If `if_match` is not empty the
-  // read is pinned to that ETag: a rewritten object fails with kAborted. kOutOfRange if the range
+  // read is pinned to that ETag: it is sent as If-Match and the reply's ETag must be that same
+  // value (a server or proxy that ignores If-Match is caught too); a rewritten object fails with
+  // kAborted, a reply without an ETag with kUnavailable. kOutOfRange if the range
   // reaches past the end of the object; kUnavailable if the server sends more or fewer bytes.
   absl::Status GetRange(const Location& at, uint64_t offset, absl::Span<uint8_t> out,
                         const std::string& if_match = "");
@@ -173,10 +177,12 @@ class Client {
                                          int part_number, absl::Span<const uint8_t> body);
   // The parts uploaded so far (all pages), by number. kNotFound if the upload is unknown.
   absl::StatusOr<std::vector<Part>> ListParts(const Location& at, const std::string& upload_id);
-  // Makes the object from `parts` (in ascending number order). Checks the response body, since
-  // S3 may report a failure inside a 200.
-  absl::Status CompleteMultipartUpload(const Location& at, const std::string& upload_id,
-                                       const std::vector<Part>& parts);
+  // Makes the object from `parts` (in ascending number order); returns the new object's ETag
+  // as the reply names it (quotes included; "" if the server names none). Checks the response
+  // body, since S3 may report a failure inside a 200.
+  absl::StatusOr<std::string> CompleteMultipartUpload(const Location& at,
+                                                      const std::string& upload_id,
+                                                      const std::vector<Part>& parts);
   // Abandons the upload and frees its parts. kNotFound if it is unknown.
   absl::Status AbortMultipartUpload(const Location& at, const std::string& upload_id);
   // Uploads in progress under `prefix` (all pages).
@@ -194,17 +200,22 @@ class Client {
 };
 
 // A capsule object read with ranged GETs: the size and ETag come from one HEAD, and every GET
-// carries If-Match with that ETag, so an object rewritten while it is read fails (kAborted)
-// instead of mixing two versions. Small reads (the header, the table, the index) are served from
-// a bounded cache of aligned blocks so that a reader walking the table issues few requests;
-// large reads (chunks) go straight to one GET each. ReadAt is safe from many threads at once.
-// kNotFound if the object does not exist.
+// carries If-Match with that ETag and has its reply's ETag compared, so an object rewritten while
+// it is read fails (kAborted) instead of mixing two versions. Small reads (the header, the table,
+// the index) are served from a bounded cache of aligned blocks so that a reader walking the
+// table issues few requests. Large reads inside a range announced with WillRead (a reader
+// streaming chunks) are served from read-ahead windows: 8 MiB ranged GETs, several in flight on
+// threads of the object's own, at most 24 MiB held per object, each window dropped once read;
+// large reads outside every announced range (random access: the mount, one small file) fetch
+// exactly the bytes asked for, one GET each. The bytes are only transport: readers check every
+// chunk against the signed table as they do for a local file. ReadAt is safe from many threads
+// at once. kNotFound if the object does not exist.
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenObject(std::shared_ptr<Client> client,
                                                              Location at);
 
 // How many ranged GETs a reader keeps in flight on one object when it chooses its own thread
 // count (RandomAccessFile::parallelism()).
-inline constexpr int kObjectParallelism = 8;
+inline constexpr int kObjectParallelism = 4;
 
 // Opens a capsule wherever it is: an s3:// URL (IsS3Url) as OpenObject with a Client built by
 // ConfigFromEnvironment(credentials_file); anything else as a local file (OpenFile). Errors name

@@ -1,10 +1,15 @@
 // Unit tests of the S3 client's parsers: URLs, credentials files, hostile XML. The client against
 // a real server is s3_client_integration_test.cc.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "capsule/capsule_test_util.h"
 #include "capsule/s3_client.h"
@@ -151,6 +156,125 @@ TEST(S3ConfigTest, FromEnvironment) {
   ::unsetenv("AWS_SHARED_CREDENTIALS_FILE");
   ::unsetenv("AWS_ENDPOINT_URL");
   ::unsetenv("AWS_REGION");
+}
+
+// A one-trick HTTP server on loopback: answers every request with `reply`, then closes.
+class FakeServer {
+ public:
+  explicit FakeServer(std::string reply) : reply_(std::move(reply)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd_, 8) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "cannot listen on loopback";
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      while (true) {
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0 || stop_) {
+          if (c >= 0) ::close(c);
+          return;
+        }
+        std::string request;
+        char buf[4096];
+        while (request.find("\r\n\r\n") == std::string::npos) {
+          const ssize_t n = ::read(c, buf, sizeof(buf));
+          if (n <= 0) break;
+          request.append(buf, static_cast<size_t>(n));
+        }
+        last_request_ = request;
+        size_t done = 0;
+        while (done < reply_.size()) {
+          const ssize_t n = ::write(c, reply_.data() + done, reply_.size() - done);
+          if (n <= 0) break;
+          done += static_cast<size_t>(n);
+        }
+        ::close(c);
+      }
+    });
+  }
+  ~FakeServer() {
+    stop_ = true;
+    // Wake accept() with one last connection.
+    const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port_);
+    (void)::connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::close(c);
+    if (thread_.joinable()) thread_.join();
+    ::close(fd_);
+  }
+  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // The last request's head (its thread is done with it once the client has the reply).
+  std::string last_request() const { return last_request_; }
+
+ private:
+  std::string reply_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::string last_request_;
+  std::thread thread_;
+};
+
+Config FakeConfig(const std::string& endpoint) {
+  Config c;
+  c.endpoint = endpoint;
+  c.access_key_id = "AKID";
+  c.secret_access_key = crypto::SecretBytes::CopyOf(std::string_view("secret"));
+  c.max_attempts = 1;
+  return c;
+}
+
+// Review finding 13: a server (or a proxy in front of it) that ignores If-Match and answers
+// with another version of the object is caught by the reply's ETag.
+TEST(S3ClientFakeServerTest, PinnedRangeWithAnotherETagIsAborted) {
+  FakeServer server(
+      "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\n"
+      "Content-Length: 10\r\nETag: \"other\"\r\nConnection: close\r\n\r\n0123456789");
+  auto client = Client::Create(FakeConfig(server.endpoint()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<uint8_t> out(10);
+  absl::Status s = (*client)->GetRange(Location{"bucket", "key"}, 0, absl::MakeSpan(out),
+                                       "\"pinned\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  EXPECT_NE(server.last_request().find("If-Match: \"pinned\""), std::string::npos)
+      << "the pin is sent too";
+  // Unpinned, the same reply is fine.
+  EXPECT_TRUE((*client)->GetRange(Location{"bucket", "key"}, 0, absl::MakeSpan(out)).ok());
+}
+
+TEST(S3ClientFakeServerTest, PinnedRangeWithoutAnETagIsRefused) {
+  FakeServer server(
+      "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\n"
+      "Content-Length: 10\r\nConnection: close\r\n\r\n0123456789");
+  auto client = Client::Create(FakeConfig(server.endpoint()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<uint8_t> out(10);
+  absl::Status s = (*client)->GetRange(Location{"bucket", "key"}, 0, absl::MakeSpan(out),
+                                       "\"pinned\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+}
+
+TEST(S3ClientTest, CredentialsTravelInClearOnlyToLoopback) {
+  for (const char* ok : {"https://s3.example.org", "http://127.0.0.1:9000", "http://localhost",
+                         "http://127.1.2.3:80", "http://[::1]:9000"}) {
+    EXPECT_TRUE(Client::Create(FakeConfig(ok)).ok()) << ok;
+  }
+  for (const char* bad : {"http://s3.example.org", "http://10.0.0.1:9000", "http://127.0.0.1.nip.io",
+                          "http://localhost.example", "http://[::2]:80"}) {
+    auto c = Client::Create(FakeConfig(bad));
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(c.status().message().find("https://"), std::string::npos) << c.status();
+  }
 }
 
 TEST(S3XmlTest, ParsesAListing) {

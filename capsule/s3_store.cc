@@ -18,9 +18,13 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "capsule/format.h"
 #include "capsule/io.h"
+#include "crypto/secret.h"
+#include "crypto/sha256.h"
 
 namespace bunker::capsule {
 
@@ -164,8 +168,68 @@ class PartsJournal {
   std::map<int, std::string> parts_;
 };
 
+// The boots file is read from its end, at most this many lines (the newest runs).
+constexpr size_t kMaxBoots = 1000;
+constexpr char kPending[] = "pending";
+
 struct Shared {
   S3StoreOptions o;
+  // This process's boot nonce (16 random hex characters), written into every marker it puts;
+  // the boots file lists the nonces of this daemon's runs (spec/STORE.md "Receiving" 6).
+  std::string boot;
+  std::string BootsPath() const {
+    return o.boots_file.empty() ? o.spool + ".boots" : o.boots_file;
+  }
+  // Appends `boot` to the boots file, once per process (before any marker names it).
+  absl::Status RecordBoot() const {
+    std::call_once(boot_once, [this] {
+      int fd = ::open(BootsPath().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+                      0600);
+      if (fd < 0) {
+        boot_status = ErrnoStatus("cannot record this start in the S3 store's boots file", errno);
+        return;
+      }
+      Fd closer(fd);
+      const std::string line = boot + "\n";
+      boot_status = WriteAll(fd, absl::MakeConstSpan(
+                                     reinterpret_cast<const uint8_t*>(line.data()), line.size()));
+      if (boot_status.ok() && ::fsync(fd) != 0) {
+        boot_status = ErrnoStatus("cannot sync the S3 store's boots file", errno);
+      }
+    });
+    return boot_status;
+  }
+  // The nonces of this spool's earlier runs (and this one, once recorded).
+  std::set<std::string> Boots() const {
+    std::set<std::string> out;
+    int fd = ::open(BootsPath().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return out;
+    Fd closer(fd);
+    std::string text(kMaxBoots * 17, '\0');
+    struct stat st;
+    if (::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) > text.size()) {
+      (void)::lseek(fd, st.st_size - static_cast<off_t>(text.size()), SEEK_SET);
+    }
+    size_t done = 0;
+    for (;;) {
+      const ssize_t n = ::read(fd, text.data() + done, text.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+      if (done == text.size()) break;
+    }
+    text.resize(done);
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      if (line.size() == 16) out.insert(std::string(line));
+    }
+    return out;
+  }
+  // A marker's body: "<upload id or pending> <boot>".
+  std::string MarkerBody(const std::string& upload_id) const {
+    return absl::StrCat(upload_id, " ", boot);
+  }
+  mutable std::once_flag boot_once;
+  mutable absl::Status boot_status;
   std::string MarkerPrefix() const { return absl::StrCat(o.prefix, ".incoming/", o.daemon_id, "/"); }
   s3::Location KeyOf(const std::string& id) const { return {o.bucket, o.prefix + id + kSuffix}; }
   s3::Location MarkerOf(const std::string& id) const {
@@ -265,6 +329,12 @@ class S3Incoming final : public IncomingCapsule {
     return spool_->CheckAndWrite(index, c);
   }
   void MarkWritten(uint64_t index) override { spool_->MarkWritten(index); }
+  std::vector<uint64_t> TakeRefused() override {
+    std::lock_guard<std::mutex> lock(refused_mu_);
+    std::vector<uint64_t> out;
+    out.swap(refused_);
+    return out;
+  }
 
   ~S3Incoming() override { StopUploaders(); }
 
@@ -308,12 +378,19 @@ class S3Incoming final : public IncomingCapsule {
   void Uploader();                      // a background uploader's loop
   void StopUploaders();
   // Reads part `n` from the spool and uploads it; its ETag.
+  // Chunks that fail their check as they leave the spool are added to `bad` (kDataLoss).
   absl::StatusOr<std::string> UploadOne(int n, const std::string& upload_id,
-                                        std::vector<uint8_t>& buf) const;
+                                        std::vector<uint8_t>& buf,
+                                        std::vector<uint64_t>& bad) const;
+  // Takes `bad` chunks back from the spool so that they are received again (TakeRefused);
+  // mu_ not held.
+  absl::Status Refuse(const std::vector<uint64_t>& bad);
   // Journals a stored part and frees its chunks from the spool. mu_ held.
   absl::Status Stored(int n, const std::string& etag);
   absl::Status Cleanup();           // after completion: spool, journal, marker
   absl::Status StartUpload();
+  // Puts this daemon's marker for the capsule: `upload_id` (or kPending) and the boot nonce.
+  absl::Status PutMarker(const std::string& upload_id) const;
 
   const std::unique_ptr<Claim> claim_;  // released last
   const std::shared_ptr<const Shared> shared_;
@@ -333,9 +410,15 @@ class S3Incoming final : public IncomingCapsule {
   const uint64_t per_part_;
   const uint64_t part_count_;
   std::string finished_;
+  std::mutex refused_mu_;  // a leaf lock: guards refused_
+  std::vector<uint64_t> refused_;
 };
 
 absl::Status S3Incoming::StartUpload() {
+  // A pending marker first: a crash between creating the upload and journaling it leaves this
+  // marker, and the next start aborts the upload it cannot name (spec/STORE.md "Receiving" 6).
+  absl::Status marked = PutMarker(kPending);
+  if (!marked.ok()) return marked;
   absl::StatusOr<std::string> upload = shared_->o.client->CreateMultipartUpload(
       at_, {{"bunker-capsule", id_}, {"bunker-daemon", shared_->o.daemon_id}});
   if (!upload.ok()) return upload.status();
@@ -409,9 +492,16 @@ absl::Status S3Incoming::Resume(absl::Span<const crypto::PublicIdentity> trusted
   (void)trusted;
   // The marker names this daemon's upload, so that a later start can abort it if its journal
   // is lost (spec/STORE.md "Receiving"). Written again on every resume.
-  const std::string& u = journal_.upload_id();
-  return client.Put(shared_->MarkerOf(id_),
-                    absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(u.data()), u.size()));
+  return PutMarker(journal_.upload_id());
+}
+
+absl::Status S3Incoming::PutMarker(const std::string& upload_id) const {
+  absl::Status s = shared_->RecordBoot();
+  if (!s.ok()) return s;
+  const std::string body = shared_->MarkerBody(upload_id);
+  return shared_->o.client->Put(
+      shared_->MarkerOf(id_),
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
 }
 
 std::vector<int> S3Incoming::ReadyParts() const {
@@ -430,7 +520,8 @@ std::vector<int> S3Incoming::ReadyParts() const {
 }
 
 absl::StatusOr<std::string> S3Incoming::UploadOne(int n, const std::string& upload_id,
-                                                  std::vector<uint8_t>& buf) const {
+                                                  std::vector<uint8_t>& buf,
+                                                  std::vector<uint64_t>& bad) const {
   buf.resize(PartEnd(n) - PartBegin(n));
   absl::Status s = spool_->ReadAt(PartBegin(n), absl::MakeSpan(buf));
   if (!s.ok()) return s;
@@ -441,14 +532,26 @@ absl::StatusOr<std::string> S3Incoming::UploadOne(int n, const std::string& uplo
   for (uint64_t i = FirstChunk(n); i < EndChunk(n); ++i) {
     s = spool_->CheckChunk(i, absl::MakeConstSpan(buf).subspan(g.ChunkOffset(i) - PartBegin(n),
                                                                g.CipherSize(i)));
-    if (!s.ok()) {
-      return absl::DataLossError(absl::StrCat("chunk ", i, " of capsule ", id_,
-                                              " changed in the spool after it was received"));
-    }
+    if (!s.ok()) bad.push_back(i);
+  }
+  if (!bad.empty()) {
+    return absl::DataLossError(absl::StrCat("chunk ", bad.front(), " of capsule ", id_,
+                                            " changed in the spool after it was received"));
   }
   absl::StatusOr<std::string> etag = shared_->o.client->UploadPart(at_, upload_id, n, buf);
   if (etag.ok() && !IsToken(*etag)) return absl::UnavailableError("S3: the server sent a malformed ETag");
   return etag;
+}
+
+absl::Status S3Incoming::Refuse(const std::vector<uint64_t>& bad) {
+  absl::Status s = spool_->Forget(bad);
+  shared_->Log(absl::StrCat("s3: ", bad.size(), " chunk(s) of capsule ", id_, " (first: ",
+                            bad.front(), ") changed in the spool after they were received",
+                            s.ok() ? "; asked for again" : "; taking them back failed"));
+  if (!s.ok()) return s;
+  std::lock_guard<std::mutex> lock(refused_mu_);
+  refused_.insert(refused_.end(), bad.begin(), bad.end());
+  return absl::OkStatus();
 }
 
 absl::Status S3Incoming::Stored(int n, const std::string& etag) {
@@ -489,11 +592,14 @@ void S3Incoming::Uploader() {
     ++busy_;
     const std::string upload_id = journal_.upload_id();
     lock.unlock();
-    absl::StatusOr<std::string> etag = UploadOne(n, upload_id, buf);
+    std::vector<uint64_t> bad;
+    absl::StatusOr<std::string> etag = UploadOne(n, upload_id, buf, bad);
+    // Damaged chunks are taken back and asked for again; the part waits for them.
+    absl::Status refused = bad.empty() ? absl::OkStatus() : Refuse(bad);
     lock.lock();
     --busy_;
     queued_.erase(n);
-    absl::Status s = etag.ok() ? Stored(n, *etag) : etag.status();
+    absl::Status s = etag.ok() ? Stored(n, *etag) : bad.empty() ? etag.status() : refused;
     if (!s.ok() && upload_error_.ok()) upload_error_ = s;
     if (queue_.empty() && busy_ == 0) idle_cv_.notify_all();
   }
@@ -516,7 +622,16 @@ absl::Status S3Incoming::UploadReadyParts() {
   if (ready.empty()) return absl::OkStatus();
   std::vector<uint8_t> buf;
   for (int n : ready) {
-    absl::StatusOr<std::string> etag = UploadOne(n, journal_.upload_id(), buf);
+    std::vector<uint64_t> bad;
+    absl::StatusOr<std::string> etag = UploadOne(n, journal_.upload_id(), buf, bad);
+    if (!bad.empty()) {
+      // Not fatal to the capsule: those chunks are missing again, and a resend completes it.
+      absl::Status refused = Refuse(bad);
+      if (!refused.ok()) return refused;
+      return absl::UnavailableError(absl::StrCat(
+          bad.size(), " chunk(s) of capsule ", id_,
+          " were damaged in the spool before upload; they are asked for again"));
+    }
     if (!etag.ok()) return etag.status();
     absl::Status s = Stored(n, *etag);
     if (!s.ok()) return s;
@@ -544,10 +659,11 @@ absl::StatusOr<std::string> S3Incoming::Finish(const std::function<absl::Status(
   }
   s3::Client& client = *shared_->o.client;
   const std::string url = s3::ToUrl(at_);
-  // Swift has no conditional PUT: look first. An object already under the key (another daemon
-  // stored the same capsule meanwhile) is kept if it is the very same capsule; our upload is
-  // then dropped. Two daemons that both look before either completes store identical bytes
-  // under one key (spec/STORE.md "Scaling out").
+  // Swift has no conditional PUT: look first. An object under the key that is another capsule
+  // claiming this id is refused. One that is the very same capsule (another daemon stored it
+  // meanwhile) does not stop us: this daemon completes its own upload, which it verified chunk
+  // by chunk, so that its receipt names what it verified; the object is replaced with identical
+  // bytes (spec/STORE.md "Scaling out").
   absl::StatusOr<bool> same =
       SamePreludeStored(client, at_, spool_->prelude(), spool_->geometry().FileSize());
   if (!same.ok() && !absl::IsNotFound(same.status())) return same.status();
@@ -564,42 +680,61 @@ absl::StatusOr<std::string> S3Incoming::Finish(const std::function<absl::Status(
     s = before_name();
     if (!s.ok()) return s;
   }
-  if (same.ok()) {
-    (void)client.AbortMultipartUpload(at_, journal_.upload_id());
-    shared_->Log(absl::StrCat("s3: capsule ", id_, " was stored meanwhile by another receiver; "
-                              "this upload is dropped"));
+  std::vector<s3::Part> parts;
+  for (const auto& [n, etag] : journal_.parts()) parts.push_back({n, etag, 0});
+  absl::StatusOr<std::string> completed =
+      client.CompleteMultipartUpload(at_, journal_.upload_id(), parts);
+  std::string our_etag;
+  if (completed.ok()) {
+    our_etag = *completed;
+  } else if (absl::IsNotFound(completed.status())) {
+    // A completion that succeeded but whose reply was lost is retried and finds the upload
+    // gone: accepted if the object under the key is this capsule (same size, header, tail).
+    absl::StatusOr<bool> mine =
+        SamePreludeStored(client, at_, spool_->prelude(), spool_->geometry().FileSize());
+    if (!mine.ok() || !*mine) return completed.status();
   } else {
-    std::vector<s3::Part> parts;
-    for (const auto& [n, etag] : journal_.parts()) parts.push_back({n, etag, 0});
-    s = client.CompleteMultipartUpload(at_, journal_.upload_id(), parts);
-    if (absl::IsNotFound(s)) {
-      // A completion that succeeded but whose reply was lost is retried and finds the upload
-      // gone: accepted if the object under the key is this capsule (same size, header, tail).
-      absl::StatusOr<bool> mine = SamePreludeStored(client, at_, spool_->prelude(),
-                                                    spool_->geometry().FileSize());
-      if (mine.ok() && *mine) s = absl::OkStatus();
-    }
-    if (!s.ok()) return s;
-    // The object must be exactly the capsule's size; anything else (parts of another layout)
-    // is deleted. Its receipt is already on record: the failure names that.
-    absl::StatusOr<s3::ObjectInfo> info = client.Head(at_);
-    if (!info.ok()) {
-      return absl::Status(info.status().code(),
-                          absl::StrCat("capsule ", id_, " was completed but cannot be checked "
-                                       "(its receipt is void): ", info.status().message()));
-    }
-    if (info->size != spool_->geometry().FileSize()) {
-      absl::Status d = client.Delete(at_);
+    return completed.status();
+  }
+  // The object must be ours: the ETag the completion named (another daemon's completion just
+  // after ours replaces it), and exactly the capsule's size; an object of ours of another size
+  // (parts of another layout) is deleted. The receipt is already on record: a failure names
+  // that.
+  absl::StatusOr<s3::ObjectInfo> info = client.Head(at_);
+  if (!info.ok()) {
+    return absl::Status(info.status().code(),
+                        absl::StrCat("capsule ", id_, " was completed but cannot be checked "
+                                     "(its receipt is void): ", info.status().message()));
+  }
+  if (!our_etag.empty() && info->etag != our_etag) {
+    // Lost a race: the object under the key is not the one this daemon just completed.
+    absl::StatusOr<bool> theirs =
+        SamePreludeStored(client, at_, spool_->prelude(), spool_->geometry().FileSize());
+    if (!theirs.ok() || !*theirs) {
       (void)Cleanup();
-      shared_->Log(absl::StrCat("s3: capsule ", id_, " was assembled as ", info->size,
-                                " bytes instead of ", spool_->geometry().FileSize(),
-                                d.ok() ? "; the object was deleted" : "; deleting it failed"));
+      shared_->Log(absl::StrCat("s3: capsule ", id_, " was replaced right after this daemon "
+                                "completed it, by an object that is not this capsule"));
       return absl::DataLossError(absl::StrCat(
-          "the object store assembled capsule ", id_, " as ", info->size, " bytes instead of ",
-          spool_->geometry().FileSize(), " (its receipt is void)",
-          d.ok() ? "; the object was deleted" : "; deleting the object failed"));
+          "capsule ", id_, " was replaced in the store right after it was completed, by "
+          "another object (its receipt is void)"));
     }
-    shared_->Log(absl::StrCat("s3: capsule ", id_, " stored as ", url));
+    shared_->Log(absl::StrCat("s3: capsule ", id_, " stored as ", url, "; another receiver "
+                              "completed an identical copy right after"));
+  } else if (info->size != spool_->geometry().FileSize()) {
+    absl::Status d = client.Delete(at_);
+    (void)Cleanup();
+    shared_->Log(absl::StrCat("s3: capsule ", id_, " was assembled as ", info->size,
+                              " bytes instead of ", spool_->geometry().FileSize(),
+                              d.ok() ? "; the object was deleted" : "; deleting it failed"));
+    return absl::DataLossError(absl::StrCat(
+        "the object store assembled capsule ", id_, " as ", info->size, " bytes instead of ",
+        spool_->geometry().FileSize(), " (its receipt is void)",
+        d.ok() ? "; the object was deleted" : "; deleting the object failed"));
+  } else {
+    shared_->Log(absl::StrCat("s3: capsule ", id_, " stored as ", url,
+                              same.ok() ? " (replacing an identical copy another receiver "
+                                          "stored meanwhile)"
+                                        : ""));
   }
   // Stored: a failed cleanup (spool, journal, marker) is only logged; a later start aborts
   // what is left behind.
@@ -719,7 +854,12 @@ class S3StoreImpl final : public Store {
       }
       ::closedir(dir);
     }
-    // Our markers: uploads this daemon started. One no journal names is abandoned.
+    // Our markers: uploads this daemon started. One no journal names is abandoned, if this
+    // spool's own runs wrote it: a copy of the state folder (the same daemon id) running
+    // elsewhere writes markers with boot nonces this daemon never had, and they are left alone.
+    absl::Status booted = shared_->RecordBoot();
+    if (!booted.ok()) return booted;
+    const std::set<std::string> boots = shared_->Boots();
     absl::StatusOr<std::vector<s3::ObjectInfo>> markers =
         client.List(shared_->o.bucket, shared_->MarkerPrefix());
     if (!markers.ok()) return markers.status();
@@ -731,9 +871,31 @@ class S3StoreImpl final : public Store {
       }
       const std::string id(key);
       if (!IsCapsuleId(id)) continue;
-      absl::StatusOr<std::string> upload = GetSmall(client, {shared_->o.bucket, m.key});
-      if (absl::IsNotFound(upload.status())) continue;
-      if (!upload.ok()) return upload.status();
+      absl::StatusOr<std::string> body = GetSmall(client, {shared_->o.bucket, m.key});
+      if (absl::IsNotFound(body.status())) continue;
+      if (!body.ok()) return body.status();
+      // "<upload id> <boot>", or (an earlier version) "<upload id>".
+      std::vector<std::string> fields = absl::StrSplit(*body, ' ');
+      absl::StatusOr<std::string> upload = fields[0];
+      if (fields.size() == 2) {
+        if (fields[1] == shared_->boot) continue;  // this run's own: live
+        if (boots.count(fields[1]) == 0) {
+          lines.push_back(absl::StrCat("s3: the marker of capsule ", id,
+                                       " was written by another daemon with this daemon's id "
+                                       "(a copied state folder?); its upload is left alone"));
+          continue;
+        }
+      } else if (fields.size() != 1) {
+        continue;  // not a marker of ours
+      }
+      if (*upload == kPending) {
+        absl::StatusOr<std::vector<std::string>> aborted = AbortUnnamed(id, ours);
+        if (!aborted.ok()) return aborted.status();
+        lines.insert(lines.end(), aborted->begin(), aborted->end());
+        absl::Status d = client.Delete({shared_->o.bucket, m.key});
+        if (!d.ok()) return d;
+        continue;
+      }
       if (ours.count(*upload) != 0) continue;  // resumable: kept
       if (IsToken(*upload)) {
         absl::Status s = client.AbortMultipartUpload(shared_->KeyOf(id), *upload);
@@ -750,6 +912,53 @@ class S3StoreImpl final : public Store {
   }
 
  private:
+  // After a crash between a pending marker and the journal line of its upload: the uploads of
+  // capsule `id` that no journal of ours (`ours`) and no marker of any daemon names are ours,
+  // unless another daemon is itself starting an upload of that capsule (its marker is pending):
+  // then nothing is aborted, since the two cannot be told apart.
+  absl::StatusOr<std::vector<std::string>> AbortUnnamed(
+      const std::string& id, const std::map<std::string, std::string>& ours) {
+    s3::Client& client = *shared_->o.client;
+    const s3::Location key = shared_->KeyOf(id);
+    std::vector<std::string> lines;
+    absl::StatusOr<std::vector<s3::ObjectInfo>> all =
+        client.List(shared_->o.bucket, shared_->o.prefix + ".incoming/");
+    if (!all.ok()) return all.status();
+    std::set<std::string> named;
+    const std::string suffix = absl::StrCat("/", id, ".upload");
+    for (const s3::ObjectInfo& m : *all) {
+      if (!absl::EndsWith(m.key, suffix) || absl::StartsWith(m.key, shared_->MarkerPrefix())) {
+        continue;
+      }
+      absl::StatusOr<std::string> body = GetSmall(client, {shared_->o.bucket, m.key});
+      if (absl::IsNotFound(body.status())) continue;
+      if (!body.ok()) return body.status();
+      const std::string upload = std::vector<std::string>(absl::StrSplit(*body, ' '))[0];
+      if (upload == kPending) {
+        lines.push_back(absl::StrCat("s3: an upload of capsule ", id, " that this daemon may "
+                                     "have left is kept: another daemon is starting one"));
+        return lines;
+      }
+      named.insert(upload);
+    }
+    absl::StatusOr<std::vector<s3::Upload>> uploads =
+        client.ListMultipartUploads(shared_->o.bucket, key.key);
+    if (!uploads.ok()) return uploads.status();
+    for (const s3::Upload& u : *uploads) {
+      if (u.key != key.key || ours.count(u.upload_id) != 0 || named.count(u.upload_id) != 0 ||
+          !IsToken(u.upload_id)) {
+        continue;
+      }
+      absl::Status s = client.AbortMultipartUpload(key, u.upload_id);
+      if (!s.ok() && !absl::IsNotFound(s)) return s;
+      if (s.ok()) {
+        lines.push_back(absl::StrCat("s3: aborted an abandoned upload of capsule ", id,
+                                     " (started before a crash, never journaled)"));
+      }
+    }
+    return lines;
+  }
+
   std::shared_ptr<const Shared> shared_;
 };
 
@@ -769,6 +978,9 @@ absl::StatusOr<std::shared_ptr<Store>> MakeS3Store(S3StoreOptions options) {
   }
   auto shared = std::make_shared<Shared>();
   shared->o = std::move(options);
+  uint8_t nonce[8];
+  crypto::RandomBytes(absl::MakeSpan(nonce));
+  shared->boot = crypto::ToHex(absl::MakeConstSpan(nonce));
   return std::shared_ptr<Store>(std::make_shared<S3StoreImpl>(std::move(shared)));
 }
 

@@ -31,6 +31,10 @@ struct S3StoreOptions {
   std::string prefix;     // "" or ending in "/"
   std::string spool;      // local folder of partial capsules and journals (the daemon's own)
   std::string daemon_id;  // this daemon among those sharing the bucket: [a-z0-9-]{1,64}
+  // The file listing the boot nonces of this daemon's runs (kept apart from the spool, which
+  // may be lost): markers carrying another nonce are not this daemon's to abort. Default:
+  // `spool`.boots.
+  std::string boots_file;
   // Parts are whole chunks and at least this large, except the last (S3 and Swift refuse
   // smaller ones); more chunks per part when the capsule would need over kMaxParts parts.
   uint64_t min_part_size = uint64_t{8} << 20;

@@ -1,4 +1,5 @@
 // The `capsule` program: dispatches to one command per file.
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <clocale>
@@ -51,6 +52,11 @@ int main(int argc, char** argv) {
   // No core dumps: they could hold key material outside libsodium's guarded pages.
   struct rlimit no_core = {0, 0};
   ::setrlimit(RLIMIT_CORE, &no_core);
+  // Memory: large buffers (chunks, S3 read-ahead windows) are mapped and unmapped on their own
+  // rather than kept in per-thread malloc arenas, so peak RSS stays near what is in use
+  // (spec/STORE.md "Reading": the read-ahead is bounded, the allocator should not multiply it).
+  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  ::mallopt(M_ARENA_MAX, 2);
   // Archive paths are UTF-8; libarchive converts through the C library's locale.
   if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "");
   bunker::crypto::EnsureInitialized();

@@ -77,6 +77,7 @@ absl::StatusOr<std::shared_ptr<capsule::Store>> OpenSiteStore(
   o.bucket = at->bucket;
   o.prefix = prefix;
   o.spool = site.state + "/s3-spool";
+  o.boots_file = site.state + "/s3-boots";
   o.daemon_id = *daemon;
   if (site.s3_part_mib != 0) o.min_part_size = site.s3_part_mib << 20;
   o.log = std::move(log);

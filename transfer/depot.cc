@@ -1,3 +1,10 @@
+// GCC 12 at -O2 and above warns of a maybe-uninitialized absl::Status inside kj's Maybe<T>
+// storage when a kj::Promise<absl::StatusOr<...>> is made from a value (a false positive: the
+// union member is constructed before it is read).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include "transfer/depot.h"
 
 #include <unistd.h>
@@ -15,6 +22,7 @@
 #include "capsule/format.h"
 #include "capsule/io.h"
 #include "transfer/errors.h"
+#include "transfer/off_loop.h"
 #include "transfer/sender.h"
 
 namespace bunker::transfer {
@@ -43,22 +51,6 @@ void SetRanges(const std::vector<uint64_t>& sorted, InitList init) {
     list[static_cast<unsigned>(k)].setFirst(ranges[k].first);
     list[static_cast<unsigned>(k)].setCount(ranges[k].second);
   }
-}
-
-// Runs `job` on `pool` and resolves with its result on the event loop's thread. The job must
-// own (or share) everything it touches.
-template <typename T>
-kj::Promise<T> OffLoop(capsule::ThreadPool& pool, std::function<T()> job) {
-  auto done = kj::newPromiseAndCrossThreadFulfiller<void>();
-  auto fulfiller =
-      std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(done.fulfiller));
-  // The result travels in `result`; fulfilling the cross-thread promise publishes it.
-  auto result = std::make_shared<std::optional<T>>();
-  pool.Submit([job = std::move(job), fulfiller, result]() {
-    result->emplace(job());
-    (*fulfiller)->fulfill();
-  });
-  return done.promise.then([result]() { return std::move(**result); });
 }
 
 // One chunk handed to a worker, which reads it in place from the RPC message that brought it.
@@ -180,6 +172,8 @@ class UploadImpl final : public schema::Upload::Server {
           std::vector<uint64_t> sorted = *durable;
           std::sort(sorted.begin(), sorted.end());
           SetRanges(sorted, [&results](unsigned n) { return results.initDurable(n); });
+          // Chunks the store took back (damaged before they left its spool) are refused too.
+          for (uint64_t i : in_->TakeRefused()) rejected_.insert(i);
           auto rejected = results.initRejected(static_cast<unsigned>(rejected_.size()));
           unsigned k = 0;
           for (uint64_t i : rejected_) rejected.set(k++, i);
@@ -257,43 +251,65 @@ class TransferImpl final : public schema::Transfer::Server {
   kj::Promise<void> offer(OfferContext context) override {
     absl::Status serving = depot_.CheckServing(peer_, "offer");
     if (!serving.ok()) return ToException(serving);
-    const capsule::Prelude prelude = PreludeFrom(context.getParams().getPrelude());
-    absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> in = depot_.Receive(prelude, peer_);
-    auto results = context.getResults();
-    if (absl::IsAlreadyExists(in.status())) {
-      absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> r =
-          capsule::CheckPrelude(prelude, depot_.options().trusted);
-      if (!r.ok()) return ToException(r.status());
-      // "Already stored" only for the very same capsule, not any capsule claiming its id.
-      const std::string id = (*r)->manifest().IdHex();
-      absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
-          depot_.options().store->Open(id);
-      absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> stored =
-          file.ok() ? capsule::CapsuleReader::OpenUntrusted(std::move(*file))
-                    : absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>>(file.status());
-      absl::StatusOr<capsule::Prelude> stored_prelude =
-          stored.ok() ? capsule::ReadPrelude(**stored)
-                      : absl::StatusOr<capsule::Prelude>(stored.status());
-      if (!stored_prelude.ok() || stored_prelude->header != prelude.header ||
-          stored_prelude->tail != prelude.tail) {
-        return ToException(absl::DataLossError(
-            absl::StrCat("a different capsule with id ", id, " is already stored here")));
-      }
-      // A capsule stored without its receipt (a crash between the two in an older version, a
-      // copy into the store) gets it now.
-      absl::Status recorded = depot_.RecordReceipt(
-          {"received", id, (*r)->manifest().issuer.fingerprint().ToString(), peer_,
-           "offered again; already stored, its receipt was missing"});
-      if (!recorded.ok()) return ToException(PeerSafe(recorded));
-      results.setUpload(kj::heap<StoredUpload>(id));
-      results.initMissing(0);
+    capsule::Prelude prelude = PreludeFrom(context.getParams().getPrelude());
+    // Beginning (in an object store: HEAD, a marker, CreateMultipartUpload) runs off the event
+    // loop, so a slow store stalls only this offer.
+    kj::Promise<absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>>> in =
+        depot_.Receive(prelude, peer_);
+    return in.then([this, context, prelude = std::move(prelude)](
+                       absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> in) mutable
+                   -> kj::Promise<void> {
+      if (absl::IsAlreadyExists(in.status())) return AlreadyStored(context, std::move(prelude));
+      if (!in.ok()) return ToException(PeerSafe(in.status()));
+      auto results = context.getResults();
+      const std::vector<uint64_t> missing = (*in)->Missing();
+      SetRanges(missing, [&results](unsigned n) { return results.initMissing(n); });
+      results.setUpload(kj::heap<UploadImpl>(depot_, *in, peer_));
       return kj::READY_NOW;
-    }
-    if (!in.ok()) return ToException(PeerSafe(in.status()));
-    const std::vector<uint64_t> missing = (*in)->Missing();
-    SetRanges(missing, [&results](unsigned n) { return results.initMissing(n); });
-    results.setUpload(kj::heap<UploadImpl>(depot_, *in, peer_));
-    return kj::READY_NOW;
+    });
+  }
+
+  // An offer of a capsule the store holds: "already stored" only for the very same capsule,
+  // not any capsule claiming its id. Reading the stored prelude runs off the event loop.
+  kj::Promise<void> AlreadyStored(OfferContext context, capsule::Prelude prelude) {
+    absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> r =
+        capsule::CheckPrelude(prelude, depot_.options().trusted);
+    if (!r.ok()) return ToException(r.status());
+    const std::string id = (*r)->manifest().IdHex();
+    const std::string issuer = (*r)->manifest().issuer.fingerprint().ToString();
+    std::shared_ptr<capsule::Store> store = depot_.options().store;
+    auto offered = std::make_shared<capsule::Prelude>(std::move(prelude));
+    return OffLoop<absl::Status>(
+               depot_.store_calls(),
+               [store, id, offered]() -> absl::Status {
+                 absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = store->Open(id);
+                 absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> stored =
+                     file.ok() ? capsule::CapsuleReader::OpenUntrusted(std::move(*file))
+                               : absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>>(
+                                     file.status());
+                 absl::StatusOr<capsule::Prelude> stored_prelude =
+                     stored.ok() ? capsule::ReadPrelude(**stored)
+                                 : absl::StatusOr<capsule::Prelude>(stored.status());
+                 if (!stored_prelude.ok() || stored_prelude->header != offered->header ||
+                     stored_prelude->tail != offered->tail) {
+                   return absl::DataLossError(
+                       absl::StrCat("a different capsule with id ", id, " is already stored here"));
+                 }
+                 return absl::OkStatus();
+               })
+        .then([this, context, id, issuer](absl::Status same) mutable -> kj::Promise<void> {
+          if (!same.ok()) return ToException(same);
+          // A capsule stored without its receipt (a crash between the two in an older version,
+          // a copy into the store) gets it now.
+          absl::Status recorded = depot_.RecordReceipt(
+              {"received", id, issuer, peer_,
+               "offered again; already stored, its receipt was missing"});
+          if (!recorded.ok()) return ToException(PeerSafe(recorded));
+          auto results = context.getResults();
+          results.setUpload(kj::heap<StoredUpload>(id));
+          results.initMissing(0);
+          return kj::READY_NOW;
+        });
   }
 
   kj::Promise<void> fetch(FetchContext context) override {
@@ -307,34 +323,45 @@ class TransferImpl final : public schema::Transfer::Server {
         id.find_first_not_of("0123456789abcdef") != std::string::npos) {
       return ToException(absl::InvalidArgumentError("a capsule id is 32 hex characters"));
     }
-    absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
-        depot_.options().store->Open(id);
-    if (absl::IsNotFound(file.status())) {
-      return ToException(absl::NotFoundError(absl::StrCat("capsule ", id, " is not in the store")));
-    }
-    if (!file.ok()) return ToException(PeerSafe(file.status()));
-    absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
-        capsule::CapsuleReader::OpenUntrusted(std::move(*file));
-    if (!reader.ok()) return ToException(PeerSafe(reader.status()));
-    const capsule::CapsuleReader& r = **reader;
-    auto receiver = context.getParams().getReceiver();
-    return Push(r, receiver, SendOptions())
-        .then([this, context, id](SendSummary summary) mutable {
-          auto s = context.getResults().initSummary();
-          s.setCapsuleId(summary.capsule_id);
-          s.setChunksTotal(summary.chunks_total);
-          s.setChunksSent(summary.chunks_sent);
-          s.setChunksSkipped(summary.chunks_skipped);
-          s.setBytesSent(summary.bytes_sent);
-          s.setSeconds(summary.seconds);
-          depot_.Emit({"sent", id, "", peer_,
-                       absl::StrCat(summary.chunks_sent, " chunks sent, ", summary.chunks_skipped,
-                                    " already there")});
-        })
-        .attach(kj::mv(*reader));
+    // Opening (in an object store: HEAD and ranged GETs) and reading chunks run off the event
+    // loop.
+    std::shared_ptr<capsule::Store> store = depot_.options().store;
+    using Opened = absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>>;
+    return OffLoop<Opened>(depot_.store_calls(),
+                           [store, id]() -> Opened {
+                             absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
+                                 store->Open(id);
+                             if (absl::IsNotFound(file.status())) {
+                               return absl::NotFoundError(
+                                   absl::StrCat("capsule ", id, " is not in the store"));
+                             }
+                             if (!file.ok()) return file.status();
+                             return capsule::CapsuleReader::OpenUntrusted(std::move(*file));
+                           })
+        .then([this, context, id](Opened reader) mutable -> kj::Promise<void> {
+          if (!reader.ok()) return ToException(PeerSafe(reader.status()));
+          const capsule::CapsuleReader& r = **reader;
+          auto receiver = context.getParams().getReceiver();
+          SendOptions options;
+          options.read_pool = &depot_.store_calls();
+          return Push(r, receiver, std::move(options))
+              .then([this, context, id](SendSummary summary) mutable {
+                auto s = context.getResults().initSummary();
+                s.setCapsuleId(summary.capsule_id);
+                s.setChunksTotal(summary.chunks_total);
+                s.setChunksSent(summary.chunks_sent);
+                s.setChunksSkipped(summary.chunks_skipped);
+                s.setBytesSent(summary.bytes_sent);
+                s.setSeconds(summary.seconds);
+                depot_.Emit({"sent", id, "", peer_,
+                             absl::StrCat(summary.chunks_sent, " chunks sent, ",
+                                          summary.chunks_skipped, " already there")});
+              })
+              .attach(kj::mv(*reader));
+        });
   }
 
- kj::Promise<void> newestOf(NewestOfContext context) override {
+  kj::Promise<void> newestOf(NewestOfContext context) override {
     WitnessStore* store = depot_.options().witness_store;
     if (store == nullptr) {
       return ToException(absl::FailedPreconditionError("this site keeps no witness copies"));
@@ -402,7 +429,9 @@ class TransferImpl final : public schema::Transfer::Server {
 }  // namespace
 
 Depot::Depot(DepotOptions options)
-    : options_(std::move(options)), workers_(std::make_unique<capsule::ThreadPool>(0)) {}
+    : options_(std::move(options)),
+      workers_(std::make_unique<capsule::ThreadPool>(0)),
+      store_calls_(std::make_unique<capsule::ThreadPool>(kStoreCallThreads)) {}
 // The pool's destructor runs what is queued and joins its threads first: the jobs hold their
 // own references to what they touch.
 Depot::~Depot() = default;
@@ -467,53 +496,70 @@ void Depot::Conflict(const std::string& peer, const std::string& detail) {
 
 void Depot::Finished(const std::string& capsule_id) { incoming_.erase(capsule_id); }
 
-absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> Depot::Receive(
+kj::Promise<absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>>> Depot::Receive(
     const capsule::Prelude& prelude, const std::string& peer) {
+  using Result = absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>>;
   // Everything that can refuse the capsule runs before anything is written.
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> checked =
       capsule::CheckPrelude(prelude, options_.trusted);
   if (!checked.ok()) {
     Emit({"refused", "", "", peer, std::string(checked.status().message())});
-    return checked.status();
+    return Result(checked.status());
   }
   const capsule::Manifest& m = (*checked)->manifest();
   const std::string id = m.IdHex();
   const std::string issuer = m.issuer.fingerprint().ToString();
   if (!options_.expected_id.empty() && id != options_.expected_id) {
-    return absl::PermissionDeniedError(absl::StrCat("offered capsule ", id, " is not the one asked for"));
+    return Result(absl::PermissionDeniedError(
+        absl::StrCat("offered capsule ", id, " is not the one asked for")));
   }
   if (options_.admit) {
     absl::Status admitted = options_.admit(m);
     if (!admitted.ok()) {
       const std::string why(admitted.message());
       Emit({"refused", id, issuer, peer, why});
-      return absl::PermissionDeniedError(why);
+      return Result(absl::PermissionDeniedError(why));
     }
   }
   auto it = incoming_.find(id);
   if (it != incoming_.end()) {
     if (std::shared_ptr<capsule::IncomingCapsule> live = it->second.lock()) {
       if (!live->SamePrelude(prelude)) {
-        return absl::DataLossError(absl::StrCat("another capsule with id ", id,
-                                                " is being received"));
+        return Result(absl::DataLossError(
+            absl::StrCat("another capsule with id ", id, " is being received")));
       }
-      return live;
+      return Result(live);
     }
   }
-  absl::StatusOr<std::unique_ptr<capsule::IncomingCapsule>> in =
-      options_.store->Begin(prelude, options_.trusted);
-  if (!in.ok()) {
-    if (!absl::IsAlreadyExists(in.status())) {
-      Emit({"refused", id, issuer, peer, std::string(PeerSafe(in.status()).message())});
-    }
-    return in.status();
+  auto starting = beginning_.find(id);
+  if (starting != beginning_.end()) {
+    // Another offer of this capsule is beginning it: share its outcome, then look again.
+    return starting->second.addBranch().then(
+        [this, prelude, peer]() { return Receive(prelude, peer); });
   }
-  std::shared_ptr<capsule::IncomingCapsule> shared = std::move(*in);
-  incoming_[id] = shared;
-  Emit({"offer", id, issuer, peer,
-        absl::StrCat(shared->chunk_count() - shared->received_count(), " of ",
-                     shared->chunk_count(), " chunks to receive")});
-  return shared;
+  auto started = kj::newPromiseAndFulfiller<void>();
+  beginning_.emplace(id, started.promise.fork());
+  std::shared_ptr<capsule::Store> store = options_.store;
+  std::vector<crypto::PublicIdentity> trusted = options_.trusted;
+  using Begun = absl::StatusOr<std::unique_ptr<capsule::IncomingCapsule>>;
+  return OffLoop<Begun>(*store_calls_,
+                        [store, prelude, trusted]() { return store->Begin(prelude, trusted); })
+      .then([this, id, issuer, peer, done = kj::mv(started.fulfiller)](Begun in) mutable {
+        beginning_.erase(id);
+        done->fulfill();  // waiters look again once this continuation has run
+        if (!in.ok()) {
+          if (!absl::IsAlreadyExists(in.status())) {
+            Emit({"refused", id, issuer, peer, std::string(PeerSafe(in.status()).message())});
+          }
+          return Result(in.status());
+        }
+        std::shared_ptr<capsule::IncomingCapsule> shared = std::move(*in);
+        incoming_[id] = shared;
+        Emit({"offer", id, issuer, peer,
+              absl::StrCat(shared->chunk_count() - shared->received_count(), " of ",
+                           shared->chunk_count(), " chunks to receive")});
+        return Result(shared);
+      });
 }
 
 }  // namespace bunker::transfer

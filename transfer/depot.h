@@ -9,9 +9,13 @@
 // incoming capsule, so several streams can fill it at once and a re-offer resumes.
 //
 // Threading: the event loop's thread only. Checking, writing, syncing and naming chunks run
-// on the depot's workers, so a slow disk or object store never stalls other sessions.
+// on the depot's workers, and store calls that wait on the network (beginning an incoming
+// capsule, opening a stored one, reading chunks to send onward) on its store-call threads, so
+// a slow disk or object store never stalls other sessions.
 #ifndef BUNKER_TRANSFER_DEPOT_H_
 #define BUNKER_TRANSFER_DEPOT_H_
+
+#include <kj/async.h>
 
 #include <cstdint>
 #include <functional>
@@ -72,6 +76,9 @@ struct DepotOptions {
   const WitnessState* witness_state = nullptr;
 };
 
+// Threads of Depot::store_calls().
+inline constexpr int kStoreCallThreads = 8;
+
 class Depot {
  public:
   explicit Depot(DepotOptions options);
@@ -86,8 +93,10 @@ class Depot {
   absl::Status RecordStoredReceipts();
 
   // Internal, used by the capability implementations.
-  absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>> Receive(const capsule::Prelude& prelude,
-                                                                   const std::string& peer);
+  // Checks an offer and begins (or joins) its incoming capsule; the store's Begin runs on
+  // store_calls(), and offers of one capsule that arrive meanwhile wait for its outcome.
+  kj::Promise<absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>>> Receive(
+      const capsule::Prelude& prelude, const std::string& peer);
   void Finished(const std::string& capsule_id);
   void Emit(DepotEvent event);
   // options.record_receipt(receipt), OK without one.
@@ -99,13 +108,20 @@ class Depot {
   const DepotOptions& options() const { return options_; }
   // Workers that check (SHA-256), write, sync and finish chunks off the event loop's thread.
   capsule::ThreadPool& workers() { return *workers_; }
+  // Threads for store calls that wait on the network or on other sessions (beginning an
+  // incoming capsule, opening a stored one, reading chunks to send onward): a stalled object
+  // store holds these, never the event loop or the workers.
+  capsule::ThreadPool& store_calls() { return *store_calls_; }
 
  private:
   DepotOptions options_;
   std::mutex receipt_mu_;  // around options_.record_receipt; outlives the workers' jobs
   std::unique_ptr<capsule::ThreadPool> workers_;
+  std::unique_ptr<capsule::ThreadPool> store_calls_;
   // Capsules being received, by id: shared by every connection offering them.
   std::map<std::string, std::weak_ptr<capsule::IncomingCapsule>> incoming_;
+  // Capsules whose store Begin is running, by id: resolves when it is done.
+  std::map<std::string, kj::ForkedPromise<void>> beginning_;
   std::map<std::string, std::string> last_conflict_;  // by peer fingerprint
 };
 

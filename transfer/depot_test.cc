@@ -5,8 +5,11 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 
 #include "capsule/capsule_test_util.h"
 #include "gtest/gtest.h"
@@ -478,6 +481,124 @@ TEST(DepotTest, FetchPullsAStoredCapsule) {
     ADD_FAILURE() << "fetch of an unknown capsule succeeded";
   } catch (const kj::Exception& e) {
     EXPECT_EQ(FromException(e).code(), absl::StatusCode::kNotFound);
+  }
+}
+
+// A store whose Begin, Open and chunk reads for one capsule wait until the test lets them go
+// (an object store that stalls), and pass through to a local folder otherwise.
+class StallingStore final : public capsule::Store {
+ public:
+  StallingStore(std::shared_ptr<capsule::Store> s, std::string stalled_id)
+      : s_(std::move(s)), stalled_id_(std::move(stalled_id)) {}
+  std::string Describe() const override { return s_->Describe(); }
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> Open(const std::string& id) override {
+    if (id == stalled_id_ && !Wait()) return absl::UnavailableError("stalled on the event loop");
+    return s_->Open(id);
+  }
+  absl::StatusOr<std::vector<std::string>> List() override { return s_->List(); }
+  absl::StatusOr<std::unique_ptr<capsule::IncomingCapsule>> Begin(
+      const capsule::Prelude& p, absl::Span<const crypto::PublicIdentity> t) override {
+    auto r = capsule::CheckPrelude(p, t);
+    if (r.ok() && (*r)->manifest().IdHex() == stalled_id_ && !Wait()) {
+      return absl::UnavailableError("stalled on the event loop");
+    }
+    return s_->Begin(p, t);
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  // Turns `io`'s event loop until a call for the stalled capsule has reached the store.
+  void AwaitStall(kj::AsyncIoContext& io) {
+    while (!entered_) {
+      kj::evalLater([] {}).wait(io.waitScope);
+      std::this_thread::yield();
+    }
+  }
+
+ private:
+  // False if nobody released it in time: only when the call blocked the one thread that could
+  // have (the event loop's), since the test releases right after the other session is done.
+  bool Wait() {
+    entered_ = true;
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(20), [this] { return released_; });
+  }
+  std::shared_ptr<capsule::Store> s_;
+  std::string stalled_id_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool released_ = false;
+  std::atomic<bool> entered_{false};
+};
+
+// Regression (#12): an offer whose store stalls (an S3 endpoint that does not answer) must not
+// hold up another session of the same daemon: the store's Begin runs off the event loop.
+TEST(DepotTest, AStalledStoreCallDoesNotHoldUpOtherSessions) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  auto other = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(capsule::testing::SealRaw(
+      f.keys, capsule::testing::PatternBytes(5 * kChunk, 9), kChunk, crypto::Suite::kAes256Gcm,
+      2, "")));
+  ASSERT_TRUE(other.ok()) << other.status();
+  DepotOptions o = f.Options();
+  auto store = std::make_shared<StallingStore>(o.store, f.reader->manifest().IdHex());
+  o.store = store;
+  Depot depot(o);
+  Connection c1(io, depot, f.keys.alice.public_identity());
+  Connection c2(io, depot, f.keys.alice.public_identity());
+  auto stalled = Push(*f.reader, c1.transfer, SendOptions());
+  store->AwaitStall(io);
+  auto done = Send(io, c2, **other);
+  EXPECT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->chunks_sent, 5u);
+  store->Release();
+  try {
+    auto first = stalled.wait(io.waitScope);
+    EXPECT_EQ(first.chunks_sent, 3u);
+  } catch (const kj::Exception& e) {
+    ADD_FAILURE() << FromException(e);
+  }
+  EXPECT_TRUE(f.StoredMatches());
+}
+
+// The same for sending onward: a fetch whose stored capsule stalls does not hold up an offer.
+TEST(DepotTest, AStalledFetchDoesNotHoldUpOtherSessions) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(4 * kChunk);
+  {
+    Depot source(f.Options());
+    Connection c(io, source, f.keys.alice.public_identity());
+    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+  }
+  auto other = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(capsule::testing::SealRaw(
+      f.keys, capsule::testing::PatternBytes(5 * kChunk, 9), kChunk, crypto::Suite::kAes256Gcm,
+      2, "")));
+  ASSERT_TRUE(other.ok()) << other.status();
+  DepotOptions o = f.Options();
+  auto store = std::make_shared<StallingStore>(o.store, f.reader->manifest().IdHex());
+  o.store = store;
+  Depot source(o);
+  DepotOptions mine = f.Options();
+  const std::string mine_store = capsule::testing::MakeTempDir() + "/mine";
+  mine.store = capsule::MakeLocalStore(mine_store);
+  Depot local(mine);
+  Connection c1(io, source, f.keys.alice.public_identity());
+  auto req = c1.transfer.fetchRequest();
+  req.setCapsuleId(f.reader->manifest().IdHex());
+  req.setReceiver(local.ServeFor(f.keys.bob.public_identity()));
+  auto fetched = req.send();
+  store->AwaitStall(io);
+  Connection c2(io, source, f.keys.alice.public_identity());
+  auto done = Send(io, c2, **other);
+  EXPECT_TRUE(done.ok()) << done.status();
+  store->Release();
+  try {
+    auto r = fetched.wait(io.waitScope);
+    EXPECT_EQ(r.getSummary().getChunksSent(), 4u);
+  } catch (const kj::Exception& e) {
+    ADD_FAILURE() << FromException(e);
   }
 }
 

@@ -12,6 +12,7 @@
 #include "capsule/format.h"
 #include "capsule/incoming.h"
 #include "transfer/errors.h"
+#include "transfer/off_loop.h"
 
 namespace bunker::transfer {
 namespace {
@@ -102,34 +103,61 @@ struct PushState : public kj::Refcounted {
     queued[i] = false;
     const capsule::Geometry& g = reader->geometry();
     const uint64_t size = g.CipherSize(i);
-    return Pace(size).then([self = kj::addRef(*this), i, size, k]() mutable {
-      // One segment the chunk's size (plus the call's few words): without the hint the message
-      // starts with a small segment and allocates a second one for the data.
-      auto req = self->Upload(k).putRequest(capnp::MessageSize{size / sizeof(capnp::word) + 16, 0});
-      req.setIndex(i);
-      auto data = req.initData(static_cast<unsigned>(size));
-      absl::Status s = self->reader->ReadRaw(self->reader->geometry().ChunkOffset(i),
-                                             absl::MakeSpan(data.begin(), data.size()));
-      if (!s.ok()) kj::throwFatalException(ToException(s));
-      ++self->summary.chunks_sent;
-      self->summary.bytes_sent += size;
-      self->progress.sent_bytes += size;
-      self->since_commit += size;
-      return req.send().then([self = kj::addRef(*self), k]() mutable -> kj::Promise<void> {
-        self->Report();
-        KJ_IF_MAYBE(e, self->commit_failure) { kj::throwFatalException(kj::cp(*e)); }
-        if (self->CommitDue()) {
-          if (!self->committing) {
-            self->StartCommit();
-          } else {
-            // A whole interval went out while the last commit is still unanswered: wait for it,
-            // so that what is not yet durable stays within two intervals.
-            return self->pending_commit.addBranch().then(
-                [self = kj::addRef(*self), k]() mutable { return self->Chain(k); });
-          }
+    return Pace(size).then([self = kj::addRef(*this), i, size, k]() mutable -> kj::Promise<void> {
+      if (self->options.read_pool == nullptr) return Send(kj::mv(self), i, size, k, nullptr);
+      // Read on the pool into a buffer of the job's own, then send from the loop.
+      const capsule::CapsuleReader* reader = self->reader;
+      using Read = std::shared_ptr<absl::StatusOr<std::vector<uint8_t>>>;
+      return OffLoop<Read>(*self->options.read_pool,
+                           [reader, i, size]() -> Read {
+                             auto out = std::make_shared<absl::StatusOr<std::vector<uint8_t>>>(
+                                 std::vector<uint8_t>(size));
+                             absl::Status s = reader->ReadRaw(reader->geometry().ChunkOffset(i),
+                                                              absl::MakeSpan(**out));
+                             if (!s.ok()) *out = s;
+                             return out;
+                           })
+          .then([self = kj::mv(self), i, size, k](Read bytes) mutable {
+            return Send(kj::mv(self), i, size, k, bytes);
+          });
+    });
+  }
+
+  // Sends chunk `i` on chain `k`: from `read` if given, else read here.
+  static kj::Promise<void> Send(kj::Own<PushState> self, uint64_t i, uint64_t size, size_t k,
+                                std::shared_ptr<absl::StatusOr<std::vector<uint8_t>>> read) {
+    // One segment the chunk's size (plus the call's few words): without the hint the message
+    // starts with a small segment and allocates a second one for the data.
+    auto req = self->Upload(k).putRequest(capnp::MessageSize{size / sizeof(capnp::word) + 16, 0});
+    req.setIndex(i);
+    auto data = req.initData(static_cast<unsigned>(size));
+    absl::Status s;
+    if (read != nullptr) {
+      s = read->status();
+      if (s.ok()) std::copy((*read)->begin(), (*read)->end(), data.begin());
+    } else {
+      s = self->reader->ReadRaw(self->reader->geometry().ChunkOffset(i),
+                                absl::MakeSpan(data.begin(), data.size()));
+    }
+    if (!s.ok()) kj::throwFatalException(ToException(s));
+    ++self->summary.chunks_sent;
+    self->summary.bytes_sent += size;
+    self->progress.sent_bytes += size;
+    self->since_commit += size;
+    return req.send().then([self = kj::addRef(*self), k]() mutable -> kj::Promise<void> {
+      self->Report();
+      KJ_IF_MAYBE(e, self->commit_failure) { kj::throwFatalException(kj::cp(*e)); }
+      if (self->CommitDue()) {
+        if (!self->committing) {
+          self->StartCommit();
+        } else {
+          // A whole interval went out while the last commit is still unanswered: wait for it,
+          // so that what is not yet durable stays within two intervals.
+          return self->pending_commit.addBranch().then(
+              [self = kj::addRef(*self), k]() mutable { return self->Chain(k); });
         }
-        return self->Chain(k);
-      });
+      }
+      return self->Chain(k);
     });
   }
 

@@ -14,6 +14,7 @@
 #include <functional>
 #include <string>
 
+#include "capsule/parallel.h"
 #include "capsule/reader.h"
 #include "spec/transfer.capnp.h"
 
@@ -34,6 +35,9 @@ struct SendOptions {
   uint64_t commit_every = 16u << 20;
   double commit_seconds = 1.0;
   int max_rejections = 3;     // refusals of one chunk that make the push fail with kDataLoss
+  // When set, chunks are read on these threads instead of the event loop's (a capsule in an
+  // object store, whose reads wait on the network); must outlive the promise.
+  capsule::ThreadPool* read_pool = nullptr;
   std::function<void(const SendProgress&)> progress;
 };
 

@@ -189,6 +189,50 @@ scenario_s3_store_abandoned_upload_is_aborted_by_its_own_daemon() {
   read_back "$(capsule_id d.capsule)" d.capsule
 }
 
+# A copy of a daemon's state folder (the same daemon id) running elsewhere leaves the original's
+# upload alone; a crash between a pending marker and its upload's journal line leaves an upload
+# the next start aborts.
+scenario_s3_store_cloned_state_and_pending_marker() {
+  start_swift
+  DATA_BYTES=16000000 setup
+  start_daemon b b.json
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null
+  cp -r state-b state-clone
+  b_site clone state-clone > clone.json
+  start_daemon b b.json
+  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
+  local sender=$!
+  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
+  kill -9 "$PID"; wait "$PID" 2>/dev/null
+  wait "$sender"
+  [ "$(uploads_left)" -eq 1 ] || fail "expected the killed daemon's upload in progress"
+  start_daemon clone clone.json
+  grep -q "another daemon with this daemon's id" clone.log || { cat clone.log; fail "no 'left alone' line"; }
+  [ "$(uploads_left)" -eq 1 ] || fail "a copy of the daemon's state folder aborted its upload"
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null
+  start_daemon b b.json
+  expect_exit 0 send_to "$PORT"
+  read_back "$(capsule_id d.capsule)" d.capsule
+  [ "$(uploads_left)" -eq 0 ] || fail "an upload was left behind"
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null
+  # "Crash" between the pending marker and the journal line: an upload only the marker hints at.
+  local daemon boot fake=0123456789abcdef0123456789abcdef
+  daemon=$(cat state-b/daemon-id)
+  boot=$(tail -1 state-b/s3-boots)
+  aws s3api create-multipart-upload --bucket "$BUCKET" --key "capsules/$fake.capsule" >/dev/null ||
+    fail "cannot create an upload"
+  printf 'pending %s' "$boot" > pending.txt
+  aws s3 cp pending.txt "s3://$BUCKET/capsules/.incoming/$daemon/$fake.upload" >/dev/null ||
+    fail "cannot put the marker"
+  [ "$(uploads_left)" -eq 1 ] || fail "expected the stray upload"
+  start_daemon b b.json
+  grep -q "never journaled" b.log || { cat b.log; fail "the pending upload was not aborted"; }
+  [ "$(uploads_left)" -eq 0 ] || fail "the pending upload is still there"
+  aws s3 ls "s3://$BUCKET/capsules/.incoming/$daemon/" | grep -q "$fake" &&
+    fail "the pending marker was not removed"
+  return 0
+}
+
 scenario_s3_store_sender_killed_then_resumed() {
   start_swift
   DATA_BYTES=16000000 setup

@@ -1,5 +1,7 @@
 #include "capsule/s3_client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -132,22 +134,25 @@ absl::Status CheckEndpoint(absl::string_view e) {
   return absl::OkStatus();
 }
 
-// True if the endpoint's host is this machine: "localhost", 127.0.0.0/8 or [::1].
+// True if the endpoint's host is this machine: "localhost", an IPv4 address in 127.0.0.0/8 or
+// [::1]. Addresses are parsed with inet_pton, so a name that only looks like one ("127.0.0.999",
+// "127.0.0.1.example") is not loopback: curl would look it up in the DNS.
 bool IsLoopbackEndpoint(absl::string_view e) {
   absl::string_view host = e.substr(e.find("://") + 3);
-  if (absl::StartsWith(host, "[")) return absl::StartsWith(host, "[::1]");
+  if (absl::StartsWith(host, "[")) {
+    const size_t close = host.find(']');
+    if (close == absl::string_view::npos) return false;
+    const absl::string_view rest = host.substr(close + 1);
+    if (!rest.empty() && rest[0] != ':') return false;
+    in6_addr a6;
+    const std::string inner(host.substr(1, close - 1));
+    return inet_pton(AF_INET6, inner.c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+  }
   host = host.substr(0, host.find(':'));
   if (host == "localhost") return true;
-  if (!absl::StartsWith(host, "127.")) return false;
-  int dots = 0;
-  for (char c : host) {
-    if (c == '.') {
-      ++dots;
-    } else if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) {
-      return false;
-    }
-  }
-  return dots == 3;
+  in_addr a4;
+  const std::string name(host);
+  return inet_pton(AF_INET, name.c_str(), &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
 
 std::string Getenv(const char* name) {
@@ -622,6 +627,9 @@ struct Client::Impl {
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    // Plain http goes to this machine only (Client::Create): never through a proxy named by
+    // http_proxy or ALL_PROXY, which would carry the key id and a session token in clear text.
+    if (absl::StartsWith(url, "http://")) curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config.connect_timeout_ms));
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(config.stall_timeout_s));

@@ -269,7 +269,9 @@ TEST(S3ClientTest, CredentialsTravelInClearOnlyToLoopback) {
     EXPECT_TRUE(Client::Create(FakeConfig(ok)).ok()) << ok;
   }
   for (const char* bad : {"http://s3.example.org", "http://10.0.0.1:9000", "http://127.0.0.1.nip.io",
-                          "http://localhost.example", "http://[::2]:80"}) {
+                          "http://localhost.example", "http://[::2]:80",
+                          "http://127.0.0.999", "http://127.0.0.0999:80", "http://127.1",
+                          "http://[::1]x", "http://[::1.evil]:80"}) {
     auto c = Client::Create(FakeConfig(bad));
     ASSERT_FALSE(c.ok()) << bad;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << bad;

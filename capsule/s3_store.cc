@@ -921,6 +921,12 @@ class S3StoreImpl final : public Store {
     s3::Client& client = *shared_->o.client;
     const s3::Location key = shared_->KeyOf(id);
     std::vector<std::string> lines;
+    // Uploads first, markers second: a daemon writes its pending marker before it creates its
+    // upload, so every upload listed here already has a marker (pending or naming it) when the
+    // markers are listed. The other order could see a new upload whose marker it missed.
+    absl::StatusOr<std::vector<s3::Upload>> uploads =
+        client.ListMultipartUploads(shared_->o.bucket, key.key);
+    if (!uploads.ok()) return uploads.status();
     absl::StatusOr<std::vector<s3::ObjectInfo>> all =
         client.List(shared_->o.bucket, shared_->o.prefix + ".incoming/");
     if (!all.ok()) return all.status();
@@ -941,9 +947,6 @@ class S3StoreImpl final : public Store {
       }
       named.insert(upload);
     }
-    absl::StatusOr<std::vector<s3::Upload>> uploads =
-        client.ListMultipartUploads(shared_->o.bucket, key.key);
-    if (!uploads.ok()) return uploads.status();
     for (const s3::Upload& u : *uploads) {
       if (u.key != key.key || ours.count(u.upload_id) != 0 || named.count(u.upload_id) != 0 ||
           !IsToken(u.upload_id)) {

@@ -77,6 +77,17 @@ send_to() { "$CAPSULE" send "${CAPSULE_FILE:-d.capsule}" --to "127.0.0.1:$1" --s
 json_field() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p" "$WORK/.stdout"; }
 capsule_id() { "$CAPSULE" inspect "$1" --json | sed -n 's/^{"capsule": "\([0-9a-f]*\)".*/\1/p'; }
 objects() { aws s3 ls "s3://$BUCKET/capsules/" | awk '{print $4}' | grep '\.capsule$'; }
+# A rate-limited send to $PORT whose receiver (daemon $PID, logging to b.log) is killed with -9
+# once it has uploaded its first part; SENDER_RC is the sender's exit status.
+kill_receiver_after_first_part() {
+  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
+  local sender=$!
+  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
+  grep -q "s3: part" b.log || { cat b.log; fail "no part was uploaded before the kill"; }
+  kill -9 "$PID"; wait "$PID" 2>/dev/null
+  SENDER_RC=0; wait "$sender" || SENDER_RC=$?
+}
+
 uploads_left() {
   aws s3api list-multipart-uploads --bucket "$BUCKET" --output text \
     --query 'Uploads[].Key' 2>/dev/null | grep -v '^None$' | grep -c .
@@ -120,12 +131,8 @@ scenario_s3_store_receiver_killed_then_resumed() {
   start_swift
   DATA_BYTES=16000000 setup
   start_daemon b b.json
-  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
-  local sender=$!
-  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
-  grep -q "s3: part" b.log || { cat b.log; fail "no part was uploaded before the kill"; }
-  kill -9 "$PID"; wait "$PID" 2>/dev/null
-  wait "$sender"; [ $? -ne 0 ] || fail "send succeeded although the receiver died"
+  kill_receiver_after_first_part
+  [ "$SENDER_RC" -ne 0 ] || fail "send succeeded although the receiver died"
   [ -z "$(objects)" ] || fail "an object appeared before the capsule was complete"
   cp b.log b-first.log; : > b.log
   start_daemon b b.json
@@ -148,12 +155,7 @@ scenario_s3_store_part_layout_changed_across_a_crash() {
   start_swift
   DATA_BYTES=16000000 setup
   start_daemon b b.json
-  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
-  local sender=$!
-  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
-  grep -q "s3: part" b.log || { cat b.log; fail "no part was uploaded before the kill"; }
-  kill -9 "$PID"; wait "$PID" 2>/dev/null
-  wait "$sender"
+  kill_receiver_after_first_part
   : > b.log
   sed 's/"s3": {"partMiB": 5}/"s3": {"partMiB": 6}/' b.json > b6.json
   start_daemon b b6.json
@@ -170,11 +172,7 @@ scenario_s3_store_abandoned_upload_is_aborted_by_its_own_daemon() {
   start_swift
   DATA_BYTES=16000000 setup
   start_daemon b b.json
-  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
-  local sender=$!
-  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
-  kill -9 "$PID"; wait "$PID" 2>/dev/null
-  wait "$sender"
+  kill_receiver_after_first_part
   [ "$(uploads_left)" -eq 1 ] || fail "expected the killed daemon's upload in progress"
   b_site b2 state-b2 > b2.json
   start_daemon b2 b2.json
@@ -200,11 +198,7 @@ scenario_s3_store_cloned_state_and_pending_marker() {
   cp -r state-b state-clone
   b_site clone state-clone > clone.json
   start_daemon b b.json
-  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
-  local sender=$!
-  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
-  kill -9 "$PID"; wait "$PID" 2>/dev/null
-  wait "$sender"
+  kill_receiver_after_first_part
   [ "$(uploads_left)" -eq 1 ] || fail "expected the killed daemon's upload in progress"
   start_daemon clone clone.json
   grep -q "another daemon with this daemon's id" clone.log || { cat clone.log; fail "no 'left alone' line"; }

@@ -63,20 +63,24 @@ start_site() {
   "$CAPSULED" --site "$2" --witness-interval-ms 200 >/dev/null 2>>"$1.log" &
   DAEMON_PIDS+=($!)
   eval "${1^^}_PID=$!"
-  for _ in $(seq 1 100); do
+  # Up to 20 s (an ASan build on a loaded machine starts slowly); a daemon that exits is
+  # reported at once.
+  local pid=$!
+  for _ in $(seq 1 400); do
     if [ "$(grep -c "listening on 127.0.0.1:" "$1.log" 2>/dev/null)" -gt "${before:-0}" ]; then
       SITE_PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$1.log" | tail -1)
       return
     fi
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
   done
   cat "$1.log" >&2; fail "site $1 did not start"
 }
 stop_site() { kill -TERM "$1"; wait "$1" 2>/dev/null; }
-# wait_for FILE PATTERN: up to 5 s.
+# wait_for FILE PATTERN: up to 20 s.
 wait_for() {  # FILE may be a glob
   # shellcheck disable=SC2086
-  for _ in $(seq 1 100); do grep -q -- "$2" $1 2>/dev/null && return; sleep 0.05; done
+  for _ in $(seq 1 400); do grep -q -- "$2" $1 2>/dev/null && return; sleep 0.05; done
   cat "$1" >&2; fail "$1 never showed '$2'"
 }
 

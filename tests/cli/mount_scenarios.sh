@@ -45,7 +45,7 @@ wait_unmounted() {
 audit_json() { "$CAPSULE" audit show --site site.json --json 2>/dev/null; }
 # Waits for the audit log to hold a record matching $1.
 wait_audit() {
-  for _ in $(seq 1 100); do audit_json | grep -q -- "$1" && return 0; sleep 0.05; done
+  for _ in $(seq 1 400); do audit_json | grep -q -- "$1" && return 0; sleep 0.05; done
   audit_json; fail "the audit log holds no record matching $1"
 }
 
@@ -84,7 +84,7 @@ start_daemon() {
   setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups -- \
     "$CAPSULED" --site site.json 2>>daemon.log &
   DAEMON_PID=$!
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 400); do
     grep -q 'verifier listening' daemon.log && return
     sleep 0.05
   done
@@ -250,7 +250,7 @@ scenario_mount_example_trains_with_workers() {
   setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups -- \
     "$CAPSULED" --site site.json --mount-cache-mib 32 2>daemon.log &
   DAEMON_PID=$!
-  for _ in $(seq 1 100); do grep -q 'verifier listening' daemon.log && break; sleep 0.05; done
+  for _ in $(seq 1 400); do grep -q 'verifier listening' daemon.log && break; sleep 0.05; done
   grep -q 'cache up to 32 MiB per mount' daemon.log || { cat daemon.log; fail "--mount-cache-mib not used"; }
 }
 

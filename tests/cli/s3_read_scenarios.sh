@@ -180,7 +180,7 @@ JSON
   : > b.log
   "$CAPSULED" --site b.json 2>>b.log &
   DAEMON_PID=$!
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 400); do
     PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' b.log | tail -1)
     [ -n "$PORT" ] && break
     sleep 0.05

@@ -49,7 +49,7 @@ start_b() {
   "$CAPSULED" --site b.json 2>>b.log &
   B_PID=$!
   DAEMON_PIDS+=("$B_PID")
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 400); do
     PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' b.log | tail -1)
     [ -n "$PORT" ] && return
     sleep 0.05
@@ -200,7 +200,7 @@ JSON
   "$CAPSULED" --site c.json 2>>c.log &
   DAEMON_PIDS+=($!)
   local cport=""
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 400); do
     cport=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' c.log | tail -1)
     [ -n "$cport" ] && break
     sleep 0.05

@@ -67,7 +67,7 @@ start_daemon() {
   (umask 077; exec setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups --inh-caps +chown \
     --ambient-caps +chown -- "$CAPSULED" --site site.json 2>>daemon.log) &
   DAEMON_PID=$!
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 400); do
     grep -q 'verifier listening' daemon.log && return
     sleep 0.05
   done

@@ -7,9 +7,12 @@
 # Then the resume check: a rate-limited send is killed with SIGKILL part way through and run
 # again; prints how many bytes the first run had put on the wire, how many the receiver had
 # made durable (skipped by the second run), and so how many were sent twice.
-# Then a long fat link: a smaller capsule through tests/tools/wan_proxy.py (each direction
-# delayed by RTT/2, at most W = 4 MiB in flight per connection) at RTT 50 ms and 100 ms: rsync
-# (one stream), `capsule send --streams 1/4/8/16` and iperf3 -P 1 / -P 8 through the same proxy.
+# Then a long fat link: a smaller capsule through the WAN emulator tests/tools/wan_proxy.cc
+# (BUILD_DIR/tests/wan_proxy: each direction delayed by RTT/2, at most W = 4 MiB in flight per
+# connection) at RTT 50 ms and 100 ms: rsync (one stream), `capsule send --streams 1/4/8/16` and
+# iperf3 -P 1 / -P 8 through the same proxy, with the proxy's CPU per GiB; at the first RTT,
+# once more `send --streams 8` through the Python emulator tests/tools/wan_proxy.py (same
+# semantics), to show what the proxy's own CPU takes from the ends.
 # Last, one line per target of issue 9: met, or NOT met with the ratio.
 # Each loopback transfer runs twice and the faster run counts; each WAN row runs once
 # (BENCH_WAN_RUNS=2 for two). Client CPU comes from /usr/bin/time; server
@@ -23,7 +26,8 @@
 #                                          --rate, default 200M), BENCH_KEEP=1 (keep scratch),
 #                                          BENCH_WAN_MB (WAN capsule MiB, default 1024; 0 skips
 #                                          the WAN rows), BENCH_WAN_RTTS (default "50 100"),
-#                                          BENCH_WAN_RUNS (default 1)
+#                                          BENCH_WAN_RUNS (default 1), BENCH_WAN_PY=0 (skip
+#                                          the Python proxy's row)
 set -euo pipefail
 BUILD=${1:-build/release}
 CAPSULE="$(cd "$BUILD" && pwd)/cli/capsule"
@@ -43,8 +47,10 @@ WORK=$BENCH_DIR
 WAN_MB=${BENCH_WAN_MB:-1024}
 WAN_RTTS=${BENCH_WAN_RTTS:-50 100}
 WAN_RUNS=${BENCH_WAN_RUNS:-1}
-WAN_PROXY="$(cd "$(dirname "$0")/.." && pwd)/tests/tools/wan_proxy.py"
-for tool in "$CAPSULE" "$CAPSULED" iperf3 rsync ss pgrep /usr/bin/time python3; do
+WAN_PY=${BENCH_WAN_PY:-1}
+WAN_PROXY="$(cd "$BUILD" && pwd)/tests/wan_proxy"
+WAN_PROXY_PY="$(cd "$(dirname "$0")/.." && pwd)/tests/tools/wan_proxy.py"
+for tool in "$CAPSULE" "$CAPSULED" "$WAN_PROXY" iperf3 rsync ss pgrep /usr/bin/time python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (make deps)" >&2; exit 1; }
 done
 
@@ -162,19 +168,23 @@ for _ in $(seq 1 100); do
 done
 [ -n "$CAPSULE_PORT" ] || { cat b.log >&2; die "capsuled did not start"; }
 
-declare -A SECS CCPU SCPU CRSS
+declare -A SECS CCPU SCPU CRSS PCPU
 # measure NAME SERVER_PID CLEANUP COMMAND CHECK: runs CLEANUP, then COMMAND (the client) under
-# /usr/bin/time, then CHECK, twice; keeps the faster wall time with its client and server CPU.
+# /usr/bin/time, then CHECK, twice; keeps the faster wall time with its client and server CPU
+# (and, with PROXY_PID set, the CPU of that WAN proxy).
 measure() {
   local name=$1 server=$2 cleanup=$3 cmd=$4 check=$5 run secs user sys rss before after
+  local p_before=0 p_after=0
   for run in $(seq 1 "${RUNS:-2}"); do
     bash -c "$cleanup"
     sync
+    [ -z "${PROXY_PID:-}" ] || p_before=$(cpu_of "$PROXY_PID")
     before=$(cpu_of "$server")
     /usr/bin/time -f '%e %U %S %M' -o time.out bash -c "$cmd" > client.out 2> client.err || {
       cat client.out client.err >&2; die "'$name' failed"; }
     wait_children "$server"
     after=$(cpu_of "$server")
+    [ -z "${PROXY_PID:-}" ] || p_after=$(cpu_of "$PROXY_PID")
     bash -c "$check" || die "'$name': $check failed"
     read -r secs user sys rss < <(tail -1 time.out)
     if [ -z "${SECS[$name]:-}" ] || awk -v a="$secs" -v b="${SECS[$name]}" 'BEGIN {exit !(a < b)}'; then
@@ -182,6 +192,7 @@ measure() {
       CCPU[$name]=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')
       SCPU[$name]=$(awk -v a="$before" -v b="$after" 'BEGIN {printf "%.2f", b - a}')
       CRSS[$name]=$((rss / 1024))
+      PCPU[$name]=$(awk -v a="$p_before" -v b="$p_after" 'BEGIN {printf "%.2f", b - a}')
     fi
   done
 }
@@ -233,13 +244,13 @@ RESENT=$((WIRE_AT_KILL - SKIPPED_BYTES))
 [ "$RESENT" -ge 0 ] || RESENT=0
 
 # The long fat link: one proxy per server, each connection through it gets RTT and W.
-declare -A WSECS WCCPU WSCPU
-start_proxy() {  # TARGET_PORT RTT_MS -> sets PROXY_PORT
+start_proxy() {  # TARGET_PORT RTT_MS [PROXY_COMMAND] -> sets PROXY_PORT and PROXY_PID
   local log
   log="proxy-$1-$2.log"
-  python3 "$WAN_PROXY" --listen 127.0.0.1:0 --target "127.0.0.1:$1" --rtt-ms "$2" \
+  ${3:-"$WAN_PROXY"} --listen 127.0.0.1:0 --target "127.0.0.1:$1" --rtt-ms "$2" \
     --window 4M > "$log" 2>&1 &
-  BG_PIDS+=("$!")
+  PROXY_PID=$!
+  BG_PIDS+=("$PROXY_PID")
   PROXY_PORT=
   for _ in $(seq 1 100); do
     PROXY_PORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$log")
@@ -251,23 +262,32 @@ start_proxy() {  # TARGET_PORT RTT_MS -> sets PROXY_PORT
 if [ "$WAN_MB" -gt 0 ]; then
   cat w.capsule > /dev/null
   for rtt in $WAN_RTTS; do
-    start_proxy "$IPERF_PORT" "$rtt"; p_iperf=$PROXY_PORT
-    start_proxy "$RSYNC_PORT" "$rtt"; p_rsync=$PROXY_PORT
-    start_proxy "$CAPSULE_PORT" "$rtt"; p_capsule=$PROXY_PORT
+    start_proxy "$IPERF_PORT" "$rtt"; p_iperf=$PROXY_PORT; pid_iperf=$PROXY_PID
+    start_proxy "$RSYNC_PORT" "$rtt"; p_rsync=$PROXY_PORT; pid_rsync=$PROXY_PID
+    start_proxy "$CAPSULE_PORT" "$rtt"; p_capsule=$PROXY_PORT; pid_capsule=$PROXY_PID
     wsend="'$CAPSULE' send w.capsule --to 127.0.0.1:$p_capsule --site a.json --json"
     wstored='cmp -s w.capsule store-b/*.capsule'
-    RUNS=$WAN_RUNS measure "wan $rtt rsync" "$RSYNC_PID" "rm -rf rsync-dest/* rsync-dest/.[!.]*" \
+    PROXY_PID=$pid_rsync RUNS=$WAN_RUNS measure "wan $rtt rsync" "$RSYNC_PID" \
+      "rm -rf rsync-dest/* rsync-dest/.[!.]*" \
       "rsync w.capsule rsync://127.0.0.1:$p_rsync/bench/" "cmp -s w.capsule rsync-dest/w.capsule"
     rm -rf rsync-dest/*
     for s in 1 4 8 16; do
-      RUNS=$WAN_RUNS measure "wan $rtt s$s" "$CAPSULED_PID" "rm -rf store-b" \
-        "$wsend --streams $s" "$wstored"
+      PROXY_PID=$pid_capsule RUNS=$WAN_RUNS measure "wan $rtt s$s" "$CAPSULED_PID" \
+        "rm -rf store-b" "$wsend --streams $s" "$wstored"
     done
     for p in 1 8; do
       # (the iperf3 server refuses a test while the last one is still closing)
-      RUNS=$WAN_RUNS measure "wan $rtt iperf3 P$p" "$IPERF_PID" "sleep 2" \
+      PROXY_PID=$pid_iperf RUNS=$WAN_RUNS measure "wan $rtt iperf3 P$p" "$IPERF_PID" "sleep 2" \
         "iperf3 -c 127.0.0.1 -p $p_iperf -P $p -n $WAN_BYTES" ":"
     done
+    if [ "$WAN_PY" = 1 ] && [ "$rtt" = "${WAN_RTTS%% *}" ]; then
+      start_proxy "$CAPSULE_PORT" "$rtt" "python3 $WAN_PROXY_PY"
+      PY_RTT=$rtt
+      RUNS=$WAN_RUNS measure "wan $rtt s8 py" "$CAPSULED_PID" "rm -rf store-b" \
+        "'$CAPSULE' send w.capsule --to 127.0.0.1:$PROXY_PORT --site a.json --json --streams 8" \
+        "$wstored"
+      PROXY_PID=
+    fi
   done
 fi
 
@@ -279,39 +299,45 @@ printf 'capsule: %s bytes (%d MiB payload, %s chunks), scratch %s\n\n' "$BYTES" 
   "$CHUNKS" "$WORK"
 # CPU seconds per GiB moved: what each side spends per byte, comparable across tools.
 per_gib() { awk -v c="$1" -v b="$2" 'BEGIN {printf "%.2f", c / (b / 1073741824)}'; }
-header() {
-  printf '| %-20s | %8s | %8s | %9s | %14s | %14s | %15s |\n' tool seconds "MB/s" "vs rsync" \
+header() {  # [proxy]: with the WAN proxy's CPU
+  printf '| %-20s | %8s | %8s | %9s | %14s | %14s | %15s |' tool seconds "MB/s" "vs rsync" \
     "client CPU s/GiB" "server CPU s/GiB" "client RSS MiB"
-  printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------------------- ---------- ---------- ----------- \
+  [ -z "${1:-}" ] && echo || printf ' %15s |\n' "proxy CPU s/GiB"
+  printf '|%s|%s|%s|%s|%s|%s|%s|' ---------------------- ---------- ---------- ----------- \
     ------------------ ------------------ -----------------
+  [ -z "${1:-}" ] && echo || printf '%s|\n' -----------------
 }
 header
-# row NAME LABEL BYTES RSYNC_NAME
+# row NAME LABEL BYTES RSYNC_NAME [proxy]
 row() {
   local name=$1 label=$2 bytes=$3 ref=$4 mbps ratio
   mbps=$(awk -v b="$bytes" -v s="${SECS[$name]}" 'BEGIN {printf "%.0f", b/1e6/(s>0?s:0.01)}')
   ratio=$(awk -v a="${SECS[$ref]}" -v s="${SECS[$name]}" \
     'BEGIN {printf "%.2fx", a/(s>0?s:0.01)}')
-  printf '| %-20s | %8s | %8s | %9s | %16s | %16s | %15s |\n' "$label" "${SECS[$name]}" "$mbps" \
+  printf '| %-20s | %8s | %8s | %9s | %16s | %16s | %15s |' "$label" "${SECS[$name]}" "$mbps" \
     "$ratio" "$(per_gib "${CCPU[$name]}" "$bytes")" "$(per_gib "${SCPU[$name]}" "$bytes")" \
     "${CRSS[$name]}"
+  [ -z "${5:-}" ] && echo || printf ' %15s |\n' "$(per_gib "${PCPU[$name]}" "$bytes")"
 }
 row "iperf3 (raw link)" "iperf3 (raw link)" "$BYTES" "rsync daemon"
 row "rsync daemon" "rsync daemon" "$BYTES" "rsync daemon"
 row "capsule send" "capsule send" "$BYTES" "rsync daemon"
 row "capsule send -1" "capsule send -s 1" "$BYTES" "rsync daemon"
 if [ "$WAN_MB" -gt 0 ]; then
-  printf '\nlong fat link (tests/tools/wan_proxy.py, W = 4 MiB per connection): %s bytes capsule\n\n' \
+  printf '\nlong fat link (tests/tools/wan_proxy.cc, W = 4 MiB per connection): %s bytes capsule\n\n' \
     "$WAN_BYTES"
-  header
+  header proxy
   for rtt in $WAN_RTTS; do
-    row "wan $rtt rsync" "RTT $rtt rsync" "$WAN_BYTES" "wan $rtt rsync"
+    row "wan $rtt rsync" "RTT $rtt rsync" "$WAN_BYTES" "wan $rtt rsync" proxy
     for s in 1 4 8 16; do
-      row "wan $rtt s$s" "RTT $rtt send -s $s" "$WAN_BYTES" "wan $rtt rsync"
+      row "wan $rtt s$s" "RTT $rtt send -s $s" "$WAN_BYTES" "wan $rtt rsync" proxy
     done
     for p in 1 8; do
-      row "wan $rtt iperf3 P$p" "RTT $rtt iperf3 -P $p" "$WAN_BYTES" "wan $rtt rsync"
+      row "wan $rtt iperf3 P$p" "RTT $rtt iperf3 -P $p" "$WAN_BYTES" "wan $rtt rsync" proxy
     done
+    if [ "${PY_RTT:-}" = "$rtt" ]; then
+      row "wan $rtt s8 py" "RTT $rtt -s 8 py proxy" "$WAN_BYTES" "wan $rtt rsync" proxy
+    fi
   done
 fi
 

@@ -1,11 +1,20 @@
 #!/usr/bin/env python3
-"""Behaviour check of wan_proxy.py (no throughput assertions: those belong in bench/).
+"""Behaviour check of the WAN emulator (no throughput assertions: those belong in bench/).
 
-Through a proxy with RTT R and window W in front of an echo server:
+  wan_proxy_test.py [PROXY_COMMAND...]
+
+checks the proxy started by PROXY_COMMAND (e.g. the path of the C++ wan_proxy; the default is
+wan_proxy.py beside this file), to which the test appends its --listen, --target, --rtt-ms and
+--window arguments. Through a proxy with RTT R and window W in front of an echo server:
   - a one-byte echo takes at least R (R/2 each way), and the byte comes back unchanged;
   - 4 W bytes pushed one way cannot arrive before 3 R (the window lets W out per R), and
     arrive intact and in order;
-  - a half-close from the client reaches the server, and the server's close reaches the client.
+  - a half-close from the client reaches the server, and the server's close reaches the client;
+  - a second connection gets through while the first one is open;
+  - a target that refuses the connection: the client's connection is closed and the proxy says
+    "cannot reach", and keeps serving;
+  - SIGTERM ends the proxy quietly (exit status 0);
+  - a bad --window or --rtt-ms is refused with exit status 2 and a line naming it.
 """
 
 import os
@@ -50,18 +59,62 @@ def recv_exactly(sock, n):
     return b"".join(parts)
 
 
+def start_proxy(command, target_port, stderr=None):
+    proxy = subprocess.Popen(
+        command + ["--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{target_port}",
+                   "--rtt-ms", str(RTT * 1000), "--window", str(WINDOW)],
+        stdout=subprocess.PIPE, stderr=stderr, text=True)
+    line = proxy.stdout.readline()
+    if not line.startswith("listening on 127.0.0.1:"):
+        proxy.kill()
+        raise AssertionError(f"unexpected first line from the proxy: {line!r}")
+    return proxy, int(line.rsplit(":", 1)[1])
+
+
+def stop_proxy(proxy):
+    proxy.terminate()
+    status = proxy.wait(10)
+    assert status == 0, f"the proxy ended with status {status} on SIGTERM"
+
+
+def check_unreachable_target(command):
+    # A port nobody listens on: bound, never listening, so nothing else can take it meanwhile.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        proxy, proxy_port = start_proxy(command, unused.getsockname()[1], subprocess.PIPE)
+        try:
+            for _ in range(2):  # the proxy keeps serving after a failure
+                with socket.create_connection(("127.0.0.1", proxy_port)) as s:
+                    s.settimeout(10)
+                    try:
+                        assert s.recv(1) == b"", "data came from an unreachable target"
+                    except ConnectionResetError:
+                        pass
+        finally:
+            stop_proxy(proxy)
+        errors = proxy.stderr.read()
+    assert errors.count("cannot reach 127.0.0.1:") == 2, f"unexpected stderr: {errors!r}"
+    print("unreachable target: client closed, 'cannot reach' said")
+
+
+def check_bad_arguments(command):
+    for flag, value in (("--window", "0"), ("--window", "4X"), ("--rtt-ms", "-1"),
+                        ("--rtt-ms", "fast")):
+        args = {"--listen": "127.0.0.1:0", "--target": "127.0.0.1:1", "--rtt-ms": "10",
+                flag: value}
+        result = subprocess.run(command + [a for kv in args.items() for a in kv],
+                                capture_output=True, text=True, timeout=10)
+        assert result.returncode == 2 and flag in result.stderr and not result.stdout, (
+            f"{flag} {value}: status {result.returncode}, stderr {result.stderr!r}")
+    print("bad --window and --rtt-ms refused")
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
+    command = sys.argv[1:] or [sys.executable, os.path.join(here, "wan_proxy.py")]
     port = echo_server()
-    proxy = subprocess.Popen(
-        [sys.executable, os.path.join(here, "wan_proxy.py"), "--listen", "127.0.0.1:0",
-         "--target", f"127.0.0.1:{port}", "--rtt-ms", str(RTT * 1000), "--window",
-         str(WINDOW)], stdout=subprocess.PIPE, text=True)
+    proxy, proxy_port = start_proxy(command, port)
     try:
-        line = proxy.stdout.readline()
-        if not line.startswith("listening on "):
-            raise AssertionError(f"unexpected first line from the proxy: {line!r}")
-        proxy_port = int(line.rsplit(":", 1)[1])
 
         with socket.create_connection(("127.0.0.1", proxy_port)) as s:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -87,13 +140,19 @@ def main():
                 f"(at least {3 * RTT:.1f} s expected)")
             print(f"4 windows of {WINDOW} bytes, echoed: {elapsed:.2f} s (>= {3 * RTT:.1f} s)")
 
+            with socket.create_connection(("127.0.0.1", proxy_port)) as second:
+                second.sendall(b"y")
+                assert recv_exactly(second, 1) == b"y"
+            print("a second connection gets through meanwhile")
+
             s.shutdown(socket.SHUT_WR)
             s.settimeout(10)
             assert s.recv(1) == b"", "the server's close did not come through"
             print("half-close and close pass through")
     finally:
-        proxy.terminate()
-        proxy.wait(10)
+        stop_proxy(proxy)
+    check_unreachable_target(command)
+    check_bad_arguments(command)
     print("ok")
 
 

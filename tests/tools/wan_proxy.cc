@@ -123,11 +123,13 @@ size_t ParseSize(const std::string& text) {
     }
     if (scale > 1) number.pop_back();
   }
+  // A ring of this size is allocated per connection and direction: keep it sane.
+  constexpr size_t kMaxWindow = size_t{1} << 32;
   bool digits = !number.empty() && number.size() <= 12 &&
                 number.find_first_not_of("0123456789") == std::string::npos;
-  size_t value = digits ? std::stoull(number) * scale : 0;
-  // A ring of this size is allocated per connection and direction: keep it sane.
-  if (value == 0 || value > (size_t{1} << 32)) {
+  size_t count = digits ? std::stoull(number) : 0;
+  size_t value = count <= kMaxWindow / scale ? count * scale : 0;
+  if (value == 0) {
     UsageError("argument --window: expected a byte count such as 4M (at most 4G), got '" +
                text + "'");
   }

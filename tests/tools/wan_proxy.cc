@@ -23,7 +23,8 @@
 // PORT 0 picks a free port. Once listening, prints one line "listening on HOST:PORT" to
 // stdout. Runs until killed (SIGTERM or SIGINT end it quietly, exit status 0).
 //
-// Why C++: the proxy shares the machine's cores with both ends of the transfer it measures,
+// The same program as wan_proxy.py beside it (same options, output and behaviour; both pass
+// wan_proxy_test.py). Why C++: the proxy shares the machine's cores with both ends of the transfer it measures,
 // so every CPU second it spends is taken from them. One thread runs everything on one epoll
 // set (edge-triggered, non-blocking sockets); a timerfd wakes it at the next release or
 // credit time. The bytes of one direction live in one ring buffer of W bytes, allocated once

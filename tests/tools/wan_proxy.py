@@ -23,6 +23,9 @@ PORT 0 picks a free port. Once listening, prints one line "listening on HOST:POR
 Runs until killed (SIGTERM or SIGINT end it quietly). Two threads per direction of each
 connection; the forwarding copies are made while the threads hold no interpreter lock, so
 several hundred MB/s go through on one core.
+
+bench/transfer.sh uses its C++ twin, wan_proxy.cc (same semantics and options, about half the
+CPU per byte); this one stays as the reference both are tested against (wan_proxy_test.py).
 """
 
 import argparse

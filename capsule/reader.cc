@@ -212,16 +212,16 @@ absl::StatusOr<std::unique_ptr<PayloadKey>> CapsuleReader::Unlock(
   return key;
 }
 
-absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(const PayloadKey& key,
-                                                                     uint64_t begin,
-                                                                     uint64_t end, int threads,
-                                                                     ProgressFn progress) const {
+absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(
+    const PayloadKey& key, uint64_t begin, uint64_t end, int threads, ProgressFn progress,
+    const RandomAccessFile* chunks_from) const {
   if (!table_loaded_) return absl::FailedPreconditionError("capsule issuer not trusted yet");
   if (begin > end || end > manifest_.payload_size) {
     return absl::InvalidArgumentError("payload range out of bounds");
   }
   std::unique_ptr<PayloadStream> s(new PayloadStream());
   s->reader_ = this;
+  s->file_ = chunks_from != nullptr ? chunks_from : file_.get();
   s->key_ = &key;
   s->begin_ = begin;
   s->end_ = end;
@@ -232,10 +232,11 @@ absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(const Paylo
   } else {
     s->next_submit_ = s->next_pop_ = begin / manifest_.chunk_size;
     s->last_chunk_ = (end - 1) / manifest_.chunk_size;
-    file_->WillRead(geometry_.ChunkOffset(s->next_submit_),
-                    geometry_.ChunkOffset(s->last_chunk_) + geometry_.CipherSize(s->last_chunk_));
+    s->file_->WillRead(
+        geometry_.ChunkOffset(s->next_submit_),
+        geometry_.ChunkOffset(s->last_chunk_) + geometry_.CipherSize(s->last_chunk_));
   }
-  s->pool_ = std::make_unique<ThreadPool>(ReaderThreads(threads, *file_));
+  s->pool_ = std::make_unique<ThreadPool>(ReaderThreads(threads, *s->file_));
   s->buffers_ = std::make_unique<BufferPool>(size_t{manifest_.chunk_size} + kTagSize);
   s->pipeline_ = std::make_unique<OrderedPipeline<PayloadStream::ChunkResult>>(
       s->pool_.get(), WindowFor(s->pool_->size(), size_t{manifest_.chunk_size} + kTagSize));
@@ -249,9 +250,10 @@ void PayloadStream::Fill() {
   while (next_submit_ <= last_chunk_ && !pipeline_->full()) {
     const uint64_t i = next_submit_++;
     const CapsuleReader* reader = reader_;
+    const RandomAccessFile* file = file_;
     const crypto::Aead* aead = &key_->aead();
     BufferPool* buffers = buffers_.get();
-    pipeline_->Submit([reader, aead, buffers, i, &g]() -> ChunkResult {
+    pipeline_->Submit([reader, file, aead, buffers, i, &g]() -> ChunkResult {
       ChunkResult r;
       try {
         r.buffer = buffers->Get();
@@ -260,7 +262,7 @@ void PayloadStream::Fill() {
         return r;
       }
       const absl::Span<uint8_t> ct(r.buffer.data(), g.CipherSize(i));
-      r.status = reader->file_->ReadAt(g.ChunkOffset(i), ct);
+      r.status = file->ReadAt(g.ChunkOffset(i), ct);
       if (!r.status.ok()) {
         r.status = ReadError(r.status, "chunk");
         return r;

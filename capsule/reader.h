@@ -56,6 +56,9 @@ class CapsuleReader {
   const Manifest& manifest() const { return manifest_; }
   const Geometry& geometry() const { return geometry_; }
   uint64_t file_size() const { return file_->size(); }
+  // The capsule file as opened (for a caller that reads its chunks through a copy of its own,
+  // see Stream's `chunks_from`).
+  const RandomAccessFile& file() const { return *file_; }
 
   // Whether the issuer was trusted and the chunk table loaded (Open, not OpenUntrusted).
   bool trusted() const { return table_loaded_; }
@@ -80,10 +83,13 @@ class CapsuleReader {
 
   // A stream of authenticated plaintext for payload bytes [begin, end), decrypting chunks in
   // parallel with bounded read-ahead (`threads` workers; 0: all cores). `key` and this
-  // reader must outlive the stream.
-  absl::StatusOr<std::unique_ptr<PayloadStream>> Stream(const PayloadKey& key, uint64_t begin,
-                                                        uint64_t end, int threads,
-                                                        ProgressFn progress = nullptr) const;
+  // reader must outlive the stream. `chunks_from`, when given (it must outlive the stream too),
+  // is where the chunks' ciphertext is read instead of the capsule file, at the same offsets:
+  // a local copy of a remote capsule's chunks (site/chunk_spool.h). What it returns is checked
+  // against the signed table exactly like the capsule file's bytes.
+  absl::StatusOr<std::unique_ptr<PayloadStream>> Stream(
+      const PayloadKey& key, uint64_t begin, uint64_t end, int threads,
+      ProgressFn progress = nullptr, const RandomAccessFile* chunks_from = nullptr) const;
 
  private:
   friend class PayloadStream;
@@ -117,6 +123,7 @@ class PayloadStream : public ByteSource {
   void Fill();
 
   const CapsuleReader* reader_ = nullptr;
+  const RandomAccessFile* file_ = nullptr;  // where chunks are read
   const PayloadKey* key_ = nullptr;
   uint64_t begin_ = 0, end_ = 0;
   uint64_t next_submit_ = 0, last_chunk_ = 0, next_pop_ = 0;

@@ -16,6 +16,7 @@
 #include "crypto/sha256.h"
 #include "crypto/status_hint.h"
 #include "crypto/status_macros.h"
+#include "site/chunk_spool.h"
 #include "site/release_io.h"
 #include "verifier/policy.h"
 
@@ -92,10 +93,12 @@ namespace {
 absl::Status CheckWholeArchive(const capsule::CapsuleReader& reader,
                                const capsule::PayloadKey& key,
                                const std::vector<capsule::FileEntry>& entries,
-                               const ReleaseOptions& options) {
+                               const ReleaseOptions& options,
+                               const capsule::RandomAccessFile* chunks_from) {
   const capsule::Manifest& m = reader.manifest();
   BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<capsule::PayloadStream> stream,
-                          reader.Stream(key, 0, m.payload_size, options.threads, options.progress));
+                          reader.Stream(key, 0, m.payload_size, options.threads, options.progress,
+                                        chunks_from));
   CancellableSource source(stream.get(), options.cancelled);
   capsule::ExtractOptions check;
   check.index = &entries;
@@ -136,7 +139,10 @@ absl::StatusOr<uint64_t> Permit::WriteArchive(const Destination& to,
   BUNKER_RETURN_IF_ERROR(Once(&state_->used, state_->kind, Want::Kind::kArchive));
   const OpenCapsule& c = *state_->capsule;
   const capsule::Manifest& m = c.reader_->manifest();
-  absl::Status s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options);
+  const std::unique_ptr<ChunkSpool> spool =
+      ChunkSpool::Create(*c.reader_, 0, m.payload_size, options.spool_dir);
+  absl::Status s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options,
+                                     spool ? spool->recording() : nullptr);
   if (!s.ok()) return Failed(s, false);
   absl::StatusOr<std::unique_ptr<NewFileBeneath>> out =
       NewFileBeneath::Create(to, 0600, options.owner);
@@ -144,7 +150,7 @@ absl::StatusOr<uint64_t> Permit::WriteArchive(const Destination& to,
   ReleaseOptions quiet = options;
   quiet.progress = nullptr;
   s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.payload_size, out->get(),
-                  quiet);
+                  quiet, spool ? spool->replay() : nullptr);
   if (s.ok()) s = (*out)->Commit();
   if (!s.ok()) return Failed(s, false);
   return m.archive_size;
@@ -157,13 +163,18 @@ absl::StatusOr<uint64_t> Permit::StreamArchive(int fd, const ReleaseOptions& opt
   // The first pass authenticates every chunk and checks the archive as extraction would (and
   // discards the plaintext), so that a corrupt or disagreeing capsule releases nothing; the
   // second writes. A file changed between the passes fails at its first changed chunk, after
-  // the bytes before it (all authentic) were written.
-  absl::Status s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options);
+  // the bytes before it (all authentic) were written. From a remote capsule the first pass
+  // keeps the chunks in a local spool for the second (site/chunk_spool.h).
+  const std::unique_ptr<ChunkSpool> spool =
+      ChunkSpool::Create(*c.reader_, 0, m.payload_size, options.spool_dir);
+  absl::Status s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options,
+                                     spool ? spool->recording() : nullptr);
   if (!s.ok()) return Failed(s, false);
   CountingFdSink sink(fd, options.cancelled);
   ReleaseOptions quiet = options;
   quiet.progress = nullptr;
-  s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.archive_size, &sink, quiet);
+  s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.archive_size, &sink, quiet,
+                  spool ? spool->replay() : nullptr);
   if (s.ok()) s = sink.Flush();
   if (!s.ok()) return Failed(s, sink.written() > 0);
   return m.archive_size;

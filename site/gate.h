@@ -98,6 +98,13 @@ struct ReleaseOptions {
   std::function<void(uint64_t done)> progress;   // bytes processed so far; may be empty
   std::function<bool()> cancelled;               // polled per piece; true stops (kCancelled)
   int threads = 0;                               // 0: all cores
+  // Where a release from a remote capsule keeps the chunks of its checking pass for its writing
+  // pass (site/chunk_spool.h); "": $TMPDIR, else /tmp. A daemon uses its state folder.
+  std::string spool_dir;
+  // Files up to this size are checked in memory and written from there; larger ones are read
+  // twice (site/release_io.h). Bounds the memory of a release; tests lower it.
+  uint64_t held_in_memory = kHeldInMemory;
+  static constexpr uint64_t kHeldInMemory = uint64_t{8} << 20;
 };
 
 // The result of a decision that records nothing.

@@ -7,11 +7,16 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "capsule/capsule_test_util.h"
 #include "gtest/gtest.h"
+#include "site/chunk_spool.h"
+#include "site/release_io.h"
 #include "site/request.h"
 #include "verifier/audit_log.h"
 
@@ -259,6 +264,175 @@ TEST(GateTest, AnEmptyPayloadIsDataLossForEveryRelease) {
   absl::StatusOr<Permit> extract = f.Decide(gate, Want{}, bytes);
   ASSERT_TRUE(extract.ok());
   EXPECT_EQ(extract->Extract(*to, {}).status().code(), absl::StatusCode::kDataLoss);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The release spool (site/chunk_spool.h): a remote capsule's chunks fetched once.
+
+// A capsule in memory that says it is remote (as an s3:// object does) and counts the reads
+// of each offset.
+class CountingRemoteFile : public capsule::RandomAccessFile {
+ public:
+  explicit CountingRemoteFile(std::vector<uint8_t> bytes, std::map<uint64_t, int>* reads)
+      : inner_(capsule::MemoryFile(std::move(bytes))), reads_(reads) {}
+  uint64_t size() const override { return inner_->size(); }
+  int parallelism() const override { return 4; }
+  absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++(*reads_)[offset];
+    }
+    return inner_->ReadAt(offset, out);
+  }
+
+ private:
+  std::unique_ptr<capsule::RandomAccessFile> inner_;
+  std::map<uint64_t, int>* reads_;
+  mutable std::mutex mu_;
+};
+
+struct RemoteRelease {
+  Fixture f;
+  Gate gate = f.SiteGate();
+  std::map<uint64_t, int> reads;  // capsule offset -> reads, after the decision
+  std::string spool_dir = f.root + "/spool";
+  std::string out = f.root + "/out.bin";
+
+  RemoteRelease() { ::mkdir(spool_dir.c_str(), 0700); }
+
+  absl::StatusOr<Permit> Decide(const Want& want, std::vector<uint8_t> bytes = {}) {
+    absl::StatusOr<std::unique_ptr<OpenCapsule>> c = gate.Open(
+        std::make_unique<CountingRemoteFile>(bytes.empty() ? f.capsule : bytes, &reads),
+        "s3://b/d.capsule", 2);
+    if (!c.ok()) return c.status();
+    absl::StatusOr<Permit> p = gate.Decide(std::move(*c), Requester{}, want, 1800000000);
+    reads.clear();  // opening read the index; count the release's own reads
+    return p;
+  }
+
+  ReleaseOptions Options() const {
+    ReleaseOptions o;
+    o.spool_dir = spool_dir;
+    o.held_in_memory = 0;  // every file takes the two-pass path
+    return o;
+  }
+
+  // Reads of each chunk holding payload [begin, end) (4 KiB chunks).
+  std::vector<int> ChunkReads(uint64_t begin, uint64_t end) {
+    std::vector<int> n;
+    for (uint64_t i = begin / 4096; i <= (end - 1) / 4096; ++i) {
+      n.push_back(reads[capsule::kHeaderSize + i * (4096 + 16)]);
+    }
+    return n;
+  }
+};
+
+TEST(ChunkSpoolTest, AFileFromARemoteCapsuleFetchesEachChunkOnce) {
+  RemoteRelease r;
+  absl::StatusOr<Permit> permit = r.Decide(Want{Want::Kind::kFile, {}, "train/big.bin"});
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  const capsule::FileEntry f = *permit->file();
+  capsule::Fd fd(::open(r.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  absl::StatusOr<uint64_t> n = permit->StreamFile(fd.get(), r.Options());
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(ReadFile(r.out), ReadFile(r.f.root + "/data/train/big.bin"));
+  const std::vector<int> reads = r.ChunkReads(f.offset, f.offset + f.size);
+  EXPECT_GE(reads.size(), 10u);
+  EXPECT_EQ(std::set<int>(reads.begin(), reads.end()), std::set<int>{1});
+  // The spool was unnamed: nothing is left in its folder.
+  EXPECT_TRUE(ListDir(r.spool_dir).empty());
+}
+
+TEST(ChunkSpoolTest, AnArchiveFromARemoteCapsuleFetchesEachChunkOnce) {
+  RemoteRelease r;
+  absl::StatusOr<Permit> permit = r.Decide(Want{Want::Kind::kArchive, {}, ""});
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  const uint64_t payload = permit->manifest().payload_size;
+  capsule::Fd fd(::open(r.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  absl::StatusOr<uint64_t> n = permit->StreamArchive(fd.get(), r.Options());
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(ReadFile(r.out).size(), *n);
+  const std::vector<int> reads = r.ChunkReads(0, payload);
+  EXPECT_EQ(std::set<int>(reads.begin(), reads.end()), std::set<int>{1});
+}
+
+TEST(ChunkSpoolTest, WithoutASpoolTheFileIsFetchedTwiceAndStillExact) {
+  RemoteRelease r;
+  absl::StatusOr<Permit> permit = r.Decide(Want{Want::Kind::kFile, {}, "train/big.bin"});
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  const capsule::FileEntry f = *permit->file();
+  ReleaseOptions o;
+  o.held_in_memory = 0;
+  o.spool_dir = r.f.root + "/no-such-folder";  // no spool can be made: not an error
+  capsule::Fd fd(::open(r.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  absl::StatusOr<uint64_t> n = permit->StreamFile(fd.get(), o);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(ReadFile(r.out), ReadFile(r.f.root + "/data/train/big.bin"));
+  const std::vector<int> reads = r.ChunkReads(f.offset, f.offset + f.size);
+  EXPECT_EQ(std::set<int>(reads.begin(), reads.end()), std::set<int>{2});
+}
+
+TEST(ChunkSpoolTest, ACorruptChunkOfARemoteCapsuleReleasesNothing) {
+  RemoteRelease r;
+  absl::StatusOr<Permit> permit =
+      r.Decide(Want{Want::Kind::kFile, {}, "train/big.bin"}, FlipChunkAt(r.f.capsule, 9));
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  capsule::Fd fd(::open(r.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  absl::StatusOr<uint64_t> n = permit->StreamFile(fd.get(), r.Options());
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kDataLoss) << n.status();
+  EXPECT_EQ(ReadFile(r.out), "");
+}
+
+TEST(ChunkSpoolTest, ASpoolChangedBetweenThePassesIsCaught) {
+  capsule::testing::Keys keys;
+  const std::vector<uint8_t> payload = capsule::testing::PatternBytes(50000, 3);
+  std::map<uint64_t, int> reads;
+  const crypto::PublicIdentity issuer = keys.issuer.public_identity();
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader = capsule::CapsuleReader::Open(
+      std::make_unique<CountingRemoteFile>(capsule::testing::SealRaw(keys, payload), &reads),
+      absl::MakeConstSpan(&issuer, 1));
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  absl::StatusOr<std::unique_ptr<capsule::PayloadKey>> key = (*reader)->Unlock(keys.alice);
+  ASSERT_TRUE(key.ok()) << key.status();
+  const std::string dir = MakeTempDir();
+  std::unique_ptr<ChunkSpool> spool = ChunkSpool::Create(**reader, 0, payload.size(), dir);
+  ASSERT_NE(spool, nullptr);
+  // Nothing kept yet: the second pass would read the capsule.
+  EXPECT_FALSE(spool->complete());
+  EXPECT_EQ(spool->replay(), &(*reader)->file());
+  capsule::MemorySink first;
+  ASSERT_TRUE(CopyPayload(reader->get(), **key, 0, payload.size(), payload.size(), &first, {},
+                          spool->recording())
+                  .ok());
+  ASSERT_TRUE(spool->complete());
+  ASSERT_EQ(first.bytes, payload);
+  // Read back as it was kept: the same bytes, and the capsule is not read again.
+  reads.clear();
+  capsule::MemorySink second;
+  ASSERT_TRUE(CopyPayload(reader->get(), **key, 0, payload.size(), payload.size(), &second, {},
+                          spool->replay())
+                  .ok());
+  EXPECT_EQ(second.bytes, payload);
+  EXPECT_TRUE(reads.empty());
+  // One byte of the spool's fifth chunk changed (by anyone who could reach it): that chunk fails
+  // the signed table.
+  const uint8_t x = 0x5a;
+  ASSERT_EQ(::pwrite(spool->fd_for_testing(), &x, 1, 4 * (4096 + 16) + 7), 1);
+  capsule::MemorySink third;
+  absl::Status s = CopyPayload(reader->get(), **key, 0, payload.size(), payload.size(), &third,
+                               {}, spool->replay());
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("chunk 4 of"), std::string::npos) << s;
+}
+
+TEST(ChunkSpoolTest, ALocalCapsuleIsNotSpooled) {
+  capsule::testing::Keys keys;
+  const crypto::PublicIdentity issuer = keys.issuer.public_identity();
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader = capsule::CapsuleReader::Open(
+      capsule::MemoryFile(capsule::testing::SealRaw(keys, capsule::testing::PatternBytes(50000, 3))),
+      absl::MakeConstSpan(&issuer, 1));
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ(ChunkSpool::Create(**reader, 0, 50000, MakeTempDir()), nullptr);
 }
 
 }  // namespace

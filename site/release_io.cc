@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "capsule/paths.h"
+#include "site/chunk_spool.h"
 #include "crypto/sha256.h"
 #include "crypto/status_macros.h"
 #include "crypto/secret.h"
@@ -17,9 +18,6 @@
 namespace bunker::site {
 namespace {
 
-// Files up to this size are authenticated in memory before a byte is written; larger ones are
-// read twice (check, then write).
-constexpr uint64_t kInMemoryFile = 64ull << 20;
 constexpr size_t kSinkBuffer = 1 << 20;
 
 // Drains `source`, handing each piece to `fn`.
@@ -40,9 +38,20 @@ absl::StatusOr<absl::Span<const uint8_t>> CancellableSource::Next() {
 }
 
 absl::Status CountingFdSink::Append(absl::Span<const uint8_t> data) {
-  buffer_.insert(buffer_.end(), data.begin(), data.end());
-  if (buffer_.size() >= kSinkBuffer) return Flush();
-  return absl::OkStatus();
+  if (buffer_.size() + data.size() <= kSinkBuffer) {
+    if (buffer_.capacity() < kSinkBuffer) buffer_.reserve(kSinkBuffer);
+    buffer_.insert(buffer_.end(), data.begin(), data.end());
+    if (buffer_.size() == kSinkBuffer) return Flush();
+    return absl::OkStatus();
+  }
+  // A large piece (a file checked in memory) goes out from where it is, not through a copy.
+  BUNKER_RETURN_IF_ERROR(Flush());
+  if (data.size() < kSinkBuffer) {
+    buffer_.insert(buffer_.end(), data.begin(), data.end());
+    return absl::OkStatus();
+  }
+  size_t done = 0;
+  return WriteAll(data, &done);
 }
 
 CountingFdSink::CountingFdSink(int fd, std::function<bool()> cancelled)
@@ -59,36 +68,38 @@ CountingFdSink::CountingFdSink(int fd, std::function<bool()> cancelled)
 
 absl::Status CountingFdSink::Flush() {
   size_t done = 0;
-  while (done < buffer_.size()) {
-    const ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
+  absl::Status s = WriteAll(buffer_, &done);
+  buffer_.erase(buffer_.begin(), buffer_.begin() + done);
+  return s;
+}
+
+absl::Status CountingFdSink::WriteAll(absl::Span<const uint8_t> data, size_t* done) {
+  while (*done < data.size()) {
+    const ssize_t n = ::write(fd_, data.data() + *done, data.size() - *done);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (cancelled_ && cancelled_()) {
-          buffer_.erase(buffer_.begin(), buffer_.begin() + done);
-          return absl::CancelledError("interrupted");
-        }
+        if (cancelled_ && cancelled_()) return absl::CancelledError("interrupted");
         struct pollfd p {fd_, POLLOUT, 0};
         ::poll(&p, 1, 200);
         continue;
       }
-      const int err = errno;
-      buffer_.erase(buffer_.begin(), buffer_.begin() + done);
-      return capsule::ErrnoStatus("cannot write the output", err);
+      return capsule::ErrnoStatus("cannot write the output", errno);
     }
-    done += static_cast<size_t>(n);
+    *done += static_cast<size_t>(n);
     written_ += static_cast<uint64_t>(n);
   }
-  buffer_.clear();
   return absl::OkStatus();
 }
 
 absl::Status CopyPayload(const capsule::CapsuleReader* reader, const capsule::PayloadKey& key,
                          uint64_t begin, uint64_t end, uint64_t authenticate_to,
-                         capsule::WritableFile* sink, const ReleaseOptions& options) {
+                         capsule::WritableFile* sink, const ReleaseOptions& options,
+                         const capsule::RandomAccessFile* chunks_from) {
   if (end > begin) {
-    BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<capsule::PayloadStream> stream,
-                            reader->Stream(key, begin, end, options.threads, options.progress));
+    BUNKER_ASSIGN_OR_RETURN(
+        std::unique_ptr<capsule::PayloadStream> stream,
+        reader->Stream(key, begin, end, options.threads, options.progress, chunks_from));
     CancellableSource source(stream.get(), options.cancelled);
     BUNKER_RETURN_IF_ERROR(Drain(&source, [sink](absl::Span<const uint8_t> piece) {
       return sink == nullptr ? absl::OkStatus() : sink->Append(piece);
@@ -96,7 +107,8 @@ absl::Status CopyPayload(const capsule::CapsuleReader* reader, const capsule::Pa
   }
   if (authenticate_to > end) {
     BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<capsule::PayloadStream> rest,
-                            reader->Stream(key, end, authenticate_to, options.threads));
+                            reader->Stream(key, end, authenticate_to, options.threads,
+                                           nullptr, chunks_from));
     CancellableSource source(rest.get(), options.cancelled);
     BUNKER_RETURN_IF_ERROR(
         Drain(&source, [](absl::Span<const uint8_t>) { return absl::OkStatus(); }));
@@ -109,7 +121,7 @@ absl::Status StreamAuthenticatedFile(const capsule::CapsuleReader* reader,
                                      capsule::WritableFile* sink, const ReleaseOptions& options) {
   const absl::Status mismatch =
       absl::DataLossError("file contents do not match the index digest");
-  if (f.size <= kInMemoryFile) {
+  if (f.size <= options.held_in_memory) {
     capsule::MemorySink held;
     held.bytes.reserve(f.size);
     BUNKER_RETURN_IF_ERROR(
@@ -119,7 +131,10 @@ absl::Status StreamAuthenticatedFile(const capsule::CapsuleReader* reader,
     crypto::Wipe(absl::MakeSpan(held.bytes));
     return s;
   }
-  // Large: a checking pass, then the writing pass (which authenticates each chunk again).
+  // Large: a checking pass, then the writing pass (which authenticates each chunk again). From
+  // a remote capsule the checking pass keeps the chunks in a local spool for the writing pass.
+  const std::unique_ptr<ChunkSpool> spool =
+      ChunkSpool::Create(*reader, f.offset, f.offset + f.size, options.spool_dir);
   class Hasher : public capsule::WritableFile {
    public:
     absl::Status Append(absl::Span<const uint8_t> data) override {
@@ -128,12 +143,13 @@ absl::Status StreamAuthenticatedFile(const capsule::CapsuleReader* reader,
     }
     crypto::Sha256 hash;
   } check;
-  BUNKER_RETURN_IF_ERROR(
-      CopyPayload(reader, key, f.offset, f.offset + f.size, f.offset + f.size, &check, options));
+  BUNKER_RETURN_IF_ERROR(CopyPayload(reader, key, f.offset, f.offset + f.size, f.offset + f.size,
+                                     &check, options, spool ? spool->recording() : nullptr));
   if (check.hash.Finish() != f.sha256) return mismatch;
   ReleaseOptions quiet = options;
   quiet.progress = nullptr;
-  return CopyPayload(reader, key, f.offset, f.offset + f.size, f.offset + f.size, sink, quiet);
+  return CopyPayload(reader, key, f.offset, f.offset + f.size, f.offset + f.size, sink, quiet,
+                     spool ? spool->replay() : nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<NewFileBeneath>> NewFileBeneath::Create(

@@ -45,6 +45,9 @@ class CountingFdSink : public capsule::WritableFile {
   uint64_t written() const { return written_; }
 
  private:
+  // Writes data[*done, size) (counting), advancing *done, also on failure.
+  absl::Status WriteAll(absl::Span<const uint8_t> data, size_t* done);
+
   int fd_;
   capsule::Fd nonblocking_;  // our own description of a pipe, when there is one
   std::function<bool()> cancelled_;
@@ -54,12 +57,16 @@ class CountingFdSink : public capsule::WritableFile {
 
 // Streams payload bytes [begin, end) into `sink` (none: authenticate only), then reads on to
 // `authenticate_to` so that nothing is committed from a payload with a bad chunk after `end`.
+// Chunks are read from `chunks_from` when given (a ChunkSpool's view), else the capsule.
 absl::Status CopyPayload(const capsule::CapsuleReader* reader, const capsule::PayloadKey& key,
                          uint64_t begin, uint64_t end, uint64_t authenticate_to,
-                         capsule::WritableFile* sink, const ReleaseOptions& options);
+                         capsule::WritableFile* sink, const ReleaseOptions& options,
+                         const capsule::RandomAccessFile* chunks_from = nullptr);
 
 // Writes file `f`'s contents to `sink` only after all of its chunks authenticated and its bytes
-// matched the index digest: small files from memory, larger ones by a checking pass first.
+// matched the index digest: files up to options.held_in_memory from memory, larger ones by a
+// checking pass first (from a remote capsule, through a ChunkSpool, so that each chunk is
+// fetched once).
 absl::Status StreamAuthenticatedFile(const capsule::CapsuleReader* reader,
                                      const capsule::PayloadKey& key, const capsule::FileEntry& f,
                                      capsule::WritableFile* sink, const ReleaseOptions& options);

@@ -12,8 +12,11 @@ absl::StatusOr<Destination> DestinationFor(const Gate& gate, const std::string& 
   return gate.site() != nullptr ? ResolveDestination(*gate.site(), path) : LocalDestination(path);
 }
 
-ReleaseOptions OptionsFor(const SiteRequest& r, uint64_t total) {
+ReleaseOptions OptionsFor(const Gate& gate, const SiteRequest& r, uint64_t total) {
   ReleaseOptions o;
+  // At a site, a remote capsule's release spool goes to the site's state folder (the daemon's
+  // own disk); offline, to $TMPDIR.
+  if (gate.site() != nullptr) o.spool_dir = gate.site()->state;
   o.owner = r.owner;
   o.threads = r.threads;
   o.cancelled = r.cancelled;
@@ -138,7 +141,7 @@ absl::StatusOr<Outcome> HandleRequest(const Gate& gate,
   switch (r.command) {
     case Command::kOpen: {
       BUNKER_ASSIGN_OR_RETURN(capsule::ExtractStats stats,
-                              permit.Extract(*to, OptionsFor(r, m.payload_size)));
+                              permit.Extract(*to, OptionsFor(gate, r, m.payload_size)));
       out.files = stats.files;
       out.directories = stats.directories;
       out.symlinks = stats.symlinks;
@@ -147,15 +150,16 @@ absl::StatusOr<Outcome> HandleRequest(const Gate& gate,
     }
     case Command::kToTar:
       if (to) {
-        BUNKER_ASSIGN_OR_RETURN(out.bytes, permit.WriteArchive(*to, OptionsFor(r, m.payload_size)));
-      } else {
         BUNKER_ASSIGN_OR_RETURN(out.bytes,
-                                permit.StreamArchive(r.output_fd, OptionsFor(r, m.payload_size)));
+                                permit.WriteArchive(*to, OptionsFor(gate, r, m.payload_size)));
+      } else {
+        BUNKER_ASSIGN_OR_RETURN(
+            out.bytes, permit.StreamArchive(r.output_fd, OptionsFor(gate, r, m.payload_size)));
       }
       break;
     default:
       BUNKER_ASSIGN_OR_RETURN(
-          out.bytes, permit.StreamFile(r.output_fd, OptionsFor(r, permit.file()->size)));
+          out.bytes, permit.StreamFile(r.output_fd, OptionsFor(gate, r, permit.file()->size)));
       break;
   }
   return out;

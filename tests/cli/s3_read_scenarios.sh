@@ -83,6 +83,51 @@ scenario_s3_cat_fetches_only_its_chunks() {
     fail "cat of one small file fetched $small bytes of a $size-byte capsule"
 }
 
+scenario_s3_large_file_fetched_once() {
+  setup
+  # A file over the in-memory limit (8 MiB): a checking pass, then the writing pass, which reads
+  # the chunks the first pass kept in a release spool (site/chunk_spool.h), not the object.
+  head -c 20000000 /dev/urandom > data/train/big.bin
+  "$CAPSULE" seal data -o big.capsule --sign issuer.key --to alice.pub --chunk-size 64K \
+    >/dev/null 2>&1 || fail "seal"
+  aws_ s3 cp big.capsule "$URL" >/dev/null || fail "upload"
+  mkdir spool
+  n=$(log_lines)
+  TMPDIR="$WORK/spool" "$CAPSULE" cat "$URL" train/big.bin --identity alice.key \
+    --trust issuer.pub > got || fail "cat"
+  once=$(get_bytes_since caps/d.capsule "$n")
+  cmp -s got data/train/big.bin || fail "cat contents differ"
+  [ -z "$(ls -A spool)" ] || fail "the spool left a file behind"
+  echo "cat of a 20000000-byte file fetched $once bytes"
+  [ "$once" -ge 20000000 ] && [ "$once" -lt 24000000 ] ||
+    fail "cat of a 20000000-byte file fetched $once bytes (each chunk once: about 20 MB)"
+  # The whole archive to stdout: checked, then written from the spool.
+  n=$(log_lines)
+  TMPDIR="$WORK/spool" "$CAPSULE" open "$URL" --identity alice.key --trust issuer.pub \
+    --to-tar - > t.tar || fail "open --to-tar -"
+  tar_once=$(get_bytes_since caps/d.capsule "$n")
+  [ "$tar_once" -lt 26000000 ] || fail "open --to-tar - fetched $tar_once bytes (once: ~23 MB)"
+  mkdir x && tar -xf t.tar -C x && cmp -s x/train/big.bin data/train/big.bin ||
+    fail "the archive's big.bin differs"
+  # No room for a spool: fetched twice, still exact.
+  n=$(log_lines)
+  TMPDIR="$WORK/no-such-folder" "$CAPSULE" cat "$URL" train/big.bin --identity alice.key \
+    --trust issuer.pub > got2 || fail "cat without a spool"
+  twice=$(get_bytes_since caps/d.capsule "$n")
+  cmp -s got2 data/train/big.bin || fail "cat without a spool: contents differ"
+  [ "$twice" -ge 40000000 ] || fail "cat without a spool fetched $twice bytes (expected twice)"
+  # A corrupted chunk near the end of the file: nothing of it comes out.
+  size=$(stat -c %s big.capsule)
+  cp big.capsule bad.capsule
+  flip_byte bad.capsule $((size - 2000000))
+  aws_ s3 cp bad.capsule "$URL" >/dev/null || fail "rewrite"
+  TMPDIR="$WORK/spool" "$CAPSULE" cat "$URL" train/big.bin --identity alice.key \
+    --trust issuer.pub > bad.out 2>"$WORK/.stderr"
+  code=$?
+  [ "$code" -eq 4 ] || { cat "$WORK/.stderr" >&2; fail "cat of a corrupted object exited $code"; }
+  [ ! -s bad.out ] || fail "cat of a corrupted object wrote $(stat -c %s bad.out) bytes"
+}
+
 scenario_s3_corrupted_object_is_refused() {
   setup
   cp d.capsule bad.capsule
@@ -104,8 +149,9 @@ scenario_s3_corrupted_object_is_refused() {
 
 scenario_s3_rewritten_while_read_fails() {
   setup
-  # A reader (one thread) of a file too large to be held in memory (over 64 MiB: a checking
-  # pass, then a writing pass that blocks on the pipe), rewritten under it.
+  # A reader (one thread) of a file too large to be held in memory (over 8 MiB: a checking
+  # pass, then a writing pass that blocks on the pipe), rewritten under it. With no room for a
+  # release spool (TMPDIR is not a folder), the writing pass fetches the object again.
   head -c 70000000 /dev/urandom > data/train/big.bin
   "$CAPSULE" seal data -o big.capsule --sign issuer.key --to alice.pub --chunk-size 64K \
     >/dev/null 2>&1 || fail "seal"
@@ -113,8 +159,8 @@ scenario_s3_rewritten_while_read_fails() {
   # The writing pass blocks on a full pipe until the object is rewritten; its next GET must
   # fail (the file is larger than the reader's read-ahead, 24 MiB: the rest is fetched after
   # the rewrite). Or the rewrite lands in the checking pass, which fails the same way.
-  ( "$CAPSULE" cat "$URL" train/big.bin --identity alice.key --trust issuer.pub --threads 1 \
-      2>"$WORK/.stderr"; echo $? > code ) |
+  ( TMPDIR="$WORK/no-such-folder" "$CAPSULE" cat "$URL" train/big.bin --identity alice.key \
+      --trust issuer.pub --threads 1 2>"$WORK/.stderr"; echo $? > code ) |
     { while [ ! -f rewritten ]; do sleep 0.1; done; cat > got; } &
   pid=$!
   sleep 1

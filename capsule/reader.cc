@@ -30,6 +30,16 @@ int ReaderThreads(int requested, const RandomAccessFile& file) {
   return std::max(ResolveThreads(0), file.parallelism());
 }
 
+// The pipeline's depth: two chunks per worker (WindowFor); for a remote object, whose reads
+// are served from read-ahead windows it holds apart from these (capsule/s3_client.h, up to
+// 24 MiB), one per worker plus two, which keeps the workers busy without buffering twice what
+// the object already holds (peak RSS under 64 MiB, README "Object storage").
+size_t PipelineWindow(int workers, const RandomAccessFile& file, size_t buffer_size) {
+  const size_t window = WindowFor(workers, buffer_size);
+  if (file.parallelism() == 0) return window;
+  return std::min(window, std::max<size_t>(2, static_cast<size_t>(workers) + 2));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CapsuleReader>> CapsuleReader::Open(
@@ -148,7 +158,7 @@ absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress
   ThreadPool pool(ReaderThreads(threads, *file_));
   BufferPool buffers(size_t{geometry_.chunk_size} + kTagSize);
   OrderedPipeline<absl::Status> pipeline(
-      &pool, WindowFor(pool.size(), size_t{geometry_.chunk_size} + kTagSize));
+      &pool, PipelineWindow(pool.size(), *file_, size_t{geometry_.chunk_size} + kTagSize));
   const uint64_t n = geometry_.chunk_count;
   if (n > 0) {
     file_->WillRead(geometry_.ChunkOffset(0),
@@ -239,7 +249,8 @@ absl::StatusOr<std::unique_ptr<PayloadStream>> CapsuleReader::Stream(
   s->pool_ = std::make_unique<ThreadPool>(ReaderThreads(threads, *s->file_));
   s->buffers_ = std::make_unique<BufferPool>(size_t{manifest_.chunk_size} + kTagSize);
   s->pipeline_ = std::make_unique<OrderedPipeline<PayloadStream::ChunkResult>>(
-      s->pool_.get(), WindowFor(s->pool_->size(), size_t{manifest_.chunk_size} + kTagSize));
+      s->pool_.get(),
+      PipelineWindow(s->pool_->size(), *s->file_, size_t{manifest_.chunk_size} + kTagSize));
   return s;
 }
 

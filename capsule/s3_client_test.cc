@@ -7,12 +7,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <thread>
 
 #include "capsule/capsule_test_util.h"
 #include "capsule/s3_client.h"
+#include "capsule/s3_test_server.h"
 #include "capsule/s3_xml.h"
 #include "gtest/gtest.h"
 
@@ -158,80 +161,6 @@ TEST(S3ConfigTest, FromEnvironment) {
   ::unsetenv("AWS_REGION");
 }
 
-// A one-trick HTTP server on loopback: answers every request with `reply`, then closes.
-class FakeServer {
- public:
-  explicit FakeServer(std::string reply) : reply_(std::move(reply)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd_, 8) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      ADD_FAILURE() << "cannot listen on loopback";
-      return;
-    }
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] {
-      while (true) {
-        const int c = ::accept(fd_, nullptr, nullptr);
-        if (c < 0 || stop_) {
-          if (c >= 0) ::close(c);
-          return;
-        }
-        std::string request;
-        char buf[4096];
-        while (request.find("\r\n\r\n") == std::string::npos) {
-          const ssize_t n = ::read(c, buf, sizeof(buf));
-          if (n <= 0) break;
-          request.append(buf, static_cast<size_t>(n));
-        }
-        last_request_ = request;
-        size_t done = 0;
-        while (done < reply_.size()) {
-          const ssize_t n = ::write(c, reply_.data() + done, reply_.size() - done);
-          if (n <= 0) break;
-          done += static_cast<size_t>(n);
-        }
-        ::close(c);
-      }
-    });
-  }
-  ~FakeServer() {
-    stop_ = true;
-    // Wake accept() with one last connection.
-    const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(port_);
-    (void)::connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::close(c);
-    if (thread_.joinable()) thread_.join();
-    ::close(fd_);
-  }
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  // The last request's head (its thread is done with it once the client has the reply).
-  std::string last_request() const { return last_request_; }
-
- private:
-  std::string reply_;
-  int fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::string last_request_;
-  std::thread thread_;
-};
-
-Config FakeConfig(const std::string& endpoint) {
-  Config c;
-  c.endpoint = endpoint;
-  c.access_key_id = "AKID";
-  c.secret_access_key = crypto::SecretBytes::CopyOf(std::string_view("secret"));
-  c.max_attempts = 1;
-  return c;
-}
 
 // Review finding 13: a server (or a proxy in front of it) that ignores If-Match and answers
 // with another version of the object is caught by the reply's ETag.
@@ -261,6 +190,80 @@ TEST(S3ClientFakeServerTest, PinnedRangeWithoutAnETagIsRefused) {
   absl::Status s = (*client)->GetRange(Location{"bucket", "key"}, 0, absl::MakeSpan(out),
                                        "\"pinned\"");
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+}
+
+// An object of `size` bytes behind a FakeServer: HEAD and ranged GETs, ETag "v1"; the next
+// `fail` GETs are answered 503.
+struct FlakyObject {
+  explicit FlakyObject(size_t size) : bytes(size) {
+    for (size_t i = 0; i < size; ++i) bytes[i] = static_cast<uint8_t>(i * 7 + i / 4096);
+  }
+  std::string Answer(const std::string& request) {
+    const std::string n = std::to_string(bytes.size());
+    if (request.rfind("HEAD ", 0) == 0) {
+      return "HTTP/1.1 200 OK\r\nContent-Length: " + n +
+             "\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n";
+    }
+    ++gets;
+    if (fail > 0) {
+      --fail;
+      return "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    }
+    const size_t at = request.find("Range: bytes=");
+    size_t first = 0, last = 0;
+    if (at == std::string::npos ||
+        std::sscanf(request.c_str() + at, "Range: bytes=%zu-%zu", &first, &last) != 2 ||
+        first > last || last >= bytes.size()) {
+      return "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    }
+    const size_t len = last - first + 1;
+    return "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes " + std::to_string(first) + "-" +
+           std::to_string(last) + "/" + n + "\r\nContent-Length: " + std::to_string(len) +
+           "\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n" +
+           std::string(reinterpret_cast<const char*>(bytes.data()) + first, len);
+  }
+  std::vector<uint8_t> bytes;
+  std::atomic<int> gets{0};
+  std::atomic<int> fail{0};
+};
+
+// Review LOW (#12): a read-ahead window whose GET failed kept its error until it was evicted,
+// so reads of its bytes failed without asking the server again. A failed window is dropped, and
+// a transient failure is retried (as a new window, with the client's retries and backoff).
+TEST(S3ClientFakeServerTest, AFailedReadAheadWindowIsFetchedAgain) {
+  FlakyObject object(size_t{1} << 20);
+  FakeServer server([&object](const std::string& r) { return object.Answer(r); });
+  auto made = Client::Create(FakeConfig(server.endpoint()));
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::shared_ptr<Client> client = std::move(*made);
+  const Location at{"bucket", "obj.capsule"};
+  const size_t piece = size_t{256} << 10;
+  const std::vector<uint8_t> want(object.bytes.begin(), object.bytes.begin() + piece);
+  {
+    auto file = OpenObject(client, at);
+    ASSERT_TRUE(file.ok()) << file.status();
+    (*file)->WillRead(0, object.bytes.size());
+    object.fail = 1;
+    std::vector<uint8_t> out(piece);
+    absl::Status s = (*file)->ReadAt(0, absl::MakeSpan(out));
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(out, want);
+    EXPECT_EQ(object.gets.load(), 2) << "the failed window and its retry";
+  }
+  {
+    // A failure that outlasts the retry fails that read, and only that one.
+    auto file = OpenObject(client, at);
+    ASSERT_TRUE(file.ok()) << file.status();
+    (*file)->WillRead(0, object.bytes.size());
+    object.gets = 0;
+    object.fail = 2;
+    std::vector<uint8_t> out(piece);
+    EXPECT_EQ((*file)->ReadAt(0, absl::MakeSpan(out)).code(), absl::StatusCode::kUnavailable);
+    absl::Status s = (*file)->ReadAt(0, absl::MakeSpan(out));
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(out, want);
+    EXPECT_EQ(object.gets.load(), 3);
+  }
 }
 
 TEST(S3ClientTest, CredentialsTravelInClearOnlyToLoopback) {

@@ -194,6 +194,7 @@ class S3Object : public RandomAccessFile {
   absl::Status LargeRead(uint64_t offset, absl::Span<uint8_t> out) const {
     const uint64_t end = offset + out.size();
     uint64_t pos = offset;
+    bool retried = false;
     while (pos < end) {
       std::shared_ptr<Window> win;
       {
@@ -216,7 +217,20 @@ class S3Object : public RandomAccessFile {
         // Not announced, or no window to be had: exactly the bytes asked for, one GET.
         return Fetch(pos, out.subspan(static_cast<size_t>(pos - offset)));
       }
-      if (!win->status.ok()) return win->status;
+      if (!win->status.ok()) {
+        // A failed window is dropped, never kept: a later read asks the server again. A
+        // transient failure (kUnavailable: the client's retries with backoff ran out) is tried
+        // once more now, as a new window fetched with the same retries and backoff.
+        const absl::Status failed = win->status;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          auto it = windows_.find(win->begin / kWindowSize);
+          if (it != windows_.end() && it->second == win) windows_.erase(it);
+        }
+        if (!absl::IsUnavailable(failed) || retried) return failed;
+        retried = true;
+        continue;
+      }
       const uint64_t n = std::min(end, win->end) - pos;
       std::memcpy(out.data() + (pos - offset), win->data.data() + (pos - win->begin),
                   static_cast<size_t>(n));

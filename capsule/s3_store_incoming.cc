@@ -300,8 +300,11 @@ absl::StatusOr<std::string> S3Incoming::Finish(const std::function<absl::Status(
                         absl::StrCat("capsule ", id_, " was completed but cannot be checked "
                                      "(its receipt is void): ", info.status().message()));
   }
-  if (!our_etag.empty() && info->etag != our_etag) {
-    // Lost a race: the object under the key is not the one this daemon just completed.
+  if (our_etag.empty() || info->etag != our_etag) {
+    // Lost a race: the object under the key is not the one this daemon just completed. Or the
+    // completion named no ETag (a lost reply, or a server that sends none): then which
+    // completion made the object cannot be told, and it is accepted only as a lost race is, if
+    // it is this capsule (fail closed).
     absl::StatusOr<bool> theirs =
         SamePreludeStored(client, at_, spool_->prelude(), spool_->geometry().FileSize());
     if (!theirs.ok() || !*theirs) {
@@ -312,8 +315,11 @@ absl::StatusOr<std::string> S3Incoming::Finish(const std::function<absl::Status(
           "capsule ", id_, " was replaced in the store right after it was completed, by "
           "another object (its receipt is void)"));
     }
-    shared_->Log(absl::StrCat("s3: capsule ", id_, " stored as ", url, "; another receiver "
-                              "completed an identical copy right after"));
+    shared_->Log(absl::StrCat("s3: capsule ", id_, " stored as ", url,
+                              our_etag.empty() ? " (the completion named no ETag; the object "
+                                                 "has this capsule's size, header and tail)"
+                                               : "; another receiver completed an identical "
+                                                 "copy right after"));
   } else if (info->size != spool_->geometry().FileSize()) {
     absl::Status d = client.Delete(at_);
     (void)Cleanup();

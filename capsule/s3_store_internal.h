@@ -136,7 +136,9 @@ class Claim {
   std::string id_;
 };
 
-// Reads a small object whole (a marker).
+// Reads a small object whole (a marker), again (at most kMarkerRereads times) if it is rewritten
+// while read.
+inline constexpr int kMarkerRereads = 3;
 absl::StatusOr<std::string> GetSmall(s3::Client& client, const s3::Location& at);
 
 // Whether the object at `at` holds, byte for byte, the capsule with `prelude`: its header and

@@ -160,14 +160,19 @@ std::set<std::string> Shared::Boots() const {
 }
 
 absl::StatusOr<std::string> GetSmall(s3::Client& client, const s3::Location& at) {
-  absl::StatusOr<s3::ObjectInfo> info = client.Head(at);
-  if (!info.ok()) return info.status();
-  if (info->size > 4096) return absl::DataLossError("marker object is too large");
-  std::string out(info->size, '\0');
-  absl::Status s = client.GetRange(
-      at, 0, absl::MakeSpan(reinterpret_cast<uint8_t*>(out.data()), out.size()), info->etag);
-  if (!s.ok()) return s;
-  return out;
+  // A marker rewritten between the HEAD and the GET (its daemon moving it from "pending" to its
+  // upload id) fails the pinned GET with kAborted: it is read again, whole.
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<s3::ObjectInfo> info = client.Head(at);
+    if (!info.ok()) return info.status();
+    if (info->size > 4096) return absl::DataLossError("marker object is too large");
+    std::string out(info->size, '\0');
+    absl::Status s = client.GetRange(
+        at, 0, absl::MakeSpan(reinterpret_cast<uint8_t*>(out.data()), out.size()), info->etag);
+    if (absl::IsAborted(s) && attempt < kMarkerRereads) continue;
+    if (!s.ok()) return s;
+    return out;
+  }
 }
 
 absl::StatusOr<bool> SamePreludeStored(s3::Client& client, const s3::Location& at,

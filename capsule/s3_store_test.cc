@@ -1,5 +1,10 @@
 #include "capsule/s3_store.h"
 
+#include <atomic>
+#include <string>
+
+#include "capsule/s3_store_internal.h"
+#include "capsule/s3_test_server.h"
 #include "gtest/gtest.h"
 
 namespace bunker::capsule {
@@ -34,6 +39,36 @@ TEST(S3StoreTest, RefusesAStoreWithoutAClient) {
   o.daemon_id = "abc";
   o.bucket = "b";
   EXPECT_TRUE(absl::IsInvalidArgument(MakeS3Store(o).status()));  // no client
+}
+
+// Regression (#12): another daemon's marker rewritten between the HEAD and the pinned GET (it
+// moves from "pending" to its upload id) made recovery fail, so a daemon did not start while
+// another received the same capsule. The marker is read again.
+TEST(S3StoreTest, AMarkerRewrittenWhileReadIsReadAgain) {
+  std::atomic<int> heads{0}, gets{0};
+  s3::FakeServer server([&](const std::string& request) -> std::string {
+    if (request.rfind("HEAD ", 0) == 0) {
+      const int n = ++heads;
+      const std::string size = n == 1 ? "24" : "22";
+      return "HTTP/1.1 200 OK\r\nContent-Length: " + size + "\r\nETag: \"v" +
+             std::to_string(n) + "\"\r\nConnection: close\r\n\r\n";
+    }
+    if (++gets == 1) {
+      // Rewritten since the HEAD: the If-Match fails.
+      return "HTTP/1.1 412 Precondition Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    }
+    return "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-21/22\r\n"
+           "Content-Length: 22\r\nETag: \"v2\"\r\nConnection: close\r\n\r\n"
+           "upload-7 0123456789abc";
+  });
+  auto client = s3::Client::Create(s3::FakeConfig(server.endpoint()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<std::string> body =
+      internal_s3_store::GetSmall(**client, {"bucket", "p/.incoming/d/x.upload"});
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_EQ(*body, "upload-7 0123456789abc");
+  EXPECT_EQ(heads.load(), 2);
+  EXPECT_EQ(gets.load(), 2);
 }
 
 }  // namespace

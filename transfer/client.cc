@@ -133,12 +133,13 @@ absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
       capsule::CapsuleReader::OpenUntrusted(std::move(*file));
   if (!reader.ok()) return reader.status();
+  std::shared_ptr<const capsule::CapsuleReader> shared = std::move(*reader);
   // One connection per stream: on a long link each gets its own TCP flow window.
   const size_t connections = static_cast<size_t>(std::clamp(options.streams, 1, 16));
   return WithPeer(address, options, connections,
                   [&](kj::Array<schema::Transfer::Client> peers, kj::AsyncIoContext& io,
                       kj::Timer& timer) {
-                    return Push(**reader, kj::mv(peers), ToSendOptions(options, timer))
+                    return Push(shared, kj::mv(peers), ToSendOptions(options, timer))
                         .wait(io.waitScope);
                   });
 }

@@ -270,18 +270,23 @@ class TransferImpl final : public schema::Transfer::Server {
   }
 
   // An offer of a capsule the store holds: "already stored" only for the very same capsule,
-  // not any capsule claiming its id. Reading the stored prelude runs off the event loop.
+  // not any capsule claiming its id. Reading the stored prelude and recording a missing receipt
+  // (the audit log: a write and a sync) run off the event loop.
   kj::Promise<void> AlreadyStored(OfferContext context, capsule::Prelude prelude) {
     absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> r =
         capsule::CheckPrelude(prelude, depot_.options().trusted);
     if (!r.ok()) return ToException(r.status());
     const std::string id = (*r)->manifest().IdHex();
-    const std::string issuer = (*r)->manifest().issuer.fingerprint().ToString();
+    auto receipt = std::make_shared<DepotEvent>(
+        DepotEvent{"received", id, (*r)->manifest().issuer.fingerprint().ToString(), peer_,
+                   "offered again; already stored, its receipt was missing"});
     std::shared_ptr<capsule::Store> store = depot_.options().store;
     auto offered = std::make_shared<capsule::Prelude>(std::move(prelude));
+    // The store-call threads are joined before the depot's receipt lock and options go.
+    Depot* depot = &depot_;
     return OffLoop<absl::Status>(
                depot_.store_calls(),
-               [store, id, offered]() -> absl::Status {
+               [store, id, offered, depot, receipt]() -> absl::Status {
                  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = store->Open(id);
                  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> stored =
                      file.ok() ? capsule::CapsuleReader::OpenUntrusted(std::move(*file))
@@ -295,16 +300,12 @@ class TransferImpl final : public schema::Transfer::Server {
                    return absl::DataLossError(
                        absl::StrCat("a different capsule with id ", id, " is already stored here"));
                  }
-                 return absl::OkStatus();
+                 // A capsule stored without its receipt (a crash between the two in an older
+                 // version, a copy into the store) gets it now.
+                 return depot->RecordReceipt(*receipt);
                })
-        .then([this, context, id, issuer](absl::Status same) mutable -> kj::Promise<void> {
-          if (!same.ok()) return ToException(same);
-          // A capsule stored without its receipt (a crash between the two in an older version,
-          // a copy into the store) gets it now.
-          absl::Status recorded = depot_.RecordReceipt(
-              {"received", id, issuer, peer_,
-               "offered again; already stored, its receipt was missing"});
-          if (!recorded.ok()) return ToException(PeerSafe(recorded));
+        .then([this, context, id](absl::Status same) mutable -> kj::Promise<void> {
+          if (!same.ok()) return ToException(PeerSafe(same));
           auto results = context.getResults();
           results.setUpload(kj::heap<StoredUpload>(id));
           results.initMissing(0);
@@ -340,11 +341,12 @@ class TransferImpl final : public schema::Transfer::Server {
                            })
         .then([this, context, id](Opened reader) mutable -> kj::Promise<void> {
           if (!reader.ok()) return ToException(PeerSafe(reader.status()));
-          const capsule::CapsuleReader& r = **reader;
           auto receiver = context.getParams().getReceiver();
           SendOptions options;
           options.read_pool = &depot_.store_calls();
-          return Push(r, receiver, std::move(options))
+          // The push shares the reader with its reads on the store-call threads.
+          return Push(std::shared_ptr<const capsule::CapsuleReader>(std::move(*reader)), receiver,
+                      std::move(options))
               .then([this, context, id](SendSummary summary) mutable {
                 auto s = context.getResults().initSummary();
                 s.setCapsuleId(summary.capsule_id);
@@ -356,8 +358,7 @@ class TransferImpl final : public schema::Transfer::Server {
                 depot_.Emit({"sent", id, "", peer_,
                              absl::StrCat(summary.chunks_sent, " chunks sent, ",
                                           summary.chunks_skipped, " already there")});
-              })
-              .attach(kj::mv(*reader));
+              });
         });
   }
 

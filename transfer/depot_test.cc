@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "capsule/capsule_test_util.h"
 #include "gtest/gtest.h"
 #include "transfer/errors.h"
@@ -26,7 +27,7 @@ constexpr uint32_t kChunk = 4096;
 struct Fixture {
   Keys keys;
   std::vector<uint8_t> capsule;
-  std::unique_ptr<capsule::CapsuleReader> reader;
+  std::shared_ptr<const capsule::CapsuleReader> reader;
   std::string store = capsule::testing::MakeTempDir() + "/store";
   std::vector<DepotEvent> events;
 
@@ -76,7 +77,8 @@ struct Connection {
 };
 
 absl::StatusOr<SendSummary> Send(kj::AsyncIoContext& io, Connection& c,
-                                 const capsule::CapsuleReader& reader, SendOptions o = {}) {
+                                 std::shared_ptr<const capsule::CapsuleReader> reader,
+                                 SendOptions o = {}) {
   try {
     return Push(reader, c.transfer, std::move(o)).wait(io.waitScope);
   } catch (const kj::Exception& e) {
@@ -92,13 +94,13 @@ TEST(DepotTest, PushStoresAByteIdenticalCapsuleAndSecondPushSkipsAll) {
   SendOptions o;
   o.streams = 3;
   o.commit_every = 5 * kChunk;
-  auto s = Send(io, c, *f.reader, o);
+  auto s = Send(io, c, f.reader, o);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->chunks_total, 38u);
   EXPECT_EQ(s->chunks_sent, 38u);
   EXPECT_EQ(s->chunks_skipped, 0u);
   EXPECT_TRUE(f.StoredMatches());
-  auto again = Send(io, c, *f.reader);
+  auto again = Send(io, c, f.reader);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->chunks_sent, 0u);
   EXPECT_EQ(again->chunks_skipped, 38u);
@@ -125,7 +127,7 @@ TEST(DepotTest, ReceiptIsOnRecordBeforeTheCapsuleIsNamed) {
     };
     Depot depot(o);
     Connection c(io, depot, f.keys.alice.public_identity());
-    auto s = Send(io, c, *f.reader);
+    auto s = Send(io, c, f.reader);
     EXPECT_FALSE(s.ok());
     EXPECT_FALSE(capsule::testing::Exists(stored));
     ASSERT_EQ(receipts.size(), 1u);
@@ -146,13 +148,13 @@ TEST(DepotTest, ReceiptIsOnRecordBeforeTheCapsuleIsNamed) {
     ASSERT_TRUE(depot.RecordStoredReceipts().ok());
     EXPECT_EQ(receipts.size(), 1u) << "nothing is stored yet";
     Connection c(io, depot, f.keys.alice.public_identity());
-    auto s = Send(io, c, *f.reader);
+    auto s = Send(io, c, f.reader);
     ASSERT_TRUE(s.ok()) << s.status();
     EXPECT_EQ(s->chunks_sent, 0u);
     EXPECT_TRUE(f.StoredMatches());
     EXPECT_EQ(receipts.size(), 2u);
     // An offer of the stored capsule makes sure of its receipt too.
-    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+    ASSERT_TRUE(Send(io, c, f.reader).ok());
     ASSERT_EQ(receipts.size(), 3u);
     EXPECT_EQ(receipts.back().capsule_id, f.reader->manifest().IdHex());
     // And so does a start: every stored capsule.
@@ -171,7 +173,7 @@ TEST(DepotTest, NoReceiptsAtStartForWhatOthersMayHaveStored) {
   {
     Depot depot(f.Options());
     Connection c(io, depot, f.keys.alice.public_identity());
-    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+    ASSERT_TRUE(Send(io, c, f.reader).ok());
   }
   // The same store, as one that others may write to.
   class SharedStore final : public capsule::Store {
@@ -217,14 +219,14 @@ TEST(DepotTest, StoredCapsuleWhoseReceiptCannotBeRecordedIsRefused) {
   {
     Depot depot(f.Options());
     Connection c(io, depot, f.keys.alice.public_identity());
-    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+    ASSERT_TRUE(Send(io, c, f.reader).ok());
   }
   DepotOptions o = f.Options();
   o.record_receipt = [](const DepotEvent&) { return absl::UnavailableError("log unwritable"); };
   Depot depot(o);
   EXPECT_EQ(depot.RecordStoredReceipts().code(), absl::StatusCode::kUnavailable);
   Connection c(io, depot, f.keys.alice.public_identity());
-  EXPECT_FALSE(Send(io, c, *f.reader).ok());
+  EXPECT_FALSE(Send(io, c, f.reader).ok());
 }
 
 TEST(DepotTest, SeveralConnectionsFillOneCapsule) {
@@ -241,7 +243,7 @@ TEST(DepotTest, SeveralConnectionsFillOneCapsule) {
   SendOptions o;
   o.streams = 6;
   o.commit_every = 7 * kChunk;
-  auto s = Push(*f.reader, peers.finish(), o).wait(io.waitScope);
+  auto s = Push(f.reader, peers.finish(), o).wait(io.waitScope);
   EXPECT_EQ(s.chunks_sent, 51u);
   EXPECT_TRUE(f.StoredMatches());
 }
@@ -259,7 +261,7 @@ TEST(DepotTest, ResumeAfterACutConnectionSendsOnlyTheRest) {
     o.progress = [&](const SendProgress&) {
       if (++sent == 12) c.pipe.ends[0]->shutdownWrite();
     };
-    auto s = Send(io, c, *f.reader, o);
+    auto s = Send(io, c, f.reader, o);
     EXPECT_FALSE(s.ok());
     // Calls that had reached the cut connection before the cut are still queued, some waiting
     // for a worker (the sender no longer waits for each commit): let them all run while their
@@ -268,7 +270,7 @@ TEST(DepotTest, ResumeAfterACutConnectionSendsOnlyTheRest) {
   }
   Depot depot(f.Options());  // a restarted daemon: state only from disk
   Connection c(io, depot, f.keys.alice.public_identity());
-  auto s = Send(io, c, *f.reader);
+  auto s = Send(io, c, f.reader);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_GT(s->chunks_skipped, 0u);
   EXPECT_EQ(s->chunks_sent + s->chunks_skipped, 40u);
@@ -309,7 +311,7 @@ TEST(DepotTest, ChunksQueuedForAWorkerWhenTheEventLoopEndsAreNotReadAfterItIsGon
     Connection c(io, depot, f.keys.alice.public_identity());
     SendOptions o;
     o.streams = 8;
-    auto push = Push(*f.reader, c.transfer, o).then([](SendSummary) {}).eagerlyEvaluate(nullptr);
+    auto push = Push(f.reader, c.transfer, o).then([](SendSummary) {}).eagerlyEvaluate(nullptr);
     // Long enough for the receiver to read every put the flow window lets through.
     io.provider->getTimer().afterDelay(200 * kj::MILLISECONDS).wait(io.waitScope);
   }  // the push, the connection and the event loop end here, with puts queued
@@ -317,7 +319,7 @@ TEST(DepotTest, ChunksQueuedForAWorkerWhenTheEventLoopEndsAreNotReadAfterItIsGon
   // Nothing withdrawn was written or journaled; a new push completes the capsule.
   auto io = kj::setupAsyncIo();
   Connection c(io, depot, f.keys.alice.public_identity());
-  auto s = Send(io, c, *f.reader);
+  auto s = Send(io, c, f.reader);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_TRUE(f.StoredMatches());
 }
@@ -330,7 +332,7 @@ TEST(DepotTest, UntrustedIssuerAndPolicyThatExcludesTheSiteAreRefusedBeforeData)
     o.trusted = {f.keys.mallory.public_identity()};
     Depot depot(o);
     Connection c(io, depot, f.keys.alice.public_identity());
-    auto s = Send(io, c, *f.reader);
+    auto s = Send(io, c, f.reader);
     EXPECT_EQ(s.status().code(), absl::StatusCode::kPermissionDenied) << s.status();
     EXPECT_TRUE(capsule::testing::ListDir(f.store).empty() ||
                 capsule::testing::ListDir(f.store + "/.incoming").empty());
@@ -343,7 +345,7 @@ TEST(DepotTest, UntrustedIssuerAndPolicyThatExcludesTheSiteAreRefusedBeforeData)
       return absl::PermissionDeniedError("the capsule's policy does not admit site site-b");
     }));
     Connection c(io, depot, f.keys.alice.public_identity());
-    auto s = Send(io, c, *f.reader);
+    auto s = Send(io, c, f.reader);
     EXPECT_EQ(s.status().code(), absl::StatusCode::kPermissionDenied) << s.status();
     EXPECT_NE(s.status().message().find("site-b"), std::string::npos);
     EXPECT_EQ(f.events.back().kind, "refused");
@@ -419,7 +421,7 @@ TEST(DepotTest, CorruptedChunkIsRefusedAndResent) {
   Depot depot(f.Options());
   Connection c(io, depot, f.keys.alice.public_identity());
   schema::Transfer::Client corrupting = kj::heap<CorruptingTransfer>(c.transfer);
-  auto s = Push(*f.reader, corrupting, SendOptions()).wait(io.waitScope);
+  auto s = Push(f.reader, corrupting, SendOptions()).wait(io.waitScope);
   EXPECT_EQ(s.chunks_sent, 7u);  // six chunks, one of them twice
   EXPECT_TRUE(f.StoredMatches());
 }
@@ -438,7 +440,7 @@ TEST(DepotTest, SenderGivesUpOnAChunkAtItsThirdRefusal) {
   ASSERT_EQ(o.max_rejections, 3);
   absl::StatusOr<SendSummary> s = [&]() -> absl::StatusOr<SendSummary> {
     try {
-      return Push(*f.reader, client, o).wait(io.waitScope);
+      return Push(f.reader, client, o).wait(io.waitScope);
     } catch (const kj::Exception& e) {
       return FromException(e);
     }
@@ -458,7 +460,7 @@ TEST(DepotTest, FetchPullsAStoredCapsule) {
   Depot source(f.Options());
   {
     Connection c(io, source, f.keys.alice.public_identity());
-    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+    ASSERT_TRUE(Send(io, c, f.reader).ok());
   }
   DepotOptions mine = f.Options();
   const std::string mine_store = capsule::testing::MakeTempDir() + "/mine";
@@ -548,9 +550,9 @@ TEST(DepotTest, AStalledStoreCallDoesNotHoldUpOtherSessions) {
   Depot depot(o);
   Connection c1(io, depot, f.keys.alice.public_identity());
   Connection c2(io, depot, f.keys.alice.public_identity());
-  auto stalled = Push(*f.reader, c1.transfer, SendOptions());
+  auto stalled = Push(f.reader, c1.transfer, SendOptions());
   store->AwaitStall(io);
-  auto done = Send(io, c2, **other);
+  auto done = Send(io, c2, std::move(*other));
   EXPECT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->chunks_sent, 5u);
   store->Release();
@@ -570,7 +572,7 @@ TEST(DepotTest, AStalledFetchDoesNotHoldUpOtherSessions) {
   {
     Depot source(f.Options());
     Connection c(io, source, f.keys.alice.public_identity());
-    ASSERT_TRUE(Send(io, c, *f.reader).ok());
+    ASSERT_TRUE(Send(io, c, f.reader).ok());
   }
   auto other = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(capsule::testing::SealRaw(
       f.keys, capsule::testing::PatternBytes(5 * kChunk, 9), kChunk, crypto::Suite::kAes256Gcm,
@@ -591,12 +593,174 @@ TEST(DepotTest, AStalledFetchDoesNotHoldUpOtherSessions) {
   auto fetched = req.send();
   store->AwaitStall(io);
   Connection c2(io, source, f.keys.alice.public_identity());
-  auto done = Send(io, c2, **other);
+  auto done = Send(io, c2, std::move(*other));
   EXPECT_TRUE(done.ok()) << done.status();
   store->Release();
   try {
     auto r = fetched.wait(io.waitScope);
     EXPECT_EQ(r.getSummary().getChunksSent(), 4u);
+  } catch (const kj::Exception& e) {
+    ADD_FAILURE() << FromException(e);
+  }
+}
+
+// A gate a store call waits at until the test opens it (an object store, or a disk, that
+// stalls).
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  // Turns `io`'s event loop until a call has reached the gate. The loop sleeps between turns
+  // (a timer, not evalLater), so that it also takes in I/O and the results of jobs on other
+  // threads (OffLoop) that lie on the way to the gate.
+  void AwaitEntered(kj::AsyncIoContext& io) {
+    while (!entered_) io.provider->getTimer().afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+  }
+  // False if nobody opened it in time: only when the call blocked the one thread that could
+  // have (the event loop's), since the test opens it right after the other session is served.
+  bool Wait() {
+    entered_ = true;
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(20), [this] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  std::atomic<bool> entered_{false};
+};
+
+// A stored capsule whose tail, read whole (as ReadPrelude reads it to send the capsule onward),
+// waits at a gate; every other read passes through.
+class StallingTailFile final : public capsule::RandomAccessFile {
+ public:
+  StallingTailFile(std::unique_ptr<capsule::RandomAccessFile> f, uint64_t tail_offset,
+                   std::shared_ptr<Gate> gate)
+      : f_(std::move(f)), tail_offset_(tail_offset), gate_(std::move(gate)) {}
+  uint64_t size() const override { return f_->size(); }
+  absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const override {
+    if (offset == tail_offset_ && offset + out.size() == f_->size() && !gate_->Wait()) {
+      return absl::UnavailableError("stalled on the event loop");
+    }
+    return f_->ReadAt(offset, out);
+  }
+
+ private:
+  std::unique_ptr<capsule::RandomAccessFile> f_;
+  uint64_t tail_offset_;
+  std::shared_ptr<Gate> gate_;
+};
+
+class StallingTailStore final : public capsule::Store {
+ public:
+  StallingTailStore(std::shared_ptr<capsule::Store> s, uint64_t tail_offset,
+                    std::shared_ptr<Gate> gate)
+      : s_(std::move(s)), tail_offset_(tail_offset), gate_(std::move(gate)) {}
+  std::string Describe() const override { return s_->Describe(); }
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> Open(const std::string& id) override {
+    auto f = s_->Open(id);
+    if (!f.ok()) return f;
+    return std::unique_ptr<capsule::RandomAccessFile>(
+        new StallingTailFile(std::move(*f), tail_offset_, gate_));
+  }
+  absl::StatusOr<std::vector<std::string>> List() override { return s_->List(); }
+  absl::StatusOr<std::unique_ptr<capsule::IncomingCapsule>> Begin(
+      const capsule::Prelude& p, absl::Span<const crypto::PublicIdentity> t) override {
+    return s_->Begin(p, t);
+  }
+
+ private:
+  std::shared_ptr<capsule::Store> s_;
+  uint64_t tail_offset_;
+  std::shared_ptr<Gate> gate_;
+};
+
+// Regression (#12): sending onward, the prelude (header and tail) of a capsule in an object
+// store is read off the event loop, like its chunks: a stalled read holds up only its fetch.
+TEST(DepotTest, AStalledPreludeReadDoesNotHoldUpOtherSessions) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(4 * kChunk);
+  {
+    Depot source(f.Options());
+    Connection c(io, source, f.keys.alice.public_identity());
+    ASSERT_TRUE(Send(io, c, f.reader).ok());
+  }
+  auto other = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(capsule::testing::SealRaw(
+      f.keys, capsule::testing::PatternBytes(5 * kChunk, 9), kChunk, crypto::Suite::kAes256Gcm,
+      2, "")));
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto gate = std::make_shared<Gate>();
+  DepotOptions o = f.Options();
+  o.store = std::make_shared<StallingTailStore>(o.store, f.reader->geometry().TableOffset(), gate);
+  Depot source(o);
+  DepotOptions mine = f.Options();
+  mine.store = capsule::MakeLocalStore(capsule::testing::MakeTempDir() + "/mine");
+  Depot local(mine);
+  Connection c1(io, source, f.keys.alice.public_identity());
+  auto req = c1.transfer.fetchRequest();
+  req.setCapsuleId(f.reader->manifest().IdHex());
+  req.setReceiver(local.ServeFor(f.keys.bob.public_identity()));
+  auto fetched = req.send();
+  gate->AwaitEntered(io);
+  Connection c2(io, source, f.keys.alice.public_identity());
+  auto done = Send(io, c2, std::move(*other));
+  EXPECT_TRUE(done.ok()) << done.status();
+  gate->Open();
+  try {
+    auto r = fetched.wait(io.waitScope);
+    EXPECT_EQ(r.getSummary().getChunksSent(), 4u);
+  } catch (const kj::Exception& e) {
+    ADD_FAILURE() << FromException(e);
+  }
+}
+
+// Regression (#12): the receipt an offer of an already stored capsule records (a write and a
+// sync of the audit log) is written off the event loop: a stalled write holds up only its offer.
+TEST(DepotTest, AStalledReceiptWriteDoesNotHoldUpOtherSessions) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  auto other = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(capsule::testing::SealRaw(
+      f.keys, capsule::testing::PatternBytes(5 * kChunk, 9), kChunk, crypto::Suite::kAes256Gcm,
+      2, "")));
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto gate = std::make_shared<Gate>();
+  DepotOptions o = f.Options();
+  o.record_receipt = [gate](const DepotEvent& e) {
+    if (absl::StrContains(e.detail, "offered again") && !gate->Wait()) {
+      return absl::UnavailableError("stalled on the event loop");
+    }
+    return absl::OkStatus();
+  };
+  Depot depot(o);
+  Connection c1(io, depot, f.keys.alice.public_identity());
+  ASSERT_TRUE(Send(io, c1, f.reader).ok());
+  // Offered again: already stored; its receipt write stalls.
+  auto again = Push(f.reader, c1.transfer, SendOptions());
+  gate->AwaitEntered(io);
+  // Another session is served meanwhile: its offer is answered with every chunk missing.
+  Connection c2(io, depot, f.keys.alice.public_identity());
+  auto prelude = capsule::ReadPrelude(**other);
+  ASSERT_TRUE(prelude.ok()) << prelude.status();
+  auto offer = c2.transfer.offerRequest();
+  auto p = offer.initPrelude();
+  p.setHeader(kj::arrayPtr(prelude->header.data(), prelude->header.size()));
+  p.setTail(kj::arrayPtr(prelude->tail.data(), prelude->tail.size()));
+  try {
+    auto answer = offer.send().wait(io.waitScope);
+    uint64_t missing = 0;
+    for (auto range : answer.getMissing()) missing += range.getCount();
+    EXPECT_EQ(missing, 5u);
+  } catch (const kj::Exception& e) {
+    ADD_FAILURE() << FromException(e);
+  }
+  gate->Open();
+  try {
+    auto s = again.wait(io.waitScope);
+    EXPECT_EQ(s.chunks_skipped, 3u);
   } catch (const kj::Exception& e) {
     ADD_FAILURE() << FromException(e);
   }
@@ -631,7 +795,7 @@ TEST(DepotTest, OverlappingMissingRangesAreRefused) {
   Connection c(io, depot, f.keys.alice.public_identity());
   schema::Transfer::Client hostile = kj::heap<OverlappingTransfer>(c.transfer);
   try {
-    Push(*f.reader, hostile, SendOptions()).wait(io.waitScope);
+    Push(f.reader, hostile, SendOptions()).wait(io.waitScope);
     ADD_FAILURE() << "push accepted overlapping ranges";
   } catch (const kj::Exception& e) {
     EXPECT_EQ(FromException(e).code(), absl::StatusCode::kDataLoss);
@@ -653,7 +817,7 @@ TEST(DepotTest, FinishOverTwoConnectionsSucceedsOnBoth) {
   };
   auto u1 = offer(c1);
   auto u2 = offer(c2);
-  auto s = Push(*f.reader, c1.transfer, SendOptions()).wait(io.waitScope);  // completes it
+  auto s = Push(f.reader, c1.transfer, SendOptions()).wait(io.waitScope);  // completes it
   EXPECT_EQ(s.chunks_total, 4u);
   auto r1 = u1.finishRequest().send().wait(io.waitScope);
   auto r2 = u2.finishRequest().send().wait(io.waitScope);
@@ -667,13 +831,13 @@ TEST(DepotTest, AnotherCapsuleClaimingAStoredIdIsRefused) {
   Fixture f(3 * kChunk);
   Depot depot(f.Options());
   Connection c(io, depot, f.keys.alice.public_identity());
-  ASSERT_TRUE(Send(io, c, *f.reader).ok());
+  ASSERT_TRUE(Send(io, c, f.reader).ok());
   // Same id, other manifest (a changed policy), validly signed by the trusted issuer.
   const auto twin = capsule::testing::MustResign(f.capsule, f.keys.issuer,
                                                  [](capsule::Manifest& m) { m.policy = "{}"; });
   auto reader = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(twin));
   ASSERT_TRUE(reader.ok());
-  auto s = Send(io, c, **reader);
+  auto s = Send(io, c, std::move(*reader));
   EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
   EXPECT_TRUE(f.StoredMatches()) << "the stored capsule was replaced";
 }
@@ -685,7 +849,7 @@ TEST(DepotTest, FetchReceiverRefusesFetchesAndOtherCapsules) {
   o.expected_id = std::string(32, 'a');
   Depot receiver(o);
   Connection c(io, receiver, f.keys.alice.public_identity());
-  auto s = Send(io, c, *f.reader);
+  auto s = Send(io, c, f.reader);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kPermissionDenied) << s.status();
   auto req = c.transfer.fetchRequest();
   req.setCapsuleId(std::string(32, 'a'));

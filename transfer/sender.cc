@@ -21,7 +21,9 @@ using Clock = std::chrono::steady_clock;
 
 // The state of one push, shared by its chains.
 struct PushState : public kj::Refcounted {
-  const capsule::CapsuleReader* reader;
+  // Shared with the reads running on `options.read_pool`: a job still running when the push is
+  // dropped (a cancelled call) keeps the reader alive.
+  std::shared_ptr<const capsule::CapsuleReader> reader;
   SendOptions options;
   std::vector<schema::Upload::Client> uploads;  // one per connection
   std::deque<uint64_t> queue;           // chunks still to send
@@ -106,7 +108,7 @@ struct PushState : public kj::Refcounted {
     return Pace(size).then([self = kj::addRef(*this), i, size, k]() mutable -> kj::Promise<void> {
       if (self->options.read_pool == nullptr) return Send(kj::mv(self), i, size, k, nullptr);
       // Read on the pool into a buffer of the job's own, then send from the loop.
-      const capsule::CapsuleReader* reader = self->reader;
+      std::shared_ptr<const capsule::CapsuleReader> reader = self->reader;
       using Read = std::shared_ptr<absl::StatusOr<std::vector<uint8_t>>>;
       return OffLoop<Read>(*self->options.read_pool,
                            [reader, i, size]() -> Read {
@@ -201,26 +203,17 @@ struct PushState : public kj::Refcounted {
   }
 };
 
-}  // namespace
-
-kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader, schema::Transfer::Client peer,
-                              SendOptions options) {
-  auto peers = kj::heapArrayBuilder<schema::Transfer::Client>(1);
-  peers.add(kj::mv(peer));
-  return Push(reader, peers.finish(), std::move(options));
-}
-
-kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader,
-                              kj::Array<schema::Transfer::Client> peers, SendOptions options) {
-  if (peers.size() == 0) return ToException(absl::InvalidArgumentError("no connection"));
-  absl::StatusOr<capsule::Prelude> prelude = capsule::ReadPrelude(reader);
+// Push, once the prelude is read: offers it on every connection, then sends.
+kj::Promise<SendSummary> Offer(std::shared_ptr<const capsule::CapsuleReader> reader,
+                               kj::Array<schema::Transfer::Client> peers, SendOptions options,
+                               absl::StatusOr<capsule::Prelude> prelude) {
   if (!prelude.ok()) return ToException(prelude.status());
   auto push = kj::refcounted<PushState>();
-  push->reader = &reader;
+  push->reader = std::move(reader);
   options.streams = std::clamp(options.streams, 1, 64);
   push->options = std::move(options);
-  const capsule::Geometry& g = reader.geometry();
-  push->summary.capsule_id = reader.manifest().IdHex();
+  const capsule::Geometry& g = push->reader->geometry();
+  push->summary.capsule_id = push->reader->manifest().IdHex();
   push->summary.chunks_total = g.chunk_count;
   push->queued.assign(g.chunk_count, false);
   for (uint64_t i = 0; i < g.chunk_count; ++i) push->progress.total_bytes += g.CipherSize(i);
@@ -272,6 +265,34 @@ kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader,
             });
       })
       .attach(kj::mv(peers));
+}
+
+}  // namespace
+
+kj::Promise<SendSummary> Push(std::shared_ptr<const capsule::CapsuleReader> reader,
+                              schema::Transfer::Client peer, SendOptions options) {
+  auto peers = kj::heapArrayBuilder<schema::Transfer::Client>(1);
+  peers.add(kj::mv(peer));
+  return Push(std::move(reader), peers.finish(), std::move(options));
+}
+
+kj::Promise<SendSummary> Push(std::shared_ptr<const capsule::CapsuleReader> reader,
+                              kj::Array<schema::Transfer::Client> peers, SendOptions options) {
+  if (peers.size() == 0) return ToException(absl::InvalidArgumentError("no connection"));
+  if (reader == nullptr) return ToException(absl::InvalidArgumentError("no capsule to send"));
+  // The prelude is read where the chunks are (an object store: ranged GETs off the loop). It
+  // travels in a shared_ptr: a StatusOr in a kj::Promise trips GCC's maybe-uninitialized.
+  using Read = std::shared_ptr<absl::StatusOr<capsule::Prelude>>;
+  auto read = [reader]() -> Read {
+    return std::make_shared<absl::StatusOr<capsule::Prelude>>(capsule::ReadPrelude(*reader));
+  };
+  kj::Promise<Read> prelude = options.read_pool == nullptr
+                                  ? kj::Promise<Read>(read())
+                                  : OffLoop<Read>(*options.read_pool, read);
+  return prelude.then([reader = std::move(reader), peers = kj::mv(peers),
+                       options = std::move(options)](Read prelude) mutable {
+    return Offer(std::move(reader), kj::mv(peers), std::move(options), std::move(*prelude));
+  });
 }
 
 }  // namespace bunker::transfer

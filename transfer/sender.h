@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "capsule/parallel.h"
@@ -50,14 +51,17 @@ struct SendSummary {
   double seconds = 0;
 };
 
-// Pushes the capsule `reader` reads (which must outlive the promise) to `peer`. The promise
-// breaks with the peer's exception (see transfer/errors.h to turn it into a Status).
-kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader, schema::Transfer::Client peer,
-                              SendOptions options);
+// Pushes the capsule `reader` reads to `peer`. The push shares ownership of `reader`: reads
+// still running on `options.read_pool` when the promise is dropped (a cancelled call) keep it
+// alive. With a read_pool, the prelude (header and tail) is read there too, so a reader whose
+// reads wait on the network never blocks the event loop. The promise breaks with the peer's
+// exception (see transfer/errors.h to turn it into a Status); kInvalidArgument for a null reader.
+kj::Promise<SendSummary> Push(std::shared_ptr<const capsule::CapsuleReader> reader,
+                              schema::Transfer::Client peer, SendOptions options);
 
 // The same over several connections to one receiver (long links: one TCP flow window each);
 // the `streams` chains are spread over them.
-kj::Promise<SendSummary> Push(const capsule::CapsuleReader& reader,
+kj::Promise<SendSummary> Push(std::shared_ptr<const capsule::CapsuleReader> reader,
                               kj::Array<schema::Transfer::Client> peers, SendOptions options);
 
 }  // namespace bunker::transfer

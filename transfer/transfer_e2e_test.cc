@@ -53,6 +53,7 @@ TEST(TransferEndToEndTest, CorruptingProxyCutsTheConnectionAndTheTransferResumes
       keys, capsule::testing::PatternBytes(120 * kChunk, 3), kChunk);
   auto reader = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(bytes));
   ASSERT_TRUE(reader.ok());
+  std::shared_ptr<const capsule::CapsuleReader> shared_reader = std::move(*reader);
 
   // Site B: a depot served over the pinned channel.
   const std::string store = capsule::testing::MakeTempDir() + "/store";
@@ -98,7 +99,7 @@ TEST(TransferEndToEndTest, CorruptingProxyCutsTheConnectionAndTheTransferResumes
       capnp::TwoPartyClient client(*c.stream);
       SendOptions o;
       o.commit_every = 8 * kChunk;  // commit often, so that much is durable before the damage
-      return Push(**reader, client.bootstrap().castAs<schema::Transfer>(), o)
+      return Push(shared_reader, client.bootstrap().castAs<schema::Transfer>(), o)
           .exclusiveJoin(timer.afterDelay(20 * kj::SECONDS).then([]() -> SendSummary {
             KJ_FAIL_REQUIRE("push timed out");
           }))
@@ -114,14 +115,14 @@ TEST(TransferEndToEndTest, CorruptingProxyCutsTheConnectionAndTheTransferResumes
   EXPECT_TRUE(capsule::testing::ListDir(store).empty() ||
               capsule::testing::ListDir(store).size() == 1)
       << "only the .incoming folder may exist";
-  EXPECT_FALSE(capsule::testing::Exists(store + "/" + (*reader)->manifest().IdHex() + ".capsule"));
+  EXPECT_FALSE(capsule::testing::Exists(store + "/" + shared_reader->manifest().IdHex() + ".capsule"));
 
   // Directly: the transfer resumes and completes.
   absl::StatusOr<SendSummary> resumed = push_via(b_listener->getPort());
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_GT(resumed->chunks_skipped, 0u) << "nothing committed before the damage was kept";
   const std::string got =
-      capsule::testing::ReadFile(store + "/" + (*reader)->manifest().IdHex() + ".capsule");
+      capsule::testing::ReadFile(store + "/" + shared_reader->manifest().IdHex() + ".capsule");
   EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), bytes);
 }
 

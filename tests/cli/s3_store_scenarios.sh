@@ -90,7 +90,7 @@ kill_receiver_after_first_part() {
 
 uploads_left() {
   aws s3api list-multipart-uploads --bucket "$BUCKET" --output text \
-    --query 'Uploads[].Key' 2>/dev/null | grep -v '^None$' | grep -c .
+    --query 'Uploads[].UploadId' 2>/dev/null | tr '\t' '\n' | grep -v '^None$' | grep -c .
 }
 read_back() {  # read_back ID FILE: the object through the AWS CLI equals FILE
   rm -f got.capsule
@@ -298,6 +298,52 @@ scenario_s3_store_two_daemons_one_bucket() {
   [ "$(objects | wc -l)" -eq 3 ] || fail "expected three capsule objects"
   [ "$(uploads_left)" -eq 0 ] || fail "an upload was left behind"
   # Each daemon's log accounts for what it stored.
+  for n in b1 b2; do
+    expect_exit 0 "$CAPSULE" audit verify --log "state-$n/audit.log" --key site-b.pub
+  done
+}
+
+# Two daemons on one bucket receiving the same capsule at once, while one of them recovers from
+# a crash that left a pending marker (and an upload no journal names) for that very capsule: its
+# recovery aborts only its own stray upload, never the other daemon's live one; both receptions
+# finish and the capsule is stored once, byte for byte.
+scenario_s3_store_recovery_spares_another_daemons_live_upload() {
+  start_swift
+  DATA_BYTES=16000000 setup
+  b_site b1 state-b1 > b1.json
+  b_site b2 state-b2 > b2.json
+  start_daemon b1 b1.json; local pid1=$PID
+  kill -TERM "$pid1"; wait "$pid1" 2>/dev/null
+  local id daemon1 boot1
+  id=$(capsule_id d.capsule)
+  daemon1=$(cat state-b1/daemon-id)
+  boot1=$(tail -1 state-b1/s3-boots)
+  # Daemon 1 "crashed" between its pending marker and the journal line of its upload.
+  aws s3api create-multipart-upload --bucket "$BUCKET" --key "capsules/$id.capsule" >/dev/null ||
+    fail "cannot create an upload"
+  printf 'pending %s' "$boot1" > pending.txt
+  aws s3 cp pending.txt "s3://$BUCKET/capsules/.incoming/$daemon1/$id.upload" >/dev/null ||
+    fail "cannot put the marker"
+  # Daemon 2 receives the capsule; its marker names its upload once a part is stored.
+  start_daemon b2 b2.json; local p2=$PORT
+  send_to "$p2" --rate 4M >/dev/null 2>s2.err & local s2=$!
+  for _ in $(seq 1 200); do grep -q "s3: part" b2.log && break; sleep 0.05; done
+  grep -q "s3: part" b2.log || { cat b2.log; fail "daemon 2 uploaded no part"; }
+  [ "$(uploads_left)" -eq 2 ] || fail "expected the stray upload and daemon 2's live one"
+  # Daemon 1 starts (recovery) while daemon 2's upload is live, then receives the same capsule.
+  start_daemon b1 b1.json; local p1=$PORT
+  grep -q "never journaled" b1.log || { cat b1.log; fail "daemon 1 did not abort its stray upload"; }
+  [ "$(uploads_left)" -eq 1 ] || fail "daemon 1's recovery aborted daemon 2's live upload"
+  send_to "$p1" --rate 8M >/dev/null 2>s1.err & local s1=$!
+  wait "$s2" || { cat s2.err b2.log; fail "the send to daemon 2 failed"; }
+  wait "$s1" || { cat s1.err b1.log; fail "the send to daemon 1 failed"; }
+  grep -q "gone or disagrees" b2.log && { cat b2.log; fail "daemon 2's upload was aborted under it"; }
+  read_back "$id" d.capsule
+  [ "$(objects | grep -c "^$id.capsule$")" -eq 1 ] || fail "the capsule appears more than once"
+  [ "$(objects | wc -l)" -eq 1 ] || fail "expected one capsule object"
+  [ "$(uploads_left)" -eq 0 ] || fail "an upload was left behind"
+  aws s3 ls "s3://$BUCKET/capsules/.incoming/" --recursive | grep -q . &&
+    fail "a marker was left behind"
   for n in b1 b2; do
     expect_exit 0 "$CAPSULE" audit verify --log "state-$n/audit.log" --key site-b.pub
   done

@@ -70,8 +70,8 @@ vectors-keys: build
 fuzz: deps
 	@cmake -S . -B build/fuzz $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DBUNKER_FUZZ=ON -DBUNKER_TESTS=OFF >/dev/null
-	@cmake --build build/fuzz -j $(JOBS) --target capsule_reader_fuzz archive_reader_fuzz policy_fuzz audit_fuzz
-	@echo "fuzzers in build/fuzz/tests: capsule_reader_fuzz archive_reader_fuzz policy_fuzz audit_fuzz"
+	@cmake --build build/fuzz -j $(JOBS) --target capsule_reader_fuzz archive_reader_fuzz policy_fuzz audit_fuzz key_pem_fuzz
+	@echo "fuzzers in build/fuzz/tests: capsule_reader_fuzz archive_reader_fuzz policy_fuzz audit_fuzz key_pem_fuzz"
 	@echo "e.g. build/fuzz/tests/capsule_reader_fuzz -max_total_time=60 tests/fuzz/corpus/capsule_reader_fuzz spec/vectors"
 
 clean:

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -18,6 +19,7 @@
 #include "crypto/openssl_handles.h"
 #include "crypto/sha256.h"
 #include "crypto/keys_internal.h"
+#include "crypto/raw_key_pem.h"
 #include "crypto/status_macros.h"
 
 namespace bunker::crypto {
@@ -312,6 +314,15 @@ std::string PublicIdentity::ToPem() const {
 }
 
 absl::StatusOr<PublicIdentity> PublicIdentity::FromPem(std::string_view pem) {
+  // The layout keygen writes, without OpenSSL's decoders (crypto/raw_key_pem.h); any other
+  // spelling goes to OpenSSL below.
+  EnsureInitialized();
+  if (std::optional<raw_key_pem::PublicKeys> raw = raw_key_pem::DecodePublic(pem)) {
+    PublicIdentity id;
+    id.sign_key = raw->ed25519;
+    id.box_key = raw->x25519;
+    return id;
+  }
   if (pem.size() > static_cast<size_t>(INT_MAX)) {
     return absl::InvalidArgumentError("public identity PEM is too large");
   }
@@ -382,6 +393,12 @@ SecretBytes Identity::ToPem() const {
 }
 
 absl::StatusOr<Identity> Identity::FromPem(std::string_view pem) {
+  // As PublicIdentity::FromPem. A PKCS#8 v1 block carries no public key, so there is none to
+  // compare with the ones FromSecrets derives.
+  EnsureInitialized();
+  if (std::optional<raw_key_pem::PrivateKeys> raw = raw_key_pem::DecodePrivate(pem)) {
+    return FromSecrets(raw->ed25519_seed.span(), raw->x25519_private.span());
+  }
   if (pem.size() > static_cast<size_t>(INT_MAX)) {
     return absl::InvalidArgumentError("private identity PEM is too large");
   }

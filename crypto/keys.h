@@ -5,6 +5,9 @@
 //  - private identity: two "PRIVATE KEY" blocks (PKCS#8), Ed25519 first, then X25519;
 //  - public identity: two "PUBLIC KEY" blocks (SubjectPublicKeyInfo), same order.
 // Text outside the blocks is ignored; any other count or type of block is kInvalidArgument.
+// The exact layout ToPem writes is read without OpenSSL (crypto/raw_key_pem.h: OpenSSL's PEM
+// decoders cost milliseconds to set up), everything else through OpenSSL; both give the same
+// keys for the same text.
 //
 // Fingerprint: "bk1:" + RFC 4648 base32 (lowercase, no padding) of the first 16 bytes of
 //   SHA-256("bunker/v1 fingerprint" || 0x00 || ed25519_public || x25519_public).

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <set>
+#include <string_view>
+#include <unordered_set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -458,21 +460,27 @@ absl::StatusOr<std::vector<capsule::FileEntry>> Gate::List(const OpenCapsule& c,
                     kExplainHint);
   }
   // A directory is listed only when a permitted file lies below it, so that the names of
-  // wholly forbidden trees stay hidden too.
-  std::vector<std::string> permitted;
+  // wholly forbidden trees stay hidden too. Those directories are the proper ancestors of the
+  // permitted files, collected in one pass (linear in the index, no sort): a file's ancestors
+  // are added from the nearest up, stopping at the first one already known (its own ancestors
+  // are then known too). The views point into auth.files, which outlives the set.
+  std::unordered_set<std::string_view> dirs_with_permitted;
   for (const std::string& f : auth.files) {
-    if (denied.count(f) == 0) permitted.push_back(f);
+    if (!denied.empty() && denied.count(f) != 0) continue;
+    std::string_view dir = f;
+    for (size_t slash = dir.rfind('/'); slash != std::string_view::npos; slash = dir.rfind('/')) {
+      dir = dir.substr(0, slash);
+      if (!dirs_with_permitted.insert(dir).second) break;
+    }
   }
-  std::sort(permitted.begin(), permitted.end());
-  auto has_permitted_below = [&permitted](const std::string& dir) {
-    const std::string prefix = dir + "/";
-    auto it = std::lower_bound(permitted.begin(), permitted.end(), prefix);
-    return it != permitted.end() && it->compare(0, prefix.size(), prefix) == 0;
-  };
   std::vector<capsule::FileEntry> out;
+  out.reserve(c.entries_.size());
   for (const capsule::FileEntry& f : c.entries_) {
-    if (denied.count(f.path) > 0) continue;
-    if (f.type == capsule::FileEntry::Type::kDirectory && !has_permitted_below(f.path)) continue;
+    if (!denied.empty() && denied.count(f.path) > 0) continue;
+    if (f.type == capsule::FileEntry::Type::kDirectory &&
+        dirs_with_permitted.count(std::string_view(f.path)) == 0) {
+      continue;
+    }
     out.push_back(f);
   }
   return out;

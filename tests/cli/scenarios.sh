@@ -363,6 +363,14 @@ scenario_policy_explain() {
     --purpose training --only train
   expect_err "is not addressed to bk1:"
   [ ! -e state ] || fail "explain created the site state"
+  # ls shows what this request may open: the directories with a permitted file below them
+  # (train/, train/deep/), never a forbidden tree's names (pii/) or files no rule permits.
+  expect_exit 0 "$CAPSULE" ls g.capsule --site site.json --purpose training
+  grep -q ' train/$' "$WORK/.stdout" && grep -q ' train/deep/$' "$WORK/.stdout" &&
+    grep -q ' train/deep/big.bin$' "$WORK/.stdout" && grep -q ' train/s50.txt$' "$WORK/.stdout" ||
+    fail "ls lacks permitted entries: $(cat "$WORK/.stdout")"
+  ! grep -q -e pii -e README -e ' link' "$WORK/.stdout" || fail "ls shows forbidden names"
+  [ "$(wc -l < "$WORK/.stdout")" -eq 53 ] || fail "ls lists $(wc -l < "$WORK/.stdout") entries, want 53"
   expect_exit 2 "$CAPSULE" policy explain g.capsule
   expect_err "--site SITE.json is required"
 }

@@ -95,23 +95,13 @@ absl::Status WithMappedRange(int fd, uint64_t offset, size_t size, const VisitFn
   GuardedRange range;
   range.begin = reinterpret_cast<uintptr_t>(base);
   range.end = (range.begin + length + g_page_size - 1) & ~(g_page_size - 1);
-  absl::Status s;
-  {
-    // Unguarded and unmapped on every way out, exceptions included.
-    struct Scope {
-      void* base;
-      size_t length;
-      ~Scope() {
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-        tls_range = nullptr;
-        ::munmap(base, length);
-      }
-    } scope{base, length};
-    tls_range = &range;
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (auto hook = g_hook.load(std::memory_order_relaxed)) hook(fd, offset);
-    s = fn(absl::MakeConstSpan(static_cast<const uint8_t*>(base) + lead, size));
-  }
+  tls_range = &range;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (auto hook = g_hook.load(std::memory_order_relaxed)) hook(fd, offset);
+  absl::Status s = fn(absl::MakeConstSpan(static_cast<const uint8_t*>(base) + lead, size));
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  tls_range = nullptr;
+  ::munmap(base, length);
   if (range.faulted) return absl::OutOfRangeError("file shrank while being read");
   return s;
 }

@@ -18,9 +18,6 @@ namespace {
 
 constexpr size_t kWriteBuffer = 1 << 20;
 
-// Reads smaller than this are copied: a mapping's setup and teardown would cost more than the
-// copy saves.
-constexpr size_t kMinMappedRead = size_t{256} << 10;
 
 class PosixFile : public RandomAccessFile {
  public:
@@ -33,17 +30,6 @@ class PosixFile : public RandomAccessFile {
     absl::Status s = PreadAll(fd_.get(), out, offset, "the file");
     if (absl::IsOutOfRange(s)) return absl::OutOfRangeError("file shrank while reading");
     return s;
-  }
-  absl::Status Visit(uint64_t offset, size_t size, std::vector<uint8_t>* scratch,
-                     const VisitFn& fn) const override {
-    if (offset > size_ || size > size_ - offset) {
-      return absl::OutOfRangeError("read past the end of the file");
-    }
-    if (size >= kMinMappedRead) {
-      absl::Status s = WithMappedRange(fd_.get(), offset, size, fn);
-      if (!absl::IsUnimplemented(s)) return s;
-    }
-    return RandomAccessFile::Visit(offset, size, scratch, fn);
   }
 
  private:
@@ -62,28 +48,12 @@ class InMemoryFile : public RandomAccessFile {
     if (!out.empty()) std::memcpy(out.data(), bytes_.data() + offset, out.size());
     return absl::OkStatus();
   }
-  absl::Status Visit(uint64_t offset, size_t size, std::vector<uint8_t>* /*scratch*/,
-                     const VisitFn& fn) const override {
-    if (offset > bytes_.size() || size > bytes_.size() - offset) {
-      return absl::OutOfRangeError("read past the end of the file");
-    }
-    return fn(absl::MakeConstSpan(bytes_.data() + offset, size));
-  }
 
  private:
   std::vector<uint8_t> bytes_;
 };
 
 }  // namespace
-
-absl::Status RandomAccessFile::Visit(uint64_t offset, size_t size, std::vector<uint8_t>* scratch,
-                                     const VisitFn& fn) const {
-  if (scratch->size() < size) scratch->resize(size);
-  const absl::Span<uint8_t> bytes(scratch->data(), size);
-  absl::Status s = ReadAt(offset, bytes);
-  if (!s.ok()) return s;
-  return fn(bytes);
-}
 
 absl::StatusCode ErrnoCode(int err) {
   switch (err) {

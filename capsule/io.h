@@ -11,7 +11,6 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "capsule/fd.h"
-#include "capsule/mapped_read.h"
 
 namespace bunker::capsule {
 
@@ -22,14 +21,6 @@ class RandomAccessFile {
   virtual uint64_t size() const = 0;
   // Fills `out` exactly from `offset`. kOutOfRange past the end; kUnavailable on an I/O error.
   virtual absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const = 0;
-  // Calls `fn` once with the bytes [offset, offset + size), read into `scratch` (grown to
-  // `size` if smaller) or, where the file allows it, given in place with no copy (a local file
-  // through a guarded mapping, capsule/mapped_read.h). For one-pass consumers only: bytes given
-  // in place are the file's live contents, so a check-then-use pair (hash, then decrypt) must
-  // ReadAt into its own buffer. Errors as ReadAt (kOutOfRange also when the file shrank while
-  // `fn` read it; fn's result does not count then), else fn's result. Safe from many threads.
-  virtual absl::Status Visit(uint64_t offset, size_t size, std::vector<uint8_t>* scratch,
-                             const VisitFn& fn) const;
   // How many reads at once suit this file when a caller lets the reader choose its thread
   // count: 0 means one per core (local files); a remote object (capsule/s3_client.h) answers
   // more, since its reads mostly wait on the network.

@@ -165,20 +165,10 @@ absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress
         } catch (const std::bad_alloc&) {
           return absl::ResourceExhaustedError("out of memory");
         }
-        // Hashed in place where the file allows it (a local file is mapped: no copy out of
-        // the page cache); one pass over the bytes, so that is as sound as a copy.
-        absl::Status s;
-        try {
-          s = file_->Visit(geometry_.ChunkOffset(i), geometry_.CipherSize(i), &buf,
-                           [this, i](absl::Span<const uint8_t> ct) { return CheckChunk(i, ct); });
-        } catch (const std::bad_alloc&) {
-          s = absl::ResourceExhaustedError("out of memory");
-        }
-        if (absl::IsOutOfRange(s)) {
-          // The size was checked against the manifest at open: the file shrank since.
-          s = absl::DataLossError(absl::StrCat("capsule file changed while being read (chunk ",
-                                               i, " is past its end now)"));
-        }
+        const absl::Span<uint8_t> ct(buf.data(), geometry_.CipherSize(i));
+        absl::Status s = file_->ReadAt(geometry_.ChunkOffset(i), ct);
+        if (s.ok()) s = CheckChunk(i, ct);
+        if (!s.ok() && absl::IsOutOfRange(s)) s = ReadError(s, "chunk");
         buffers.Put(std::move(buf));
         return s;
       });

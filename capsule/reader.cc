@@ -18,6 +18,16 @@ absl::Status ReadError(const absl::Status& s, const char* what) {
   return absl::Status(s.code(), absl::StrCat("reading ", what, ": ", s.message()));
 }
 
+// A chunk read that ends early: the file's size was checked against the signed manifest when
+// it was opened, so it shrank since (a writer racing the reader), which "truncated" would hide.
+absl::Status ChunkReadError(const absl::Status& s, uint64_t index) {
+  if (absl::IsOutOfRange(s)) {
+    return absl::DataLossError(absl::StrCat(
+        "capsule file changed while being read (it ends before chunk ", index, " now)"));
+  }
+  return ReadError(s, "chunk");
+}
+
 absl::Status BadChunk(uint64_t index, uint64_t count, absl::string_view why) {
   return absl::DataLossError(
       absl::StrCat("chunk ", index, " of ", count, " is corrupt (", why, ")"));
@@ -178,7 +188,7 @@ absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress
         const absl::Span<uint8_t> ct(buf.data(), geometry_.CipherSize(i));
         absl::Status s = file_->ReadAt(geometry_.ChunkOffset(i), ct);
         if (s.ok()) s = CheckChunk(i, ct);
-        if (!s.ok() && absl::IsOutOfRange(s)) s = ReadError(s, "chunk");
+        if (absl::IsOutOfRange(s)) s = ChunkReadError(s, i);
         buffers.Put(std::move(buf));
         return s;
       });
@@ -275,7 +285,7 @@ void PayloadStream::Fill() {
       const absl::Span<uint8_t> ct(r.buffer.data(), g.CipherSize(i));
       r.status = file->ReadAt(g.ChunkOffset(i), ct);
       if (!r.status.ok()) {
-        r.status = ReadError(r.status, "chunk");
+        r.status = ChunkReadError(r.status, i);
         return r;
       }
       // Authenticate against the signed table first: a recipient holds the data key and could

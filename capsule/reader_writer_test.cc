@@ -1,6 +1,8 @@
 // Round trips and attacks on the capsule container: every region flipped, truncations at and
 // between chunk boundaries, appended bytes, swapped/duplicated chunks, spliced manifests,
 // moved recipient entries, forged chunks, downgrades, oversized lengths.
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "capsule/capsule_test_util.h"
@@ -174,6 +176,31 @@ TEST(CorruptionTest, TruncationAnywhereIsDetected) {
     auto r = OpenBytes(keys, bad);
     EXPECT_TRUE(absl::IsDataLoss(r.status())) << "cut at " << cut << ": " << r.status();
   }
+}
+
+// A capsule file that shrinks after it was opened (a writer racing the reader) fails closed,
+// verified or streamed, with an error that says so rather than "truncated".
+TEST(CorruptionTest, FileShrunkAfterOpenIsReportedAsChangedWhileBeingRead) {
+  Keys keys;
+  const std::vector<uint8_t> capsule = SealRaw(keys, PatternBytes(8 * kChunk, 41), kChunk);
+  const std::string path = testing::MakeTempDir() + "/c.capsule";
+  testing::WriteFile(path, std::string(capsule.begin(), capsule.end()));
+  const crypto::PublicIdentity issuer = keys.issuer.public_identity();
+  auto file = OpenFile(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto r = CapsuleReader::Open(std::move(*file), absl::MakeConstSpan(&issuer, 1));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>((*r)->geometry().ChunkOffset(3))), 0);
+  const absl::Status verified = (*r)->VerifyChunks(2, nullptr);
+  EXPECT_EQ(verified.code(), absl::StatusCode::kDataLoss) << verified;
+  EXPECT_EQ(verified.message(), "capsule file changed while being read (it ends before chunk 3 now)");
+  auto key = (*r)->Unlock(keys.alice);
+  ASSERT_TRUE(key.ok()) << key.status();
+  const absl::StatusOr<std::vector<uint8_t>> read =
+      ReadRange(**r, **key, 0, (*r)->manifest().payload_size);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
+  EXPECT_EQ(read.status().message(),
+            "capsule file changed while being read (it ends before chunk 3 now)");
 }
 
 TEST(CorruptionTest, ChunksCutAtABoundaryWithTheTailKeptAreDetected) {

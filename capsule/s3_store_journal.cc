@@ -171,6 +171,17 @@ absl::StatusOr<std::string> GetSmall(s3::Client& client, const s3::Location& at)
         at, 0, absl::MakeSpan(reinterpret_cast<uint8_t*>(out.data()), out.size()), info->etag);
     if (absl::IsAborted(s) && attempt < kMarkerRereads) continue;
     if (!s.ok()) return s;
+    if (info->etag.empty()) {
+      // Unpinned (a server that gives no ETag): a marker rewritten meanwhile could have been
+      // read in part ("pending <boot>" is shorter than "<upload id> <boot>"), so it counts only
+      // if its size still is the one read.
+      absl::StatusOr<s3::ObjectInfo> again = client.Head(at);
+      if (!again.ok()) return again.status();
+      if (again->size != info->size || !again->etag.empty()) {
+        if (attempt < kMarkerRereads) continue;
+        return absl::AbortedError("a marker object kept changing while it was read");
+      }
+    }
     return out;
   }
 }

@@ -71,5 +71,33 @@ TEST(S3StoreTest, AMarkerRewrittenWhileReadIsReadAgain) {
   EXPECT_EQ(gets.load(), 2);
 }
 
+// A server that gives no ETag cannot pin the read: a marker that grew meanwhile ("pending
+// <boot>" rewritten to "<upload id> <boot>") was read in part, and is read again.
+TEST(S3StoreTest, AnUnpinnedMarkerThatChangedSizeIsReadAgain) {
+  const std::string pending = "pending 0123456789abcdef";              // 24 bytes
+  const std::string named = "upload-7-long-id 0123456789abcdef";       // 33 bytes
+  std::atomic<int> heads{0}, gets{0};
+  s3::FakeServer server([&](const std::string& request) -> std::string {
+    if (request.rfind("HEAD ", 0) == 0) {
+      const size_t size = ++heads == 1 ? pending.size() : named.size();
+      return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(size) +
+             "\r\nConnection: close\r\n\r\n";
+    }
+    // The object is the named marker from the first GET on; the first read asked for 24 bytes.
+    const std::string body = ++gets == 1 ? named.substr(0, pending.size()) : named;
+    return "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-" +
+           std::to_string(body.size() - 1) + "/" + std::to_string(named.size()) +
+           "\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\nConnection: close\r\n\r\n" + body;
+  });
+  auto client = s3::Client::Create(s3::FakeConfig(server.endpoint()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<std::string> body =
+      internal_s3_store::GetSmall(**client, {"bucket", "p/.incoming/d/x.upload"});
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_EQ(*body, named);
+  EXPECT_EQ(gets.load(), 2);
+}
+
 }  // namespace
 }  // namespace bunker::capsule

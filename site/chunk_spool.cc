@@ -10,6 +10,24 @@
 #include "absl/strings/str_cat.h"
 
 namespace bunker::site {
+namespace {
+
+// The bytes held by this process's live spools.
+std::mutex g_live_mu;
+uint64_t g_live_bytes = 0;
+
+}  // namespace
+
+bool ChunkSpool::Fits(uint64_t free_bytes, uint64_t live_bytes, uint64_t bytes) {
+  if (free_bytes < kSpoolReserve || bytes > free_bytes - kSpoolReserve) return false;
+  const uint64_t room = (free_bytes - kSpoolReserve) / 2 + live_bytes / 2;
+  return live_bytes <= room && bytes <= room - live_bytes;
+}
+
+uint64_t ChunkSpool::live_bytes_for_testing() {
+  std::lock_guard<std::mutex> lock(g_live_mu);
+  return g_live_bytes;
+}
 
 // The first pass's view of the capsule: reads pass through, whole chunks of the range are kept.
 class ChunkSpool::Recorder : public capsule::RandomAccessFile {
@@ -87,13 +105,19 @@ std::unique_ptr<ChunkSpool> ChunkSpool::Create(const capsule::CapsuleReader& rea
   struct statvfs vfs;
   if (::fstatvfs(fd, &vfs) != 0) return nullptr;
   const uint64_t free_bytes = uint64_t{vfs.f_bavail} * uint64_t{vfs.f_frsize};
-  if (free_bytes < bytes || free_bytes - bytes < kSpoolReserve) return nullptr;
+  {
+    // Admitted and counted at once, so that concurrent releases cannot all pass the check.
+    std::lock_guard<std::mutex> lock(g_live_mu);
+    if (!Fits(free_bytes, g_live_bytes, bytes)) return nullptr;
+    g_live_bytes += bytes;
+  }
+  // From here the spool's destructor gives the bytes back.
+  std::unique_ptr<ChunkSpool> spool(new ChunkSpool(reader, std::move(owned), first, last, bytes));
   // The room taken up front, so that a disk filling meanwhile fails here rather than mid-copy
   // (a filesystem without fallocate gets a sparse file, and a later write may still fail).
   if (::fallocate(fd, 0, 0, static_cast<off_t>(bytes)) != 0) {
     if (errno != EOPNOTSUPP || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) return nullptr;
   }
-  std::unique_ptr<ChunkSpool> spool(new ChunkSpool(reader, std::move(owned), first, last));
   try {
     spool->kept_.assign(last - first + 1, false);
   } catch (const std::bad_alloc&) {
@@ -103,16 +127,20 @@ std::unique_ptr<ChunkSpool> ChunkSpool::Create(const capsule::CapsuleReader& rea
 }
 
 ChunkSpool::ChunkSpool(const capsule::CapsuleReader& reader, capsule::Fd fd, uint64_t first_chunk,
-                       uint64_t last_chunk)
+                       uint64_t last_chunk, uint64_t bytes)
     : reader_(reader),
       fd_(std::move(fd)),
       first_chunk_(first_chunk),
       last_chunk_(last_chunk),
       base_(reader.geometry().ChunkOffset(first_chunk)),
+      bytes_(bytes),
       recording_(std::make_unique<Recorder>(this)),
       replay_(std::make_unique<Replayer>(this)) {}
 
-ChunkSpool::~ChunkSpool() = default;
+ChunkSpool::~ChunkSpool() {
+  std::lock_guard<std::mutex> lock(g_live_mu);
+  g_live_bytes -= bytes_;
+}
 
 void ChunkSpool::Keep(uint64_t offset, absl::Span<const uint8_t> data) {
   if (broken_.load() || offset < base_) return;

@@ -28,14 +28,23 @@ class ChunkSpool {
   // A spool for the chunks holding payload bytes [begin, end) of `reader`'s capsule, in `dir`
   // ("": $TMPDIR, else /tmp). Null (and the second pass reads the capsule again) when there is
   // no point or no room: the capsule file is local (RandomAccessFile::parallelism() is 0), the
-  // range is empty, `dir` has less free space than the chunks plus kSpoolReserve, or no file
-  // can be made and sized there. Never an error.
+  // range is empty, the chunks do not fit (Fits: the spools of this process together take at
+  // most half of the room `dir` has, and leave kSpoolReserve free), or no file can be made and
+  // sized there. Never an error.
   static std::unique_ptr<ChunkSpool> Create(const capsule::CapsuleReader& reader, uint64_t begin,
                                             uint64_t end, const std::string& dir);
   ~ChunkSpool();
 
   // Free space left on the spool's filesystem after the chunks are in it.
   static constexpr uint64_t kSpoolReserve = uint64_t{64} << 20;
+
+  // Whether a spool of `bytes` may be made where `free_bytes` are free while this process's live
+  // spools hold `live_bytes` (already taken from `free_bytes`): all of them together at most
+  // half of the room they and the free space make, and kSpoolReserve left free. So a site's
+  // releases can never take the room its receives, journals and audit log need.
+  static bool Fits(uint64_t free_bytes, uint64_t live_bytes, uint64_t bytes);
+  // The bytes this process's live spools hold (for tests).
+  static uint64_t live_bytes_for_testing();
 
   // For the first pass: the capsule file, keeping a copy of every whole chunk of the range that
   // is read through it. A copy that cannot be written (the disk filled after all) ends the
@@ -54,7 +63,7 @@ class ChunkSpool {
   class Recorder;
   class Replayer;
   ChunkSpool(const capsule::CapsuleReader& reader, capsule::Fd fd, uint64_t first_chunk,
-             uint64_t last_chunk);
+             uint64_t last_chunk, uint64_t bytes);
   // Keeps `data`, read at capsule offset `offset`, when it is exactly one chunk of the range.
   void Keep(uint64_t offset, absl::Span<const uint8_t> data);
 
@@ -62,6 +71,7 @@ class ChunkSpool {
   capsule::Fd fd_;
   uint64_t first_chunk_, last_chunk_;
   uint64_t base_;  // capsule offset of the first chunk: spool offset 0
+  uint64_t bytes_;  // the spool's size, counted in the process's live spools until destroyed
   mutable std::mutex mu_;
   std::vector<bool> kept_;  // per chunk of the range
   uint64_t kept_count_ = 0;

@@ -425,6 +425,44 @@ TEST(ChunkSpoolTest, ASpoolChangedBetweenThePassesIsCaught) {
   EXPECT_NE(s.message().find("chunk 4 of"), std::string::npos) << s;
 }
 
+TEST(ChunkSpoolTest, SpoolsTogetherTakeAtMostHalfTheRoomAndLeaveTheReserve) {
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  const uint64_t r = ChunkSpool::kSpoolReserve;
+  // Nothing live: half of what is free beyond the reserve.
+  EXPECT_TRUE(ChunkSpool::Fits(r + 200 * kMiB, 0, 100 * kMiB));
+  EXPECT_FALSE(ChunkSpool::Fits(r + 200 * kMiB, 0, 100 * kMiB + 1));
+  // 100 MiB live (already taken from the free space): all spools together stay within half of
+  // the 300 MiB they and the free space make, so only 50 MiB more fits.
+  EXPECT_TRUE(ChunkSpool::Fits(r + 200 * kMiB, 100 * kMiB, 50 * kMiB));
+  EXPECT_FALSE(ChunkSpool::Fits(r + 200 * kMiB, 100 * kMiB, 50 * kMiB + 1));
+  // No more than what is free, never into the reserve, and nothing on a full disk.
+  EXPECT_FALSE(ChunkSpool::Fits(r, 0, 1));
+  EXPECT_FALSE(ChunkSpool::Fits(r - 1, 0, 0));
+  EXPECT_FALSE(ChunkSpool::Fits(0, 0, 1));
+  EXPECT_FALSE(ChunkSpool::Fits(UINT64_MAX, 0, UINT64_MAX));
+  EXPECT_FALSE(ChunkSpool::Fits(r + 10 * kMiB, 1000 * kMiB, 1));
+}
+
+TEST(ChunkSpoolTest, ALiveSpoolCountsUntilItIsGone) {
+  capsule::testing::Keys keys;
+  const std::vector<uint8_t> payload = capsule::testing::PatternBytes(50000, 3);
+  std::map<uint64_t, int> reads;
+  const crypto::PublicIdentity issuer = keys.issuer.public_identity();
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader = capsule::CapsuleReader::Open(
+      std::make_unique<CountingRemoteFile>(capsule::testing::SealRaw(keys, payload), &reads),
+      absl::MakeConstSpan(&issuer, 1));
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  const uint64_t before = ChunkSpool::live_bytes_for_testing();
+  {
+    std::unique_ptr<ChunkSpool> spool =
+        ChunkSpool::Create(**reader, 0, payload.size(), MakeTempDir());
+    ASSERT_NE(spool, nullptr);
+    // 13 chunks of 4 KiB, each with its 16-byte tag; the last one short.
+    EXPECT_EQ(ChunkSpool::live_bytes_for_testing() - before, payload.size() + 13 * 16);
+  }
+  EXPECT_EQ(ChunkSpool::live_bytes_for_testing(), before);
+}
+
 TEST(ChunkSpoolTest, ALocalCapsuleIsNotSpooled) {
   capsule::testing::Keys keys;
   const crypto::PublicIdentity issuer = keys.issuer.public_identity();

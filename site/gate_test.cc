@@ -291,6 +291,16 @@ class CountingRemoteFile : public capsule::RandomAccessFile {
   mutable std::mutex mu_;
 };
 
+// `payload` sealed by `keys`, opened through a CountingRemoteFile that counts into `reads`.
+absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> OpenRemote(
+    const capsule::testing::Keys& keys, const std::vector<uint8_t>& payload,
+    std::map<uint64_t, int>* reads) {
+  const crypto::PublicIdentity issuer = keys.issuer.public_identity();
+  return capsule::CapsuleReader::Open(
+      std::make_unique<CountingRemoteFile>(capsule::testing::SealRaw(keys, payload), reads),
+      absl::MakeConstSpan(&issuer, 1));
+}
+
 struct RemoteRelease {
   Fixture f;
   Gate gate = f.SiteGate();
@@ -387,10 +397,8 @@ TEST(ChunkSpoolTest, ASpoolChangedBetweenThePassesIsCaught) {
   capsule::testing::Keys keys;
   const std::vector<uint8_t> payload = capsule::testing::PatternBytes(50000, 3);
   std::map<uint64_t, int> reads;
-  const crypto::PublicIdentity issuer = keys.issuer.public_identity();
-  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader = capsule::CapsuleReader::Open(
-      std::make_unique<CountingRemoteFile>(capsule::testing::SealRaw(keys, payload), &reads),
-      absl::MakeConstSpan(&issuer, 1));
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
+      OpenRemote(keys, payload, &reads);
   ASSERT_TRUE(reader.ok()) << reader.status();
   absl::StatusOr<std::unique_ptr<capsule::PayloadKey>> key = (*reader)->Unlock(keys.alice);
   ASSERT_TRUE(key.ok()) << key.status();
@@ -447,10 +455,8 @@ TEST(ChunkSpoolTest, ALiveSpoolCountsUntilItIsGone) {
   capsule::testing::Keys keys;
   const std::vector<uint8_t> payload = capsule::testing::PatternBytes(50000, 3);
   std::map<uint64_t, int> reads;
-  const crypto::PublicIdentity issuer = keys.issuer.public_identity();
-  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader = capsule::CapsuleReader::Open(
-      std::make_unique<CountingRemoteFile>(capsule::testing::SealRaw(keys, payload), &reads),
-      absl::MakeConstSpan(&issuer, 1));
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
+      OpenRemote(keys, payload, &reads);
   ASSERT_TRUE(reader.ok()) << reader.status();
   const uint64_t before = ChunkSpool::live_bytes_for_testing();
   {

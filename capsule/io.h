@@ -33,6 +33,11 @@ class RandomAccessFile {
     (void)begin;
     (void)end;
   }
+  // True only for a private copy of chunks that this process already checked against the
+  // signed chunk table of the capsule it reads them for, kept where only this process's user
+  // can reach it (site/chunk_spool.h). CapsuleReader::Stream then authenticates the chunks it
+  // reads through it by their AEAD tag alone (spec/STORE.md "The release spool").
+  virtual bool holds_checked_chunks() const { return false; }
 };
 
 // A pull source of bytes, read in pieces of any size.

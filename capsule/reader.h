@@ -86,7 +86,8 @@ class CapsuleReader {
   // reader must outlive the stream. `chunks_from`, when given (it must outlive the stream too),
   // is where the chunks' ciphertext is read instead of the capsule file, at the same offsets:
   // a local copy of a remote capsule's chunks (site/chunk_spool.h). What it returns is checked
-  // against the signed table exactly like the capsule file's bytes.
+  // against the signed table exactly like the capsule file's bytes, unless it
+  // holds_checked_chunks() (io.h): then by the AEAD tag alone.
   absl::StatusOr<std::unique_ptr<PayloadStream>> Stream(
       const PayloadKey& key, uint64_t begin, uint64_t end, int threads,
       ProgressFn progress = nullptr, const RandomAccessFile* chunks_from = nullptr) const;

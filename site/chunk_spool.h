@@ -50,32 +50,59 @@ class ChunkSpool {
   // is read through it. A copy that cannot be written (the disk filled after all) ends the
   // spooling, not the read.
   const capsule::RandomAccessFile* recording() const;
-  // For the second pass: the spool, when every chunk of the range was kept; else the capsule
-  // file (two fetches, as without a spool).
+  // Called once the first pass through recording() succeeded: it read every chunk of the range
+  // and checked each against the signed table (what it checked is what was kept: a chunk is
+  // copied as it is read, on the thread that then checks it).
+  void FirstPassSucceeded() { first_pass_ok_.store(true); }
+  // For the second pass: the spool, when the first pass succeeded and every chunk of the range
+  // was kept (its chunks are then opened by their AEAD tag alone, io.h holds_checked_chunks);
+  // else the capsule file (two fetches and two checks, as without a spool).
   const capsule::RandomAccessFile* replay() const;
   // Whether every chunk of the range was kept.
   bool complete() const;
 
-  // For tests: the spool's descriptor (to damage it).
+  // For tests: the spool's descriptor (to damage it), where chunk `index` is in it, and whether
+  // it bypasses the page cache.
   int fd_for_testing() const { return fd_.get(); }
+  uint64_t offset_for_testing(uint64_t index) const { return (index - first_chunk_) * slot_; }
+  bool direct_for_testing() const { return direct_.load(); }
 
  private:
   class Recorder;
   class Replayer;
-  ChunkSpool(const capsule::CapsuleReader& reader, capsule::Fd fd, uint64_t first_chunk,
-             uint64_t last_chunk, uint64_t bytes);
+  struct FreeAligned {
+    void operator()(uint8_t* p) const;
+  };
+  using AlignedBuffer = std::unique_ptr<uint8_t[], FreeAligned>;
+
+  ChunkSpool(const capsule::CapsuleReader& reader, capsule::Fd fd, bool direct,
+             uint64_t first_chunk, uint64_t last_chunk, uint64_t slot, uint64_t bytes);
   // Keeps `data`, read at capsule offset `offset`, when it is exactly one chunk of the range.
   void Keep(uint64_t offset, absl::Span<const uint8_t> data);
+  // Copies bytes [from, from + out.size()) of chunk `index`'s ciphertext out of its slot.
+  absl::Status ReadChunk(uint64_t index, uint64_t from, absl::Span<uint8_t> out) const;
+  // A buffer of kPiece bytes aligned for O_DIRECT, from the spool's free list (or null: no memory).
+  AlignedBuffer TakeBuffer() const;
+  void GiveBuffer(AlignedBuffer b) const;
+  // Writes or reads a whole block-aligned range of the spool; on EINVAL from O_DIRECT, the spool
+  // falls back to the page cache for good and the call is retried.
+  bool WriteFully(const uint8_t* data, size_t size, uint64_t at);
+  absl::Status ReadFully(uint8_t* data, size_t size, uint64_t at) const;
+  void DropDirect() const;
 
   const capsule::CapsuleReader& reader_;
   capsule::Fd fd_;
+  mutable std::atomic<bool> direct_;  // O_DIRECT on fd_
   uint64_t first_chunk_, last_chunk_;
-  uint64_t base_;  // capsule offset of the first chunk: spool offset 0
+  uint64_t base_;  // capsule offset of the first chunk
+  uint64_t slot_;  // bytes per chunk in the spool: its ciphertext rounded up to 4 KiB blocks
   uint64_t bytes_;  // the spool's size, counted in the process's live spools until destroyed
   mutable std::mutex mu_;
+  mutable std::vector<AlignedBuffer> free_buffers_;  // under mu_
   std::vector<bool> kept_;  // per chunk of the range
   uint64_t kept_count_ = 0;
   std::atomic<bool> broken_{false};
+  std::atomic<bool> first_pass_ok_{false};
   std::unique_ptr<Recorder> recording_;
   std::unique_ptr<Replayer> replay_;
 };

@@ -146,6 +146,7 @@ absl::StatusOr<uint64_t> Permit::WriteArchive(const Destination& to,
   absl::Status s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options,
                                      spool ? spool->recording() : nullptr);
   if (!s.ok()) return Failed(s, false);
+  if (spool) spool->FirstPassSucceeded();
   absl::StatusOr<std::unique_ptr<NewFileBeneath>> out =
       NewFileBeneath::Create(to, 0600, options.owner);
   if (!out.ok()) return Failed(out.status(), false);
@@ -172,6 +173,7 @@ absl::StatusOr<uint64_t> Permit::StreamArchive(int fd, const ReleaseOptions& opt
   absl::Status s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options,
                                      spool ? spool->recording() : nullptr);
   if (!s.ok()) return Failed(s, false);
+  if (spool) spool->FirstPassSucceeded();
   CountingFdSink sink(fd, options.cancelled);
   ReleaseOptions quiet = options;
   quiet.progress = nullptr;

@@ -294,11 +294,12 @@ class CountingRemoteFile : public capsule::RandomAccessFile {
 // `payload` sealed by `keys`, opened through a CountingRemoteFile that counts into `reads`.
 absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> OpenRemote(
     const capsule::testing::Keys& keys, const std::vector<uint8_t>& payload,
-    std::map<uint64_t, int>* reads) {
+    std::map<uint64_t, int>* reads, uint32_t chunk_size = 4096) {
   const crypto::PublicIdentity issuer = keys.issuer.public_identity();
-  return capsule::CapsuleReader::Open(
-      std::make_unique<CountingRemoteFile>(capsule::testing::SealRaw(keys, payload), reads),
-      absl::MakeConstSpan(&issuer, 1));
+  return capsule::CapsuleReader::Open(std::make_unique<CountingRemoteFile>(
+                                          capsule::testing::SealRaw(keys, payload, chunk_size),
+                                          reads),
+                                      absl::MakeConstSpan(&issuer, 1));
 }
 
 struct RemoteRelease {
@@ -414,6 +415,9 @@ TEST(ChunkSpoolTest, ASpoolChangedBetweenThePassesIsCaught) {
                   .ok());
   ASSERT_TRUE(spool->complete());
   ASSERT_EQ(first.bytes, payload);
+  // Until the first pass is declared good, the second reads the capsule again.
+  EXPECT_EQ(spool->replay(), &(*reader)->file());
+  spool->FirstPassSucceeded();
   // Read back as it was kept: the same bytes, and the capsule is not read again.
   reads.clear();
   capsule::MemorySink second;
@@ -422,15 +426,57 @@ TEST(ChunkSpoolTest, ASpoolChangedBetweenThePassesIsCaught) {
                   .ok());
   EXPECT_EQ(second.bytes, payload);
   EXPECT_TRUE(reads.empty());
-  // One byte of the spool's fifth chunk changed (by anyone who could reach it): that chunk fails
-  // the signed table.
+  // One byte of the spool's fifth chunk changed (by anyone who could reach it: its owner, through
+  // /proc, or root): that chunk fails its AEAD tag.
+  const std::string path = "/proc/self/fd/" + std::to_string(spool->fd_for_testing());
+  capsule::Fd other(::open(path.c_str(), O_WRONLY | O_CLOEXEC));  // no O_DIRECT: one byte
+  ASSERT_GE(other.get(), 0);
   const uint8_t x = 0x5a;
-  ASSERT_EQ(::pwrite(spool->fd_for_testing(), &x, 1, 4 * (4096 + 16) + 7), 1);
+  ASSERT_EQ(::pwrite(other.get(), &x, 1, static_cast<off_t>(spool->offset_for_testing(4) + 7)), 1);
+  ASSERT_EQ(::fsync(other.get()), 0);
   capsule::MemorySink third;
   absl::Status s = CopyPayload(reader->get(), **key, 0, payload.size(), payload.size(), &third,
                                {}, spool->replay());
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_NE(s.message().find("chunk 4 of"), std::string::npos) << s;
+}
+
+TEST(ChunkSpoolTest, ChunksOfAnySizeComeBackExactFromAnyOffset) {
+  // Chunks larger than the spool's 256 KiB pieces and not a multiple of its 4 KiB blocks; a
+  // range starting and ending inside chunks.
+  capsule::testing::Keys keys;
+  const uint32_t chunk = 300007;
+  const std::vector<uint8_t> payload = capsule::testing::PatternBytes(5 * chunk + 1234, 8);
+  std::map<uint64_t, int> reads;
+  absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
+      OpenRemote(keys, payload, &reads, chunk);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  absl::StatusOr<std::unique_ptr<capsule::PayloadKey>> key = (*reader)->Unlock(keys.alice);
+  ASSERT_TRUE(key.ok()) << key.status();
+  const uint64_t begin = chunk - 5, end = 4 * chunk + 77;
+  std::unique_ptr<ChunkSpool> spool = ChunkSpool::Create(**reader, begin, end, MakeTempDir());
+  ASSERT_NE(spool, nullptr);
+  capsule::MemorySink first, second;
+  ASSERT_TRUE(
+      CopyPayload(reader->get(), **key, begin, end, end, &first, {}, spool->recording()).ok());
+  ASSERT_TRUE(spool->complete());
+  spool->FirstPassSucceeded();
+  reads.clear();
+  ASSERT_TRUE(
+      CopyPayload(reader->get(), **key, begin, end, end, &second, {}, spool->replay()).ok());
+  EXPECT_TRUE(reads.empty());
+  const std::vector<uint8_t> want(payload.begin() + begin, payload.begin() + end);
+  EXPECT_EQ(first.bytes, want);
+  EXPECT_EQ(second.bytes, want);
+  // Pieces of a chunk read through the spool at odd offsets match the capsule's bytes.
+  const capsule::Geometry& g = (*reader)->geometry();
+  for (const auto& [from, size] : std::vector<std::pair<uint64_t, size_t>>{
+           {1, 10}, {4095, 2}, {262143, 5000}, {0, chunk + 16}, {299999, 24}}) {
+    std::vector<uint8_t> a(size), b(size);
+    ASSERT_TRUE((*reader)->file().ReadAt(g.ChunkOffset(2) + from, absl::MakeSpan(a)).ok());
+    ASSERT_TRUE(spool->replay()->ReadAt(g.ChunkOffset(2) + from, absl::MakeSpan(b)).ok());
+    EXPECT_EQ(a, b) << from;
+  }
 }
 
 TEST(ChunkSpoolTest, SpoolsTogetherTakeAtMostHalfTheRoomAndLeaveTheReserve) {
@@ -463,8 +509,8 @@ TEST(ChunkSpoolTest, ALiveSpoolCountsUntilItIsGone) {
     std::unique_ptr<ChunkSpool> spool =
         ChunkSpool::Create(**reader, 0, payload.size(), MakeTempDir());
     ASSERT_NE(spool, nullptr);
-    // 13 chunks of 4 KiB, each with its 16-byte tag; the last one short.
-    EXPECT_EQ(ChunkSpool::live_bytes_for_testing() - before, payload.size() + 13 * 16);
+    // 13 chunks of 4 KiB, each with its 16-byte tag, in a slot of whole 4 KiB blocks.
+    EXPECT_EQ(ChunkSpool::live_bytes_for_testing() - before, 13 * 8192);
   }
   EXPECT_EQ(ChunkSpool::live_bytes_for_testing(), before);
 }

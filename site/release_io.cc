@@ -146,6 +146,7 @@ absl::Status StreamAuthenticatedFile(const capsule::CapsuleReader* reader,
   BUNKER_RETURN_IF_ERROR(CopyPayload(reader, key, f.offset, f.offset + f.size, f.offset + f.size,
                                      &check, options, spool ? spool->recording() : nullptr));
   if (check.hash.Finish() != f.sha256) return mismatch;
+  if (spool) spool->FirstPassSucceeded();
   ReleaseOptions quiet = options;
   quiet.progress = nullptr;
   return CopyPayload(reader, key, f.offset, f.offset + f.size, f.offset + f.size, sink, quiet,

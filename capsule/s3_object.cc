@@ -34,9 +34,9 @@ constexpr size_t kCachedBlocks = 8;
 // Per-request cost dominates on servers like Swift's proxy: 8 MiB GETs (the part size `aws s3
 // cp` uses) cost 1/8 of the requests of 1 MiB chunk reads.
 constexpr uint64_t kWindowSize = uint64_t{8} << 20;
-constexpr size_t kMaxWindows = 3;
-constexpr size_t kWindowsAhead = 2;  // windows started past the one a read waits for
-constexpr int kFetchThreads = 3;
+constexpr size_t kMaxWindows = 2;
+constexpr size_t kWindowsAhead = 1;  // windows started past the one a read waits for
+constexpr int kFetchThreads = 2;
 constexpr size_t kMaxPlans = 4;  // announced ranges remembered (LRU)
 
 class S3Object : public RandomAccessFile {
@@ -111,7 +111,18 @@ class S3Object : public RandomAccessFile {
 
   // Keeps the buffer of a dropped window for the next one, unless a reader still holds the
   // window (it copies from it outside the lock). Requires mu_.
+  // Once the last window of every plan holding it was read, the spares go too: a reader done
+  // with its range (the checking pass of a release, say) holds no read-ahead memory after it.
   void Recycle(std::shared_ptr<Window> win) const {
+    bool more = false;
+    for (const auto& plan : plans_) {
+      if (plan.first <= win->begin && win->end < plan.second) more = true;
+    }
+    if (!more) {
+      spare_.clear();
+      spare_.shrink_to_fit();
+      return;
+    }
     if (win.use_count() == 1 && win->done && spare_.size() < kMaxWindows) {
       spare_.push_back(std::move(win->data));
     }

@@ -13,10 +13,13 @@
 #         against `aws s3 cp FILE s3://...` of the same file (awscli defaults: 8 MiB parts, 10 at
 #         once). Verdict: target >= 1x aws s3 cp. (Needs the receiving side's S3 store.)
 #
+#   mem:  peak RSS of cat, open --to-tar, verify and ls from s3://, and of capsuled serving cat and
+#         open --to-tar through its verifier service from an S3 store. Target: < 64 MiB each.
+#
 # Each transfer runs twice and the faster run counts. Prints wall time, MiB/s and the ratio.
 #   bench/s3.sh [BUILD_DIR]   env: BENCH_DIR (scratch folder, default /dev/shm when it has room),
 #                                  BENCH_MB (capsule payload MiB, default 1024), BENCH_KEEP=1,
-#                                  BENCH_ROWS (down, up or all: the default)
+#                                  BENCH_ROWS (down, up, mem or all: the default)
 set -euo pipefail
 BUILD=${1:-build/release}
 CAPSULE="$(cd "$BUILD" && pwd)/cli/capsule"
@@ -80,7 +83,7 @@ verdict() {  # verdict WHAT RATIO
 }
 
 # ---- DOWN ROWS (reading from S3) ----
-if [ "$ROWS" != up ]; then
+if [ "$ROWS" = all ] || [ "$ROWS" = down ]; then
 aws s3 cp bench.capsule "s3://$BUCKET/down/bench.capsule" >/dev/null
 URL="s3://$BUCKET/down/bench.capsule"
 # The object read back through each tool is the capsule.
@@ -108,6 +111,57 @@ verdict "capsule cat from S3" "$cat_ratio"
 verdict "capsule verify from S3" "$verify_ratio"
 fi
 [ "$ROWS" != down ] || exit 0
+
+# ---- MEMORY ROWS (peak resident memory, target < 64 MiB for every command) ----
+if [ "$ROWS" = all ] || [ "$ROWS" = mem ]; then
+[ "$ROWS" != mem ] || { aws s3 cp bench.capsule "s3://$BUCKET/down/bench.capsule" >/dev/null; URL="s3://$BUCKET/down/bench.capsule"; }
+peak() {  # peak LABEL CMD...: the command's peak RSS in MiB (GNU time)
+  /usr/bin/time -f '%M' -o mem.txt "$@" >/dev/null
+  echo "scale=1; $(tail -1 mem.txt) / 1024" | bc -l
+}
+mem_verdict() {  # mem_verdict WHAT MIB
+  if [ "$(echo "$2 < 64" | bc -l)" = 1 ]; then
+    echo "verdict: peak RSS of $1 is $2 MiB (target < 64 MiB): met"
+  else
+    echo "verdict: peak RSS of $1 is $2 MiB (target < 64 MiB): NOT met"
+  fi
+}
+m_cat=$(peak "$CAPSULE" cat "$URL" payload.bin --identity site-b.key --trust owner.pub)
+m_tar=$(peak "$CAPSULE" open "$URL" --identity site-b.key --trust owner.pub --to-tar -)
+m_verify=$(peak "$CAPSULE" verify "$URL" --trust owner.pub)
+m_ls=$(peak "$CAPSULE" ls "$URL" --identity site-b.key --trust owner.pub)
+# Through a site's verifier service, the daemon reading its own S3 store (state on disk, as a
+# site's would be): its peak (VmHWM) after three releases of each kind.
+ID=$("$CAPSULE" inspect bench.capsule --json | sed -n 's/^{"capsule": "\([0-9a-f]*\)".*/\1/p')
+aws s3 cp bench.capsule "s3://$BUCKET/mem/$ID.capsule" >/dev/null
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/bunker-bench-state.XXXXXX")
+cat > m.json <<JSON
+{"site": "site-b", "identity": "site-b.key", "trust": ["owner.pub"], "destinations": ["land"],
+ "state": "$STATE", "socket": "$WORK/m.sock", "store": "s3://$BUCKET/mem"}
+JSON
+: > m.log
+"$CAPSULED" --site m.json 2>>m.log &
+DAEMON_PID=$!
+for _ in $(seq 1 200); do grep -q "verifier listening" m.log && break; sleep 0.05; done
+grep -q "verifier listening" m.log || { cat m.log; rm -rf "$STATE"; die "capsuled did not start"; }
+for _ in 1 2 3; do
+  "$CAPSULE" cat "s3://$BUCKET/mem/$ID.capsule" payload.bin --site m.json >/dev/null
+  "$CAPSULE" open "s3://$BUCKET/mem/$ID.capsule" --site m.json --to-tar - >/dev/null
+done
+m_daemon=$(echo "scale=1; $(awk '/VmHWM/ {print $2}' "/proc/$DAEMON_PID/status") / 1024" | bc -l)
+kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=
+rm -rf "$STATE"
+printf '\n%-52s %9s\n' "peak RSS, 1 GiB capsule in S3" "MiB"
+printf '%-52s %9s\n' "capsule cat s3://... payload.bin" "$m_cat" \
+  "capsule open s3://... --to-tar -" "$m_tar" "capsule verify s3://..." "$m_verify" \
+  "capsule ls s3://..." "$m_ls" "capsuled (store s3://), 3 x (cat + open --to-tar)" "$m_daemon"
+mem_verdict "capsule cat from S3" "$m_cat"
+mem_verdict "capsule open --to-tar from S3" "$m_tar"
+mem_verdict "capsule verify from S3" "$m_verify"
+mem_verdict "capsule ls from S3" "$m_ls"
+mem_verdict "capsuled serving releases from an S3 store" "$m_daemon"
+fi
+[ "$ROWS" != mem ] || exit 0
 
 # ---- UP ROWS (receiving into S3) ----
 cat > a.json <<'JSON'

@@ -20,6 +20,7 @@
 #include "site/admission.h"
 #include "site/receipts.h"
 #include "site/service.h"
+#include "transfer/chunk_memory.h"
 #include "transfer/daemon.h"
 #include "verifier/audit_log.h"
 #include "site/site_config.h"
@@ -40,6 +41,9 @@ int main(int argc, char** argv) {
   }
   if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "");
   crypto::EnsureInitialized();
+  // The daemon's malloc policy, before any thread starts (a site that runs only the verifier
+  // service never reaches transfer::RunDaemon, which sets it too).
+  transfer::KeepChunkBuffers();
   if (argc == 2 && std::string_view(argv[1]) == "--version") {
     std::printf("%s\n", cli::VersionLine("capsuled").c_str());
     return 0;

@@ -42,7 +42,7 @@ int ReaderThreads(int requested, const RandomAccessFile& file) {
 
 // The pipeline's depth: two chunks per worker (WindowFor); for a remote object, whose reads
 // are served from read-ahead windows it holds apart from these (capsule/s3_client.h, up to
-// 24 MiB), one per worker plus two, which keeps the workers busy without buffering twice what
+// 16 MiB), one per worker plus two, which keeps the workers busy without buffering twice what
 // the object already holds (peak RSS under 64 MiB, README "Object storage").
 size_t PipelineWindow(int workers, const RandomAccessFile& file, size_t buffer_size) {
   const size_t window = WindowFor(workers, buffer_size);

@@ -205,7 +205,7 @@ class Client {
 // the index) are served from a bounded cache of aligned blocks so that a reader walking the
 // table issues few requests. Large reads inside a range announced with WillRead (a reader
 // streaming chunks) are served from read-ahead windows: 8 MiB ranged GETs, several in flight on
-// threads of the object's own, at most 24 MiB held per object, each window dropped once read;
+// threads of the object's own, at most 16 MiB held per object, each window dropped once read;
 // large reads outside every announced range (random access: the mount, one small file) fetch
 // exactly the bytes asked for, one GET each. The bytes are only transport: readers check every
 // chunk against the signed table as they do for a local file. ReadAt is safe from many threads

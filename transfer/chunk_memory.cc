@@ -11,7 +11,7 @@ void KeepChunkBuffers() {
   // sender's CPU). Fixed thresholds keep them mapped. Advice only: failures change nothing.
   // The mmap threshold sits above a chunk message (1 MiB and a little) but below an S3
   // read-ahead window (8 MiB, capsule/s3_object.cc): those are mapped on their own and go
-  // back to the system when freed, so a release from an S3 store does not leave 24 MiB in an
+  // back to the system when freed, so a release from an S3 store does not leave 16 MiB in an
   // arena of the daemon.
   (void)::mallopt(M_MMAP_THRESHOLD, 4 << 20);
   (void)::mallopt(M_TRIM_THRESHOLD, 64 << 20);

@@ -157,7 +157,7 @@ scenario_s3_rewritten_while_read_fails() {
     >/dev/null 2>&1 || fail "seal"
   aws_ s3 cp big.capsule "$URL" >/dev/null || fail "upload"
   # The writing pass blocks on a full pipe until the object is rewritten; its next GET must
-  # fail (the file is larger than the reader's read-ahead, 24 MiB: the rest is fetched after
+  # fail (the file is larger than the reader's read-ahead, 16 MiB: the rest is fetched after
   # the rewrite). Or the rewrite lands in the checking pass, which fails the same way.
   ( TMPDIR="$WORK/no-such-folder" "$CAPSULE" cat "$URL" train/big.bin --identity alice.key \
       --trust issuer.pub --threads 1 2>"$WORK/.stderr"; echo $? > code ) |

@@ -13,14 +13,12 @@
 #include "capsule/archive_builder.h"
 #include "capsule/io.h"
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 
 namespace bunker::capsule::testing {
 
 std::string MakeTempDir() {
-  std::string tmpl = ::testing::TempDir() + "/bunker-test-XXXXXX";
-  char* p = ::mkdtemp(tmpl.data());
-  EXPECT_NE(p, nullptr);
-  return tmpl;
+  return test_temp::MakeTempDir("bunker-test");
 }
 
 void WriteFile(const std::string& path, const std::string& contents, int mode) {

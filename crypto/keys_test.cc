@@ -22,6 +22,7 @@
 #include "crypto/openssl_handles.h"
 #include "crypto/sha256.h"
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 
 namespace bunker::crypto {
 namespace {
@@ -120,9 +121,9 @@ void ExpectNoEcho(const absl::Status& status, std::string_view pem) {
   }
 }
 
-// A path in the test temp dir, unique per process so that concurrent runs do not collide.
+// A path in a fresh temporary folder of its own, removed when the test ends.
 std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "bunker_keys_test_" + std::to_string(getpid()) + "_" + name;
+  return bunker::test_temp::MakeTempDir("keys") + "/" + name;
 }
 
 std::string WriteTempFile(const std::string& name, std::string_view contents) {

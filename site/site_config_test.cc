@@ -5,13 +5,13 @@
 #include <fstream>
 
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 
 namespace bunker::site {
 namespace {
 
 std::string TempDir() {
-  std::string t = ::testing::TempDir() + "site-XXXXXX";  // TempDir() ends with a slash
-  return ::mkdtemp(t.data());
+  return bunker::test_temp::MakeTempDir("site");
 }
 
 std::string Write(const std::string& dir, const std::string& json) {

@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "spec/audit.capnp.h"
 #include "spec/capsule.capnp.h"
+#include "tests/temp_dir.h"
 
 namespace bunker::verifier {
 namespace {
@@ -29,8 +30,7 @@ using ::testing::HasSubstr;
 using Bytes = std::vector<uint8_t>;
 
 std::string TempDir() {
-  std::string t = ::testing::TempDir() + "/audit-XXXXXX";
-  return ::mkdtemp(t.data());
+  return bunker::test_temp::MakeTempDir("audit");
 }
 
 Bytes ReadBytes(const std::string& path) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 
 namespace bunker::verifier {
 namespace {
@@ -22,8 +23,7 @@ constexpr char kImg[] = "<img src=x onerror=alert(1)>";
 constexpr char kBreakOut[] = "</script><script>window.__pwned=1</script><!--";
 
 std::string TempDir() {
-  std::string t = ::testing::TempDir() + "/report-XXXXXX";
-  return ::mkdtemp(t.data());
+  return bunker::test_temp::MakeTempDir("report");
 }
 
 size_t Count(std::string_view hay, std::string_view needle) {

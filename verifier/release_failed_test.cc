@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 #include "verifier/state_binding.h"
 #include "verifier/verifier.h"
 
@@ -20,8 +21,7 @@ constexpr char kCapsule[] = "00112233445566778899aabbccddeeff";
 class ReleaseFailedTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string t = ::testing::TempDir() + "/refund-XXXXXX";
-    site_.state = ::mkdtemp(t.data());
+    site_.state = bunker::test_temp::MakeTempDir("refund");
     site_.site = "site-b";
   }
 

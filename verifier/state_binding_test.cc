@@ -12,6 +12,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 #include "verifier/use_counter.h"
 
 namespace bunker::verifier {
@@ -57,8 +58,7 @@ void WriteText(const std::string& path, const std::string& text) {
 class SiteStateTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string t = ::testing::TempDir() + "/state-XXXXXX";
-    dir_ = ::mkdtemp(t.data());
+    dir_ = bunker::test_temp::MakeTempDir("state");
   }
 
   absl::StatusOr<std::unique_ptr<SiteState>> Open(SiteState::FailPoint fail = nullptr) {
@@ -260,8 +260,7 @@ TEST_F(SiteStateTest, APendingEntryThatIsNotTheLogsLastIsNoticed) {
 }
 
 TEST(RebuildUseCountsTest, RefusesARefundOfNothingAndAMissingLog) {
-  std::string t = ::testing::TempDir() + "/rebuild-XXXXXX";
-  const std::string dir = ::mkdtemp(t.data());
+  const std::string dir = bunker::test_temp::MakeTempDir("rebuild");
   const crypto::Identity site = crypto::Identity::Generate();
   auto log = AuditLog::Open(dir, &site, "site-b", std::nullopt);
   ASSERT_TRUE(log.ok());

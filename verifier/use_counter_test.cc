@@ -6,13 +6,13 @@
 #include <cstdlib>
 
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 
 namespace bunker::verifier {
 namespace {
 
 std::string TempDir() {
-  std::string t = ::testing::TempDir() + "counter-XXXXXX";
-  return ::mkdtemp(t.data());
+  return bunker::test_temp::MakeTempDir("counter");
 }
 
 TEST(UseCounterTest, CountsSurviveReopening) {

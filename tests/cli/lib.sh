@@ -1,4 +1,20 @@
 # Shared helpers for the CLI scenario scripts: sourced, with CAPSULE, SCENARIO and WORK set.
+
+# remove_work STATUS: the last step of every runner's EXIT trap (STATUS: the runner's exit
+# status). Removes the scratch folder $WORK, without crossing into a file system mounted under
+# it, unless BUNKER_KEEP_TMP=1 asks to keep it for debugging; a failed runner names the folder.
+remove_work() {
+  [ -n "${WORK:-}" ] && [ -d "$WORK" ] || return 0
+  if [ -n "${BUNKER_KEEP_TMP:-}" ] && [ "$BUNKER_KEEP_TMP" != 0 ]; then
+    echo "BUNKER_KEEP_TMP: kept $WORK" >&2
+    return 0
+  fi
+  rm -rf --one-file-system "$WORK" || echo "could not remove $WORK completely" >&2
+  case "$1" in
+    0 | 77) ;;
+    *) echo "removed the scenario's folder $WORK (BUNKER_KEEP_TMP=1 keeps it)" >&2 ;;
+  esac
+}
 fail() { echo "FAIL [$SCENARIO]: $*" >&2; exit 1; }
 # expect_exit CODE CMD...: runs CMD, checks its exit status; stdout in $WORK/.stdout, stderr in
 # $WORK/.stderr.

@@ -24,12 +24,13 @@ WORK=$(mktemp -d /tmp/bunker-mount-XXXXXX)
 chmod 755 "$WORK"
 DAEMON_PID=""
 cleanup() {
+  local rc=$?
   for m in "$WORK"/mnt*; do
     [ -d "$m" ] && { fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; }
   done
   [ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null
   sleep 0.2
-  rm -rf "$WORK"
+  remove_work $rc
 }
 trap cleanup EXIT
 share_programs

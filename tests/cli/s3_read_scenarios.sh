@@ -8,12 +8,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CAPSULE=$1
 CAPSULED=$2
 SCENARIO=$3
+. "$HERE/lib.sh"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-cli-XXXXXX")
 DAEMON_PID=
-trap '[ -z "$DAEMON_PID" ] || kill -9 "$DAEMON_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'rc=$?; [ -z "$DAEMON_PID" ] || kill -9 "$DAEMON_PID" 2>/dev/null; remove_work $rc' EXIT
 cd "$WORK"
-
-. "$HERE/lib.sh"
 
 AWS=/usr/bin/aws
 ACCESS_LOG=${BUNKER_S3_DIR:-}/server/log/access.log

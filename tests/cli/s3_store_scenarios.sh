@@ -7,16 +7,17 @@ CAPSULE=$1
 CAPSULED=$2
 SCENARIO=$3
 SWIFT="$(cd "$(dirname "$0")/.." && pwd)/tools/swift_s3.sh"
+. "$(dirname "$0")/lib.sh"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-s3store-XXXXXX")
 DAEMON_PIDS=()
 cleanup() {
+  local rc=$?
   for p in "${DAEMON_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
   [ -d "$WORK/swift" ] && bash "$SWIFT" stop "$WORK/swift" >/dev/null 2>&1
-  rm -rf "$WORK"
+  remove_work $rc
 }
 trap cleanup EXIT
 cd "$WORK"
-. "$(dirname "$0")/lib.sh"
 
 BUCKET=bunker-site-b
 

@@ -5,11 +5,10 @@
 set -uo pipefail
 CAPSULE=$1
 SCENARIO=$2
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-cli-XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-cd "$WORK"
-
 . "$(dirname "$0")/lib.sh"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-cli-XXXXXX")
+trap 'remove_work $?' EXIT
+cd "$WORK"
 
 make_dataset() {
   mkdir -p data/train/deep data/pii

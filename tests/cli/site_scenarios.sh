@@ -4,10 +4,10 @@
 set -uo pipefail
 CAPSULE=$1
 SCENARIO=$2
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-site-XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-cd "$WORK"
 . "$(dirname "$0")/lib.sh"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-site-XXXXXX")
+trap 'remove_work $?' EXIT
+cd "$WORK"
 
 # A dataset, an owner, site B with its config, and Alice. $1: the policy's rules (JSON array
 # body); the seal happens here.

@@ -5,16 +5,17 @@ set -uo pipefail
 CAPSULE=$1
 CAPSULED=$2
 SCENARIO=$3
+. "$(dirname "$0")/lib.sh"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-transfer-XXXXXX")
 DAEMON_PIDS=()
 cleanup() {
+  local rc=$?
   for p in "${DAEMON_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
   [ -n "${SMALL_DISK:-}" ] && umount "$SMALL_DISK" 2>/dev/null
-  rm -rf "$WORK"
+  remove_work $rc
 }
 trap cleanup EXIT
 cd "$WORK"
-. "$(dirname "$0")/lib.sh"
 
 # Sites A (sender) and B (receiver, daemon), an owner, and a capsule for B. $1: policy rules.
 setup() {

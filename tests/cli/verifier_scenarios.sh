@@ -23,9 +23,10 @@ WORK=$(mktemp -d /tmp/bunker-verifier-XXXXXX)
 chmod 755 "$WORK"
 DAEMON_PID=""
 cleanup() {
+  local rc=$?
   [ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null
   pkill -9 -u "$USER_A" 2>/dev/null
-  rm -rf "$WORK"
+  remove_work $rc
 }
 trap cleanup EXIT
 share_programs

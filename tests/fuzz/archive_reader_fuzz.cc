@@ -33,15 +33,14 @@ int Remove(const char* p, const struct stat*, int, struct FTW*) { return ::remov
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static std::string root = [] {
-    char tmpl[] = "/tmp/bunker-fuzz-XXXXXX";
-    return std::string(::mkdtemp(tmpl));
-  }();
-  const std::string dest = root + "/out";
+  // A folder of its own for each input, gone before the next: nothing is left in /tmp when the
+  // process ends (a replay run of the corpus is an ordinary test).
+  char root[] = "/tmp/bunker-fuzz-XXXXXX";
+  if (::mkdtemp(root) == nullptr) std::abort();
+  const std::string dest = std::string(root) + "/out";
   BytesSource source(data, size);
   auto stats = bunker::capsule::ExtractArchive(&source, dest, {});
-  ::nftw(root.c_str(), Remove, 16, FTW_DEPTH | FTW_PHYS);
-  ::mkdir(root.c_str(), 0700);
+  ::nftw(root, Remove, 16, FTW_DEPTH | FTW_PHYS);
   // The index parser too, on the same bytes.
   BytesSource index_source(data, size);
   bunker::capsule::IndexReader index(&index_source, 1000);

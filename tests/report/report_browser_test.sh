@@ -16,15 +16,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
 [ -n "$CHROMIUM" ] || { echo "SKIP: chromium is not installed (scripts/install-deps.sh installs it)"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIP: python3 is not installed"; exit 77; }
+. "$HERE/../cli/lib.sh"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-report-XXXXXX")
 DAEMON_PIDS=()
 cleanup() {
+  local rc=$?
   for p in "${DAEMON_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
-  rm -rf "$WORK"
+  remove_work $rc
 }
 trap cleanup EXIT
 cd "$WORK"
-. "$HERE/../cli/lib.sh"
 
 IMG='<img src=x onerror=alert(1)>'
 BREAKOUT="</script><script>window.__pwned=1;document.title='PWNED'</script>"

@@ -17,6 +17,7 @@
 #include "capsule/reader.h"
 #include "crypto/sha256.h"
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 
 namespace bunker::capsule {
 namespace {
@@ -133,8 +134,7 @@ void ListTree(const std::string& root, const std::string& rel, std::vector<std::
 }
 
 std::string TempDir() {
-  std::string t = ::testing::TempDir() + "/vectors-XXXXXX";
-  return ::mkdtemp(t.data());
+  return bunker::test_temp::MakeTempDir("vectors");
 }
 
 // The published secrets are the identities of the published public keys, and give key files
@@ -147,9 +147,7 @@ TEST(VectorsTest, PublishedSecretsMatchThePublicKeysAndMakeUsableKeyFiles) {
     auto pub = LoadTrust({kDir + "/keys/" + name + ".pub"});
     ASSERT_TRUE(pub.ok()) << pub.status();
     EXPECT_TRUE((*pub)[0] == id->public_identity());
-    const std::string dir = ::testing::TempDir() + "/vector-keys-XXXXXX";
-    std::string d = dir;
-    ASSERT_NE(::mkdtemp(d.data()), nullptr);
+    const std::string d = bunker::test_temp::MakeTempDir("vector-keys");
     ASSERT_TRUE(WriteIdentityFiles(*id, d + "/" + name).ok());
     auto loaded = LoadIdentity(d + "/" + name + ".key");
     ASSERT_TRUE(loaded.ok()) << loaded.status();

@@ -1,4 +1,5 @@
-# Shared helpers for the CLI scenario scripts: sourced, with CAPSULE, SCENARIO and WORK set.
+# Shared helpers for the CLI scenario scripts: sourced with CAPSULE and SCENARIO set; WORK (the
+# scenario's scratch folder) is read when a helper runs.
 
 # remove_work STATUS: the last step of every runner's EXIT trap (STATUS: the runner's exit
 # status). Removes the scratch folder $WORK, without crossing into a file system mounted under

@@ -246,8 +246,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(Config config) {
       return absl::InvalidArgumentError("S3 secret must be printable ASCII");
     }
   }
-  InitCurlOnce();
+  // libcurl is loaded here, on the first client: a program that never names an s3:// location
+  // never loads it (curl_api.h).
+  BUNKER_ASSIGN_OR_RETURN(const CurlApi* curl, Curl());
   auto impl = std::make_unique<Impl>();
+  impl->curl = curl;
   impl->secret_cstr = crypto::SecretBytes(config.secret_access_key.size() + 1);
   std::memcpy(impl->secret_cstr.data(), config.secret_access_key.data(),
               config.secret_access_key.size());

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "capsule/curl_api.h"
 #include "capsule/s3_client.h"
 #include "crypto/secret.h"
 
@@ -87,8 +88,6 @@ bool RetryableCurl(CURLcode c);
 
 // ---- Requests (s3_client_request.cc) -----------------------------------------------------
 
-void InitCurlOnce();
-
 // One HTTP exchange: what to send and where the answer goes.
 struct Request {
   std::string method = "GET";
@@ -100,6 +99,7 @@ struct Request {
   absl::Span<uint8_t> data_out;  // GetRange: object bytes go here on a 2xx
 };
 struct Client::Impl {
+  const CurlApi* curl = nullptr;    // libcurl, loaded (curl_api.h); every call goes through it
   Config config;
   crypto::SecretBytes secret_cstr;  // the secret with a NUL, for CURLOPT_PASSWORD
   std::string sigv4;                // "aws:amz:REGION:s3"
@@ -110,7 +110,7 @@ struct Client::Impl {
   std::atomic<uint64_t> bytes_received{0};
 
   ~Impl() {
-    for (CURL* c : idle) curl_easy_cleanup(c);
+    for (CURL* c : idle) curl->easy_cleanup(c);
   }
 
   CURL* Acquire() {
@@ -122,14 +122,14 @@ struct Client::Impl {
         return c;
       }
     }
-    return curl_easy_init();
+    return curl->easy_init();
   }
   void Release(CURL* c) {
     std::lock_guard<std::mutex> lock(mu);
     if (idle.size() < 64) {
       idle.push_back(c);
     } else {
-      curl_easy_cleanup(c);
+      curl->easy_cleanup(c);
     }
   }
 

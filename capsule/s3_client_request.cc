@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <mutex>
 #include <random>
 #include <thread>
 
@@ -17,16 +16,12 @@
 
 namespace bunker::capsule::s3 {
 
-void InitCurlOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
 namespace {
 
 struct Transfer {
   Response* response;
   absl::Span<uint8_t> data_out;
+  const CurlApi* api;
   CURL* curl;
 };
 
@@ -51,7 +46,7 @@ size_t OnData(char* buffer, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t len = size * n;
   long http = 0;
-  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &http);
+  t->api->easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &http);
   if ((http == 200 || http == 206) && t->data_out.data() != nullptr) {
     Response& r = *t->response;
     if (r.data_received + len > t->data_out.size()) {
@@ -98,75 +93,75 @@ std::string Client::Impl::Url(const Request& req) const {
 CURLcode Client::Impl::Once(const Request& req, Response& r) {
   CURL* c = Acquire();
   if (c == nullptr) return CURLE_OUT_OF_MEMORY;
-  curl_easy_reset(c);
-  Transfer t{&r, req.data_out, c};
+  curl->easy_reset(c);
+  Transfer t{&r, req.data_out, curl, c};
   const std::string url = Url(req);
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl->easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
   // Plain http goes to this machine only (Client::Create): never through a proxy named by
   // http_proxy or ALL_PROXY, which would carry the key id and a session token in clear text.
-  if (absl::StartsWith(url, "http://")) curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config.connect_timeout_ms));
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(config.stall_timeout_s));
-  curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4.c_str());
-  curl_easy_setopt(c, CURLOPT_USERNAME, config.access_key_id.c_str());
-  curl_easy_setopt(c, CURLOPT_PASSWORD, reinterpret_cast<const char*>(secret_cstr.data()));
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &OnHeader);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &OnData);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+  if (absl::StartsWith(url, "http://")) curl->easy_setopt(c, CURLOPT_NOPROXY, "*");
+  curl->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config.connect_timeout_ms));
+  curl->easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+  curl->easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(config.stall_timeout_s));
+  curl->easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4.c_str());
+  curl->easy_setopt(c, CURLOPT_USERNAME, config.access_key_id.c_str());
+  curl->easy_setopt(c, CURLOPT_PASSWORD, reinterpret_cast<const char*>(secret_cstr.data()));
+  curl->easy_setopt(c, CURLOPT_HEADERFUNCTION, &OnHeader);
+  curl->easy_setopt(c, CURLOPT_HEADERDATA, &t);
+  curl->easy_setopt(c, CURLOPT_WRITEFUNCTION, &OnData);
+  curl->easy_setopt(c, CURLOPT_WRITEDATA, &t);
   curl_slist* headers = nullptr;
   const std::string sha = req.body.empty() ? EmptySha256() : HexSha256(req.body);
-  headers = curl_slist_append(headers, ("x-amz-content-sha256: " + sha).c_str());
+  headers = curl->slist_append(headers, ("x-amz-content-sha256: " + sha).c_str());
   std::string token_header;
   if (!config.session_token.empty()) {
     token_header = "x-amz-security-token: ";
     token_header.append(reinterpret_cast<const char*>(config.session_token.data()),
                         config.session_token.size());
-    headers = curl_slist_append(headers, token_header.c_str());
+    headers = curl->slist_append(headers, token_header.c_str());
     crypto::Wipe(absl::MakeSpan(reinterpret_cast<uint8_t*>(token_header.data()),
                                 token_header.size()));
   }
-  for (const std::string& h : req.headers) headers = curl_slist_append(headers, h.c_str());
+  for (const std::string& h : req.headers) headers = curl->slist_append(headers, h.c_str());
   if (req.method == "HEAD") {
-    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    curl->easy_setopt(c, CURLOPT_NOBODY, 1L);
   } else if (req.method == "GET") {
-    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    curl->easy_setopt(c, CURLOPT_HTTPGET, 1L);
   } else {
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+    curl->easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
     if (req.method == "PUT" || req.method == "POST") {
       static const uint8_t kNothing = 0;
-      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS,
+      curl->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
+      curl->easy_setopt(c, CURLOPT_POSTFIELDS,
                        req.body.empty() ? &kNothing : req.body.data());
       // No "Expect:" override: libcurl 7.88 would sign the emptied header and the server
       // would refuse the signature. Large bodies wait for 100 Continue instead (capped).
-      curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
+      curl->easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
     }
   }
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  curl->easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   requests.fetch_add(1, std::memory_order_relaxed);
   if (req.method == "GET") get_requests.fetch_add(1, std::memory_order_relaxed);
-  CURLcode code = curl_easy_perform(c);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.http);
+  CURLcode code = curl->easy_perform(c);
+  curl->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.http);
   // Drop the copies libcurl keeps of the credentials before the handle goes back to the pool.
   // (libcurl frees its copy of the password without wiping it: spec/STORE.md "Credentials".)
-  curl_easy_setopt(c, CURLOPT_USERNAME, nullptr);
-  curl_easy_setopt(c, CURLOPT_PASSWORD, nullptr);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
+  curl->easy_setopt(c, CURLOPT_USERNAME, nullptr);
+  curl->easy_setopt(c, CURLOPT_PASSWORD, nullptr);
+  curl->easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
   // The header list is ours: its copy of the session token is wiped before it is freed.
   for (curl_slist* h = headers; h != nullptr; h = h->next) {
     if (h->data != nullptr) {
       crypto::Wipe(absl::MakeSpan(reinterpret_cast<uint8_t*>(h->data), std::strlen(h->data)));
     }
   }
-  curl_slist_free_all(headers);
+  curl->slist_free_all(headers);
   if (code != CURLE_OK && code != CURLE_WRITE_ERROR) {
     // The connection is in an unknown state: do not reuse it.
-    curl_easy_cleanup(c);
+    curl->easy_cleanup(c);
   } else {
     Release(c);
   }
@@ -199,7 +194,7 @@ absl::Status Client::Impl::Do(const Request& req, Response& r, const Subject& wh
     }
     if (code != CURLE_OK) {
       last = absl::UnavailableError(absl::StrCat("S3: cannot reach ", config.endpoint, " (",
-                                                 curl_easy_strerror(code), ")"));
+                                                 curl->easy_strerror(code), ")"));
       if (RetryableCurl(code)) continue;
       return last;
     }

@@ -64,12 +64,21 @@ else
   echo "deb: lintian is not installed: the lintian check is skipped" >&2
 fi
 
+# The S3 client dlopens libcurl (capsule/curl_api.h): the package names it, the programs do not.
+depends=$(dpkg-deb -f "$DEB" Depends)
+grep -Eq '(^|, )libcurl4 \(>= 7\.85\.0\)(,|$)' <<<"$depends" ||
+  fail "Depends lacks libcurl4 (>= 7.85.0): $depends"
+echo "deb: Depends: $depends"
+
 # 3. Install.
 dpkg -i "$DEB" >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log" >&2; fail "dpkg -i failed"; }
 [ "$(/usr/bin/capsule --version)" = "capsule $VERSION (capsule format 1)" ] ||
   fail "/usr/bin/capsule --version says '$(/usr/bin/capsule --version)'"
 [ "$(/usr/bin/capsuled --version)" = "capsuled $VERSION (capsule format 1)" ] ||
   fail "/usr/bin/capsuled --version says '$(/usr/bin/capsuled --version)'"
+for prog in capsule capsuled; do
+  readelf -d "/usr/bin/$prog" | grep -q 'NEEDED.*libcurl' && fail "$prog links libcurl at load time"
+done
 getent passwd bunker >/dev/null || fail "postinst made no bunker user"
 [ "$(stat -c '%U %a' /var/lib/bunker)" = "bunker 700" ] || fail "/var/lib/bunker: $(stat -c '%U %a' /var/lib/bunker)"
 [ "$(stat -c '%U %a' /srv/bunker)" = "bunker 750" ] || fail "/srv/bunker: $(stat -c '%U %a' /srv/bunker)"

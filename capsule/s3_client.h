@@ -134,7 +134,8 @@ class Client {
  public:
   // kInvalidArgument if `config` is incomplete (no endpoint or key), or if the endpoint is
   // plain http:// to another machine (credentials only travel over https://, or http:// to
-  // loopback: localhost, 127.0.0.0/8, [::1]).
+  // loopback: localhost, 127.0.0.0/8, [::1]). The first client loads libcurl (curl_api.h):
+  // kFailedPrecondition if it cannot be loaded.
   static absl::StatusOr<std::unique_ptr<Client>> Create(Config config);
   ~Client();
   Client(const Client&) = delete;

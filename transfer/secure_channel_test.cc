@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <kj/debug.h>
+#include <sys/socket.h>
 
 #include <functional>
 #include <string>
@@ -373,6 +374,40 @@ TEST_F(SecureChannelTest, ClientGivesUpOnAServerThatNeverAnswers) {
   } else {
     ADD_FAILURE() << "handshake with a silent server succeeded";
   }
+}
+
+// The RPC window a connection reports to Cap'n Proto's flow control (as its SO_SNDBUF) opens as
+// the connection's bytes are written, up to ChannelOptions::rpc_window: a sender does not build
+// a whole window of messages in its own memory before the first byte has left (issue 9).
+TEST_F(SecureChannelTest, TheRpcWindowOpensAsBytesAreWritten) {
+  auto server = Serve(alpha_, {beta_.public_identity()});
+  ChannelOptions options;
+  options.rpc_window = 300;
+  auto client = Channel(beta_, {alpha_.public_identity()}, options);
+  SecureConnection connection =
+      timer_.timeoutAfter(kBound, client->Connect(RawConnect(*server), alpha_.public_identity()))
+          .wait(ws_);
+  auto window = [&connection]() {
+    int value = -1;
+    kj::uint length = sizeof(value);
+    connection.stream->getsockopt(SOL_SOCKET, SO_SNDBUF, &value, &length);
+    EXPECT_EQ(length, sizeof(value));
+    return value;
+  };
+  EXPECT_EQ(window(), 0) << "nothing written yet";
+  auto rpc = kj::heap<capnp::TwoPartyClient>(*connection.stream);
+  auto transfer = rpc->bootstrap().castAs<schema::Transfer>();
+  std::vector<int> seen;
+  for (int i = 0; i < 8; ++i) {
+    auto request = transfer.pingRequest();
+    request.setNonce(kj::heapArray<kj::byte>(40));
+    timer_.timeoutAfter(kBound, request.send()).wait(ws_);
+    seen.push_back(window());
+  }
+  EXPECT_GT(seen.front(), 0) << "a ping was written";
+  EXPECT_LT(seen.front(), 300);
+  for (size_t i = 1; i < seen.size(); ++i) EXPECT_GE(seen[i], seen[i - 1]);
+  EXPECT_EQ(seen.back(), 300) << "capped at rpc_window";
 }
 
 }  // namespace

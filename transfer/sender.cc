@@ -152,9 +152,11 @@ struct PushState : public kj::Refcounted {
       if (self->CommitDue()) {
         if (!self->committing) {
           self->StartCommit();
-        } else {
-          // A whole interval went out while the last commit is still unanswered: wait for it,
-          // so that what is not yet durable stays within two intervals.
+        } else if (self->since_commit >= self->options.commit_every + self->options.commit_slack) {
+          // An interval and the slack went out while the last commit is still unanswered:
+          // wait for it, so that what is not yet durable stays within two intervals and twice
+          // the slack. (Due by time, or within the slack: the first chunk sent after the
+          // answer starts the next commit.)
           return self->pending_commit.addBranch().then(
               [self = kj::addRef(*self), k]() mutable { return self->Chain(k); });
         }
@@ -166,9 +168,9 @@ struct PushState : public kj::Refcounted {
   // Starts a commit without holding up the chains: stopping every commit interval until the
   // receiver answered would drain the pipe once per interval (a round trip plus the receiver's
   // queue: a quarter of a single stream's throughput at 50 ms). One commit at a time, and a
-  // chain waits only when the next one is due before the last was answered; a failure ends the
-  // chains at their next chunk. What a crash can make the sender resend stays within one
-  // commit interval plus what was in flight (two intervals at most).
+  // chain waits only when an interval and the slack went out before the last was answered; a
+  // failure ends the chains at their next chunk. What a crash can make the sender resend stays
+  // within two intervals and twice the slack.
   void StartCommit() {
     committing = true;
     pending_commit = Commit()

@@ -35,6 +35,12 @@ struct SendOptions {
   // crash can make the sender resend.
   uint64_t commit_every = 16u << 20;
   double commit_seconds = 1.0;
+  // What may go out beyond `commit_every` while the last commit is still unanswered, before
+  // the chains wait for it. A commit is answered only after the puts sent before it are
+  // written, so it comes back a round trip plus the data in flight later; with no slack a
+  // link whose round trip holds more than an interval would stall once per interval. The
+  // client sets it to its RPC window, what is in flight anyway.
+  uint64_t commit_slack = 0;
   int max_rejections = 3;     // refusals of one chunk that make the push fail with kDataLoss
   // When set, chunks are read on these threads instead of the event loop's (a capsule in an
   // object store, whose reads wait on the network); must outlive the promise.

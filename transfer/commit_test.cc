@@ -1,0 +1,313 @@
+// Commits: a receiver answers a commit only once the puts sent before it are written (Cap'n
+// Proto delivers the calls of one connection in order, and a streaming call holds back the calls
+// after it until it returns); a sender keeps putting while a commit is answered, up to an
+// interval and its slack, and then waits (issue 9: waiting at the next interval drained a long
+// link's pipe once per interval).
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+
+#include "capsule/capsule_test_util.h"
+#include "capsule/incoming.h"
+#include "capsule/store.h"
+#include "gtest/gtest.h"
+#include "transfer/depot.h"
+#include "transfer/sender.h"
+
+namespace bunker::transfer {
+namespace {
+
+using capsule::testing::Keys;
+
+constexpr uint32_t kChunk = 4096;
+constexpr kj::Duration kBound = 20 * kj::SECONDS;
+
+// Holds the worker that writes one chunk until the test opens it.
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void Wait() {
+    entered_ = true;
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(30), [this] { return open_; });
+  }
+  bool entered() const { return entered_; }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  std::atomic<bool> entered_{false};
+};
+
+// Chunk index -> the gate its write waits at.
+using Gates = std::map<uint64_t, std::shared_ptr<Gate>>;
+
+// An incoming capsule of a local folder whose writes of some chunks wait at their gates.
+class HeldIncoming final : public capsule::IncomingCapsule {
+ public:
+  HeldIncoming(std::unique_ptr<capsule::IncomingCapsule> in, Gates gates)
+      : in_(std::move(in)), gates_(std::move(gates)) {}
+  const capsule::Manifest& manifest() const override { return in_->manifest(); }
+  bool SamePrelude(const capsule::Prelude& p) const override { return in_->SamePrelude(p); }
+  uint64_t chunk_count() const override { return in_->chunk_count(); }
+  std::vector<uint64_t> Missing() const override { return in_->Missing(); }
+  uint64_t received_count() const override { return in_->received_count(); }
+  bool IsReceived(uint64_t index) const override { return in_->IsReceived(index); }
+  absl::Status CheckAndWrite(uint64_t index, absl::Span<const uint8_t> bytes) const override {
+    auto gate = gates_.find(index);
+    if (gate != gates_.end()) gate->second->Wait();
+    return in_->CheckAndWrite(index, bytes);
+  }
+  void MarkWritten(uint64_t index) override { in_->MarkWritten(index); }
+  absl::StatusOr<std::vector<uint64_t>> Sync() override { return in_->Sync(); }
+  absl::StatusOr<std::string> Finish(const std::function<absl::Status()>& before) override {
+    return in_->Finish(before);
+  }
+  absl::Status Abandon() override { return in_->Abandon(); }
+
+ private:
+  std::unique_ptr<capsule::IncomingCapsule> in_;
+  Gates gates_;
+};
+
+class HeldStore final : public capsule::Store {
+ public:
+  HeldStore(std::shared_ptr<capsule::Store> s, Gates gates)
+      : s_(std::move(s)), gates_(std::move(gates)) {}
+  std::string Describe() const override { return s_->Describe(); }
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> Open(const std::string& id) override {
+    return s_->Open(id);
+  }
+  absl::StatusOr<std::vector<std::string>> List() override { return s_->List(); }
+  absl::StatusOr<std::unique_ptr<capsule::IncomingCapsule>> Begin(
+      const capsule::Prelude& p, absl::Span<const crypto::PublicIdentity> t) override {
+    auto in = s_->Begin(p, t);
+    if (!in.ok()) return in.status();
+    return std::unique_ptr<capsule::IncomingCapsule>(
+        std::make_unique<HeldIncoming>(std::move(*in), gates_));
+  }
+
+ private:
+  std::shared_ptr<capsule::Store> s_;
+  Gates gates_;
+};
+
+struct Sealed {
+  Keys keys;
+  std::vector<uint8_t> capsule;
+  std::shared_ptr<const capsule::CapsuleReader> reader;
+
+  explicit Sealed(size_t chunks) {
+    capsule = capsule::testing::SealRaw(keys, capsule::testing::PatternBytes(chunks * kChunk, 7),
+                                        kChunk, crypto::Suite::kAes256Gcm, 2, "");
+    auto r = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(capsule));
+    EXPECT_TRUE(r.ok()) << r.status();
+    reader = std::move(*r);
+  }
+  kj::ArrayPtr<const kj::byte> Chunk(uint64_t i) const {
+    const capsule::Geometry& g = reader->geometry();
+    return kj::arrayPtr(capsule.data() + g.ChunkOffset(i), g.CipherSize(i));
+  }
+};
+
+// One RPC connection to a depot over a socket pair, and the Upload its offer returned.
+struct Session {
+  kj::TwoWayPipe pipe;
+  capnp::TwoPartyServer server;
+  capnp::TwoPartyClient client;
+  schema::Upload::Client upload = nullptr;
+
+  Session(kj::AsyncIoContext& io, Depot& depot, const Sealed& s)
+      : pipe(io.provider->newTwoWayPipe()),
+        server(depot.ServeFor(s.keys.alice.public_identity())),
+        client(*pipe.ends[0]) {
+    server.accept(kj::mv(pipe.ends[1]));
+    auto p = capsule::ReadPrelude(*s.reader);
+    EXPECT_TRUE(p.ok());
+    auto req = client.bootstrap().castAs<schema::Transfer>().offerRequest();
+    req.initPrelude().setHeader(kj::arrayPtr(p->header.data(), p->header.size()));
+    req.getPrelude().setTail(kj::arrayPtr(p->tail.data(), p->tail.size()));
+    upload = req.send().wait(io.waitScope).getUpload();
+  }
+  kj::Promise<void> Put(const Sealed& s, uint64_t i) {
+    auto req = upload.putRequest();
+    req.setIndex(i);
+    req.setData(s.Chunk(i));
+    return req.send();
+  }
+};
+
+std::vector<uint64_t> Durable(capnp::Response<schema::Upload::CommitResults>& r) {
+  std::vector<uint64_t> out;
+  for (auto range : r.getDurable()) {
+    for (uint64_t i = range.getFirst(); i < range.getFirst() + range.getCount(); ++i) {
+      out.push_back(i);
+    }
+  }
+  return out;
+}
+
+struct DepotFixture {
+  Sealed sealed{8};
+  Gates gates;
+  Depot depot;
+
+  explicit DepotFixture(std::vector<uint64_t> held) : depot(Options(held)) {}
+  DepotOptions Options(const std::vector<uint64_t>& held) {
+    for (uint64_t i : held) gates[i] = std::make_shared<Gate>();
+    DepotOptions o;
+    o.store = std::make_shared<HeldStore>(
+        capsule::MakeLocalStore(capsule::testing::MakeTempDir() + "/store"), gates);
+    o.trusted = {sealed.keys.issuer.public_identity()};
+    o.now = [] { return int64_t{1800000000}; };
+    return o;
+  }
+  // Never leaves a worker waiting: the depot joins them.
+  ~DepotFixture() {
+    for (auto& [i, gate] : gates) gate->Open();
+  }
+  // Turns `io`'s loop until the write of chunk `i` waits at its gate.
+  void AwaitHeld(kj::AsyncIoContext& io, uint64_t i) {
+    kj::Timer& timer = io.provider->getTimer();
+    const kj::TimePoint deadline = timer.now() + kBound;
+    while (!gates[i]->entered() && timer.now() < deadline) {
+      timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+    }
+    ASSERT_TRUE(gates[i]->entered()) << "the write of chunk " << i << " never started";
+  }
+};
+
+TEST(CommitTest, ACommitWaitsForThePutsSentBeforeIt) {
+  DepotFixture f({1});
+  auto io = kj::setupAsyncIo();
+  Session s(io, f.depot, f.sealed);
+  s.Put(f.sealed, 0).wait(io.waitScope);
+  auto held = s.Put(f.sealed, 1).eagerlyEvaluate(nullptr);
+  bool answered = false;
+  auto commit = s.upload.commitRequest()
+                    .send()
+                    .then([&answered](capnp::Response<schema::Upload::CommitResults>&& r) {
+                      answered = true;
+                      return Durable(r);
+                    })
+                    .eagerlyEvaluate(nullptr);
+  // The worker holding chunk 1 has it; the commit must not be answered before it is written.
+  f.AwaitHeld(io, 1);
+  kj::Timer& timer = io.provider->getTimer();
+  for (int turn = 0; turn < 50; ++turn) timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+  EXPECT_FALSE(answered) << "answered before a put sent before it was written";
+  f.gates[1]->Open();
+  EXPECT_EQ(timer.timeoutAfter(kBound, kj::mv(commit)).wait(io.waitScope),
+            (std::vector<uint64_t>{0, 1}));
+  held.wait(io.waitScope);
+}
+
+// A receiver that takes every put at once and holds every commit until the test answers it.
+class HoldingUpload final : public schema::Upload::Server {
+ public:
+  explicit HoldingUpload(size_t& puts) : puts_(puts) {}
+  kj::Promise<void> put(PutContext) override {
+    ++puts_;
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> commit(CommitContext) override {
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    held_.push_back(kj::mv(paf.fulfiller));
+    return kj::mv(paf.promise);
+  }
+  kj::Promise<void> finish(FinishContext) override { return kj::READY_NOW; }
+  size_t held() const { return held_.size(); }
+  void AnswerAll() {
+    for (auto& f : held_) f->fulfill();
+    held_.clear();
+  }
+
+ private:
+  size_t& puts_;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> held_;
+};
+
+class HoldingTransfer final : public schema::Transfer::Server {
+ public:
+  HoldingTransfer(uint64_t chunks, size_t& puts, HoldingUpload*& upload)
+      : chunks_(chunks), puts_(puts), upload_(upload) {}
+  kj::Promise<void> offer(OfferContext context) override {
+    auto server = kj::heap<HoldingUpload>(puts_);
+    upload_ = server.get();
+    auto results = context.getResults();
+    results.setUpload(kj::mv(server));
+    auto missing = results.initMissing(1);
+    missing[0].setFirst(0);
+    missing[0].setCount(chunks_);
+    return kj::READY_NOW;
+  }
+
+ private:
+  uint64_t chunks_;
+  size_t& puts_;
+  HoldingUpload*& upload_;
+};
+
+// Puts the sender makes while its first commit is unanswered, with a commit every 4 chunks and
+// `slack_chunks` chunks of slack; then answers every commit until the push is done.
+size_t PutsWhileTheFirstCommitIsHeld(uint64_t slack_chunks) {
+  Sealed sealed(64);
+  auto io = kj::setupAsyncIo();
+  size_t puts = 0;
+  HoldingUpload* upload = nullptr;
+  auto pipe = io.provider->newTwoWayPipe();
+  capnp::TwoPartyServer server(kj::heap<HoldingTransfer>(64, puts, upload));
+  server.accept(kj::mv(pipe.ends[1]));
+  capnp::TwoPartyClient client(*pipe.ends[0]);
+  const uint64_t chunk = sealed.reader->geometry().CipherSize(0);
+  SendOptions o;
+  o.commit_every = 4 * chunk;
+  o.commit_slack = slack_chunks * chunk;
+  o.commit_seconds = 3600;
+  auto push = Push(sealed.reader, client.bootstrap().castAs<schema::Transfer>(), o)
+                  .eagerlyEvaluate(nullptr);
+  kj::Timer& timer = io.provider->getTimer();
+  const kj::TimePoint deadline = timer.now() + kBound;
+  while ((upload == nullptr || upload->held() == 0) && timer.now() < deadline) {
+    timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+  }
+  EXPECT_TRUE(upload != nullptr && upload->held() > 0) << "no commit came";
+  // Let the sender run until it stops on its own (no new put for 50 turns of the loop).
+  size_t seen = puts;
+  for (int quiet = 0; quiet < 50 && timer.now() < deadline; ++quiet) {
+    timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+    if (puts != seen) {
+      seen = puts;
+      quiet = 0;
+    }
+  }
+  const size_t held_at = puts;
+  while (!push.poll(io.waitScope) && timer.now() < deadline) {
+    if (upload != nullptr) upload->AnswerAll();
+    timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+  }
+  SendSummary summary = push.wait(io.waitScope);
+  EXPECT_EQ(summary.chunks_sent, 64u);
+  return held_at;
+}
+
+TEST(CommitTest, ASenderPutsAnIntervalAndTheSlackBeyondAnUnansweredCommitThenWaits) {
+  // The first commit starts after 4 chunks; the sender then puts until 4 + 8 chunks went out
+  // since it started, and waits: 16 puts.
+  EXPECT_EQ(PutsWhileTheFirstCommitIsHeld(8), 16u);
+  // Without slack, one interval: 8 puts.
+  EXPECT_EQ(PutsWhileTheFirstCommitIsHeld(0), 8u);
+}
+
+}  // namespace
+}  // namespace bunker::transfer

@@ -292,6 +292,32 @@ TEST_F(S3CompletionTest, ALostCompletionReplyIsAcceptedWhenTheObjectIsThisCapsul
   ExpectCleanedUp();
 }
 
+// Path 5 of issue 12, the other way: the upload is gone and the object under the key is not
+// this capsule. Refused, the receipt void, nothing deleted; the spool, journals and marker are
+// removed, since that upload can never be completed nor the capsule received again (its key is
+// taken). Regression: they were left behind for good, and the error named only the upload.
+TEST_F(S3CompletionTest, ALostCompletionReplyIsRefusedWhenTheObjectIsAnother) {
+  bucket_.set_completion(Reply::kNoSuchUpload);
+  bucket_.set_after_complete([](FakeBucket::Object& o) {
+    o.bytes[5] ^= 1;
+    o.etag = "\"theirs-1\"";
+  });
+  auto in = Receive();
+  ASSERT_NE(in, nullptr);
+  auto url = Finish(*in);
+  ASSERT_TRUE(absl::IsDataLoss(url.status())) << url.status();
+  EXPECT_EQ(url.status().message(),
+            "the upload of capsule " + id_ + " is gone and another object is stored under its "
+            "key (its receipt is void)");
+  EXPECT_EQ(receipts_, 1);
+  EXPECT_EQ(SinceCompletion(), (Requests{"POST capsule?uploadId", "HEAD capsule", "GET capsule",
+                                         "GET capsule", "DELETE marker"}));
+  EXPECT_EQ(bucket_.Get(key_).etag, "\"theirs-1\"");
+  EXPECT_TRUE(Logged("s3: the upload of capsule " + id_ + " is gone (NoSuchUpload) and the "
+                     "object under its key is not this capsule"));
+  ExpectCleanedUp();
+}
+
 // The upload was aborted by someone else and nothing is under the key: refused, and the local
 // state is kept: a re-offer finds the upload gone and receives the capsule afresh.
 TEST_F(S3CompletionTest, ACompletionThatFindsNoUploadAndNoObjectIsRefused) {

@@ -85,11 +85,29 @@ class S3CompletionTest : public ::testing::Test {
 
   // The requests from the last completion on, as "METHOD capsule|marker|PATH[?FIRST-PARAM]".
   Requests SinceCompletion() const {
-    Requests all = bucket_.requests(), out;
+    const Requests all = bucket_.requests();
     size_t from = all.size();
     for (size_t i = 0; i < all.size(); ++i) {
       if (absl::StartsWith(all[i], "POST /bucket/" + key_ + "?uploadId=")) from = i;
     }
+    return RequestsFrom(from);
+  }
+
+  // The requests after the last part upload (Finish waits for the background uploads, so the
+  // first of these is Finish's own), as SinceCompletion shows them.
+  Requests SinceLastPart() const {
+    const Requests all = bucket_.requests();
+    size_t from = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (absl::StrContains(all[i], "?partNumber=")) from = i + 1;
+    }
+    return RequestsFrom(from);
+  }
+
+  // The requests from the `from`th on (0-based), as SinceCompletion shows them.
+  Requests RequestsFrom(size_t from) const {
+    const Requests all = bucket_.requests();
+    Requests out;
     for (size_t i = from; i < all.size(); ++i) {
       const size_t sp = all[i].find(' '), q = all[i].find('?', sp);
       std::string what = all[i].substr(sp + 1, q == std::string::npos ? q : q - sp - 1);
@@ -148,6 +166,45 @@ TEST_F(S3CompletionTest, ACompletionNamingTheObjectsETagIsAccepted) {
   ExpectCleanedUp();
   EXPECT_EQ(*Finish(*in), *url) << "a second Finish returns the same place";
   EXPECT_EQ(receipts_, 1);
+}
+
+// Before the completion: another capsule claiming this id is already stored. The upload can
+// never complete: it is aborted, nothing is put on record, nothing local is left.
+TEST_F(S3CompletionTest, AnotherCapsuleStoredBeforeTheCompletionAbortsTheUpload) {
+  auto in = Receive();
+  ASSERT_NE(in, nullptr);
+  std::string other = Capsule();
+  other[5] ^= 1;
+  bucket_.Put(key_, other, "\"theirs-1\"");
+  auto url = Finish(*in);
+  ASSERT_TRUE(absl::IsDataLoss(url.status())) << url.status();
+  EXPECT_EQ(url.status().message(),
+            "a different capsule with id " + id_ + " is already stored here");
+  EXPECT_EQ(receipts_, 0);
+  EXPECT_EQ(SinceLastPart(), (Requests{"HEAD capsule", "GET capsule", "GET capsule",
+                                            "DELETE capsule?uploadId", "DELETE marker"}));
+  EXPECT_EQ(bucket_.Get(key_).bytes, other);
+  EXPECT_TRUE(Logged("s3: upload of capsule " + id_ + " aborted: another capsule with that id "
+                     "is stored"));
+  ExpectCleanedUp();
+}
+
+// Before the completion: the very same capsule is already stored (another receiver). This
+// daemon completes its own upload all the same, so that its receipt names what it verified.
+TEST_F(S3CompletionTest, AnIdenticalCapsuleStoredBeforeTheCompletionIsReplaced) {
+  auto in = Receive();
+  ASSERT_NE(in, nullptr);
+  bucket_.Put(key_, Capsule(), "\"theirs-1\"");
+  auto url = Finish(*in);
+  ASSERT_TRUE(url.ok()) << url.status();
+  EXPECT_EQ(receipts_, 1);
+  EXPECT_EQ(SinceLastPart(), (Requests{"HEAD capsule", "GET capsule", "GET capsule",
+                                            "POST capsule?uploadId", "HEAD capsule",
+                                            "DELETE marker"}));
+  EXPECT_NE(bucket_.Get(key_).etag, "\"theirs-1\"") << "the object is this daemon's completion";
+  EXPECT_EQ(bucket_.Get(key_).bytes, Capsule());
+  EXPECT_TRUE(Logged("(replacing an identical copy another receiver stored meanwhile)"));
+  ExpectCleanedUp();
 }
 
 // Path 1 of issue 12: which completion made the object cannot be told; it has this capsule's
@@ -238,7 +295,8 @@ TEST_F(S3CompletionTest, AnObjectOfOurETagAndAnotherSizeIsDeleted) {
   ASSERT_NE(in, nullptr);
   auto url = Finish(*in);
   ASSERT_TRUE(absl::IsDataLoss(url.status())) << url.status();
-  const std::string sizes = std::to_string(size - 100) + " bytes instead of " + std::to_string(size);
+  const std::string sizes =
+      std::to_string(size - 100) + " bytes instead of " + std::to_string(size);
   EXPECT_EQ(url.status().message(), "the object store assembled capsule " + id_ + " as " + sizes +
                                         " (its receipt is void); the object was deleted");
   EXPECT_EQ(receipts_, 1);

@@ -194,6 +194,11 @@ class FakeBucket {
     std::lock_guard<std::mutex> lock(mu_);
     return requests_;
   }
+  // Stores `bytes` under `key` (another writer's PUT).
+  void Put(const std::string& key, const std::string& bytes, const std::string& etag) {
+    std::lock_guard<std::mutex> lock(mu_);
+    objects_[key] = {bytes, etag};
+  }
   bool Has(const std::string& key) const {
     std::lock_guard<std::mutex> lock(mu_);
     return objects_.count(key) != 0;

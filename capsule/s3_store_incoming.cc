@@ -286,7 +286,20 @@ absl::StatusOr<std::string> S3Incoming::Finish(const std::function<absl::Status(
     // gone: accepted if the object under the key is this capsule (same size, header, tail).
     absl::StatusOr<bool> mine =
         SamePreludeStored(client, at_, spool_->prelude(), spool_->geometry().FileSize());
-    if (!mine.ok() || !*mine) return completed.status();
+    if (mine.ok() && !*mine) {
+      // Another object holds the key: this upload can never be completed, nor the capsule be
+      // received again (Begin finds the key taken), so nothing local is of use any more. As
+      // for a lost race, nothing is deleted.
+      (void)Cleanup();
+      shared_->Log(absl::StrCat("s3: the upload of capsule ", id_, " is gone (NoSuchUpload) and "
+                                "the object under its key is not this capsule"));
+      return absl::DataLossError(absl::StrCat("the upload of capsule ", id_, " is gone and "
+                                              "another object is stored under its key (its "
+                                              "receipt is void)"));
+    }
+    // Nothing there (the upload was aborted): the spool and journals stay, and a re-offer finds
+    // the upload gone and receives the capsule afresh.
+    if (!mine.ok()) return completed.status();
   } else {
     return completed.status();
   }

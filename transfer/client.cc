@@ -24,13 +24,14 @@
 namespace bunker::transfer {
 namespace {
 
-// Bytes a sender may have sent and not seen acknowledged (ChannelOptions::rpc_window), per
-// connection. Each connection also costs about one message more than its window (Cap'n Proto
-// lets one message past a full window) plus its TLS and stream buffers; the budget spread over
-// the connections keeps a sender's peak RSS under 64 MiB with 1 to 16 streams (measured 47 MiB
-// with 8 streams at RTT 50 ms, where the window is what a stream moves per round trip).
-constexpr size_t kSendBudget = 48u << 20;
-constexpr size_t kSendWindowMin = 1u << 20;
+// Bytes a sender may have sent and not seen acknowledged (ChannelOptions::rpc_window), in all
+// and per connection at least and at most: on a long link what one round trip moves (84 MB/s
+// at RTT 50 ms is 4 MiB per connection) and what the path and both ends' socket buffers hold.
+// It costs no memory here beyond about two messages per connection (SendOptions::meters):
+// the rest is in the kernel, on the path and at the receiver, which bounds its own share
+// (RpcServer::call_window).
+constexpr size_t kSendWindowTotal = 64u << 20;
+constexpr size_t kSendWindowMin = 2u << 20;
 constexpr size_t kSendWindowMax = 16u << 20;
 
 absl::StatusOr<crypto::PublicIdentity> PickServer(const ClientOptions& o) {
@@ -40,10 +41,9 @@ absl::StatusOr<crypto::PublicIdentity> PickServer(const ClientOptions& o) {
       "the site has ", o.peers.size(), " peers; name the one at this address with --peer"));
 }
 
-// What the sender may have in flight on each of `count` connections: enough for one stream to
-// fill a 4 MiB window at any RTT plus both ends' socket buffers, and a bounded total.
+// What the sender may have in flight on each of `count` connections.
 size_t RpcWindow(size_t count) {
-  return std::clamp<size_t>(kSendBudget / count - (1u << 20), kSendWindowMin, kSendWindowMax);
+  return std::clamp<size_t>(kSendWindowTotal / count, kSendWindowMin, kSendWindowMax);
 }
 
 // One connection per stream: on a long link each gets its own TCP flow window.
@@ -123,12 +123,14 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
     }
     kj::Array<SecureConnection> secured = kj::joinPromises(handshakes.finish()).wait(io.waitScope);
     std::vector<kj::Own<Connection>> connections;
+    std::vector<WriteMeter*> meters;
     auto peers = kj::heapArrayBuilder<schema::Transfer::Client>(count);
     for (SecureConnection& secure : secured) {
       connections.push_back(kj::heap<Connection>(kj::mv(secure)));
+      meters.push_back(connections.back()->secure.meter.get());
       peers.add(connections.back()->client.bootstrap().castAs<schema::Transfer>());
     }
-    return fn(peers.finish(), io, timer);
+    return fn(peers.finish(), io, timer, std::move(meters));
   } catch (const kj::Exception& e) {
     return FromException(e);
   }
@@ -150,9 +152,10 @@ absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
   const size_t connections = ConnectionsFor(options);
   return WithPeer(address, options, connections,
                   [&](kj::Array<schema::Transfer::Client> peers, kj::AsyncIoContext& io,
-                      kj::Timer& timer) {
-                    return Push(shared, kj::mv(peers), ToSendOptions(options, timer))
-                        .wait(io.waitScope);
+                      kj::Timer& timer, std::vector<WriteMeter*> meters) {
+                    SendOptions send = ToSendOptions(options, timer);
+                    send.meters = std::move(meters);
+                    return Push(shared, kj::mv(peers), std::move(send)).wait(io.waitScope);
                   });
 }
 
@@ -176,8 +179,8 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
   bool received = false;
   absl::StatusOr<SendSummary> summary = WithPeer(
       address, options, 1,
-      [&](kj::Array<schema::Transfer::Client> peers, kj::AsyncIoContext& io,
-          kj::Timer&) -> absl::StatusOr<SendSummary> {
+      [&](kj::Array<schema::Transfer::Client> peers, kj::AsyncIoContext& io, kj::Timer&,
+          std::vector<WriteMeter*>) -> absl::StatusOr<SendSummary> {
         schema::Transfer::Client& peer = peers[0];
         DepotOptions d;
         d.store = capsule::MakeLocalStore(store);

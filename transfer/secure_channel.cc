@@ -45,20 +45,27 @@ class WindowedStream final : public kj::AsyncIoStream {
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
     return inner_->tryRead(buffer, min_bytes, max_bytes);
   }
+  ~WindowedStream() noexcept(false) {
+    meter_->Fail(kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
+                               kj::heapString("connection closed")));
+  }
+
+  kj::Own<WriteMeter> meter() { return kj::addRef(*meter_); }
+
   kj::Promise<void> write(const void* buffer, size_t size) override {
-    return inner_->write(buffer, size).then([this, size]() { written_ += size; });
+    return Count(inner_->write(buffer, size), size);
   }
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
     size_t size = 0;
     for (const auto& piece : pieces) size += piece.size();
-    return inner_->write(pieces).then([this, size]() { written_ += size; });
+    return Count(inner_->write(pieces), size);
   }
   kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
   void shutdownWrite() override { inner_->shutdownWrite(); }
   void abortRead() override { inner_->abortRead(); }
   void getsockopt(int level, int option, void* value, kj::uint* length) override {
     if (level == SOL_SOCKET && option == SO_SNDBUF && *length >= sizeof(int)) {
-      const size_t open = std::min(window_, kFirstWindow + written_);
+      const size_t open = std::min<uint64_t>(window_, kFirstWindow + meter_->written());
       const int window = static_cast<int>(std::min<size_t>(open, INT32_MAX));
       std::memcpy(value, &window, sizeof(int));
       *length = sizeof(int);
@@ -68,9 +75,18 @@ class WindowedStream final : public kj::AsyncIoStream {
   }
 
  private:
+  kj::Promise<void> Count(kj::Promise<void> write, size_t size) {
+    WriteMeter* meter = meter_.get();
+    return write.then([meter, size]() { meter->Wrote(size); },
+                      [meter](kj::Exception&& e) {
+                        meter->Fail(e);
+                        kj::throwFatalException(kj::mv(e));
+                      });
+  }
+
   kj::Own<kj::AsyncIoStream> inner_;
   size_t window_;
-  size_t written_ = 0;  // bytes the inner stream took, in all
+  kj::Own<WriteMeter> meter_ = kj::refcounted<WriteMeter>();  // bytes the inner stream took
 };
 
 // The TCP stream under kj-tls, with large buffers. kj-tls moves ciphertext through 8 KiB
@@ -273,8 +289,31 @@ SecureConnection SecureChannel::Authenticate(kj::AuthenticatedStream stream,
   if (expected != nullptr) {
     KJ_REQUIRE(*peer == *expected, "server is not the expected peer", name.c_str());
   }
-  return SecureConnection{kj::heap<WindowedStream>(kj::mv(stream.stream), options_.rpc_window),
-                          *peer};
+  auto windowed = kj::heap<WindowedStream>(kj::mv(stream.stream), options_.rpc_window);
+  kj::Own<WriteMeter> meter = windowed->meter();
+  return SecureConnection{kj::mv(windowed), *peer, kj::mv(meter)};
+}
+
+kj::Promise<void> WriteMeter::WhenWritten(uint64_t bytes) {
+  if (written_ >= bytes) return kj::READY_NOW;
+  KJ_IF_MAYBE(e, failed_) { return kj::cp(*e); }
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  waiters_.emplace(bytes, kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+void WriteMeter::Wrote(uint64_t bytes) {
+  written_ += bytes;
+  while (!waiters_.empty() && waiters_.begin()->first <= written_) {
+    waiters_.begin()->second->fulfill();
+    waiters_.erase(waiters_.begin());
+  }
+}
+
+void WriteMeter::Fail(const kj::Exception& why) {
+  if (failed_ == nullptr) failed_ = kj::cp(why);
+  for (auto& [bytes, waiter] : waiters_) waiter->reject(kj::cp(why));
+  waiters_.clear();
 }
 
 kj::Promise<SecureConnection> SecureChannel::Accept(kj::AuthenticatedStream raw) {
@@ -358,14 +397,7 @@ struct RpcServer::Session {
         watched(*this->connection.stream, timer, idle),
         network(watched, capnp::rpc::twoparty::Side::SERVER),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
-    // A peer that pipelines calls without waiting for their answers stops being read once this
-    // much of its calls is unanswered: each put holds its chunk's message until a worker has
-    // checked and written it, so this bounds what one connection can make the daemon hold.
-    // It is above the largest window a sender keeps (kSendWindowMax in client.cc, 16 MiB).
-    rpc.setFlowLimit(kMaxUnansweredCallBytes / sizeof(capnp::word));
   }
-
-  static constexpr size_t kMaxUnansweredCallBytes = size_t{64} << 20;
 
   SecureConnection connection;
   WatchedStream watched;
@@ -450,11 +482,19 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
                       auto session = kj::heap<Session>(kj::mv(connection), kj::mv(bootstrap),
                                                        channel_.timer(),
                                                        channel_.options().idle_timeout);
+                      // A peer that pipelines calls without waiting for their answers stops
+                      // being read once its share of the daemon's call budget is unanswered.
+                      Session* live = session.get();
+                      live_.insert(live);
+                      Rebalance();
                       // Ends when the peer disconnects, or when it stays idle too long.
                       auto done =
                           session->network.onDisconnect().exclusiveJoin(session->watched.Watch());
-                      return done.attach(kj::mv(session),
-                                         kj::defer([this]() { --sessions_; }));
+                      return done.attach(kj::mv(session), kj::defer([this, live]() {
+                        --sessions_;
+                        live_.erase(live);
+                        Rebalance();
+                      }));
                     },
                     [this, id](kj::Exception&& e) -> kj::Promise<void> {
                       handshakes_.erase(id);  // unless it was evicted, which erased it
@@ -472,6 +512,12 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
           return Listen(listener);
         });
       });
+}
+
+void RpcServer::Rebalance() {
+  const size_t share = live_.empty() ? kMaxCallWindow : kCallBudget / live_.size();
+  call_window_ = std::clamp(share, kMinCallWindow, kMaxCallWindow);
+  for (Session* session : live_) session->rpc.setFlowLimit(call_window_ / sizeof(capnp::word));
 }
 
 void RpcServer::Refuse(const std::string& why) {

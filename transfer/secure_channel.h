@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -52,10 +53,31 @@ struct ChannelOptions {
   size_t rpc_window = 8u << 20;
 };
 
+// The plaintext bytes a connection's stream has written so far. A sender that must keep what
+// waits in its own memory short (transfer/sender.h SendOptions::meters) waits on it: a message
+// sent is held by Cap'n Proto until the stream has written it, and the flow control window,
+// which a long link needs large, would otherwise let that much pile up in the sender's heap
+// whenever the far end or the path is the slower side. Shared by the stream, which counts, and
+// whoever waits; waits break when the connection's writes fail or the stream is gone.
+class WriteMeter final : public kj::Refcounted {
+ public:
+  uint64_t written() const { return written_; }
+  // Resolves once `bytes` were written in all (at once if they were).
+  kj::Promise<void> WhenWritten(uint64_t bytes);
+  void Wrote(uint64_t bytes);
+  void Fail(const kj::Exception& why);
+
+ private:
+  uint64_t written_ = 0;
+  kj::Maybe<kj::Exception> failed_;
+  std::multimap<uint64_t, kj::Own<kj::PromiseFulfiller<void>>> waiters_;
+};
+
 // A connection whose peer proved possession of a pinned key.
 struct SecureConnection {
   kj::Own<kj::AsyncIoStream> stream;  // TLS; reads and writes plaintext
   crypto::PublicIdentity peer;        // the entry of `peers` the peer proved
+  kj::Own<WriteMeter> meter;          // counts what `stream` wrote
 };
 
 class SecureChannel {
@@ -145,6 +167,15 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
   // Connections in their handshake, and authenticated sessions, right now.
   size_t handshakes() const { return handshakes_.size(); }
   size_t sessions() const { return sessions_; }
+  // Bytes of unanswered calls each session may have before it is no longer read: the
+  // daemon-wide kCallBudget shared by the sessions, from kMinCallWindow to kMaxCallWindow.
+  // Each put holds its chunk's message until a worker has checked and written it, and one
+  // connection's puts are served one at a time, so a deep queue buys nothing: what a sender
+  // has in flight beyond it waits in the kernel's socket buffers and on the path, not here.
+  size_t call_window() const { return call_window_; }
+  static constexpr size_t kCallBudget = size_t{24} << 20;
+  static constexpr size_t kMinCallWindow = size_t{1} << 20;
+  static constexpr size_t kMaxCallWindow = size_t{8} << 20;
   // Description of the last refusal (for logs and tests; no key material, no local paths).
   const std::string& last_refusal() const { return last_refusal_; }
 
@@ -167,6 +198,10 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
   std::map<uint64_t, Handshake> handshakes_;  // by arrival: the first is the oldest
   uint64_t next_handshake_ = 0;
   size_t sessions_ = 0;
+  // Sessions being served (each also counted in sessions_), and their current call window.
+  std::set<Session*> live_;
+  size_t call_window_ = kMaxCallWindow;
+  void Rebalance();
 
   SecureChannel& channel_;
   BootstrapFactory bootstrap_;

@@ -408,6 +408,33 @@ TEST_F(SecureChannelTest, TheRpcWindowOpensAsBytesAreWritten) {
   EXPECT_LT(seen.front(), 300);
   for (size_t i = 1; i < seen.size(); ++i) EXPECT_GE(seen[i], seen[i - 1]);
   EXPECT_EQ(seen.back(), 300) << "capped at rpc_window";
+  EXPECT_GT(connection.meter->written(), 300u) << "the meter counts on past the window";
+}
+
+// The daemon's budget for unanswered calls is shared by its sessions (a sender's window beyond
+// it waits in socket buffers and on the path, not in the daemon's memory).
+TEST_F(SecureChannelTest, SessionsShareTheCallBudget) {
+  auto server = Serve(alpha_, {beta_.public_identity()});
+  auto client = Channel(beta_, {alpha_.public_identity()});
+  EXPECT_EQ(server->rpc->call_window(), RpcServer::kMaxCallWindow);
+  std::vector<SecureConnection> open;
+  auto connect = [&](size_t n) {
+    while (open.size() < n) {
+      open.push_back(
+          timer_.timeoutAfter(kBound, client->Connect(RawConnect(*server), alpha_.public_identity()))
+              .wait(ws_));
+    }
+    EXPECT_TRUE(WaitUntil([&] { return server->rpc->sessions() == n; }));
+  };
+  connect(1);
+  EXPECT_EQ(server->rpc->call_window(), RpcServer::kMaxCallWindow);  // 24 MiB, at most 8
+  connect(4);
+  EXPECT_EQ(server->rpc->call_window(), RpcServer::kCallBudget / 4);
+  connect(30);
+  EXPECT_EQ(server->rpc->call_window(), RpcServer::kMinCallWindow);  // 24 MiB / 30, at least 1
+  open.resize(3);
+  EXPECT_TRUE(WaitUntil([&] { return server->rpc->sessions() == 3; }));
+  EXPECT_EQ(server->rpc->call_window(), RpcServer::kMaxCallWindow);
 }
 
 }  // namespace

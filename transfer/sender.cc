@@ -7,12 +7,14 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "capsule/format.h"
 #include "capsule/incoming.h"
 #include "transfer/errors.h"
 #include "transfer/off_loop.h"
+#include "transfer/secure_channel.h"
 
 namespace bunker::transfer {
 namespace {
@@ -54,6 +56,24 @@ struct PushState : public kj::Refcounted {
 
   // Chain k's upload: chains are spread over the connections.
   schema::Upload::Client& Upload(size_t k) { return uploads[k % uploads.size()]; }
+
+  // Per connection: bytes of the puts sent on it (counted when a chain takes the chunk), and
+  // what its meter had written before the first of them.
+  std::vector<uint64_t> put_bytes;
+  std::vector<std::optional<uint64_t>> meter_base;
+
+  // Waits, if the connections are metered, until chain k's connection has written all but
+  // `max_unwritten` bytes of the puts before this one of `size` bytes.
+  kj::Promise<void> Room(size_t k, uint64_t size) {
+    if (options.meters.size() != uploads.size()) return kj::READY_NOW;
+    const size_t c = k % uploads.size();
+    WriteMeter& meter = *options.meters[c];
+    if (!meter_base[c]) meter_base[c] = meter.written();
+    const uint64_t before = put_bytes[c];
+    put_bytes[c] += size;
+    if (before <= options.max_unwritten) return kj::READY_NOW;
+    return meter.WhenWritten(*meter_base[c] + before - options.max_unwritten);
+  }
 
   void Report() {
     if (options.progress) options.progress(progress);
@@ -105,7 +125,9 @@ struct PushState : public kj::Refcounted {
     queued[i] = false;
     const capsule::Geometry& g = reader->geometry();
     const uint64_t size = g.CipherSize(i);
-    return Pace(size).then([self = kj::addRef(*this), i, size, k]() mutable -> kj::Promise<void> {
+    return Room(k, size)
+        .then([self = kj::addRef(*this), size]() mutable { return self->Pace(size); })
+        .then([self = kj::addRef(*this), i, size, k]() mutable -> kj::Promise<void> {
       if (self->options.read_pool == nullptr) return Send(kj::mv(self), i, size, k, nullptr);
       // Read on the pool into a buffer of the job's own, then send from the loop.
       std::shared_ptr<const capsule::CapsuleReader> reader = self->reader;
@@ -218,6 +240,8 @@ kj::Promise<SendSummary> Offer(std::shared_ptr<const capsule::CapsuleReader> rea
   push->summary.capsule_id = push->reader->manifest().IdHex();
   push->summary.chunks_total = g.chunk_count;
   push->queued.assign(g.chunk_count, false);
+  push->put_bytes.assign(peers.size(), 0);
+  push->meter_base.assign(peers.size(), std::nullopt);
   for (uint64_t i = 0; i < g.chunk_count; ++i) push->progress.total_bytes += g.CipherSize(i);
 
   // Offer on every connection: each gets an Upload into the same incoming capsule. The first

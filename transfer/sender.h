@@ -14,12 +14,15 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "capsule/parallel.h"
 #include "capsule/reader.h"
 #include "spec/transfer.capnp.h"
 
 namespace bunker::transfer {
+
+class WriteMeter;  // transfer/secure_channel.h
 
 struct SendProgress {
   uint64_t total_bytes = 0;    // all chunks' ciphertext
@@ -45,6 +48,13 @@ struct SendOptions {
   // When set, chunks are read on these threads instead of the event loop's (a capsule in an
   // object store, whose reads wait on the network); must outlive the promise.
   capsule::ThreadPool* read_pool = nullptr;
+  // When set (one per connection, in the order of the connections; they must outlive the
+  // promise), a chain builds the next put of a connection only once all but `max_unwritten`
+  // bytes of the puts before it on that connection were written: what waits in the sender's
+  // memory is then at most that plus the message being built, per connection, however large
+  // the flow control window (secure_channel.h WriteMeter).
+  std::vector<WriteMeter*> meters;
+  uint64_t max_unwritten = 1u << 20;
   std::function<void(const SendProgress&)> progress;
 };
 

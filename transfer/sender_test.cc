@@ -1,8 +1,8 @@
-// Commits: a receiver answers a commit only once the puts sent before it are written (Cap'n
-// Proto delivers the calls of one connection in order, and a streaming call holds back the calls
-// after it until it returns); a sender keeps putting while a commit is answered, up to an
-// interval and its slack, and then waits (issue 9: waiting at the next interval drained a long
-// link's pipe once per interval).
+// How a sender paces itself (issue 9), against receivers that hold what the test says:
+// commits (a receiver answers one only once the puts sent before it are written; a sender keeps
+// putting while one is answered, up to an interval and its slack, then waits: waiting at the
+// next interval drained a long link's pipe once per interval), and its own memory (a metered
+// connection gets its next put built only once all but max_unwritten bytes before it left).
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
@@ -17,6 +17,7 @@
 #include "capsule/store.h"
 #include "gtest/gtest.h"
 #include "transfer/depot.h"
+#include "transfer/secure_channel.h"
 #include "transfer/sender.h"
 
 namespace bunker::transfer {
@@ -212,15 +213,17 @@ TEST(CommitTest, ACommitWaitsForThePutsSentBeforeIt) {
   held.wait(io.waitScope);
 }
 
-// A receiver that takes every put at once and holds every commit until the test answers it.
+// A receiver that takes every put at once and holds every commit until the test answers it
+// (or answers them at once, with `hold_commits` false).
 class HoldingUpload final : public schema::Upload::Server {
  public:
-  explicit HoldingUpload(size_t& puts) : puts_(puts) {}
+  HoldingUpload(size_t& puts, bool hold_commits) : puts_(puts), hold_commits_(hold_commits) {}
   kj::Promise<void> put(PutContext) override {
     ++puts_;
     return kj::READY_NOW;
   }
   kj::Promise<void> commit(CommitContext) override {
+    if (!hold_commits_) return kj::READY_NOW;
     auto paf = kj::newPromiseAndFulfiller<void>();
     held_.push_back(kj::mv(paf.fulfiller));
     return kj::mv(paf.promise);
@@ -234,15 +237,16 @@ class HoldingUpload final : public schema::Upload::Server {
 
  private:
   size_t& puts_;
+  bool hold_commits_;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> held_;
 };
 
 class HoldingTransfer final : public schema::Transfer::Server {
  public:
-  HoldingTransfer(uint64_t chunks, size_t& puts, HoldingUpload*& upload)
-      : chunks_(chunks), puts_(puts), upload_(upload) {}
+  HoldingTransfer(uint64_t chunks, size_t& puts, HoldingUpload*& upload, bool hold_commits)
+      : chunks_(chunks), puts_(puts), upload_(upload), hold_commits_(hold_commits) {}
   kj::Promise<void> offer(OfferContext context) override {
-    auto server = kj::heap<HoldingUpload>(puts_);
+    auto server = kj::heap<HoldingUpload>(puts_, hold_commits_);
     upload_ = server.get();
     auto results = context.getResults();
     results.setUpload(kj::mv(server));
@@ -256,7 +260,23 @@ class HoldingTransfer final : public schema::Transfer::Server {
   uint64_t chunks_;
   size_t& puts_;
   HoldingUpload*& upload_;
+  bool hold_commits_;
 };
+
+// Turns `io`'s loop until `puts` stops growing (no new put for 50 turns) or kBound passes.
+size_t SettledPuts(kj::AsyncIoContext& io, const size_t& puts) {
+  kj::Timer& timer = io.provider->getTimer();
+  const kj::TimePoint deadline = timer.now() + kBound;
+  size_t seen = puts;
+  for (int quiet = 0; quiet < 50 && timer.now() < deadline; ++quiet) {
+    timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+    if (puts != seen) {
+      seen = puts;
+      quiet = 0;
+    }
+  }
+  return puts;
+}
 
 // Puts the sender makes while its first commit is unanswered, with a commit every 4 chunks and
 // `slack_chunks` chunks of slack; then answers every commit until the push is done.
@@ -266,7 +286,7 @@ size_t PutsWhileTheFirstCommitIsHeld(uint64_t slack_chunks) {
   size_t puts = 0;
   HoldingUpload* upload = nullptr;
   auto pipe = io.provider->newTwoWayPipe();
-  capnp::TwoPartyServer server(kj::heap<HoldingTransfer>(64, puts, upload));
+  capnp::TwoPartyServer server(kj::heap<HoldingTransfer>(64, puts, upload, true));
   server.accept(kj::mv(pipe.ends[1]));
   capnp::TwoPartyClient client(*pipe.ends[0]);
   const uint64_t chunk = sealed.reader->geometry().CipherSize(0);
@@ -282,16 +302,8 @@ size_t PutsWhileTheFirstCommitIsHeld(uint64_t slack_chunks) {
     timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
   }
   EXPECT_TRUE(upload != nullptr && upload->held() > 0) << "no commit came";
-  // Let the sender run until it stops on its own (no new put for 50 turns of the loop).
-  size_t seen = puts;
-  for (int quiet = 0; quiet < 50 && timer.now() < deadline; ++quiet) {
-    timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
-    if (puts != seen) {
-      seen = puts;
-      quiet = 0;
-    }
-  }
-  const size_t held_at = puts;
+  // Let the sender run until it stops on its own.
+  const size_t held_at = SettledPuts(io, puts);
   while (!push.poll(io.waitScope) && timer.now() < deadline) {
     if (upload != nullptr) upload->AnswerAll();
     timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
@@ -307,6 +319,64 @@ TEST(CommitTest, ASenderPutsAnIntervalAndTheSlackBeyondAnUnansweredCommitThenWai
   EXPECT_EQ(PutsWhileTheFirstCommitIsHeld(8), 16u);
   // Without slack, one interval: 8 puts.
   EXPECT_EQ(PutsWhileTheFirstCommitIsHeld(0), 8u);
+}
+
+// The meter stands for the connection's stream: the test says what it wrote.
+TEST(SenderMemoryTest, APutIsBuiltOnlyOnceAllButMaxUnwrittenBytesBeforeItWereWritten) {
+  Sealed sealed(16);
+  auto io = kj::setupAsyncIo();
+  size_t puts = 0;
+  HoldingUpload* upload = nullptr;
+  auto pipe = io.provider->newTwoWayPipe();
+  capnp::TwoPartyServer server(kj::heap<HoldingTransfer>(16, puts, upload, false));
+  server.accept(kj::mv(pipe.ends[1]));
+  capnp::TwoPartyClient client(*pipe.ends[0]);
+  const uint64_t chunk = sealed.reader->geometry().CipherSize(0);
+  auto meter = kj::refcounted<WriteMeter>();
+  meter->Wrote(12345);  // the offer, before any put
+  SendOptions o;
+  o.meters = {meter.get()};
+  o.max_unwritten = 2 * chunk;
+  auto push = Push(sealed.reader, client.bootstrap().castAs<schema::Transfer>(), o)
+                  .eagerlyEvaluate(nullptr);
+  // Puts 0 and 1 may wait unwritten while put 2 is built; put 3 waits for put 0 to leave.
+  EXPECT_EQ(SettledPuts(io, puts), 3u);
+  meter->Wrote(chunk - 1);
+  EXPECT_EQ(SettledPuts(io, puts), 3u) << "put 0 has not wholly left";
+  meter->Wrote(1);
+  EXPECT_EQ(SettledPuts(io, puts), 4u);
+  meter->Wrote(3 * chunk);
+  EXPECT_EQ(SettledPuts(io, puts), 7u);
+  // A connection whose writes failed breaks the wait, and the push with it.
+  meter->Fail(kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
+                            kj::heapString("the connection broke")));
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() { push.wait(io.waitScope); })) {
+    EXPECT_NE(std::string(e->getDescription().cStr()).find("the connection broke"),
+              std::string::npos)
+        << e->getDescription().cStr();
+  } else {
+    ADD_FAILURE() << "the push went on past a broken connection";
+  }
+  EXPECT_EQ(puts, 7u);
+}
+
+TEST(SenderMemoryTest, UnmeteredConnectionsAreNotHeldBack) {
+  Sealed sealed(16);
+  auto io = kj::setupAsyncIo();
+  size_t puts = 0;
+  HoldingUpload* upload = nullptr;
+  auto pipe = io.provider->newTwoWayPipe();
+  capnp::TwoPartyServer server(kj::heap<HoldingTransfer>(16, puts, upload, false));
+  server.accept(kj::mv(pipe.ends[1]));
+  capnp::TwoPartyClient client(*pipe.ends[0]);
+  SendOptions o;
+  o.max_unwritten = 0;
+  SendSummary s = io.provider->getTimer()
+                      .timeoutAfter(kBound, Push(sealed.reader,
+                                                 client.bootstrap().castAs<schema::Transfer>(), o))
+                      .wait(io.waitScope);
+  EXPECT_EQ(s.chunks_sent, 16u);
+  EXPECT_EQ(puts, 16u);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "transfer/secure_channel.h"
 
+#include "transfer/write_meter.h"
+
 #include "absl/strings/str_cat.h"
 
 #include <capnp/rpc-twoparty.h>
@@ -24,70 +26,6 @@ const crypto::PublicIdentity* FindPeer(const std::vector<crypto::PublicIdentity>
   }
   return nullptr;
 }
-
-// The TLS stream of an authenticated connection, reporting ChannelOptions::rpc_window as its
-// send buffer (SO_SNDBUF) so that Cap'n Proto's flow control keeps that much in flight.
-//
-// The window opens as the connection's bytes leave the process, not all at once: a message
-// sent is held in this process until the stream has written it, and a new connection's TCP send
-// buffer starts small. With the whole window open from the first call, a sender with 8 streams
-// built 48 MiB of put messages within 50 ms of connecting, all waiting in its own heap (peak
-// RSS 75 MiB). Here what may be in flight is kFirstWindow plus what was written so far, up to
-// the window: at most about kFirstWindow waits in this process at the start, and in steady
-// state what is in flight is mostly on the wire, in the path and at the receiver.
-class WindowedStream final : public kj::AsyncIoStream {
- public:
-  static constexpr size_t kFirstWindow = 0;
-
-  WindowedStream(kj::Own<kj::AsyncIoStream> inner, size_t window)
-      : inner_(kj::mv(inner)), window_(window) {}
-
-  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
-    return inner_->tryRead(buffer, min_bytes, max_bytes);
-  }
-  ~WindowedStream() noexcept(false) {
-    meter_->Fail(kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
-                               kj::heapString("connection closed")));
-  }
-
-  kj::Own<WriteMeter> meter() { return kj::addRef(*meter_); }
-
-  kj::Promise<void> write(const void* buffer, size_t size) override {
-    return Count(inner_->write(buffer, size), size);
-  }
-  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
-    size_t size = 0;
-    for (const auto& piece : pieces) size += piece.size();
-    return Count(inner_->write(pieces), size);
-  }
-  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
-  void shutdownWrite() override { inner_->shutdownWrite(); }
-  void abortRead() override { inner_->abortRead(); }
-  void getsockopt(int level, int option, void* value, kj::uint* length) override {
-    if (level == SOL_SOCKET && option == SO_SNDBUF && *length >= sizeof(int)) {
-      const size_t open = std::min<uint64_t>(window_, kFirstWindow + meter_->written());
-      const int window = static_cast<int>(std::min<size_t>(open, INT32_MAX));
-      std::memcpy(value, &window, sizeof(int));
-      *length = sizeof(int);
-      return;
-    }
-    inner_->getsockopt(level, option, value, length);
-  }
-
- private:
-  kj::Promise<void> Count(kj::Promise<void> write, size_t size) {
-    WriteMeter* meter = meter_.get();
-    return write.then([meter, size]() { meter->Wrote(size); },
-                      [meter](kj::Exception&& e) {
-                        meter->Fail(e);
-                        kj::throwFatalException(kj::mv(e));
-                      });
-  }
-
-  kj::Own<kj::AsyncIoStream> inner_;
-  size_t window_;
-  kj::Own<WriteMeter> meter_ = kj::refcounted<WriteMeter>();  // bytes the inner stream took
-};
 
 // The TCP stream under kj-tls, with large buffers. kj-tls moves ciphertext through 8 KiB
 // buffers (kj/compat/readiness-io.h), one read or write system call each: 131,072 of each per
@@ -289,32 +227,11 @@ SecureConnection SecureChannel::Authenticate(kj::AuthenticatedStream stream,
   if (expected != nullptr) {
     KJ_REQUIRE(*peer == *expected, "server is not the expected peer", name.c_str());
   }
-  auto windowed = kj::heap<WindowedStream>(kj::mv(stream.stream), options_.rpc_window);
-  kj::Own<WriteMeter> meter = windowed->meter();
+  auto meter = kj::refcounted<WriteMeter>();
+  auto windowed = NewWindowedStream(kj::mv(stream.stream), options_.rpc_window, *meter);
   return SecureConnection{kj::mv(windowed), *peer, kj::mv(meter)};
 }
 
-kj::Promise<void> WriteMeter::WhenWritten(uint64_t bytes) {
-  if (written_ >= bytes) return kj::READY_NOW;
-  KJ_IF_MAYBE(e, failed_) { return kj::cp(*e); }
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  waiters_.emplace(bytes, kj::mv(paf.fulfiller));
-  return kj::mv(paf.promise);
-}
-
-void WriteMeter::Wrote(uint64_t bytes) {
-  written_ += bytes;
-  while (!waiters_.empty() && waiters_.begin()->first <= written_) {
-    waiters_.begin()->second->fulfill();
-    waiters_.erase(waiters_.begin());
-  }
-}
-
-void WriteMeter::Fail(const kj::Exception& why) {
-  if (failed_ == nullptr) failed_ = kj::cp(why);
-  for (auto& [bytes, waiter] : waiters_) waiter->reject(kj::cp(why));
-  waiters_.clear();
-}
 
 kj::Promise<SecureConnection> SecureChannel::Accept(kj::AuthenticatedStream raw) {
   raw.stream = kj::heap<CoalescingStream>(kj::mv(raw.stream));

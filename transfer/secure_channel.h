@@ -30,6 +30,7 @@
 #include "absl/types/span.h"
 #include "crypto/keys.h"
 #include "transfer/tls_identity.h"
+#include "transfer/write_meter.h"
 
 namespace bunker::transfer {
 
@@ -51,26 +52,6 @@ struct ChannelOptions {
   // channel's streams report this value instead. It also bounds what a peer's unanswered calls
   // can make this side queue in memory per connection.
   size_t rpc_window = 8u << 20;
-};
-
-// The plaintext bytes a connection's stream has written so far. A sender that must keep what
-// waits in its own memory short (transfer/sender.h SendOptions::meters) waits on it: a message
-// sent is held by Cap'n Proto until the stream has written it, and the flow control window,
-// which a long link needs large, would otherwise let that much pile up in the sender's heap
-// whenever the far end or the path is the slower side. Shared by the stream, which counts, and
-// whoever waits; waits break when the connection's writes fail or the stream is gone.
-class WriteMeter final : public kj::Refcounted {
- public:
-  uint64_t written() const { return written_; }
-  // Resolves once `bytes` were written in all (at once if they were).
-  kj::Promise<void> WhenWritten(uint64_t bytes);
-  void Wrote(uint64_t bytes);
-  void Fail(const kj::Exception& why);
-
- private:
-  uint64_t written_ = 0;
-  kj::Maybe<kj::Exception> failed_;
-  std::multimap<uint64_t, kj::Own<kj::PromiseFulfiller<void>>> waiters_;
 };
 
 // A connection whose peer proved possession of a pinned key.

@@ -22,7 +22,7 @@
 
 namespace bunker::transfer {
 
-class WriteMeter;  // transfer/secure_channel.h
+class WriteMeter;  // transfer/write_meter.h
 
 struct SendProgress {
   uint64_t total_bytes = 0;    // all chunks' ciphertext
@@ -52,7 +52,7 @@ struct SendOptions {
   // promise), a chain builds the next put of a connection only once all but `max_unwritten`
   // bytes of the puts before it on that connection were written: what waits in the sender's
   // memory is then at most that plus the message being built, per connection, however large
-  // the flow control window (secure_channel.h WriteMeter).
+  // the flow control window (write_meter.h).
   std::vector<WriteMeter*> meters;
   uint64_t max_unwritten = 1u << 20;
   std::function<void(const SendProgress&)> progress;

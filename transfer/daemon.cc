@@ -117,9 +117,10 @@ absl::Status RunDaemon(const DaemonOptions& o) {
     for (const std::string& line : *recovered) log(line);
     absl::Status receipts = depot.RecordStoredReceipts();
     if (!receipts.ok()) return receipts;
-    RpcServer server(**channel, [&depot, &log](const crypto::PublicIdentity& peer) {
+    RpcServer server(**channel, [&depot, &log](const crypto::PublicIdentity& peer,
+                                               WriteMeter& connection) {
       log(absl::StrCat("connection peer=", peer.fingerprint().ToString()));
-      return depot.ServeFor(peer);
+      return depot.ServeFor(peer, &connection);
     });
     server.set_on_refused([&log](const std::string& why) {
       // The description comes from the TLS layer: keep one line.

@@ -240,8 +240,11 @@ class UploadImpl final : public schema::Upload::Server {
 
 class TransferImpl final : public schema::Transfer::Server {
  public:
-  TransferImpl(Depot& depot, crypto::PublicIdentity peer)
-      : depot_(depot), peer_id_(peer), peer_(peer.fingerprint().ToString()) {}
+  TransferImpl(Depot& depot, crypto::PublicIdentity peer, WriteMeter* connection)
+      : depot_(depot),
+        peer_id_(peer),
+        peer_(peer.fingerprint().ToString()),
+        meter_(connection == nullptr ? kj::Own<WriteMeter>() : kj::addRef(*connection)) {}
 
   kj::Promise<void> ping(PingContext context) override {
     context.getResults().setNonce(context.getParams().getNonce());
@@ -344,6 +347,8 @@ class TransferImpl final : public schema::Transfer::Server {
           auto receiver = context.getParams().getReceiver();
           SendOptions options;
           options.read_pool = &depot_.store_calls();
+          // The receiver is served on this connection: its meter paces the puts.
+          if (meter_.get() != nullptr) options.meters = {meter_.get()};
           // The push shares the reader with its reads on the store-call threads.
           return Push(std::shared_ptr<const capsule::CapsuleReader>(std::move(*reader)), receiver,
                       std::move(options))
@@ -425,6 +430,7 @@ class TransferImpl final : public schema::Transfer::Server {
   Depot& depot_;
   crypto::PublicIdentity peer_id_;
   std::string peer_;
+  kj::Own<WriteMeter> meter_;  // the connection's, if known
 };
 
 }  // namespace
@@ -437,8 +443,9 @@ Depot::Depot(DepotOptions options)
 // own references to what they touch.
 Depot::~Depot() = default;
 
-schema::Transfer::Client Depot::ServeFor(const crypto::PublicIdentity& peer) {
-  return kj::heap<TransferImpl>(*this, peer);
+schema::Transfer::Client Depot::ServeFor(const crypto::PublicIdentity& peer,
+                                         WriteMeter* connection) {
+  return kj::heap<TransferImpl>(*this, peer, connection);
 }
 
 void Depot::Emit(DepotEvent event) {

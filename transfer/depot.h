@@ -27,6 +27,7 @@
 
 #include "capsule/incoming.h"
 #include "capsule/parallel.h"
+#include "transfer/write_meter.h"
 #include "capsule/store.h"
 #include "crypto/keys.h"
 #include "spec/transfer.capnp.h"
@@ -84,8 +85,11 @@ class Depot {
   explicit Depot(DepotOptions options);
   ~Depot();
 
-  // The capability an authenticated `peer` gets.
-  schema::Transfer::Client ServeFor(const crypto::PublicIdentity& peer);
+  // The capability an authenticated `peer` gets. With `connection` (what the connection it is
+  // served on has written), a capsule it fetches is sent with at most about two chunks waiting
+  // in this process (SendOptions::meters); without, with a whole flow control window.
+  schema::Transfer::Client ServeFor(const crypto::PublicIdentity& peer,
+                                    WriteMeter* connection = nullptr);
 
   // Calls options.record_receipt for every capsule in the store (at start: a receipt lost to a
   // crash of an older version, or an operator's copy into the store, is recorded now). Files

@@ -395,7 +395,7 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
                       }
                       ++served_;
                       ++sessions_;
-                      capnp::Capability::Client bootstrap = bootstrap_(connection.peer);
+                      capnp::Capability::Client bootstrap = bootstrap_(connection.peer, *connection.meter);
                       auto session = kj::heap<Session>(kj::mv(connection), kj::mv(bootstrap),
                                                        channel_.timer(),
                                                        channel_.options().idle_timeout);

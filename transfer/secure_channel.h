@@ -116,8 +116,10 @@ class SecureChannel {
 class RpcServer final : private kj::TaskSet::ErrorHandler {
  public:
   // Called once per authenticated connection, before any RPC message is read, with the peer
-  // that connected; returns the capability that peer may use.
-  using BootstrapFactory = kj::Function<capnp::Capability::Client(const crypto::PublicIdentity&)>;
+  // that connected and what the connection has written (for a capability that sends through
+  // it: transfer/sender.h SendOptions::meters); returns the capability that peer may use.
+  using BootstrapFactory =
+      kj::Function<capnp::Capability::Client(const crypto::PublicIdentity&, WriteMeter&)>;
 
   struct Limits {
     // Connections in their handshake at once, in all and from one source address (a sender

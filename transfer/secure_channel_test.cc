@@ -70,7 +70,7 @@ class SecureChannelTest : public ::testing::Test {
     auto site = kj::heap<Site>();
     site->channel = Channel(self, std::move(peers), options);
     Site* s = site.get();
-    site->rpc = kj::heap<RpcServer>(*site->channel, [s](const crypto::PublicIdentity& peer) {
+    site->rpc = kj::heap<RpcServer>(*site->channel, [s](const crypto::PublicIdentity& peer, WriteMeter&) {
       s->callers.push_back(peer);
       return capnp::Capability::Client(kj::heap<RecordingTransfer>(s->calls));
     });
@@ -317,7 +317,7 @@ TEST_F(SecureChannelTest, HandshakeAndSessionBudgets) {
   limits.handshakes = 3;
   limits.handshakes_per_source = 2;
   limits.sessions = 1;
-  RpcServer rpc(*channel, [&calls](const crypto::PublicIdentity&) {
+  RpcServer rpc(*channel, [&calls](const crypto::PublicIdentity&, WriteMeter&) {
     return capnp::Capability::Client(kj::heap<RecordingTransfer>(calls));
   }, limits);
   Site site;  // only for RawConnect and PingOk

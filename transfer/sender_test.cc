@@ -379,5 +379,42 @@ TEST(SenderMemoryTest, UnmeteredConnectionsAreNotHeldBack) {
   EXPECT_EQ(puts, 16u);
 }
 
+// A daemon serving a fetch sends through the connection it serves on: ServeFor with that
+// connection's meter paces the push (the daemon's own memory, per fetch, stays about two chunks).
+TEST(SenderMemoryTest, AFetchIsSentAtTheServingConnectionsPace) {
+  Sealed sealed(300);  // 300 chunks of 4,112 bytes: more than max_unwritten (1 MiB)
+  auto io = kj::setupAsyncIo();
+  DepotOptions o;
+  o.store = capsule::MakeLocalStore(capsule::testing::MakeTempDir() + "/store");
+  o.trusted = {sealed.keys.issuer.public_identity()};
+  o.now = [] { return int64_t{1800000000}; };
+  Depot source(o);
+  {
+    auto pipe = io.provider->newTwoWayPipe();
+    capnp::TwoPartyServer server(source.ServeFor(sealed.keys.alice.public_identity()));
+    server.accept(kj::mv(pipe.ends[1]));
+    capnp::TwoPartyClient client(*pipe.ends[0]);
+    Push(sealed.reader, client.bootstrap().castAs<schema::Transfer>(), SendOptions())
+        .wait(io.waitScope);
+  }
+  auto meter = kj::refcounted<WriteMeter>();
+  auto pipe = io.provider->newTwoWayPipe();
+  capnp::TwoPartyServer server(source.ServeFor(sealed.keys.alice.public_identity(), meter.get()));
+  server.accept(kj::mv(pipe.ends[1]));
+  capnp::TwoPartyClient client(*pipe.ends[0]);
+  size_t puts = 0;
+  HoldingUpload* upload = nullptr;
+  auto req = client.bootstrap().castAs<schema::Transfer>().fetchRequest();
+  req.setCapsuleId(sealed.reader->manifest().IdHex());
+  req.setReceiver(kj::heap<HoldingTransfer>(300, puts, upload, false));
+  auto fetch = req.send().eagerlyEvaluate(nullptr);
+  // Nothing counted as written: puts 0 to 255 (1 MiB / 4,112 bytes) go, the next one waits.
+  EXPECT_EQ(SettledPuts(io, puts), 256u);
+  meter->Wrote(uint64_t{1} << 30);
+  auto r = io.provider->getTimer().timeoutAfter(kBound, kj::mv(fetch)).wait(io.waitScope);
+  EXPECT_EQ(r.getSummary().getChunksSent(), 300u);
+  EXPECT_EQ(puts, 300u);
+}
+
 }  // namespace
 }  // namespace bunker::transfer

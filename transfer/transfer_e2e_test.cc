@@ -64,7 +64,7 @@ TEST(TransferEndToEndTest, CorruptingProxyCutsTheConnectionAndTheTransferResumes
   auto b_channel =
       SecureChannel::Create(keys.bob, {keys.alice.public_identity()}, timer, absl::Now());
   ASSERT_TRUE(b_channel.ok());
-  RpcServer rpc(**b_channel, [&depot](const crypto::PublicIdentity& peer) {
+  RpcServer rpc(**b_channel, [&depot](const crypto::PublicIdentity& peer, WriteMeter&) {
     return capnp::Capability::Client(depot.ServeFor(peer));
   });
   auto b_listener = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope)->listen();
@@ -154,7 +154,7 @@ TEST(TransferEndToEndTest, LyingFetchServerMovesNoFileAndWritesNothing) {
     auto io = kj::setupAsyncIo();
     auto channel = SecureChannel::Create(keys.bob, {keys.alice.public_identity()},
                                          io.provider->getTimer(), absl::Now());
-    RpcServer rpc(**channel, [](const crypto::PublicIdentity&) {
+    RpcServer rpc(**channel, [](const crypto::PublicIdentity&, WriteMeter&) {
       return capnp::Capability::Client(kj::heap<LyingServer>());
     });
     auto listener =

@@ -297,7 +297,7 @@ TEST(WitnessRpcTest, TwoSitesCatchARollbackAndTheBadSiteRefusesOffers) {
   Depot depot_b(d);
   auto b_channel = SecureChannel::Create(keys.bob, {keys.alice.public_identity()}, timer, absl::Now());
   ASSERT_TRUE(b_channel.ok());
-  RpcServer rpc(**b_channel, [&depot_b](const crypto::PublicIdentity& peer) {
+  RpcServer rpc(**b_channel, [&depot_b](const crypto::PublicIdentity& peer, WriteMeter&) {
     return capnp::Capability::Client(depot_b.ServeFor(peer));
   });
   auto listener = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope)->listen();

@@ -1,7 +1,5 @@
 #include "transfer/secure_channel.h"
 
-#include "transfer/write_meter.h"
-
 #include "absl/strings/str_cat.h"
 
 #include <capnp/rpc-twoparty.h>
@@ -232,7 +230,6 @@ SecureConnection SecureChannel::Authenticate(kj::AuthenticatedStream stream,
   return SecureConnection{kj::mv(windowed), *peer, kj::mv(meter)};
 }
 
-
 kj::Promise<SecureConnection> SecureChannel::Accept(kj::AuthenticatedStream raw) {
   raw.stream = kj::heap<CoalescingStream>(kj::mv(raw.stream));
   auto handshake = tls_->wrapServer(kj::mv(raw)).then([this](kj::AuthenticatedStream stream) {
@@ -395,7 +392,8 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
                       }
                       ++served_;
                       ++sessions_;
-                      capnp::Capability::Client bootstrap = bootstrap_(connection.peer, *connection.meter);
+                      capnp::Capability::Client bootstrap =
+                          bootstrap_(connection.peer, *connection.meter);
                       auto session = kj::heap<Session>(kj::mv(connection), kj::mv(bootstrap),
                                                        channel_.timer(),
                                                        channel_.options().idle_timeout);

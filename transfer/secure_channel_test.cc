@@ -70,7 +70,8 @@ class SecureChannelTest : public ::testing::Test {
     auto site = kj::heap<Site>();
     site->channel = Channel(self, std::move(peers), options);
     Site* s = site.get();
-    site->rpc = kj::heap<RpcServer>(*site->channel, [s](const crypto::PublicIdentity& peer, WriteMeter&) {
+    site->rpc = kj::heap<RpcServer>(*site->channel, [s](const crypto::PublicIdentity& peer,
+                                                         WriteMeter&) {
       s->callers.push_back(peer);
       return capnp::Capability::Client(kj::heap<RecordingTransfer>(s->calls));
     });
@@ -420,9 +421,8 @@ TEST_F(SecureChannelTest, SessionsShareTheCallBudget) {
   std::vector<SecureConnection> open;
   auto connect = [&](size_t n) {
     while (open.size() < n) {
-      open.push_back(
-          timer_.timeoutAfter(kBound, client->Connect(RawConnect(*server), alpha_.public_identity()))
-              .wait(ws_));
+      auto connection = client->Connect(RawConnect(*server), alpha_.public_identity());
+      open.push_back(timer_.timeoutAfter(kBound, kj::mv(connection)).wait(ws_));
     }
     EXPECT_TRUE(WaitUntil([&] { return server->rpc->sessions() == n; }));
   };

@@ -14,7 +14,7 @@
 #include "capsule/incoming.h"
 #include "transfer/errors.h"
 #include "transfer/off_loop.h"
-#include "transfer/secure_channel.h"
+#include "transfer/write_meter.h"
 
 namespace bunker::transfer {
 namespace {

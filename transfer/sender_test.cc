@@ -278,24 +278,37 @@ size_t SettledPuts(kj::AsyncIoContext& io, const size_t& puts) {
   return puts;
 }
 
+// A HoldingTransfer of `chunks` chunks served over a socket pair, and the client's end.
+struct HoldingReceiver {
+  size_t puts = 0;
+  HoldingUpload* upload = nullptr;
+  kj::TwoWayPipe pipe;
+  capnp::TwoPartyServer server;
+  capnp::TwoPartyClient client;
+
+  HoldingReceiver(kj::AsyncIoContext& io, uint64_t chunks, bool hold_commits)
+      : pipe(io.provider->newTwoWayPipe()),
+        server(kj::heap<HoldingTransfer>(chunks, puts, upload, hold_commits)),
+        client(*pipe.ends[0]) {
+    server.accept(kj::mv(pipe.ends[1]));
+  }
+  schema::Transfer::Client transfer() { return client.bootstrap().castAs<schema::Transfer>(); }
+};
+
 // Puts the sender makes while its first commit is unanswered, with a commit every 4 chunks and
 // `slack_chunks` chunks of slack; then answers every commit until the push is done.
 size_t PutsWhileTheFirstCommitIsHeld(uint64_t slack_chunks) {
   Sealed sealed(64);
   auto io = kj::setupAsyncIo();
-  size_t puts = 0;
-  HoldingUpload* upload = nullptr;
-  auto pipe = io.provider->newTwoWayPipe();
-  capnp::TwoPartyServer server(kj::heap<HoldingTransfer>(64, puts, upload, true));
-  server.accept(kj::mv(pipe.ends[1]));
-  capnp::TwoPartyClient client(*pipe.ends[0]);
+  HoldingReceiver r(io, 64, /*hold_commits=*/true);
+  const size_t& puts = r.puts;
+  HoldingUpload*& upload = r.upload;
   const uint64_t chunk = sealed.reader->geometry().CipherSize(0);
   SendOptions o;
   o.commit_every = 4 * chunk;
   o.commit_slack = slack_chunks * chunk;
   o.commit_seconds = 3600;
-  auto push = Push(sealed.reader, client.bootstrap().castAs<schema::Transfer>(), o)
-                  .eagerlyEvaluate(nullptr);
+  auto push = Push(sealed.reader, r.transfer(), o).eagerlyEvaluate(nullptr);
   kj::Timer& timer = io.provider->getTimer();
   const kj::TimePoint deadline = timer.now() + kBound;
   while ((upload == nullptr || upload->held() == 0) && timer.now() < deadline) {
@@ -325,20 +338,15 @@ TEST(CommitTest, ASenderPutsAnIntervalAndTheSlackBeyondAnUnansweredCommitThenWai
 TEST(SenderMemoryTest, APutIsBuiltOnlyOnceAllButMaxUnwrittenBytesBeforeItWereWritten) {
   Sealed sealed(16);
   auto io = kj::setupAsyncIo();
-  size_t puts = 0;
-  HoldingUpload* upload = nullptr;
-  auto pipe = io.provider->newTwoWayPipe();
-  capnp::TwoPartyServer server(kj::heap<HoldingTransfer>(16, puts, upload, false));
-  server.accept(kj::mv(pipe.ends[1]));
-  capnp::TwoPartyClient client(*pipe.ends[0]);
+  HoldingReceiver r(io, 16, /*hold_commits=*/false);
+  const size_t& puts = r.puts;
   const uint64_t chunk = sealed.reader->geometry().CipherSize(0);
   auto meter = kj::refcounted<WriteMeter>();
   meter->Wrote(12345);  // the offer, before any put
   SendOptions o;
   o.meters = {meter.get()};
   o.max_unwritten = 2 * chunk;
-  auto push = Push(sealed.reader, client.bootstrap().castAs<schema::Transfer>(), o)
-                  .eagerlyEvaluate(nullptr);
+  auto push = Push(sealed.reader, r.transfer(), o).eagerlyEvaluate(nullptr);
   // Puts 0 and 1 may wait unwritten while put 2 is built; put 3 waits for put 0 to leave.
   EXPECT_EQ(SettledPuts(io, puts), 3u);
   meter->Wrote(chunk - 1);
@@ -363,20 +371,14 @@ TEST(SenderMemoryTest, APutIsBuiltOnlyOnceAllButMaxUnwrittenBytesBeforeItWereWri
 TEST(SenderMemoryTest, UnmeteredConnectionsAreNotHeldBack) {
   Sealed sealed(16);
   auto io = kj::setupAsyncIo();
-  size_t puts = 0;
-  HoldingUpload* upload = nullptr;
-  auto pipe = io.provider->newTwoWayPipe();
-  capnp::TwoPartyServer server(kj::heap<HoldingTransfer>(16, puts, upload, false));
-  server.accept(kj::mv(pipe.ends[1]));
-  capnp::TwoPartyClient client(*pipe.ends[0]);
+  HoldingReceiver r(io, 16, /*hold_commits=*/false);
   SendOptions o;
   o.max_unwritten = 0;
   SendSummary s = io.provider->getTimer()
-                      .timeoutAfter(kBound, Push(sealed.reader,
-                                                 client.bootstrap().castAs<schema::Transfer>(), o))
+                      .timeoutAfter(kBound, Push(sealed.reader, r.transfer(), o))
                       .wait(io.waitScope);
   EXPECT_EQ(s.chunks_sent, 16u);
-  EXPECT_EQ(puts, 16u);
+  EXPECT_EQ(r.puts, 16u);
 }
 
 // A daemon serving a fetch sends through the connection it serves on: ServeFor with that

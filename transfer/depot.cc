@@ -110,7 +110,7 @@ class StoredUpload final : public schema::Upload::Server {
 class UploadImpl final : public schema::Upload::Server {
  public:
   UploadImpl(Depot& depot, std::shared_ptr<capsule::IncomingCapsule> in, std::string peer)
-      : depot_(depot), in_(std::move(in)), peer_(std::move(peer)) {}
+      : depot_(depot), in_(std::move(in)), pace_(depot.PaceOf(in_)), peer_(std::move(peer)) {}
 
   kj::Promise<void> put(PutContext context) override {
     auto params = context.getParams();
@@ -139,7 +139,7 @@ class UploadImpl final : public schema::Upload::Server {
     });
     ++inflight_;
     return done.promise
-        .then([this, index, job]() -> kj::Promise<void> {
+        .then([this, index, job, bytes = data.size()]() -> kj::Promise<void> {
           Drained();
           const absl::Status s = job->result;
           if (absl::IsDataLoss(s)) {
@@ -149,6 +149,7 @@ class UploadImpl final : public schema::Upload::Server {
           }
           if (!s.ok()) return ToException(PeerSafe(s));
           in_->MarkWritten(index);
+          depot_.Wrote(pace_, in_, bytes);
           return kj::READY_NOW;
         })
         .attach(kj::defer([job]() { job->Settle(); }));
@@ -160,6 +161,9 @@ class UploadImpl final : public schema::Upload::Server {
   }
 
   kj::Promise<void> Commit(CommitContext context) {
+    // A sync the receiver started by itself failed: chunks it had taken may not be journaled.
+    absl::Status failed = pace_->TakeFailure();
+    if (!failed.ok()) return ToException(PeerSafe(failed));
     // The data sync (and, in an object store, part uploads) run on a worker.
     std::shared_ptr<capsule::IncomingCapsule> in = in_;
     return OffLoop<absl::StatusOr<std::vector<uint64_t>>>(depot_.workers(), [in]() {
@@ -232,6 +236,7 @@ class UploadImpl final : public schema::Upload::Server {
 
   Depot& depot_;
   std::shared_ptr<capsule::IncomingCapsule> in_;
+  std::shared_ptr<Depot::SyncPace> pace_;
   std::string peer_;
   std::set<uint64_t> rejected_;
   uint64_t inflight_ = 0;
@@ -503,6 +508,47 @@ void Depot::Conflict(const std::string& peer, const std::string& detail) {
 }
 
 void Depot::Finished(const std::string& capsule_id) { incoming_.erase(capsule_id); }
+
+absl::Status Depot::SyncPace::TakeFailure() {
+  std::lock_guard<std::mutex> lock(mu);
+  absl::Status f = std::move(failed);
+  failed = absl::OkStatus();
+  return f;
+}
+
+std::shared_ptr<Depot::SyncPace> Depot::PaceOf(
+    const std::shared_ptr<capsule::IncomingCapsule>& in) {
+  for (auto it = paces_.begin(); it != paces_.end();) {
+    it = it->second.expired() ? paces_.erase(it) : std::next(it);
+  }
+  std::weak_ptr<SyncPace>& slot = paces_[in.get()];
+  std::shared_ptr<SyncPace> pace = slot.lock();
+  if (pace == nullptr) {
+    pace = std::make_shared<SyncPace>();
+    slot = pace;
+  }
+  return pace;
+}
+
+void Depot::Wrote(const std::shared_ptr<SyncPace>& pace,
+                  const std::shared_ptr<capsule::IncomingCapsule>& in, uint64_t bytes) {
+  if (options_.sync_every == 0) return;
+  {
+    std::lock_guard<std::mutex> lock(pace->mu);
+    pace->unsynced += bytes;
+    if (pace->unsynced < options_.sync_every || pace->syncing) return;
+    pace->syncing = true;
+    pace->unsynced = 0;
+  }
+  // On a worker, like a commit's sync; the job holds what it touches (the pool runs what is
+  // queued before the depot goes).
+  workers_->Submit([pace, in]() {
+    absl::StatusOr<std::vector<uint64_t>> synced = in->Sync();
+    std::lock_guard<std::mutex> lock(pace->mu);
+    pace->syncing = false;
+    if (!synced.ok() && pace->failed.ok()) pace->failed = synced.status();
+  });
+}
 
 kj::Promise<absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>>> Depot::Receive(
     const capsule::Prelude& prelude, const std::string& peer) {

@@ -75,6 +75,11 @@ struct DepotOptions {
   // kFailedPrecondition and its text).
   WitnessStore* witness_store = nullptr;
   const WitnessState* witness_state = nullptr;
+  // A capsule being received is made durable (data, then journal: IncomingCapsule::Sync) by
+  // the receiver itself each time this many bytes were written to it since its last such sync,
+  // whatever its senders commit: what a crash of either side makes a sender send again stays
+  // within this plus what was in flight. 0: only at the senders' commits.
+  uint64_t sync_every = 16u << 20;
 };
 
 // Threads of Depot::store_calls().
@@ -97,6 +102,20 @@ class Depot {
   absl::Status RecordStoredReceipts();
 
   // Internal, used by the capability implementations.
+  // The receiver's own syncs of one capsule being received (DepotOptions::sync_every), shared
+  // by the connections filling it.
+  struct SyncPace {
+    std::mutex mu;
+    uint64_t unsynced = 0;  // bytes written since the last sync started here
+    bool syncing = false;   // one at a time
+    absl::Status failed;    // of a sync started here; reported (and cleared) by the next commit
+    // The failure of a sync started here since the last call, if any.
+    absl::Status TakeFailure();
+  };
+  std::shared_ptr<SyncPace> PaceOf(const std::shared_ptr<capsule::IncomingCapsule>& in);
+  // Counts `bytes` written to `in` and, past sync_every, starts a sync of it on a worker.
+  void Wrote(const std::shared_ptr<SyncPace>& pace,
+             const std::shared_ptr<capsule::IncomingCapsule>& in, uint64_t bytes);
   // Checks an offer and begins (or joins) its incoming capsule; the store's Begin runs on
   // store_calls(), and offers of one capsule that arrive meanwhile wait for its outcome.
   kj::Promise<absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>>> Receive(
@@ -127,6 +146,8 @@ class Depot {
   // Capsules whose store Begin is running, by id: resolves when it is done.
   std::map<std::string, kj::ForkedPromise<void>> beginning_;
   std::map<std::string, std::string> last_conflict_;  // by peer fingerprint
+  // By incoming capsule (alive while a pace is: its holders hold the capsule too).
+  std::map<const capsule::IncomingCapsule*, std::weak_ptr<SyncPace>> paces_;
 };
 
 }  // namespace bunker::transfer

@@ -1,4 +1,6 @@
-// How a sender paces itself (issue 9), against receivers that hold what the test says:
+// How both ends of a transfer pace it (issue 9). The receiver syncs a capsule being received
+// every DepotOptions::sync_every bytes by itself. A sender paces itself against receivers that
+// hold what the test says:
 // commits (a receiver answers one only once the puts sent before it are written; a sender keeps
 // putting while one is answered, up to an interval and its slack, then waits: waiting at the
 // next interval drained a long link's pipe once per interval), and its own memory (a metered
@@ -17,6 +19,7 @@
 #include "capsule/store.h"
 #include "gtest/gtest.h"
 #include "transfer/depot.h"
+#include "transfer/errors.h"
 #include "transfer/secure_channel.h"
 #include "transfer/sender.h"
 
@@ -56,8 +59,9 @@ using Gates = std::map<uint64_t, std::shared_ptr<Gate>>;
 // An incoming capsule of a local folder whose writes of some chunks wait at their gates.
 class HeldIncoming final : public capsule::IncomingCapsule {
  public:
-  HeldIncoming(std::unique_ptr<capsule::IncomingCapsule> in, Gates gates)
-      : in_(std::move(in)), gates_(std::move(gates)) {}
+  HeldIncoming(std::unique_ptr<capsule::IncomingCapsule> in, Gates gates,
+               std::shared_ptr<std::atomic<bool>> full)
+      : in_(std::move(in)), gates_(std::move(gates)), full_(std::move(full)) {}
   const capsule::Manifest& manifest() const override { return in_->manifest(); }
   bool SamePrelude(const capsule::Prelude& p) const override { return in_->SamePrelude(p); }
   uint64_t chunk_count() const override { return in_->chunk_count(); }
@@ -70,7 +74,10 @@ class HeldIncoming final : public capsule::IncomingCapsule {
     return in_->CheckAndWrite(index, bytes);
   }
   void MarkWritten(uint64_t index) override { in_->MarkWritten(index); }
-  absl::StatusOr<std::vector<uint64_t>> Sync() override { return in_->Sync(); }
+  absl::StatusOr<std::vector<uint64_t>> Sync() override {
+    if (*full_) return absl::ResourceExhaustedError("the disk is full");
+    return in_->Sync();
+  }
   absl::StatusOr<std::string> Finish(const std::function<absl::Status()>& before) override {
     return in_->Finish(before);
   }
@@ -79,6 +86,7 @@ class HeldIncoming final : public capsule::IncomingCapsule {
  private:
   std::unique_ptr<capsule::IncomingCapsule> in_;
   Gates gates_;
+  std::shared_ptr<std::atomic<bool>> full_;  // every Sync fails while set
 };
 
 class HeldStore final : public capsule::Store {
@@ -95,12 +103,15 @@ class HeldStore final : public capsule::Store {
     auto in = s_->Begin(p, t);
     if (!in.ok()) return in.status();
     return std::unique_ptr<capsule::IncomingCapsule>(
-        std::make_unique<HeldIncoming>(std::move(*in), gates_));
+        std::make_unique<HeldIncoming>(std::move(*in), gates_, full_));
   }
 
  private:
   std::shared_ptr<capsule::Store> s_;
   Gates gates_;
+
+ public:
+  std::shared_ptr<std::atomic<bool>> full_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 struct Sealed {
@@ -133,12 +144,26 @@ struct Session {
         server(depot.ServeFor(s.keys.alice.public_identity())),
         client(*pipe.ends[0]) {
     server.accept(kj::mv(pipe.ends[1]));
+    upload = Offer(io, s).getUpload();
+  }
+  // Offers the capsule (again): its upload and the chunks the receiver lacks durably.
+  capnp::Response<schema::Transfer::OfferResults> Offer(kj::AsyncIoContext& io, const Sealed& s) {
     auto p = capsule::ReadPrelude(*s.reader);
     EXPECT_TRUE(p.ok());
     auto req = client.bootstrap().castAs<schema::Transfer>().offerRequest();
     req.initPrelude().setHeader(kj::arrayPtr(p->header.data(), p->header.size()));
     req.getPrelude().setTail(kj::arrayPtr(p->tail.data(), p->tail.size()));
-    upload = req.send().wait(io.waitScope).getUpload();
+    return req.send().wait(io.waitScope);
+  }
+  std::vector<uint64_t> Missing(kj::AsyncIoContext& io, const Sealed& s) {
+    std::vector<uint64_t> out;
+    auto r = Offer(io, s);
+    for (auto range : r.getMissing()) {
+      for (uint64_t i = range.getFirst(); i < range.getFirst() + range.getCount(); ++i) {
+        out.push_back(i);
+      }
+    }
+    return out;
   }
   kj::Promise<void> Put(const Sealed& s, uint64_t i) {
     auto req = upload.putRequest();
@@ -161,14 +186,19 @@ std::vector<uint64_t> Durable(capnp::Response<schema::Upload::CommitResults>& r)
 struct DepotFixture {
   Sealed sealed{8};
   Gates gates;
+  std::shared_ptr<std::atomic<bool>> disk_full;
   Depot depot;
 
-  explicit DepotFixture(std::vector<uint64_t> held) : depot(Options(held)) {}
-  DepotOptions Options(const std::vector<uint64_t>& held) {
+  explicit DepotFixture(std::vector<uint64_t> held, uint64_t sync_every_chunks = 0)
+      : depot(Options(held, sync_every_chunks)) {}
+  DepotOptions Options(const std::vector<uint64_t>& held, uint64_t sync_every_chunks) {
     for (uint64_t i : held) gates[i] = std::make_shared<Gate>();
     DepotOptions o;
-    o.store = std::make_shared<HeldStore>(
+    o.sync_every = sync_every_chunks * sealed.reader->geometry().CipherSize(0);
+    auto store = std::make_shared<HeldStore>(
         capsule::MakeLocalStore(capsule::testing::MakeTempDir() + "/store"), gates);
+    disk_full = store->full_;
+    o.store = store;
     o.trusted = {sealed.keys.issuer.public_identity()};
     o.now = [] { return int64_t{1800000000}; };
     return o;
@@ -211,6 +241,65 @@ TEST(CommitTest, ACommitWaitsForThePutsSentBeforeIt) {
   EXPECT_EQ(timer.timeoutAfter(kBound, kj::mv(commit)).wait(io.waitScope),
             (std::vector<uint64_t>{0, 1}));
   held.wait(io.waitScope);
+}
+
+// Durability does not wait for a sender's commit: a sender killed between commits, or one that
+// commits seldom, leaves at most sync_every bytes (and what was in flight) to send again.
+TEST(ReceiverSyncTest, ACapsuleBeingReceivedIsSyncedEverySyncEveryBytesWithoutACommit) {
+  DepotFixture f({}, /*sync_every_chunks=*/3);
+  auto io = kj::setupAsyncIo();
+  Session s(io, f.depot, f.sealed);
+  Session other(io, f.depot, f.sealed);
+  for (uint64_t i = 0; i < 7; ++i) s.Put(f.sealed, i).wait(io.waitScope);
+  // Syncs start after chunks 2 and 5 were written (unless one still runs), on a worker.
+  kj::Timer& timer = io.provider->getTimer();
+  const kj::TimePoint deadline = timer.now() + kBound;
+  std::vector<uint64_t> missing = other.Missing(io, f.sealed);
+  while (!missing.empty() && missing.front() < 3 && timer.now() < deadline) {
+    timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+    missing = other.Missing(io, f.sealed);
+  }
+  ASSERT_FALSE(missing.empty());
+  EXPECT_GE(missing.front(), 3u) << "chunks 0-2 are durable without a commit";
+  EXPECT_EQ(missing.back(), 7u) << "chunk 7 was never sent";
+}
+
+// What the receiver's own sync could not make durable is never acknowledged: the next commit
+// fails with the reason, and the chunks stay missing for a resend.
+TEST(ReceiverSyncTest, AFailedSyncOfTheReceiversOwnFailsTheNextCommit) {
+  DepotFixture f({}, /*sync_every_chunks=*/2);
+  *f.disk_full = true;
+  auto io = kj::setupAsyncIo();
+  Session s(io, f.depot, f.sealed);
+  for (uint64_t i = 0; i < 4; ++i) s.Put(f.sealed, i).wait(io.waitScope);
+  kj::Timer& timer = io.provider->getTimer();
+  for (int turn = 0; turn < 50; ++turn) timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+  *f.disk_full = false;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions(
+                     [&]() { s.upload.commitRequest().send().wait(io.waitScope); })) {
+    // As the peer hears it (transfer/errors.h PeerSafe: no local details).
+    EXPECT_EQ(FromException(*e).code(), absl::StatusCode::kResourceExhausted)
+        << e->getDescription().cStr();
+  } else {
+    ADD_FAILURE() << "the commit after a failed sync succeeded";
+  }
+  Session other(io, f.depot, f.sealed);
+  const std::vector<uint64_t> missing = other.Missing(io, f.sealed);
+  ASSERT_FALSE(missing.empty());
+  EXPECT_EQ(missing.front(), 0u) << "nothing the failed syncs took is durable";
+}
+
+TEST(ReceiverSyncTest, WithSyncEveryZeroOnlyACommitMakesChunksDurable) {
+  DepotFixture f({}, /*sync_every_chunks=*/0);
+  auto io = kj::setupAsyncIo();
+  Session s(io, f.depot, f.sealed);
+  Session other(io, f.depot, f.sealed);
+  for (uint64_t i = 0; i < 7; ++i) s.Put(f.sealed, i).wait(io.waitScope);
+  kj::Timer& timer = io.provider->getTimer();
+  for (int turn = 0; turn < 50; ++turn) timer.afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+  EXPECT_EQ(other.Missing(io, f.sealed).size(), 8u);
+  s.upload.commitRequest().send().wait(io.waitScope);
+  EXPECT_EQ(other.Missing(io, f.sealed), std::vector<uint64_t>{7});
 }
 
 // A receiver that takes every put at once and holds every commit until the test answers it

@@ -3,6 +3,8 @@
 // the marker of a capsule that is stored. The next start (Recover), or a new offer of the
 // capsule, removes them; what belongs to an upload that still exists, or to another daemon, is
 // left alone (spec/STORE.md "Receiving" 6). Against a fake bucket, with real stores.
+#include <unistd.h>
+
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -156,6 +158,23 @@ TEST_F(S3LeftoverTest, TheNextStartRemovesTheLeftoversOfACompletionWhoseCheckFai
   lines = MakeStore("d1", "spool")->Recover();
   ASSERT_TRUE(lines.ok()) << lines.status();
   EXPECT_TRUE(lines->empty()) << lines->front();
+}
+
+// A cleanup that removed the upload journal but failed on the spool (Cleanup goes on after a
+// failed step): a spool without an upload journal, of a stored capsule. Removed; the marker,
+// which no journal names any more, goes as abandoned markers go.
+TEST_F(S3LeftoverTest, ASpoolLeftWithoutItsUploadJournalIsRemoved) {
+  CompleteWithAFailedCheck("d1", "spool");
+  ASSERT_EQ(::unlink((Spool("spool") + "/.incoming/" + id_ + ".parts").c_str()), 0);
+  auto lines = MakeStore("d1", "spool")->Recover();
+  ASSERT_TRUE(lines.ok()) << lines.status();
+  ASSERT_EQ(lines->size(), 1u);
+  EXPECT_EQ(lines->front(),
+            "s3: capsule " + id_ + " is stored (the object has this capsule's size, header and "
+            "tail) and no upload of it is journaled: removed what this daemon had left of it "
+            "(its spool and journals); no receipt is recorded for it");
+  EXPECT_TRUE(Spooled("spool").empty()) << Spooled("spool").front();
+  EXPECT_FALSE(bucket_.Has(Marker("d1")));
 }
 
 // The same, found by a new offer of the capsule (the daemon still runs): the offer is told the

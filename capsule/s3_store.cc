@@ -1,6 +1,9 @@
 #include "capsule/s3_store.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <map>
@@ -11,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "capsule/format.h"
+#include "capsule/io.h"
 #include "capsule/s3_store_internal.h"
 #include "crypto/secret.h"
 #include "crypto/sha256.h"
@@ -74,6 +78,15 @@ class S3StoreImpl final : public Store {
     const std::string id = (*checked)->manifest().IdHex();
     absl::StatusOr<s3::ObjectInfo> stored = shared_->o.client->Head(shared_->KeyOf(id));
     if (stored.ok()) {
+      // What a completion whose check failed, or a crash before its cleanup, left here is of
+      // no use now: removed if its upload is gone.
+      absl::StatusOr<std::string> cleared = ClearLeftover(id);
+      if (!cleared.ok()) {
+        shared_->Log(absl::StrCat("s3: capsule ", id, " is stored; checking what this daemon "
+                                  "may have left of it failed: ", cleared.status().message()));
+      } else if (!cleared->empty()) {
+        shared_->Log(*cleared);
+      }
       return absl::AlreadyExistsError(absl::StrCat("capsule ", id, " is already in the store"));
     }
     if (!absl::IsNotFound(stored.status())) return stored.status();
@@ -95,9 +108,18 @@ class S3StoreImpl final : public Store {
   absl::StatusOr<std::vector<std::string>> Recover() override {
     std::vector<std::string> lines;
     s3::Client& client = *shared_->o.client;
+    absl::Status booted = shared_->RecordBoot();
+    if (!booted.ok()) return booted;
+    const std::string incoming = shared_->o.spool + "/.incoming";
+    // Local state of capsules that are stored and whose upload is gone (a completion whose
+    // check failed, a crash before its cleanup) goes first, and with it its marker.
+    for (const std::string& id : SpooledIds()) {
+      absl::StatusOr<std::string> cleared = ClearLeftover(id);
+      if (!cleared.ok()) return cleared.status();
+      if (!cleared->empty()) lines.push_back(*cleared);
+    }
     // Upload ids our journals name.
     std::map<std::string, std::string> ours;  // upload id -> capsule id
-    const std::string incoming = shared_->o.spool + "/.incoming";
     if (DIR* dir = ::opendir(incoming.c_str())) {
       while (struct dirent* e = ::readdir(dir)) {
         std::string name = e->d_name;
@@ -116,8 +138,6 @@ class S3StoreImpl final : public Store {
     // Our markers: uploads this daemon started. One no journal names is abandoned, if this
     // spool's own runs wrote it: a copy of the state folder (the same daemon id) running
     // elsewhere writes markers with boot nonces this daemon never had, and they are left alone.
-    absl::Status booted = shared_->RecordBoot();
-    if (!booted.ok()) return booted;
     const std::set<std::string> boots = shared_->Boots();
     absl::StatusOr<std::vector<s3::ObjectInfo>> markers =
         client.List(shared_->o.bucket, shared_->MarkerPrefix());
@@ -171,6 +191,101 @@ class S3StoreImpl final : public Store {
   }
 
  private:
+  // The capsule ids this daemon's spool holds files of (partial capsule, journals).
+  std::vector<std::string> SpooledIds() const {
+    std::set<std::string> ids;
+    const std::string incoming = shared_->o.spool + "/.incoming";
+    if (DIR* dir = ::opendir(incoming.c_str())) {
+      while (struct dirent* e = ::readdir(dir)) {
+        absl::string_view name = e->d_name;
+        if (absl::ConsumeSuffix(&name, kSuffix) || absl::ConsumeSuffix(&name, ".journal") ||
+            absl::ConsumeSuffix(&name, ".parts")) {
+          if (IsCapsuleId(std::string(name))) ids.insert(std::string(name));
+        }
+      }
+      ::closedir(dir);
+    }
+    return std::vector<std::string>(ids.begin(), ids.end());
+  }
+
+  // Removes what this daemon's spool holds of capsule `id` (partial capsule, chunk and upload
+  // journals) and this daemon's marker naming its upload, if an object is stored under its key
+  // and the upload its journal names no longer exists (or none is journaled: the spool cannot be
+  // resumed). Such state is left when a completion succeeded but its check failed, or the
+  // daemon stopped between completion and cleanup; Begin refuses every new offer of the capsule
+  // (the key is taken), so nothing else would ever remove it. Kept: the state of a capsule whose
+  // key is free, of an upload that still exists, of an incoming capsule live in this process,
+  // and markers of other daemons or of a copy of this one (another boot nonce). Returns the log
+  // line, or "" when nothing was removed.
+  absl::StatusOr<std::string> ClearLeftover(const std::string& id) {
+    const std::string base = absl::StrCat(shared_->o.spool, "/.incoming/", id);
+    struct stat st;
+    if (::lstat((base + kSuffix).c_str(), &st) != 0 &&
+        ::lstat((base + ".journal").c_str(), &st) != 0 &&
+        ::lstat((base + ".parts").c_str(), &st) != 0) {
+      return std::string();
+    }
+    std::unique_ptr<Claim> claim = Claim::TryTake(shared_, id);
+    if (claim == nullptr) return std::string();  // being received in this process
+    s3::Client& client = *shared_->o.client;
+    const s3::Location key = shared_->KeyOf(id);
+    absl::StatusOr<s3::ObjectInfo> stored = client.Head(key);
+    if (absl::IsNotFound(stored.status())) return std::string();  // resumable, or afresh
+    if (!stored.ok()) return stored.status();
+    PartsJournal journal(base + ".parts");
+    absl::Status s = journal.Load();
+    if (!s.ok()) {
+      return absl::StrCat("s3: capsule ", id, " is stored, but its upload journal here cannot "
+                          "be read (", s.message(), "): what this daemon has of it is kept");
+    }
+    if (!journal.upload_id().empty()) {
+      absl::StatusOr<std::vector<s3::Part>> parts = client.ListParts(key, journal.upload_id());
+      if (parts.ok()) return std::string();  // the upload exists: never removed here
+      if (!absl::IsNotFound(parts.status())) return parts.status();
+    }
+    // Only to say which it is: the decision does not depend on it.
+    std::string what = " (the spool held no prelude to compare the object with)";
+    uint64_t size = 0;
+    absl::StatusOr<Prelude> prelude = SpooledPrelude(base + kSuffix, &size);
+    if (prelude.ok()) {
+      absl::StatusOr<bool> same = SamePreludeStored(client, key, *prelude, size);
+      if (!same.ok() && !absl::IsNotFound(same.status())) return same.status();
+      what = !same.ok() ? " (the object is gone meanwhile)"
+             : *same    ? " (the object has this capsule's size, header and tail)"
+                        : " (the object there is not this capsule)";
+    }
+    // The spool before its upload journal (S3Incoming::Cleanup says why).
+    for (const char* ext : {kSuffix, ".journal", ".parts"}) {
+      if (::unlink((base + ext).c_str()) != 0 && errno != ENOENT) {
+        const int err = errno;
+        return ErrnoStatus(absl::StrCat("cannot remove the leftover spool of capsule ", id), err);
+      }
+    }
+    s = SyncDirectory(shared_->o.spool + "/.incoming");
+    if (!s.ok()) return s;
+    std::string marker = "";
+    if (!journal.upload_id().empty()) {
+      absl::StatusOr<std::string> body = GetSmall(client, shared_->MarkerOf(id));
+      if (!body.ok() && !absl::IsNotFound(body.status())) return body.status();
+      if (body.ok()) {
+        // "<upload id> <boot>" of one of this state folder's runs, or "<upload id>".
+        std::vector<std::string> f = absl::StrSplit(*body, ' ');
+        const std::set<std::string> boots = shared_->Boots();
+        if (f[0] == journal.upload_id() &&
+            (f.size() == 1 || (f.size() == 2 && boots.count(f[1]) != 0))) {
+          s = client.Delete(shared_->MarkerOf(id));
+          if (!s.ok()) return s;
+          marker = " and its marker";
+        }
+      }
+    }
+    return absl::StrCat("s3: capsule ", id, " is stored", what, " and ",
+                        journal.upload_id().empty() ? "no upload of it is journaled"
+                                                    : "its upload is gone",
+                        ": removed what this daemon had left of it (its spool and journals",
+                        marker, "); no receipt is recorded for it");
+  }
+
   // After a crash between a pending marker and the journal line of its upload: the uploads of
   // capsule `id` that no journal of ours (`ours`) and no marker of any daemon names are ours,
   // unless another daemon is itself starting an upload of that capsule (its marker is pending):

@@ -50,7 +50,11 @@ inline constexpr uint64_t kMaxParts = 10000;
 // kInvalidArgument for a bad prefix or daemon id. Touches nothing remote. Its Recover()
 // aborts the multipart uploads of this daemon that no journal of its spool names (a crash
 // between creating an upload and journaling it, a lost spool), found by the daemon's marker
-// objects (spec/STORE.md "Receiving"); uploads of other daemons are left alone.
+// objects (spec/STORE.md "Receiving"); uploads of other daemons are left alone. Before that,
+// Recover (and Begin, for a capsule it finds stored) removes what the spool holds of a capsule
+// that is stored and whose journaled upload is gone (a completion whose check failed, a crash
+// before its cleanup), with this daemon's marker naming that upload; never the state of an
+// upload that still exists or of an incoming capsule open in this process (Receiving 6).
 absl::StatusOr<std::shared_ptr<Store>> MakeS3Store(S3StoreOptions options);
 
 // The part layout of a capsule of geometry `g`: chunks per part.

@@ -121,6 +121,13 @@ class Claim {
     shared->live.insert(id);
     return std::unique_ptr<Claim>(new Claim(std::move(shared), id));
   }
+  // The claim if no one holds it; else nullptr (a live incoming capsule of this process).
+  static std::unique_ptr<Claim> TryTake(std::shared_ptr<const Shared> shared,
+                                        const std::string& id) {
+    std::lock_guard<std::mutex> lock(shared->live_mu);
+    if (!shared->live.insert(id).second) return nullptr;
+    return std::unique_ptr<Claim>(new Claim(std::move(shared), id));
+  }
   ~Claim() {
     {
       std::lock_guard<std::mutex> lock(shared_->live_mu);
@@ -146,6 +153,12 @@ absl::StatusOr<std::string> GetSmall(s3::Client& client, const s3::Location& at)
 // table by whichever daemon stored it.
 absl::StatusOr<bool> SamePreludeStored(s3::Client& client, const s3::Location& at,
                                        const Prelude& prelude, uint64_t size);
+
+// The prelude of a capsule as its spool file `path` holds it (the header and the tail stay in the
+// spool until the capsule is stored, capsule/incoming.h): for comparing it with a stored object
+// (SamePreludeStored) when no incoming capsule is open. Nothing is checked but the structure the
+// tail needs (footer, manifest); kNotFound without the file.
+absl::StatusOr<Prelude> SpooledPrelude(const std::string& path, uint64_t* file_size);
 
 class S3Incoming final : public IncomingCapsule {
  public:

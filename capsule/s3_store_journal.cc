@@ -8,7 +8,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "capsule/format.h"
 #include "capsule/io.h"
+#include "capsule/manifest.h"
 #include "capsule/s3_store_internal.h"
 
 namespace bunker::capsule::internal_s3_store {
@@ -196,6 +198,45 @@ absl::StatusOr<bool> SamePreludeStored(s3::Client& client, const s3::Location& a
   if (s.ok()) s = client.GetRange(at, size - tail.size(), absl::MakeSpan(tail), info->etag);
   if (!s.ok()) return s;
   return header == prelude.header && tail == prelude.tail;
+}
+
+absl::StatusOr<Prelude> SpooledPrelude(const std::string& path, uint64_t* file_size) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return ErrnoStatus("cannot open the spooled capsule", errno);
+  Fd closer(fd);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoStatus("cannot stat the spooled capsule", errno);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (!S_ISREG(st.st_mode) || size < kHeaderSize + kSignatureSize + kFooterSize + 8) {
+    return absl::DataLossError("the spooled capsule is too short");
+  }
+  std::vector<uint8_t> footer(kFooterSize);
+  absl::Status s = PreadAll(fd, absl::MakeSpan(footer), size - kFooterSize, "the spooled capsule");
+  if (!s.ok()) return s;
+  absl::StatusOr<uint64_t> m = DecodeFooter(footer);
+  if (!m.ok()) return m.status();
+  if (*m > size - kHeaderSize - kSignatureSize - kFooterSize) {
+    return absl::DataLossError("the spooled capsule's manifest is too large");
+  }
+  std::vector<uint8_t> manifest_bytes(*m);
+  s = PreadAll(fd, absl::MakeSpan(manifest_bytes), size - kFooterSize - kSignatureSize - *m,
+               "the spooled capsule");
+  if (!s.ok()) return s;
+  absl::StatusOr<Manifest> manifest = DecodeManifest(manifest_bytes);
+  if (!manifest.ok()) return manifest.status();
+  const Geometry g = manifest->geometry(*m);
+  s = g.Check();
+  if (!s.ok()) return s;
+  if (g.FileSize() != size) return absl::DataLossError("the spooled capsule has another size");
+  // The tail is held in memory, as an incoming capsule holds it (capsule/incoming.h).
+  Prelude p;
+  p.header.resize(kHeaderSize);
+  p.tail.resize(size - g.TableOffset());
+  s = PreadAll(fd, absl::MakeSpan(p.header), 0, "the spooled capsule");
+  if (s.ok()) s = PreadAll(fd, absl::MakeSpan(p.tail), g.TableOffset(), "the spooled capsule");
+  if (!s.ok()) return s;
+  *file_size = size;
+  return p;
 }
 
 }  // namespace bunker::capsule::internal_s3_store

@@ -208,6 +208,19 @@ class FakeBucket {
     auto it = objects_.find(key);
     return it == objects_.end() ? Object() : it->second;
   }
+  // After the next completion, the next `n` HEAD requests answer 503 (the endpoint throttled
+  // past the client's retries).
+  void set_failing_heads_after_complete(int n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    heads_to_fail_after_complete_ = n;
+  }
+  // Starts a multipart upload of `key` as another daemon would; its upload id.
+  std::string StartUpload(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string id = "upload-" + std::to_string(++next_upload_);
+    uploads_[id].key = key;
+    return id;
+  }
   // Multipart uploads neither completed nor aborted.
   size_t open_uploads() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -281,6 +294,27 @@ class FakeBucket {
       uploads_[query["uploadId"]].parts[std::stoi(query["partNumber"])] = {body, etag};
       return Reply(200, "OK", "ETag: " + etag + "\r\n", "");
     }
+    if (method == "GET" && query.count("uploadId") != 0) {  // ListParts, one page
+      std::string parts;
+      for (const auto& [n, part] : uploads_[query["uploadId"]].parts) {
+        parts += "<Part><PartNumber>" + std::to_string(n) + "</PartNumber><ETag>" + part.etag +
+                 "</ETag><Size>" + std::to_string(part.bytes.size()) + "</Size></Part>";
+      }
+      return Reply(200, "OK", "", "<ListPartsResult>" + parts + "</ListPartsResult>");
+    }
+    if (method == "GET" && key.empty() && query.size() == 1 && query.count("prefix") != 0) {
+      std::string contents;  // ListObjects, one page
+      for (const auto& [k, o] : objects_) {
+        if (k.compare(0, query["prefix"].size(), query["prefix"]) != 0) continue;
+        contents += "<Contents><Key>" + k + "</Key><ETag>" + o.etag + "</ETag><Size>" +
+                    std::to_string(o.bytes.size()) + "</Size></Contents>";
+      }
+      return Reply(200, "OK", "", "<ListBucketResult>" + contents + "</ListBucketResult>");
+    }
+    if (method == "HEAD" && completed_ && heads_to_fail_after_complete_ > 0) {
+      --heads_to_fail_after_complete_;
+      return Reply(503, "Slow Down", "Content-Length: 0\r\n", "", true);
+    }
     if (method == "DELETE" && query.count("uploadId") != 0) {
       uploads_.erase(query["uploadId"]);
       return Reply(204, "No Content", "", "");
@@ -346,6 +380,7 @@ class FakeBucket {
     if (up.key != key || count == 0) return Error(400, "Bad Request", "InvalidPart");
     assembled.etag = Tag(assembled.bytes, "-" + std::to_string(count));
     uploads_.erase(query["uploadId"]);
+    completed_ = true;
     const std::string ours = assembled.etag;
     if (assemble_) {
       objects_[key] = std::move(assembled);
@@ -371,6 +406,8 @@ class FakeBucket {
   int next_upload_ = 0;
   Completion completion_ = Completion::kResult;
   bool assemble_ = true;
+  bool completed_ = false;
+  int heads_to_fail_after_complete_ = 0;
   std::function<void(Object&)> after_complete_;
   FakeServer server_;  // last: its thread stops before the state it uses goes
 };

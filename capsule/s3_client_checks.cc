@@ -187,6 +187,8 @@ absl::Status StatusFromResponse(const Response& r, const Subject& what) {
                        : absl::StrCat("s3://", what.bucket, "/", what.key);
   const std::string shown_code =
       code.empty() ? "" : absl::StrCat(" (", ToValidUtf8(code.substr(0, 64)), ")");
+  const std::string http = r.error_in_ok_reply ? std::string("HTTP 200 with an error")
+                                               : absl::StrCat("HTTP ", r.http);
   if (code == "NoSuchBucket") {
     return absl::NotFoundError(absl::StrCat("S3: no bucket ", what.bucket, " at ", *what.endpoint));
   }
@@ -213,15 +215,15 @@ absl::Status StatusFromResponse(const Response& r, const Subject& what) {
   }
   if (r.http == 409 && code == "BucketAlreadyOwnedByYou") return absl::OkStatus();
   if (r.http >= 500 || r.http == 429 || code == "SlowDown" || code == "RequestTimeout") {
-    return absl::UnavailableError(absl::StrCat("S3: ", *what.endpoint, " is unavailable (HTTP ",
-                                               r.http, shown_code, ")"));
+    return absl::UnavailableError(
+        absl::StrCat("S3: ", *what.endpoint, " is unavailable (", http, shown_code, ")"));
   }
   if (r.http == 501 || code == "NotImplemented") {
     return absl::UnimplementedError(
         absl::StrCat("S3: ", *what.endpoint, " does not implement this request", shown_code));
   }
-  return absl::InvalidArgumentError(absl::StrCat("S3: request for ", object, " refused (HTTP ",
-                                                 r.http, shown_code, ")"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("S3: request for ", object, " refused (", http, shown_code, ")"));
 }
 
 bool Retryable(const Response& r) {

@@ -65,6 +65,9 @@ struct Response {
   std::string body;                            // bounded by kMaxResponseBody
   size_t data_received = 0;                    // bytes written into a GetRange buffer
   bool overflow = false;                       // the server sent more than we accept
+  // An <Error> document the server sent with HTTP 200 (S3 does that for a completion that
+  // failed after its reply began): judged as a 500, told as what it was.
+  bool error_in_ok_reply = false;
   std::string Header(const std::string& name) const {
     auto it = headers.find(name);
     return it == headers.end() ? std::string() : it->second;

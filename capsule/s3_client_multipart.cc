@@ -117,6 +117,7 @@ absl::StatusOr<std::string> Client::CompleteMultipartUpload(const Location& at,
   if (xml->name == "Error") {
     Response as_error = r;
     as_error.http = 500;
+    as_error.error_in_ok_reply = true;
     return StatusFromResponse(as_error, what);
   }
   if (xml->name != "CompleteMultipartUploadResult") {

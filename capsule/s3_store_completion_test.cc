@@ -316,7 +316,8 @@ TEST_F(S3CompletionTest, AnErrorInsideA200CompletionAcceptsNothing) {
   ASSERT_NE(in, nullptr);
   auto url = Finish(*in);
   ASSERT_TRUE(absl::IsUnavailable(url.status())) << url.status();
-  EXPECT_TRUE(absl::StrContains(url.status().message(), "(InternalError)")) << url.status();
+  EXPECT_TRUE(absl::StrContains(url.status().message(), "(HTTP 200 with an error (InternalError))"))
+      << url.status();
   EXPECT_EQ(SinceCompletion(), (Requests{"POST capsule?uploadId"}));
   EXPECT_FALSE(bucket_.Has(key_));
   EXPECT_EQ(bucket_.open_uploads(), 1u);

@@ -55,6 +55,7 @@ Config Config::Clone() const {
   c.max_retry_after_ms = max_retry_after_ms;
   c.connect_timeout_ms = connect_timeout_ms;
   c.stall_timeout_s = stall_timeout_s;
+  c.attempt_timeout_s = attempt_timeout_s;
   return c;
 }
 
@@ -246,6 +247,12 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(Config config) {
       return absl::InvalidArgumentError("S3 secret must be printable ASCII");
     }
   }
+  // The token travels as a header of our own: a line break in it would add headers.
+  for (uint8_t c : config.session_token.span()) {
+    if (c < 0x21 || c > 0x7E) {
+      return absl::InvalidArgumentError("S3 session token must be printable ASCII");
+    }
+  }
   // libcurl is loaded here, on the first client: a program that never names an s3:// location
   // never loads it (curl_api.h).
   BUNKER_ASSIGN_OR_RETURN(const CurlApi* curl, Curl());
@@ -295,6 +302,9 @@ absl::StatusOr<ObjectInfo> Client::Head(const Location& at) {
     return Malformed(impl_->config.endpoint, "HEAD without a Content-Length");
   }
   info.etag = r.Header("etag");
+  if (!info.etag.empty() && !IsServerToken(info.etag)) {
+    return Malformed(impl_->config.endpoint, "an unusable ETag");
+  }
   for (const auto& [name, value] : r.headers) {
     if (absl::StartsWith(name, "x-amz-meta-")) info.metadata[name.substr(11)] = value;
   }
@@ -320,12 +330,14 @@ absl::Status Client::GetRange(const Location& at, uint64_t offset, absl::Span<ui
     const std::string range = r.Header("content-range");
     const size_t slash = range.rfind('/');
     uint64_t total = 0;
-    if (slash != std::string::npos && ParseU64(absl::string_view(range).substr(slash + 1), &total) &&
-        absl::StartsWith(range, absl::StrCat("bytes ", offset, "-")) && total <= last) {
+    if (slash == std::string::npos ||
+        !ParseU64(absl::string_view(range).substr(slash + 1), &total)) {
+      return Malformed(impl_->config.endpoint, "Content-Range without the object's size");
+    }
+    if (absl::StartsWith(range, absl::StrCat("bytes ", offset, "-")) && total <= last) {
       return absl::OutOfRangeError(absl::StrCat("S3: read past the end of ", ToUrl(at)));
     }
-    const std::string expected = absl::StrCat("bytes ", offset, "-", last, "/");
-    if (!absl::StartsWith(range, expected)) {
+    if (range.substr(0, slash + 1) != absl::StrCat("bytes ", offset, "-", last, "/")) {
       return Malformed(impl_->config.endpoint, "Content-Range is not the range asked for");
     }
   } else if (!(r.http == 200 && offset == 0)) {
@@ -405,6 +417,9 @@ absl::StatusOr<std::vector<ObjectInfo>> Client::List(const std::string& bucket,
         return Malformed(impl_->config.endpoint, "listing out of order or outside the prefix");
       }
       last_key = info.key;
+      if (out.size() >= kMaxListEntries) {
+        return Malformed(impl_->config.endpoint, "listing of over 1,000,000 objects");
+      }
       out.push_back(std::move(info));
     }
     if (xml->ChildText("IsTruncated") != "true") return out;

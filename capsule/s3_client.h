@@ -11,9 +11,16 @@
 //   503 SlowDown is retried with exponential backoff (Retry-After honoured) and after the last
 //   attempt is kUnavailable; an object that changed under an ETag pin is kAborted ("object
 //   changed while reading"); a response that breaks the protocol (wrong length, unparsable XML)
-//   is kUnavailable from a server we cannot trust to be well-behaved.
-// - Response bodies are bounded: at most kMaxResponseBody bytes of XML are read, and a ranged GET
-//   never writes past the caller's buffer. XML is parsed by a small bounded parser that expands
+//   is kUnavailable from a server we cannot trust to be well-behaved. Redirects are never
+//   followed (a 3xx is kInvalidArgument): nothing is sent to any host but the endpoint.
+// - Every call ends: a stalled transfer (under 1 KiB/s for stall_timeout_s) and an attempt past
+//   its deadline (attempt_timeout_s plus 1 s per 16 KiB moved) are abandoned and retried.
+// - A bucket or key that ParseUrl would refuse is kInvalidArgument before anything is sent,
+//   whoever built it; ETags and upload ids from the server must be 1 to 1024 printable ASCII
+//   characters without spaces (they go into journals and requests), else kUnavailable.
+// - Responses are bounded: at most kMaxResponseBody bytes of XML, 256 KiB of headers and
+//   1,000,000 entries of a listing are read, and a ranged GET never writes past the caller's
+//   buffer. XML is parsed by a small bounded parser that expands
 //   no entities other than the five predefined ones and numeric references.
 // - A Client is thread-safe: one Client may be used from several threads at once (it keeps a
 //   pool of connections, one in use per concurrent call).
@@ -78,6 +85,9 @@ struct Config {
   // is abandoned (and retried).
   int connect_timeout_ms = 5000;
   int stall_timeout_s = 30;
+  // The deadline of one attempt, whatever pace the server keeps (a trickle just above the
+  // stall limit): this many seconds plus one per 16 KiB the request sends or asks for.
+  int attempt_timeout_s = 120;
 
   Config() = default;
   Config(Config&&) = default;

@@ -173,6 +173,14 @@ absl::Status Malformed(const std::string& endpoint, absl::string_view what) {
 
 bool ParseU64(absl::string_view s, uint64_t* out) { return absl::SimpleAtoi(s, out); }
 
+bool IsServerToken(absl::string_view s) {
+  if (s.empty() || s.size() > 1024) return false;
+  for (char c : s) {
+    if (c < 0x21 || c > 0x7E) return false;
+  }
+  return true;
+}
+
 // ---- Errors -------------------------------------------------------------------------------
 
 // The one mapping from an S3 response to a status (spec/STORE.md "Errors").
@@ -185,8 +193,11 @@ absl::Status StatusFromResponse(const Response& r, const Subject& what) {
   const std::string object =
       what.key.empty() ? absl::StrCat("bucket ", what.bucket)
                        : absl::StrCat("s3://", what.bucket, "/", what.key);
-  const std::string shown_code =
-      code.empty() ? "" : absl::StrCat(" (", ToValidUtf8(code.substr(0, 64)), ")");
+  // The server's code is shown only if it looks like one (S3's are letters and digits): no
+  // server text of other kinds reaches an error line, a log or a terminal.
+  bool plain_code = !code.empty() && code.size() <= 64;
+  for (char c : code) plain_code &= absl::ascii_isalnum(static_cast<unsigned char>(c)) != 0;
+  const std::string shown_code = plain_code ? absl::StrCat(" (", code, ")") : "";
   const std::string http = r.error_in_ok_reply ? std::string("HTTP 200 with an error")
                                                : absl::StrCat("HTTP ", r.http);
   if (code == "NoSuchBucket") {
@@ -214,6 +225,13 @@ absl::Status StatusFromResponse(const Response& r, const Subject& what) {
     return absl::OutOfRangeError(absl::StrCat("S3: read past the end of ", object));
   }
   if (r.http == 409 && code == "BucketAlreadyOwnedByYou") return absl::OkStatus();
+  if (r.http >= 300 && r.http < 400) {
+    // Never followed (s3_client_request.cc); its Location is the server's text, not quoted.
+    return WithHint(absl::InvalidArgumentError(absl::StrCat(
+                        "S3: ", *what.endpoint, " redirected the request for ", object, " (",
+                        http, shown_code, "); redirects are not followed")),
+                    "use the bucket's own endpoint and region (AWS_ENDPOINT_URL, AWS_REGION)");
+  }
   if (r.http >= 500 || r.http == 429 || code == "SlowDown" || code == "RequestTimeout") {
     return absl::UnavailableError(
         absl::StrCat("S3: ", *what.endpoint, " is unavailable (", http, shown_code, ")"));

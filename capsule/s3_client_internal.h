@@ -27,9 +27,18 @@ constexpr absl::string_view kScheme = "s3://";
 constexpr size_t kMaxKeySize = 1024;
 constexpr size_t kMaxCredentialsFile = 64 * 1024;
 constexpr size_t kMaxHeaders = 256;
+// The most header bytes of one exchange (every response in it, 1xx included). S3's own are a
+// few KiB (user metadata is at most 2 KiB).
+constexpr size_t kMaxHeaderBytes = size_t{256} << 10;
+// The slowest transfer an attempt's deadline allows for the bytes it sends or asks for
+// (Config::attempt_timeout_s).
+constexpr uint64_t kMinAttemptRate = 16 << 10;  // bytes per second
 // Listing pages (1,000 entries) and the parts of an upload (at most 10,000) are bounded so a
 // hostile server cannot make a listing loop forever.
 constexpr size_t kMaxListPages = 100000;
+// The most entries one listing returns (objects or uploads), so that a server paging forever
+// cannot exhaust memory (about 200 bytes each).
+constexpr size_t kMaxListEntries = 1000000;
 
 // ---- Checks (s3_client_checks.cc) ------------------------------------------------------
 
@@ -56,6 +65,12 @@ absl::Status CheckMetadata(const std::map<std::string, std::string>& metadata);
 absl::Status Malformed(const std::string& endpoint, absl::string_view what);
 
 bool ParseU64(absl::string_view s, uint64_t* out);
+
+// True if `s` is a usable ETag or upload id from the server: 1 to 1024 printable ASCII
+// characters without spaces. They go back into requests (If-Match, queries, the completion's
+// XML) and into the store's journals and markers, where a space or a line break would forge a
+// record.
+bool IsServerToken(absl::string_view s);
 
 // ---- Errors -------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ absl::StatusOr<std::string> Client::CreateMultipartUpload(
     return Malformed(impl_->config.endpoint, "not an InitiateMultipartUploadResult");
   }
   std::string id = xml->ChildText("UploadId");
-  if (id.empty() || id.size() > 1024) {
+  if (!IsServerToken(id)) {
     return Malformed(impl_->config.endpoint, "no usable UploadId");
   }
   return id;
@@ -51,6 +51,7 @@ absl::StatusOr<std::string> Client::UploadPart(const Location& at, const std::st
   BUNKER_RETURN_IF_ERROR(impl_->Do(req, r, impl_->About(at, upload_id)));
   std::string etag = r.Header("etag");
   if (etag.empty()) return Malformed(impl_->config.endpoint, "part uploaded without an ETag");
+  if (!IsServerToken(etag)) return Malformed(impl_->config.endpoint, "an unusable part ETag");
   return etag;
 }
 
@@ -79,6 +80,9 @@ absl::StatusOr<std::vector<Part>> Client::ListParts(const Location& at,
         return Malformed(impl_->config.endpoint, "bad part in a listing");
       }
       part.etag = p->ChildText("ETag");
+      if (!IsServerToken(part.etag)) {
+        return Malformed(impl_->config.endpoint, "bad part ETag in a listing");
+      }
       out.push_back(std::move(part));
     }
     if (xml->ChildText("IsTruncated") != "true") return out;
@@ -125,6 +129,9 @@ absl::StatusOr<std::string> Client::CompleteMultipartUpload(const Location& at,
   }
   std::string etag = xml->ChildText("ETag");
   if (!etag.empty() && etag.front() != '"') etag = absl::StrCat("\"", etag, "\"");
+  if (!etag.empty() && !IsServerToken(etag)) {
+    return Malformed(impl_->config.endpoint, "an unusable ETag in a CompleteMultipartUploadResult");
+  }
   return etag;
 }
 
@@ -156,8 +163,11 @@ absl::StatusOr<std::vector<Upload>> Client::ListMultipartUploads(const std::stri
     }
     for (const XmlElement* u : xml->Children("Upload")) {
       Upload up{u->ChildText("Key"), u->ChildText("UploadId")};
-      if (up.key.empty() || up.upload_id.empty() || !absl::StartsWith(up.key, prefix)) {
+      if (up.key.empty() || !IsServerToken(up.upload_id) || !absl::StartsWith(up.key, prefix)) {
         return Malformed(impl_->config.endpoint, "bad upload in a listing");
+      }
+      if (out.size() >= kMaxListEntries) {
+        return Malformed(impl_->config.endpoint, "listing of over 1,000,000 uploads");
       }
       out.push_back(std::move(up));
     }

@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "capsule/s3_client_internal.h"
 #include "crypto/sha256.h"
+#include "crypto/status_macros.h"
 
 namespace bunker::capsule::s3 {
 
@@ -23,19 +24,30 @@ struct Transfer {
   absl::Span<uint8_t> data_out;
   const CurlApi* api;
   CURL* curl;
+  size_t header_bytes = 0;  // of every response of the exchange (1xx included)
 };
 
 size_t OnHeader(char* buffer, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t len = size * n;
   absl::string_view line(buffer, len);
+  // Bounded whatever the server sends: endless 1xx responses, headers repeated under one name
+  // (the map would keep one), or many names.
+  t->header_bytes += len;
+  if (t->header_bytes > kMaxHeaderBytes) {
+    t->response->overflow = true;
+    return 0;
+  }
   if (absl::StartsWith(line, "HTTP/")) {
     t->response->headers.clear();  // a new response (after 100 Continue)
     return len;
   }
   const size_t colon = line.find(':');
   if (colon == absl::string_view::npos) return len;
-  if (t->response->headers.size() >= kMaxHeaders) return 0;
+  if (t->response->headers.size() >= kMaxHeaders) {
+    t->response->overflow = true;
+    return 0;
+  }
   std::string name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(line.substr(0, colon)));
   std::string value(absl::StripAsciiWhitespace(line.substr(colon + 1)));
   t->response->headers[std::move(name)] = std::move(value);
@@ -99,13 +111,25 @@ CURLcode Client::Impl::Once(const Request& req, Response& r) {
   curl->easy_setopt(c, CURLOPT_URL, url.c_str());
   curl->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  // Redirects are never followed (a 3xx is an error: StatusFromResponse), so a signed request,
+  // the key id and a session token never go to a host other than the endpoint; should
+  // following ever be turned on, only to http(s) and never more than none.
   curl->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl->easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl->easy_setopt(c, CURLOPT_MAXREDIRS, 0L);
   // Plain http goes to this machine only (Client::Create): never through a proxy named by
   // http_proxy or ALL_PROXY, which would carry the key id and a session token in clear text.
   if (absl::StartsWith(url, "http://")) curl->easy_setopt(c, CURLOPT_NOPROXY, "*");
   curl->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(config.connect_timeout_ms));
   curl->easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
   curl->easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(config.stall_timeout_s));
+  // A server that trickles just above the stall limit (an endless header, an endless body at
+  // 2 KiB/s) still ends: every attempt has a deadline, its base plus the time the bytes it
+  // sends or asks for take at kMinAttemptRate.
+  const uint64_t moved = req.body.size() + req.data_out.size();
+  curl->easy_setopt(c, CURLOPT_TIMEOUT_MS,
+                    static_cast<long>(int64_t{config.attempt_timeout_s} * 1000 +
+                                      static_cast<int64_t>(moved * 1000 / kMinAttemptRate)));
   curl->easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4.c_str());
   curl->easy_setopt(c, CURLOPT_USERNAME, config.access_key_id.c_str());
   curl->easy_setopt(c, CURLOPT_PASSWORD, reinterpret_cast<const char*>(secret_cstr.data()));
@@ -184,6 +208,11 @@ void Client::Impl::Backoff(int attempt, const Response& r) {
 }
 
 absl::Status Client::Impl::Do(const Request& req, Response& r, const Subject& what) {
+  // Whoever built the location (a caller, a prefix, a listing), nothing goes on the wire that
+  // ParseUrl would refuse: a ".." segment would be resolved by the URL into another bucket's
+  // path, a control character would break the request line.
+  if (!req.bucket.empty()) BUNKER_RETURN_IF_ERROR(CheckBucket(req.bucket));
+  BUNKER_RETURN_IF_ERROR(CheckKey(req.key));
   absl::Status last;
   for (int attempt = 0; attempt < std::max(1, config.max_attempts); ++attempt) {
     if (attempt > 0) Backoff(attempt - 1, r);
@@ -191,6 +220,10 @@ absl::Status Client::Impl::Do(const Request& req, Response& r, const Subject& wh
     const CURLcode code = Once(req, r);
     if (code == CURLE_WRITE_ERROR && r.overflow) {
       return Malformed(config.endpoint, "response larger than expected");
+    }
+    if (code == CURLE_OUT_OF_MEMORY && r.http == 0) {
+      // libcurl refuses a header line over 100 KiB this way (not a lack of memory of ours).
+      return Malformed(config.endpoint, "a header line too long");
     }
     if (code != CURLE_OK) {
       last = absl::UnavailableError(absl::StrCat("S3: cannot reach ", config.endpoint, " (",

@@ -307,7 +307,12 @@ class S3StoreImpl final : public Store {
     std::set<std::string> named;
     const std::string suffix = absl::StrCat("/", id, ".upload");
     for (const s3::ObjectInfo& m : *all) {
-      if (!absl::EndsWith(m.key, suffix) || absl::StartsWith(m.key, shared_->MarkerPrefix())) {
+      // Only PREFIX.incoming/<daemon id>/<id>.upload of another daemon: a key of another form
+      // (anyone with write access to the bucket may put one there) is no marker.
+      absl::string_view daemon = m.key;
+      if (!absl::ConsumePrefix(&daemon, shared_->o.prefix + ".incoming/") ||
+          !absl::ConsumeSuffix(&daemon, suffix) || !IsDaemonId(std::string(daemon)) ||
+          daemon == shared_->o.daemon_id) {
         continue;
       }
       absl::StatusOr<std::string> body = GetSmall(client, {shared_->o.bucket, m.key});
@@ -346,6 +351,12 @@ absl::StatusOr<std::shared_ptr<Store>> MakeS3Store(S3StoreOptions options) {
   if (options.client == nullptr) return absl::InvalidArgumentError("no S3 client");
   if (!options.prefix.empty() && options.prefix.back() != '/') {
     return absl::InvalidArgumentError("an S3 store prefix is empty or ends with \"/\"");
+  }
+  // The longest key the store makes, PREFIX.incoming/<daemon id: 64>/<id: 32>.upload, must
+  // stay within S3's 1024 bytes.
+  if (options.prefix.size() > kMaxPrefixSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("an S3 store prefix is at most ", kMaxPrefixSize, " bytes"));
   }
   if (!internal_s3_store::IsDaemonId(options.daemon_id)) {
     return absl::InvalidArgumentError("a daemon id is 1 to 64 of [a-z0-9-]");

@@ -46,6 +46,9 @@ struct S3StoreOptions {
 
 // The most parts of one upload (AWS S3's limit; Swift's max_upload_part_num must allow it).
 inline constexpr uint64_t kMaxParts = 10000;
+// The longest store prefix: its longest key, PREFIX.incoming/<daemon id>/<id>.upload (114 bytes
+// after the prefix), stays within S3's 1024 bytes (spec/STORE.md "Layout").
+inline constexpr size_t kMaxPrefixSize = 900;
 
 // kInvalidArgument for a bad prefix or daemon id. Touches nothing remote. Its Recover()
 // aborts the multipart uploads of this daemon that no journal of its spool names (a crash

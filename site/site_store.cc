@@ -65,6 +65,10 @@ absl::StatusOr<std::shared_ptr<capsule::Store>> OpenSiteStore(
   }
   std::string prefix = at->key;
   if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+  if (prefix.size() > capsule::kMaxPrefixSize) {
+    return absl::InvalidArgumentError(absl::StrCat(site.path, ": $.store: the prefix is longer than ",
+                                                   capsule::kMaxPrefixSize, " bytes"));
+  }
   if (client == nullptr) {
     absl::StatusOr<std::shared_ptr<capsule::s3::Client>> made = SiteS3Client(site);
     if (!made.ok()) return made.status();

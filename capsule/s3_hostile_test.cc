@@ -1,0 +1,488 @@
+// The S3 client against a hostile endpoint: replies that lie about ranges and lengths, endless
+// bodies and headers, a server that never answers or trickles, redirects to another host,
+// tokens that would break the journals. Each test names the attack; every one must end with one
+// clear error, nothing of the lying reply accepted, and no secret in the error's text.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "capsule/s3_client.h"
+#include "capsule/s3_test_server.h"
+#include "gtest/gtest.h"
+
+namespace bunker::capsule::s3 {
+namespace {
+
+constexpr char kSecret[] = "SECRETxSECRETxSECRET";
+constexpr char kToken[] = "TOKENxTOKENxTOKEN";
+
+// A loopback server that hands each connection, with the request head read, to `serve` on a
+// thread of its own (so a connection it holds open does not block the next one). `serve` may
+// write slowly or never; it should return once `stopping()` is true.
+class RawServer {
+ public:
+  using Serve = std::function<void(int fd, const std::string& request, RawServer& self)>;
+  explicit RawServer(Serve serve) : serve_(std::move(serve)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd_, 16) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "cannot listen on loopback";
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 50) <= 0) continue;
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) continue;
+        ++connections_;
+        workers_.emplace_back([this, c] {
+          std::string request;
+          char buf[65536];
+          while (request.find("\r\n\r\n") == std::string::npos && !stop_) {
+            const ssize_t n = ::read(c, buf, sizeof(buf));
+            if (n <= 0) break;
+            request.append(buf, static_cast<size_t>(n));
+          }
+          serve_(c, request, *this);
+          ::close(c);
+        });
+      }
+    });
+  }
+  ~RawServer() {
+    stop_ = true;
+    if (acceptor_.joinable()) acceptor_.join();
+    for (std::thread& t : workers_) t.join();
+    ::close(fd_);
+  }
+  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+  bool stopping() const { return stop_; }
+  int connections() const { return connections_; }
+
+  // Writes all of `data`; false once the peer is gone (or the server stops).
+  bool Send(int c, const std::string& data) {
+    size_t done = 0;
+    while (done < data.size() && !stop_) {
+      const ssize_t n = ::send(c, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      done += static_cast<size_t>(n);
+    }
+    return done == data.size();
+  }
+  // Holds the connection open, sending nothing, until the peer closes or the server stops.
+  void Hold(int c) {
+    while (!stop_) {
+      pollfd p{c, POLLIN, 0};
+      if (::poll(&p, 1, 50) > 0) {
+        char b[4096];
+        if (::recv(c, b, sizeof(b), 0) <= 0) return;
+      }
+    }
+  }
+
+ private:
+  Serve serve_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::thread acceptor_;
+  std::vector<std::thread> workers_;  // only the acceptor thread adds; joined after it stops
+};
+
+Config HostileConfig(const std::string& endpoint) {
+  Config c = FakeConfig(endpoint);
+  c.secret_access_key = crypto::SecretBytes::CopyOf(std::string_view(kSecret));
+  c.session_token = crypto::SecretBytes::CopyOf(std::string_view(kToken));
+  c.stall_timeout_s = 1;
+  c.attempt_timeout_s = 2;
+  return c;
+}
+
+std::unique_ptr<Client> MakeClient(const std::string& endpoint) {
+  auto c = Client::Create(HostileConfig(endpoint));
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+// The error carries neither the secret nor the session token.
+void ExpectNoSecret(const absl::Status& s) {
+  const std::string text = s.ToString();
+  EXPECT_EQ(text.find(kSecret), std::string::npos) << text;
+  EXPECT_EQ(text.find(kToken), std::string::npos) << text;
+}
+
+const Location kObject{"bucket", "obj.capsule"};
+
+std::string Head(int code, const std::string& headers) {
+  return "HTTP/1.1 " + std::to_string(code) + " X\r\n" + headers + "Connection: close\r\n\r\n";
+}
+
+// GetRange(offset, n) against a server that always sends `reply`: the status, and whether the
+// caller's buffer still holds only its sentinel bytes past what a status could vouch for.
+absl::Status RangeAgainst(const std::string& reply, uint64_t offset, size_t n,
+                          const std::string& pin = "") {
+  FakeServer server(reply);
+  auto client = MakeClient(server.endpoint());
+  if (client == nullptr) return absl::InternalError("no client");
+  std::vector<uint8_t> out(n, 0xEE);
+  absl::Status s = client->GetRange(kObject, offset, absl::MakeSpan(out), pin);
+  ExpectNoSecret(s);
+  return s;
+}
+
+TEST(S3HostileTest, A200ToARangeNotAtTheStartIsRefused) {
+  const absl::Status s = RangeAgainst(
+      Head(200, "Content-Length: 10\r\nETag: \"v\"\r\n") + "0123456789", 5, 5, "\"v\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("malformed response"), std::string::npos) << s;
+}
+
+TEST(S3HostileTest, TheWholeObjectInsteadOfItsFirstBytesIsRefused) {
+  // 200 (the whole object, 64 KiB) to a GET of its first 10 bytes: never more than asked.
+  const absl::Status s = RangeAgainst(
+      Head(200, "Content-Length: 65536\r\nETag: \"v\"\r\n") + std::string(65536, 'x'), 0, 10,
+      "\"v\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+}
+
+TEST(S3HostileTest, AContentRangeOtherThanAskedIsRefused) {
+  for (const char* range : {"bytes 1-10/100", "bytes 0-9/abc", "bytes 0-9/5", "bytes */100",
+                            "bytes 0-9", "items 0-9/100", ""}) {
+    const absl::Status s = RangeAgainst(
+        Head(206, std::string("Content-Range: ") + range +
+                      "\r\nContent-Length: 10\r\nETag: \"v\"\r\n") +
+            "0123456789",
+        0, 10, "\"v\"");
+    EXPECT_FALSE(s.ok()) << range;
+    EXPECT_TRUE(s.code() == absl::StatusCode::kUnavailable ||
+                s.code() == absl::StatusCode::kOutOfRange)
+        << range << ": " << s;
+  }
+}
+
+TEST(S3HostileTest, ABodyShorterOrLongerThanTheRangeIsRefused) {
+  // Content-Length agrees with the body but not with the range asked for.
+  absl::Status s = RangeAgainst(
+      Head(206, "Content-Range: bytes 0-9/100\r\nContent-Length: 5\r\nETag: \"v\"\r\n") + "01234",
+      0, 10, "\"v\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  s = RangeAgainst(
+      Head(206, "Content-Range: bytes 0-9/100\r\nContent-Length: 20\r\nETag: \"v\"\r\n") +
+          "0123456789abcdefghij",
+      0, 10, "\"v\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  // The connection cut before Content-Length bytes came.
+  s = RangeAgainst(
+      Head(206, "Content-Range: bytes 0-9/100\r\nContent-Length: 10\r\nETag: \"v\"\r\n") +
+          "01234",
+      0, 10, "\"v\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+}
+
+TEST(S3HostileTest, AnotherVersionIsNeverMixedIn) {
+  const absl::Status s = RangeAgainst(
+      Head(206, "Content-Range: bytes 0-9/100\r\nContent-Length: 10\r\nETag: \"w\"\r\n") +
+          "0123456789",
+      0, 10, "\"v\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+}
+
+// An endless body (an error body of gigabytes, an endless chunked range, a listing of hundreds
+// of megabytes): the client stops reading at its bound and fails; the server sees the
+// connection closed long before it is done.
+TEST(S3HostileTest, EndlessBodiesAreCutAtTheirBound) {
+  struct Case {
+    const char* what;
+    std::string head;
+    std::function<absl::Status(Client&)> call;
+  };
+  const std::vector<Case> cases = {
+      {"a 10 GiB error body", Head(500, "Content-Length: 10737418240\r\n"),
+       [](Client& c) { return c.Head(kObject).status(); }},
+      {"an endless chunked error body", Head(503, "Transfer-Encoding: chunked\r\n"),
+       [](Client& c) { return c.Delete(kObject); }},
+      {"an endless range", Head(206, "Content-Range: bytes 0-9/100\r\nETag: \"v\"\r\n"
+                                     "Transfer-Encoding: chunked\r\n"),
+       [](Client& c) {
+         std::vector<uint8_t> out(10);
+         return c.GetRange(kObject, 0, absl::MakeSpan(out), "\"v\"");
+       }},
+      {"a listing of gigabytes", Head(200, "Transfer-Encoding: chunked\r\n"),
+       [](Client& c) { return c.ListParts(kObject, "up").status(); }},
+  };
+  for (const Case& test : cases) {
+    std::atomic<uint64_t> sent{0};
+    const bool chunked = test.head.find("chunked") != std::string::npos;
+    RawServer server([&](int fd, const std::string&, RawServer& self) {
+      if (!self.Send(fd, test.head)) return;
+      const std::string piece(64 << 10, 'x');
+      char size_line[32];
+      std::snprintf(size_line, sizeof(size_line), "%zx\r\n", piece.size());
+      const std::string chunk = chunked ? size_line + piece + "\r\n" : piece;
+      while (sent < (uint64_t{1} << 30) && self.Send(fd, chunk)) sent += piece.size();
+    });
+    auto client = MakeClient(server.endpoint());
+    ASSERT_NE(client, nullptr);
+    const absl::Status s = test.call(*client);
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << test.what << ": " << s;
+    ExpectNoSecret(s);
+    EXPECT_LT(sent.load(), uint64_t{64} << 20) << test.what << ": the client kept reading";
+  }
+}
+
+// Headers of megabytes: many distinct ones, one huge one, the same one repeated.
+TEST(S3HostileTest, HeadersOfMegabytesAreRefused) {
+  const std::vector<std::function<std::string(int)>> lines = {
+      [](int i) { return "X-Junk-" + std::to_string(i) + ": " + std::string(1000, 'j') + "\r\n"; },
+      [](int) { return "X-Junk: " + std::string(1000, 'j') + "\r\n"; },
+      [](int i) { return i == 0 ? "X-Huge: " : std::string(1000, 'h'); },
+  };
+  for (size_t k = 0; k < lines.size(); ++k) {
+    std::atomic<uint64_t> sent{0};
+    RawServer server([&](int fd, const std::string&, RawServer& self) {
+      if (!self.Send(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n")) return;
+      for (int i = 0; sent < (uint64_t{64} << 20); ++i) {
+        const std::string line = lines[k](i);
+        if (!self.Send(fd, line)) return;
+        sent += line.size();
+      }
+    });
+    auto client = MakeClient(server.endpoint());
+    ASSERT_NE(client, nullptr);
+    const absl::Status s = client->Head(kObject).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << k << ": " << s;
+    EXPECT_LT(sent.load(), uint64_t{8} << 20) << k << ": the client kept reading headers";
+    ExpectNoSecret(s);
+  }
+}
+
+// A server that accepts and never answers, or trickles: every call ends (the stall limit, or the
+// attempt's deadline for a trickle just fast enough to pass the stall limit).
+TEST(S3HostileTest, ASilentOrTricklingEndpointEnds) {
+  {
+    RawServer server([](int fd, const std::string&, RawServer& self) { self.Hold(fd); });
+    auto client = MakeClient(server.endpoint());
+    ASSERT_NE(client, nullptr);
+    const absl::Status s = client->Head(kObject).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    ExpectNoSecret(s);
+  }
+  {
+    // 1 byte every 100 ms of an endless header (10 B/s).
+    RawServer server([](int fd, const std::string&, RawServer& self) {
+      if (!self.Send(fd, "HTTP/1.1 200 OK\r\nX-Slow: ")) return;
+      while (self.Send(fd, "s")) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    });
+    auto client = MakeClient(server.endpoint());
+    ASSERT_NE(client, nullptr);
+    std::vector<uint8_t> out(10);
+    const absl::Status s = client->GetRange(kObject, 0, absl::MakeSpan(out), "\"v\"");
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  }
+  {
+    // 4 KiB every 100 ms (40 KiB/s: above the stall limit) of an endless listing: it would
+    // take 100 s to reach the 4 MiB bound of a reply; the attempt's deadline (2 s here) ends it.
+    RawServer server([](int fd, const std::string&, RawServer& self) {
+      if (!self.Send(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")) return;
+      const std::string chunk = "1000\r\n" + std::string(4096, ' ') + "\r\n";
+      while (self.Send(fd, chunk)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    });
+    auto client = MakeClient(server.endpoint());
+    ASSERT_NE(client, nullptr);
+    const absl::Status s = client->List("bucket", "").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_NE(s.message().find("Timeout"), std::string::npos) << s;
+  }
+}
+
+// Redirects are never followed: nothing reaches the other host (so no signed request, no key id
+// or token), whatever the Location's scheme; the error says what happened.
+TEST(S3HostileTest, RedirectsAreNotFollowed) {
+  RawServer other([](int fd, const std::string&, RawServer& self) {
+    self.Send(fd, Head(200, "Content-Length: 0\r\nETag: \"v\"\r\n"));
+  });
+  for (const std::string& location :
+       {"http://127.0.0.1:" + std::to_string(other.port()) + "/bucket/obj.capsule",
+        std::string("file:///etc/passwd"), std::string("/elsewhere/obj.capsule")}) {
+    for (int code : {301, 302, 307, 308}) {
+      FakeServer server(Head(code, "Location: " + location + "\r\nContent-Length: 0\r\n"));
+      auto client = MakeClient(server.endpoint());
+      ASSERT_NE(client, nullptr);
+      const absl::Status s = client->Head(kObject).status();
+      EXPECT_FALSE(s.ok()) << code << " " << location;
+      EXPECT_NE(s.message().find("redirect"), std::string::npos) << s;
+      EXPECT_EQ(s.message().find("passwd"), std::string::npos) << "the Location is not quoted";
+      ExpectNoSecret(s);
+    }
+  }
+  EXPECT_EQ(other.connections(), 0) << "a redirect was followed";
+}
+
+// A key that is not one the client would accept in an s3:// URL (dot segments, which a URL
+// library would resolve into another bucket's path; control characters; over 1024 bytes) never
+// reaches the wire, whoever built it (a listing, a prefix): kInvalidArgument, no request.
+TEST(S3HostileTest, KeysThatWouldEscapeTheirBucketNeverLeave) {
+  RawServer server([](int fd, const std::string&, RawServer& self) {
+    self.Send(fd, Head(200, "Content-Length: 0\r\nETag: \"v\"\r\n"));
+  });
+  auto client = MakeClient(server.endpoint());
+  ASSERT_NE(client, nullptr);
+  for (const std::string& key :
+       {std::string("a/../../other-bucket/x"), std::string("../x"), std::string("a/./b"),
+        std::string("a\r\nX-Injected: 1"), std::string("a//b"), std::string(1100, 'k')}) {
+    EXPECT_EQ(client->Head(Location{"bucket", key}).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << key;
+    EXPECT_EQ(client->Delete(Location{"bucket", key}).code(), absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(client->Head(Location{"Bad_Bucket", "x"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(server.connections(), 0);
+  // "%2F" is a key character like any other: sent encoded, never decoded into a '/'.
+  FakeServer echo(Head(200, "Content-Length: 0\r\nETag: \"v\"\r\n"));
+  auto plain = MakeClient(echo.endpoint());
+  ASSERT_NE(plain, nullptr);
+  ASSERT_TRUE(plain->Head(Location{"bucket", "a%2F..%2Fb"}).ok());
+  EXPECT_NE(echo.last_request().find("HEAD /bucket/a%252F..%252Fb HTTP/1.1"), std::string::npos)
+      << echo.last_request();
+}
+
+// Tokens the server hands back and the store writes into its journals, markers and requests
+// (ETags, upload ids) are printable and without spaces: a newline would forge journal lines.
+TEST(S3HostileTest, TokensThatWouldBreakTheJournalsAreRefused) {
+  {
+    FakeServer server(Head(200, "Content-Length: 0\r\nETag: \"a b\"\r\n"));
+    auto client = MakeClient(server.endpoint());
+    ASSERT_NE(client, nullptr);
+    std::vector<uint8_t> body(10);
+    EXPECT_EQ(client->UploadPart(kObject, "up", 1, body).status().code(),
+              absl::StatusCode::kUnavailable);
+    EXPECT_EQ(client->Head(kObject).status().code(), absl::StatusCode::kUnavailable);
+  }
+  {
+    FakeServer server(Head(200, "Content-Length: 92\r\n") +
+                      "<InitiateMultipartUploadResult><UploadId>x 1\npart 1 \"e\""
+                      "</UploadId></InitiateMultipartUploadResult>");
+    auto client = MakeClient(server.endpoint());
+    ASSERT_NE(client, nullptr);
+    EXPECT_EQ(client->CreateMultipartUpload(kObject).status().code(),
+              absl::StatusCode::kUnavailable);
+  }
+  {
+    const std::string xml =
+        "<ListPartsResult><Part><PartNumber>1</PartNumber><ETag>\"e\nf\"</ETag><Size>5</Size>"
+        "</Part></ListPartsResult>";
+    FakeServer server(Head(200, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml);
+    auto client = MakeClient(server.endpoint());
+    ASSERT_NE(client, nullptr);
+    EXPECT_EQ(client->ListParts(kObject, "up").status().code(), absl::StatusCode::kUnavailable);
+  }
+  {
+    const std::string xml =
+        "<CompleteMultipartUploadResult><ETag>\"e\tf\"</ETag></CompleteMultipartUploadResult>";
+    FakeServer server(Head(200, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml);
+    auto client = MakeClient(server.endpoint());
+    ASSERT_NE(client, nullptr);
+    EXPECT_EQ(client->CompleteMultipartUpload(kObject, "up", {{1, "\"e\"", 5}}).status().code(),
+              absl::StatusCode::kUnavailable);
+  }
+}
+
+// A session token or key id with a line break would add headers of its own to every request.
+TEST(S3HostileTest, CredentialsThatWouldInjectHeadersAreRefused) {
+  Config token = HostileConfig("http://127.0.0.1:9");
+  token.session_token = crypto::SecretBytes::CopyOf(std::string_view("tok\r\nX-Evil: 1"));
+  auto c = Client::Create(std::move(token));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.status().message().find("tok"), std::string::npos) << c.status();
+  Config id = HostileConfig("http://127.0.0.1:9");
+  id.access_key_id = "AKID\r\nX-Evil: 1";
+  EXPECT_EQ(Client::Create(std::move(id)).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A listing that pages forever, each page advancing: cut at kMaxListEntries entries instead of
+// growing until memory runs out.
+TEST(S3HostileTest, AListingThatNeverEndsIsCut) {
+  std::atomic<int> pages{0};
+  RawServer server([&](int fd, const std::string&, RawServer& self) {
+    const int page = pages++;
+    std::string xml = "<ListBucketResult><IsTruncated>true</IsTruncated>";
+    char key[32];
+    for (int i = 0; i < 30000; ++i) {
+      std::snprintf(key, sizeof(key), "k%06d%06d", page, i);
+      xml += std::string("<Contents><Key>") + key + "</Key><Size>1</Size></Contents>";
+    }
+    xml += "</ListBucketResult>";
+    self.Send(fd, Head(200, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml);
+  });
+  auto client = MakeClient(server.endpoint());
+  ASSERT_NE(client, nullptr);
+  const absl::Status s = client->List("bucket", "").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("1,000,000"), std::string::npos) << s;
+  EXPECT_LE(pages.load(), 35);
+}
+
+// The server's error code reaches the error line only if it is letters and digits: no terminal
+// escapes, no text of the server's choosing in logs.
+TEST(S3HostileTest, AnErrorCodeWithEscapesIsNotQuoted) {
+  const std::string xml = "<Error><Code>\x1b[2J\x1b]0;pwned\x07Evil</Code></Error>";
+  FakeServer server(Head(400, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml);
+  auto client = MakeClient(server.endpoint());
+  ASSERT_NE(client, nullptr);
+  const absl::Status s = client->Delete(kObject);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(s.message().find('\x1b'), std::string::npos) << s;
+  EXPECT_EQ(s.message().find("pwned"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("HTTP 400"), std::string::npos) << s;
+}
+
+// A profile missing from a credentials file: kNotFound naming the profile and the file, never
+// any of its secrets.
+TEST(S3HostileTest, AMissingProfileIsNamedWithoutItsNeighboursSecrets) {
+  char dir_template[] = "/tmp/s3-hostile-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string path = std::string(dir_template) + "/credentials";
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fprintf(f, "[default]\naws_access_key_id = AKID\naws_secret_access_key = %s\n", kSecret);
+  std::fclose(f);
+  ::chmod(path.c_str(), 0600);
+  ::setenv("AWS_PROFILE", "absent", 1);
+  absl::StatusOr<Config> c = ConfigFromEnvironment(path);
+  ::unsetenv("AWS_PROFILE");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound) << c.status();
+  EXPECT_NE(c.status().message().find("[absent]"), std::string::npos) << c.status();
+  ExpectNoSecret(c.status());
+  ::chmod(path.c_str(), 0640);
+  c = ConfigFromEnvironment(path);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied) << c.status();
+  ExpectNoSecret(c.status());
+  ::unlink(path.c_str());
+  ::rmdir(dir_template);
+}
+
+}  // namespace
+}  // namespace bunker::capsule::s3

@@ -221,9 +221,9 @@ absl::Status Client::Impl::Do(const Request& req, Response& r, const Subject& wh
     if (code == CURLE_WRITE_ERROR && r.overflow) {
       return Malformed(config.endpoint, "response larger than expected");
     }
-    if (code == CURLE_OUT_OF_MEMORY && r.http == 0) {
-      // libcurl refuses a header line over 100 KiB this way (not a lack of memory of ours).
-      return Malformed(config.endpoint, "a header line too long");
+    if (code == CURLE_OUT_OF_MEMORY) {
+      // libcurl refuses a header line over 100 KiB (CURL_MAX_HTTP_HEADER) this way.
+      return Malformed(config.endpoint, "a header line over 100 KiB (or libcurl out of memory)");
     }
     if (code != CURLE_OK) {
       last = absl::UnavailableError(absl::StrCat("S3: cannot reach ", config.endpoint, " (",

@@ -260,5 +260,29 @@ TEST_F(S3LeftoverTest, AMarkerOfACopiedStateFolderIsLeftAlone) {
   EXPECT_EQ(Spooled("spool").size(), 3u);
 }
 
+// A key under PREFIX.incoming/ that is not PREFIX.incoming/<daemon id>/<id>.upload (anyone with
+// write access to the bucket may put one) is no marker: recovery neither reads it (its ".."
+// segments would be resolved into another key) nor fails on it, and an upload only it would
+// name is aborted as unnamed.
+TEST_F(S3LeftoverTest, AKeyOfAnotherFormUnderIncomingIsNoMarker) {
+  auto first = MakeStore("d1", "spool")->Recover();  // records this run's boot nonce
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::string boot = testing::ReadFile(Spool("spool") + ".boots");
+  ASSERT_EQ(boot.size(), 17u) << boot;  // one nonce and its newline
+  boot.pop_back();
+  bucket_.Put(Marker("d1"), "pending " + boot, "\"p1\"");
+  const std::string stray = bucket_.StartUpload(key_);
+  bucket_.Put("site/.incoming/x/../../elsewhere/" + id_ + ".upload", stray + " 0123456789abcdef",
+              "\"h1\"");
+
+  auto lines = MakeStore("d1", "spool")->Recover();
+  ASSERT_TRUE(lines.ok()) << lines.status();
+  EXPECT_EQ(bucket_.open_uploads(), 0u) << "the stray upload is named by no marker";
+  EXPECT_FALSE(bucket_.Has(Marker("d1")));
+  for (const std::string& r : bucket_.requests()) {
+    EXPECT_EQ(r.find("elsewhere"), std::string::npos) << r;
+  }
+}
+
 }  // namespace
 }  // namespace bunker::capsule

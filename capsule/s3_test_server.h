@@ -154,7 +154,8 @@ class FakeServer {
 
 // An in-memory bucket behind a FakeServer, speaking the part of S3 an S3 store's incoming
 // capsule uses: HEAD, ranged GET (If-Match honoured), PUT, DELETE of objects, and the multipart
-// flow (POST ?uploads, PUT ?partNumber&uploadId, POST ?uploadId, DELETE ?uploadId). Paths are
+// flow (POST ?uploads, PUT ?partNumber&uploadId, POST ?uploadId, DELETE ?uploadId, GET ?uploads
+// listing them: one page). Paths are
 // /BUCKET/KEY (one bucket; the bucket name is not checked). Its completion can be told to
 // misbehave (set_completion), and what happens to the object right after it is assembled can
 // be changed (set_after_complete: another writer's doing).
@@ -301,6 +302,15 @@ class FakeBucket {
                  "</ETag><Size>" + std::to_string(part.bytes.size()) + "</Size></Part>";
       }
       return Reply(200, "OK", "", "<ListPartsResult>" + parts + "</ListPartsResult>");
+    }
+    if (method == "GET" && key.empty() && query.count("uploads") != 0) {
+      std::string uploads;  // ListMultipartUploads, one page
+      for (const auto& [id, up] : uploads_) {
+        if (up.key.compare(0, query["prefix"].size(), query["prefix"]) != 0) continue;
+        uploads += "<Upload><Key>" + up.key + "</Key><UploadId>" + id + "</UploadId></Upload>";
+      }
+      return Reply(200, "OK", "", "<ListMultipartUploadsResult>" + uploads +
+                                      "</ListMultipartUploadsResult>");
     }
     if (method == "GET" && key.empty() && query.size() == 1 && query.count("prefix") != 0) {
       std::string contents;  // ListObjects, one page

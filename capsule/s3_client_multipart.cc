@@ -87,7 +87,8 @@ absl::StatusOr<std::vector<Part>> Client::ListParts(const Location& at,
     }
     if (xml->ChildText("IsTruncated") != "true") return out;
     int next = 0;
-    if (!absl::SimpleAtoi(xml->ChildText("NextPartNumberMarker"), &next) || next <= marker) {
+    if (!absl::SimpleAtoi(xml->ChildText("NextPartNumberMarker"), &next) || next <= marker ||
+        next >= 10000) {
       return Malformed(impl_->config.endpoint, "truncated part listing that does not advance");
     }
     marker = next;

@@ -41,6 +41,29 @@ TEST(S3StoreTest, RefusesAStoreWithoutAClient) {
   EXPECT_TRUE(absl::IsInvalidArgument(MakeS3Store(o).status()));  // no client
 }
 
+// A prefix so long that the store's longest key (a marker) would pass S3's 1024 bytes is refused
+// when the store is made, not at the first marker of the first receive.
+TEST(S3StoreTest, APrefixLeavingNoRoomForItsKeysIsRefused) {
+  auto client = s3::Client::Create(s3::FakeConfig("http://127.0.0.1:9"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::shared_ptr<s3::Client> shared = std::move(*client);
+  for (size_t size : {kMaxPrefixSize, kMaxPrefixSize + 1}) {
+    S3StoreOptions o;
+    o.client = shared;
+    o.bucket = "bucket";
+    o.prefix = std::string(size - 1, 'p') + "/";
+    o.spool = "/nonexistent";
+    o.daemon_id = std::string(64, 'd');
+    auto store = MakeS3Store(std::move(o));
+    EXPECT_EQ(store.ok(), size <= kMaxPrefixSize) << size << ": " << store.status();
+  }
+  // The longest key of a store at the limit is one S3 (and the client) accepts.
+  const std::string longest = std::string(kMaxPrefixSize - 1, 'p') + "/.incoming/" +
+                              std::string(64, 'd') + "/" + std::string(32, 'a') + ".upload";
+  EXPECT_LE(longest.size(), 1024u);
+  EXPECT_TRUE(s3::ParseUrl("s3://bucket/" + longest).ok());
+}
+
 // Regression (#12): another daemon's marker rewritten between the HEAD and the pinned GET (it
 // moves from "pending" to its upload id) made recovery fail, so a daemon did not start while
 // another received the same capsule. The marker is read again.

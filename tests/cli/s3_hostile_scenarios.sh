@@ -70,4 +70,37 @@ scenario_s3_hostile_endless_error_body() {
   one_line_err; expect_err "response larger than expected"; no_secret
 }
 
+# s3:// URLs of odd forms are refused before any request (exit 3, one line); a key that only
+# looks like a path ("%2F", "..%2F") is a key like any other, sent encoded.
+scenario_s3_hostile_odd_urls() {
+  start_hostile hostile record
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$hostile_PORT"
+  for url in 's3://bucket/../x' 's3://bucket/a/./b' 's3://bucket//x' 's3://Bucket/x' \
+             's3://bu_cket/x' 's3://127.0.0.1/x' 's3://bucket' 's3://bucket/prefix/' \
+             "s3://bucket/$(printf 'a\033[2Jb')" "s3://bucket/$(head -c 1100 /dev/zero | tr '\0' k)" \
+             's3://user@bucket/x' 's3://bucket:80/x'; do
+    expect_exit 3 "$CAPSULE" inspect "$url"
+    one_line_err; no_secret
+    grep -q $'\033' "$WORK/.stderr" && fail "an escape reached the terminal"
+  done
+  [ -s "$WORK/hostile.log" ] && fail "a request was sent: $(cat "$WORK/hostile.log")"
+  expect_exit 9 "$CAPSULE" inspect 's3://bucket/a%2F..%2Fb.capsule'
+  grep -q '^HEAD /bucket/a%252F..%252Fb.capsule ' "$WORK/hostile.log" ||
+    fail "the key was not sent as it is: $(cat "$WORK/hostile.log")"
+}
+
+# A session token or key id with a line break would add headers to every request: refused
+# before any request, without quoting it.
+scenario_s3_hostile_credentials_with_line_breaks() {
+  start_hostile hostile record
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$hostile_PORT"
+  AWS_SESSION_TOKEN=$'TOKENxPART\r\nX-Injected: 1' expect_exit 3 "$CAPSULE" inspect s3://bucket/d.capsule
+  one_line_err; expect_err "session token"
+  grep -q TOKENxPART "$WORK/.stderr" && fail "the token was quoted"
+  AWS_ACCESS_KEY_ID=$'AKID\r\nX-Injected: 1' expect_exit 3 "$CAPSULE" inspect s3://bucket/d.capsule
+  one_line_err
+  [ -s "$WORK/hostile.log" ] && fail "a request was sent: $(cat "$WORK/hostile.log")"
+  true
+}
+
 run_scenario

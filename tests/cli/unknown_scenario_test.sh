@@ -25,7 +25,8 @@ check "$dir/verifier_scenarios.sh" /bin/false /bin/false
 check "$dir/mount_scenarios.sh" /bin/false /bin/false
 check "$dir/s3_read_scenarios.sh" /bin/false /bin/false
 check "$dir/s3_store_scenarios.sh" /bin/false /bin/false
+check "$dir/s3_hostile_scenarios.sh" /bin/false
 # Every runner in the folder is covered above.
 n=$(ls "$dir"/*scenarios.sh | wc -l)
-[ "$n" -eq 7 ] || { echo "FAIL: $n scenario runners, this test checks 7" >&2; rc=1; }
+[ "$n" -eq 8 ] || { echo "FAIL: $n scenario runners, this test checks 8" >&2; rc=1; }
 exit $rc

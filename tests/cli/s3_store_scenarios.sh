@@ -325,10 +325,11 @@ scenario_s3_store_recovery_spares_another_daemons_live_upload() {
   printf 'pending %s' "$boot1" > pending.txt
   aws s3 cp pending.txt "s3://$BUCKET/capsules/.incoming/$daemon1/$id.upload" >/dev/null ||
     fail "cannot put the marker"
-  # Daemon 2 receives the capsule; its marker names its upload once a part is stored.
+  # Daemon 2 receives the capsule, slowly enough (16 s) that its upload is still live while daemon
+  # 1 starts and recovers, even on a loaded machine; its marker names its upload once a part is stored.
   start_daemon b2 b2.json; local p2=$PORT
-  send_to "$p2" --rate 4M >/dev/null 2>s2.err & local s2=$!
-  for _ in $(seq 1 200); do grep -q "s3: part" b2.log && break; sleep 0.05; done
+  send_to "$p2" --rate 1M >/dev/null 2>s2.err & local s2=$!
+  for _ in $(seq 1 600); do grep -q "s3: part" b2.log && break; sleep 0.05; done
   grep -q "s3: part" b2.log || { cat b2.log; fail "daemon 2 uploaded no part"; }
   [ "$(uploads_left)" -eq 2 ] || fail "expected the stray upload and daemon 2's live one"
   # Daemon 1 starts (recovery) while daemon 2's upload is live, then receives the same capsule.

@@ -1,14 +1,17 @@
 #include "site/local_wire.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "capsule/byte_order.h"
+#include "crypto/status_macros.h"
 
 namespace bunker::site {
 namespace {
@@ -20,12 +23,29 @@ absl::Status WireError(int err, const char* what) {
   return absl::UnavailableError(absl::StrCat(what, ": ", std::strerror(err)));
 }
 
+// Waits until `sock` is readable or `deadline` passed (kUnavailable then). The deadline bounds
+// the whole frame, so a peer that sends a byte now and then cannot stretch it without end.
+absl::Status AwaitReadable(int sock, Deadline deadline) {
+  if (deadline == kNoDeadline) return absl::OkStatus();
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return absl::UnavailableError("the message did not arrive in time");
+    struct pollfd p {sock, POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+    if (r > 0) return absl::OkStatus();
+    if (r < 0 && errno != EINTR) return WireError(errno, "the connection failed");
+  }
+}
+
 // The rest of a frame that has begun: a few socket timeouts are tolerated (a busy peer), more
 // are a stalled one.
-absl::Status ReadExact(int sock, uint8_t* out, size_t n) {
+absl::Status ReadExact(int sock, uint8_t* out, size_t n, Deadline deadline) {
   size_t done = 0;
   int stalls = 0;
   while (done < n) {
+    absl::Status ready = AwaitReadable(sock, deadline);
+    if (!ready.ok()) return ready;
     const ssize_t r = ::recv(sock, out + done, n - done, 0);
     if (r < 0) {
       if (errno == EINTR) continue;
@@ -91,7 +111,7 @@ absl::Status SendFrame(int sock, capnp::MessageBuilder& message, absl::Span<cons
   return absl::OkStatus();
 }
 
-absl::StatusOr<Frame> ReceiveFrame(int sock, size_t max_fds) {
+absl::StatusOr<Frame> ReceiveFrame(int sock, size_t max_fds, Deadline deadline) {
   Frame frame;
   uint8_t header[4];
   struct iovec iov = {header, sizeof header};
@@ -101,6 +121,7 @@ absl::StatusOr<Frame> ReceiveFrame(int sock, size_t max_fds) {
   msg.msg_iovlen = 1;
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
+  BUNKER_RETURN_IF_ERROR(AwaitReadable(sock, deadline));
   ssize_t r;
   do {
     r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
@@ -122,7 +143,8 @@ absl::StatusOr<Frame> ReceiveFrame(int sock, size_t max_fds) {
     return absl::InvalidArgumentError("too many descriptors in a message");
   }
   if (static_cast<size_t>(r) < sizeof header) {
-    absl::Status s = ReadExact(sock, header + r, sizeof header - static_cast<size_t>(r));
+    absl::Status s = ReadExact(sock, header + r, sizeof header - static_cast<size_t>(r),
+                               deadline);
     if (!s.ok()) return s;
   }
   const uint32_t n = capsule::LoadU32Le(header);
@@ -130,7 +152,7 @@ absl::StatusOr<Frame> ReceiveFrame(int sock, size_t max_fds) {
     return absl::InvalidArgumentError("malformed message length");
   }
   frame.words = kj::heapArray<capnp::word>(n / sizeof(capnp::word));
-  absl::Status s = ReadExact(sock, frame.words.asBytes().begin(), n);
+  absl::Status s = ReadExact(sock, frame.words.asBytes().begin(), n, deadline);
   if (!s.ok()) return s;
   capnp::ReaderOptions options;
   options.traversalLimitInWords = 8 * (n / sizeof(capnp::word)) + 64;

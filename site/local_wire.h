@@ -5,6 +5,7 @@
 #ifndef BUNKER_SITE_LOCAL_WIRE_H_
 #define BUNKER_SITE_LOCAL_WIRE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -25,6 +26,11 @@ inline constexpr size_t kMaxFrameFds = 3;
 // Sends `message` as one frame, with `fds` (at most kMaxFrameFds) attached.
 absl::Status SendFrame(int sock, capnp::MessageBuilder& message, absl::Span<const int> fds = {});
 
+// When a frame must have arrived whole; kNoDeadline: only the socket's SO_RCVTIMEO bounds each
+// wait.
+using Deadline = std::chrono::steady_clock::time_point;
+inline constexpr Deadline kNoDeadline = Deadline::max();
+
 // One received frame: a message reader over its bytes, and the descriptors that came with it.
 struct Frame {
   std::unique_ptr<capnp::FlatArrayMessageReader> reader;
@@ -35,8 +41,9 @@ struct Frame {
 // Receives one frame. kUnavailable when the peer closed the connection or timed out;
 // kInvalidArgument for a length of 0 or over kMaxFrame, more than `max_fds` descriptors,
 // truncated ancillary data, or bytes that are not a Cap'n Proto message. Reading is bounded by
-// strict reader limits (traversal of 8x the frame, nesting 16).
-absl::StatusOr<Frame> ReceiveFrame(int sock, size_t max_fds);
+// strict reader limits (traversal of 8x the frame, nesting 16). kUnavailable too when the whole
+// frame has not arrived by `deadline`, however the peer spaces its bytes.
+absl::StatusOr<Frame> ReceiveFrame(int sock, size_t max_fds, Deadline deadline = kNoDeadline);
 
 }  // namespace bunker::site
 

@@ -185,8 +185,9 @@ absl::Status SendRequest(int sock, const SignedRequest& request, absl::Span<cons
   return SendFrame(sock, message, fds);
 }
 
-absl::StatusOr<std::pair<SignedRequest, std::vector<capsule::Fd>>> ReceiveRequest(int sock) {
-  BUNKER_ASSIGN_OR_RETURN(Frame f, ReceiveFrame(sock, kMaxFrameFds));
+absl::StatusOr<std::pair<SignedRequest, std::vector<capsule::Fd>>> ReceiveRequest(
+    int sock, Deadline deadline) {
+  BUNKER_ASSIGN_OR_RETURN(Frame f, ReceiveFrame(sock, kMaxFrameFds, deadline));
   try {
     auto r = f.reader->getRoot<schema::Request>();
     SignedRequest out;

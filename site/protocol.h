@@ -77,8 +77,9 @@ std::vector<uint8_t> EncodeRequestBody(const WireRequest& request);
 absl::StatusOr<WireRequest> DecodeRequestBody(absl::Span<const uint8_t> body);
 
 absl::Status SendRequest(int sock, const SignedRequest& request, absl::Span<const int> fds);
-// The request and its descriptors (at most kMaxFrameFds).
-absl::StatusOr<std::pair<SignedRequest, std::vector<capsule::Fd>>> ReceiveRequest(int sock);
+// The request and its descriptors (at most kMaxFrameFds), arrived whole by `deadline`.
+absl::StatusOr<std::pair<SignedRequest, std::vector<capsule::Fd>>> ReceiveRequest(
+    int sock, Deadline deadline = kNoDeadline);
 
 absl::Status SendProgress(int sock, uint64_t done, uint64_t total);
 absl::Status SendEntries(int sock, const std::vector<capsule::FileEntry>& entries);

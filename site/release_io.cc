@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -57,12 +58,18 @@ absl::Status CountingFdSink::Append(absl::Span<const uint8_t> data) {
 CountingFdSink::CountingFdSink(int fd, std::function<bool()> cancelled)
     : fd_(fd), cancelled_(std::move(cancelled)) {
   struct stat st;
-  if (::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  const bool writable = flags >= 0 && (flags & O_PATH) == 0 &&
+                        ((flags & O_ACCMODE) == O_WRONLY || (flags & O_ACCMODE) == O_RDWR);
+  if (writable && ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
     // A new open file description of the same pipe: O_NONBLOCK on it leaves the caller's
-    // description as it was.
+    // description as it was. Only from a description open for writing: the reopening is done
+    // with this process's rights, which must not stand in for a right the caller lacked.
     const std::string proc = absl::StrCat("/proc/self/fd/", fd);
     nonblocking_.Reset(::open(proc.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
     if (nonblocking_.valid()) fd_ = nonblocking_.get();
+  } else if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+    socket_ = true;
   }
 }
 
@@ -75,7 +82,9 @@ absl::Status CountingFdSink::Flush() {
 
 absl::Status CountingFdSink::WriteAll(absl::Span<const uint8_t> data, size_t* done) {
   while (*done < data.size()) {
-    const ssize_t n = ::write(fd_, data.data() + *done, data.size() - *done);
+    const ssize_t n =
+        socket_ ? ::send(fd_, data.data() + *done, data.size() - *done, MSG_DONTWAIT | MSG_NOSIGNAL)
+                : ::write(fd_, data.data() + *done, data.size() - *done);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {

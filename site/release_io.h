@@ -35,8 +35,9 @@ class CancellableSource : public capsule::ByteSource {
 
 // Writes to a descriptor it does not own, buffered, counting the bytes the kernel accepted.
 // A pipe or FIFO is written through a non-blocking description of its own (reopened via
-// /proc/self/fd), so that a reader who never reads cannot hold the writer: it waits in slices
-// and stops with kCancelled as soon as `cancelled` says so.
+// /proc/self/fd, only from a description open for writing), and a socket with MSG_DONTWAIT, so
+// that a reader who never reads cannot hold the writer: it waits in slices and stops with
+// kCancelled as soon as `cancelled` says so.
 class CountingFdSink : public capsule::WritableFile {
  public:
   explicit CountingFdSink(int fd, std::function<bool()> cancelled = nullptr);
@@ -50,6 +51,7 @@ class CountingFdSink : public capsule::WritableFile {
 
   int fd_;
   capsule::Fd nonblocking_;  // our own description of a pipe, when there is one
+  bool socket_ = false;       // written with send(MSG_DONTWAIT)
   std::function<bool()> cancelled_;
   std::vector<uint8_t> buffer_;
   uint64_t written_ = 0;

@@ -24,6 +24,7 @@
 #include "capsule/fd.h"
 #include "capsule/io.h"
 #include "capsule/key_files.h"
+#include "capsule/paths.h"
 #include "capsule/store.h"
 #include "crypto/secret.h"
 #include "crypto/status_macros.h"
@@ -46,6 +47,16 @@ void SetTimeout(int sock, int option, int seconds) {
   struct timeval tv {};
   tv.tv_sec = seconds;
   ::setsockopt(sock, SOL_SOCKET, option, &tv, sizeof tv);
+}
+
+// Whether `fd` is a description its sender could write through (not O_PATH, not read-only).
+// The daemon writes only through such a one: it never gains a right the client lacked (a pipe
+// is reopened through /proc/self/fd with the daemon's own rights, release_io.cc).
+bool OpenForWriting(int fd, bool and_reading = false) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || (flags & O_PATH) != 0) return false;
+  const int mode = flags & O_ACCMODE;
+  return mode == O_RDWR || (mode == O_WRONLY && !and_reading);
 }
 
 // Whether the client closed its end (it was interrupted or killed).
@@ -176,8 +187,9 @@ struct VerifierService::Impl {
   explicit Impl(ServiceOptions o)
       : options(std::move(o)), gate(*options.site, *options.identity, options.trusted) {}
 
+  // One line whatever a client put in it (a mount point, a path quoted in a message).
   void Log(const std::string& line) {
-    if (options.log) options.log(line);
+    if (options.log) options.log(capsule::EscapeForTerminal(line, /*keep_newlines=*/false));
   }
 
   void Accept() {
@@ -269,7 +281,11 @@ struct VerifierService::Impl {
 
   absl::Status Handle(int sock, const Peer& peer, const Hello& hello, Outcome* out,
                       std::string* what) {
-    BUNKER_ASSIGN_OR_RETURN(auto received, ReceiveRequest(sock));
+    // The whole request within the timeout, however the client spaces its bytes.
+    BUNKER_ASSIGN_OR_RETURN(
+        auto received,
+        ReceiveRequest(sock, std::chrono::steady_clock::now() +
+                                 std::chrono::seconds(options.request_timeout_seconds)));
     SignedRequest& signed_request = received.first;
     std::vector<capsule::Fd>& fds = received.second;
     BUNKER_ASSIGN_OR_RETURN(WireRequest wire, DecodeRequestBody(signed_request.body));
@@ -285,14 +301,18 @@ struct VerifierService::Impl {
     if (fds.size() != wire.fd_count || fds.size() != expected_fds) {
       return absl::InvalidArgumentError("the request did not pass the descriptors it names");
     }
+    if (needs_output && !OpenForWriting(fds[capsule_fds].get())) {
+      return absl::InvalidArgumentError("the output descriptor is not open for writing");
+    }
     if (wire.command == Command::kMounts) {
       // The caller's own mounts (root: all); nothing is decided or recorded.
       return SendMounts(sock, MountsOf(peer.uid));
     }
     if (wire.command == Command::kMount) {
       struct stat st;
-      if (!IsFuseDevice(fds[capsule_fds].get()) || ::fstat(fds[capsule_fds + 1].get(), &st) != 0 ||
-          !S_ISSOCK(st.st_mode)) {
+      if (!IsFuseDevice(fds[capsule_fds].get()) || !OpenForWriting(fds[capsule_fds].get(), true) ||
+          ::fstat(fds[capsule_fds + 1].get(), &st) != 0 || !S_ISSOCK(st.st_mode) ||
+          !OpenForWriting(fds[capsule_fds + 1].get(), true)) {
         return absl::InvalidArgumentError(
             "a mount request must pass /dev/fuse and fusermount3's socket");
       }

@@ -26,6 +26,7 @@ cleanup() {
   local rc=$?
   [ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null
   pkill -9 -u "$USER_A" 2>/dev/null
+  mountpoint -q "$WORK/small" 2>/dev/null && umount "$WORK/small"
   remove_work $rc
 }
 trap cleanup EXIT
@@ -278,6 +279,120 @@ scenario_verifier_unread_output_does_not_hold_the_daemon() {
   wait "$reader" 2>/dev/null
   [ -n "$stopped" ] || { tail -5 daemon.log; fail "the daemon did not stop while a reader held its output"; }
   DAEMON_PID=""
+}
+
+# Hostile local users (spec/VERIFIER.md "Threat model"): each attack ends refused or bounded,
+# nothing released that the policy forbids, the service serving others.
+
+scenario_verifier_held_connections_do_not_starve_others() {
+  [ -x /usr/bin/python3 ] || { echo "SKIP [$SCENARIO]: needs /usr/bin/python3 for a raw client" >&2; exit 77; }
+  setup '{"id": "all", "effect": "permit"}'
+  # Alice holds 200 connections open without sending a request.
+  as_alice /usr/bin/python3 - run/verifier.sock <<'PY' &
+import socket, sys, time
+held = []
+for _ in range(200):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    held.append(s)
+import os
+with open("landing/held", "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(20)
+PY
+  local holder=$!
+  for _ in $(seq 1 200); do [ -e landing/held ] && break; sleep 0.05; done
+  [ -e landing/held ] || fail "the holder never held its connections"
+  # Her own next request is refused with one clear line; bob is served.
+  expect_exit 8 open_as_alice --to landing/alice --only 'train/a.csv'
+  expect_err 'busy'
+  one_line_err
+  [ ! -e landing/alice ] || fail "released to a refused request"
+  expect_exit 0 as_user "$USER_B" "$CAPSULE" open d.capsule --site site.json --to landing/bob --only 'train/a.csv'
+  kill "$(cat landing/held)" 2>/dev/null; wait "$holder" 2>/dev/null
+  # Her slots come back once her connections are gone.
+  local ok=""
+  for _ in $(seq 1 100); do
+    open_as_alice --to landing/later --only 'train/a.csv' >/dev/null 2>&1 && { ok=yes; break; }
+    sleep 0.1
+  done
+  [ -n "$ok" ] || fail "alice was never served again after closing her connections"
+}
+
+scenario_verifier_full_disk_releases_nothing() {
+  setup '{"id": "once", "effect": "permit", "maxOpens": 1}'
+  mkdir -p small
+  if ! mount -t tmpfs -o size=2m,mode=1777 tmpfs small 2>/dev/null; then
+    echo "SKIP [$SCENARIO]: needs to mount a tmpfs (a small file system to fill)" >&2; exit 77
+  fi
+  kill -9 "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null
+  sed -i 's|"destinations": \["landing"\]|"destinations": ["landing", "small"]|' site.json
+  start_daemon
+  # 100 kB of data against a file system with a few kB free: the release fails mid-way.
+  head -c $((2048 * 1024 - 40 * 1024)) /dev/zero > small/filler 2>/dev/null
+  expect_exit 8 open_as_alice --to small/out
+  one_line_err
+  [ ! -e small/out ] || { umount small; fail "a partial release is named"; }
+  local left; left=$(ls -A small | grep -v '^filler$')
+  rm -f small/filler
+  [ -z "$left" ] || { umount small; fail "left behind: $left"; }
+  # The failed release gave its use back: the one use still opens, then none.
+  expect_exit 0 open_as_alice --to small/out
+  expect_exit 5 open_as_alice --to small/again
+  umount small
+  "$CAPSULE" audit show --site site.json --json > show.json 2>/dev/null || fail "audit show"
+  grep -q '"event": "release-failed"' show.json || fail "the failed release is not on record"
+}
+
+scenario_verifier_output_reopened_only_with_the_users_rights() {
+  [ -x /usr/bin/python3 ] || { echo "SKIP [$SCENARIO]: needs /usr/bin/python3 to pass an O_PATH descriptor" >&2; exit 77; }
+  setup '{"id": "all", "effect": "permit"}'
+  # A FIFO only the site's user may write, in a folder anyone may cross.
+  mkdir -m 755 pipes
+  mkfifo -m 600 pipes/site-only
+  chown "$SITE_USER" pipes/site-only
+  exec 7<>pipes/site-only  # a reader (and a writer, so opening never blocks)
+  # Alice passes it as cat's output through O_PATH, which needs no right on the FIFO itself.
+  as_alice /usr/bin/python3 - "$CAPSULE" <<'PY' 2>"$WORK/.stderr"
+import os, sys
+fd = os.open("pipes/site-only", os.O_PATH)
+os.dup2(fd, 1)
+os.execv(sys.argv[1], [sys.argv[1], "cat", "d.capsule", "train/a.csv", "--site", "site.json"])
+PY
+  local rc=$?
+  [ "$rc" -eq 3 ] || { cat "$WORK/.stderr" >&2; fail "cat through an O_PATH output exited $rc, expected 3"; }
+  expect_err 'not open for writing'
+  local got; got=$(timeout 1 dd bs=64 count=1 iflag=nonblock <&7 2>/dev/null | head -c 64)
+  exec 7<&-
+  [ -z "$got" ] || fail "the daemon wrote into a FIFO the user may not write: $got"
+  expect_exit 0 open_as_alice --to landing/after --only 'train/a.csv'
+}
+
+scenario_verifier_hostile_destination_names() {
+  setup '{"id": "all", "effect": "permit"}'
+  # A FIFO at the target name: refused without opening it (no hang), left as it was.
+  as_alice mkfifo landing/fifo
+  expect_exit 7 open_as_alice --to landing/fifo
+  one_line_err
+  expect_exit 7 open_as_alice --to-tar landing/fifo
+  one_line_err
+  [ -p landing/fifo ] || fail "the FIFO was replaced"
+  # Control characters in the name: one error line, escaped; the daemon's log stays one line a
+  # request.
+  expect_exit 5 open_as_alice --to "$(printf 'outside/x\nrequest uid=0 -> ok')"
+  one_line_err
+  grep -q '^request uid=0' daemon.log && fail "a forged line in the daemon's log"
+  # A path longer than the system allows: one clear line, nothing made.
+  local long="landing/$(head -c 300 /dev/zero | tr '\0' 'a')"
+  open_as_alice --to "$long/x" >/dev/null 2>"$WORK/.stderr" && fail "a 300-byte name was used"
+  one_line_err
+  local deep="landing"
+  for _ in $(seq 1 30); do deep="$deep/$(head -c 200 /dev/zero | tr '\0' 'c')"; done
+  open_as_alice --to "$deep" >/dev/null 2>"$WORK/.stderr" && fail "a 6 kB destination was used"
+  one_line_err
+  nothing_outside
+  no_leftovers landing
+  expect_exit 0 open_as_alice --to landing/after --only 'train/a.csv'
 }
 
 run_scenario

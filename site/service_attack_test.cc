@@ -1,0 +1,171 @@
+// A hostile client of the verifier service (spec/VERIFIER.md "Threat model", "Socket protocol"):
+// descriptors that are not what the request says, a request sent a byte at a time, an output
+// nobody reads, names made to break the daemon's log. Each attack ends refused or bounded, with
+// nothing released, and the service serving the next client. (Real users and a real daemon:
+// tests/cli/verifier_scenarios.sh.)
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "capsule/capsule_test_util.h"
+#include "gtest/gtest.h"
+#include "site/protocol.h"
+#include "site/service_test_fixture.h"
+
+namespace bunker::site {
+namespace {
+
+using service_testing::Fixture;
+using service_testing::OpenTo;
+
+WireRequest CatOf(const std::string& path) {
+  WireRequest w;
+  w.command = Command::kCat;
+  w.path = path;
+  w.fd_count = 2;
+  return w;
+}
+
+// An O_PATH descriptor (or a read-only one) as the output of `cat`: the daemon must not reopen
+// it with its own rights and write through it. Before: a FIFO passed as O_PATH was reopened
+// through /proc/self/fd for writing and received the file.
+TEST(VerifierServiceAttackTest, AnOutputNotOpenForWritingIsRefused) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  const std::string fifo = f.root + "/out.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  capsule::Fd reader(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(reader.valid());
+  capsule::Fd path_only(::open(fifo.c_str(), O_PATH | O_CLOEXEC));
+  ASSERT_TRUE(path_only.valid());
+  const std::string plain = f.root + "/out.txt";
+  capsule::testing::WriteFile(plain, "");
+  capsule::Fd read_only(::open(plain.c_str(), O_RDONLY | O_CLOEXEC));
+  capsule::Fd file(::open(f.capsule_path.c_str(), O_RDONLY | O_CLOEXEC));
+  for (int out : {path_only.get(), read_only.get()}) {
+    absl::Status s = f.AskWith(CatOf("a.csv"), {file.get(), out});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("output descriptor is not open for writing"), std::string::npos)
+        << s;
+  }
+  char buf[64];
+  EXPECT_LE(::read(reader.get(), buf, sizeof buf), 0) << "bytes reached the FIFO";
+  EXPECT_EQ(capsule::testing::ReadFile(plain), "");
+  EXPECT_EQ(f.AuditRecords(), 0u) << "refused before anything was decided";
+  // A FIFO open for writing is served.
+  capsule::Fd writer(::open(fifo.c_str(), O_WRONLY | O_CLOEXEC));
+  ASSERT_TRUE(f.AskWith(CatOf("a.csv"), {file.get(), writer.get()}).ok());
+  ASSERT_EQ(::read(reader.get(), buf, sizeof buf), 6);
+  EXPECT_EQ(std::string(buf, 6), "row 1\n");
+}
+
+// The capsule descriptor must be a regular file open for reading: a folder, a FIFO, an O_PATH
+// or a write-only descriptor is refused before anything is read or decided.
+TEST(VerifierServiceAttackTest, ACapsuleDescriptorOfTheWrongKindIsRefused) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  const std::string fifo = f.root + "/in.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  capsule::Fd fifo_fd(::open(fifo.c_str(), O_RDWR | O_CLOEXEC));
+  capsule::Fd dir(::open(f.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  capsule::Fd path_only(::open(f.capsule_path.c_str(), O_PATH | O_CLOEXEC));
+  capsule::Fd write_only(::open(f.capsule_path.c_str(), O_WRONLY | O_CLOEXEC));
+  for (int fd : {fifo_fd.get(), dir.get(), path_only.get(), write_only.get()}) {
+    absl::Status s = f.AskWith(OpenTo(f.root + "/landing/x"), {fd});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  }
+  EXPECT_FALSE(capsule::testing::Exists(f.root + "/landing/x"));
+  EXPECT_EQ(f.AuditRecords(), 0u);
+  EXPECT_TRUE(f.Ask(OpenTo(f.root + "/landing/after"), nullptr, nullptr).ok());
+}
+
+// A client that sends its request a few bytes at a time, each well within the socket's
+// timeout, is cut off when the request's whole time is up. Before: each byte restarted the
+// wait, so one such client held its request slot for as long as it liked.
+TEST(VerifierServiceAttackTest, ARequestDrippedByteByByteIsCutOffAtItsDeadline) {
+  Fixture f("", nullptr, /*request_timeout=*/1);
+  ASSERT_NE(f.service, nullptr);
+  capsule::Fd sock = f.Connect();
+  ASSERT_TRUE(ReceiveHello(sock.get()).ok());
+  const uint8_t header[4] = {0x00, 0x10, 0x00, 0x00};  // 4096 bytes announced
+  ASSERT_EQ(::send(sock.get(), header, sizeof header, MSG_NOSIGNAL), 4);
+  bool answered = false;
+  // 8 bytes every 100 ms: 400 rounds would take 40 s to finish the frame.
+  for (int i = 0; i < 400 && !answered; ++i) {
+    struct pollfd p {sock.get(), POLLIN, 0};
+    answered = ::poll(&p, 1, 100) > 0;
+    if (!answered) (void)::send(sock.get(), "dripdrip", 8, MSG_NOSIGNAL);
+  }
+  ASSERT_TRUE(answered) << "the service waited on a dripping client for 40 s";
+  absl::StatusOr<Reply> r = ReceiveReply(sock.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->result.has_value());
+  EXPECT_EQ(r->result->status.code(), absl::StatusCode::kUnavailable) << r->result->status;
+  EXPECT_TRUE(f.Ask(OpenTo(f.root + "/landing/after"), nullptr, nullptr).ok());
+}
+
+// `cat` into a socket whose reader never reads: the service still stops (the write does not
+// block without end). Before: a blocking write() held the request's thread, and with it Stop.
+TEST(VerifierServiceAttackTest, AnUnreadSocketOutputDoesNotHoldTheService) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  const std::string data = f.root + "/big";
+  ::mkdir(data.c_str(), 0755);
+  capsule::testing::WriteFile(data + "/big.bin", std::string(8 << 20, 'x'));
+  const std::vector<uint8_t> c = capsule::testing::SealDirectory(f.keys, data);
+  const std::string big = f.root + "/big.capsule";
+  capsule::testing::WriteFile(big, std::string(c.begin(), c.end()));
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  capsule::Fd ours(pair[0]), theirs(pair[1]);
+  capsule::Fd file(::open(big.c_str(), O_RDONLY | O_CLOEXEC));
+  capsule::Fd sock = f.Connect();
+  ASSERT_TRUE(ReceiveHello(sock.get()).ok());
+  SignedRequest req;
+  req.body = EncodeRequestBody(CatOf("big.bin"));
+  ASSERT_TRUE(SendRequest(sock.get(), req, {file.get(), theirs.get()}).ok());
+  theirs.Reset();
+  // Until the output is full: the service is now waiting on a reader who never reads.
+  int queued = 0, last = -1;
+  for (int i = 0; i < 200 && (queued == 0 || queued != last); ++i) {
+    last = queued;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_EQ(::ioctl(ours.get(), FIONREAD, &queued), 0);
+  }
+  ASSERT_GT(queued, 0) << "nothing was written";
+  f.service.reset();  // returns: the cat is cancelled
+  absl::Status s = Fixture::FinalStatus(sock.get());
+  EXPECT_FALSE(s.ok());
+}
+
+// A client's text (a URL, a path) never splits the daemon's log line: control characters in
+// it are escaped. Before: a newline in a requested URL started a forged log line.
+TEST(VerifierServiceAttackTest, ClientTextCannotForgeLogLines) {
+  Fixture f("s3://site-bucket/site-b");
+  ASSERT_NE(f.service, nullptr);
+  WireRequest w = OpenTo(f.root + "/landing/x");
+  w.fd_count = 0;
+  w.capsule_url = "s3://other-bucket/x\nrequest uid=0 pid=1 -> ok\r";
+  EXPECT_FALSE(f.AskWith(w, {}).ok());
+  w = OpenTo(f.root + "/elsewhere\nrequest uid=0 -> ok");
+  w.fd_count = 1;
+  capsule::Fd file(::open(f.capsule_path.c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_EQ(f.AskWith(w, {file.get()}).code(), absl::StatusCode::kPermissionDenied);
+  f.service.reset();
+  std::lock_guard<std::mutex> lock(f.log->mu);
+  ASSERT_GE(f.log->lines.size(), 2u);
+  for (const std::string& line : f.log->lines) {
+    EXPECT_EQ(line.find_first_of("\n\r"), std::string::npos) << line;
+  }
+}
+
+}  // namespace
+}  // namespace bunker::site

@@ -29,6 +29,7 @@
 #include "crypto/secret.h"
 #include "crypto/status_macros.h"
 #include "site/gate.h"
+#include "site/live_mounts.h"
 #include "site/mount.h"
 #include "site/protocol.h"
 #include "site/request.h"
@@ -59,10 +60,12 @@ bool OpenForWriting(int fd, bool and_reading = false) {
   return mode == O_RDWR || (mode == O_WRONLY && !and_reading);
 }
 
-// Whether the client closed its end (it was interrupted or killed).
+// Whether the client closed its end (it was interrupted or killed) or sent anything after its
+// request, which the protocol does not allow: bytes arriving now may be the request's own
+// output, written into a client's end of this connection that was passed as the output.
 bool HungUp(int sock) {
-  struct pollfd p {sock, POLLRDHUP, 0};
-  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  struct pollfd p {sock, POLLIN | POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 }  // namespace
@@ -85,70 +88,31 @@ struct VerifierService::Impl {
   };
   std::list<std::unique_ptr<Worker>> workers;  // only the acceptor thread touches the list
 
-  // Live mounts, served after their request ended.
-  struct LiveMount {
-    std::unique_ptr<FuseServer> server;
+  LiveMounts mounts;
+  // A mount request's share of its uid's cache budget, given back when the request ends (its
+  // live mount, if any, counts its own from then on).
+  struct CacheGrant {
+    LiveMounts* mounts = nullptr;
     uid_t uid = 0;
-    std::string mountpoint;
-    std::string capsule_id;
-    int64_t since = 0;
-    int64_t not_after = 0;
+    uint64_t bytes = 0;
+    ~CacheGrant() {
+      if (mounts != nullptr) mounts->ReleaseCache(uid, bytes);
+    }
   };
-  std::mutex mounts_mu;
-  std::list<std::unique_ptr<LiveMount>> mounts;
-
-  // Destroys the mounts that ended (their servers' threads are done).
-  void ReapMounts() {
-    std::list<std::unique_ptr<LiveMount>> gone;
-    {
-      std::lock_guard<std::mutex> lock(mounts_mu);
-      for (auto it = mounts.begin(); it != mounts.end();) {
-        if ((*it)->server->ended()) {
-          gone.push_back(std::move(*it));
-          it = mounts.erase(it);
-        } else {
-          ++it;
-        }
-      }
-    }
-  }
-
-  std::vector<MountInfo> MountsOf(uid_t uid) {
-    ReapMounts();
-    std::vector<MountInfo> out;
-    std::lock_guard<std::mutex> lock(mounts_mu);
-    for (const auto& m : mounts) {
-      if (m->server->ended() || (uid != 0 && m->uid != uid)) continue;
-      MountInfo i;
-      i.mountpoint = m->mountpoint;
-      i.capsule_id = m->capsule_id;
-      i.uid = m->uid;
-      i.since = m->since;
-      i.not_after = m->not_after;
-      const MountedCapsule::Usage u = m->server->capsule().usage();
-      i.files_opened = u.files_opened;
-      i.bytes_read = u.bytes_read;
-      out.push_back(std::move(i));
-    }
-    return out;
-  }
-
-  size_t LiveMountsOf(uid_t uid) {
-    std::lock_guard<std::mutex> lock(mounts_mu);
-    size_t n = 0;
-    for (const auto& m : mounts) n += (m->uid == uid && !m->server->ended()) ? 1 : 0;
-    return n;
-  }
 
   // Serves `mounted` on the descriptors the client passed, until the mount ends.
   absl::Status StartMount(std::unique_ptr<MountedCapsule> mounted, capsule::Fd fuse,
-                          capsule::Fd comm, const Peer& peer, const std::string& mountpoint) {
-    auto live = std::make_unique<LiveMount>();
+                          capsule::Fd comm, const Peer& peer, const std::string& mountpoint,
+                          uint64_t cache_bytes) {
+    auto live = std::make_unique<LiveMounts::Mount>();
     live->uid = peer.uid;
     live->mountpoint = mountpoint;
     live->capsule_id = mounted->capsule_id();
     live->since = static_cast<int64_t>(std::time(nullptr));
     live->not_after = mounted->not_after() == MountedCapsule::kNever ? 0 : mounted->not_after();
+    live->cache_bytes = cache_bytes;
+    Log(absl::StrCat("mount uid=", peer.uid, " capsule=", live->capsule_id, " at ", mountpoint,
+                     ": decrypted-chunk cache up to ", cache_bytes >> 20, " MiB"));
     FuseServeOptions serve;
     serve.threads = options.mount_threads;
     serve.uid = peer.uid;
@@ -168,8 +132,7 @@ struct VerifierService::Impl {
     device.comm = std::move(comm);
     BUNKER_ASSIGN_OR_RETURN(live->server,
                             FuseServer::Start(std::move(mounted), std::move(device), serve));
-    std::lock_guard<std::mutex> lock(mounts_mu);
-    mounts.push_back(std::move(live));
+    mounts.Add(std::move(live));
     return absl::OkStatus();
   }
 
@@ -185,7 +148,9 @@ struct VerifierService::Impl {
   }
 
   explicit Impl(ServiceOptions o)
-      : options(std::move(o)), gate(*options.site, *options.identity, options.trusted) {}
+      : options(std::move(o)),
+        gate(*options.site, *options.identity, options.trusted),
+        mounts(options.mount_cache_bytes) {}
 
   // One line whatever a client put in it (a mount point, a path quoted in a message).
   void Log(const std::string& line) {
@@ -222,7 +187,7 @@ struct VerifierService::Impl {
         ++per_uid[peer.uid];
       }
       ReapFinished();
-      ReapMounts();
+      mounts.Reap();
       auto worker = std::make_unique<Worker>();
       Worker* w = worker.get();
       w->sock = std::move(sock);
@@ -306,7 +271,7 @@ struct VerifierService::Impl {
     }
     if (wire.command == Command::kMounts) {
       // The caller's own mounts (root: all); nothing is decided or recorded.
-      return SendMounts(sock, MountsOf(peer.uid));
+      return SendMounts(sock, mounts.Of(peer.uid));
     }
     if (wire.command == Command::kMount) {
       struct stat st;
@@ -316,12 +281,13 @@ struct VerifierService::Impl {
         return absl::InvalidArgumentError(
             "a mount request must pass /dev/fuse and fusermount3's socket");
       }
-      if (LiveMountsOf(peer.uid) >= options.max_mounts_per_uid) {
+      if (mounts.CountOf(peer.uid) >= options.max_mounts_per_uid) {
         return absl::ResourceExhaustedError(absl::StrCat(
             "you have ", options.max_mounts_per_uid, " live mounts; unmount one first"));
       }
     }
 
+    CacheGrant cache_grant;
     SiteRequest r;
     r.command = wire.command;
     r.who.purpose = wire.purpose;
@@ -361,13 +327,15 @@ struct VerifierService::Impl {
     if (needs_output) r.output_fd = fds[capsule_fds].get();
     if (wire.command == Command::kMount) {
       r.mountpoint = wire.mountpoint;
-      r.mount.cache_bytes = wire.cache_bytes == 0
-                                ? options.mount_cache_bytes
-                                : std::min<uint64_t>(wire.cache_bytes, options.mount_cache_bytes);
+      r.mount.cache_bytes = mounts.ReserveCache(peer.uid, wire.cache_bytes);
+      cache_grant.mounts = &mounts;
+      cache_grant.uid = peer.uid;
+      cache_grant.bytes = r.mount.cache_bytes;
       r.mount.threads = r.threads;
       r.mounted = [&](std::unique_ptr<MountedCapsule> mounted) {
         return StartMount(std::move(mounted), std::move(fds[capsule_fds]),
-                          std::move(fds[capsule_fds + 1]), peer, wire.mountpoint);
+                          std::move(fds[capsule_fds + 1]), peer, wire.mountpoint,
+                          r.mount.cache_bytes);
       };
     }
 
@@ -428,13 +396,7 @@ VerifierService::~VerifierService() {
   impl_->workers.clear();
   // Live mounts end ("stopped"): their files are dropped from the kernel's cache, the mounts
   // detached, and each summary recorded.
-  std::list<std::unique_ptr<Impl::LiveMount>> mounts;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mounts_mu);
-    mounts.swap(impl_->mounts);
-  }
-  for (auto& m : mounts) m->server->End("stopped");
-  mounts.clear();
+  impl_->mounts.EndAll("stopped");
 }
 
 absl::StatusOr<std::unique_ptr<VerifierService>> VerifierService::Start(ServiceOptions options) {

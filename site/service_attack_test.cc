@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,6 +18,7 @@
 
 #include "capsule/capsule_test_util.h"
 #include "gtest/gtest.h"
+#include "site/live_mounts.h"
 #include "site/protocol.h"
 #include "site/service_test_fixture.h"
 
@@ -144,6 +146,94 @@ TEST(VerifierServiceAttackTest, AnUnreadSocketOutputDoesNotHoldTheService) {
   f.service.reset();  // returns: the cat is cancelled
   absl::Status s = Fixture::FinalStatus(sock.get());
   EXPECT_FALSE(s.ok());
+}
+
+// A mount passes /dev/fuse and fusermount3's socket: each must be a description open for
+// reading and writing, not an O_PATH one that merely names the device or a socket file.
+TEST(VerifierServiceAttackTest, AMountWithPathOnlyDescriptorsIsRefused) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  capsule::Fd fuse_path(::open("/dev/fuse", O_PATH | O_CLOEXEC));
+  if (!fuse_path.valid()) GTEST_SKIP() << "needs /dev/fuse";
+  capsule::Fd fuse(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  capsule::Fd comm(pair[0]), other(pair[1]);
+  // A named socket file, reachable as O_PATH only.
+  const std::string named = f.root + "/named.sock";
+  capsule::Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  struct sockaddr_un addr {};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", named.c_str());
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  capsule::Fd comm_path(::open(named.c_str(), O_PATH | O_CLOEXEC));
+  ASSERT_TRUE(comm_path.valid());
+  capsule::Fd file(::open(f.capsule_path.c_str(), O_RDONLY | O_CLOEXEC));
+  WireRequest w;
+  w.command = Command::kMount;
+  w.mountpoint = f.root + "/mnt";
+  w.fd_count = 3;
+  std::vector<std::vector<int>> bad = {{file.get(), fuse_path.get(), comm.get()}};
+  if (fuse.valid()) bad.push_back({file.get(), fuse.get(), comm_path.get()});
+  for (const std::vector<int>& fds : bad) {
+    absl::Status s = f.AskWith(w, fds);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  }
+  EXPECT_EQ(f.AuditRecords(), 0u) << "refused before anything was decided";
+}
+
+// One uid's mounts share one decrypted-chunk budget: a second mount gets what the first left
+// (possibly nothing: it still serves, decrypting as it reads), another uid its own budget.
+// Before: every mount had the whole budget, so 16 mounts held 16 times the bound.
+TEST(VerifierServiceAttackTest, OneUidsMountsShareOneCacheBudget) {
+  LiveMounts mounts(256);
+  EXPECT_EQ(mounts.ReserveCache(1000, 0), 256u);
+  EXPECT_EQ(mounts.ReserveCache(1000, 0), 0u);
+  EXPECT_EQ(mounts.ReserveCache(1000, 8), 0u);
+  EXPECT_EQ(mounts.ReserveCache(1001, 100), 100u);
+  EXPECT_EQ(mounts.ReserveCache(1001, 0), 156u);
+  mounts.ReleaseCache(1000, 256);
+  EXPECT_EQ(mounts.ReserveCache(1000, 300), 256u);
+}
+
+// `cat` whose output is the client's own end of the connection: the service would write into
+// its own receive queue and, holding that end, never see the client go. Anything arriving after
+// the request cancels it. Before: the request waited for room without end, holding its slot.
+TEST(VerifierServiceAttackTest, AnOutputThatIsTheConnectionItselfIsCancelled) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  const std::string data = f.root + "/big";
+  ::mkdir(data.c_str(), 0755);
+  capsule::testing::WriteFile(data + "/big.bin", std::string(8 << 20, 'x'));
+  const std::vector<uint8_t> c = capsule::testing::SealDirectory(f.keys, data);
+  const std::string big = f.root + "/big.capsule";
+  capsule::testing::WriteFile(big, std::string(c.begin(), c.end()));
+  capsule::Fd file(::open(big.c_str(), O_RDONLY | O_CLOEXEC));
+  capsule::Fd sock = f.Connect();
+  struct timeval tv {};
+  tv.tv_sec = 20;  // a bound for the test only: the answer comes at once
+  ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ASSERT_TRUE(ReceiveHello(sock.get()).ok());
+  SignedRequest req;
+  req.body = EncodeRequestBody(CatOf("big.bin"));
+  ASSERT_TRUE(SendRequest(sock.get(), req, {file.get(), sock.get()}).ok());
+  absl::Status s;
+  while (true) {
+    absl::StatusOr<Reply> r = ReceiveReply(sock.get());
+    if (!r.ok()) {
+      // The output's bytes fill the queue the replies come through; the service's last word
+      // may be lost among them, but it must have let go: the connection ends.
+      s = r.status();
+      EXPECT_EQ(s.message().find("timed out"), std::string::npos) << s;
+      break;
+    }
+    if (r->result) {
+      s = r->result->status;
+      EXPECT_FALSE(s.ok());
+      break;
+    }
+  }
+  EXPECT_TRUE(f.Ask(OpenTo(f.root + "/landing/after"), nullptr, nullptr).ok());
 }
 
 // A client's text (a URL, a path) never splits the daemon's log line: control characters in

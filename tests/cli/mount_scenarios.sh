@@ -195,6 +195,26 @@ scenario_mount_ends_at_not_after() {
   wait_audit 'ended: notAfter'
 }
 
+# One uid's mounts share the site's decrypted-chunk budget (not 16 times it): a second mount
+# gets what the first left, here nothing, and still serves every byte.
+scenario_mount_cache_is_shared_by_a_uids_mounts() {
+  setup '{"id": "all", "effect": "permit"}'
+  mount_capsule d.capsule mnt || { cat "$WORK/.stderr"; fail "mount"; }
+  mount_capsule d.capsule mnt2 --cache-mib 8 || { cat "$WORK/.stderr"; fail "second mount"; }
+  grep -q "at $WORK/mnt: decrypted-chunk cache up to 256 MiB" daemon.log || { cat daemon.log; fail "the first mount's cache"; }
+  grep -q "at $WORK/mnt2: decrypted-chunk cache up to 0 MiB" daemon.log || { cat daemon.log; fail "the second mount's cache"; }
+  cmp data/train/deep/er/huge.bin mnt2/train/deep/er/huge.bin || fail "the mount without a cache differs"
+  fusermount3 -u mnt || fail "fusermount3 -u"
+  wait_unmounted mnt || fail "still mounted"
+  fusermount3 -u mnt2
+  # The budget came back with the first mount.
+  for _ in $(seq 1 100); do "$CAPSULE" mounts --site site.json | grep -q "$WORK/mnt " || break; sleep 0.05; done
+  mount_capsule d.capsule mnt || { cat "$WORK/.stderr"; fail "mount again"; }
+  [ "$(grep -c "at $WORK/mnt: decrypted-chunk cache up to 256 MiB" daemon.log)" -eq 2 ] ||
+    { cat daemon.log; fail "the budget was not given back"; }
+  fusermount3 -u mnt
+}
+
 scenario_mount_daemon_killed_leaves_nothing() {
   setup '{"id": "all", "effect": "permit"}'
   mount_capsule d.capsule mnt || { cat "$WORK/.stderr"; fail "mount"; }

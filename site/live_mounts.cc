@@ -1,0 +1,80 @@
+#include "site/live_mounts.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace bunker::site {
+
+uint64_t LiveMounts::ReserveCache(uid_t uid, uint64_t asked) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t used = reserved_[uid];
+  for (const auto& m : mounts_) {
+    if (m->uid == uid && !m->server->ended()) used += m->cache_bytes;
+  }
+  const uint64_t left = used < cache_budget_ ? cache_budget_ - used : 0;
+  const uint64_t grant = std::min(asked == 0 ? cache_budget_ : asked, left);
+  reserved_[uid] += grant;
+  return grant;
+}
+
+void LiveMounts::ReleaseCache(uid_t uid, uint64_t granted) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if ((reserved_[uid] -= granted) == 0) reserved_.erase(uid);
+}
+
+void LiveMounts::Add(std::unique_ptr<Mount> mount) {
+  std::lock_guard<std::mutex> lock(mu_);
+  mounts_.push_back(std::move(mount));
+}
+
+size_t LiveMounts::CountOf(uid_t uid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (const auto& m : mounts_) n += (m->uid == uid && !m->server->ended()) ? 1 : 0;
+  return n;
+}
+
+std::vector<MountInfo> LiveMounts::Of(uid_t uid) {
+  Reap();
+  std::vector<MountInfo> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& m : mounts_) {
+    if (m->server->ended() || (uid != 0 && m->uid != uid)) continue;
+    MountInfo i;
+    i.mountpoint = m->mountpoint;
+    i.capsule_id = m->capsule_id;
+    i.uid = m->uid;
+    i.since = m->since;
+    i.not_after = m->not_after;
+    const MountedCapsule::Usage u = m->server->capsule().usage();
+    i.files_opened = u.files_opened;
+    i.bytes_read = u.bytes_read;
+    out.push_back(std::move(i));
+  }
+  return out;
+}
+
+void LiveMounts::Reap() {
+  std::list<std::unique_ptr<Mount>> gone;  // destroyed outside the lock
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = mounts_.begin(); it != mounts_.end();) {
+    if ((*it)->server->ended()) {
+      gone.push_back(std::move(*it));
+      it = mounts_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void LiveMounts::EndAll(const std::string& why) {
+  std::list<std::unique_ptr<Mount>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    all.swap(mounts_);
+  }
+  for (auto& m : all) m->server->End(why);
+  all.clear();
+}
+
+}  // namespace bunker::site

@@ -236,6 +236,33 @@ TEST(VerifierServiceAttackTest, AnOutputThatIsTheConnectionItselfIsCancelled) {
   EXPECT_TRUE(f.Ask(OpenTo(f.root + "/landing/after"), nullptr, nullptr).ok());
 }
 
+// Texts too large for one audit record (a purpose of 100 kB, 20000 selection patterns): the
+// request is refused with one line, nothing is released or recorded, the log stays whole.
+// (Held before this work too: a regression test.)
+TEST(VerifierServiceAttackTest, OversizedRequestTextsAreRefusedWholly) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  ASSERT_TRUE(f.Ask(OpenTo(f.root + "/landing/first"), nullptr, nullptr).ok());
+  const uint64_t before = f.AuditRecords();
+  capsule::Fd file(::open(f.capsule_path.c_str(), O_RDONLY | O_CLOEXEC));
+  WireRequest w = OpenTo(f.root + "/landing/big-purpose");
+  w.purpose = std::string(100000, 'p');
+  absl::Status s = f.AskWith(w, {file.get()});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(s.message().find('\n'), std::string::npos);
+  w = OpenTo(f.root + "/landing/many-globs");
+  w.only.assign(20000, "a.csv");
+  s = f.AskWith(w, {file.get()});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_FALSE(capsule::testing::Exists(f.root + "/landing/big-purpose"));
+  EXPECT_FALSE(capsule::testing::Exists(f.root + "/landing/many-globs"));
+  EXPECT_EQ(f.AuditRecords(), before);
+  EXPECT_TRUE(verifier::VerifyAuditLog(f.site.state + "/audit.log",
+                                       f.keys.alice.public_identity(), std::nullopt)
+                  .ok());
+  EXPECT_TRUE(f.Ask(OpenTo(f.root + "/landing/after"), nullptr, nullptr).ok());
+}
+
 // A client's text (a URL, a path) never splits the daemon's log line: control characters in
 // it are escaped. Before: a newline in a requested URL started a forged log line.
 TEST(VerifierServiceAttackTest, ClientTextCannotForgeLogLines) {

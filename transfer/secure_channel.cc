@@ -256,7 +256,13 @@ kj::Promise<SecureConnection> SecureChannel::Connect(kj::AuthenticatedStream raw
 
 namespace {
 
-// Passes a stream through, noting when it was last used, so an idle session can be dropped.
+// Passes a stream through, noting when it was last used, so an idle session can be dropped,
+// and reading nothing while a write of ours is unfinished. Cap'n Proto queues the messages it
+// sends in memory, one write after the other, without a bound; a peer that asks (ping echoes
+// what it gets) and never reads would make that queue grow for as long as it keeps sending.
+// Writes finish as soon as the socket (and CoalescingStream's 64 KiB) take them, so a peer that
+// reads is never held up; one that does not stops being read once the socket buffers are
+// full, and its session then holds about one answer and ends at the idle timeout.
 class WatchedStream final : public kj::AsyncIoStream {
  public:
   WatchedStream(kj::AsyncIoStream& inner, kj::Timer& timer, kj::Duration idle)
@@ -264,18 +270,18 @@ class WatchedStream final : public kj::AsyncIoStream {
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
     Touch();
-    return inner_.tryRead(buffer, min_bytes, max_bytes).then([this](size_t n) {
+    return WhenWritten().then([this, buffer, min_bytes, max_bytes]() {
+      return inner_.tryRead(buffer, min_bytes, max_bytes);
+    }).then([this](size_t n) {
       Touch();
       return n;
     });
   }
   kj::Promise<void> write(const void* buffer, size_t size) override {
-    Touch();
-    return inner_.write(buffer, size).then([this]() { Touch(); });
+    return Written(inner_.write(buffer, size));
   }
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
-    Touch();
-    return inner_.write(pieces).then([this]() { Touch(); });
+    return Written(inner_.write(pieces));
   }
   kj::Promise<void> whenWriteDisconnected() override { return inner_.whenWriteDisconnected(); }
   void shutdownWrite() override { inner_.shutdownWrite(); }
@@ -283,7 +289,6 @@ class WatchedStream final : public kj::AsyncIoStream {
   void getsockopt(int level, int option, void* value, kj::uint* length) override {
     inner_.getsockopt(level, option, value, length);  // the flow window (WindowedStream)
   }
-
   // Breaks (DISCONNECTED) once the stream was idle for the whole idle period.
   kj::Promise<void> Watch() {
     return timer_.afterDelay(idle_).then([this]() -> kj::Promise<void> {
@@ -294,10 +299,39 @@ class WatchedStream final : public kj::AsyncIoStream {
 
  private:
   void Touch() { last_ = timer_.now(); }
+
+  kj::Promise<void> Written(kj::Promise<void> write) {
+    Touch();
+    ++writing_;
+    return write.then(
+        [this]() {
+          Touch();
+          Done();
+        },
+        [this](kj::Exception&& e) {
+          Done();
+          kj::throwFatalException(kj::mv(e));
+        });
+  }
+  void Done() {
+    if (--writing_ > 0) return;
+    for (auto& w : readers_) w->fulfill();
+    readers_.clear();
+  }
+  // Resolves once no write is unfinished.
+  kj::Promise<void> WhenWritten() {
+    if (writing_ == 0) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    readers_.push_back(kj::mv(paf.fulfiller));
+    return kj::mv(paf.promise);
+  }
+
   kj::AsyncIoStream& inner_;
   kj::Timer& timer_;
   kj::Duration idle_;
   kj::TimePoint last_;
+  size_t writing_ = 0;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> readers_;
 };
 
 }  // namespace

@@ -1,0 +1,198 @@
+// A pinned peer that misbehaves on the wire, against the real RpcServer over loopback TLS: it
+// never reads the answers it asked for, or it sends bytes that are not Cap'n Proto after its
+// handshake. Each such session must end or stall alone, holding bounded memory, while other
+// peers are served.
+#include <capnp/rpc-twoparty.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <kj/async-io.h>
+#include <kj/debug.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "crypto/keys.h"
+#include "spec/transfer.capnp.h"
+#include "transfer/secure_channel.h"
+
+namespace bunker::transfer {
+namespace {
+
+// Upper bound for anything a test waits on; a healthy run takes milliseconds.
+constexpr kj::Duration kBound = 10 * kj::SECONDS;
+
+// Echoes pings and counts them.
+class EchoTransfer final : public schema::Transfer::Server {
+ public:
+  explicit EchoTransfer(uint64_t& calls) : calls_(calls) {}
+  kj::Promise<void> ping(PingContext context) override {
+    ++calls_;
+    context.getResults().setNonce(context.getParams().getNonce());
+    return kj::READY_NOW;
+  }
+
+ private:
+  uint64_t& calls_;
+};
+
+// A stream that passes writes through and never delivers a byte: a peer that stopped reading.
+class DeafStream final : public kj::AsyncIoStream {
+ public:
+  explicit DeafStream(kj::AsyncIoStream& inner) : inner_(inner) {}
+  kj::Promise<size_t> tryRead(void*, size_t, size_t) override { return kj::NEVER_DONE; }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return inner_.write(buffer, size);
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_.write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_.whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_.shutdownWrite(); }
+
+ private:
+  kj::AsyncIoStream& inner_;
+};
+
+class HostilePeerTest : public ::testing::Test {
+ protected:
+  HostilePeerTest() : io_(kj::setupAsyncIo()), ws_(io_.waitScope), timer_(io_.provider->getTimer()) {
+    auto channel = SecureChannel::Create(alpha_, {beta_.public_identity()}, timer_, absl::Now());
+    EXPECT_TRUE(channel.ok()) << channel.status();
+    server_ = kj::mv(*channel);
+    auto client = SecureChannel::Create(beta_, {alpha_.public_identity()}, timer_, absl::Now());
+    EXPECT_TRUE(client.ok()) << client.status();
+    client_ = kj::mv(*client);
+    rpc_ = kj::heap<RpcServer>(*server_, [this](const crypto::PublicIdentity&, WriteMeter& meter) {
+      meters_.push_back(kj::addRef(meter));
+      return capnp::Capability::Client(kj::heap<EchoTransfer>(calls_));
+    });
+    listener_ = io_.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(ws_)->listen();
+    listening_ = rpc_->Listen(*listener_).eagerlyEvaluate([](kj::Exception&& e) {
+      ADD_FAILURE() << "listen loop ended: " << e.getDescription().cStr();
+    });
+  }
+  ~HostilePeerTest() noexcept override {}
+
+  SecureConnection Connect() {
+    auto address =
+        io_.provider->getNetwork().parseAddress("127.0.0.1", listener_->getPort()).wait(ws_);
+    auto raw = timer_.timeoutAfter(kBound, address->connectAuthenticated()).wait(ws_);
+    return timer_.timeoutAfter(kBound, client_->Connect(kj::mv(raw), alpha_.public_identity()))
+        .wait(ws_);
+  }
+
+  // A well-behaved peer's ping on a connection of its own.
+  void PingOk() {
+    SecureConnection c = Connect();
+    capnp::TwoPartyClient client(*c.stream);
+    auto request = client.bootstrap().castAs<schema::Transfer>().pingRequest();
+    request.setNonce(kj::heapArray<kj::byte>(8));
+    auto response = timer_.timeoutAfter(kBound, request.send()).wait(ws_);
+    EXPECT_EQ(response.getNonce().size(), 8u);
+  }
+
+  // Runs the event loop until `value()` stays the same for 300 ms in a row (or kBound passes).
+  void Settle(const std::function<uint64_t()>& value) {
+    const kj::TimePoint deadline = timer_.now() + kBound;
+    uint64_t last = value();
+    kj::TimePoint since = timer_.now();
+    while (timer_.now() < deadline) {
+      timer_.afterDelay(10 * kj::MILLISECONDS).wait(ws_);
+      const uint64_t now = value();
+      if (now != last) {
+        last = now;
+        since = timer_.now();
+      } else if (timer_.now() - since >= 300 * kj::MILLISECONDS) {
+        return;
+      }
+    }
+  }
+
+  // Reads `stream` until the peer closes it (true) or kBound passes (false).
+  bool ReadsUntilClosed(kj::AsyncIoStream& stream) {
+    bool closed = false;
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() {
+                  kj::byte buffer[4096];
+                  while (timer_.timeoutAfter(kBound, stream.tryRead(buffer, 1, sizeof(buffer)))
+                             .wait(ws_) != 0) {
+                  }
+                  closed = true;
+                })) {
+      closed = !kj::StringPtr(e->getDescription()).startsWith("operation timed out");
+    }
+    return closed;
+  }
+
+  kj::AsyncIoContext io_;
+  kj::WaitScope& ws_;
+  kj::Timer& timer_;
+  crypto::Identity alpha_ = crypto::Identity::Generate();  // the server
+  crypto::Identity beta_ = crypto::Identity::Generate();   // a pinned, hostile peer
+  kj::Own<SecureChannel> server_, client_;
+  kj::Own<RpcServer> rpc_;
+  kj::Own<kj::ConnectionReceiver> listener_;
+  kj::Promise<void> listening_ = nullptr;
+  uint64_t calls_ = 0;
+  std::vector<kj::Own<WriteMeter>> meters_;  // what each session wrote
+};
+
+// Attack: pipeline calls whose answers are as large as the calls (ping echoes its nonce) and
+// never read a byte. Before: the server read every call and queued every answer in its own
+// memory (all 48 MiB here; a peer could go on until the daemon ran out). Now a session is not
+// read while an answer of its own waits to be written, so what it holds stays within the
+// socket buffers plus about one answer.
+TEST_F(HostilePeerTest, APeerThatNeverReadsCannotMakeTheServerQueueAnswers) {
+  constexpr size_t kNonce = 256u << 10;
+  constexpr int kCalls = 192;  // 48 MiB of answers
+  SecureConnection c = Connect();
+  DeafStream deaf(*c.stream);
+  capnp::TwoPartyClient client(deaf);
+  auto transfer = client.bootstrap().castAs<schema::Transfer>();
+  std::vector<kj::Promise<void>> pending;
+  for (int k = 0; k < kCalls; ++k) {
+    auto request = transfer.pingRequest();
+    request.initNonce(kNonce);
+    pending.push_back(request.send().ignoreResult().eagerlyEvaluate([](kj::Exception&&) {}));
+  }
+  Settle([&] { return meters_.size(); });
+  ASSERT_EQ(meters_.size(), 1u);
+  WriteMeter& written = *meters_[0];
+  Settle([&] { return calls_ * 1000003 + written.written(); });
+  const int64_t queued =
+      static_cast<int64_t>(calls_ * kNonce) - static_cast<int64_t>(written.written());
+  RecordProperty("callsAnswered", static_cast<int>(calls_));
+  RecordProperty("answerBytesQueued", static_cast<int>(queued));
+  EXPECT_LT(calls_, static_cast<uint64_t>(kCalls)) << "the server read every call";
+  EXPECT_LE(queued, int64_t{4} * static_cast<int64_t>(kNonce))
+      << calls_ << " calls answered, " << written.written() << " bytes written";
+  // Others are served meanwhile.
+  PingOk();
+}
+
+// Attack: after a valid handshake, bytes that are not Cap'n Proto (here a segment table
+// announcing a 2 GiB message, then noise). The session ends, nothing is allocated for the
+// claimed size, and the server goes on serving.
+TEST_F(HostilePeerTest, GarbageAfterTheHandshakeEndsOnlyThatSession) {
+  {
+    SecureConnection c = Connect();
+    const kj::byte huge[8] = {0, 0, 0, 0, 0xff, 0xff, 0xff, 0x0f};
+    timer_.timeoutAfter(kBound, c.stream->write(huge, sizeof(huge))).wait(ws_);
+    EXPECT_TRUE(ReadsUntilClosed(*c.stream)) << "a 2 GiB message was not refused";
+  }
+  {
+    SecureConnection c = Connect();
+    std::vector<kj::byte> noise(4096);
+    for (size_t i = 0; i < noise.size(); ++i) noise[i] = static_cast<kj::byte>(i * 131 + 7);
+    timer_.timeoutAfter(kBound, c.stream->write(noise.data(), noise.size())).wait(ws_);
+    EXPECT_TRUE(ReadsUntilClosed(*c.stream)) << "noise was not refused";
+  }
+  EXPECT_EQ(calls_, 0u);
+  PingOk();
+  EXPECT_EQ(calls_, 1u);
+}
+
+}  // namespace
+}  // namespace bunker::transfer

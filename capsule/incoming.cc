@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,6 +59,42 @@ absl::Status PreadAll(int fd, absl::Span<uint8_t> out, uint64_t offset) {
     return absl::DataLossError("the incoming capsule file is shorter than expected");
   }
   return s;
+}
+
+// The folder of partial capsules and journals must be the daemon's alone (spec/TRANSFER.md
+// "Why finish does not re-verify"): whoever else could write there could mark chunks as
+// received that never were, or swap the partial file. Texts may reach a peer: no paths.
+absl::Status CheckPrivateFolder(const std::string& folder) {
+  struct stat st;
+  if (::lstat(folder.c_str(), &st) != 0) {
+    return ErrnoStatus("cannot use the store's .incoming folder", errno);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError("the store's .incoming is not a folder");
+  }
+  if (st.st_uid != ::geteuid()) {
+    return absl::FailedPreconditionError(
+        "the store's .incoming folder belongs to another user; it must be the daemon's own");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    return absl::FailedPreconditionError(
+        "the store's .incoming folder can be written by other users; it must be the daemon's "
+        "own (mode 0700)");
+  }
+  return absl::OkStatus();
+}
+
+// kResourceExhausted unless `needed` bytes more fit on the file system of `folder` with
+// `keep_free` to spare.
+absl::Status CheckRoom(const std::string& folder, uint64_t needed, uint64_t keep_free,
+                       const std::string& id) {
+  struct statvfs vfs;
+  if (::statvfs(folder.c_str(), &vfs) != 0) return ErrnoStatus("cannot check free space", errno);
+  const uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  if (needed <= avail && avail - needed >= keep_free) return absl::OkStatus();
+  // The text reaches the peer (transfer/errors.h PeerSafe): what it needs, not what is free.
+  return absl::ResourceExhaustedError(absl::StrCat("no room for capsule ", id, ": it needs ",
+                                                   needed, " bytes more than the disk can spare"));
 }
 
 }  // namespace
@@ -116,7 +153,7 @@ absl::StatusOr<std::unique_ptr<CapsuleReader>> CheckPrelude(
 
 absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
     const std::string& store, const Prelude& prelude,
-    absl::Span<const crypto::PublicIdentity> trusted) {
+    absl::Span<const crypto::PublicIdentity> trusted, std::optional<uint64_t> keep_free) {
   absl::StatusOr<std::unique_ptr<CapsuleReader>> reader = CheckPrelude(prelude, trusted);
   if (!reader.ok()) return reader.status();
   std::unique_ptr<LocalIncoming> in(new LocalIncoming());
@@ -134,8 +171,16 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
   if (::access(final_path.c_str(), F_OK) == 0) {
     return absl::AlreadyExistsError(absl::StrCat("capsule ", id, " is already in the store"));
   }
+  s = CheckPrivateFolder(incoming);
+  if (!s.ok()) return s;
   in->path_ = incoming + "/" + id + ".capsule";
   in->journal_path_ = incoming + "/" + id + ".journal";
+  const bool fresh = ::access(in->path_.c_str(), F_OK) != 0;
+  if (fresh && keep_free) {
+    // Before anything is written: the whole file (sparse until the chunks arrive).
+    s = CheckRoom(incoming, g.FileSize(), *keep_free, id);
+    if (!s.ok()) return s;
+  }
   in->fd_ = ::open(in->path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (in->fd_ < 0) return ErrnoStatus("cannot create the incoming capsule", errno);
   struct stat st;
@@ -180,6 +225,13 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
   in->received_.assign(g.chunk_count, false);
   s = in->LoadJournal();
   if (!s.ok()) return s;
+  if (!fresh && keep_free) {
+    // Resuming: what is still missing (chunks written but not journaled are counted again).
+    const uint64_t missing = g.chunk_count - in->received_count_;
+    s = CheckRoom(incoming, std::min(g.FileSize(), missing * (uint64_t{g.chunk_size} + 16)),
+                  *keep_free, id);
+    if (!s.ok()) return s;
+  }
   return in;
 }
 

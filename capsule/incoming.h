@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -104,9 +105,16 @@ class LocalIncoming final : public IncomingCapsule {
  public:
   // Checks the prelude and creates or resumes the capsule's files under `folder`, as
   // Store::Begin says. kAlreadyExists if `folder` already holds ID.capsule.
+  // kFailedPrecondition if `folder`/.incoming is not a folder of this process's user that no
+  // other user may write to (it holds the journal, which Finish trusts). With `keep_free`,
+  // kResourceExhausted, before anything is written, if the file system lacks room for what
+  // is still missing of the capsule with `keep_free` bytes to spare (capsules being received
+  // at once are each checked alone; a disk that fills anyway fails the write that finds it
+  // full, with kResourceExhausted).
   static absl::StatusOr<std::unique_ptr<LocalIncoming>> Begin(
       const std::string& folder, const Prelude& prelude,
-      absl::Span<const crypto::PublicIdentity> trusted);
+      absl::Span<const crypto::PublicIdentity> trusted,
+      std::optional<uint64_t> keep_free = std::nullopt);
   ~LocalIncoming() override;
 
   const Manifest& manifest() const override { return reader_->manifest(); }

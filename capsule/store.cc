@@ -19,7 +19,8 @@ namespace {
 
 class LocalStore final : public Store {
  public:
-  explicit LocalStore(std::string folder) : folder_(std::move(folder)) {}
+  LocalStore(std::string folder, uint64_t keep_free)
+      : folder_(std::move(folder)), keep_free_(keep_free) {}
 
   std::string Describe() const override { return folder_; }
 
@@ -57,7 +58,7 @@ class LocalStore final : public Store {
   absl::StatusOr<std::unique_ptr<IncomingCapsule>> Begin(
       const Prelude& prelude, absl::Span<const crypto::PublicIdentity> trusted) override {
     absl::StatusOr<std::unique_ptr<LocalIncoming>> in =
-        LocalIncoming::Begin(folder_, prelude, trusted);
+        LocalIncoming::Begin(folder_, prelude, trusted, keep_free_);
     if (!in.ok()) return in.status();
     return std::unique_ptr<IncomingCapsule>(std::move(*in));
   }
@@ -65,12 +66,13 @@ class LocalStore final : public Store {
  private:
   std::string PathOf(const std::string& id) const { return folder_ + "/" + id + ".capsule"; }
   const std::string folder_;
+  const uint64_t keep_free_;
 };
 
 }  // namespace
 
-std::shared_ptr<Store> MakeLocalStore(std::string folder) {
-  return std::make_shared<LocalStore>(std::move(folder));
+std::shared_ptr<Store> MakeLocalStore(std::string folder, uint64_t keep_free) {
+  return std::make_shared<LocalStore>(std::move(folder), keep_free);
 }
 
 }  // namespace bunker::capsule

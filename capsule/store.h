@@ -60,8 +60,10 @@ class Store {
 
 // The local-folder store: ID.capsule in `folder`, partial capsules in `folder`/.incoming
 // (spec/STORE.md "Local folder"). The folder is created (0700) when the first capsule arrives;
-// it must be the daemon's own (no other user may write to it: spec/TRANSFER.md "Push").
-std::shared_ptr<Store> MakeLocalStore(std::string folder);
+// it must be the daemon's own (no other user may write to it: spec/TRANSFER.md "Push"), and
+// an offer is refused before anything is written unless the capsule fits on its file system
+// with `keep_free` bytes to spare (LocalIncoming::Begin).
+std::shared_ptr<Store> MakeLocalStore(std::string folder, uint64_t keep_free = 0);
 
 }  // namespace bunker::capsule
 

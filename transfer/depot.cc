@@ -145,6 +145,7 @@ class TransferImpl final : public schema::Transfer::Server {
           auto receiver = context.getParams().getReceiver();
           SendOptions options;
           options.read_pool = &depot_.store_calls();
+          options.budget = &depot_.fetch_budget();
           // The receiver is served on this connection: its meter paces the puts.
           if (meter_.get() != nullptr) options.meters = {meter_.get()};
           // The push shares the reader with its reads on the store-call threads.
@@ -235,6 +236,7 @@ class TransferImpl final : public schema::Transfer::Server {
 
 Depot::Depot(DepotOptions options)
     : options_(std::move(options)),
+      fetch_budget_(options_.fetch_memory),
       workers_(std::make_unique<capsule::ThreadPool>(0)),
       store_calls_(std::make_unique<capsule::ThreadPool>(kStoreCallThreads)) {}
 // The pool's destructor runs what is queued and joins its threads first: the jobs hold their

@@ -27,8 +27,9 @@
 
 #include "capsule/incoming.h"
 #include "capsule/parallel.h"
-#include "transfer/write_meter.h"
 #include "capsule/store.h"
+#include "transfer/memory_budget.h"
+#include "transfer/write_meter.h"
 #include "crypto/keys.h"
 #include "spec/transfer.capnp.h"
 #include "transfer/witness.h"
@@ -80,6 +81,11 @@ struct DepotOptions {
   // whatever its senders commit: what a crash of either side makes a sender send again stays
   // within this plus what was in flight. 0: only at the senders' commits.
   uint64_t sync_every = 16u << 20;
+  // What the chunks of all the fetches this depot serves may hold in memory at once, over all
+  // sessions (SendOptions::budget): a chunk waits for room before it is read, and gives it
+  // back once its put was written to the connection. A fetch whose peer stops reading keeps
+  // what it holds (at most about two chunks) until its session ends (the idle timeout).
+  uint64_t fetch_memory = 64u << 20;
 };
 
 // Threads of Depot::store_calls().
@@ -129,6 +135,8 @@ class Depot {
   // Emits a "witness-conflict" event unless the last one for `peer` had the same text.
   void Conflict(const std::string& peer, const std::string& detail);
   const DepotOptions& options() const { return options_; }
+  // Shared by the fetches this depot serves (DepotOptions::fetch_memory).
+  MemoryBudget& fetch_budget() { return fetch_budget_; }
   // Workers that check (SHA-256), write, sync and finish chunks off the event loop's thread.
   capsule::ThreadPool& workers() { return *workers_; }
   // Threads for store calls that wait on the network or on other sessions (beginning an
@@ -138,6 +146,7 @@ class Depot {
 
  private:
   DepotOptions options_;
+  MemoryBudget fetch_budget_;  // outlives the sessions, whose pushes hold leases of it
   std::mutex receipt_mu_;  // around options_.record_receipt; outlives the workers' jobs
   std::unique_ptr<capsule::ThreadPool> workers_;
   std::unique_ptr<capsule::ThreadPool> store_calls_;

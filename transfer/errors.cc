@@ -52,6 +52,8 @@ absl::Status PeerSafe(const absl::Status& status) {
     case absl::StatusCode::kOk:
       return status;
     case absl::StatusCode::kResourceExhausted:
+      // Our own refusal (an offer that does not fit) says why; a failed write does not.
+      if (absl::StartsWith(status.message(), "no room for capsule ")) return status;
       return absl::ResourceExhaustedError("the receiver is out of disk space or memory");
     case absl::StatusCode::kDataLoss:
     case absl::StatusCode::kInvalidArgument:

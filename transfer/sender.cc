@@ -13,6 +13,7 @@
 #include "capsule/format.h"
 #include "capsule/incoming.h"
 #include "transfer/errors.h"
+#include "transfer/memory_budget.h"
 #include "transfer/off_loop.h"
 #include "transfer/write_meter.h"
 
@@ -22,7 +23,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // The state of one push, shared by its chains.
-struct PushState : public kj::Refcounted {
+struct PushState : public kj::Refcounted, private kj::TaskSet::ErrorHandler {
   // Shared with the reads running on `options.read_pool`: a job still running when the push is
   // dropped (a cancelled call) keeps the reader alive.
   std::shared_ptr<const capsule::CapsuleReader> reader;
@@ -74,6 +75,30 @@ struct PushState : public kj::Refcounted {
     if (before <= options.max_unwritten) return kj::READY_NOW;
     return meter.WhenWritten(*meter_base[c] + before - options.max_unwritten);
   }
+
+  // A lease of `size` bytes of options.budget (none without a budget). In a Maybe: a null
+  // Own cannot travel in a kj::Promise.
+  using MaybeLease = kj::Maybe<kj::Own<MemoryBudget::Lease>>;
+  kj::Promise<MaybeLease> Take(uint64_t size) {
+    if (options.budget == nullptr) return MaybeLease(nullptr);
+    return options.budget->Take(size).then(
+        [](kj::Own<MemoryBudget::Lease> lease) { return MaybeLease(kj::mv(lease)); });
+  }
+
+  // Keeps `lease` until chain k's connection has written everything put on it so far (the
+  // put just sent included), or the connection fails, or this push ends; unmetered: until
+  // `sent` resolves.
+  void HoldUntilWritten(size_t k, kj::Promise<void> sent, MaybeLease lease) {
+    if (lease == nullptr) return;
+    kj::Promise<void> written = kj::mv(sent);
+    if (options.meters.size() == uploads.size()) {
+      const size_t c = k % uploads.size();
+      written = options.meters[c]->WhenWritten(meter_base[c].value_or(0) + put_bytes[c]);
+    }
+    leases.add(written.then([]() {}, [](kj::Exception&&) {}).attach(kj::mv(lease)));
+  }
+  void taskFailed(kj::Exception&&) override {}  // a lease is given back either way
+  kj::TaskSet leases{*this};
 
   void Report() {
     if (options.progress) options.progress(progress);
@@ -127,8 +152,12 @@ struct PushState : public kj::Refcounted {
     const uint64_t size = g.CipherSize(i);
     return Room(k, size)
         .then([self = kj::addRef(*this), size]() mutable { return self->Pace(size); })
-        .then([self = kj::addRef(*this), i, size, k]() mutable -> kj::Promise<void> {
-      if (self->options.read_pool == nullptr) return Send(kj::mv(self), i, size, k, nullptr);
+        .then([self = kj::addRef(*this), size]() mutable { return self->Take(size); })
+        .then([self = kj::addRef(*this), i, size, k](
+                  MaybeLease lease) mutable -> kj::Promise<void> {
+      if (self->options.read_pool == nullptr) {
+        return Send(kj::mv(self), i, size, k, nullptr, kj::mv(lease));
+      }
       // Read on the pool into a buffer of the job's own, then send from the loop.
       std::shared_ptr<const capsule::CapsuleReader> reader = self->reader;
       using Read = std::shared_ptr<absl::StatusOr<std::vector<uint8_t>>>;
@@ -141,15 +170,16 @@ struct PushState : public kj::Refcounted {
                              if (!s.ok()) *out = s;
                              return out;
                            })
-          .then([self = kj::mv(self), i, size, k](Read bytes) mutable {
-            return Send(kj::mv(self), i, size, k, bytes);
+          .then([self = kj::mv(self), i, size, k, lease = kj::mv(lease)](Read bytes) mutable {
+            return Send(kj::mv(self), i, size, k, bytes, kj::mv(lease));
           });
     });
   }
 
   // Sends chunk `i` on chain `k`: from `read` if given, else read here.
   static kj::Promise<void> Send(kj::Own<PushState> self, uint64_t i, uint64_t size, size_t k,
-                                std::shared_ptr<absl::StatusOr<std::vector<uint8_t>>> read) {
+                                std::shared_ptr<absl::StatusOr<std::vector<uint8_t>>> read,
+                                MaybeLease lease) {
     // One segment the chunk's size (plus the call's few words): without the hint the message
     // starts with a small segment and allocates a second one for the data.
     auto req = self->Upload(k).putRequest(capnp::MessageSize{size / sizeof(capnp::word) + 16, 0});
@@ -168,7 +198,10 @@ struct PushState : public kj::Refcounted {
     self->summary.bytes_sent += size;
     self->progress.sent_bytes += size;
     self->since_commit += size;
-    return req.send().then([self = kj::addRef(*self), k]() mutable -> kj::Promise<void> {
+    read.reset();  // the bytes are in the message now
+    auto sent = req.send().fork();
+    self->HoldUntilWritten(k, sent.addBranch(), kj::mv(lease));
+    return sent.addBranch().then([self = kj::addRef(*self), k]() mutable -> kj::Promise<void> {
       self->Report();
       KJ_IF_MAYBE(e, self->commit_failure) { kj::throwFatalException(kj::cp(*e)); }
       if (self->CommitDue()) {

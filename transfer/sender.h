@@ -22,7 +22,8 @@
 
 namespace bunker::transfer {
 
-class WriteMeter;  // transfer/write_meter.h
+class MemoryBudget;  // transfer/memory_budget.h
+class WriteMeter;    // transfer/write_meter.h
 
 struct SendProgress {
   uint64_t total_bytes = 0;    // all chunks' ciphertext
@@ -55,6 +56,11 @@ struct SendOptions {
   // the flow control window (write_meter.h).
   std::vector<WriteMeter*> meters;
   uint64_t max_unwritten = 1u << 20;
+  // When set (it must outlive the promise), each chunk takes its size from this budget before
+  // it is read and gives it back once its put was written to the connection (with `meters`),
+  // or once the put was sent (without): what all the pushes sharing the budget hold in memory
+  // stays within it (a chunk larger than the budget goes alone).
+  MemoryBudget* budget = nullptr;
   std::function<void(const SendProgress&)> progress;
 };
 

@@ -1,0 +1,252 @@
+// A pinned peer that abuses the transfer protocol against the real Depot: calls in any order,
+// chunks that do not belong, many fetches at once, and a store folder that is not the
+// daemon's own. Whatever it does, nothing is stored that was not verified, the daemon's memory
+// stays bounded, and the error says what was wrong.
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <kj/vector.h>
+#include <sys/stat.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "capsule/capsule_test_util.h"
+#include "capsule/format.h"
+#include "gtest/gtest.h"
+#include "transfer/depot.h"
+#include "transfer/errors.h"
+#include "transfer/sender.h"
+
+namespace bunker::transfer {
+namespace {
+
+using capsule::testing::Keys;
+
+constexpr uint32_t kChunk = 4096;
+
+struct Fixture {
+  Keys keys;
+  std::vector<uint8_t> capsule;
+  std::shared_ptr<const capsule::CapsuleReader> reader;
+  std::string store = capsule::testing::MakeTempDir() + "/store";
+
+  explicit Fixture(size_t payload) {
+    capsule = capsule::testing::SealRaw(keys, capsule::testing::PatternBytes(payload, 7), kChunk);
+    auto r = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(capsule));
+    EXPECT_TRUE(r.ok()) << r.status();
+    reader = std::move(*r);
+  }
+  DepotOptions Options(const std::string& folder, uint64_t keep_free = 0) {
+    DepotOptions o;
+    o.store = capsule::MakeLocalStore(folder, keep_free);
+    o.trusted = {keys.issuer.public_identity()};
+    o.now = [] { return int64_t{1800000000}; };
+    return o;
+  }
+  std::string Id() const { return reader->manifest().IdHex(); }
+  bool Stored(const std::string& folder) {
+    const std::string s = capsule::testing::ReadFile(folder + "/" + Id() + ".capsule");
+    return std::vector<uint8_t>(s.begin(), s.end()) == capsule;
+  }
+  std::vector<uint8_t> Chunk(uint64_t i) {
+    const capsule::Geometry& g = reader->geometry();
+    std::vector<uint8_t> out(g.CipherSize(i));
+    EXPECT_TRUE(reader->ReadRaw(g.ChunkOffset(i), absl::MakeSpan(out)).ok());
+    return out;
+  }
+};
+
+// One RPC connection to `depot` over an in-memory pipe.
+struct Connection {
+  kj::TwoWayPipe pipe;
+  capnp::TwoPartyServer server;
+  capnp::TwoPartyClient client;
+  schema::Transfer::Client transfer;
+  Connection(kj::AsyncIoContext& io, Depot& depot, const crypto::PublicIdentity& peer)
+      : pipe(io.provider->newTwoWayPipe()),
+        server(depot.ServeFor(peer)),
+        client(*pipe.ends[0]),
+        transfer(client.bootstrap().castAs<schema::Transfer>()) {
+    server.accept(kj::mv(pipe.ends[1]));
+  }
+};
+
+// The status a call ended with.
+template <typename Promise>
+absl::Status Outcome(kj::AsyncIoContext& io, Promise p) {
+  try {
+    p.wait(io.waitScope);
+    return absl::OkStatus();
+  } catch (const kj::Exception& e) {
+    return FromException(e);
+  }
+}
+
+schema::Upload::Client Offer(kj::AsyncIoContext& io, Connection& c, Fixture& f) {
+  auto p = capsule::ReadPrelude(*f.reader);
+  auto req = c.transfer.offerRequest();
+  req.initPrelude().setHeader(kj::arrayPtr(p->header.data(), p->header.size()));
+  req.getPrelude().setTail(kj::arrayPtr(p->tail.data(), p->tail.size()));
+  return req.send().wait(io.waitScope).getUpload();
+}
+
+kj::Promise<void> Put(schema::Upload::Client& u, uint64_t index, const std::vector<uint8_t>& d) {
+  auto req = u.putRequest();
+  req.setIndex(index);
+  req.setData(kj::arrayPtr(d.data(), d.size()));
+  return req.send();
+}
+
+std::vector<uint64_t> Rejected(kj::AsyncIoContext& io, schema::Upload::Client& u) {
+  auto r = u.commitRequest().send().wait(io.waitScope);
+  std::vector<uint64_t> out;
+  for (uint64_t i : r.getRejected()) out.push_back(i);
+  return out;
+}
+
+// Attack: an uploader that puts what it likes: an index past the end, a chunk of the wrong
+// size or content, a finish before everything arrived, the same chunk at once over two
+// connections, and calls on its upload after the capsule was stored. Each is refused or
+// harmless; the stored capsule is byte-identical to what the issuer signed.
+TEST(DepotAttackTest, AnUploaderThatBreaksTheProtocolStoresNothingUnverified) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(6 * kChunk);
+  Depot depot(f.Options(f.store));
+  Connection c1(io, depot, f.keys.alice.public_identity());
+  Connection c2(io, depot, f.keys.alice.public_identity());
+
+  {  // An index out of range fails its stream of puts (heard at the next call), naming it.
+    auto u = Offer(io, c1, f);
+    Put(u, 1u << 30, f.Chunk(0)).wait(io.waitScope);
+    absl::Status s = Outcome(io, u.commitRequest().send());
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "out of range")) << s;
+  }
+  auto u1 = Offer(io, c1, f);
+  auto u2 = Offer(io, c2, f);
+  // A short chunk, a long one and another chunk's bytes are refused, not written.
+  std::vector<uint8_t> shorter = f.Chunk(0);
+  shorter.pop_back();
+  std::vector<uint8_t> longer = f.Chunk(0);
+  longer.push_back(0);
+  ASSERT_TRUE(Outcome(io, Put(u1, 0, shorter)).ok());
+  ASSERT_TRUE(Outcome(io, Put(u1, 0, longer)).ok());
+  ASSERT_TRUE(Outcome(io, Put(u1, 2, f.Chunk(3))).ok());
+  EXPECT_EQ(Rejected(io, u1), (std::vector<uint64_t>{0, 2}));
+  // Finish while chunks are missing.
+  absl::Status early = Outcome(io, u1.finishRequest().send());
+  EXPECT_EQ(early.code(), absl::StatusCode::kFailedPrecondition) << early;
+  EXPECT_FALSE(capsule::testing::Exists(f.store + "/" + f.Id() + ".capsule"));
+  // The same chunk over both connections at once, twice each.
+  auto a = Put(u1, 1, f.Chunk(1));
+  auto b = Put(u2, 1, f.Chunk(1));
+  auto a2 = Put(u1, 1, f.Chunk(1));
+  auto b2 = Put(u2, 1, f.Chunk(1));
+  ASSERT_TRUE(Outcome(io, kj::mv(a)).ok());
+  ASSERT_TRUE(Outcome(io, kj::mv(b)).ok());
+  ASSERT_TRUE(Outcome(io, kj::mv(a2)).ok());
+  ASSERT_TRUE(Outcome(io, kj::mv(b2)).ok());
+  EXPECT_TRUE(Rejected(io, u1).empty());
+  EXPECT_TRUE(Rejected(io, u2).empty());
+  // The rest, then finish; then every call again on the finished upload.
+  for (uint64_t i = 0; i < f.reader->geometry().chunk_count; ++i) {
+    if (i == 1) continue;
+    ASSERT_TRUE(Outcome(io, Put(u2, i, f.Chunk(i))).ok());
+  }
+  EXPECT_TRUE(Rejected(io, u2).empty());
+  auto done = u2.finishRequest().send().wait(io.waitScope);
+  EXPECT_EQ(std::string(done.getCapsuleId().cStr()), f.Id());
+  EXPECT_TRUE(f.Stored(f.store));
+  std::vector<uint8_t> garbage(kChunk + 16, 0x5a);
+  EXPECT_TRUE(Outcome(io, Put(u1, 0, garbage)).ok()) << "a put after finish";
+  EXPECT_TRUE(Rejected(io, u1).empty());
+  EXPECT_EQ(std::string(u1.finishRequest().send().wait(io.waitScope).getCapsuleId().cStr()),
+            f.Id());
+  EXPECT_TRUE(f.Stored(f.store)) << "the stored capsule changed after finish";
+  // A new offer finds it stored: nothing to put.
+  auto again = Offer(io, c1, f);
+  Put(again, 0, f.Chunk(0)).wait(io.waitScope);
+  absl::Status put = Outcome(io, again.finishRequest().send());
+  EXPECT_EQ(put.code(), absl::StatusCode::kFailedPrecondition) << put;
+  EXPECT_TRUE(capsule::testing::ListDir(f.store + "/.incoming").empty());
+}
+
+// Attack: many sessions each pulling a fetch at once. Before: each fetch held about two chunks
+// of its own, so the daemon's memory grew with the number of sessions (256 sessions of 16 MiB
+// chunks: 8 GiB). Now all fetches share DepotOptions::fetch_memory, and every one completes.
+TEST(DepotAttackTest, ManyConcurrentFetchesStayWithinTheDaemonsFetchMemory) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(24 * kChunk);
+  DepotOptions source_options = f.Options(f.store);
+  source_options.fetch_memory = 3 * (kChunk + 16);
+  Depot source(source_options);
+  {
+    Connection c(io, source, f.keys.alice.public_identity());
+    ASSERT_TRUE(Outcome(io, Push(f.reader, c.transfer, SendOptions())).ok());
+  }
+  constexpr int kFetches = 12;
+  std::vector<std::string> folders;
+  std::vector<std::unique_ptr<Depot>> receivers;
+  std::vector<std::unique_ptr<Connection>> connections;
+  kj::Vector<kj::Promise<void>> fetches;
+  for (int k = 0; k < kFetches; ++k) {
+    folders.push_back(capsule::testing::MakeTempDir() + "/mine");
+    DepotOptions mine = f.Options(folders.back());
+    mine.expected_id = f.Id();
+    receivers.push_back(std::make_unique<Depot>(mine));
+    connections.push_back(
+        std::make_unique<Connection>(io, source, f.keys.bob.public_identity()));
+    auto req = connections.back()->transfer.fetchRequest();
+    req.setCapsuleId(f.Id());
+    req.setReceiver(receivers.back()->ServeFor(f.keys.alice.public_identity()));
+    fetches.add(req.send().ignoreResult());
+  }
+  kj::joinPromises(fetches.releaseAsArray()).wait(io.waitScope);
+  for (const std::string& folder : folders) EXPECT_TRUE(f.Stored(folder)) << folder;
+  RecordProperty("fetchMemoryPeak", static_cast<int>(source.fetch_budget().peak()));
+  EXPECT_LE(source.fetch_budget().peak(), source_options.fetch_memory);
+  EXPECT_EQ(source.fetch_budget().held(), 0u);
+}
+
+// Attack (a local user): the folder holding partial capsules and their journals is writable by
+// others, who could mark chunks as received that never were. Before: offers were accepted and
+// the journal trusted. Now the offer is refused with the reason, before anything is written.
+TEST(DepotAttackTest, AnIncomingFolderOthersCanWriteIsRefused) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(2 * kChunk);
+  ASSERT_EQ(::mkdir(f.store.c_str(), 0700), 0);
+  const std::string incoming = f.store + "/.incoming";
+  ASSERT_EQ(::mkdir(incoming.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(incoming.c_str(), 0777), 0);
+  Depot depot(f.Options(f.store));
+  Connection c(io, depot, f.keys.alice.public_identity());
+  absl::Status s = Outcome(io, Push(f.reader, c.transfer, SendOptions()));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "can be written by other users")) << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), f.store)) << "a local path reached the peer";
+  EXPECT_TRUE(capsule::testing::ListDir(incoming).empty());
+  // Made private again, the same offer goes through.
+  ASSERT_EQ(::chmod(incoming.c_str(), 0700), 0);
+  EXPECT_TRUE(Outcome(io, Push(f.reader, c.transfer, SendOptions())).ok());
+  EXPECT_TRUE(f.Stored(f.store));
+}
+
+// Attack: an offer of a (validly signed) capsule larger than the room left on the store's
+// disk, to fill it. Before: accepted, and the disk filled until a write failed. Now refused
+// with kResourceExhausted before anything is written. (Asserted with a reserve larger than
+// any disk: the check is the same.)
+TEST(DepotAttackTest, AnOfferThatDoesNotFitOnTheDiskIsRefusedBeforeAnythingIsWritten) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  Depot depot(f.Options(f.store, uint64_t{1} << 62));
+  Connection c(io, depot, f.keys.alice.public_identity());
+  absl::Status s = Outcome(io, Push(f.reader, c.transfer, SendOptions()));
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "no room for capsule")) << s;
+  EXPECT_TRUE(capsule::testing::ListDir(f.store + "/.incoming").empty());
+}
+
+}  // namespace
+}  // namespace bunker::transfer

@@ -125,6 +125,14 @@ class TransferImpl final : public schema::Transfer::Server {
         id.find_first_not_of("0123456789abcdef") != std::string::npos) {
       return ToException(absl::InvalidArgumentError("a capsule id is 32 hex characters"));
     }
+    kj::Own<Depot::FetchPlace> place;
+    KJ_IF_MAYBE(p, depot_.TakeFetchPlace()) {
+      place = kj::mv(*p);
+    } else {
+      depot_.Emit({"refused", id, "", peer_, "fetch refused: too many fetches at once"});
+      return ToException(absl::ResourceExhaustedError(
+          "the sender serves too many fetches at once; try again later"));
+    }
     // Opening (in an object store: HEAD and ranged GETs) and reading chunks run off the event
     // loop.
     std::shared_ptr<capsule::Store> store = depot_.options().store;
@@ -163,7 +171,8 @@ class TransferImpl final : public schema::Transfer::Server {
                              absl::StrCat(summary.chunks_sent, " chunks sent, ",
                                           summary.chunks_skipped, " already there")});
               });
-        });
+        })
+        .attach(kj::mv(place));
   }
 
   kj::Promise<void> newestOf(NewestOfContext context) override {
@@ -246,6 +255,12 @@ Depot::~Depot() = default;
 schema::Transfer::Client Depot::ServeFor(const crypto::PublicIdentity& peer,
                                          WriteMeter* connection) {
   return kj::heap<TransferImpl>(*this, peer, connection);
+}
+
+kj::Maybe<kj::Own<Depot::FetchPlace>> Depot::TakeFetchPlace() {
+  if (fetches_ >= options_.max_fetches) return nullptr;
+  fetches_peak_ = std::max(fetches_peak_, ++fetches_);
+  return kj::heap<FetchPlace>(fetches_);
 }
 
 void Depot::Emit(DepotEvent event) {

@@ -86,6 +86,10 @@ struct DepotOptions {
   // back once its put was written to the connection. A fetch whose peer stops reading keeps
   // what it holds (at most about two chunks) until its session ends (the idle timeout).
   uint64_t fetch_memory = 64u << 20;
+  // Fetches served at once, over all sessions: each holds an open capsule and its prelude (the
+  // chunk table: 32 bytes a chunk), which fetch_memory does not count. A fetch beyond it is
+  // refused at once with kResourceExhausted (the peer may try again later).
+  int max_fetches = 32;
 };
 
 // Threads of Depot::store_calls().
@@ -137,6 +141,22 @@ class Depot {
   const DepotOptions& options() const { return options_; }
   // Shared by the fetches this depot serves (DepotOptions::fetch_memory).
   MemoryBudget& fetch_budget() { return fetch_budget_; }
+  // Fetches being served now, and the most ever served at once (DepotOptions::max_fetches).
+  int fetches() const { return fetches_; }
+  int fetches_peak() const { return fetches_peak_; }
+  // A place among the fetches served at once, given back when dropped.
+  class FetchPlace {
+   public:
+    explicit FetchPlace(int& count) : count_(count) {}
+    ~FetchPlace() { --count_; }
+    FetchPlace(const FetchPlace&) = delete;
+    FetchPlace& operator=(const FetchPlace&) = delete;
+
+   private:
+    int& count_;
+  };
+  // A place, or nothing while max_fetches are served.
+  kj::Maybe<kj::Own<FetchPlace>> TakeFetchPlace();
   // Workers that check (SHA-256), write, sync and finish chunks off the event loop's thread.
   capsule::ThreadPool& workers() { return *workers_; }
   // Threads for store calls that wait on the network or on other sessions (beginning an
@@ -147,6 +167,8 @@ class Depot {
  private:
   DepotOptions options_;
   MemoryBudget fetch_budget_;  // outlives the sessions, whose pushes hold leases of it
+  int fetches_ = 0;
+  int fetches_peak_ = 0;
   std::mutex receipt_mu_;  // around options_.record_receipt; outlives the workers' jobs
   std::unique_ptr<capsule::ThreadPool> workers_;
   std::unique_ptr<capsule::ThreadPool> store_calls_;

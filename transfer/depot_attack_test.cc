@@ -173,6 +173,40 @@ TEST(DepotAttackTest, AnUploaderThatBreaksTheProtocolStoresNothingUnverified) {
   EXPECT_TRUE(capsule::testing::ListDir(f.store + "/.incoming").empty());
 }
 
+// Attack: between two attempts the offer changes its header (another validly signed capsule
+// claiming the same id), on a second connection while the first is receiving, and after a
+// restart of the receiver. Both are refused with kDataLoss; the first capsule resumes and is
+// stored as signed.
+TEST(DepotAttackTest, AnOfferThatChangesBetweenAttemptsIsRefused) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(4 * kChunk);
+  const auto twin = capsule::testing::MustResign(f.capsule, f.keys.issuer,
+                                                 [](capsule::Manifest& m) { m.policy = "{}"; });
+  auto opened = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(twin));
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<const capsule::CapsuleReader> twin_reader = std::move(*opened);
+  ASSERT_EQ(twin_reader->manifest().IdHex(), f.Id());
+  {
+    Depot depot(f.Options(f.store));
+    Connection c1(io, depot, f.keys.alice.public_identity());
+    auto u = Offer(io, c1, f);
+    ASSERT_TRUE(Outcome(io, Put(u, 0, f.Chunk(0))).ok());
+    EXPECT_TRUE(Rejected(io, u).empty());
+    Connection c2(io, depot, f.keys.alice.public_identity());
+    absl::Status s = Outcome(io, Push(twin_reader, c2.transfer, SendOptions()));
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "is being received")) << s;
+  }
+  Depot restarted(f.Options(f.store));
+  Connection c(io, restarted, f.keys.alice.public_identity());
+  absl::Status s = Outcome(io, Push(twin_reader, c.transfer, SendOptions()));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "partly received")) << s;
+  auto resumed = Push(f.reader, c.transfer, SendOptions()).wait(io.waitScope);
+  EXPECT_EQ(resumed.chunks_skipped, 1u);
+  EXPECT_TRUE(f.Stored(f.store));
+}
+
 // Attack: many sessions each pulling a fetch at once. Before: each fetch held about two chunks
 // of its own, so the daemon's memory grew with the number of sessions (256 sessions of 16 MiB
 // chunks: 8 GiB). Now all fetches share DepotOptions::fetch_memory, and every one completes.
@@ -208,6 +242,52 @@ TEST(DepotAttackTest, ManyConcurrentFetchesStayWithinTheDaemonsFetchMemory) {
   RecordProperty("fetchMemoryPeak", static_cast<int>(source.fetch_budget().peak()));
   EXPECT_LE(source.fetch_budget().peak(), source_options.fetch_memory);
   EXPECT_EQ(source.fetch_budget().held(), 0u);
+}
+
+// Attack: one session pipelines many fetches at once. Each holds an open capsule and its
+// prelude (its chunk table: 8 MiB for a 1 GiB capsule of 4 KiB chunks), which the fetch memory
+// budget does not count. Before: every one was served at once (thousands fit in a session's
+// call window). Now those beyond DepotOptions::max_fetches are refused at once, and the rest
+// complete.
+TEST(DepotAttackTest, FetchesBeyondTheLimitAreRefusedAndTheOthersComplete) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(8 * kChunk);
+  DepotOptions source_options = f.Options(f.store);
+  source_options.max_fetches = 2;
+  Depot source(source_options);
+  Connection c(io, source, f.keys.bob.public_identity());
+  ASSERT_TRUE(Outcome(io, Push(f.reader, c.transfer, SendOptions())).ok());
+  constexpr int kFetches = 8;
+  std::vector<std::string> folders;
+  std::vector<std::unique_ptr<Depot>> receivers;
+  kj::Vector<kj::Promise<absl::Status>> fetches;
+  for (int k = 0; k < kFetches; ++k) {
+    folders.push_back(capsule::testing::MakeTempDir() + "/mine");
+    DepotOptions mine = f.Options(folders.back());
+    mine.expected_id = f.Id();
+    receivers.push_back(std::make_unique<Depot>(mine));
+    auto req = c.transfer.fetchRequest();
+    req.setCapsuleId(f.Id());
+    req.setReceiver(receivers.back()->ServeFor(f.keys.alice.public_identity()));
+    fetches.add(req.send().then([](auto&&) { return absl::OkStatus(); },
+                                [](kj::Exception&& e) { return FromException(e); }));
+  }
+  auto outcomes = kj::joinPromises(fetches.releaseAsArray()).wait(io.waitScope);
+  int served = 0, refused = 0;
+  for (size_t k = 0; k < outcomes.size(); ++k) {
+    if (outcomes[k].ok()) {
+      ++served;
+      EXPECT_TRUE(f.Stored(folders[k]));
+    } else {
+      ++refused;
+      EXPECT_EQ(outcomes[k].code(), absl::StatusCode::kResourceExhausted) << outcomes[k];
+      EXPECT_TRUE(absl::StrContains(outcomes[k].message(), "too many fetches")) << outcomes[k];
+    }
+  }
+  EXPECT_GE(served, 2);
+  EXPECT_GE(refused, 1);
+  EXPECT_EQ(source.fetches_peak(), 2);
+  EXPECT_EQ(source.fetches(), 0);
 }
 
 // Attack (a local user): the folder holding partial capsules and their journals is writable by

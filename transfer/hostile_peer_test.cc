@@ -59,34 +59,47 @@ class DeafStream final : public kj::AsyncIoStream {
 class HostilePeerTest : public ::testing::Test {
  protected:
   HostilePeerTest() : io_(kj::setupAsyncIo()), ws_(io_.waitScope), timer_(io_.provider->getTimer()) {
-    auto channel = SecureChannel::Create(alpha_, {beta_.public_identity()}, timer_, absl::Now());
+    auto channel = SecureChannel::Create(
+        alpha_, {beta_.public_identity(), gamma_.public_identity()}, timer_, absl::Now());
     EXPECT_TRUE(channel.ok()) << channel.status();
     server_ = kj::mv(*channel);
-    auto client = SecureChannel::Create(beta_, {alpha_.public_identity()}, timer_, absl::Now());
-    EXPECT_TRUE(client.ok()) << client.status();
-    client_ = kj::mv(*client);
-    rpc_ = kj::heap<RpcServer>(*server_, [this](const crypto::PublicIdentity&, WriteMeter& meter) {
-      meters_.push_back(kj::addRef(meter));
-      return capnp::Capability::Client(kj::heap<EchoTransfer>(calls_));
-    });
+    client_ = ClientChannel(beta_);
+  }
+
+  // Starts serving on a loopback port.
+  void Serve(RpcServer::Limits limits = {}) {
+    rpc_ = kj::heap<RpcServer>(
+        *server_,
+        [this](const crypto::PublicIdentity&, WriteMeter& meter) {
+          meters_.push_back(kj::addRef(meter));
+          return capnp::Capability::Client(kj::heap<EchoTransfer>(calls_));
+        },
+        limits);
     listener_ = io_.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(ws_)->listen();
     listening_ = rpc_->Listen(*listener_).eagerlyEvaluate([](kj::Exception&& e) {
       ADD_FAILURE() << "listen loop ended: " << e.getDescription().cStr();
     });
   }
+
+  kj::Own<SecureChannel> ClientChannel(const crypto::Identity& self) {
+    auto client = SecureChannel::Create(self, {alpha_.public_identity()}, timer_, absl::Now());
+    EXPECT_TRUE(client.ok()) << client.status();
+    return kj::mv(*client);
+  }
   ~HostilePeerTest() noexcept override {}
 
-  SecureConnection Connect() {
+  SecureConnection Connect(SecureChannel* as = nullptr) {
     auto address =
         io_.provider->getNetwork().parseAddress("127.0.0.1", listener_->getPort()).wait(ws_);
     auto raw = timer_.timeoutAfter(kBound, address->connectAuthenticated()).wait(ws_);
-    return timer_.timeoutAfter(kBound, client_->Connect(kj::mv(raw), alpha_.public_identity()))
+    SecureChannel& channel = as == nullptr ? *client_ : *as;
+    return timer_.timeoutAfter(kBound, channel.Connect(kj::mv(raw), alpha_.public_identity()))
         .wait(ws_);
   }
 
   // A well-behaved peer's ping on a connection of its own.
-  void PingOk() {
-    SecureConnection c = Connect();
+  void PingOk(SecureChannel* as = nullptr) {
+    SecureConnection c = Connect(as);
     capnp::TwoPartyClient client(*c.stream);
     auto request = client.bootstrap().castAs<schema::Transfer>().pingRequest();
     request.setNonce(kj::heapArray<kj::byte>(8));
@@ -131,6 +144,7 @@ class HostilePeerTest : public ::testing::Test {
   kj::Timer& timer_;
   crypto::Identity alpha_ = crypto::Identity::Generate();  // the server
   crypto::Identity beta_ = crypto::Identity::Generate();   // a pinned, hostile peer
+  crypto::Identity gamma_ = crypto::Identity::Generate();  // a pinned, well-behaved peer
   kj::Own<SecureChannel> server_, client_;
   kj::Own<RpcServer> rpc_;
   kj::Own<kj::ConnectionReceiver> listener_;
@@ -147,6 +161,7 @@ class HostilePeerTest : public ::testing::Test {
 TEST_F(HostilePeerTest, APeerThatNeverReadsCannotMakeTheServerQueueAnswers) {
   constexpr size_t kNonce = 256u << 10;
   constexpr int kCalls = 192;  // 48 MiB of answers
+  Serve();
   SecureConnection c = Connect();
   DeafStream deaf(*c.stream);
   capnp::TwoPartyClient client(deaf);
@@ -176,6 +191,7 @@ TEST_F(HostilePeerTest, APeerThatNeverReadsCannotMakeTheServerQueueAnswers) {
 // announcing a 2 GiB message, then noise). The session ends, nothing is allocated for the
 // claimed size, and the server goes on serving.
 TEST_F(HostilePeerTest, GarbageAfterTheHandshakeEndsOnlyThatSession) {
+  Serve();
   {
     SecureConnection c = Connect();
     const kj::byte huge[8] = {0, 0, 0, 0, 0xff, 0xff, 0xff, 0x0f};
@@ -192,6 +208,26 @@ TEST_F(HostilePeerTest, GarbageAfterTheHandshakeEndsOnlyThatSession) {
   EXPECT_EQ(calls_, 0u);
   PingOk();
   EXPECT_EQ(calls_, 1u);
+}
+
+// Attack: a pinned peer opens sessions and holds them. Before: it could take every session
+// (256) and keep all other peers out until it let go. Now one peer has at most
+// Limits::sessions_per_peer of them; its next is closed after the handshake, and another
+// peer still gets in.
+TEST_F(HostilePeerTest, OnePeerCannotTakeEverySession) {
+  RpcServer::Limits limits;
+  limits.sessions = 4;
+  limits.sessions_per_peer = 3;
+  Serve(limits);
+  std::vector<SecureConnection> held;
+  for (int k = 0; k < 3; ++k) held.push_back(Connect());
+  Settle([&] { return rpc_->sessions(); });
+  ASSERT_EQ(rpc_->sessions(), 3u);
+  SecureConnection over = Connect();
+  EXPECT_TRUE(ReadsUntilClosed(*over.stream)) << "a 4th session of one peer was kept";
+  EXPECT_THAT(rpc_->last_refusal(), ::testing::HasSubstr("too many sessions of peer"));
+  kj::Own<SecureChannel> gamma = ClientChannel(gamma_);
+  PingOk(gamma.get());
 }
 
 }  // namespace

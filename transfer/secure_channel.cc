@@ -424,8 +424,14 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
                         Refuse("too many sessions");
                         return kj::READY_NOW;
                       }
+                      const std::string peer = connection.peer.fingerprint().ToString();
+                      if (sessions_of_[peer] >= limits_.sessions_per_peer) {
+                        Refuse(absl::StrCat("too many sessions of peer ", peer));
+                        return kj::READY_NOW;
+                      }
                       ++served_;
                       ++sessions_;
+                      ++sessions_of_[peer];
                       capnp::Capability::Client bootstrap =
                           bootstrap_(connection.peer, *connection.meter);
                       auto session = kj::heap<Session>(kj::mv(connection), kj::mv(bootstrap),
@@ -439,8 +445,9 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
                       // Ends when the peer disconnects, or when it stays idle too long.
                       auto done =
                           session->network.onDisconnect().exclusiveJoin(session->watched.Watch());
-                      return done.attach(kj::mv(session), kj::defer([this, live]() {
+                      return done.attach(kj::mv(session), kj::defer([this, live, peer]() {
                         --sessions_;
+                        if (--sessions_of_[peer] == 0) sessions_of_.erase(peer);
                         live_.erase(live);
                         Rebalance();
                       }));

@@ -126,8 +126,11 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
     // opens up to 16 connections at once: transfer/client.h).
     size_t handshakes = 128;
     size_t handshakes_per_source = 32;
-    // Authenticated sessions at once; more are closed right after their handshake.
+    // Authenticated sessions at once, in all and of one peer; more are closed right after
+    // their handshake. The share of one peer keeps a pinned peer that holds sessions open (or
+    // a stolen key of one) from keeping the others out.
     size_t sessions = 256;
+    size_t sessions_per_peer = 64;
   };
 
   RpcServer(SecureChannel& channel, BootstrapFactory bootstrap, Limits limits);
@@ -181,6 +184,7 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
   std::map<uint64_t, Handshake> handshakes_;  // by arrival: the first is the oldest
   uint64_t next_handshake_ = 0;
   size_t sessions_ = 0;
+  std::map<std::string, size_t> sessions_of_;  // by peer fingerprint
   // Sessions being served (each also counted in sessions_), and their current call window.
   std::set<Session*> live_;
   size_t call_window_ = kMaxCallWindow;

@@ -216,8 +216,9 @@ JSON
   cmp -s d.capsule store-c/*.capsule || fail "forwarded capsule differs"
 }
 
-# The receiver's disk fills up: the send stops with a clear error, the journal stays, and once
-# space is freed the same command resumes. Needs root to mount a small tmpfs (skipped, exit 77,
+# A capsule larger than the receiver's disk is refused at its offer, before anything is written.
+# A disk that fills under a transfer: the send stops with a clear error, the journal stays, and
+# once space is freed the same command resumes. Needs root to mount a small tmpfs (skipped, exit 77,
 # where mounting is not allowed).
 scenario_transfer_disk_full() {
   DATA_BYTES=6000000 setup
@@ -231,13 +232,29 @@ scenario_transfer_disk_full() {
   sed "s|\"store\": \"store-b\"|\"store\": \"$SMALL_DISK/store\"|" b.json > b-small.json
   mv b-small.json b.json
   start_b
-  # Paced so that commits (every second) make some chunks durable before the disk is full.
-  expect_exit 8 send --rate 2M
+  # A capsule larger than the disk is refused at its offer, before anything is written.
+  expect_exit 8 send
+  expect_err "no room for capsule"
+  one_line_err
+  [ -z "$(ls -A "$SMALL_DISK/store/.incoming" 2>/dev/null)" ] || fail "the refused offer wrote something"
+  # One that fits when offered, but the disk fills under it (another writer): what was made
+  # durable before is kept. Paced so that commits (every second) make some chunks durable first.
+  mount -o remount,size=8m "$SMALL_DISK" || fail "cannot grow the filesystem"
+  send --rate 2M >"$WORK/.stdout" 2>"$WORK/.stderr" &
+  local pid=$! rc=0
+  local i
+  for i in $(seq 200); do
+    find "$SMALL_DISK/store/.incoming" -name '*.journal' -size +0c 2>/dev/null | grep -q . && break
+    sleep 0.05
+  done
+  dd if=/dev/zero of="$SMALL_DISK/filler" bs=64k 2>/dev/null || true
+  wait "$pid" || rc=$?
+  [ "$rc" -eq 8 ] || { cat "$WORK/.stderr" >&2; fail "send exited $rc on a full disk, expected 8"; }
   expect_err "out of disk space"
   one_line_err
   ls "$SMALL_DISK/store/.incoming/"*.journal >/dev/null 2>&1 || fail "the journal was not kept"
   [ -z "$(ls "$SMALL_DISK/store/"*.capsule 2>/dev/null)" ] || fail "an incomplete capsule was stored"
-  mount -o remount,size=32m "$SMALL_DISK" || fail "cannot grow the filesystem"
+  rm -f "$SMALL_DISK/filler"
   expect_exit 0 send --json
   [ "$(json_field chunksSkipped)" -gt 0 ] || fail "nothing was kept from before the disk filled"
   cmp -s d.capsule "$SMALL_DISK"/store/*.capsule || fail "resumed capsule differs"

@@ -126,7 +126,7 @@ class TransferImpl final : public schema::Transfer::Server {
       return ToException(absl::InvalidArgumentError("a capsule id is 32 hex characters"));
     }
     kj::Own<Depot::FetchPlace> place;
-    KJ_IF_MAYBE(p, depot_.TakeFetchPlace()) {
+    KJ_IF_MAYBE(p, depot_.TakeFetchPlace(peer_)) {
       place = kj::mv(*p);
     } else {
       depot_.Emit({"refused", id, "", peer_, "fetch refused: too many fetches at once"});
@@ -154,6 +154,7 @@ class TransferImpl final : public schema::Transfer::Server {
           SendOptions options;
           options.read_pool = &depot_.store_calls();
           options.budget = &depot_.fetch_budget();
+          options.peer_budget = &depot_.peer_fetch_budget(peer_);
           // The receiver is served on this connection: its meter paces the puts.
           if (meter_.get() != nullptr) options.meters = {meter_.get()};
           // The push shares the reader with its reads on the store-call threads.
@@ -257,10 +258,26 @@ schema::Transfer::Client Depot::ServeFor(const crypto::PublicIdentity& peer,
   return kj::heap<TransferImpl>(*this, peer, connection);
 }
 
-kj::Maybe<kj::Own<Depot::FetchPlace>> Depot::TakeFetchPlace() {
-  if (fetches_ >= options_.max_fetches) return nullptr;
+Depot::PeerFetches& Depot::PeerFetchesOf(const std::string& peer) {
+  PeerFetches& p = peer_fetches_[peer];
+  if (p.budget == nullptr) {
+    p.budget = std::make_unique<MemoryBudget>(options_.fetch_memory_per_peer);
+  }
+  return p;
+}
+
+MemoryBudget& Depot::peer_fetch_budget(const std::string& peer) {
+  return *PeerFetchesOf(peer).budget;
+}
+
+kj::Maybe<kj::Own<Depot::FetchPlace>> Depot::TakeFetchPlace(const std::string& peer) {
+  PeerFetches& p = PeerFetchesOf(peer);
+  if (fetches_ >= options_.max_fetches || p.fetches >= options_.max_fetches_per_peer) {
+    return nullptr;
+  }
+  ++p.fetches;
   fetches_peak_ = std::max(fetches_peak_, ++fetches_);
-  return kj::heap<FetchPlace>(fetches_);
+  return kj::heap<FetchPlace>(fetches_, p.fetches);
 }
 
 void Depot::Emit(DepotEvent event) {

@@ -90,6 +90,11 @@ struct DepotOptions {
   // chunk table: 32 bytes a chunk), which fetch_memory does not count. A fetch beyond it is
   // refused at once with kResourceExhausted (the peer may try again later).
   int max_fetches = 32;
+  // One peer's share of the two above: a peer that stops reading holds at most this many
+  // places and bytes until its sessions end, and the other peers' fetches go on (a fetch beyond
+  // a peer's places is refused like one beyond max_fetches; its chunks wait for its own room).
+  int max_fetches_per_peer = 8;
+  uint64_t fetch_memory_per_peer = 16u << 20;
 };
 
 // Threads of Depot::store_calls().
@@ -141,22 +146,30 @@ class Depot {
   const DepotOptions& options() const { return options_; }
   // Shared by the fetches this depot serves (DepotOptions::fetch_memory).
   MemoryBudget& fetch_budget() { return fetch_budget_; }
+  // Shared by the fetches this depot serves to `peer` (DepotOptions::fetch_memory_per_peer), on
+  // top of fetch_budget().
+  MemoryBudget& peer_fetch_budget(const std::string& peer);
   // Fetches being served now, and the most ever served at once (DepotOptions::max_fetches).
   int fetches() const { return fetches_; }
   int fetches_peak() const { return fetches_peak_; }
-  // A place among the fetches served at once, given back when dropped.
+  // A place among the fetches served at once (and among its peer's), given back when dropped.
   class FetchPlace {
    public:
-    explicit FetchPlace(int& count) : count_(count) {}
-    ~FetchPlace() { --count_; }
+    FetchPlace(int& count, int& peer_count) : count_(count), peer_count_(peer_count) {}
+    ~FetchPlace() {
+      --count_;
+      --peer_count_;
+    }
     FetchPlace(const FetchPlace&) = delete;
     FetchPlace& operator=(const FetchPlace&) = delete;
 
    private:
     int& count_;
+    int& peer_count_;
   };
-  // A place, or nothing while max_fetches are served.
-  kj::Maybe<kj::Own<FetchPlace>> TakeFetchPlace();
+  // A place for a fetch by `peer`, or nothing while max_fetches are served, or
+  // max_fetches_per_peer to that peer.
+  kj::Maybe<kj::Own<FetchPlace>> TakeFetchPlace(const std::string& peer);
   // Workers that check (SHA-256), write, sync and finish chunks off the event loop's thread.
   capsule::ThreadPool& workers() { return *workers_; }
   // Threads for store calls that wait on the network or on other sessions (beginning an
@@ -169,6 +182,15 @@ class Depot {
   MemoryBudget fetch_budget_;  // outlives the sessions, whose pushes hold leases of it
   int fetches_ = 0;
   int fetches_peak_ = 0;
+  // Per peer: fetches served now and its share of the fetch memory. Kept for the depot's life
+  // (one entry per peer that ever fetched: the site's pinned peers), so that the leases and
+  // places that refer to them never outlive them.
+  struct PeerFetches {
+    int fetches = 0;
+    std::unique_ptr<MemoryBudget> budget;
+  };
+  std::map<std::string, PeerFetches> peer_fetches_;
+  PeerFetches& PeerFetchesOf(const std::string& peer);
   std::mutex receipt_mu_;  // around options_.record_receipt; outlives the workers' jobs
   std::unique_ptr<capsule::ThreadPool> workers_;
   std::unique_ptr<capsule::ThreadPool> store_calls_;

@@ -215,6 +215,7 @@ TEST(DepotAttackTest, ManyConcurrentFetchesStayWithinTheDaemonsFetchMemory) {
   Fixture f(24 * kChunk);
   DepotOptions source_options = f.Options(f.store);
   source_options.fetch_memory = 3 * (kChunk + 16);
+  source_options.max_fetches_per_peer = 12;  // all the fetches below are one peer's
   Depot source(source_options);
   {
     Connection c(io, source, f.keys.alice.public_identity());
@@ -287,6 +288,54 @@ TEST(DepotAttackTest, FetchesBeyondTheLimitAreRefusedAndTheOthersComplete) {
   EXPECT_GE(served, 2);
   EXPECT_GE(refused, 1);
   EXPECT_EQ(source.fetches_peak(), 2);
+  EXPECT_EQ(source.fetches(), 0);
+}
+
+// Attack: one peer takes every fetch place and never reads, so that no other peer is served.
+// Now a peer holds at most DepotOptions::max_fetches_per_peer places (its next fetch is refused
+// at once) and fetch_memory_per_peer bytes, and another peer's fetch is served beside them.
+TEST(DepotAttackTest, OnePeerCannotTakeEveryFetch) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(16 * kChunk);
+  DepotOptions source_options = f.Options(f.store);
+  source_options.max_fetches = 4;
+  source_options.max_fetches_per_peer = 2;
+  source_options.fetch_memory_per_peer = 2 * (kChunk + 16);
+  Depot source(source_options);
+  Connection bob(io, source, f.keys.bob.public_identity());
+  Connection alice(io, source, f.keys.alice.public_identity());
+  ASSERT_TRUE(Outcome(io, Push(f.reader, bob.transfer, SendOptions())).ok());
+  std::vector<std::string> folders;
+  std::vector<std::unique_ptr<Depot>> receivers;
+  kj::Vector<kj::Promise<absl::Status>> fetches;
+  // Bob asks four times (two more than his share), then Alice once.
+  for (int k = 0; k < 5; ++k) {
+    folders.push_back(capsule::testing::MakeTempDir() + "/mine");
+    DepotOptions mine = f.Options(folders.back());
+    mine.expected_id = f.Id();
+    receivers.push_back(std::make_unique<Depot>(mine));
+    auto req = (k < 4 ? bob : alice).transfer.fetchRequest();
+    req.setCapsuleId(f.Id());
+    req.setReceiver(receivers.back()->ServeFor(f.keys.alice.public_identity()));
+    fetches.add(req.send().then([](auto&&) { return absl::OkStatus(); },
+                                [](kj::Exception&& e) { return FromException(e); }));
+  }
+  auto outcomes = kj::joinPromises(fetches.releaseAsArray()).wait(io.waitScope);
+  int bob_served = 0;
+  for (size_t k = 0; k < 4; ++k) {
+    if (outcomes[k].ok()) {
+      ++bob_served;
+      EXPECT_TRUE(f.Stored(folders[k]));
+    } else {
+      EXPECT_EQ(outcomes[k].code(), absl::StatusCode::kResourceExhausted) << outcomes[k];
+      EXPECT_TRUE(absl::StrContains(outcomes[k].message(), "too many fetches")) << outcomes[k];
+    }
+  }
+  EXPECT_EQ(bob_served, 2);
+  EXPECT_TRUE(outcomes[4].ok()) << "another peer was kept out: " << outcomes[4];
+  EXPECT_TRUE(f.Stored(folders[4]));
+  const std::string bob_key = f.keys.bob.public_identity().fingerprint().ToString();
+  EXPECT_LE(source.peer_fetch_budget(bob_key).peak(), source_options.fetch_memory_per_peer);
   EXPECT_EQ(source.fetches(), 0);
 }
 

@@ -81,8 +81,19 @@ struct PushState : public kj::Refcounted, private kj::TaskSet::ErrorHandler {
   using MaybeLease = kj::Maybe<kj::Own<MemoryBudget::Lease>>;
   kj::Promise<MaybeLease> Take(uint64_t size) {
     if (options.budget == nullptr) return MaybeLease(nullptr);
-    return options.budget->Take(size).then(
-        [](kj::Own<MemoryBudget::Lease> lease) { return MaybeLease(kj::mv(lease)); });
+    MemoryBudget* budget = options.budget;
+    if (options.peer_budget == nullptr) {
+      return budget->Take(size).then(
+          [](kj::Own<MemoryBudget::Lease> lease) { return MaybeLease(kj::mv(lease)); });
+    }
+    // The peer's share first, so that a peer waiting for its own room holds none of the rest.
+    return options.peer_budget->Take(size).then(
+        [budget, size](kj::Own<MemoryBudget::Lease> mine) {
+          return budget->Take(size).then(
+              [mine = kj::mv(mine)](kj::Own<MemoryBudget::Lease> all) mutable {
+                return MaybeLease(all.attach(kj::mv(mine)));
+              });
+        });
   }
 
   // Keeps `lease` until chain k's connection has written everything put on it so far (the

@@ -61,6 +61,9 @@ struct SendOptions {
   // or once the put was sent (without): what all the pushes sharing the budget hold in memory
   // stays within it (a chunk larger than the budget goes alone).
   MemoryBudget* budget = nullptr;
+  // When set too, each chunk first takes its size from this one (one peer's share of `budget`:
+  // a peer that stops reading holds at most this much of it).
+  MemoryBudget* peer_budget = nullptr;
   std::function<void(const SendProgress&)> progress;
 };
 

@@ -165,8 +165,13 @@ TEST(IncomingCapsuleTest, FinishDoesNotReadTheCapsuleBack) {
   ASSERT_TRUE((*in)->Sync().ok());
   const std::string partial = store + "/.incoming/" + s.reader->manifest().IdHex() + ".capsule";
   FILE* f = std::fopen(partial.c_str(), "r+b");
-  std::fseek(f, static_cast<long>(s.reader->geometry().ChunkOffset(1) + 5), SEEK_SET);
-  std::fputc(0x5a, f);
+  // Flipped, not overwritten with a fixed value: ciphertext holds any byte 1 time in 256.
+  const long at = static_cast<long>(s.reader->geometry().ChunkOffset(1) + 5);
+  std::fseek(f, at, SEEK_SET);
+  const int was = std::fgetc(f);
+  ASSERT_NE(was, EOF);
+  std::fseek(f, at, SEEK_SET);
+  std::fputc(was ^ 0x01, f);
   std::fclose(f);
   auto path = (*in)->Finish();
   ASSERT_TRUE(path.ok()) << path.status();

@@ -48,6 +48,12 @@ as_alice() {
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
+# flip_byte FILE OFFSET: xors one byte's lowest bit in place, so the file always changes (writing
+# a fixed byte leaves it as it was whenever that byte was already there: 1 time in 256).
+flip_byte() {
+  local b; b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  printf "$(printf '\\%03o' $((b ^ 1)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
 
 step "A sample dataset: a large shard, many small files, a symlink, a PII folder"
 mkdir -p dataset/train/shards dataset/eval dataset/pii
@@ -179,14 +185,14 @@ run "$CAPSULE" audit verify --log site-a-state/audit.log --key site-a.pub
 
 step "Tamper with one byte in the middle of the capsule: verify names the bad chunk"
 cp dataset.capsule tampered.capsule
-printf '\x42' | dd of=tampered.capsule bs=1 seek=$((10 << 20)) conv=notrunc status=none
+flip_byte tampered.capsule $((10 << 20))
 set +e
 run "$CAPSULE" verify tampered.capsule --trust owner.pub; echo "exit status $?"
 set -e
 
 step "Tamper with the signed manifest: refused before any policy, key or byte is touched"
 cp dataset.capsule forged.capsule
-printf '\x42' | dd of=forged.capsule bs=1 seek=$(( $(stat -c %s forged.capsule) - 200 )) conv=notrunc status=none
+flip_byte forged.capsule $(( $(stat -c %s forged.capsule) - 200 ))
 set +e
 run "$CAPSULE" open forged.capsule --site site-b.json --as alice.key --purpose training --only 'eval/**' --to landing/should-not-exist; echo "exit status $?"
 set -e

@@ -204,10 +204,14 @@ TEST(ChunkSpoolTest, ASpoolChangedBetweenThePassesIsCaught) {
   // One byte of the spool's fifth chunk changed (by anyone who could reach it: its owner, through
   // /proc, or root): that chunk fails its AEAD tag.
   const std::string path = "/proc/self/fd/" + std::to_string(spool->fd_for_testing());
-  capsule::Fd other(::open(path.c_str(), O_WRONLY | O_CLOEXEC));  // no O_DIRECT: one byte
+  capsule::Fd other(::open(path.c_str(), O_RDWR | O_CLOEXEC));  // no O_DIRECT: one byte
   ASSERT_GE(other.get(), 0);
-  const uint8_t x = 0x5a;
-  ASSERT_EQ(::pwrite(other.get(), &x, 1, static_cast<off_t>(spool->offset_for_testing(4) + 7)), 1);
+  // Flipped, not overwritten with a fixed value: ciphertext holds any byte 1 time in 256.
+  const off_t at = static_cast<off_t>(spool->offset_for_testing(4) + 7);
+  uint8_t x = 0;
+  ASSERT_EQ(::pread(other.get(), &x, 1, at), 1);
+  x ^= 0x01;
+  ASSERT_EQ(::pwrite(other.get(), &x, 1, at), 1);
   ASSERT_EQ(::fsync(other.get()), 0);
   capsule::MemorySink third;
   absl::Status s = CopyPayload(r.reader.get(), *r.key, 0, r.payload.size(), r.payload.size(), &third,

@@ -203,8 +203,12 @@ TEST(AuditReportText, ScriptSafeJsonCannotEndTheDataBlock) {
 TEST_F(AuditReportTest, TamperedLogWritesNoReport) {
   const std::string log = dir_b_ + "/audit.log";
   std::fstream f(log, std::ios::in | std::ios::out | std::ios::binary);
+  // Flipped, not overwritten with a fixed value that may already be there.
+  f.seekg(40);
+  const int was = f.get();
+  ASSERT_NE(was, EOF);
   f.seekp(40);
-  f.put('\x7f');
+  f.put(static_cast<char>(was ^ 0x01));
   f.close();
   absl::StatusOr<AuditReport> rep = BuildAuditReport(Inputs(), 9999);
   ASSERT_FALSE(rep.ok());

@@ -76,8 +76,9 @@ int main(int argc, char** argv) {
         "and exit"},
        {"witness-interval-ms", true, false, "how often to hand checkpoints to witnesses "
         "(default 5000)", "MS"},
-       {"mount-cache-mib", true, false, "the largest decrypted-chunk cache of one capsule mount, "
-        "in MiB (default: the site file's \"mountCacheMiB\", else 256)", "N"}},
+       {"mount-cache-mib", true, false, "the decrypted-chunk cache one uid's capsule mounts may "
+        "hold together, in MiB (default: the site file's \"mountCacheMiB\", else 256); all "
+        "uids' mounts hold at most four times it", "N"}},
       "capsuled"};
   cli::Context ctx(kSpec, argc - 1, argv + 1);
   if (!ctx.Parse()) return ctx.exit_code();
@@ -239,7 +240,7 @@ int main(int argc, char** argv) {
       };
     }
     options.log(absl::StrCat("mounts: decrypted-chunk cache up to ", mount_cache_mib,
-                             " MiB per mount"));
+                             " MiB per uid, ", 4 * mount_cache_mib, " MiB for all uids"));
     // A site that a witness caught behind serves nobody until an operator acts.
     const bool witnessed = !witnesses->empty() && transfers;
     service.healthy = [&witness_state, witnessed]() -> absl::Status {

@@ -7,19 +7,31 @@ namespace bunker::site {
 
 uint64_t LiveMounts::ReserveCache(uid_t uid, uint64_t asked) {
   std::lock_guard<std::mutex> lock(mu_);
-  uint64_t used = reserved_[uid];
+  uint64_t used = 0, used_total = 0;
+  for (const auto& [who, bytes] : reserved_) {
+    used_total += bytes;
+    if (who == uid) used += bytes;
+  }
   for (const auto& m : mounts_) {
-    if (m->uid == uid && !m->server->ended()) used += m->cache_bytes;
+    if (m->server->ended()) continue;
+    used_total += m->cache_bytes;
+    if (m->uid == uid) used += m->cache_bytes;
   }
   const uint64_t left = used < cache_budget_ ? cache_budget_ - used : 0;
-  const uint64_t grant = std::min(asked == 0 ? cache_budget_ : asked, left);
+  const uint64_t left_total = used_total < total_budget_ ? total_budget_ - used_total : 0;
+  const uint64_t grant = std::min({asked == 0 ? cache_budget_ : asked, left, left_total});
+  if (grant == 0) return 0;
   reserved_[uid] += grant;
   return grant;
 }
 
 void LiveMounts::ReleaseCache(uid_t uid, uint64_t granted) {
+  if (granted == 0) return;
   std::lock_guard<std::mutex> lock(mu_);
-  if ((reserved_[uid] -= granted) == 0) reserved_.erase(uid);
+  auto it = reserved_.find(uid);
+  if (it == reserved_.end()) return;
+  it->second -= std::min(it->second, granted);
+  if (it->second == 0) reserved_.erase(it);
 }
 
 void LiveMounts::Add(std::unique_ptr<Mount> mount) {

@@ -150,7 +150,7 @@ struct VerifierService::Impl {
   explicit Impl(ServiceOptions o)
       : options(std::move(o)),
         gate(*options.site, *options.identity, options.trusted),
-        mounts(options.mount_cache_bytes) {}
+        mounts(options.mount_cache_bytes, options.mount_cache_total_bytes) {}
 
   // One line whatever a client put in it (a mount point, a path quoted in a message).
   void Log(const std::string& line) {

@@ -44,9 +44,11 @@ struct ServiceOptions {
   size_t max_requests = 32;
   size_t max_per_uid = 4;
   int request_timeout_seconds = 30;  // for a client to send its request
-  // Mounts (site/mount.h): the largest decrypted-chunk cache one mount may have, the FUSE
-  // threads of each, and how many live mounts one uid may hold.
+  // Mounts (site/mount.h): the decrypted-chunk cache one uid's mounts may hold together, what
+  // all uids' mounts may hold together (0: 4 x mount_cache_bytes), the FUSE threads of each
+  // mount, and how many live mounts one uid may hold.
   uint64_t mount_cache_bytes = uint64_t{256} << 20;
+  uint64_t mount_cache_total_bytes = 0;
   int mount_threads = 4;
   size_t max_mounts_per_uid = 16;
   // Opens an object of the site's S3 store with the daemon's credentials. A request may name one

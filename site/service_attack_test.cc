@@ -196,6 +196,27 @@ TEST(VerifierServiceAttackTest, OneUidsMountsShareOneCacheBudget) {
   EXPECT_EQ(mounts.ReserveCache(1000, 300), 256u);
 }
 
+// Many uids' mounts share one daemon-wide bound too (by default 4 uids' worth): each uid gets
+// at most what the others leave of it. Before: 100 uids could hold 100 times the bound.
+TEST(VerifierServiceAttackTest, AllUidsMountsShareOneTotalCacheBudget) {
+  LiveMounts mounts(256);
+  for (uid_t uid = 2000; uid < 2004; ++uid) EXPECT_EQ(mounts.ReserveCache(uid, 0), 256u);
+  EXPECT_EQ(mounts.ReserveCache(2004, 0), 0u);
+  EXPECT_EQ(mounts.ReserveCache(2005, 1), 0u);
+  mounts.ReleaseCache(2001, 100);
+  EXPECT_EQ(mounts.ReserveCache(2005, 0), 100u);
+  EXPECT_EQ(mounts.ReserveCache(2001, 0), 0u) << "2005 took what 2001 gave back";
+  // Giving back more than was granted, or for a uid holding nothing, frees nobody else's share.
+  mounts.ReleaseCache(2009, 1000);
+  mounts.ReleaseCache(2005, 1000);
+  EXPECT_EQ(mounts.ReserveCache(2006, 0), 100u);
+  EXPECT_EQ(mounts.ReserveCache(2007, 0), 0u);
+
+  LiveMounts wide(256, 300);
+  EXPECT_EQ(wide.ReserveCache(1, 0), 256u);
+  EXPECT_EQ(wide.ReserveCache(2, 0), 44u);
+}
+
 // `cat` whose output is the client's own end of the connection: the service would write into
 // its own receive queue and, holding that end, never see the client go. Anything arriving after
 // the request cancels it. Before: the request waited for room without end, holding its slot.

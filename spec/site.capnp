@@ -27,8 +27,9 @@ struct Site {
   # object {"alice": "keys/alice.pub"}; keys resolve like `trust`.
   users @12 :List(Text);
   # Mounts (spec/VERIFIER.md "Mounts"): the largest decrypted-chunk cache, in MiB, that one
-  # `capsule mount` may have in the daemon's memory (1 to 1048576; absent or 0: 256). The
-  # daemon's --mount-cache-mib overrides it; a mount may ask for less with --cache-mib.
+  # uid's `capsule mount`s may have together in the daemon's memory (1 to 1048576; absent or 0:
+  # 256; all uids' at most four times it). The daemon's --mount-cache-mib overrides it; a mount
+  # may ask for less with --cache-mib.
   mountCacheMiB @13 :UInt32;
   # With "store": "s3://BUCKET/PREFIX" (spec/STORE.md): how to reach the bucket. Endpoint,
   # region and credentials otherwise follow the AWS conventions (AWS_ENDPOINT_URL, AWS_REGION,

@@ -23,7 +23,7 @@ unset AWS_ENDPOINT_URL_S3 AWS_PROFILE
 start_hostile() {
   python3 "$HERE/../tools/hostile_s3.py" "$2" "$WORK/$1.port" "$WORK/$1.log" "${3:-}" &
   PIDS+=($!)
-  for _ in $(seq 1 100); do [ -s "$WORK/$1.port" ] && break; sleep 0.05; done
+  for _ in $(seq 1 400); do [ -s "$WORK/$1.port" ] && break; sleep 0.05; done
   [ -s "$WORK/$1.port" ] || fail "the hostile server did not start"
   touch "$WORK/$1.log"
   printf -v "${1}_PORT" '%s' "$(cat "$WORK/$1.port")"

@@ -39,9 +39,16 @@ setup() {
   URL="s3://$BUCKET/caps/d.capsule"
 }
 
-# Bytes the server sent for GETs of KEY since the access log had LINES lines.
+# Bytes the server sent for GETs of KEY since the access log had LINES lines. The log travels
+# by UDP: first a marker request, which the one proxy process logs after every request before
+# it, then a wait (up to 10 s) until the marker's line is there.
 get_bytes_since() {
-  sleep 0.5  # the log travels by UDP
+  local marker="/$BUCKET/.log-marker-$RANDOM$RANDOM" hostport=${AWS_ENDPOINT_URL#http://}
+  hostport=${hostport%%/*}
+  { exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}" &&
+      printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$marker" "$hostport" >&3 &&
+      timeout 10 cat <&3 >/dev/null; exec 3<&-; } 2>/dev/null
+  for _ in $(seq 1 200); do grep -qF -- "$marker" "$ACCESS_LOG" && break; sleep 0.05; done
   tail -n +"$(( $2 + 1 ))" "$ACCESS_LOG" | awk -v key="/$BUCKET/$1" \
     '$5 == "GET" && $6 == key && $13 ~ /^[0-9]+$/ { sum += $13 } END { print sum + 0 }'
 }
@@ -257,7 +264,7 @@ JSON
   : > b.log
   "$CAPSULED" --site b.json 2>>b.log &
   DAEMON_PID=$!
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 400); do
     grep -q "verifier listening" b.log && break
     kill -0 "$DAEMON_PID" 2>/dev/null || { cat b.log; fail "daemon exited at start"; }
     sleep 0.05

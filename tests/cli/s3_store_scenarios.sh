@@ -64,7 +64,7 @@ start_daemon() {
   "$CAPSULED" --site "$2" 2>>"$1.log" &
   PID=$!
   DAEMON_PIDS+=("$PID")
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 400); do
     if [ "$(grep -c "listening on" "$1.log")" -gt "${before:-0}" ]; then
       PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$1.log" | tail -1)
       return
@@ -83,7 +83,7 @@ objects() { aws s3 ls "s3://$BUCKET/capsules/" | awk '{print $4}' | grep '\.caps
 kill_receiver_after_first_part() {
   send_to "$PORT" --rate 4M >/dev/null 2>&1 &
   local sender=$!
-  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
+  for _ in $(seq 1 400); do grep -q "s3: part" b.log && break; sleep 0.05; done
   grep -q "s3: part" b.log || { cat b.log; fail "no part was uploaded before the kill"; }
   kill -9 "$PID"; wait "$PID" 2>/dev/null
   SENDER_RC=0; wait "$sender" || SENDER_RC=$?
@@ -232,9 +232,11 @@ scenario_s3_store_sender_killed_then_resumed() {
   start_swift
   DATA_BYTES=16000000 setup
   start_daemon b b.json
-  send_to "$PORT" --rate 4M >/dev/null 2>&1 &
+  # The program itself in the background (send_to would run in a subshell, and kill -9 would
+  # leave its capsule child sending).
+  "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site a.json --rate 4M >/dev/null 2>&1 &
   local sender=$!
-  for _ in $(seq 1 200); do grep -q "s3: part" b.log && break; sleep 0.05; done
+  for _ in $(seq 1 400); do grep -q "s3: part" b.log && break; sleep 0.05; done
   kill -9 "$sender"; wait "$sender" 2>/dev/null
   [ -z "$(objects)" ] || fail "an object appeared before the capsule was complete"
   expect_exit 0 send_to "$PORT" --json

@@ -60,6 +60,15 @@ start_b() {
 send() { "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site a.json "$@"; }
 stored() { ls store-b/*.capsule 2>/dev/null | head -1; }
 json_field() { sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p" "$WORK/.stdout"; }
+# Waits (up to 20 s) until B's journal holds a durably received chunk: a kill after that must
+# leave something for the resume to skip, however slow the machine.
+wait_for_journal() {
+  for _ in $(seq 1 400); do
+    find store-b/.incoming -name '*.journal' -size +0c 2>/dev/null | grep -q . && return
+    sleep 0.05
+  done
+  fail "B never journaled a chunk"
+}
 
 scenario_transfer_push_and_audit() {
   setup
@@ -79,9 +88,11 @@ scenario_transfer_push_and_audit() {
 scenario_transfer_sender_killed_then_resumed() {
   DATA_BYTES=6000000 setup
   start_b
-  send --rate 2M >/dev/null 2>&1 &
+  # The program itself in the background (a shell function would run in a subshell, and kill
+  # -9 would leave its capsule child sending).
+  "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site a.json --rate 1M >/dev/null 2>&1 &
   local pid=$!
-  sleep 1.6
+  wait_for_journal
   kill -9 "$pid"; wait "$pid" 2>/dev/null
   [ -z "$(stored)" ] || fail "capsule stored before it was complete"
   expect_exit 0 send --json
@@ -92,9 +103,9 @@ scenario_transfer_sender_killed_then_resumed() {
 scenario_transfer_receiver_killed_then_resumed() {
   DATA_BYTES=6000000 setup
   start_b
-  send --rate 2M >/dev/null 2>&1 &
+  "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site a.json --rate 1M >/dev/null 2>&1 &
   local pid=$!
-  sleep 1.6
+  wait_for_journal
   kill -9 "$B_PID"; wait "$B_PID" 2>/dev/null
   wait "$pid"; [ $? -ne 0 ] || fail "send succeeded although the receiver died"
   start_b
@@ -140,8 +151,11 @@ scenario_transfer_policy_admits_site() {
 scenario_transfer_garbage_and_flood() {
   DATA_BYTES=4000000 setup
   start_b
-  send --rate 2M --json > flood.out 2>&1 &
+  send --rate 1M --json > flood.out 2>&1 &
   local pid=$!
+  # The flood starts once the sender's connections are up and chunks land (a handshake still
+  # pending could be evicted by a flood of pending handshakes from the same address: by design).
+  wait_for_journal
   local flood=()
   for i in $(seq 1 100); do
     ( exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'GET / HTTP/1.0\r\n\r\ngarbage %d\n' "$i" >&3 \
@@ -243,7 +257,7 @@ scenario_transfer_disk_full() {
   send --rate 2M >"$WORK/.stdout" 2>"$WORK/.stderr" &
   local pid=$! rc=0
   local i
-  for i in $(seq 200); do
+  for i in $(seq 400); do
     find "$SMALL_DISK/store/.incoming" -name '*.journal' -size +0c 2>/dev/null | grep -q . && break
     sleep 0.05
   done

@@ -301,7 +301,7 @@ with open("landing/held", "w") as f:
 time.sleep(20)
 PY
   local holder=$!
-  for _ in $(seq 1 200); do [ -e landing/held ] && break; sleep 0.05; done
+  for _ in $(seq 1 400); do [ -e landing/held ] && break; sleep 0.05; done
   [ -e landing/held ] || fail "the holder never held its connections"
   # Her own next request is refused with one clear line; bob is served.
   expect_exit 8 open_as_alice --to landing/alice --only 'train/a.csv'

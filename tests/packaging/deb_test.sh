@@ -171,7 +171,7 @@ unshare --mount --propagation private -- bash -c '
     --ambient-caps=-all,+chown --bounding-set=-all,+chown --no-new-privs -- "$@"
 ' sandbox "$rw_paths" $exec_start 2>"$WORK/capsuled.log" &
 DAEMON=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 400); do
   [ -S /run/bunker/verifier.sock ] && break
   kill -0 "$DAEMON" 2>/dev/null || break
   sleep 0.05

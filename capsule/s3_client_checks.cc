@@ -232,13 +232,16 @@ absl::Status StatusFromResponse(const Response& r, const Subject& what) {
                         http, shown_code, "); redirects are not followed")),
                     "use the bucket's own endpoint and region (AWS_ENDPOINT_URL, AWS_REGION)");
   }
+  // Before the 5xx below: a server that lacks a feature is not down, and retrying cannot help.
+  if (r.http == 501 || code == "NotImplemented") {
+    return WithHint(absl::InvalidArgumentError(absl::StrCat(
+                        "S3: ", *what.endpoint, " does not implement the request for ", object,
+                        " (", http, shown_code, ")")),
+                    "this object store lacks an S3 feature Bunker needs (spec/STORE.md)");
+  }
   if (r.http >= 500 || r.http == 429 || code == "SlowDown" || code == "RequestTimeout") {
     return absl::UnavailableError(
         absl::StrCat("S3: ", *what.endpoint, " is unavailable (", http, shown_code, ")"));
-  }
-  if (r.http == 501 || code == "NotImplemented") {
-    return absl::UnimplementedError(
-        absl::StrCat("S3: ", *what.endpoint, " does not implement this request", shown_code));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("S3: request for ", object, " refused (", http, shown_code, ")"));

@@ -84,20 +84,49 @@ absl::Status CheckPrivateFolder(const std::string& folder) {
   return absl::OkStatus();
 }
 
+// What the capsules this process is receiving may still write: promised to each at its offer,
+// given back as its chunks land (the free space then shows them) or when it goes. Without it,
+// offers made at once would each see the whole free space and together fill the disk.
+std::mutex g_room_mu;
+uint64_t g_promised = 0;
+std::function<uint64_t(const std::string&)> g_free_space_for_testing;  // guarded by g_room_mu
+
+void GiveBackRoom(uint64_t bytes) {
+  if (bytes == 0) return;
+  std::lock_guard<std::mutex> lock(g_room_mu);
+  g_promised -= std::min(g_promised, bytes);
+}
+
 // kResourceExhausted unless `needed` bytes more fit on the file system of `folder` with
-// `keep_free` to spare.
-absl::Status CheckRoom(const std::string& folder, uint64_t needed, uint64_t keep_free,
-                       const std::string& id) {
-  struct statvfs vfs;
-  if (::statvfs(folder.c_str(), &vfs) != 0) return ErrnoStatus("cannot check free space", errno);
-  const uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
-  if (needed <= avail && avail - needed >= keep_free) return absl::OkStatus();
+// `keep_free` to spare, besides what the other capsules being received were promised; else
+// promises them (GiveBackRoom returns them).
+absl::Status PromiseRoom(const std::string& folder, uint64_t needed, uint64_t keep_free,
+                         const std::string& id) {
+  std::lock_guard<std::mutex> lock(g_room_mu);
+  uint64_t free_bytes = 0;
+  if (g_free_space_for_testing) {
+    free_bytes = g_free_space_for_testing(folder);
+  } else {
+    struct statvfs vfs;
+    if (::statvfs(folder.c_str(), &vfs) != 0) return ErrnoStatus("cannot check free space", errno);
+    free_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  }
+  const uint64_t avail = free_bytes > g_promised ? free_bytes - g_promised : 0;
+  if (needed <= avail && avail - needed >= keep_free) {
+    g_promised += needed;
+    return absl::OkStatus();
+  }
   // The text reaches the peer (transfer/errors.h PeerSafe): what it needs, not what is free.
   return absl::ResourceExhaustedError(absl::StrCat("no room for capsule ", id, ": it needs ",
                                                    needed, " bytes more than the disk can spare"));
 }
 
 }  // namespace
+
+void SetFreeSpaceForTesting(std::function<uint64_t(const std::string&)> free_space) {
+  std::lock_guard<std::mutex> lock(g_room_mu);
+  g_free_space_for_testing = std::move(free_space);
+}
 
 absl::StatusOr<Prelude> ReadPrelude(const CapsuleReader& reader) {
   const Geometry& g = reader.geometry();
@@ -120,6 +149,7 @@ absl::Status IncomingCapsule::PutChunk(uint64_t index, absl::Span<const uint8_t>
 }
 
 LocalIncoming::~LocalIncoming() {
+  GiveBackRoom(promised_);
   if (fd_ >= 0) ::close(fd_);
   if (journal_fd_ >= 0) ::close(journal_fd_);
 }
@@ -178,8 +208,9 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
   const bool fresh = ::access(in->path_.c_str(), F_OK) != 0;
   if (fresh && keep_free) {
     // Before anything is written: the whole file (sparse until the chunks arrive).
-    s = CheckRoom(incoming, g.FileSize(), *keep_free, id);
+    s = PromiseRoom(incoming, g.FileSize(), *keep_free, id);
     if (!s.ok()) return s;
+    in->promised_ = g.FileSize();
   }
   in->fd_ = ::open(in->path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (in->fd_ < 0) return ErrnoStatus("cannot create the incoming capsule", errno);
@@ -228,10 +259,12 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
   if (!fresh && keep_free) {
     // Resuming: what is still missing (chunks written but not journaled are counted again).
     const uint64_t missing = g.chunk_count - in->received_count_;
-    s = CheckRoom(incoming, std::min(g.FileSize(), missing * (uint64_t{g.chunk_size} + 16)),
-                  *keep_free, id);
+    const uint64_t needed = std::min(g.FileSize(), missing * (uint64_t{g.chunk_size} + 16));
+    s = PromiseRoom(incoming, needed, *keep_free, id);
     if (!s.ok()) return s;
+    in->promised_ = needed;
   }
+  if (in->promised_ != 0) in->counted_ = in->received_;
   return in;
 }
 
@@ -298,6 +331,13 @@ bool LocalIncoming::IsReceived(uint64_t index) const {
 void LocalIncoming::MarkWritten(uint64_t index) {
   std::lock_guard<std::mutex> lock(mu_);
   pending_.push_back(index);
+  // Its bytes are on the disk now: the free space shows them, the promise need not.
+  if (promised_ != 0 && index < counted_.size() && !counted_[index]) {
+    counted_[index] = true;
+    const uint64_t bytes = std::min(promised_, reader_->geometry().CipherSize(index));
+    promised_ -= bytes;
+    GiveBackRoom(bytes);
+  }
 }
 
 absl::Status LocalIncoming::CheckAndWrite(uint64_t index,

@@ -101,6 +101,9 @@ class IncomingCapsule {
 // chunk back, see Forget). Sync makes written chunks durable (data
 // fsync) and only then journals their indexes. Finish links the file to `folder`/ID.capsule
 // (never replacing one) and removes the partial files.
+// For tests: what LocalIncoming::Begin reads as a folder's free space (empty: statvfs).
+void SetFreeSpaceForTesting(std::function<uint64_t(const std::string&)> free_space);
+
 class LocalIncoming final : public IncomingCapsule {
  public:
   // Checks the prelude and creates or resumes the capsule's files under `folder`, as
@@ -108,9 +111,10 @@ class LocalIncoming final : public IncomingCapsule {
   // kFailedPrecondition if `folder`/.incoming is not a folder of this process's user that no
   // other user may write to (it holds the journal, which Finish trusts). With `keep_free`,
   // kResourceExhausted, before anything is written, if the file system lacks room for what
-  // is still missing of the capsule with `keep_free` bytes to spare (capsules being received
-  // at once are each checked alone; a disk that fills anyway fails the write that finds it
-  // full, with kResourceExhausted).
+  // is still missing of the capsule with `keep_free` bytes to spare, besides what capsules this
+  // process is receiving at once may still write (each is promised its missing bytes at its
+  // offer, given back as its chunks are written or when it goes). A disk that fills anyway
+  // (other writers) fails the write that finds it full, with kResourceExhausted.
   static absl::StatusOr<std::unique_ptr<LocalIncoming>> Begin(
       const std::string& folder, const Prelude& prelude,
       absl::Span<const crypto::PublicIdentity> trusted,
@@ -165,6 +169,10 @@ class LocalIncoming final : public IncomingCapsule {
   uint64_t received_count_ = 0;
   std::vector<uint64_t> pending_;
   std::string finished_path_;  // set once Finish succeeded
+  // With `keep_free`: the room promised at Begin not yet written, and the chunks whose bytes
+  // were taken off it.
+  uint64_t promised_ = 0;
+  std::vector<bool> counted_;
 };
 
 }  // namespace bunker::capsule

@@ -182,6 +182,47 @@ TEST(IncomingCapsuleTest, FinishDoesNotReadTheCapsuleBack) {
   EXPECT_TRUE(absl::IsDataLoss((*reader)->VerifyChunks(0, nullptr)));
 }
 
+// Offers made at once are checked against the room the others were promised, not each against
+// the whole free space (which shows only what they have written so far). Before: two offers
+// that each fitted alone were both accepted, and filled the disk together.
+TEST(IncomingCapsuleTest, OffersAtOnceShareTheFreeSpace) {
+  Keys keys;
+  const Sent a = MakeCapsule(keys, 8 * kChunk);
+  const Sent b = MakeCapsule(keys, 8 * kChunk);
+  const uint64_t size = a.reader->geometry().FileSize();
+  ASSERT_EQ(b.reader->geometry().FileSize(), size);
+  // A disk whose free space stays 1.5 capsules whatever is written (what is written is taken
+  // off the promise, as the real free space would show it).
+  SetFreeSpaceForTesting([size](const std::string&) { return size + size / 2; });
+  struct Reset {
+    ~Reset() { SetFreeSpaceForTesting(nullptr); }
+  } reset;
+  const std::string store = testing::MakeTempDir();
+  auto in_a = LocalIncoming::Begin(store, a.prelude, Trust(keys), 0);
+  ASSERT_TRUE(in_a.ok()) << in_a.status();
+  auto in_b = LocalIncoming::Begin(store, b.prelude, Trust(keys), 0);
+  EXPECT_EQ(in_b.status().code(), absl::StatusCode::kResourceExhausted) << in_b.status();
+  // Half of a's chunks written: still no room for all of b.
+  for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE((*in_a)->PutChunk(i, Chunk(a, i)).ok());
+  // The same chunks again take nothing more off the promise, and nothing back.
+  for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE((*in_a)->PutChunk(i, Chunk(a, i)).ok());
+  EXPECT_EQ(LocalIncoming::Begin(store, b.prelude, Trust(keys), 0).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // All of a's chunks written: a promises nothing more, so b fits.
+  for (uint64_t i = 4; i < 8; ++i) ASSERT_TRUE((*in_a)->PutChunk(i, Chunk(a, i)).ok());
+  in_b = LocalIncoming::Begin(store, b.prelude, Trust(keys), 0);
+  EXPECT_TRUE(in_b.ok()) << in_b.status();
+  in_b = absl::CancelledError("gone");
+  // A capsule that goes gives back what it was promised: b, begun again, fits beside a fresh c.
+  const Sent c = MakeCapsule(keys, 8 * kChunk);
+  auto in_c = LocalIncoming::Begin(store, c.prelude, Trust(keys), 0);
+  ASSERT_TRUE(in_c.ok()) << in_c.status();
+  EXPECT_EQ(LocalIncoming::Begin(store, b.prelude, Trust(keys), 0).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  in_c = absl::CancelledError("gone");
+  EXPECT_TRUE(LocalIncoming::Begin(store, b.prelude, Trust(keys), 0).ok());
+}
+
 TEST(IncomingCapsuleTest, DamagedJournalOrHalfCreatedFileStartsOver) {
   Keys keys;
   const Sent s = MakeCapsule(keys, 3 * kChunk);

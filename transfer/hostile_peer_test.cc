@@ -230,5 +230,72 @@ TEST_F(HostilePeerTest, OnePeerCannotTakeEverySession) {
   PingOk(gamma.get());
 }
 
+// Attack: a pinned peer starts messages it never finishes: on each of four sessions, a segment
+// table announcing 3 MiB, then all of the body but its last byte. Before: every session held
+// its half-sent message (up to Cap'n Proto's 64 MiB each; 256 sessions, 16 GiB). Now a body is
+// read only once its size was taken from the peer's share and then the daemon's budget: the
+// peer holds at most its share, its other bodies are not read, another peer is served, and
+// all of it comes back when the sessions go.
+TEST_F(HostilePeerTest, HalfSentMessagesHoldNoMoreThanThePeersShare) {
+  RpcServer::Limits limits;
+  limits.message_memory = 8u << 20;
+  limits.message_memory_per_peer = 4u << 20;
+  Serve(limits);
+  constexpr uint32_t kWords = (3u << 20) / 8;
+  const kj::byte table[8] = {0, 0, 0, 0, kWords & 0xff, (kWords >> 8) & 0xff,
+                             (kWords >> 16) & 0xff, kWords >> 24};
+  const std::vector<kj::byte> body(size_t{kWords} * 8 - 1, 0x11);
+  std::vector<SecureConnection> held;
+  std::vector<kj::Promise<void>> writes;
+  for (int k = 0; k < 4; ++k) {
+    held.push_back(Connect());
+    kj::AsyncIoStream& stream = *held.back().stream;
+    writes.push_back(stream.write(table, sizeof(table))
+                         .then([&stream, &body]() { return stream.write(body.data(), body.size()); })
+                         .eagerlyEvaluate([](kj::Exception&&) {}));
+  }
+  Settle([&] { return rpc_->message_memory_held(); });
+  EXPECT_EQ(rpc_->message_memory_held(), uint64_t{kWords} * 8) << "one body is read, not four";
+  EXPECT_LE(rpc_->message_memory_peak(), limits.message_memory_per_peer);
+  kj::Own<SecureChannel> gamma = ClientChannel(gamma_);
+  PingOk(gamma.get());
+  EXPECT_EQ(calls_, 1u);
+  writes.clear();
+  held.clear();
+  Settle([&] { return rpc_->message_memory_held() + rpc_->sessions(); });
+  EXPECT_EQ(rpc_->message_memory_held(), 0u);
+  EXPECT_LE(rpc_->message_memory_peak(), limits.message_memory_per_peer);
+  PingOk();
+  EXPECT_EQ(calls_, 2u);
+}
+
+// Messages of every size and segment count still arrive whole through the budgets, also when
+// they are larger than the budget (read when nothing else holds it) and come back to back.
+TEST_F(HostilePeerTest, MessagesOfAnySizePassTheMessageBudget) {
+  RpcServer::Limits limits;
+  limits.message_memory = 1u << 20;
+  limits.message_memory_per_peer = 256u << 10;
+  Serve(limits);
+  SecureConnection c = Connect();
+  capnp::TwoPartyClient client(*c.stream);
+  auto transfer = client.bootstrap().castAs<schema::Transfer>();
+  kj::Vector<kj::Promise<void>> answers;
+  for (size_t size : {size_t{0}, size_t{1}, size_t{7}, size_t{4096}, size_t{300} << 10,
+                      size_t{3} << 20, size_t{100}}) {
+    auto request = transfer.pingRequest();
+    std::vector<kj::byte> nonce(size);
+    for (size_t i = 0; i < size; ++i) nonce[i] = static_cast<kj::byte>(i * 7 + size);
+    request.setNonce(kj::arrayPtr(nonce.data(), nonce.size()));
+    answers.add(request.send().then([nonce](auto response) {
+      auto got = response.getNonce();
+      EXPECT_EQ(std::vector<kj::byte>(got.begin(), got.end()), nonce);
+    }));
+  }
+  timer_.timeoutAfter(kBound, kj::joinPromises(answers.releaseAsArray())).wait(ws_);
+  EXPECT_EQ(calls_, 7u);
+  Settle([&] { return rpc_->message_memory_held(); });
+  EXPECT_EQ(rpc_->message_memory_held(), 0u);
+}
+
 }  // namespace
 }  // namespace bunker::transfer

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -256,6 +257,79 @@ kj::Promise<SecureConnection> SecureChannel::Connect(kj::AuthenticatedStream raw
 
 namespace {
 
+// Follows the framing of the Cap'n Proto messages in a byte stream (spec/TRANSFER.md 2: each
+// message is a segment table, a count and sizes in little-endian 32-bit words, then its
+// segments), so that a reader knows when a message's body starts, how long it is, and when it
+// ends. It only looks: nothing is allocated from what a peer declares.
+class MessageFraming {
+ public:
+  // Bytes left in the current part: the table, or the body. Never 0.
+  uint64_t PartLeft() const {
+    switch (state_) {
+      case State::kFirstWord:
+        return 8 - have_;
+      case State::kSizes:
+        return sizes_left_;
+      case State::kBody:
+        return body_left_;
+    }
+    return 1;
+  }
+  bool InBody() const { return state_ == State::kBody; }
+  uint64_t body_left() const { return body_left_; }
+  // Takes `n` bytes (at most PartLeft()); true when they end a message.
+  bool Consume(const kj::byte* p, uint64_t n) {
+    switch (state_) {
+      case State::kFirstWord: {
+        std::memcpy(first_ + have_, p, static_cast<size_t>(n));
+        have_ += static_cast<size_t>(n);
+        if (have_ < 8) return false;
+        have_ = 0;
+        segments_ = uint64_t{Le32(first_)} + 1;
+        total_words_ = Le32(first_ + 4);
+        sized_ = 1;
+        // The sizes of segments 1..n-1, padded to a whole word.
+        sizes_left_ = 4 * (segments_ & ~uint64_t{1});
+        return sizes_left_ == 0 ? StartBody() : false;
+      }
+      case State::kSizes:
+        for (uint64_t i = 0; i < n; ++i) {
+          size_[size_have_++] = p[i];
+          if (size_have_ == 4) {
+            size_have_ = 0;
+            if (sized_++ < segments_) total_words_ += Le32(size_);
+          }
+        }
+        sizes_left_ -= n;
+        return sizes_left_ == 0 ? StartBody() : false;
+      case State::kBody:
+        body_left_ -= n;
+        if (body_left_ > 0) return false;
+        state_ = State::kFirstWord;
+        return true;
+    }
+    return false;
+  }
+
+ private:
+  enum class State { kFirstWord, kSizes, kBody };
+  static uint32_t Le32(const kj::byte* p) {
+    return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+  }
+  bool StartBody() {
+    body_left_ = total_words_ * 8;
+    state_ = body_left_ == 0 ? State::kFirstWord : State::kBody;
+    return body_left_ == 0;
+  }
+
+  State state_ = State::kFirstWord;
+  kj::byte first_[8] = {};
+  size_t have_ = 0;
+  kj::byte size_[4] = {};
+  size_t size_have_ = 0;
+  uint64_t segments_ = 0, sized_ = 0, sizes_left_ = 0, total_words_ = 0, body_left_ = 0;
+};
+
 // Passes a stream through, noting when it was last used, so an idle session can be dropped,
 // and reading nothing while a write of ours is unfinished. Cap'n Proto queues the messages it
 // sends in memory, one write after the other, without a bound; a peer that asks (ping echoes
@@ -263,18 +337,27 @@ namespace {
 // Writes finish as soon as the socket (and CoalescingStream's 64 KiB) take them, so a peer that
 // reads is never held up; one that does not stops being read once the socket buffers are
 // full, and its session then holds about one answer and ends at the idle timeout.
+//
+// With budgets, it also reads a message's body only once the body's size was taken from them
+// (the peer's first, then the daemon's), and gives it back when the body was read. Cap'n
+// Proto takes a message whole before it decodes it, so without this every session could hold
+// a message of up to its size limit (64 MiB) half-sent: 256 sessions, 16 GiB. A complete
+// message that is a call is then bounded by the session's call window (RpcServer::Rebalance).
 class WatchedStream final : public kj::AsyncIoStream {
  public:
-  WatchedStream(kj::AsyncIoStream& inner, kj::Timer& timer, kj::Duration idle)
-      : inner_(inner), timer_(timer), idle_(idle), last_(timer.now()) {}
+  WatchedStream(kj::AsyncIoStream& inner, kj::Timer& timer, kj::Duration idle,
+                MemoryBudget* peer_budget = nullptr, MemoryBudget* budget = nullptr)
+      : inner_(inner),
+        timer_(timer),
+        idle_(idle),
+        last_(timer.now()),
+        peer_budget_(peer_budget),
+        budget_(budget) {}
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
     Touch();
     return WhenWritten().then([this, buffer, min_bytes, max_bytes]() {
-      return inner_.tryRead(buffer, min_bytes, max_bytes);
-    }).then([this](size_t n) {
-      Touch();
-      return n;
+      return ReadFramed(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
     });
   }
   kj::Promise<void> write(const void* buffer, size_t size) override {
@@ -299,6 +382,52 @@ class WatchedStream final : public kj::AsyncIoStream {
 
  private:
   void Touch() { last_ = timer_.now(); }
+
+  // Reads into buffer[done, max) until at least `min` bytes are there (or the stream ends),
+  // never across the start of a message's body without its leases.
+  kj::Promise<size_t> ReadFramed(kj::byte* buffer, size_t min, size_t max, size_t done) {
+    if (done >= max || (done >= min && done > 0)) return done;
+    if (framing_.InBody() && !leased_ && (peer_budget_ != nullptr || budget_ != nullptr)) {
+      return TakeLeases(framing_.body_left()).then([this, buffer, min, max, done]() {
+        return ReadFramed(buffer, min, max, done);
+      });
+    }
+    const size_t want_max =
+        static_cast<size_t>(std::min<uint64_t>(max - done, framing_.PartLeft()));
+    const size_t want_min = std::min(done < min ? min - done : size_t{1}, want_max);
+    return inner_.tryRead(buffer + done, want_min, want_max)
+        .then([this, buffer, min, max, done, want_min](size_t n) -> kj::Promise<size_t> {
+          Touch();
+          if (n == 0) return done;  // the stream ended
+          if (framing_.Consume(buffer + done, n)) {
+            // The body was read: its bytes are the message's now.
+            peer_lease_ = nullptr;
+            lease_ = nullptr;
+            leased_ = false;
+          }
+          if (n < want_min) return done + n;  // the stream ended within
+          return ReadFramed(buffer, min, max, done + n);
+        });
+  }
+  kj::Promise<void> TakeLeases(uint64_t bytes) {
+    // No more than Cap'n Proto would accept: a larger message is refused before its body.
+    bytes = std::min<uint64_t>(bytes, kMaxMessageBytes);
+    kj::Promise<kj::Own<MemoryBudget::Lease>> peer =
+        peer_budget_ != nullptr ? peer_budget_->Take(bytes)
+                                : kj::Promise<kj::Own<MemoryBudget::Lease>>(
+                                      kj::Own<MemoryBudget::Lease>());
+    return peer.then([this, bytes](kj::Own<MemoryBudget::Lease> mine) {
+      peer_lease_ = kj::mv(mine);
+      kj::Promise<kj::Own<MemoryBudget::Lease>> all =
+          budget_ != nullptr ? budget_->Take(bytes)
+                             : kj::Promise<kj::Own<MemoryBudget::Lease>>(
+                                   kj::Own<MemoryBudget::Lease>());
+      return all.then([this](kj::Own<MemoryBudget::Lease> lease) {
+        lease_ = kj::mv(lease);
+        leased_ = true;
+      });
+    });
+  }
 
   kj::Promise<void> Written(kj::Promise<void> write) {
     Touch();
@@ -326,12 +455,21 @@ class WatchedStream final : public kj::AsyncIoStream {
     return kj::mv(paf.promise);
   }
 
+  // Cap'n Proto's default limit on one message (ReaderOptions::traversalLimitInWords).
+  static constexpr uint64_t kMaxMessageBytes = uint64_t{8} * 1024 * 1024 * sizeof(capnp::word);
+
   kj::AsyncIoStream& inner_;
   kj::Timer& timer_;
   kj::Duration idle_;
   kj::TimePoint last_;
   size_t writing_ = 0;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> readers_;
+  MemoryBudget* peer_budget_;
+  MemoryBudget* budget_;
+  MessageFraming framing_;
+  bool leased_ = false;  // the current body's leases are held
+  kj::Own<MemoryBudget::Lease> peer_lease_;
+  kj::Own<MemoryBudget::Lease> lease_;
 };
 
 }  // namespace
@@ -340,21 +478,27 @@ class WatchedStream final : public kj::AsyncIoStream {
 // (watched) stream and the RPC system to the network, hence the member order.
 struct RpcServer::Session {
   Session(SecureConnection connection, capnp::Capability::Client bootstrap, kj::Timer& timer,
-          kj::Duration idle)
+          kj::Duration idle, std::shared_ptr<MemoryBudget> peer_budget, MemoryBudget& budget)
       : connection(kj::mv(connection)),
-        watched(*this->connection.stream, timer, idle),
+        peer_budget(std::move(peer_budget)),
+        watched(*this->connection.stream, timer, idle, this->peer_budget.get(), &budget),
         network(watched, capnp::rpc::twoparty::Side::SERVER),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
   }
 
   SecureConnection connection;
+  std::shared_ptr<MemoryBudget> peer_budget;  // outlives the stream's lease of it
   WatchedStream watched;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
 
 RpcServer::RpcServer(SecureChannel& channel, BootstrapFactory bootstrap, Limits limits)
-    : limits_(limits), channel_(channel), bootstrap_(kj::mv(bootstrap)), tasks_(*this) {}
+    : limits_(limits),
+      message_memory_(limits.message_memory),
+      channel_(channel),
+      bootstrap_(kj::mv(bootstrap)),
+      tasks_(*this) {}
 
 RpcServer::~RpcServer() noexcept(false) = default;
 
@@ -434,9 +578,16 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
                       ++sessions_of_[peer];
                       capnp::Capability::Client bootstrap =
                           bootstrap_(connection.peer, *connection.meter);
-                      auto session = kj::heap<Session>(kj::mv(connection), kj::mv(bootstrap),
-                                                       channel_.timer(),
-                                                       channel_.options().idle_timeout);
+                      // The peer's share of the message memory, shared by its sessions.
+                      std::shared_ptr<MemoryBudget> peer_budget = message_memory_of_[peer].lock();
+                      if (peer_budget == nullptr) {
+                        peer_budget =
+                            std::make_shared<MemoryBudget>(limits_.message_memory_per_peer);
+                        message_memory_of_[peer] = peer_budget;
+                      }
+                      auto session = kj::heap<Session>(
+                          kj::mv(connection), kj::mv(bootstrap), channel_.timer(),
+                          channel_.options().idle_timeout, kj::mv(peer_budget), message_memory_);
                       // A peer that pipelines calls without waiting for their answers stops
                       // being read once its share of the daemon's call budget is unanswered.
                       Session* live = session.get();
@@ -447,7 +598,10 @@ kj::Promise<void> RpcServer::Listen(kj::ConnectionReceiver& listener) {
                           session->network.onDisconnect().exclusiveJoin(session->watched.Watch());
                       return done.attach(kj::mv(session), kj::defer([this, live, peer]() {
                         --sessions_;
-                        if (--sessions_of_[peer] == 0) sessions_of_.erase(peer);
+                        if (--sessions_of_[peer] == 0) {
+                          sessions_of_.erase(peer);
+                          message_memory_of_.erase(peer);  // its sessions hold it till they go
+                        }
                         live_.erase(live);
                         Rebalance();
                       }));

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "crypto/keys.h"
+#include "transfer/memory_budget.h"
 #include "transfer/tls_identity.h"
 #include "transfer/write_meter.h"
 
@@ -131,6 +133,14 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
     // a stolen key of one) from keeping the others out.
     size_t sessions = 256;
     size_t sessions_per_peer = 64;
+    // Bytes of messages being received (read in part) at once, in all and of one peer's
+    // sessions: a message's body is read only once its size was taken from both (the peer's
+    // first), and gives it back once read. A message larger than a budget is read when nothing
+    // else holds that budget. Without it, each session could hold a half-sent message of up to
+    // Cap'n Proto's 64 MiB limit. The peer's share fits the largest message, and a sender's 16
+    // connections of 8 MiB chunks.
+    uint64_t message_memory = uint64_t{256} << 20;
+    uint64_t message_memory_per_peer = uint64_t{128} << 20;
   };
 
   RpcServer(SecureChannel& channel, BootstrapFactory bootstrap, Limits limits);
@@ -159,6 +169,9 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
   // connection's puts are served one at a time, so a deep queue buys nothing: what a sender
   // has in flight beyond it waits in the kernel's socket buffers and on the path, not here.
   size_t call_window() const { return call_window_; }
+  // The bytes of messages being received now (Limits::message_memory), and the most at once.
+  uint64_t message_memory_held() const { return message_memory_.held(); }
+  uint64_t message_memory_peak() const { return message_memory_.peak(); }
   static constexpr size_t kCallBudget = size_t{24} << 20;
   static constexpr size_t kMinCallWindow = size_t{1} << 20;
   static constexpr size_t kMaxCallWindow = size_t{8} << 20;
@@ -181,6 +194,9 @@ class RpcServer final : private kj::TaskSet::ErrorHandler {
   void Evict(std::map<uint64_t, Handshake>::iterator it, const char* why);
 
   Limits limits_;
+  // Declared before the sessions (tasks_), which hold leases of it.
+  MemoryBudget message_memory_;
+  std::map<std::string, std::weak_ptr<MemoryBudget>> message_memory_of_;  // by peer fingerprint
   std::map<uint64_t, Handshake> handshakes_;  // by arrival: the first is the oldest
   uint64_t next_handshake_ = 0;
   size_t sessions_ = 0;

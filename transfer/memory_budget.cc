@@ -10,9 +10,14 @@ kj::Own<MemoryBudget::Lease> MemoryBudget::Grant(uint64_t bytes) {
   return kj::heap<Lease>(*this, bytes);
 }
 
-kj::Promise<kj::Own<MemoryBudget::Lease>> MemoryBudget::Take(uint64_t bytes) {
+kj::Own<MemoryBudget::Lease> MemoryBudget::TryTake(uint64_t bytes) {
   while (!waiting_.empty() && !waiting_.front().fulfiller->isWaiting()) waiting_.pop_front();
   if (waiting_.empty() && Fits(bytes)) return Grant(bytes);
+  return kj::Own<Lease>();
+}
+
+kj::Promise<kj::Own<MemoryBudget::Lease>> MemoryBudget::Take(uint64_t bytes) {
+  if (kj::Own<Lease> now = TryTake(bytes)) return kj::mv(now);
   auto paf = kj::newPromiseAndFulfiller<kj::Own<Lease>>();
   waiting_.push_back(Waiter{bytes, kj::mv(paf.fulfiller)});
   return kj::mv(paf.promise);

@@ -34,6 +34,8 @@ class MemoryBudget {
   // than the whole budget is granted when nothing else is held. Dropping the promise withdraws
   // the request.
   kj::Promise<kj::Own<Lease>> Take(uint64_t bytes);
+  // The same lease at once if Take would grant it at once, else null (and nothing is asked).
+  kj::Own<Lease> TryTake(uint64_t bytes);
 
   uint64_t total() const { return total_; }
   uint64_t held() const { return held_; }

@@ -387,7 +387,8 @@ class WatchedStream final : public kj::AsyncIoStream {
   // never across the start of a message's body without its leases.
   kj::Promise<size_t> ReadFramed(kj::byte* buffer, size_t min, size_t max, size_t done) {
     if (done >= max || (done >= min && done > 0)) return done;
-    if (framing_.InBody() && !leased_ && (peer_budget_ != nullptr || budget_ != nullptr)) {
+    if (framing_.InBody() && !leased_ && (peer_budget_ != nullptr || budget_ != nullptr) &&
+        !TryTakeLeases(framing_.body_left())) {
       return TakeLeases(framing_.body_left()).then([this, buffer, min, max, done]() {
         return ReadFramed(buffer, min, max, done);
       });
@@ -395,19 +396,45 @@ class WatchedStream final : public kj::AsyncIoStream {
     const size_t want_max =
         static_cast<size_t>(std::min<uint64_t>(max - done, framing_.PartLeft()));
     const size_t want_min = std::min(done < min ? min - done : size_t{1}, want_max);
+    if (done + want_min >= min) {
+      // This read completes the caller's (as Cap'n Proto's reads, one part at a time, always
+      // do): a plain continuation, not a chained promise, so no extra turn of the event loop.
+      return inner_.tryRead(buffer + done, want_min, want_max)
+          .then([this, buffer, done](size_t n) -> size_t {
+            Touch();
+            if (n > 0) Consumed(buffer + done, n);
+            return done + n;
+          });
+    }
     return inner_.tryRead(buffer + done, want_min, want_max)
         .then([this, buffer, min, max, done, want_min](size_t n) -> kj::Promise<size_t> {
           Touch();
           if (n == 0) return done;  // the stream ended
-          if (framing_.Consume(buffer + done, n)) {
-            // The body was read: its bytes are the message's now.
-            peer_lease_ = nullptr;
-            lease_ = nullptr;
-            leased_ = false;
-          }
+          Consumed(buffer + done, n);
           if (n < want_min) return done + n;  // the stream ended within
           return ReadFramed(buffer, min, max, done + n);
         });
+  }
+  void Consumed(const kj::byte* bytes, size_t n) {
+    if (framing_.Consume(bytes, n)) {
+      // The body was read: its bytes are the message's now.
+      peer_lease_ = nullptr;
+      lease_ = nullptr;
+      leased_ = false;
+    }
+  }
+  // Takes both leases if both budgets grant them at once (the common case: no turn of the
+  // event loop per message), else neither.
+  bool TryTakeLeases(uint64_t bytes) {
+    bytes = std::min<uint64_t>(bytes, kMaxMessageBytes);
+    kj::Own<MemoryBudget::Lease> mine;
+    if (peer_budget_ != nullptr && !(mine = peer_budget_->TryTake(bytes))) return false;
+    kj::Own<MemoryBudget::Lease> all;
+    if (budget_ != nullptr && !(all = budget_->TryTake(bytes))) return false;
+    peer_lease_ = kj::mv(mine);
+    lease_ = kj::mv(all);
+    leased_ = true;
+    return true;
   }
   kj::Promise<void> TakeLeases(uint64_t bytes) {
     // No more than Cap'n Proto would accept: a larger message is refused before its body.

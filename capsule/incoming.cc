@@ -419,6 +419,9 @@ absl::StatusOr<std::string> LocalIncoming::Finish(
   if (!synced.ok()) return synced;
   std::lock_guard<std::mutex> lock(mu_);
   finished_path_ = final_path;
+  // Complete: nothing more will be written (the peer may hold the upload a while yet).
+  GiveBackRoom(promised_);
+  promised_ = 0;
   return final_path;
 }
 
@@ -435,6 +438,8 @@ absl::Status LocalIncoming::Abandon() {
   std::fill(received_.begin(), received_.end(), false);
   received_count_ = 0;
   pending_.clear();
+  GiveBackRoom(promised_);  // its files are gone
+  promised_ = 0;
   return s;
 }
 

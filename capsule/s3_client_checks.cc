@@ -248,6 +248,7 @@ absl::Status StatusFromResponse(const Response& r, const Subject& what) {
 }
 
 bool Retryable(const Response& r) {
+  if (r.body.find("<Code>NotImplemented</Code>") != std::string::npos) return false;
   if (r.http >= 500 || r.http == 429) return r.http != 501;
   if (r.http == 400 && r.body.find("<Code>RequestTimeout</Code>") != std::string::npos) return true;
   return false;

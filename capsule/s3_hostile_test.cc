@@ -457,21 +457,24 @@ TEST(S3HostileTest, AnErrorCodeWithEscapesIsNotQuoted) {
   EXPECT_NE(s.message().find("HTTP 400"), std::string::npos) << s;
 }
 
-// 501 (a feature the store lacks) is named as such, once: it is not "unavailable", and retrying
-// cannot help. Before: it fell under the 5xx rule, was retried with backoff, then exit 9.
+// 501 or a NotImplemented code (a feature the store lacks) is named as such, asked once: it is
+// not "unavailable", and retrying cannot help. Before: a 501 was reported as "unavailable"
+// (exit 9), and a NotImplemented code under another 5xx was retried, then reported so too.
 TEST(S3HostileTest, NotImplementedIsNamedAndNotRetried) {
   const std::string xml = "<Error><Code>NotImplemented</Code></Error>";
-  RawServer server([&xml](int fd, const std::string&, RawServer& self) {
-    self.Send(fd, Head(501, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml);
-  });
-  auto client = MakeClient(server.endpoint());
-  ASSERT_NE(client, nullptr);
-  const absl::Status s = client->Delete(kObject);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  EXPECT_NE(s.message().find("does not implement"), std::string::npos) << s;
-  EXPECT_NE(s.message().find("HTTP 501"), std::string::npos) << s;
-  EXPECT_EQ(server.connections(), 1) << "a 501 was retried";
-  ExpectNoSecret(s);
+  for (int code : {501, 500, 503}) {
+    RawServer server([&xml, code](int fd, const std::string&, RawServer& self) {
+      self.Send(fd, Head(code, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml);
+    });
+    auto client = MakeClient(server.endpoint());
+    ASSERT_NE(client, nullptr);
+    const absl::Status s = client->Delete(kObject);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << code << ": " << s;
+    EXPECT_NE(s.message().find("does not implement"), std::string::npos) << s;
+    EXPECT_NE(s.message().find("HTTP " + std::to_string(code)), std::string::npos) << s;
+    EXPECT_EQ(server.connections(), 1) << code << " was retried";
+    ExpectNoSecret(s);
+  }
 }
 
 // A profile missing from a credentials file: kNotFound naming the profile and the file, never

@@ -44,8 +44,15 @@ class TransferImpl final : public schema::Transfer::Server {
         peer_(peer.fingerprint().ToString()),
         meter_(connection == nullptr ? kj::Own<WriteMeter>() : kj::addRef(*connection)) {}
 
+  // Echoes at most 1 KiB: an answer waits in memory until the peer reads it, and a peer that
+  // does not read could otherwise park a message-sized answer (64 MiB) in each of its sessions.
   kj::Promise<void> ping(PingContext context) override {
-    context.getResults().setNonce(context.getParams().getNonce());
+    constexpr size_t kMaxNonce = 1024;
+    const capnp::Data::Reader nonce = context.getParams().getNonce();
+    if (nonce.size() > kMaxNonce) {
+      return ToException(absl::InvalidArgumentError("a ping nonce holds at most 1024 bytes"));
+    }
+    context.getResults().setNonce(nonce);
     return kj::READY_NOW;
   }
 

@@ -377,5 +377,26 @@ TEST(DepotAttackTest, AnOfferThatDoesNotFitOnTheDiskIsRefusedBeforeAnythingIsWri
   EXPECT_TRUE(capsule::testing::ListDir(f.store + "/.incoming").empty());
 }
 
+// Attack: pings whose nonce is as large as a message may be (64 MiB), on sessions whose
+// answers are never read: each answer would wait in the daemon's memory until the idle
+// timeout. Before: any nonce was echoed. Now one over 1 KiB is refused, and 1 KiB is echoed.
+TEST(DepotAttackTest, APingEchoesAtMostOneKiB) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(kChunk);
+  Depot depot(f.Options(f.store));
+  Connection c(io, depot, f.keys.alice.public_identity());
+  for (size_t size : {size_t{0}, size_t{8}, size_t{1024}}) {
+    auto request = c.transfer.pingRequest();
+    request.initNonce(static_cast<unsigned>(size));
+    EXPECT_EQ(request.send().wait(io.waitScope).getNonce().size(), size);
+  }
+  for (size_t size : {size_t{1025}, size_t{4} << 20}) {
+    auto request = c.transfer.pingRequest();
+    request.initNonce(static_cast<unsigned>(size));
+    absl::Status s = Outcome(io, request.send());
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << size << ": " << s;
+  }
+}
+
 }  // namespace
 }  // namespace bunker::transfer

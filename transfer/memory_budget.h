@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <list>
+#include <memory>
 
 namespace bunker::transfer {
 
@@ -15,6 +16,9 @@ namespace bunker::transfer {
 class MemoryBudget {
  public:
   explicit MemoryBudget(uint64_t bytes) : total_(bytes) {}
+  ~MemoryBudget() { *alive_ = false; }
+  MemoryBudget(const MemoryBudget&) = delete;
+  MemoryBudget& operator=(const MemoryBudget&) = delete;
 
   // Bytes taken from the budget; dropping it gives them back (and grants waiting requests).
   class Lease {
@@ -52,11 +56,15 @@ class MemoryBudget {
   bool Fits(uint64_t bytes) const { return held_ == 0 || held_ + bytes <= total_; }
   kj::Own<Lease> Grant(uint64_t bytes);
   void Release(uint64_t bytes);
+  // Forgets withdrawn requests, then grants those at the front while they fit.
+  void Pump();
 
   const uint64_t total_;
   uint64_t held_ = 0;
   uint64_t peak_ = 0;
   std::list<Waiter> waiting_;
+  // False once destroyed: a request's promise that outlives the budget must not touch it.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace bunker::transfer

@@ -285,8 +285,11 @@ class MessageFraming {
         have_ += static_cast<size_t>(n);
         if (have_ < 8) return false;
         have_ = 0;
-        segments_ = uint64_t{Le32(first_)} + 1;
-        total_words_ = Le32(first_ + 4);
+        // As Cap'n Proto reads it: a 32-bit count that wraps (0xffffffff + 1 is no segment at
+        // all, and no size), and more than 512 segments are refused before anything else.
+        segments_ = static_cast<uint32_t>(Le32(first_) + 1);
+        total_words_ = segments_ == 0 || segments_ >= 512 ? 0 : Le32(first_ + 4);
+        if (segments_ >= 512) segments_ = 0;
         sized_ = 1;
         // The sizes of segments 1..n-1, padded to a whole word.
         sizes_left_ = 4 * (segments_ & ~uint64_t{1});
@@ -372,9 +375,11 @@ class WatchedStream final : public kj::AsyncIoStream {
   void getsockopt(int level, int option, void* value, kj::uint* length) override {
     inner_.getsockopt(level, option, value, length);  // the flow window (WindowedStream)
   }
-  // Breaks (DISCONNECTED) once the stream was idle for the whole idle period.
+  // Breaks (DISCONNECTED) once the stream was idle for the whole idle period. Waiting for the
+  // memory budgets to take a message's body is not idleness: the peer sent what it had to.
   kj::Promise<void> Watch() {
     return timer_.afterDelay(idle_).then([this]() -> kj::Promise<void> {
+      if (waiting_for_lease_) Touch();
       if (timer_.now() - last_ >= idle_) return KJ_EXCEPTION(DISCONNECTED, "idle timeout");
       return Watch();
     });
@@ -389,7 +394,10 @@ class WatchedStream final : public kj::AsyncIoStream {
     if (done >= max || (done >= min && done > 0)) return done;
     if (framing_.InBody() && !leased_ && (peer_budget_ != nullptr || budget_ != nullptr) &&
         !TryTakeLeases(framing_.body_left())) {
+      waiting_for_lease_ = true;
       return TakeLeases(framing_.body_left()).then([this, buffer, min, max, done]() {
+        waiting_for_lease_ = false;
+        Touch();
         return ReadFramed(buffer, min, max, done);
       });
     }
@@ -495,6 +503,7 @@ class WatchedStream final : public kj::AsyncIoStream {
   MemoryBudget* budget_;
   MessageFraming framing_;
   bool leased_ = false;  // the current body's leases are held
+  bool waiting_for_lease_ = false;
   kj::Own<MemoryBudget::Lease> peer_lease_;
   kj::Own<MemoryBudget::Lease> lease_;
 };

@@ -198,6 +198,14 @@ TEST_F(HostilePeerTest, GarbageAfterTheHandshakeEndsOnlyThatSession) {
     timer_.timeoutAfter(kBound, c.stream->write(huge, sizeof(huge))).wait(ws_);
     EXPECT_TRUE(ReadsUntilClosed(*c.stream)) << "a 2 GiB message was not refused";
   }
+  for (const kj::byte count : {0xff, 0x00}) {
+    // A count that wraps to no segment at all (Cap'n Proto 0.9 mishandles it), then one of
+    // 512 or more segments: both end the session before Cap'n Proto reads them.
+    SecureConnection c = Connect();
+    const kj::byte table[8] = {0xff, 0xff, 0xff, count, 1, 0, 0, 0};
+    timer_.timeoutAfter(kBound, c.stream->write(table, sizeof(table))).wait(ws_);
+    EXPECT_TRUE(ReadsUntilClosed(*c.stream)) << "segment count " << int{count};
+  }
   {
     SecureConnection c = Connect();
     std::vector<kj::byte> noise(4096);
@@ -295,6 +303,11 @@ TEST_F(HostilePeerTest, MessagesOfAnySizePassTheMessageBudget) {
   EXPECT_EQ(calls_, 7u);
   Settle([&] { return rpc_->message_memory_held(); });
   EXPECT_EQ(rpc_->message_memory_held(), 0u);
+  // The stream kept in step with the messages: the most ever leased is the largest body (the
+  // 3 MiB nonce and a few words), not a size read out of some message's data. (Before a fix,
+  // a table of several segments put it out of step.)
+  EXPECT_GE(rpc_->message_memory_peak(), uint64_t{3} << 20);
+  EXPECT_LT(rpc_->message_memory_peak(), (uint64_t{3} << 20) + 4096);
 }
 
 }  // namespace

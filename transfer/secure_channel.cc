@@ -276,6 +276,8 @@ class MessageFraming {
     return 1;
   }
   bool InBody() const { return state_ == State::kBody; }
+  // A segment table no valid message has: the stream must not go on.
+  bool malformed() const { return malformed_; }
   uint64_t body_left() const { return body_left_; }
   // Takes `n` bytes (at most PartLeft()); true when they end a message.
   bool Consume(const kj::byte* p, uint64_t n) {
@@ -285,15 +287,20 @@ class MessageFraming {
         have_ += static_cast<size_t>(n);
         if (have_ < 8) return false;
         have_ = 0;
-        // As Cap'n Proto reads it: a 32-bit count that wraps (0xffffffff + 1 is no segment at
-        // all, and no size), and more than 512 segments are refused before anything else.
+        // A 32-bit count: 0xffffffff + 1 wraps to no segment at all, which Cap'n Proto 0.9
+        // mishandles, and it refuses 512 or more. Both end the session before it sees them.
         segments_ = static_cast<uint32_t>(Le32(first_) + 1);
-        total_words_ = segments_ == 0 || segments_ >= 512 ? 0 : Le32(first_ + 4);
-        if (segments_ >= 512) segments_ = 0;
+        if (segments_ == 0 || segments_ >= 512) {
+          malformed_ = true;
+          segments_ = 0;
+        }
+        total_words_ = malformed_ ? 0 : Le32(first_ + 4);
         sized_ = 1;
         // The sizes of segments 1..n-1, padded to a whole word.
         sizes_left_ = 4 * (segments_ & ~uint64_t{1});
-        return sizes_left_ == 0 ? StartBody() : false;
+        if (sizes_left_ == 0) return StartBody();
+        state_ = State::kSizes;
+        return false;
       }
       case State::kSizes:
         for (uint64_t i = 0; i < n; ++i) {
@@ -326,6 +333,7 @@ class MessageFraming {
   }
 
   State state_ = State::kFirstWord;
+  bool malformed_ = false;
   kj::byte first_[8] = {};
   size_t have_ = 0;
   kj::byte size_[4] = {};
@@ -424,7 +432,11 @@ class WatchedStream final : public kj::AsyncIoStream {
         });
   }
   void Consumed(const kj::byte* bytes, size_t n) {
-    if (framing_.Consume(bytes, n)) {
+    const bool ended = framing_.Consume(bytes, n);
+    if (framing_.malformed()) {
+      kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "malformed message: bad segment count"));
+    }
+    if (ended) {
       // The body was read: its bytes are the message's now.
       peer_lease_ = nullptr;
       lease_ = nullptr;

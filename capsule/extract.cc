@@ -451,13 +451,14 @@ absl::StatusOr<ExtractStats> Extract(ByteSource* source, const ExtractTarget& ta
   // Everything about the destination is settled before the first byte is read.
   BUNKER_ASSIGN_OR_RETURN(
       const Destination d,
-      PrepareDestination(target.root_fd, target.relative, display, &created));
+      PrepareDestination(target.root_fd, target.relative, display, &created, options.owner));
   Staging staging;
   BUNKER_RETURN_IF_ERROR(staging.Create(d, display, options.owner));
   Extraction extraction(source, staging.writer(), display, options);
   BUNKER_ASSIGN_OR_RETURN(const ExtractStats stats, extraction.Run());
   BUNKER_RETURN_IF_ERROR(staging.Commit(d, display));
   created.Keep();
+  if (options.in_place != nullptr) *options.in_place = true;
   // The caller's empty directory may have been made private on purpose; keep its mode.
   BUNKER_RETURN_IF_ERROR(staging.writer()->FinishRoot(
       d.replace ? std::optional<mode_t>(d.replaced_mode) : std::nullopt));

@@ -55,6 +55,9 @@ struct ExtractOptions {
   // is kDataLoss. Null: the archive is read on its own (section 13 rules only). Not owned;
   // must outlive the call.
   const std::vector<FileEntry>* index = nullptr;
+  // Set to true once the tree is in place at the destination. An error after that (giving
+  // its root to `owner`) leaves the tree released: a caller that counts releases counts it.
+  bool* in_place = nullptr;
 };
 
 // Where to extract: the directory `relative` below the directory `root_fd` (any descriptor of

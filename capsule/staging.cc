@@ -43,7 +43,8 @@ absl::StatusOr<bool> IsEmptyDirectory(Fd dir, const std::string& display) {
 
 absl::StatusOr<Destination> PrepareDestination(int root_fd, const std::string& relative,
                                                const std::string& display,
-                                               CreatedDirs* created) {
+                                               CreatedDirs* created,
+                                               const std::optional<FileOwner>& owner) {
   if (absl::Status s = CheckRelativePath(relative); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("destination ", QuotePath(display), " is not usable: ", s.message()));
@@ -80,6 +81,13 @@ absl::StatusOr<Destination> PrepareDestination(int root_fd, const std::string& r
     if (!dir.valid() || ::fstat(dir.get(), &st) != 0) {
       return absl::AlreadyExistsError(absl::StrCat("destination ", QuotePath(display),
                                                    " already exists and is not a directory"));
+    }
+    // Checked on the directory opened, the one that will be replaced: whoever can write the
+    // parent may have put an empty directory of theirs there (its mode would be kept).
+    if (owner.has_value() && owner->uid != 0 && st.st_uid != owner->uid) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("destination ", QuotePath(display), " is a folder of uid ", st.st_uid,
+                       ", not yours: name a new one, or an empty folder of your own"));
     }
     BUNKER_ASSIGN_OR_RETURN(const bool empty, IsEmptyDirectory(std::move(dir), display));
     if (!empty) {

@@ -28,12 +28,15 @@ struct Destination {
 // Checks `relative` below `root_fd` as a destination: it must not exist, or be an empty
 // directory (not a symlink to one). Its missing parents are made with MakeDirsBeneath, 0755
 // and the process's own (never given away: a name a user can swap is never chowned), recorded
-// in `created`. `display` names the destination in errors. Codes:
+// in `created`. `display` names the destination in errors. With `owner` (a release for
+// another user), an empty directory there is replaced only when it is the owner's. Codes:
 // kInvalidArgument for a bad path, kAlreadyExists when something else is there,
-// kPermissionDenied for a symlink on the way, else the errno's code.
+// kPermissionDenied for a symlink on the way or another user's directory, else the errno's
+// code.
 absl::StatusOr<Destination> PrepareDestination(int root_fd, const std::string& relative,
                                                const std::string& display,
-                                               CreatedDirs* created);
+                                               CreatedDirs* created,
+                                               const std::optional<FileOwner>& owner);
 
 // The private staging directory ".<base>.bunker-XXXXXX" (0700, ours) beside the destination,
 // with the tree's root inside it. The destructor removes it and, unless Commit() succeeded,

@@ -130,9 +130,12 @@ absl::StatusOr<capsule::ExtractStats> Permit::Extract(const Destination& to,
   extract.owner = options.owner;
   // The decision was made over the index: the archive must agree with it.
   extract.index = &c.entries_;
+  bool in_place = false;
+  extract.in_place = &in_place;
   absl::StatusOr<capsule::ExtractStats> stats = capsule::ExtractArchiveAt(
       &source, capsule::ExtractTarget{to.root.get(), to.relative}, extract);
-  if (!stats.ok()) return Failed(stats.status(), false);
+  // A tree already in place was released, whatever failed after it.
+  if (!stats.ok()) return Failed(stats.status(), in_place);
   return stats;
 }
 
@@ -155,7 +158,8 @@ absl::StatusOr<uint64_t> Permit::WriteArchive(const Destination& to,
   s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.payload_size, out->get(),
                   quiet, spool ? spool->replay() : nullptr);
   if (s.ok()) s = (*out)->Commit();
-  if (!s.ok()) return Failed(s, false);
+  // A file already named was released, whatever failed after it.
+  if (!s.ok()) return Failed(s, (*out)->named());
   return m.archive_size;
 }
 

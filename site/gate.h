@@ -25,6 +25,7 @@
 #ifndef BUNKER_SITE_GATE_H_
 #define BUNKER_SITE_GATE_H_
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -78,11 +79,34 @@ struct Destination {
   std::string shown;     // as the requester named it, for messages
 };
 
+// The rights of the user a daemon acts for (SO_PEERCRED, SO_PEERGROUPS of its socket).
+struct Rights {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups
+};
+
+// Whether `rights` allow all of `want` (R_OK | W_OK | X_OK) on the file of `st` (`fd`, any
+// descriptor of it), by its mode bits as the kernel checks them: the owner's bits for its
+// owner, else the group's for a member of its group, else the others'. uid 0 may do anything.
+// A file with an access ACL grants nothing beyond its owner's bits to its owner: the ACL's
+// entries are not read, so nothing is allowed that the ACL would deny.
+bool MayAccess(int fd, const struct stat& st, const Rights& rights, int want);
+
 // Resolves `path` (absolute, or relative to the current directory) against the site's
 // destinations, lexically: no symlink is followed or trusted. kInvalidArgument for "..",
 // kPermissionDenied naming it when it lies under no destination (or is one), kNotFound or
 // kUnavailable when the destination itself cannot be opened.
-absl::StatusOr<Destination> ResolveDestination(const SiteConfig& site, const std::string& path);
+//
+// `acting_for`: the daemon releases for another user, and does in the destination only what
+// that user could do there (spec/VERIFIER.md "Destinations"): the destination's parent must
+// exist (nothing is created above the destination), every folder from the site's destination
+// down to it must be searchable by the user, and the parent writable; an existing (empty)
+// directory at the destination must be the user's. kNotFound, kPermissionDenied otherwise.
+// The returned Destination is then the parent's descriptor and the destination's name.
+absl::StatusOr<Destination> ResolveDestination(const SiteConfig& site, const std::string& path,
+                                               const std::optional<Rights>& acting_for =
+                                                   std::nullopt);
 
 // For callers without a site (offline): `path`'s nearest existing ancestor, resolved with
 // realpath (the caller's own tree), and the rest below it, created no-follow.

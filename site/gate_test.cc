@@ -32,6 +32,27 @@ using gate_testing::Fixture;
 using gate_testing::FlipChunkAt;
 
 
+// The requester's rights as the kernel reads mode bits: one class only, owner first.
+TEST(MayAccessTest, ReadsTheModeBitsOfOneClassAsTheKernelDoes) {
+  const std::string dir = MakeTempDir();
+  capsule::Fd fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  struct stat st {};
+  st.st_uid = 1000;
+  st.st_gid = 2000;
+  st.st_mode = S_IFDIR | 0570;  // the owner may not write, the group may, others nothing
+  const Rights owner{1000, 1000, {2000}};
+  EXPECT_FALSE(MayAccess(fd.get(), st, owner, W_OK));  // the owner's class alone counts
+  EXPECT_TRUE(MayAccess(fd.get(), st, owner, R_OK | X_OK));
+  EXPECT_TRUE(MayAccess(fd.get(), st, Rights{1001, 2000, {}}, W_OK | X_OK));
+  EXPECT_TRUE(MayAccess(fd.get(), st, Rights{1001, 3000, {7, 2000}}, W_OK | X_OK));
+  EXPECT_FALSE(MayAccess(fd.get(), st, Rights{1001, 3000, {7}}, X_OK));
+  EXPECT_TRUE(MayAccess(fd.get(), st, Rights{0, 0, {}}, W_OK));
+  st.st_mode = S_IFDIR | 01733;
+  EXPECT_TRUE(MayAccess(fd.get(), st, Rights{1001, 3000, {}}, W_OK | X_OK));
+  EXPECT_FALSE(MayAccess(fd.get(), st, Rights{1001, 3000, {}}, R_OK));
+}
+
 TEST(GateTest, ExtractsIntoASiteDestinationAndRecordsTheDecision) {
   Fixture f;
   Gate gate = f.SiteGate();

@@ -182,6 +182,13 @@ absl::StatusOr<std::unique_ptr<NewFileBeneath>> NewFileBeneath::Create(
   if (::fstatat(f->parent_.get(), f->base_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
     return absl::AlreadyExistsError(absl::StrCat(capsule::QuotePath(to.shown), " already exists"));
   }
+  // The new name is made durable with its folder, which must be readable to be synced: found
+  // out now, before anything is written, not after the file is named.
+  f->parent_dir_.Reset(::openat(f->parent_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!f->parent_dir_.valid()) {
+    return capsule::ErrnoStatus(
+        absl::StrCat("cannot open the folder of ", capsule::QuotePath(to.shown)), errno);
+  }
   int fd = ::openat(f->parent_.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, mode);
   if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
     uint8_t rnd[8];
@@ -242,11 +249,7 @@ absl::Status NewFileBeneath::Commit() {
     return capsule::ErrnoStatus(absl::StrCat("cannot give ", what, " to its requester"), errno);
   }
   // The new name is made durable with its directory.
-  capsule::Fd dir(::openat(parent_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir.valid()) {
-    return capsule::ErrnoStatus(absl::StrCat("cannot open the folder of ", what), errno);
-  }
-  return capsule::SyncDirectory(dir.get(), absl::StrCat("the folder of ", what));
+  return capsule::SyncDirectory(parent_dir_.get(), absl::StrCat("the folder of ", what));
 }
 
 }  // namespace bunker::site

@@ -73,10 +73,12 @@ absl::Status StreamAuthenticatedFile(const capsule::CapsuleReader* reader,
                                      const capsule::PayloadKey& key, const capsule::FileEntry& f,
                                      capsule::WritableFile* sink, const ReleaseOptions& options);
 
-// A new file at a Destination: missing parents are created no-follow (and given to `owner`),
+// A new file at a Destination: missing parents are created no-follow (the process's own),
 // data goes to an unnamed O_TMPFILE file (or a hidden temporary one), and Commit() fsyncs it
 // and links it under its name, refusing to replace anything (kAlreadyExists). Destroyed
-// without Commit(), it leaves nothing named.
+// without Commit(), it leaves nothing named. Everything Commit() needs after the link (the
+// folder, opened for its sync) is opened by Create(), so that a failure after the link is rare;
+// named() tells whether it happened before or after (a file once named was released).
 class NewFileBeneath : public capsule::WritableFile {
  public:
   static absl::StatusOr<std::unique_ptr<NewFileBeneath>> Create(
@@ -84,10 +86,12 @@ class NewFileBeneath : public capsule::WritableFile {
   ~NewFileBeneath() override;
   absl::Status Append(absl::Span<const uint8_t> data) override;
   absl::Status Commit();
+  bool named() const { return committed_; }
 
  private:
   NewFileBeneath() = default;
   capsule::Fd parent_;
+  capsule::Fd parent_dir_;  // the parent opened for reading, for its fsync
   capsule::Fd file_;
   std::string base_;
   std::string temp_name_;  // when O_TMPFILE is not available

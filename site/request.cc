@@ -8,8 +8,9 @@ namespace {
 
 constexpr size_t kEntryBatch = 256;
 
-absl::StatusOr<Destination> DestinationFor(const Gate& gate, const std::string& path) {
-  return gate.site() != nullptr ? ResolveDestination(*gate.site(), path) : LocalDestination(path);
+absl::StatusOr<Destination> DestinationFor(const Gate& gate, const SiteRequest& r) {
+  return gate.site() != nullptr ? ResolveDestination(*gate.site(), r.destination, r.acting_for)
+                                : LocalDestination(r.destination);
 }
 
 ReleaseOptions OptionsFor(const Gate& gate, const SiteRequest& r, uint64_t total) {
@@ -73,7 +74,7 @@ absl::StatusOr<Outcome> HandleRequest(const Gate& gate,
   // What would make the release fail is refused before anything is decided or counted.
   std::optional<Destination> to;
   if (r.command == Command::kOpen || (r.command == Command::kToTar && r.output_fd < 0)) {
-    BUNKER_ASSIGN_OR_RETURN(to, DestinationFor(gate, r.destination));
+    BUNKER_ASSIGN_OR_RETURN(to, DestinationFor(gate, r));
     BUNKER_RETURN_IF_ERROR(CheckDestinationFree(*to));
   }
   if ((r.command == Command::kCat || r.command == Command::kToTar) && !to && r.output_fd < 0) {

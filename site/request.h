@@ -35,6 +35,7 @@ struct SiteRequest {
   int threads = 0;                // 0: all cores
   int64_t now = 0;
   std::optional<capsule::FileOwner> owner;  // give released files to this user
+  std::optional<Rights> acting_for;         // the requester's rights bound its destinations
   std::function<void(uint64_t done, uint64_t total)> progress;
   std::function<bool()> cancelled;
   // mount: the permitted tree, handed over to be served (the permit is recorded already).

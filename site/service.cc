@@ -18,6 +18,7 @@
 #include <ctime>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "capsule/beneath.h"
@@ -42,7 +43,24 @@ struct Peer {
   uid_t uid = 0;
   gid_t gid = 0;
   pid_t pid = 0;
+  std::vector<gid_t> groups;  // supplementary, as the client had them when it connected
 };
+
+// The supplementary groups of the socket's peer (SO_PEERGROUPS); false when unknown.
+bool PeerGroups(int sock, std::vector<gid_t>* groups) {
+  groups->resize(64);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    socklen_t len = static_cast<socklen_t>(groups->size() * sizeof(gid_t));
+    if (::getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups->data(), &len) == 0) {
+      groups->resize(len / sizeof(gid_t));
+      return true;
+    }
+    if (errno != ERANGE) break;
+    groups->resize(len / sizeof(gid_t) + 1);
+  }
+  groups->clear();
+  return false;
+}
 
 void SetTimeout(int sock, int option, int seconds) {
   struct timeval tv {};
@@ -174,7 +192,9 @@ struct VerifierService::Impl {
       struct ucred cred {};
       socklen_t len = sizeof cred;
       if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) continue;
-      Peer peer{cred.uid, cred.gid, cred.pid};
+      Peer peer{cred.uid, cred.gid, cred.pid, {}};
+      // Unknown groups only narrow what the peer may do (its uid and primary group remain).
+      PeerGroups(fd, &peer.groups);
       {
         std::lock_guard<std::mutex> lock(mu);
         if (running >= options.max_requests || per_uid[peer.uid] >= options.max_per_uid) {
@@ -322,7 +342,10 @@ struct VerifierService::Impl {
       r.who.key = it->second;
     }
     if (wire.command == Command::kOpen || wire.command == Command::kToTar) {
-      if (::geteuid() != peer.uid) r.owner = capsule::FileOwner{peer.uid, peer.gid};
+      if (::geteuid() != peer.uid) {
+        r.owner = capsule::FileOwner{peer.uid, peer.gid};
+        r.acting_for = Rights{peer.uid, peer.gid, peer.groups};
+      }
     }
     if (needs_output) r.output_fd = fds[capsule_fds].get();
     if (wire.command == Command::kMount) {

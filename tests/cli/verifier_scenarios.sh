@@ -249,18 +249,77 @@ scenario_verifier_state_tamper_is_caught() {
 
 scenario_verifier_new_parents_and_archives() {
   setup '{"id": "all", "effect": "permit"}'
-  # Missing parents are made by the daemon and stay its own (never chowned by a name a user
-  # could swap); what is released is the user's, and reachable under the daemon's umask 077.
+  # The daemon creates only the destination itself: a missing parent is the user's to make
+  # (spec/VERIFIER.md "Destinations"), and nothing is decided or counted before.
+  expect_exit 6 open_as_alice --to landing/np/deeper/out
+  expect_err 'does not exist'
+  one_line_err
+  [ ! -e landing/np ] || fail "a parent was created for the user"
+  # A folder of hers that the site's user cannot write is named as such.
+  as_alice mkdir -p landing/np/deeper
+  expect_exit 5 open_as_alice --to landing/np/deeper/out
+  expect_err 'writable by the site'
+  one_line_err
+  as_alice chmod 1777 landing/np/deeper
   expect_exit 0 open_as_alice --to landing/np/deeper/out
-  [ "$(stat -c %U landing/np)" = "$SITE_USER" ] || fail "a created parent was given away"
   [ "$(stat -c %U landing/np/deeper/out/train/a.csv)" = "$USER_A" ] || fail "not the user's"
   as_alice cat landing/np/deeper/out/train/a.csv >/dev/null || fail "the user cannot read her files"
   # An archive into a destination through the daemon (fs.protected_hardlinks: linked first,
   # given away after) is the user's.
-  expect_exit 0 open_as_alice --to-tar landing/np/d.tar
-  [ "$(stat -c %U landing/np/d.tar)" = "$USER_A" ] || fail "the archive is not the user's"
-  as_alice tar -tf landing/np/d.tar > tar.list || fail "the archive is not readable"
+  expect_exit 0 open_as_alice --to-tar landing/np/deeper/d.tar
+  [ "$(stat -c %U landing/np/deeper/d.tar)" = "$USER_A" ] || fail "the archive is not the user's"
+  as_alice tar -tf landing/np/deeper/d.tar > tar.list || fail "the archive is not readable"
   grep -q 'train/a.csv' tar.list || fail "the archive lacks train/a.csv"
+  # Everything on the way is hers: she can remove what she was given, and release again.
+  as_alice rm -rf landing/np || fail "the user cannot remove her release and its folders"
+  expect_exit 0 open_as_alice --to landing/again
+}
+
+# The daemon does in a destination only what its requester could do there: another user's
+# folders, another request's staging folder and folders the user cannot write are refused
+# before anything is decided, and nothing lands there.
+scenario_verifier_releases_only_where_the_user_could_write() {
+  SITE_EXTRA=', "users": {"'"$USER_B"'": "bob.pub"}' setup '{"id": "once", "effect": "permit", "maxOpens": 3}'
+  as_bob() { as_user "$USER_B" "$@"; }
+  open_as_bob() { as_bob "$CAPSULE" open d.capsule --site site.json "$@"; }
+  # Into a folder of alice's that bob may not write (the daemon may): refused, nothing there.
+  as_alice mkdir -m 755 landing/alice
+  chgrp "$(id -gn "$SITE_USER")" landing/alice && chmod 775 landing/alice  # the site's group may
+  expect_exit 5 open_as_bob --to landing/alice/bobs
+  expect_err 'may not create entries in'
+  one_line_err
+  [ ! -e landing/alice/bobs ] || fail "released into a folder the requester cannot write"
+  # Over alice's empty folder, in a folder bob may write: refused, hers stays hers.
+  as_bob mkdir -m 777 landing/shared
+  as_alice mkdir -m 755 landing/shared/hers
+  expect_exit 5 open_as_bob --to landing/shared/hers
+  expect_err 'not yours'
+  [ "$(stat -c %U landing/shared/hers)" = "$USER_A" ] || fail "alice's folder was replaced"
+  # Through a folder he may not search: another request's staging folder is the daemon's and
+  # 0700 (made here by hand, as a running release has it).
+  mkdir -m 700 landing/.run.bunker-AAAAAA
+  mkdir -m 755 landing/.run.bunker-AAAAAA/root
+  chown "$SITE_USER" landing/.run.bunker-AAAAAA landing/.run.bunker-AAAAAA/root
+  expect_exit 5 open_as_bob --to landing/.run.bunker-AAAAAA/root/x
+  expect_err 'may not search'
+  [ -z "$(ls -A landing/.run.bunker-AAAAAA/root)" ] || fail "released into another request's staging folder"
+  rm -rf landing/.run.bunker-AAAAAA
+  # An archive into a folder the daemon can write but not read (0733): refused before it is
+  # decided, not after it is named (a use given back for a release it made).
+  as_alice mkdir -m 733 landing/dropbox
+  expect_exit 5 open_as_alice --to-tar landing/dropbox/d.tar
+  expect_err 'cannot read folder'
+  chmod 755 landing/dropbox
+  [ -z "$(ls -A landing/dropbox)" ] || fail "an archive was left in the folder"
+  # What each may do works, and only those releases spend the three uses.
+  expect_exit 0 open_as_alice --to landing/shared/hers
+  [ "$(stat -c %U landing/shared/hers/train/a.csv)" = "$USER_A" ] || fail "not alice's"
+  expect_exit 0 open_as_bob --to landing/shared/bobs
+  expect_exit 0 open_as_alice --to-tar landing/one.tar
+  expect_exit 5 open_as_alice --to landing/four
+  expect_err 'maxOpens'
+  "$CAPSULE" audit show --site site.json --json > show.json 2>/dev/null || fail "audit show"
+  ! grep -q '"event": "release-failed"' show.json || { cat show.json; fail "a refused destination reached the release"; }
 }
 
 scenario_verifier_unread_output_does_not_hold_the_daemon() {

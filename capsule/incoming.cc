@@ -18,6 +18,17 @@
 namespace bunker::capsule {
 namespace {
 
+// Empties the journal at `path` (if there is one) and makes that durable.
+absl::Status ResetJournal(const std::string& path) {
+  Fd journal(::open(path.c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC));
+  if (!journal.valid()) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return ErrnoStatus("cannot reset the transfer journal", errno);
+  }
+  if (::fsync(journal.get()) != 0) return ErrnoStatus("cannot reset the transfer journal", errno);
+  return absl::OkStatus();
+}
+
 // A journal record with this bit set takes chunk (record & ~bit) back: it is missing again
 // (LocalIncoming::Forget). Older readers see an index out of range and reset the journal,
 // which costs a resend, never a wrong capsule.
@@ -236,14 +247,16 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
             " is partly received here; remove it from the store's .incoming folder"));
       }
       if (::ftruncate(in->fd_, 0) != 0) return ErrnoStatus("cannot reset the incoming capsule", errno);
-      if (::truncate(in->journal_path_.c_str(), 0) != 0 && errno != ENOENT) {
-        return ErrnoStatus("cannot reset the transfer journal", errno);
-      }
       st.st_size = 0;
     }
   }
   if (st.st_size == 0) {
-    // New: a sparse file of the final size, with the prelude in place.
+    // New: a journal left from an earlier file (its capsule file deleted, or a crash between
+    // the two unlinks of Finish) speaks of chunks this file does not have. Emptied durably
+    // before the file gets its prelude, so that a journal never outlives its chunks.
+    s = ResetJournal(in->journal_path_);
+    if (!s.ok()) return s;
+    // A sparse file of the final size, with the prelude in place.
     if (::ftruncate(in->fd_, static_cast<off_t>(g.FileSize())) != 0) {
       return ErrnoStatus("cannot size the incoming capsule", errno);
     }
@@ -413,8 +426,10 @@ absl::StatusOr<std::string> LocalIncoming::Finish(
   if (::link(path_.c_str(), final_path.c_str()) != 0) {
     return ErrnoStatus(absl::StrCat("cannot move the capsule into ", store_), errno);
   }
-  ::unlink(path_.c_str());
+  // The journal first: a partial file without its journal is received again, a journal
+  // without its file must never be (see Begin).
   ::unlink(journal_path_.c_str());
+  ::unlink(path_.c_str());
   absl::Status synced = SyncDirectory(store_);
   if (!synced.ok()) return synced;
   std::lock_guard<std::mutex> lock(mu_);
@@ -428,11 +443,12 @@ absl::StatusOr<std::string> LocalIncoming::Finish(
 absl::Status LocalIncoming::Abandon() {
   std::lock_guard<std::mutex> sync_lock(sync_mu_);
   absl::Status s;
-  if (::unlink(path_.c_str()) != 0 && errno != ENOENT) {
-    s = ErrnoStatus("cannot remove the incoming capsule", errno);
-  }
-  if (::unlink(journal_path_.c_str()) != 0 && errno != ENOENT && s.ok()) {
+  // The journal first (see Finish).
+  if (::unlink(journal_path_.c_str()) != 0 && errno != ENOENT) {
     s = ErrnoStatus("cannot remove the transfer journal", errno);
+  }
+  if (::unlink(path_.c_str()) != 0 && errno != ENOENT && s.ok()) {
+    s = ErrnoStatus("cannot remove the incoming capsule", errno);
   }
   std::lock_guard<std::mutex> lock(mu_);
   std::fill(received_.begin(), received_.end(), false);

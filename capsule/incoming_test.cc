@@ -102,6 +102,38 @@ TEST(IncomingCapsuleTest, ResumeAfterACrashNeedsOnlyTheUnjournaledChunks) {
   EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), s.capsule);
 }
 
+// A journal that outlived its capsule file (the file deleted to free disk, or a crash between
+// Finish's two unlinks) must not make the chunks of a new, empty file count as received.
+TEST(IncomingCapsuleTest, AJournalWithoutItsFileCountsNothing) {
+  Keys keys;
+  const Sent s = MakeCapsule(keys, 6 * kChunk);
+  const std::string store = testing::MakeTempDir();
+  const std::string partial = store + "/.incoming/" + s.reader->manifest().IdHex() + ".capsule";
+  {
+    auto in = LocalIncoming::Begin(store, s.prelude, Trust(keys));
+    ASSERT_TRUE(in.ok());
+    for (uint64_t i : {0, 1, 2, 3}) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+    ASSERT_TRUE((*in)->Sync().ok());
+  }
+  ASSERT_EQ(::unlink(partial.c_str()), 0);
+  {
+    auto in = LocalIncoming::Begin(store, s.prelude, Trust(keys));
+    ASSERT_TRUE(in.ok()) << in.status();
+    EXPECT_EQ((*in)->Missing().size(), 6u);
+    EXPECT_EQ((*in)->Finish().status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+  // And after a restart with the file now there, still nothing counts.
+  auto in = LocalIncoming::Begin(store, s.prelude, Trust(keys));
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ((*in)->Missing().size(), 6u);
+  for (uint64_t i : (*in)->Missing()) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+  ASSERT_TRUE((*in)->Sync().ok());
+  auto path = (*in)->Finish();
+  ASSERT_TRUE(path.ok()) << path.status();
+  const std::string got = testing::ReadFile(*path);
+  EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), s.capsule);
+}
+
 // Regression (#12): a chunk found damaged after it was durably received (an S3 store checks it
 // again as it leaves its spool) is taken back: missing again, also after a restart, and
 // received anew.

@@ -2,11 +2,14 @@
 #include <malloc.h>
 #include <sys/resource.h>
 
+#include <cerrno>
 #include <clocale>
 #include <cstdio>
 #include <cstring>
 #include <string>
 
+#include "absl/status/status.h"
+#include "capsule/io.h"
 #include "cli/context.h"
 #include "cli/version.h"
 #include "crypto/secret.h"
@@ -46,6 +49,18 @@ void PrintUsage(std::FILE* out) {
                "the version.\n");
 }
 
+// What a command printed must have reached its output: a full disk, a closed stdout or a
+// reader gone turn a success into the error they are (one line, the errno's exit status),
+// never into exit 0 with the output cut short.
+int FinishStdout(int rc) {
+  errno = 0;
+  const bool failed = std::fflush(stdout) != 0 || std::ferror(stdout) != 0;
+  if (!failed || rc != 0) return rc;
+  const int err = errno != 0 ? errno : EIO;
+  std::fprintf(stderr, "capsule: cannot write the output: %s\n", std::strerror(err));
+  return bunker::cli::ExitCodeFor(absl::Status(bunker::capsule::ErrnoCode(err), ""));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -69,14 +84,14 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   if (cmd == "-h" || cmd == "--help" || cmd == "help") {
     PrintUsage(stdout);
-    return 0;
+    return FinishStdout(0);
   }
   if (cmd == "--version" || cmd == "version") {
     std::printf("%s\n", bunker::cli::VersionLine("capsule").c_str());
-    return 0;
+    return FinishStdout(0);
   }
   for (const Command& c : kCommands) {
-    if (cmd == c.name) return c.run(argc - 2, argv + 2);
+    if (cmd == c.name) return FinishStdout(c.run(argc - 2, argv + 2));
   }
   std::fprintf(stderr, "capsule: unknown command '%s'\n", cmd.c_str());
   PrintUsage(stderr);

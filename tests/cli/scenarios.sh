@@ -47,6 +47,26 @@ scenario_keygen() {
   ! grep -q "PRIVATE" "$WORK/.stdout" "$WORK/.stderr" || fail "private key printed"
 }
 
+# What a command prints must reach its output: a full disk or a closed stdout is one line and
+# a non-zero exit, never a success with the output cut short.
+scenario_output_errors_are_not_success() {
+  [ -w /dev/full ] || { echo "SKIP [$SCENARIO]: needs /dev/full" >&2; exit 77; }
+  setup
+  local cmd
+  for cmd in "inspect d.capsule" "ls d.capsule --identity alice.key --trust issuer.pub" \
+             "verify d.capsule --trust issuer.pub" "inspect d.capsule --json" "--help" \
+             "ls --help" "--version"; do
+    local rc=0
+    # shellcheck disable=SC2086
+    "$CAPSULE" $cmd >/dev/full 2>"$WORK/.stderr" || rc=$?
+    [ "$rc" -eq 8 ] || { cat "$WORK/.stderr"; fail "'capsule $cmd >/dev/full' exited $rc, expected 8"; }
+    expect_err "cannot write the output"
+    one_line_err
+  done
+  "$CAPSULE" inspect d.capsule >&- 2>"$WORK/.stderr" && fail "inspect into a closed stdout succeeded"
+  one_line_err
+}
+
 # Regression: a 2 KiB tar whose header declares 8 GiB made seal write 8 GiB of zeros into the
 # capsule (padding the entry on the error path) before it failed. Files are capped at 64 MiB
 # here (prlimit): a seal that still padded would die of SIGXFSZ rather than fill the disk.

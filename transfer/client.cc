@@ -3,6 +3,7 @@
 #include <capnp/rpc-twoparty.h>
 #include <fcntl.h>
 #include <kj/async-io.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "capsule/format.h"
 #include "capsule/io.h"
@@ -23,6 +25,29 @@
 
 namespace bunker::transfer {
 namespace {
+
+// The fetch's staging folder, beside the output and kept across runs so that a fetch resumes:
+// made private (0700) and then required to be ours, private and a real folder, so that no
+// other user can plant, link or read what is received there (a shared folder such as /tmp).
+absl::Status MakePrivateStaging(const std::string& folder) {
+  if (::mkdir(folder.c_str(), 0700) != 0 && errno != EEXIST) {
+    return capsule::ErrnoStatus(absl::StrCat("cannot create the staging folder ", folder), errno);
+  }
+  struct stat st;
+  if (::lstat(folder.c_str(), &st) != 0) {
+    return capsule::ErrnoStatus(absl::StrCat("cannot use the staging folder ", folder), errno);
+  }
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the staging folder ", folder, " is not a private folder of yours (",
+        S_ISLNK(st.st_mode) ? "a symbolic link"
+        : !S_ISDIR(st.st_mode) ? "not a folder"
+        : st.st_uid != ::geteuid() ? absl::StrCat("it belongs to uid ", st.st_uid)
+                                   : absl::StrFormat("mode %04o", st.st_mode & 07777),
+        "); remove it, or fetch into another folder"));
+  }
+  return absl::OkStatus();
+}
 
 // Bytes a sender may have sent and not seen acknowledged (ChannelOptions::rpc_window), in all
 // and per connection at least and at most: on a long link what one round trip moves (84 MB/s
@@ -176,6 +201,7 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
   const std::string dir =
       slash == std::string::npos ? "." : (slash == 0 ? "/" : output.substr(0, slash));
   const std::string store = (dir == "/" ? "" : dir) + "/.bunker-fetch";
+  if (absl::Status s = MakePrivateStaging(store); !s.ok()) return s;
   bool received = false;
   absl::StatusOr<SendSummary> summary = WithPeer(
       address, options, 1,

@@ -200,6 +200,28 @@ scenario_transfer_fetch() {
     --site a.json -o none.capsule
   [ ! -e none.capsule ] || fail "created a file for a missing capsule"
   expect_exit 7 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule
+  # The staging folder beside the output is kept for a resume: one that another user planted
+  # in a shared folder (with a copy of the capsule in it), or a symlink, is refused.
+  mkdir -m 1777 shared
+  mkdir -m 777 shared/.bunker-fetch
+  cp d.capsule "shared/.bunker-fetch/$id.capsule"
+  chown -R nobody shared/.bunker-fetch 2>/dev/null || [ "$(id -u)" -ne 0 ] || fail "chown"
+  if [ "$(id -u)" -eq 0 ]; then
+    expect_exit 10 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o shared/x.capsule
+    expect_err 'not a private folder of yours'
+    one_line_err
+    [ ! -e shared/x.capsule ] || fail "fetched through another user's staging folder"
+  fi
+  rm -rf shared/.bunker-fetch
+  mkdir -m 700 elsewhere
+  ln -s ../elsewhere shared/.bunker-fetch
+  expect_exit 10 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o shared/y.capsule
+  expect_err 'symbolic link'
+  [ ! -e shared/y.capsule ] && [ -z "$(ls -A elsewhere)" ] || fail "fetched through a symlink"
+  rm shared/.bunker-fetch
+  expect_exit 0 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o shared/z.capsule
+  cmp -s d.capsule shared/z.capsule || fail "fetched capsule differs"
+  [ ! -e shared/.bunker-fetch ] || fail "the staging folder was left behind"
 }
 
 # Store and forward: A pushes to B; B, at its site, forwards the stored capsule to C.

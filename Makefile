@@ -1,9 +1,12 @@
-# Bunker: the two set-up commands are `make demo` and `make test` (see README.md).
+# Bunker: the two set-up commands are `bash scripts/install-deps.sh && make demo` and
+# `bash scripts/install-deps.sh && make test` (see README.md).
 JOBS      ?= $(shell nproc)
 BUILD     ?= build/release
 ASAN      ?= build/asan
 WERROR    ?= $(if $(CI),ON,OFF)
-CMAKE_GEN := $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
+# -G Ninja for a build dir not yet configured, decided in the recipe (after deps installed ninja);
+# a configured one keeps the generator of its CMakeCache.txt (cmake refuses another).
+cmake_gen = $$([ -f $(1)/CMakeCache.txt ] || ! command -v ninja >/dev/null 2>&1 || echo -G Ninja)
 
 .PHONY: all deps build build-asan demo test test-release test-asan bench bench-transfer bench-mount vectors vectors-keys fuzz clean
 
@@ -13,11 +16,12 @@ deps:
 	@bash scripts/install-deps.sh
 
 build: deps
-	@cmake -S . -B $(BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DBUNKER_WERROR=$(WERROR) >/dev/null
+	@cmake -S . -B $(BUILD) $(call cmake_gen,$(BUILD)) -DCMAKE_BUILD_TYPE=Release \
+	  -DBUNKER_WERROR=$(WERROR) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 build-asan: deps
-	@cmake -S . -B $(ASAN) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DBUNKER_SANITIZE=ON \
+	@cmake -S . -B $(ASAN) $(call cmake_gen,$(ASAN)) -DCMAKE_BUILD_TYPE=Debug -DBUNKER_SANITIZE=ON \
 	  -DBUNKER_WERROR=$(WERROR) >/dev/null
 	@cmake --build $(ASAN) -j $(JOBS)
 
@@ -68,7 +72,7 @@ vectors-keys: build
 
 # libFuzzer targets with clang; run e.g. build/fuzz/tests/capsule_reader_fuzz -max_total_time=60
 fuzz: deps
-	@cmake -S . -B build/fuzz $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	@cmake -S . -B build/fuzz $(call cmake_gen,build/fuzz) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DBUNKER_FUZZ=ON -DBUNKER_TESTS=OFF >/dev/null
 	@cmake --build build/fuzz -j $(JOBS) --target capsule_reader_fuzz archive_reader_fuzz policy_fuzz audit_fuzz key_pem_fuzz
 	@echo "fuzzers in build/fuzz/tests: capsule_reader_fuzz archive_reader_fuzz policy_fuzz audit_fuzz key_pem_fuzz"

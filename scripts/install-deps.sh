@@ -4,16 +4,17 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config
+  build-essential make cmake ninja-build pkg-config
   libsodium-dev libssl-dev openssl sqlite3
   capnproto libcapnp-dev
   libarchive-dev libabsl-dev libsqlite3-dev
   libgtest-dev libgmock-dev
   age tar
-  iperf3 rsync
+  xxd procps  # the audit proof scenario's leaf (tests/cli/scenarios.sh); pkill, pgrep
+  iperf3 rsync gocryptfs iproute2 time bc  # the benches' peers, ss, /usr/bin/time, bc (bench/)
   libfuse3-dev fuse3
   libcurl4-openssl-dev  # the S3 client (capsule/s3_client.h)
-  swift swift-proxy swift-object swift-container swift-account python3-swift memcached awscli  # tests/tools/swift_s3.sh, bench/s3.sh
+  swift swift-proxy swift-object swift-container swift-account python3-swift memcached awscli curl  # tests/tools/swift_s3.sh, bench/s3.sh
   python3 util-linux passwd  # the JSON check, setpriv and useradd of the real-user scenarios
   lowdown dpkg-dev lintian man-db bash-completion systemd  # make package and its test
   chromium fonts-dejavu-core  # renders the audit report in its browser test (tests/report/)

@@ -19,6 +19,11 @@ remove_work() {
 fail() { echo "FAIL [$SCENARIO]: $*" >&2; exit 1; }
 # expect_exit CODE CMD...: runs CMD, checks its exit status; stdout in $WORK/.stdout, stderr in
 # $WORK/.stderr.
+# Skips the scenario (exit 77, counted as skipped by ctest) when a command it needs is missing.
+need() {
+  command -v "$1" >/dev/null 2>&1 || { echo "SKIP [${SCENARIO:-?}]: needs the $1 command (scripts/install-deps.sh installs it)" >&2; exit 77; }
+}
+
 expect_exit() {
   local want=$1; shift
   "$@" >"$WORK/.stdout" 2>"$WORK/.stderr"

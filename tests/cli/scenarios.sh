@@ -33,6 +33,7 @@ setup() {
 open_ok() { "$CAPSULE" open d.capsule --identity alice.key --trust issuer.pub "$@"; }
 
 scenario_keygen() {
+  need openssl
   expect_exit 0 "$CAPSULE" keygen -o k
   grep -q '^bk1:' "$WORK/.stdout" || fail "no fingerprint printed"
   [ "$(stat -c %a k.key)" = 600 ] || fail "k.key mode $(stat -c %a k.key)"
@@ -462,6 +463,7 @@ scenario_audit_verify_and_tamper() {
 }
 
 scenario_audit_proofs() {
+  need xxd
   "$CAPSULE" keygen -o site >/dev/null && "$CAPSULE" keygen -o mallory >/dev/null
   audit_log 5 > cp5
   audit_log 4 5 > cp9
@@ -606,6 +608,7 @@ json_run() {
 }
 
 scenario_json_output_parses() {
+  need python3
   make_dataset
   printf 'x' > "data/q\"b\\s caf$(printf '\303\251')"
   json_run 0 "$CAPSULE" keygen -o issuer --json

@@ -213,7 +213,7 @@ scenario_site_state_reset_is_noticed() {
 # The counts are bound to the audit log: editing state.db, or rolling it back (with or without
 # the last checkpoint), is noticed and regains no use (spec/POLICY.md "Use counting").
 scenario_site_state_tamper_is_noticed() {
-  command -v sqlite3 >/dev/null || fail "this scenario needs the sqlite3 command (apt install sqlite3)"
+  need sqlite3
   setup '{"id": "twice", "effect": "permit", "maxOpens": 2}'
   expect_exit 0 open_site --to landing/o1
   sqlite3 state/state.db ".backup saved.db"

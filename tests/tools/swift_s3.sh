@@ -35,6 +35,7 @@ check() {
     echo "swift_s3: missing Debian packages: ${missing[*]} (scripts/install-deps.sh installs them)" >&2
     return 77
   fi
+  command -v curl >/dev/null 2>&1 || { echo "swift_s3: curl not on PATH" >&2; return 77; }
   command -v memcached >/dev/null 2>&1 || { echo "swift_s3: memcached not on PATH" >&2; return 77; }
   command -v swift-ring-builder >/dev/null 2>&1 || { echo "swift_s3: swift-ring-builder not on PATH" >&2; return 77; }
   return 0

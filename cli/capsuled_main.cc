@@ -24,6 +24,7 @@
 #include "transfer/daemon.h"
 #include "verifier/audit_log.h"
 #include "site/site_config.h"
+#include "site/state_lock.h"
 #include "site/site_store.h"
 #include "site/witnessing.h"
 #include "transfer/witness.h"
@@ -97,6 +98,9 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<crypto::Identity> identity = capsule::LoadIdentity(site->identity);
   if (!identity.ok()) return ctx.Fail(identity.status());
+  // Before anything of the site is touched (socket, staging sweep, store, state).
+  absl::StatusOr<capsule::Fd> state_lock = site::LockSiteState(*site);
+  if (!state_lock.ok()) return ctx.Fail(state_lock.status());
   absl::StatusOr<std::vector<crypto::PublicIdentity>> peers = capsule::LoadTrust(site->peers);
   if (!peers.ok()) return ctx.Fail(peers.status());
   absl::StatusOr<std::vector<crypto::PublicIdentity>> trusted = capsule::LoadTrust(site->trust);

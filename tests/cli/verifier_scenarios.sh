@@ -92,6 +92,21 @@ scenario_verifier_user_holds_no_key_and_no_state() {
   [ ! -e landing/direct ] || fail "released without the key"
 }
 
+# A second daemon of the same site (the same state) refuses to start before it touches the
+# first one's socket or its running releases' staging folders; the first keeps serving.
+scenario_verifier_second_daemon_refuses() {
+  setup '{"id": "all", "effect": "permit"}'
+  mkdir -m 700 landing/.held.bunker-AAAAAA && chown "$SITE_USER" landing/.held.bunker-AAAAAA
+  local rc=0
+  setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups -- \
+    "$CAPSULED" --site site.json >second.out 2>second.err || rc=$?
+  [ "$rc" -eq 10 ] || { cat second.err; fail "a second daemon exited $rc, expected 10"; }
+  grep -q 'another capsuled serves site site-b' second.err || { cat second.err; fail "no clear line"; }
+  [ -d landing/.held.bunker-AAAAAA ] || fail "the second daemon swept the first one's staging folder"
+  kill -0 "$DAEMON_PID" || fail "the first daemon died"
+  expect_exit 0 open_as_alice --to landing/after
+}
+
 scenario_verifier_open_through_the_socket_gives_files_to_the_user() {
   setup '{"id": "train", "effect": "permit", "purposes": ["training"], "paths": ["train/**"]}'
   expect_exit 0 open_as_alice --purpose training --only 'train/**' --to landing/run1

@@ -98,9 +98,6 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<crypto::Identity> identity = capsule::LoadIdentity(site->identity);
   if (!identity.ok()) return ctx.Fail(identity.status());
-  // Before anything of the site is touched (socket, staging sweep, store, state).
-  absl::StatusOr<capsule::Fd> state_lock = site::LockSiteState(*site);
-  if (!state_lock.ok()) return ctx.Fail(state_lock.status());
   absl::StatusOr<std::vector<crypto::PublicIdentity>> peers = capsule::LoadTrust(site->peers);
   if (!peers.ok()) return ctx.Fail(peers.status());
   absl::StatusOr<std::vector<crypto::PublicIdentity>> trusted = capsule::LoadTrust(site->trust);
@@ -124,6 +121,11 @@ int main(int argc, char** argv) {
     return ctx.UsageError(absl::StrCat("--mount-cache-mib must be from 1 to ",
                                        site::kMaxMountCacheMiB));
   }
+
+  // Once the command line is checked, before anything of the site is touched (socket, staging
+  // sweep, store, state).
+  absl::StatusOr<capsule::Fd> state_lock = site::LockSiteState(*site);
+  if (!state_lock.ok()) return ctx.Fail(state_lock.status());
 
   transfer::DaemonOptions options;
   options.site = site->site;

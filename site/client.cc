@@ -1,20 +1,141 @@
 #include "site/client.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "capsule/fd.h"
+#include "capsule/io.h"
 #include "crypto/status_macros.h"
 
 namespace bunker::site {
+namespace {
+
+// An output that could hold a daemon thread (a pipe, a terminal, a device: see the service's
+// CannotHoldTheDaemon) is relayed by this process: the service writes into one end of a socket
+// pair (non-blocking), and a thread here copies from the other end into the output. A reader
+// who stops reading then stops only this process. When the output fails (a reader gone), the
+// relay shuts its end down, so the service's next write fails and the release ends there.
+class OutputRelay {
+ public:
+  // Null when `out` needs no relay (a regular file or a socket is passed as it is).
+  static absl::StatusOr<std::unique_ptr<OutputRelay>> StartFor(int out,
+                                                              std::function<bool()> cancelled) {
+    struct stat st;
+    if (::fstat(out, &st) != 0) return capsule::ErrnoStatus("cannot use the output", errno);
+    if (S_ISREG(st.st_mode) || S_ISSOCK(st.st_mode)) return nullptr;
+    const int flags = ::fcntl(out, F_GETFL);
+    if (flags < 0 || (flags & O_PATH) != 0 ||
+        ((flags & O_ACCMODE) != O_WRONLY && (flags & O_ACCMODE) != O_RDWR)) {
+      return absl::InvalidArgumentError("the output descriptor is not open for writing");
+    }
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+      return capsule::ErrnoStatus("cannot relay the output", errno);
+    }
+    std::unique_ptr<OutputRelay> r(new OutputRelay());
+    r->ours_.Reset(pair[0]);
+    r->theirs_.Reset(pair[1]);
+    ::shutdown(r->ours_.get(), SHUT_WR);
+    r->thread_ = std::thread([relay = r.get(), out, cancelled = std::move(cancelled)] {
+      relay->Copy(out, cancelled);
+    });
+    return r;
+  }
+
+  ~OutputRelay() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+  int theirs() const { return theirs_.get(); }
+  // Once the descriptor was passed: the service's copy is then the only writer.
+  void Passed() { theirs_.Reset(); }
+
+  // Waits until the service's end is closed and everything it wrote is out. The output's own
+  // error, if it failed.
+  absl::Status Finish() {
+    theirs_.Reset();
+    if (thread_.joinable()) thread_.join();
+    if (error_ != 0) return capsule::ErrnoStatus("cannot write the output", error_);
+    return absl::OkStatus();
+  }
+
+ private:
+  OutputRelay() = default;
+
+  void Copy(int out, const std::function<bool()>& cancelled) {
+    std::vector<char> buf(1 << 20);
+    while (!stop_) {
+      struct pollfd p {ours_.get(), POLLIN, 0};
+      const int ready = ::poll(&p, 1, 200);
+      if (ready < 0 && errno != EINTR) break;
+      if (ready <= 0) {
+        if (cancelled && cancelled()) break;
+        continue;
+      }
+      const ssize_t n = ::read(ours_.get(), buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;  // the service's end is closed: all is out
+      for (ssize_t done = 0; done < n;) {
+        const ssize_t w = ::write(out, buf.data() + done, static_cast<size_t>(n - done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          error_ = w < 0 ? errno : EIO;
+          ::shutdown(ours_.get(), SHUT_RDWR);  // the service's writes fail from now on
+          return;
+        }
+        done += w;
+      }
+    }
+  }
+
+  capsule::Fd ours_;
+  capsule::Fd theirs_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  int error_ = 0;  // written by the thread, read after join
+};
+
+absl::StatusOr<WireResult> Call(const std::string& socket_path, const ServiceCall& call,
+                                OutputRelay* relay);
+
+}  // namespace
 
 absl::StatusOr<WireResult> CallService(const std::string& socket_path, const ServiceCall& call) {
+  std::unique_ptr<OutputRelay> relay;
+  if (call.output_fd >= 0) {
+    absl::StatusOr<std::unique_ptr<OutputRelay>> started =
+        OutputRelay::StartFor(call.output_fd, call.cancelled);
+    if (!started.ok()) return started.status();
+    relay = std::move(*started);
+  }
+  absl::StatusOr<WireResult> result = Call(socket_path, call, relay.get());
+  if (relay != nullptr) {
+    absl::Status out = relay->Finish();
+    // The service released into the relay; what did not reach the output is this side's error.
+    if (result.ok() && result->status.ok() && !out.ok()) result->status = out;
+  }
+  return result;
+}
+
+namespace {
+
+absl::StatusOr<WireResult> Call(const std::string& socket_path, const ServiceCall& call,
+                                OutputRelay* relay) {
   const std::string where = absl::StrCat("the site's verifier at ", socket_path);
   struct sockaddr_un addr {};
   addr.sun_family = AF_UNIX;
@@ -55,7 +176,7 @@ absl::StatusOr<WireResult> CallService(const std::string& socket_path, const Ser
   WireRequest wire = call.request;
   std::vector<int> fds;
   if (call.capsule_fd >= 0) fds.push_back(call.capsule_fd);
-  if (call.output_fd >= 0) fds.push_back(call.output_fd);
+  if (call.output_fd >= 0) fds.push_back(relay != nullptr ? relay->theirs() : call.output_fd);
   fds.insert(fds.end(), call.mount_fds.begin(), call.mount_fds.end());
   wire.fd_count = static_cast<uint8_t>(fds.size());
   SignedRequest req;
@@ -69,6 +190,7 @@ absl::StatusOr<WireResult> CallService(const std::string& socket_path, const Ser
     req.requester_pem = call.requester_public->ToPem();
   }
   absl::Status sent = SendRequest(sock.get(), req, fds);
+  if (relay != nullptr) relay->Passed();
   if (!sent.ok()) {
     // The service may have answered already (busy) and closed: its answer says more.
     absl::StatusOr<Reply> early = ReceiveReply(sock.get());
@@ -98,4 +220,5 @@ absl::StatusOr<WireResult> CallService(const std::string& socket_path, const Ser
   }
 }
 
+}  // namespace
 }  // namespace bunker::site

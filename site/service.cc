@@ -78,6 +78,15 @@ bool OpenForWriting(int fd, bool and_reading = false) {
   return mode == O_RDWR || (mode == O_WRONLY && !and_reading);
 }
 
+// Whether writing into `fd` can never leave a daemon thread blocked for as long as a client
+// likes: a regular file (whose writes complete), or a socket (written with MSG_DONTWAIT). A pipe
+// or FIFO the daemon cannot reopen non-blocking (it is the client's, mode 0600), a terminal
+// stopped with Ctrl-S, or a device may block a write for good: the client relays those.
+bool CannotHoldTheDaemon(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISSOCK(st.st_mode));
+}
+
 // Whether the client closed its end (it was interrupted or killed) or sent anything after its
 // request, which the protocol does not allow: bytes arriving now may be the request's own
 // output, written into a client's end of this connection that was passed as the output.
@@ -288,6 +297,11 @@ struct VerifierService::Impl {
     }
     if (needs_output && !OpenForWriting(fds[capsule_fds].get())) {
       return absl::InvalidArgumentError("the output descriptor is not open for writing");
+    }
+    if (needs_output && !CannotHoldTheDaemon(fds[capsule_fds].get())) {
+      return absl::InvalidArgumentError(
+          "the output must be a regular file or a socket (the capsule command relays pipes, "
+          "terminals and devices itself)");
     }
     if (wire.command == Command::kMounts) {
       // The caller's own mounts (root: all); nothing is decided or recorded.

@@ -62,11 +62,22 @@ TEST(VerifierServiceAttackTest, AnOutputNotOpenForWritingIsRefused) {
   EXPECT_LE(::read(reader.get(), buf, sizeof buf), 0) << "bytes reached the FIFO";
   EXPECT_EQ(capsule::testing::ReadFile(plain), "");
   EXPECT_EQ(f.AuditRecords(), 0u) << "refused before anything was decided";
-  // A FIFO open for writing is served.
+  // A FIFO open for writing, or a device, could hold a daemon thread for as long as its reader
+  // likes (the daemon cannot reopen a client's FIFO non-blocking): refused, the client relays
+  // those (site/client.cc). Before: a FIFO whose reader never read held a thread and Stop.
   capsule::Fd writer(::open(fifo.c_str(), O_WRONLY | O_CLOEXEC));
-  ASSERT_TRUE(f.AskWith(CatOf("a.csv"), {file.get(), writer.get()}).ok());
-  ASSERT_EQ(::read(reader.get(), buf, sizeof buf), 6);
-  EXPECT_EQ(std::string(buf, 6), "row 1\n");
+  capsule::Fd device(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+  for (int out : {writer.get(), device.get()}) {
+    absl::Status s = f.AskWith(CatOf("a.csv"), {file.get(), out});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("regular file or a socket"), std::string::npos) << s;
+  }
+  EXPECT_LE(::read(reader.get(), buf, sizeof buf), 0) << "bytes reached the FIFO";
+  EXPECT_EQ(f.AuditRecords(), 0u) << "refused before anything was decided";
+  // A regular file open for writing is served.
+  capsule::Fd out_file(::open(plain.c_str(), O_WRONLY | O_CLOEXEC));
+  ASSERT_TRUE(f.AskWith(CatOf("a.csv"), {file.get(), out_file.get()}).ok());
+  EXPECT_EQ(capsule::testing::ReadFile(plain), "row 1\n");
 }
 
 // The capsule descriptor must be a regular file open for reading: a folder, a FIFO, an O_PATH

@@ -353,6 +353,24 @@ scenario_verifier_unread_output_does_not_hold_the_daemon() {
   wait "$reader" 2>/dev/null
   [ -n "$stopped" ] || { tail -5 daemon.log; fail "the daemon did not stop while a reader held its output"; }
   DAEMON_PID=""
+  # A FIFO the user holds open at both ends (so no write ever fails), as cat's output, and the
+  # user's processes then killed: the daemon holds nothing of it and still stops.
+  start_daemon
+  as_alice mkfifo landing/held
+  as_alice sh -c "exec 3<>landing/held; exec '$CAPSULE' cat d.capsule train/big.bin --site site.json >&3" &
+  reader=$!
+  sleep 1
+  pkill -9 -u "$USER_A" 2>/dev/null
+  wait "$reader" 2>/dev/null
+  expect_exit 0 open_as_alice --to landing/after --only 'train/a.csv'
+  kill -TERM "$DAEMON_PID"
+  stopped=""
+  for _ in $(seq 1 600); do
+    kill -0 "$DAEMON_PID" 2>/dev/null || { stopped=yes; break; }
+    sleep 0.1
+  done
+  [ -n "$stopped" ] || { tail -5 daemon.log; fail "the daemon did not stop after a FIFO output"; }
+  DAEMON_PID=""
 }
 
 # Hostile local users (spec/VERIFIER.md "Threat model"): each attack ends refused or bounded,

@@ -178,6 +178,11 @@ class TransferImpl final : public schema::Transfer::Server {
                 depot_.Emit({"sent", id, "", peer_,
                              absl::StrCat(summary.chunks_sent, " chunks sent, ",
                                           summary.chunks_skipped, " already there")});
+              })
+              // A failure reading the store (a local path, an S3 endpoint, bucket and key)
+              // reaches the peer only as PeerSafe lets it.
+              .catch_([](kj::Exception&& e) -> kj::Promise<void> {
+                return ToException(PeerSafe(FromException(e), "the sending site"));
               });
         })
         .attach(kj::mv(place));

@@ -486,6 +486,74 @@ TEST(DepotTest, FetchPullsAStoredCapsule) {
   }
 }
 
+// A stored capsule whose chunk reads fail (an S3 endpoint gone): what the fetching peer hears
+// names no local path, endpoint, bucket or key (spec/TRANSFER.md 5.4).
+class ChunksFailStore final : public capsule::Store {
+ public:
+  explicit ChunksFailStore(std::shared_ptr<capsule::Store> s) : s_(std::move(s)) {}
+  std::string Describe() const override { return s_->Describe(); }
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> Open(const std::string& id) override {
+    auto file = s_->Open(id);
+    if (!file.ok()) return file;
+    return std::unique_ptr<capsule::RandomAccessFile>(new Failing(std::move(*file)));
+  }
+  absl::StatusOr<std::vector<std::string>> List() override { return s_->List(); }
+  absl::StatusOr<std::unique_ptr<capsule::IncomingCapsule>> Begin(
+      const capsule::Prelude& p, absl::Span<const crypto::PublicIdentity> t) override {
+    return s_->Begin(p, t);
+  }
+
+ private:
+  class Failing final : public capsule::RandomAccessFile {
+   public:
+    explicit Failing(std::unique_ptr<capsule::RandomAccessFile> f) : f_(std::move(f)) {}
+    uint64_t size() const override { return f_->size(); }
+    absl::Status ReadAt(uint64_t offset, absl::Span<uint8_t> out) const override {
+      // The prelude (header and tail) reads; the chunks between do not.
+      if (offset >= 4096 && offset + out.size() < f_->size() - 4096) {
+        return absl::UnavailableError(
+            "S3: https://rgw.internal:8443/secret-bucket/caps/x.capsule is unavailable");
+      }
+      return f_->ReadAt(offset, out);
+    }
+
+   private:
+    std::unique_ptr<capsule::RandomAccessFile> f_;
+  };
+  std::shared_ptr<capsule::Store> s_;
+};
+
+TEST(DepotTest, AFetchWhoseStoreFailsTellsThePeerNoLocalDetail) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(40 * kChunk);
+  DepotOptions o = f.Options();
+  {
+    Depot filling(o);
+    Connection c(io, filling, f.keys.alice.public_identity());
+    ASSERT_TRUE(Send(io, c, f.reader).ok());
+  }
+  o.store = std::make_shared<ChunksFailStore>(o.store);
+  Depot source(o);
+  DepotOptions mine = f.Options();
+  mine.store = capsule::MakeLocalStore(capsule::testing::MakeTempDir() + "/mine");
+  Depot local(mine);
+  Connection c(io, source, f.keys.alice.public_identity());
+  auto req = c.transfer.fetchRequest();
+  req.setCapsuleId(f.reader->manifest().IdHex());
+  req.setReceiver(local.ServeFor(f.keys.bob.public_identity()));
+  try {
+    req.send().wait(io.waitScope);
+    ADD_FAILURE() << "a fetch whose chunks cannot be read succeeded";
+  } catch (const kj::Exception& e) {
+    const absl::Status s = FromException(e);
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    for (const char* secret : {"rgw", "internal", "secret-bucket", "caps/", "https"}) {
+      EXPECT_EQ(s.message().find(secret), std::string::npos) << s;
+    }
+    EXPECT_NE(s.message().find("the sending site"), std::string::npos) << s;
+  }
+}
+
 // A store whose Begin, Open and chunk reads for one capsule wait until the test lets them go
 // (an object store that stalls), and pass through to a local folder otherwise.
 class StallingStore final : public capsule::Store {

@@ -47,14 +47,14 @@ absl::Status FromException(const kj::Exception& exception) {
   }
 }
 
-absl::Status PeerSafe(const absl::Status& status) {
+absl::Status PeerSafe(const absl::Status& status, absl::string_view who) {
   switch (status.code()) {
     case absl::StatusCode::kOk:
       return status;
     case absl::StatusCode::kResourceExhausted:
       // Our own refusal (an offer that does not fit) says why; a failed write does not.
       if (absl::StartsWith(status.message(), "no room for capsule ")) return status;
-      return absl::ResourceExhaustedError("the receiver is out of disk space or memory");
+      return absl::ResourceExhaustedError(absl::StrCat(who, " is out of disk space or memory"));
     case absl::StatusCode::kDataLoss:
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kFailedPrecondition:
@@ -65,9 +65,9 @@ absl::Status PeerSafe(const absl::Status& status) {
       // Our own refusals (trust, policy, corrupt data) say why; a message naming a local path
       // (errno failures do) does not cross.
       if (status.message().find('/') == absl::string_view::npos) return status;
-      return absl::Status(status.code(), "the receiver refused the request");
+      return absl::Status(status.code(), absl::StrCat(who, " refused the request"));
     default:
-      return absl::Status(status.code(), "the receiver had a local I/O error");
+      return absl::Status(status.code(), absl::StrCat(who, " had a local I/O error"));
   }
 }
 

@@ -8,6 +8,7 @@
 #include <kj/exception.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace bunker::transfer {
 
@@ -19,8 +20,9 @@ kj::Exception ToException(const absl::Status& status);
 absl::Status FromException(const kj::Exception& exception);
 
 // `status` as it may reach a peer: the message of a refusal (trust, policy, corrupt data) is
-// kept unless it names a path ('/'); local failures get a generic text for their code.
-absl::Status PeerSafe(const absl::Status& status);
+// kept unless it names a path ('/'); local failures get a generic text for their code, naming
+// `who` had it ("the receiver", or "the sending site" serving a fetch).
+absl::Status PeerSafe(const absl::Status& status, absl::string_view who = "the receiver");
 
 }  // namespace bunker::transfer
 

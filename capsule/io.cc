@@ -85,7 +85,9 @@ absl::Status ErrnoStatus(const std::string& what, int err) {
 }
 
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFile(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: a FIFO named by mistake must not hang us before the regular-file check (it
+  // changes nothing for a regular file's reads).
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("cannot open ", path), errno);
   return OpenFileDescriptor(fd.release(), path);
 }

@@ -134,7 +134,8 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
       if (!at.ok()) return at.status();
       call.request.capsule_url = capsule_path;
     } else {
-      const int fd = ::open(capsule_path.c_str(), O_RDONLY | O_CLOEXEC);
+      // O_NONBLOCK: a FIFO must not hang us; the service takes only a regular file.
+      const int fd = ::open(capsule_path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
       if (fd < 0) {
         return capsule::ErrnoStatus(absl::StrCat("cannot open ", capsule_path), errno);
       }

@@ -146,7 +146,8 @@ absl::StatusOr<ScanResult> Scan(const capsule::RandomAccessFile& log,
 }
 
 absl::StatusOr<Fd> OpenForReading(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO must not hang the open before the regular-file check below.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return capsule::ErrnoStatus(absl::StrCat("cannot open ", path), errno);
   Fd out(fd);
   struct stat st;

@@ -285,6 +285,17 @@ scenario_missing_inputs() {
   no_leftovers .
   expect_exit 6 "$CAPSULE" inspect nothing.capsule
   expect_exit 6 "$CAPSULE" seal . -o n.capsule --sign nokey.key --to alice.pub
+  # A FIFO named as a capsule or a log: refused at once, not a hang waiting for a writer.
+  mkfifo f.capsule
+  local cmd
+  for cmd in "verify f.capsule --trust issuer.pub" "inspect f.capsule" \
+             "ls f.capsule --identity alice.key --trust issuer.pub" "audit verify --log f.capsule --key alice.pub" \
+             "audit show --log f.capsule"; do
+    # shellcheck disable=SC2086
+    expect_exit 3 timeout 20 "$CAPSULE" $cmd
+    expect_err 'not a'
+    one_line_err
+  done
 }
 
 # --- Policy language (spec/POLICY.md) ---------------------------------------------------------

@@ -1,6 +1,8 @@
 // capsule mount / umount / mounts: a capsule's permitted files as a read-only FUSE file system,
 // served by the site's verifier service (site/mount.h); this process never holds the data key.
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
@@ -10,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "capsule/io.h"
 #include "capsule/utc.h"
 #include "cli/context.h"
 #include "site/client.h"
@@ -19,10 +22,34 @@
 namespace bunker::cli {
 namespace {
 
+// The mount point as a real path: an empty directory (a mount over a file, or over files,
+// would hide what is there and serve nothing useful), checked before anything is asked.
 absl::StatusOr<std::string> RealDirectory(const std::string& path) {
   char buf[PATH_MAX];
   if (::realpath(path.c_str(), buf) == nullptr) {
     return capsule::ErrnoStatus(absl::StrCat("cannot use ", path, " as a mount point"), errno);
+  }
+  DIR* dir = ::opendir(buf);
+  if (dir == nullptr) {
+    const int err = errno;
+    if (err == ENOTDIR) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mount point ", path, " is not a directory (give an empty one)"));
+    }
+    return capsule::ErrnoStatus(absl::StrCat("cannot use ", path, " as a mount point"), err);
+  }
+  bool empty = true;
+  while (const struct dirent* e = ::readdir(dir)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(dir);
+  if (!empty) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("mount point ", path, " is not empty (give an empty directory)"));
   }
   return std::string(buf);
 }
@@ -116,6 +143,11 @@ int RunUmount(int argc, char** argv) {
       {{"lazy", false, false, "detach now, end when no longer in use"}}};
   Context ctx(kSpec, argc, argv);
   if (!ctx.Parse()) return ctx.exit_code();
+  struct stat st;
+  if (::stat(ctx.args().positionals()[0].c_str(), &st) != 0) {
+    return ctx.Fail(capsule::ErrnoStatus(
+        absl::StrCat("cannot unmount ", ctx.args().positionals()[0]), errno));
+  }
   absl::Status s = site::UnmountFuse(ctx.args().positionals()[0], ctx.args().Has("lazy"));
   if (!s.ok()) return ctx.Fail(s);
   return kExitOk;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -100,10 +101,28 @@ SendOptions ToSendOptions(const ClientOptions& o, kj::Timer& timer) {
 // in order), which tells the kernel to read ahead further.
 absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> OpenForSending(const std::string& path) {
   if (capsule::s3::IsS3Url(path)) return capsule::s3::OpenFileOrObject(path);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO: no hang
   if (fd < 0) return capsule::ErrnoStatus(absl::StrCat("cannot open ", path), errno);
   (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);  // advice only
   return capsule::OpenFileDescriptor(fd, path);
+}
+
+// HOST:PORT (HOST a name, an IPv4 address or a bracketed IPv6 one; PORT 1 to 65535), else
+// kInvalidArgument naming what is wrong. Without it a missing port would be port 0.
+absl::Status CheckHostPort(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  const std::string host = colon == std::string::npos ? address : address.substr(0, colon);
+  int port = 0;
+  if (colon == std::string::npos || (host.find(':') != std::string::npos && host.front() != '[') ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address ", address, " has no :PORT (give HOST:PORT)"));
+  }
+  if (host.empty() || port < 1 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address ", address, " is not HOST:PORT with a port from 1 to 65535"));
+  }
+  return absl::OkStatus();
 }
 
 // One authenticated RPC connection; must outlive the capabilities obtained through it.
@@ -131,11 +150,13 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
     absl::StatusOr<kj::Own<SecureChannel>> channel =
         SecureChannel::Create(*options.self, options.peers, timer, absl::Now(), channel_options);
     if (!channel.ok()) return channel.status();
+    if (absl::Status s = CheckHostPort(address); !s.ok()) return s;
     kj::Own<kj::NetworkAddress> addr;
     try {
       addr = io.provider->getNetwork().parseAddress(address).wait(io.waitScope);
     } catch (const kj::Exception&) {
-      return absl::InvalidArgumentError(absl::StrCat("bad address ", address));
+      // Well formed (checked above): a name that does not resolve now, which may later.
+      return absl::UnavailableError(absl::StrCat("cannot resolve the address ", address));
     }
     // All connections at once: on a long link each handshake takes a few round trips, which
     // one after the other would add up (16 streams at 50 ms: over two seconds).

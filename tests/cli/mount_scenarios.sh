@@ -142,8 +142,21 @@ scenario_mount_serves_permitted_files() {
   audit_json | grep -q 'bytes read: [1-9]' || fail "no bytes in the summary"
   expect_exit 0 "$CAPSULE" mounts --site site.json
   expect_out 'no live mounts'
-  # Not mounted any more: fusermount3 refuses.
+  # Not mounted any more: fusermount3 refuses. A path that does not exist is "not found".
   "$CAPSULE" umount mnt 2>/dev/null && fail "umount of a mount point that is not mounted succeeded"
+  expect_exit 6 "$CAPSULE" umount nowhere
+  one_line_err
+  # Only an empty directory is a mount point: a file or a folder with files in it is refused
+  # before anything is decided or recorded.
+  local before; before=$(audit_json | grep -c '"decision"')
+  : > plain-file
+  mkdir full && : > full/keep
+  expect_exit 3 "$CAPSULE" mount d.capsule plain-file --site site.json
+  expect_err 'not a directory'
+  expect_exit 7 "$CAPSULE" mount d.capsule full --site site.json
+  expect_err 'not empty'
+  [ -e full/keep ] || fail "the folder's file is gone"
+  [ "$(audit_json | grep -c '"decision"')" -eq "$before" ] || fail "a refused mount point was decided"
 }
 
 scenario_mount_counts_one_open_and_denies_after() {

@@ -200,6 +200,14 @@ scenario_transfer_fetch() {
     --site a.json -o none.capsule
   [ ! -e none.capsule ] || fail "created a file for a missing capsule"
   expect_exit 7 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule
+  # Addresses: no port, or port 0, is a bad command line's input (3); a name that does not
+  # resolve is a peer that cannot be reached now (9).
+  expect_exit 3 "$CAPSULE" send d.capsule --to 127.0.0.1 --site a.json
+  expect_err 'has no :PORT'
+  one_line_err
+  expect_exit 3 "$CAPSULE" fetch "$id" --from 127.0.0.1:0 --site a.json -o p0.capsule
+  expect_exit 9 "$CAPSULE" send d.capsule --to nohost.invalid:39267 --site a.json
+  expect_err 'cannot resolve'
   # The staging folder beside the output is kept for a resume: one that another user planted
   # in a shared folder (with a copy of the capsule in it), or a symlink, is refused.
   mkdir -m 1777 shared

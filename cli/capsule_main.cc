@@ -36,7 +36,7 @@ constexpr Command kCommands[] = {
     {"send", bunker::cli::RunSend, "push a capsule to another site's daemon (resumable)"},
     {"fetch", bunker::cli::RunFetch, "pull a capsule from another site's daemon"},
     {"policy", bunker::cli::RunPolicy, "check a policy, or explain a decision (check|explain)"},
-    {"audit", bunker::cli::RunAudit, "review a site's audit log (show|verify|prove|consistency|export)"},
+    {"audit", bunker::cli::RunAudit, "review a site's audit log (show|verify|prove|consistency|export|report)"},
 };
 
 void PrintUsage(std::FILE* out) {
@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
   for (const Command& c : kCommands) {
     if (cmd == c.name) return FinishStdout(c.run(argc - 2, argv + 2));
   }
-  std::fprintf(stderr, "capsule: unknown command '%s'\n", cmd.c_str());
-  PrintUsage(stderr);
+  std::fprintf(stderr, "capsule: unknown command '%s'\nhint: see 'capsule --help'\n",
+               bunker::cli::TerminalSafe(cmd).c_str());
   return bunker::cli::kExitUsage;
 }

@@ -37,7 +37,7 @@ int RunAudit(int argc, char** argv) {
                                   {"export", audit::RunExport},
                                   {"report", audit::RunReport}};
   if (argc < 1) {
-    PrintAuditUsage(stderr);
+    std::fprintf(stderr, "capsule audit: missing subcommand\nhint: see 'capsule audit --help'\n");
     return kExitUsage;
   }
   const std::string sub = argv[0];
@@ -48,8 +48,8 @@ int RunAudit(int argc, char** argv) {
   for (const Sub& s : kSubs) {
     if (sub == s.name) return s.run(argc - 1, argv + 1);
   }
-  std::fprintf(stderr, "capsule audit: unknown subcommand '%s'\n", TerminalSafe(sub).c_str());
-  PrintAuditUsage(stderr);
+  std::fprintf(stderr, "capsule audit: unknown subcommand '%s'\nhint: see 'capsule audit --help'\n",
+               TerminalSafe(sub).c_str());
   return kExitUsage;
 }
 

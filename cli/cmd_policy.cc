@@ -182,10 +182,9 @@ int RunPolicy(int argc, char** argv) {
     std::fputs(kPolicyUsage, stdout);
     return kExitOk;
   }
-  std::fprintf(stderr, "capsule policy: %s\n%s",
+  std::fprintf(stderr, "capsule policy: %s\nhint: see 'capsule policy --help'\n",
                sub.empty() ? "missing subcommand (check or explain)"
-                           : absl::StrCat("unknown subcommand '", sub, "'").c_str(),
-               kPolicyUsage);
+                           : absl::StrCat("unknown subcommand '", TerminalSafe(sub), "'").c_str());
   return kExitUsage;
 }
 

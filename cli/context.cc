@@ -110,6 +110,11 @@ bool Context::Parse() {
       UsageError(absl::StrCat("option --", name, " takes no value"));
       return false;
     }
+    // No command writes its -o FILE to standard output: "-" would be a file named "-".
+    if (name == "output" && value == "-") {
+      UsageError("-o - (standard output) is not supported here: name a file");
+      return false;
+    }
     auto& slot = args_.values_[name];
     if (!slot.empty() && !spec->repeatable) {
       UsageError(absl::StrCat("option --", name, " given more than once"));

@@ -276,6 +276,18 @@ scenario_help_and_usage() {
   expect_err "unknown option --bogus"
   expect_exit 2 "$CAPSULE" open x.capsule --identity k --trust t
   expect_err "exactly one of --to or --to-tar"
+  # Unknown commands and subcommands: one line and a hint, the name escaped.
+  for c in "$(printf 'fro\033[2Jb')" "audit bogus" "policy --bogus" "audit"; do
+    # shellcheck disable=SC2086
+    expect_exit 2 "$CAPSULE" $c
+    one_line_err
+    ! grep -q "$(printf '\033')" "$WORK/.stderr" || fail "an escape reached the terminal"
+  done
+  # -o - is not standard output for any command: refused, no file named "-".
+  expect_exit 2 "$CAPSULE" seal data -o - --sign k --to t
+  expect_err "not supported"
+  [ ! -e ./- ] || fail "a file named - was made"
+  "$CAPSULE" --help | grep -q 'report' || fail "the usage omits audit report"
 }
 
 scenario_missing_inputs() {

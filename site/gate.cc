@@ -346,6 +346,31 @@ absl::StatusOr<verifier::Authorization> Gate::AuthorizeList(const OpenCapsule& c
   return verifier::AuthorizeFiles(c.reader_->manifest(), std::move(files), request);
 }
 
+namespace {
+
+// kNotFound, before anything is decided, for an --only pattern that selects nothing in the
+// capsule (a typo would otherwise release an empty tree and spend a use on it).
+absl::Status EachGlobSelects(const std::vector<capsule::FileEntry>& entries,
+                             const capsule::PathSelection& selection) {
+  for (const capsule::PathGlob& g : selection.globs()) {
+    bool found = false;
+    for (const capsule::FileEntry& e : entries) {
+      if (g.MatchesPathOrAncestor(e.path)) {
+        found = true;
+        break;
+      }
+    }
+    if (!found) {
+      return WithHint(absl::NotFoundError(absl::StrCat("--only ", capsule::QuotePath(g.pattern()),
+                                                       " matches nothing in the capsule")),
+                      "list the files with: capsule ls");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Permit> Gate::Decide(std::unique_ptr<OpenCapsule> c, const Requester& who,
                                     const Want& want, int64_t now) const {
   auto state = std::make_unique<Permit::State>();
@@ -361,6 +386,7 @@ absl::StatusOr<Permit> Gate::Decide(std::unique_ptr<OpenCapsule> c, const Reques
       // Like ls: the files the policy does not permit are left out (names too), and the
       // recorded decision is over exactly the files that will be served.
       BUNKER_ASSIGN_OR_RETURN(state->selection, capsule::PathSelection::Parse(want.only));
+      BUNKER_RETURN_IF_ERROR(EachGlobSelects(c->entries_, state->selection));
       std::vector<std::string> files = SelectedFiles(*c, state->selection);
       BUNKER_ASSIGN_OR_RETURN(verifier::Authorization dry,
                               AuthorizeList(*c, who, files, want.only, now, /*dry_run=*/true));
@@ -420,6 +446,9 @@ absl::StatusOr<Permit> Gate::Decide(std::unique_ptr<OpenCapsule> c, const Reques
     for (std::string& p : exact) p = capsule::EscapeGlob(p);
   }
   BUNKER_ASSIGN_OR_RETURN(state->selection, capsule::PathSelection::Parse(exact));
+  if (want.kind == Want::Kind::kExtract) {
+    BUNKER_RETURN_IF_ERROR(EachGlobSelects(c->entries_, state->selection));
+  }
   if (want.kind == Want::Kind::kFile) {
     // The same files the escaped globs select, found by comparing strings.
     BUNKER_ASSIGN_OR_RETURN(state->authorization,

@@ -143,6 +143,10 @@ scenario_only() {
   expect_exit 0 open_ok --to sel --only 'train/deep/**' --only README
   [ -f sel/train/deep/big.bin ] && [ -f sel/README ] || fail "selected files missing"
   [ ! -e sel/pii ] && [ ! -e sel/train/s1.txt ] || fail "unselected files extracted"
+  # A pattern that selects nothing (a typo) is "not found", and nothing is made.
+  expect_exit 6 open_ok --to typo --only 'train/deep/**' --only 'trian/**'
+  expect_err 'matches nothing in the capsule'
+  [ ! -e typo ] || fail "a destination was made for a selection of nothing"
 }
 
 scenario_wrong_identity() {

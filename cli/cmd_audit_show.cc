@@ -55,10 +55,15 @@ int RunShow(int argc, char** argv) {
   }
 
   uint64_t shown = 0;
-  if (!ctx.json()) {
+  // The table's header goes out with its first row (or with "no matching entries"): a log that
+  // cannot be read prints only its error.
+  bool header = ctx.json();
+  auto print_header = [&header]() {
+    if (header) return;
+    header = true;
     std::printf("%-6s %-20s  %-8s  %-8s  %-32s  %-10s  %-30s  %s\n", "#", "TIME", "EVENT",
                 "DECISION", "CAPSULE", "UID", "REQUESTER/PEER", "PURPOSE; REASONS");
-  }
+  };
   uint64_t entries = 0;
   absl::Status s =
       verifier::ForEachAuditRecord(log, [&](uint64_t index, const verifier::AuditRecord& r) {
@@ -69,6 +74,7 @@ int RunShow(int argc, char** argv) {
           std::printf("%s\n", verifier::AuditRecordToJson(index, r).c_str());
           return true;
         }
+        print_header();
         std::string why = r.purpose.empty() ? "-" : absl::StrCat("\"", r.purpose, "\"");
         for (const std::string& reason : r.reasons) absl::StrAppend(&why, "; ", reason);
         // The local client's uid, or "-" when the request did not come over the site's socket.
@@ -82,8 +88,14 @@ int RunShow(int argc, char** argv) {
         return true;
       });
   std::fflush(stdout);
-  if (!s.ok()) return ctx.Fail(s, "run 'capsule audit verify' to find what is wrong");
-  if (!ctx.json() && shown == 0) std::printf("(no matching entries)\n");
+  if (!s.ok()) {
+    return ctx.Fail(s, absl::IsDataLoss(s) ? "run 'capsule audit verify' to find what is wrong"
+                                           : "");
+  }
+  if (!ctx.json() && shown == 0) {
+    print_header();
+    std::printf("(no matching entries)\n");
+  }
   // Entries past the latest checkpoint were listed, but nothing vouches for them: an append
   // that was interrupted (the site completes or cuts it when it next opens its state) or an
   // entry added without the site's key.

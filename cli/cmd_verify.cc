@@ -22,14 +22,26 @@ int RunVerify(int argc, char** argv) {
   absl::StatusOr<int> threads = ctx.Threads();
   if (!threads.ok()) return ctx.UsageError(std::string(threads.status().message()));
   const std::string path = ctx.args().positionals()[0];
+  // With --json a refusal is a result too (as for audit verify): {"valid": false, "error"}.
+  auto invalid = [&ctx](const absl::Status& s) {
+    if (ctx.json()) {
+      capsule::JsonWriter w;
+      w.BeginObject()
+          .Key("valid").Bool(false)
+          .Key("error").String(std::string(s.message()))
+          .EndObject();
+      std::printf("%s\n", w.text().c_str());
+    }
+    return ctx.Fail(s);
+  };
   absl::StatusOr<OpenedCapsule> c = OpenCapsule(ctx, path, /*unlock=*/false);
-  if (!c.ok()) return ctx.Fail(c.status());
+  if (!c.ok()) return invalid(c.status());
   const capsule::Manifest& m = c->reader->manifest();
   Progress progress("verifying", c->reader->file_size(), !ctx.json());
   absl::Status s =
       c->reader->VerifyChunks(*threads, [&progress](uint64_t n) { progress.Update(n); });
   progress.Finish();
-  if (!s.ok()) return ctx.Fail(s);
+  if (!s.ok()) return invalid(s);
   if (ctx.json()) {
     capsule::JsonWriter w;
     w.BeginObject()

@@ -562,6 +562,10 @@ scenario_audit_show_and_export() {
   audit_log 6 >/dev/null
   expect_exit 0 "$CAPSULE" audit show --log state/audit.log
   [ "$(wc -l < "$WORK/.stdout")" -eq 7 ] || fail "show: $(cat "$WORK/.stdout")"
+  # A log that is not there: its error alone, no table header on stdout, no misleading hint.
+  expect_exit 6 "$CAPSULE" audit show --log nowhere/audit.log
+  [ ! -s "$WORK/.stdout" ] || fail "show printed a header for a missing log"
+  ! grep -q 'audit verify' "$WORK/.stderr" || fail "a missing log was sent to audit verify"
   ! grep -q "$(printf '\033')" "$WORK/.stdout" || fail "show printed a raw escape sequence"
   grep -q 'evil \\x1b\[2J \\u202egnp.exe \\xff' "$WORK/.stdout" \
     || fail "escape, bidi override or invalid UTF-8 not shown as text: $(cat "$WORK/.stdout")"
@@ -647,6 +651,8 @@ scenario_json_output_parses() {
     --json
   json_run 0 "$CAPSULE" inspect d.capsule --json
   json_run 0 "$CAPSULE" verify d.capsule --trust issuer.pub --json
+  json_run 5 "$CAPSULE" verify d.capsule --trust site.pub --json
+  grep -q '"valid": false' "$WORK/json.out" || fail "verify --json says nothing of a refusal"
   json_run 0 "$CAPSULE" ls d.capsule --identity site.key --trust issuer.pub --json
   [ "$(wc -l < "$WORK/json.out")" -eq 59 ] || fail "ls --json lines"
   json_run 0 "$CAPSULE" open d.capsule --identity site.key --trust issuer.pub --to o1 --json

@@ -562,15 +562,15 @@ scenario_audit_show_and_export() {
   audit_log 6 >/dev/null
   expect_exit 0 "$CAPSULE" audit show --log state/audit.log
   [ "$(wc -l < "$WORK/.stdout")" -eq 7 ] || fail "show: $(cat "$WORK/.stdout")"
-  # A log that is not there: its error alone, no table header on stdout, no misleading hint.
-  expect_exit 6 "$CAPSULE" audit show --log nowhere/audit.log
-  [ ! -s "$WORK/.stdout" ] || fail "show printed a header for a missing log"
-  ! grep -q 'audit verify' "$WORK/.stderr" || fail "a missing log was sent to audit verify"
   ! grep -q "$(printf '\033')" "$WORK/.stdout" || fail "show printed a raw escape sequence"
   grep -q 'evil \\x1b\[2J \\u202egnp.exe \\xff' "$WORK/.stdout" \
     || fail "escape, bidi override or invalid UTF-8 not shown as text: $(cat "$WORK/.stdout")"
   ! grep -q "$(printf '\342\200\256')" "$WORK/.stdout" || fail "show printed a raw U+202E"
   grep -q '^0 .* 1000 ' "$WORK/.stdout" || fail "show lacks the local uid: $(cat "$WORK/.stdout")"
+  # A log that is not there: its error alone, no table header on stdout, no misleading hint.
+  expect_exit 6 "$CAPSULE" audit show --log nowhere/audit.log
+  [ ! -s "$WORK/.stdout" ] || fail "show printed a header for a missing log"
+  ! grep -q 'audit verify' "$WORK/.stderr" || fail "a missing log was sent to audit verify"
   expect_exit 0 "$CAPSULE" audit show --log state/audit.log --decision deny --json
   [ "$(wc -l < "$WORK/.stdout")" -eq 2 ] || fail "--decision deny: $(cat "$WORK/.stdout")"
   ! grep -q '"decision": "permit"' "$WORK/.stdout" || fail "--decision deny shows a permit"

@@ -111,17 +111,19 @@ void GiveBackRoom(uint64_t bytes) {
 // kResourceExhausted unless `needed` bytes more fit on the file system of `folder` with
 // `keep_free` to spare, besides what the other capsules being received were promised; else
 // promises them (GiveBackRoom returns them).
+absl::StatusOr<uint64_t> FreeSpaceLocked(const std::string& folder) {
+  if (g_free_space_for_testing) return g_free_space_for_testing(folder);
+  struct statvfs vfs;
+  if (::statvfs(folder.c_str(), &vfs) != 0) return ErrnoStatus("cannot check free space", errno);
+  return static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+}
+
 absl::Status PromiseRoom(const std::string& folder, uint64_t needed, uint64_t keep_free,
                          const std::string& id) {
   std::lock_guard<std::mutex> lock(g_room_mu);
-  uint64_t free_bytes = 0;
-  if (g_free_space_for_testing) {
-    free_bytes = g_free_space_for_testing(folder);
-  } else {
-    struct statvfs vfs;
-    if (::statvfs(folder.c_str(), &vfs) != 0) return ErrnoStatus("cannot check free space", errno);
-    free_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
-  }
+  absl::StatusOr<uint64_t> free_space = FreeSpaceLocked(folder);
+  if (!free_space.ok()) return free_space.status();
+  const uint64_t free_bytes = *free_space;
   const uint64_t avail = free_bytes > g_promised ? free_bytes - g_promised : 0;
   if (needed <= avail && avail - needed >= keep_free) {
     g_promised += needed;
@@ -133,6 +135,11 @@ absl::Status PromiseRoom(const std::string& folder, uint64_t needed, uint64_t ke
 }
 
 }  // namespace
+
+absl::StatusOr<uint64_t> FreeSpace(const std::string& folder) {
+  std::lock_guard<std::mutex> lock(g_room_mu);
+  return FreeSpaceLocked(folder);
+}
 
 void SetFreeSpaceForTesting(std::function<uint64_t(const std::string&)> free_space) {
   std::lock_guard<std::mutex> lock(g_room_mu);
@@ -194,10 +201,12 @@ absl::StatusOr<std::unique_ptr<CapsuleReader>> CheckPrelude(
 
 absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
     const std::string& store, const Prelude& prelude,
-    absl::Span<const crypto::PublicIdentity> trusted, std::optional<uint64_t> keep_free) {
+    absl::Span<const crypto::PublicIdentity> trusted, std::optional<uint64_t> keep_free,
+    uint64_t write_reserve) {
   absl::StatusOr<std::unique_ptr<CapsuleReader>> reader = CheckPrelude(prelude, trusted);
   if (!reader.ok()) return reader.status();
   std::unique_ptr<LocalIncoming> in(new LocalIncoming());
+  in->write_reserve_ = write_reserve;
   in->reader_ = std::move(*reader);
   const Geometry g = in->reader_->geometry();
   const std::vector<uint8_t>& tail = prelude.tail;
@@ -361,6 +370,16 @@ absl::Status LocalIncoming::CheckAndWrite(uint64_t index,
   }
   absl::Status s = reader_->CheckChunk(index, ciphertext);
   if (!s.ok()) return s;
+  if (write_reserve_ > 0) {
+    absl::StatusOr<uint64_t> free_bytes = FreeSpace(store_ + "/.incoming");
+    if (!free_bytes.ok()) return free_bytes.status();
+    if (*free_bytes < write_reserve_ || *free_bytes - write_reserve_ < ciphertext.size()) {
+      // The text reaches the peer (transfer/errors.h PeerSafe): nothing of the disk's size.
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "no room for capsule ", reader_->manifest().IdHex(),
+          ": the receiving site's spool is full; send again later"));
+    }
+  }
   return PwriteAll(fd_, ciphertext, reader_->geometry().ChunkOffset(index));
 }
 

@@ -115,10 +115,16 @@ class LocalIncoming final : public IncomingCapsule {
   // process is receiving at once may still write (each is promised its missing bytes at its
   // offer, given back as its chunks are written or when it goes). A disk that fills anyway
   // (other writers) fails the write that finds it full, with kResourceExhausted.
+  //
+  // With `write_reserve` (a spool whose chunks leave as they are uploaded, so that no promise
+  // of the whole file fits): each chunk is written only while the file system keeps
+  // `write_reserve` bytes free besides it, else kResourceExhausted "no room for capsule ...",
+  // so that a peer that never completes what it sends cannot fill the disk the site's state
+  // and audit log live on.
   static absl::StatusOr<std::unique_ptr<LocalIncoming>> Begin(
       const std::string& folder, const Prelude& prelude,
       absl::Span<const crypto::PublicIdentity> trusted,
-      std::optional<uint64_t> keep_free = std::nullopt);
+      std::optional<uint64_t> keep_free = std::nullopt, uint64_t write_reserve = 0);
   ~LocalIncoming() override;
 
   const Manifest& manifest() const override { return reader_->manifest(); }
@@ -173,7 +179,12 @@ class LocalIncoming final : public IncomingCapsule {
   // were taken off it.
   uint64_t promised_ = 0;
   std::vector<bool> counted_;
+  uint64_t write_reserve_ = 0;  // set at Begin
 };
+
+// The bytes free for this process's user on the file system of `folder` (the testing hook's
+// answer when one is set); kUnavailable if it cannot be found.
+absl::StatusOr<uint64_t> FreeSpace(const std::string& folder);
 
 }  // namespace bunker::capsule
 

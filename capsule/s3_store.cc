@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <cerrno>
 
@@ -31,6 +32,15 @@ uint64_t ChunksPerPart(const Geometry& g, uint64_t min_part_size) {
 
 namespace internal_s3_store {
 namespace {
+
+// What the spool leaves free on its file system (the daemon's own disk, where its state and
+// audit log may live too): a twentieth of it, at most 1 GiB.
+uint64_t SpoolReserve(const std::string& spool) {
+  constexpr uint64_t kMostReserve = uint64_t{1} << 30;
+  struct statvfs vfs;
+  if (::statvfs(spool.c_str(), &vfs) != 0) return kMostReserve;
+  return std::min(kMostReserve, static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize / 20);
+}
 
 class S3StoreImpl final : public Store {
  public:
@@ -93,8 +103,8 @@ class S3StoreImpl final : public Store {
     for (int attempt = 0;; ++attempt) {
       absl::StatusOr<std::unique_ptr<Claim>> claim = Claim::Take(shared_, id);
       if (!claim.ok()) return claim.status();
-      absl::StatusOr<std::unique_ptr<LocalIncoming>> spool =
-          LocalIncoming::Begin(shared_->o.spool, prelude, trusted);
+      absl::StatusOr<std::unique_ptr<LocalIncoming>> spool = LocalIncoming::Begin(
+          shared_->o.spool, prelude, trusted, std::nullopt, SpoolReserve(shared_->o.spool));
       if (!spool.ok()) return spool.status();
       const std::string journal = (*spool)->incoming_folder() + "/" + id + ".parts";
       auto in = std::make_unique<S3Incoming>(std::move(*claim), shared_, std::move(*spool), journal);

@@ -1,6 +1,8 @@
 // The S3 store's completion paths (spec/STORE.md "Receiving" 4) against a fake bucket that
 // speaks the multipart flow and misbehaves at the completion on request: whether the object a
 // completion produced is accepted as this capsule, what is sent, and what is left behind.
+#include <sys/statvfs.h>
+
 #include <memory>
 #include <mutex>
 #include <string>
@@ -148,6 +150,39 @@ class S3CompletionTest : public ::testing::Test {
   mutable std::mutex log_mu_;
   std::vector<std::string> log_;
 };
+
+// The spool lives on the daemon's own disk, beside its state and audit log: a peer that sends
+// chunks and never completes a part cannot fill it. Each chunk is written only while the disk
+// keeps its reserve (a twentieth, at most 1 GiB) free.
+TEST_F(S3CompletionTest, TheSpoolLeavesItsReserveFree) {
+  const uint64_t kReserve = uint64_t{1} << 30;  // the test's temporary disk is over 20 GiB
+  struct statvfs vfs;
+  ASSERT_EQ(::statvfs(testing::MakeTempDir().c_str(), &vfs), 0);
+  if (static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize / 20 < kReserve) {
+    GTEST_SKIP() << "needs a temporary disk of at least 20 GiB for a 1 GiB reserve";
+  }
+  uint64_t free_bytes = kReserve + 2 * kChunk + 100;  // room for two chunks, then none
+  SetFreeSpaceForTesting([&free_bytes](const std::string&) { return free_bytes; });
+  auto in = store_->Begin(prelude_, Trust());
+  ASSERT_TRUE(in.ok()) << in.status();
+  const Geometry& g = reader_->geometry();
+  auto chunk = [&](uint64_t i) {
+    std::vector<uint8_t> c(g.CipherSize(i));
+    EXPECT_TRUE(reader_->ReadRaw(g.ChunkOffset(i), absl::MakeSpan(c)).ok());
+    return c;
+  };
+  EXPECT_TRUE((*in)->PutChunk(0, chunk(0)).ok());
+  free_bytes -= g.CipherSize(0);
+  EXPECT_TRUE((*in)->PutChunk(1, chunk(1)).ok());
+  free_bytes -= g.CipherSize(1);
+  const absl::Status full = (*in)->PutChunk(2, chunk(2));
+  SetFreeSpaceForTesting(nullptr);
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_NE(full.message().find("no room for capsule"), std::string::npos) << full;
+  EXPECT_FALSE((*in)->IsReceived(2));
+  // Room again: the same chunk is taken.
+  EXPECT_TRUE((*in)->PutChunk(2, chunk(2)).ok());
+}
 
 TEST_F(S3CompletionTest, ACompletionNamingTheObjectsETagIsAccepted) {
   auto in = Receive();

@@ -40,7 +40,15 @@ int RunCat(int argc, char** argv) {
   request.path = ctx.args().positionals()[1];
   request.output_fd = STDOUT_FILENO;
   request.threads = *threads;
+  // Progress on a terminal (stderr) while the file goes elsewhere: not over the file itself
+  // when it is shown on the same terminal.
+  Progress progress("checking", 0, ::isatty(STDOUT_FILENO) != 1);
+  request.progress = [&progress](uint64_t done, uint64_t total) {
+    progress.SetTotal(total);
+    progress.Update(done);
+  };
   absl::StatusOr<SiteRun> run = RunSiteRequest(ctx, ctx.args().positionals()[0], request);
+  progress.Finish();
   if (!run.ok()) return ctx.Fail(run.status());
   if (!run->status.ok()) return ctx.Fail(run->status);
   return kExitOk;

@@ -165,6 +165,19 @@ absl::StatusOr<AuditVerifyResult> VerifyAuditLog(const std::string& log_path,
 absl::Status ForEachAuditRecord(const std::string& log_path,
                                 const std::function<bool(uint64_t, const AuditRecord&)>& fn);
 
+// The first `size` records of the log at `log_path`, for a reader that must show exactly the
+// entries a verification vouched for (spec/AUDIT.md "Reading a verified log"): `size` and
+// `root` are AuditVerifyResult::entries and its checkpoint's root. The log is opened anew, so
+// it may have been replaced (renamed over) or rewritten in place since it was verified: the
+// RFC 9162 root over these records' bytes must be `root`, and kDataLoss otherwise (also when
+// the log holds fewer than `size` records). `fn` sees each record before that root can be
+// known: a caller MUST throw away whatever it made of them unless the call returns OK. Returns
+// how many records the log holds now (at least `size`; more when some were appended since; the
+// ones past `size` are framed, not decoded). Streams: O(log size) memory.
+absl::StatusOr<uint64_t> ForEachVerifiedAuditRecord(
+    const std::string& log_path, uint64_t size, const crypto::Sha256Digest& root,
+    const std::function<void(uint64_t, const AuditRecord&)>& fn);
+
 // Which records `capsule audit show` lists. Empty strings and nullopt match everything.
 struct AuditFilter {
   std::string capsule_id;  // compared case-insensitively

@@ -96,20 +96,6 @@ void Add(AuditReport& rep, size_t site, uint64_t index, const AuditRecord& r) {
 
 }  // namespace
 
-void ReportFoldRecord(crypto::Sha256* h, uint64_t index, const AuditRecord& r) {
-  std::string s = absl::StrCat(index, "|", r.time, "|", r.uses, "|", r.uid ? int64_t{*r.uid} : -1,
-                               "|", r.pid ? int64_t{*r.pid} : -1, "|");
-  for (const std::string* t : {&r.event, &r.decision, &r.capsule_id, &r.issuer, &r.site,
-                               &r.requester, &r.purpose}) {
-    absl::StrAppend(&s, t->size(), ":", *t);
-  }
-  for (const std::vector<std::string>* list : {&r.paths, &r.rules, &r.reasons}) {
-    absl::StrAppend(&s, "[", list->size());
-    for (const std::string& t : *list) absl::StrAppend(&s, ",", t.size(), ":", t);
-  }
-  h->Update(s);
-}
-
 std::string ReportKindOf(const AuditRecord& r) {
   if (r.event == "open") {
     if (r.decision == "permit") return "opened";
@@ -119,7 +105,7 @@ std::string ReportKindOf(const AuditRecord& r) {
   return r.event;
 }
 
-absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now,
+absl::StatusOr<AuditReport> VerifyReportLogs(std::vector<ReportLogInput> inputs, int64_t now,
                                              bool every_signature) {
   AuditReport rep;
   rep.generated = now;
@@ -133,7 +119,8 @@ absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs,
   }
   // Verify every log before reading any: nothing unverified gets into the figures.
   for (const ReportLogInput& in : inputs) {
-    absl::StatusOr<AuditVerifyResult> v = VerifyAuditLog(in.log_path, in.key, in.witnessed, every_signature);
+    absl::StatusOr<AuditVerifyResult> v =
+        VerifyAuditLog(in.log_path, in.key, in.witnessed, every_signature);
     if (!v.ok()) {
       return absl::Status(v.status().code(),
                           absl::StrCat(in.log_path, ": ", v.status().message()));
@@ -151,33 +138,29 @@ absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs,
     s.witness_source = in.witness_source;
     rep.sites.push_back(std::move(s));
   }
-  for (size_t site = 0; site < inputs.size(); ++site) {
+  rep.inputs = std::move(inputs);
+  return rep;
+}
+
+absl::Status GatherReportFigures(AuditReport* report) {
+  AuditReport& rep = *report;
+  for (size_t site = 0; site < rep.sites.size(); ++site) {
     ReportSite& s = rep.sites[site];
-    uint64_t seen = 0;
-    crypto::Sha256 digest;
-    absl::Status read = ForEachAuditRecord(inputs[site].log_path,
-                                           [&](uint64_t index, const AuditRecord& r) {
-                                             seen = index + 1;
-                                             if (index >= s.entries) return true;
-                                             ReportFoldRecord(&digest, index, r);
-                                             Add(rep, site, index, r);
-                                             return true;
-                                           });
-    if (!read.ok()) {
-      return absl::Status(read.code(), absl::StrCat(s.log_path, ": ", read.message()));
+    // The log is opened again by name: the root check ties what is read to what was verified.
+    absl::StatusOr<uint64_t> held = ForEachVerifiedAuditRecord(
+        s.log_path, s.entries, s.latest.root,
+        [&](uint64_t index, const AuditRecord& r) { Add(rep, site, index, r); });
+    if (!held.ok()) {
+      return absl::Status(held.status().code(),
+                          absl::StrCat(s.log_path, ": ", held.status().message()));
     }
-    if (seen < s.entries) {
-      return absl::DataLossError(absl::StrCat(s.log_path, ": the log shrank from ", s.entries,
-                                              " to ", seen, " entries while it was read"));
-    }
-    s.left_out = seen - s.entries;
-    s.digest = digest.Finish();
+    s.left_out = *held - s.entries;
   }
   // maxOpens, where a site's store holds the capsule.
   for (auto& [id, c] : rep.capsules) {
     for (const auto& [site, unused] : c.kinds) {
       std::optional<std::vector<std::pair<std::string, uint32_t>>> m =
-          StoredMaxOpens(inputs[site].store, id);
+          StoredMaxOpens(rep.inputs[site].store, id);
       if (m) {
         c.max_opens = std::move(*m);
         c.policy_known = true;
@@ -185,7 +168,15 @@ absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs,
       }
     }
   }
-  rep.inputs = std::move(inputs);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now,
+                                             bool every_signature) {
+  absl::StatusOr<AuditReport> rep = VerifyReportLogs(std::move(inputs), now, every_signature);
+  if (!rep.ok()) return rep.status();
+  absl::Status figures = GatherReportFigures(&*rep);
+  if (!figures.ok()) return figures;
   return rep;
 }
 

@@ -6,9 +6,12 @@
 //   against a witnessed checkpoint when one is given; optionally only the latest signature) and
 //   fails, writing nothing, if any log does
 //   not verify: a report never shows figures of a log it could not vouch for. It then reads the
-//   entries with ForEachAuditRecord, the reader `capsule audit show` uses, up to the verified
-//   size (entries appended after the verification are left out and counted), so every figure in
-//   the page is a count over exactly the records `audit show --json` prints for that log.
+//   entries again with ForEachVerifiedAuditRecord up to the verified size (entries appended
+//   after the verification are left out and counted), so every figure in the page is a count
+//   over exactly the records `audit show --json` prints for that log.
+// - Every read after the verification checks that it read the verified entries: their Merkle
+//   root must be the verified checkpoint's root (spec/AUDIT.md "Reading a verified log"). A log
+//   renamed over, rewritten or cut while the report is made is kDataLoss, and no report.
 // - Memory holds the figures only (per capsule, per requester and purpose, per reason, per
 //   hour), never the entries: WriteAuditReportHtml reads the logs a second time and streams the
 //   entries into the page. Lists in the page are cut at fixed lengths (the table below them has
@@ -75,8 +78,6 @@ struct ReportSite {
   std::optional<uint64_t> witnessed_size;  // consistent with this witnessed checkpoint
   std::string witness_source;
   uint64_t left_out = 0;     // entries appended after verification, not in the report
-  // SHA-256 over what the figures were gathered from; the page's second read must match it.
-  crypto::Sha256Digest digest{};
 };
 
 struct ReportHistoryItem {
@@ -130,12 +131,20 @@ struct AuditReport {
 absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now,
                                              bool every_signature = true);
 
-// Writes the page to `out` (the logs are read again for the events table; kDataLoss if they no
-// longer hold the entries that were verified).
-absl::Status WriteAuditReportHtml(const AuditReport& report, capsule::WritableFile* out);
+// The two steps of BuildAuditReport, apart so that a test can change a log between them as a
+// racing writer or an attacker could. VerifyReportLogs verifies every log and keeps, per site,
+// what was verified (entries, latest checkpoint); GatherReportFigures then reads each log up to
+// that size and adds the figures: kDataLoss naming the log unless it read exactly the verified
+// entries. On an error the report holds partial figures: throw it away.
+absl::StatusOr<AuditReport> VerifyReportLogs(std::vector<ReportLogInput> inputs, int64_t now,
+                                             bool every_signature = true);
+absl::Status GatherReportFigures(AuditReport* report);
 
-// Folds `record` into a site's digest (ReportSite::digest): every field, each ended by a 0 byte.
-void ReportFoldRecord(crypto::Sha256* digest, uint64_t index, const AuditRecord& record);
+// Writes the page to `out`. The logs are read again for the events table, and streamed into
+// `out` as they are read: kDataLoss if they no longer hold the entries that were verified, and
+// then `out` holds part of a page, which the caller MUST discard (the command writes through
+// capsule::AtomicFileWriter and commits only on success).
+absl::Status WriteAuditReportHtml(const AuditReport& report, capsule::WritableFile* out);
 
 // Exposed for tests: text made safe inside HTML (EscapeForTerminal, then & < > " ' as
 // entities), and JSON text made safe inside a <script type="application/json"> block.

@@ -733,33 +733,27 @@ absl::Status WriteAuditReportHtml(const AuditReport& rep, capsule::WritableFile*
   bool first = true;
   for (size_t site = 0; site < rep.sites.size(); ++site) {
     const ReportSite& s = rep.sites[site];
-    crypto::Sha256 digest;
-    uint64_t seen = 0;
-    absl::Status read = ForEachAuditRecord(s.log_path, [&](uint64_t index, const AuditRecord& r) {
-      if (index >= s.entries) return false;
-      seen = index + 1;
-      ReportFoldRecord(&digest, index, r);
-      capsule::JsonWriter w;
-      w.BeginArray().Number(index).Number(r.time).Number(site);
-      for (const std::string* t :
-           {&r.event, &r.decision, &r.capsule_id, &r.requester, &r.purpose}) {
-        JsonText(&w, *t);
-      }
-      for (const std::vector<std::string>* list : {&r.paths, &r.rules, &r.reasons}) {
-        w.BeginArray();
-        for (const std::string& t : *list) JsonText(&w, t);
-        w.EndArray();
-      }
-      w.Number(int{r.uses}).OptionalNumber(r.uid).EndArray();
-      p.Add(first ? "" : ",\n", ReportScriptSafeJson(w.text()));
-      first = false;
-      return true;
-    });
-    if (!read.ok()) return absl::Status(read.code(), absl::StrCat(s.log_path, ": ", read.message()));
-    if (seen != s.entries || digest.Finish() != s.digest) {
-      return absl::DataLossError(absl::StrCat(
-          s.log_path, ": the log changed while the report was written (run 'capsule audit "
-                      "verify')"));
+    // Read by name again: the root check ties these entries to the verified ones.
+    absl::StatusOr<uint64_t> held = ForEachVerifiedAuditRecord(
+        s.log_path, s.entries, s.latest.root, [&](uint64_t index, const AuditRecord& r) {
+          capsule::JsonWriter w;
+          w.BeginArray().Number(index).Number(r.time).Number(site);
+          for (const std::string* t :
+               {&r.event, &r.decision, &r.capsule_id, &r.requester, &r.purpose}) {
+            JsonText(&w, *t);
+          }
+          for (const std::vector<std::string>* list : {&r.paths, &r.rules, &r.reasons}) {
+            w.BeginArray();
+            for (const std::string& t : *list) JsonText(&w, t);
+            w.EndArray();
+          }
+          w.Number(int{r.uses}).OptionalNumber(r.uid).EndArray();
+          p.Add(first ? "" : ",\n", ReportScriptSafeJson(w.text()));
+          first = false;
+        });
+    if (!held.ok()) {
+      return absl::Status(held.status().code(),
+                          absl::StrCat(s.log_path, ": ", held.status().message()));
     }
   }
   p.Add("\n]}</script>\n<script>", ReportScript(), "</script>\n</body></html>\n");

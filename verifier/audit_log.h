@@ -88,6 +88,11 @@ struct Checkpoint {
   absl::Status Verify(const crypto::PublicIdentity& key) const;
 };
 
+// Whether `name` can name a site in its checkpoints (spec/AUDIT.md "Checkpoints"): 1 to 256
+// bytes of valid UTF-8 without C0 or C1 controls, DEL, or bidi and zero-width characters
+// (capsule::IsPlainText), because auditors' terminals and pages show it.
+bool IsValidSiteName(std::string_view name);
+
 // The writer side, used by the verifier. Not thread-safe; across processes, Append holds an
 // exclusive lock (flock) on the log, so concurrent opens serialize their records.
 class AuditLog {

@@ -41,6 +41,12 @@ std::optional<std::vector<std::pair<std::string, uint32_t>>> StoredMaxOpens(
   return out;
 }
 
+// Whether `map` holds `key` or may take it (fewer than `max` keys).
+template <typename Map, typename Key>
+bool Keeps(const Map& map, const Key& key, size_t max) {
+  return map.size() < max || map.count(key) > 0;
+}
+
 void Add(AuditReport& rep, size_t site, uint64_t index, const AuditRecord& r) {
   ++rep.total;
   ++rep.by_decision[r.decision];
@@ -52,39 +58,56 @@ void Add(AuditReport& rep, size_t site, uint64_t index, const AuditRecord& r) {
   if (r.decision == "permit") ++rep.hours[hour].first;
   if (r.decision == "deny") {
     ++rep.hours[hour].second;
-    if (r.reasons.empty()) ++rep.denial_reasons[""];
-    std::set<std::string_view> seen;  // a reason listed twice in one entry counts once
-    for (const std::string& reason : r.reasons) {
-      if (seen.insert(reason).second) ++rep.denial_reasons[reason];
+    std::set<std::string> seen;  // a reason listed twice in one entry counts once
+    if (r.reasons.empty()) seen.insert("");
+    for (const std::string& reason : r.reasons) seen.insert(ReportCut(reason));
+    for (const std::string& reason : seen) {
+      if (Keeps(rep.denial_reasons, reason, kReportMaxKeys)) {
+        ++rep.denial_reasons[reason];
+      } else {
+        ++rep.other_reason_denials;
+      }
     }
   }
   const std::string kind = ReportKindOf(r);
-  ReportCapsule& c = rep.capsules[r.capsule_id];
-  if (c.events == 0) c.id = r.capsule_id;
-  if (c.issuer.empty()) c.issuer = r.issuer;
-  ++c.events;
-  ++c.kinds[site][kind];
-  c.uses[site] += r.uses;
-  ReportHistoryItem item{site, index, r.time, kind, r.requester, r.purpose};
-  if (c.history.size() < kReportHistoryItems) c.history.push_back(item);
-  if ((r.event == "sent" || r.event == "received" || r.event == "refused") &&
-      c.transfers.size() < kReportTransfers) {
-    c.transfers.push_back(std::move(item));
+  const std::string requester = ReportCut(r.requester), purpose = ReportCut(r.purpose);
+  const std::string capsule_id = ReportCut(r.capsule_id);
+  if (Keeps(rep.capsules, capsule_id, kReportMaxCapsules)) {
+    ReportCapsule& c = rep.capsules[capsule_id];
+    if (c.events == 0) c.id = capsule_id;
+    if (c.issuer.empty()) c.issuer = ReportCut(r.issuer);
+    ++c.events;
+    ++c.kinds[site][kind];
+    c.uses[site] += r.uses;
+    ReportHistoryItem item{site, index, r.time, kind, ReportCut(requester, kReportMaxItemText),
+                           ReportCut(purpose, kReportMaxItemText)};
+    if (c.history.size() < kReportHistoryItems) c.history.push_back(item);
+    if ((r.event == "sent" || r.event == "received" || r.event == "refused") &&
+        c.transfers.size() < kReportTransfers) {
+      c.transfers.push_back(std::move(item));
+    }
+  } else {
+    ++rep.other_capsule_entries;
   }
   if (r.event == "open") {
-    ReportRequester& q = rep.requesters[{r.requester, r.purpose}];
-    q.requester = r.requester;
-    q.purpose = r.purpose;
+    const std::pair<std::string, std::string> key{requester, purpose};
+    if (!Keeps(rep.requesters, key, kReportMaxKeys)) {
+      ++rep.other_requester_entries;
+      return;
+    }
+    ReportRequester& q = rep.requesters[key];
+    q.requester = requester;
+    q.purpose = purpose;
     if (r.decision == "permit") {
       ++q.permits;
-      if (q.opened.count(r.capsule_id) == 0) {
+      if (q.opened.count(capsule_id) == 0) {
         // Distinct ids beyond the kept ones are not remembered, so opened_total counts a
         // capsule again each time it shows up past the cut: the page says "at least".
-        if (q.opened.size() < kReportListItems) q.opened.insert(r.capsule_id);
+        if (q.opened.size() < kReportListItems) q.opened.insert(capsule_id);
         ++q.opened_total;
       }
       for (const std::string& p : r.paths) {
-        if (q.paths.size() < kReportListItems) q.paths.insert(p);
+        if (q.paths.size() < kReportListItems) q.paths.insert(ReportCut(p, kReportMaxItemText));
       }
     } else if (r.decision == "deny") {
       ++q.denies;
@@ -95,6 +118,16 @@ void Add(AuditReport& rep, size_t site, uint64_t index, const AuditRecord& r) {
 }
 
 }  // namespace
+
+std::string ReportCut(std::string_view text, size_t max) {
+  if (text.size() <= max) return std::string(text);
+  size_t n = max - 3;
+  // Not inside a UTF-8 sequence: back off its continuation bytes, then its lead byte.
+  if ((static_cast<unsigned char>(text[n]) & 0xc0) == 0x80) {
+    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xc0) == 0x80) --n;
+  }
+  return std::string(text.substr(0, n)) + "...";
+}
 
 std::string ReportKindOf(const AuditRecord& r) {
   if (r.event == "open") {

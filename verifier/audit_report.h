@@ -13,7 +13,8 @@
 //   root must be the verified checkpoint's root (spec/AUDIT.md "Reading a verified log"). A log
 //   renamed over, rewritten or cut while the report is made is kDataLoss, and no report.
 // - Memory holds the figures only (per capsule, per requester and purpose, per reason, per
-//   hour), never the entries: WriteAuditReportHtml reads the logs a second time and streams the
+//   hour), never the entries, and only so many of those (kReportMaxKeys and below; the rest is
+//   counted as "other"): WriteAuditReportHtml reads the logs a second time and streams the
 //   entries into the page. Lists in the page are cut at fixed lengths (the table below them has
 //   every entry).
 // - Every text that came from a log, a capsule or the command line is shown as
@@ -61,6 +62,23 @@ struct ReportLogInput {
 inline constexpr size_t kReportHistoryItems = 100;   // per capsule
 inline constexpr size_t kReportListItems = 50;       // capsules per requester, reasons shown
 inline constexpr size_t kReportTransfers = 200;      // sends and receipts per capsule
+
+// What the figures keep, so that their memory is bounded whatever the log holds (a requester
+// chooses its purposes, and denial reasons quote them): the first kReportMaxKeys distinct
+// denial reasons and requester-and-purpose pairs met, the first kReportMaxCapsules capsules,
+// of each text they are keyed by (reason, requester, purpose, capsule id) its first
+// kReportMaxText bytes, and of the texts of a capsule's history items and of the paths a
+// requester was permitted their first kReportMaxItemText bytes (a longer text is cut and ends
+// in "..."; texts alike up to there count as one). Entries past these counts are counted in
+// AuditReport's other_* figures. Some 40 MiB at most, whatever the log.
+inline constexpr size_t kReportMaxKeys = 1000;
+inline constexpr size_t kReportMaxCapsules = 200;
+inline constexpr size_t kReportMaxText = 1024;
+inline constexpr size_t kReportMaxItemText = 128;
+
+// `text` as the figures keep it: at most `max` bytes (at least 4), cut at a UTF-8 boundary and
+// ended by "..." when it was longer.
+std::string ReportCut(std::string_view text, size_t max = kReportMaxText);
 
 // The kind of an entry in a capsule's history: "opened" (an open permit), "denied" (an open
 // deny), "open-<decision>" for any other open decision, and otherwise the event itself
@@ -118,6 +136,10 @@ struct AuditReport {
   std::map<std::string, uint64_t> denial_reasons;  // deny entries per reason ("" for none)
   std::map<std::string, ReportCapsule> capsules;   // by capsule id ("" for entries with none)
   std::map<std::pair<std::string, std::string>, ReportRequester> requesters;
+  // Past the kept keys (kReportMaxKeys, kReportMaxCapsules): denials counted under a reason
+  // that was not kept, "open" entries of requester-and-purpose pairs not kept, and entries of
+  // capsules not kept.
+  uint64_t other_reason_denials = 0, other_requester_entries = 0, other_capsule_entries = 0;
   // Per hour (time / 3600): permits and denies.
   std::map<int64_t, std::pair<uint64_t, uint64_t>> hours;
   std::optional<int64_t> first_time, last_time;

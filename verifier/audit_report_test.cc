@@ -295,6 +295,58 @@ TEST_F(AuditReportTest, EntriesAppendedAfterVerificationAreLeftOut) {
   EXPECT_TRUE(WriteAuditReportHtml(*rep, &sink).ok());
 }
 
+// Regression: the figures kept every distinct reason, requester-and-purpose pair and capsule,
+// so a requester that varied its purpose grew the report's memory with the log.
+TEST_F(AuditReportTest, ManyDistinctPurposesStayBoundedWithAnOtherCount) {
+  constexpr int kMore = 1100;
+  {
+    absl::StatusOr<std::unique_ptr<AuditLog>> log =
+        AuditLog::Open(dir_b_, &site_b_, "site-b", std::nullopt);
+    ASSERT_TRUE(log.ok()) << log.status();
+    for (int i = 0; i < kMore; ++i) {
+      const std::string purpose = absl::StrCat("purpose-", i, "-", std::string(1100, 'p'));
+      const std::string id = absl::StrCat("cafe", i);
+      ASSERT_TRUE((*log)
+                      ->Append(Rec(7000 + i, "open", "deny", id, "bk1:mallory", purpose,
+                                   {absl::StrCat("purpose \"", purpose, "\" is not allowed")}),
+                               7000 + i)
+                      .ok());
+    }
+  }
+  absl::StatusOr<AuditReport> rep = BuildAuditReport(Inputs(), 9999);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  EXPECT_EQ(rep->total, 7u + kMore);
+  // The setup's 4 pairs, 2 reasons and 1 capsule come first.
+  EXPECT_EQ(rep->requesters.size(), kReportMaxKeys);
+  EXPECT_EQ(rep->other_requester_entries, 4u + kMore - kReportMaxKeys);
+  EXPECT_EQ(rep->denial_reasons.size(), kReportMaxKeys);
+  EXPECT_EQ(rep->other_reason_denials, 2u + kMore - kReportMaxKeys);
+  EXPECT_EQ(rep->capsules.size(), kReportMaxCapsules);
+  EXPECT_EQ(rep->other_capsule_entries, static_cast<uint64_t>(kMore - (kReportMaxCapsules - 1)));
+  for (const auto& [key, q] : rep->requesters) {
+    EXPECT_LE(q.purpose.size(), kReportMaxText);
+  }
+  for (const auto& [reason, n] : rep->denial_reasons) EXPECT_LE(reason.size(), kReportMaxText);
+  for (const ReportHistoryItem& h : rep->capsules.at("cafe0").history) {
+    EXPECT_LE(h.purpose.size(), kReportMaxItemText);
+  }
+  const std::string html = Html(*rep);
+  EXPECT_THAT(html, HasSubstr(absl::StrCat("id=\"other-requesters\" data-count=\"",
+                                           rep->other_requester_entries, "\"")));
+  EXPECT_THAT(html, HasSubstr(absl::StrCat("id=\"other-reason-denials\" data-count=\"",
+                                           rep->other_reason_denials, "\"")));
+  EXPECT_THAT(html, HasSubstr("id=\"other-capsules\""));
+}
+
+TEST(AuditReportText, CutKeepsUtf8WholeAndMarksTheCut) {
+  EXPECT_EQ(ReportCut("short"), "short");
+  const std::string exact(kReportMaxText, 'x');
+  EXPECT_EQ(ReportCut(exact), exact);
+  const std::string cut = ReportCut(std::string(kReportMaxText - 4, 'x') + "\xe2\x82\xac\xe2\x82\xac");
+  EXPECT_EQ(cut, std::string(kReportMaxText - 4, 'x') + "...");
+  EXPECT_LE(cut.size(), kReportMaxText);
+}
+
 TEST_F(AuditReportTest, SameLogTwiceIsRefused) {
   std::vector<ReportLogInput> in = Inputs();
   in.push_back(in[1]);

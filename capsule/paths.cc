@@ -81,6 +81,19 @@ std::string EscapeForTerminal(std::string_view text, bool keep_newlines) {
   return out;
 }
 
+bool IsPlainText(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7f) return false;
+    char32_t cp;
+    const size_t len = DecodeUtf8(text.substr(i), &cp);
+    if (len == 0 || IsDisguising(cp)) return false;
+    i += len;
+  }
+  return true;
+}
+
 std::string QuotePath(std::string_view path) {
   std::string out = "\"";
   size_t i = 0;

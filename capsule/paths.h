@@ -34,6 +34,11 @@ std::string QuotePath(std::string_view path);
 // UTF-8 included, is kept. The one place that decides what a terminal may be shown.
 std::string EscapeForTerminal(std::string_view text, bool keep_newlines);
 
+// Whether EscapeForTerminal(text, false) keeps `text` as it is: strictly valid UTF-8 without C0
+// controls, DEL, C1 controls or the disguising code points above. For names that are printed
+// raw wherever they go (a site's name in its signed checkpoints).
+bool IsPlainText(std::string_view text);
+
 }  // namespace bunker::capsule
 
 #endif  // BUNKER_CAPSULE_PATHS_H_

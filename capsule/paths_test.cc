@@ -96,6 +96,21 @@ TEST(QuotePathTest, EscapesInvalidUtf8AndDisguisingCodePoints) {
   EXPECT_EQ(QuotePath("\xe2\x80\xae" + b), "\"\\u202eb\"");     // right-to-left override
 }
 
+// The names that are printed raw (a site's name in checkpoints) must be what EscapeForTerminal
+// would keep as it is.
+TEST(IsPlainTextTest, RefusesWhatATerminalWouldBeShownEscaped) {
+  EXPECT_TRUE(IsPlainText("site-b"));
+  EXPECT_TRUE(IsPlainText("site \xc3\xa9t\xc3\xa9 \xe2\x82\xac"));
+  EXPECT_TRUE(IsPlainText(""));
+  for (const char* bad : {"a\x01", "a\x7f", "\xc2\x9b" "2J", "\xc2\x85", "x\xe2\x80\xaey",
+                          "x\xe2\x81\xa6", "x\xe2\x80\x8b", "\xef\xbb\xbf", "bad\xff",
+                          "\xc3", "\xed\xa0\x80", "\xc0\xaf"}) {
+    EXPECT_FALSE(IsPlainText(bad)) << EscapeForTerminal(bad, false);
+    EXPECT_NE(EscapeForTerminal(bad, false), bad);
+  }
+  EXPECT_FALSE(IsPlainText(std::string_view("a\0b", 3)));
+}
+
 TEST(CheckSymlinkTargetTest, AcceptsTargetsInsideTheTree) {
   EXPECT_TRUE(CheckSymlinkTarget("link", "file").ok());
   EXPECT_TRUE(CheckSymlinkTarget("link", ".").ok());

@@ -76,6 +76,10 @@ void PrintPath(const std::vector<crypto::Sha256Digest>& path) {
   for (const crypto::Sha256Digest& h : path) std::printf("  %s\n", Hex(h).c_str());
 }
 
+void PrintCheckpoint(const Checkpoint& c) {
+  std::fputs(TerminalSafe(c.Encode(), /*keep_newlines=*/true).c_str(), stdout);
+}
+
 // The checkpoint to prove against: --checkpoint FILE, or the log's latest.
 absl::StatusOr<Checkpoint> TargetCheckpoint(const Context& ctx, const std::string& log) {
   if (ctx.args().Has("checkpoint")) {

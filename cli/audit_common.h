@@ -38,6 +38,10 @@ void WritePathJson(capsule::JsonWriter* w, const std::vector<crypto::Sha256Diges
 
 void PrintPath(const std::vector<crypto::Sha256Digest>& path);
 
+// A checkpoint's six lines on stdout, terminal-safe: its site name came from the log's files,
+// and a parser is not the only thing that should stand between it and the auditor's terminal.
+void PrintCheckpoint(const Checkpoint& c);
+
 // The checkpoint to prove against: --checkpoint FILE, or the log's latest.
 absl::StatusOr<Checkpoint> TargetCheckpoint(const Context& ctx, const std::string& log);
 

@@ -110,7 +110,8 @@ int RunProve(int argc, char** argv) {
   PrintPath(p->path);
   std::printf("entry-bytes %s\n", Hex(bytes).c_str());
   std::printf("record %s\n", TerminalSafe(verifier::AuditRecordToJson(index, *record)).c_str());
-  std::printf("checkpoint\n%s", cp->Encode().c_str());
+  std::printf("checkpoint\n");
+  PrintCheckpoint(*cp);
   std::printf("%s\n", verdict.c_str());
   return kExitOk;
 }
@@ -199,7 +200,8 @@ int RunConsistency(int argc, char** argv) {
               static_cast<unsigned long long>(p->old_size), Hex(p->old_root).c_str(),
               static_cast<unsigned long long>(p->new_size), Hex(p->new_root).c_str());
   PrintPath(p->path);
-  std::printf("checkpoint\n%s", new_cp->Encode().c_str());
+  std::printf("checkpoint\n");
+  PrintCheckpoint(*new_cp);
   std::printf("%s\n", verdict.c_str());
   return kExitOk;
 }

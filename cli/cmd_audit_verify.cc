@@ -116,7 +116,7 @@ int RunVerifyLog(int argc, char** argv) {
                 witnessed ? "witnessed" : "trusted",
                 static_cast<unsigned long long>(trusted->size));
   }
-  if (signed_tree) std::fputs(r->checkpoint.Encode().c_str(), stdout);
+  if (signed_tree) PrintCheckpoint(r->checkpoint);
   return kExitOk;
 }
 

@@ -1,4 +1,5 @@
 #include "cli/context.h"
+#include "cli/audit_common.h"
 #include "cli/version.h"
 #include "crypto/status_hint.h"
 
@@ -29,6 +30,21 @@ TEST(TerminalSafeTest, EscapesInvalidUtf8AndDisguisingCodePoints) {
   // Other valid UTF-8 is kept.
   EXPECT_EQ(TerminalSafe("\xe2\x82\xac \xf0\x9f\x94\x91"), "\xe2\x82\xac \xf0\x9f\x94\x91");
   EXPECT_EQ(TerminalSafe("x\xe2\x80\xaey\n", /*keep_newlines=*/true), "x\\u202ey\n");
+}
+
+// Regression: `audit verify`, `prove` and `consistency` printed a checkpoint's site name raw.
+// The parser now refuses such names too; the printer does not rely on it.
+TEST(TerminalSafeTest, CheckpointsArePrintedTerminalSafe) {
+  verifier::Checkpoint c;
+  c.site = "evil\xc2\x9b" "2J\xe2\x80\xae\x1b[0m";
+  c.size = 3;
+  ::testing::internal::CaptureStdout();
+  audit::PrintCheckpoint(c);
+  std::fflush(stdout);
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("\nsite evil\\u009b2J\\u202e\\x1b[0m\nsize 3\n"), std::string::npos) << out;
+  EXPECT_EQ(out.find('\x1b'), std::string::npos);
+  EXPECT_EQ(out.find("\xc2\x9b"), std::string::npos);
 }
 
 TEST(ParseSizeTest, SuffixesAndErrors) {

@@ -4,10 +4,12 @@
 
 #include <cerrno>
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -16,6 +18,7 @@
 #include "capnp/schema.h"
 #include "capsule/io.h"
 #include "spec/site.capnp.h"
+#include "verifier/audit_log.h"
 #include "verifier/json_text.h"
 
 namespace bunker::site {
@@ -116,6 +119,23 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": not valid JSON (", unescaped.status().message(), ")"));
     }
+    // The decoder would stop at a NUL and take `1.` (json_text.h); and a double cannot tell 1
+    // from 0.99999999999999999, so a number that reads as a whole one must be written as one.
+    absl::StatusOr<std::vector<std::string_view>> numbers = verifier::CheckJsonText(*unescaped);
+    if (!numbers.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": not valid JSON (", numbers.status().message(), ")"));
+    }
+    for (std::string_view token : *numbers) {
+      double value = 0;
+      if (!verifier::JsonNumberIsInteger(token) &&
+          absl::SimpleAtod(absl::string_view(token.data(), token.size()), &value) &&
+          std::floor(value) == value) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": $: ", std::string(token),
+                                                       " is not a whole number, though it reads "
+                                                       "as ", value));
+      }
+    }
     codec.decodeRaw(kj::ArrayPtr<const char>(unescaped->data(), unescaped->size()), root);
     if (!root.isObject()) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": $: must be a JSON object"));
@@ -128,8 +148,21 @@ absl::StatusOr<SiteConfig> LoadSiteConfig(const std::string& path) {
         const auto value = field.getValue();
         if (f->getType().isText()) {
           if (!value.isString()) return FieldError(path, name, "must be a string");
-          std::string v = value.getString().cStr();
-          if (name == "site") site.site = v;
+          const capnp::Text::Reader text = value.getString();
+          std::string v(text.begin(), text.size());
+          // An escaped NUL ("\u0000") would cut the text wherever it is used as a C string.
+          if (v.find('\0') != std::string::npos) {
+            return FieldError(path, name, "must not contain a NUL character");
+          }
+          if (name == "site") {
+            // It goes into signed checkpoints that auditors print (spec/AUDIT.md "Checkpoints").
+            if (!verifier::IsValidSiteName(v)) {
+              return FieldError(path, name,
+                                "must be 1 to 256 bytes of UTF-8 without control, bidi or "
+                                "zero-width characters");
+            }
+            site.site = v;
+          }
           if (name == "region") site.region = v;
           if (name == "identity") site.identity = Resolve(base_dir, v);
           if (name == "state") site.state = Resolve(base_dir, v);

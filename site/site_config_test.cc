@@ -106,6 +106,48 @@ TEST(SiteConfigTest, MountCacheMiBIsAWholeNumberOfMiB) {
   }
 }
 
+// Regression: the site's name goes into its signed checkpoints, which `capsule audit verify`
+// and `prove` print: C1 controls (U+009B is CSI), bidi overrides and bytes that are not UTF-8
+// reached the auditor's terminal. An escaped NUL cut the name short.
+TEST(SiteConfigTest, SiteNameIsPlainUtf8) {
+  const std::string dir = TempDir();
+  const std::string rest = R"("identity": "k", "trust": ["t"], "destinations": ["d"],
+      "state": "st")";
+  for (const std::string& name :
+       {std::string(R"(evil\u009b2J)"), std::string("evil\xc2\x9b" "2J"),
+        std::string(R"(site-\u202eb)"), std::string(R"(site-\u2066b)"),
+        std::string(R"(a\u200bb)"), std::string("site-\xff"), std::string(R"(a\u0000b)"),
+        std::string(R"(a\u0009b)"), std::string(""), std::string(257, 'a')}) {
+    auto site = LoadSiteConfig(Write(dir, "{\"site\": \"" + name + "\", " + rest + "}"));
+    ASSERT_FALSE(site.ok()) << name;
+    EXPECT_EQ(site.status().code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_NE(std::string(site.status().message()).find("$.site: must "), std::string::npos)
+        << site.status();
+  }
+  auto ok = LoadSiteConfig(Write(dir, "{\"site\": \"site \u00e9t\u00e9\", " + rest + "}"));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->site, "site \xc3\xa9t\xc3\xa9");
+}
+
+// Regression: Cap'n Proto's JSON decoder ends the text at a NUL, so anything could follow a
+// valid site file; it takes `1.`; and 0.99999999999999999 read as the whole number 1.
+TEST(SiteConfigTest, NulBytesAndLaxNumbersAreRefused) {
+  const std::string dir = TempDir();
+  const std::string base = R"({"site": "s", "identity": "k", "trust": ["t"],
+      "destinations": ["d"], "state": "st")";
+  for (const std::string& json :
+       {base + "}" + std::string(1, '\0') + R"({"site": "other"})",
+        base + R"(, "mountCacheMiB": 1.})", base + R"(, "mountCacheMiB": 1.e0})",
+        base + R"(, "mountCacheMiB": 0.99999999999999999})",
+        base + R"(, "mountCacheMiB": 01})"}) {
+    auto site = LoadSiteConfig(Write(dir, json));
+    EXPECT_EQ(site.status().code(), absl::StatusCode::kInvalidArgument) << json;
+  }
+  auto ok = LoadSiteConfig(Write(dir, base + R"(, "mountCacheMiB": 1.0e3})"));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->mount_cache_mib, 1000u);
+}
+
 TEST(SiteConfigTest, RejectsUnknownFieldsWrongTypesAndMissingFields) {
   const std::string dir = TempDir();
   const std::string base = R"("site": "s", "identity": "k", "trust": ["t"],

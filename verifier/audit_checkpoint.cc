@@ -2,17 +2,14 @@
 #include <climits>
 
 #include "absl/strings/str_cat.h"
+#include "capsule/paths.h"
 #include "verifier/audit_log_internal.h"
 
 namespace bunker::verifier {
 namespace audit_internal {
 
 bool ValidSite(std::string_view site) {
-  if (site.empty() || site.size() > kMaxSiteSize) return false;
-  for (unsigned char c : site) {
-    if (c < 0x20 || c == 0x7f) return false;
-  }
-  return true;
+  return !site.empty() && site.size() <= kMaxSiteSize && capsule::IsPlainText(site);
 }
 
 // Decimal without sign or leading zeros, so that each number has one spelling.
@@ -57,6 +54,8 @@ using audit_internal::kMaxCheckpointLine;
 using audit_internal::ParseCanonicalDecimal;
 using audit_internal::ParseLowerHex;
 using audit_internal::ValidSite;
+
+bool IsValidSiteName(std::string_view name) { return ValidSite(name); }
 
 // --- Checkpoints ---------------------------------------------------------------------------
 

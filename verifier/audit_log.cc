@@ -164,7 +164,8 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
   if (signer == nullptr) return absl::InvalidArgumentError("the audit log needs a signing key");
   if (!ValidSite(site)) {
     return absl::InvalidArgumentError(
-        "site name must be 1-256 bytes without control characters (it goes into checkpoints)");
+        "site name must be 1-256 bytes of UTF-8 without control, bidi or zero-width characters "
+        "(it goes into checkpoints)");
   }
   if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return capsule::ErrnoStatus(absl::StrCat("cannot create ", state_dir), errno);

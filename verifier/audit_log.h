@@ -88,6 +88,11 @@ struct Checkpoint {
   absl::Status Verify(const crypto::PublicIdentity& key) const;
 };
 
+// Whether `name` can name a site in its checkpoints (spec/AUDIT.md "Checkpoints"): 1 to 256
+// bytes of valid UTF-8 without C0 or C1 controls, DEL, or bidi and zero-width characters
+// (capsule::IsPlainText), because auditors' terminals and pages show it.
+bool IsValidSiteName(std::string_view name);
+
 // The writer side, used by the verifier. Not thread-safe; across processes, Append holds an
 // exclusive lock (flock) on the log, so concurrent opens serialize their records.
 class AuditLog {
@@ -164,6 +169,19 @@ absl::StatusOr<AuditVerifyResult> VerifyAuditLog(const std::string& log_path,
 // record and may return false to stop. Checks no checkpoint or signature.
 absl::Status ForEachAuditRecord(const std::string& log_path,
                                 const std::function<bool(uint64_t, const AuditRecord&)>& fn);
+
+// The first `size` records of the log at `log_path`, for a reader that must show exactly the
+// entries a verification vouched for (spec/AUDIT.md "Reading a verified log"): `size` and
+// `root` are AuditVerifyResult::entries and its checkpoint's root. The log is opened anew, so
+// it may have been replaced (renamed over) or rewritten in place since it was verified: the
+// RFC 9162 root over these records' bytes must be `root`, and kDataLoss otherwise (also when
+// the log holds fewer than `size` records). `fn` sees each record before that root can be
+// known: a caller MUST throw away whatever it made of them unless the call returns OK. Returns
+// how many records the log holds now (at least `size`; more when some were appended since; the
+// ones past `size` are framed, not decoded). Streams: O(log size) memory.
+absl::StatusOr<uint64_t> ForEachVerifiedAuditRecord(
+    const std::string& log_path, uint64_t size, const crypto::Sha256Digest& root,
+    const std::function<void(uint64_t, const AuditRecord&)>& fn);
 
 // Which records `capsule audit show` lists. Empty strings and nullopt match everything.
 struct AuditFilter {

@@ -209,7 +209,9 @@ class CheckpointReader {
   uint64_t index_;
 };
 
-// A site name a checkpoint can carry: 1 to kMaxSiteSize bytes, no control characters.
+// A site name a checkpoint can carry (spec/AUDIT.md "Checkpoints"): 1 to kMaxSiteSize bytes of
+// capsule::IsPlainText text (valid UTF-8; no C0, DEL, C1, bidi or zero-width controls), since
+// auditors' tools print it.
 bool ValidSite(std::string_view site);
 
 // The bytes of `s`, for hashing and signing.

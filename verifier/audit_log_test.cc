@@ -242,6 +242,30 @@ TEST(CheckpointTest, EncodesParsesAndVerifies) {
   EXPECT_TRUE(back->Verify(id.public_identity()).ok());
 }
 
+// Regression: a site named with a C1 control (U+009B is CSI), a bidi override or bytes that are
+// not UTF-8 went, through a checkpoint, raw to the auditor's terminal.
+TEST(CheckpointTest, SiteNameWithC1BidiOrInvalidUtf8IsRefused) {
+  const crypto::Identity id = crypto::Identity::Generate();
+  for (const std::string& site :
+       {std::string("evil\xc2\x9b" "2J"), std::string("site-\xe2\x80\xae" "b"),
+        std::string("site-\xe2\x81\xa6" "b"), std::string("site-\xe2\x80\x8b" "b"),
+        std::string("site-\xff"), std::string("site-\xc3")}) {
+    Checkpoint c = SignedCheckpoint(id);
+    c.site = site;
+    absl::StatusOr<Checkpoint> parsed = Checkpoint::Parse(c.Encode());
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << c.Encode();
+    EXPECT_FALSE(IsValidSiteName(site));
+    const std::string dir = TempDir();
+    absl::StatusOr<std::unique_ptr<AuditLog>> log = AuditLog::Open(dir, &id, site, std::nullopt);
+    EXPECT_EQ(log.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  Checkpoint c = SignedCheckpoint(id);
+  c.site = "site \xc3\xa9t\xc3\xa9";  // other UTF-8 is a name like any
+  absl::StatusOr<Checkpoint> parsed = Checkpoint::Parse(c.Encode());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->site, c.site);
+}
+
 TEST(CheckpointTest, ForgedOrAlteredSignatureIsDataLoss) {
   const crypto::Identity site = crypto::Identity::Generate();
   const crypto::Identity mallory = crypto::Identity::Generate();

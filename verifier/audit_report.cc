@@ -41,6 +41,12 @@ std::optional<std::vector<std::pair<std::string, uint32_t>>> StoredMaxOpens(
   return out;
 }
 
+// Whether `map` holds `key` or may take it (fewer than `max` keys).
+template <typename Map, typename Key>
+bool Keeps(const Map& map, const Key& key, size_t max) {
+  return map.size() < max || map.count(key) > 0;
+}
+
 void Add(AuditReport& rep, size_t site, uint64_t index, const AuditRecord& r) {
   ++rep.total;
   ++rep.by_decision[r.decision];
@@ -52,39 +58,56 @@ void Add(AuditReport& rep, size_t site, uint64_t index, const AuditRecord& r) {
   if (r.decision == "permit") ++rep.hours[hour].first;
   if (r.decision == "deny") {
     ++rep.hours[hour].second;
-    if (r.reasons.empty()) ++rep.denial_reasons[""];
-    std::set<std::string_view> seen;  // a reason listed twice in one entry counts once
-    for (const std::string& reason : r.reasons) {
-      if (seen.insert(reason).second) ++rep.denial_reasons[reason];
+    std::set<std::string> seen;  // a reason listed twice in one entry counts once
+    if (r.reasons.empty()) seen.insert("");
+    for (const std::string& reason : r.reasons) seen.insert(ReportCut(reason));
+    for (const std::string& reason : seen) {
+      if (Keeps(rep.denial_reasons, reason, kReportMaxKeys)) {
+        ++rep.denial_reasons[reason];
+      } else {
+        ++rep.other_reason_denials;
+      }
     }
   }
   const std::string kind = ReportKindOf(r);
-  ReportCapsule& c = rep.capsules[r.capsule_id];
-  if (c.events == 0) c.id = r.capsule_id;
-  if (c.issuer.empty()) c.issuer = r.issuer;
-  ++c.events;
-  ++c.kinds[site][kind];
-  c.uses[site] += r.uses;
-  ReportHistoryItem item{site, index, r.time, kind, r.requester, r.purpose};
-  if (c.history.size() < kReportHistoryItems) c.history.push_back(item);
-  if ((r.event == "sent" || r.event == "received" || r.event == "refused") &&
-      c.transfers.size() < kReportTransfers) {
-    c.transfers.push_back(std::move(item));
+  const std::string requester = ReportCut(r.requester), purpose = ReportCut(r.purpose);
+  const std::string capsule_id = ReportCut(r.capsule_id);
+  if (Keeps(rep.capsules, capsule_id, kReportMaxCapsules)) {
+    ReportCapsule& c = rep.capsules[capsule_id];
+    if (c.events == 0) c.id = capsule_id;
+    if (c.issuer.empty()) c.issuer = ReportCut(r.issuer);
+    ++c.events;
+    ++c.kinds[site][kind];
+    c.uses[site] += r.uses;
+    ReportHistoryItem item{site, index, r.time, kind, ReportCut(requester, kReportMaxItemText),
+                           ReportCut(purpose, kReportMaxItemText)};
+    if (c.history.size() < kReportHistoryItems) c.history.push_back(item);
+    if ((r.event == "sent" || r.event == "received" || r.event == "refused") &&
+        c.transfers.size() < kReportTransfers) {
+      c.transfers.push_back(std::move(item));
+    }
+  } else {
+    ++rep.other_capsule_entries;
   }
   if (r.event == "open") {
-    ReportRequester& q = rep.requesters[{r.requester, r.purpose}];
-    q.requester = r.requester;
-    q.purpose = r.purpose;
+    const std::pair<std::string, std::string> key{requester, purpose};
+    if (!Keeps(rep.requesters, key, kReportMaxKeys)) {
+      ++rep.other_requester_entries;
+      return;
+    }
+    ReportRequester& q = rep.requesters[key];
+    q.requester = requester;
+    q.purpose = purpose;
     if (r.decision == "permit") {
       ++q.permits;
-      if (q.opened.count(r.capsule_id) == 0) {
+      if (q.opened.count(capsule_id) == 0) {
         // Distinct ids beyond the kept ones are not remembered, so opened_total counts a
         // capsule again each time it shows up past the cut: the page says "at least".
-        if (q.opened.size() < kReportListItems) q.opened.insert(r.capsule_id);
+        if (q.opened.size() < kReportListItems) q.opened.insert(capsule_id);
         ++q.opened_total;
       }
       for (const std::string& p : r.paths) {
-        if (q.paths.size() < kReportListItems) q.paths.insert(p);
+        if (q.paths.size() < kReportListItems) q.paths.insert(ReportCut(p, kReportMaxItemText));
       }
     } else if (r.decision == "deny") {
       ++q.denies;
@@ -96,18 +119,14 @@ void Add(AuditReport& rep, size_t site, uint64_t index, const AuditRecord& r) {
 
 }  // namespace
 
-void ReportFoldRecord(crypto::Sha256* h, uint64_t index, const AuditRecord& r) {
-  std::string s = absl::StrCat(index, "|", r.time, "|", r.uses, "|", r.uid ? int64_t{*r.uid} : -1,
-                               "|", r.pid ? int64_t{*r.pid} : -1, "|");
-  for (const std::string* t : {&r.event, &r.decision, &r.capsule_id, &r.issuer, &r.site,
-                               &r.requester, &r.purpose}) {
-    absl::StrAppend(&s, t->size(), ":", *t);
+std::string ReportCut(std::string_view text, size_t max) {
+  if (text.size() <= max) return std::string(text);
+  size_t n = max - 3;
+  // Not inside a UTF-8 sequence: back off its continuation bytes, then its lead byte.
+  if ((static_cast<unsigned char>(text[n]) & 0xc0) == 0x80) {
+    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xc0) == 0x80) --n;
   }
-  for (const std::vector<std::string>* list : {&r.paths, &r.rules, &r.reasons}) {
-    absl::StrAppend(&s, "[", list->size());
-    for (const std::string& t : *list) absl::StrAppend(&s, ",", t.size(), ":", t);
-  }
-  h->Update(s);
+  return std::string(text.substr(0, n)) + "...";
 }
 
 std::string ReportKindOf(const AuditRecord& r) {
@@ -119,7 +138,7 @@ std::string ReportKindOf(const AuditRecord& r) {
   return r.event;
 }
 
-absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now,
+absl::StatusOr<AuditReport> VerifyReportLogs(std::vector<ReportLogInput> inputs, int64_t now,
                                              bool every_signature) {
   AuditReport rep;
   rep.generated = now;
@@ -133,7 +152,8 @@ absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs,
   }
   // Verify every log before reading any: nothing unverified gets into the figures.
   for (const ReportLogInput& in : inputs) {
-    absl::StatusOr<AuditVerifyResult> v = VerifyAuditLog(in.log_path, in.key, in.witnessed, every_signature);
+    absl::StatusOr<AuditVerifyResult> v =
+        VerifyAuditLog(in.log_path, in.key, in.witnessed, every_signature);
     if (!v.ok()) {
       return absl::Status(v.status().code(),
                           absl::StrCat(in.log_path, ": ", v.status().message()));
@@ -151,33 +171,29 @@ absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs,
     s.witness_source = in.witness_source;
     rep.sites.push_back(std::move(s));
   }
-  for (size_t site = 0; site < inputs.size(); ++site) {
+  rep.inputs = std::move(inputs);
+  return rep;
+}
+
+absl::Status GatherReportFigures(AuditReport* report) {
+  AuditReport& rep = *report;
+  for (size_t site = 0; site < rep.sites.size(); ++site) {
     ReportSite& s = rep.sites[site];
-    uint64_t seen = 0;
-    crypto::Sha256 digest;
-    absl::Status read = ForEachAuditRecord(inputs[site].log_path,
-                                           [&](uint64_t index, const AuditRecord& r) {
-                                             seen = index + 1;
-                                             if (index >= s.entries) return true;
-                                             ReportFoldRecord(&digest, index, r);
-                                             Add(rep, site, index, r);
-                                             return true;
-                                           });
-    if (!read.ok()) {
-      return absl::Status(read.code(), absl::StrCat(s.log_path, ": ", read.message()));
+    // The log is opened again by name: the root check ties what is read to what was verified.
+    absl::StatusOr<uint64_t> held = ForEachVerifiedAuditRecord(
+        s.log_path, s.entries, s.latest.root,
+        [&](uint64_t index, const AuditRecord& r) { Add(rep, site, index, r); });
+    if (!held.ok()) {
+      return absl::Status(held.status().code(),
+                          absl::StrCat(s.log_path, ": ", held.status().message()));
     }
-    if (seen < s.entries) {
-      return absl::DataLossError(absl::StrCat(s.log_path, ": the log shrank from ", s.entries,
-                                              " to ", seen, " entries while it was read"));
-    }
-    s.left_out = seen - s.entries;
-    s.digest = digest.Finish();
+    s.left_out = *held - s.entries;
   }
   // maxOpens, where a site's store holds the capsule.
   for (auto& [id, c] : rep.capsules) {
     for (const auto& [site, unused] : c.kinds) {
       std::optional<std::vector<std::pair<std::string, uint32_t>>> m =
-          StoredMaxOpens(inputs[site].store, id);
+          StoredMaxOpens(rep.inputs[site].store, id);
       if (m) {
         c.max_opens = std::move(*m);
         c.policy_known = true;
@@ -185,7 +201,15 @@ absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs,
       }
     }
   }
-  rep.inputs = std::move(inputs);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now,
+                                             bool every_signature) {
+  absl::StatusOr<AuditReport> rep = VerifyReportLogs(std::move(inputs), now, every_signature);
+  if (!rep.ok()) return rep.status();
+  absl::Status figures = GatherReportFigures(&*rep);
+  if (!figures.ok()) return figures;
   return rep;
 }
 

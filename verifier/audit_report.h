@@ -6,11 +6,15 @@
 //   against a witnessed checkpoint when one is given; optionally only the latest signature) and
 //   fails, writing nothing, if any log does
 //   not verify: a report never shows figures of a log it could not vouch for. It then reads the
-//   entries with ForEachAuditRecord, the reader `capsule audit show` uses, up to the verified
-//   size (entries appended after the verification are left out and counted), so every figure in
-//   the page is a count over exactly the records `audit show --json` prints for that log.
+//   entries again with ForEachVerifiedAuditRecord up to the verified size (entries appended
+//   after the verification are left out and counted), so every figure in the page is a count
+//   over exactly the records `audit show --json` prints for that log.
+// - Every read after the verification checks that it read the verified entries: their Merkle
+//   root must be the verified checkpoint's root (spec/AUDIT.md "Reading a verified log"). A log
+//   renamed over, rewritten or cut while the report is made is kDataLoss, and no report.
 // - Memory holds the figures only (per capsule, per requester and purpose, per reason, per
-//   hour), never the entries: WriteAuditReportHtml reads the logs a second time and streams the
+//   hour), never the entries, and only so many of those (kReportMaxKeys and below; the rest is
+//   counted as "other"): WriteAuditReportHtml reads the logs a second time and streams the
 //   entries into the page. Lists in the page are cut at fixed lengths (the table below them has
 //   every entry).
 // - Every text that came from a log, a capsule or the command line is shown as
@@ -59,6 +63,23 @@ inline constexpr size_t kReportHistoryItems = 100;   // per capsule
 inline constexpr size_t kReportListItems = 50;       // capsules per requester, reasons shown
 inline constexpr size_t kReportTransfers = 200;      // sends and receipts per capsule
 
+// What the figures keep, so that their memory is bounded whatever the log holds (a requester
+// chooses its purposes, and denial reasons quote them): the first kReportMaxKeys distinct
+// denial reasons and requester-and-purpose pairs met, the first kReportMaxCapsules capsules,
+// of each text they are keyed by (reason, requester, purpose, capsule id) its first
+// kReportMaxText bytes, and of the texts of a capsule's history items and of the paths a
+// requester was permitted their first kReportMaxItemText bytes (a longer text is cut and ends
+// in "..."; texts alike up to there count as one). Entries past these counts are counted in
+// AuditReport's other_* figures. Some 40 MiB at most, whatever the log.
+inline constexpr size_t kReportMaxKeys = 1000;
+inline constexpr size_t kReportMaxCapsules = 200;
+inline constexpr size_t kReportMaxText = 1024;
+inline constexpr size_t kReportMaxItemText = 128;
+
+// `text` as the figures keep it: at most `max` bytes (at least 4), cut at a UTF-8 boundary and
+// ended by "..." when it was longer.
+std::string ReportCut(std::string_view text, size_t max = kReportMaxText);
+
 // The kind of an entry in a capsule's history: "opened" (an open permit), "denied" (an open
 // deny), "open-<decision>" for any other open decision, and otherwise the event itself
 // ("received", "sent", "refused", "release-failed", "mount-ended", ...).
@@ -75,8 +96,6 @@ struct ReportSite {
   std::optional<uint64_t> witnessed_size;  // consistent with this witnessed checkpoint
   std::string witness_source;
   uint64_t left_out = 0;     // entries appended after verification, not in the report
-  // SHA-256 over what the figures were gathered from; the page's second read must match it.
-  crypto::Sha256Digest digest{};
 };
 
 struct ReportHistoryItem {
@@ -117,6 +136,10 @@ struct AuditReport {
   std::map<std::string, uint64_t> denial_reasons;  // deny entries per reason ("" for none)
   std::map<std::string, ReportCapsule> capsules;   // by capsule id ("" for entries with none)
   std::map<std::pair<std::string, std::string>, ReportRequester> requesters;
+  // Past the kept keys (kReportMaxKeys, kReportMaxCapsules): denials counted under a reason
+  // that was not kept, "open" entries of requester-and-purpose pairs not kept, and entries of
+  // capsules not kept.
+  uint64_t other_reason_denials = 0, other_requester_entries = 0, other_capsule_entries = 0;
   // Per hour (time / 3600): permits and denies.
   std::map<int64_t, std::pair<uint64_t, uint64_t>> hours;
   std::optional<int64_t> first_time, last_time;
@@ -130,12 +153,20 @@ struct AuditReport {
 absl::StatusOr<AuditReport> BuildAuditReport(std::vector<ReportLogInput> inputs, int64_t now,
                                              bool every_signature = true);
 
-// Writes the page to `out` (the logs are read again for the events table; kDataLoss if they no
-// longer hold the entries that were verified).
-absl::Status WriteAuditReportHtml(const AuditReport& report, capsule::WritableFile* out);
+// The two steps of BuildAuditReport, apart so that a test can change a log between them as a
+// racing writer or an attacker could. VerifyReportLogs verifies every log and keeps, per site,
+// what was verified (entries, latest checkpoint); GatherReportFigures then reads each log up to
+// that size and adds the figures: kDataLoss naming the log unless it read exactly the verified
+// entries. On an error the report holds partial figures: throw it away.
+absl::StatusOr<AuditReport> VerifyReportLogs(std::vector<ReportLogInput> inputs, int64_t now,
+                                             bool every_signature = true);
+absl::Status GatherReportFigures(AuditReport* report);
 
-// Folds `record` into a site's digest (ReportSite::digest): every field, each ended by a 0 byte.
-void ReportFoldRecord(crypto::Sha256* digest, uint64_t index, const AuditRecord& record);
+// Writes the page to `out`. The logs are read again for the events table, and streamed into
+// `out` as they are read: kDataLoss if they no longer hold the entries that were verified, and
+// then `out` holds part of a page, which the caller MUST discard (the command writes through
+// capsule::AtomicFileWriter and commits only on success).
+absl::Status WriteAuditReportHtml(const AuditReport& report, capsule::WritableFile* out);
 
 // Exposed for tests: text made safe inside HTML (EscapeForTerminal, then & < > " ' as
 // entities), and JSON text made safe inside a <script type="application/json"> block.

@@ -208,10 +208,12 @@ void WriteTotals(Page& p, const AuditReport& rep) {
         Group(permit), "</dd></div><div class=\"tile deny\"><dt>denials</dt><dd "
         "id=\"total-deny\">", Group(deny), "</dd></div><div class=\"tile failed\"><dt>releases "
         "failed</dt><dd id=\"total-failed\">", Group(failed), "</dd></div>");
+  // "+": more than the figures keep (audit_report.h).
   p.Add("<div class=\"tile\"><dt>capsules</dt><dd>",
-        Group(rep.capsules.size() - rep.capsules.count("")), "</dd></div>"
+        Group(rep.capsules.size() - rep.capsules.count("")),
+        rep.other_capsule_entries > 0 ? "+" : "", "</dd></div>"
         "<div class=\"tile\"><dt>requester &amp; purpose</dt><dd>", Group(rep.requesters.size()),
-        "</dd></div></dl>");
+        rep.other_requester_entries > 0 ? "+" : "", "</dd></div></dl>");
   p.Add("<table id=\"by-event\" class=\"muted\" style=\"margin-top:10px\"><thead><tr>"
         "<th>event</th><th class=\"num\">entries</th></tr></thead><tbody>");
   for (const auto& [event, n] : rep.by_event) {
@@ -455,6 +457,12 @@ void WriteDenials(Page& p, const AuditReport& rep) {
                                                                  "other reasons"),
           " (", Plural(other_denials, "denial", "denials"), "): filter the events table</p>");
   }
+  if (rep.other_reason_denials > 0) {
+    p.Add("<p class=\"muted\" id=\"other-reason-denials\" data-count=\"",
+          rep.other_reason_denials, "\">and ",
+          Plural(rep.other_reason_denials, "denial", "denials"), " under reasons past the first ",
+          Group(kReportMaxKeys), " the report keeps: filter the events table</p>");
+  }
   p.Add("</section>");
 }
 
@@ -556,6 +564,12 @@ void WriteCapsules(Page& p, const AuditReport& rep) {
                                             "other capsules"),
           " with fewer entries: filter the events table by id</p>");
   }
+  if (rep.other_capsule_entries > 0) {
+    p.Add("<p class=\"muted\" id=\"other-capsules\" data-count=\"",
+          rep.other_capsule_entries, "\">and ",
+          Plural(rep.other_capsule_entries, "entry", "entries"), " of capsules past the first ",
+          Group(kReportMaxCapsules), " the report keeps: filter the events table by id</p>");
+  }
   p.Add("</section>");
 }
 
@@ -605,6 +619,13 @@ void WriteRequesters(Page& p, const AuditReport& rep) {
   if (list.size() > kRequestersShown) {
     p.Add("<p class=\"muted\">and ", Group(list.size() - kRequestersShown),
           " more: filter the events table</p>");
+  }
+  if (rep.other_requester_entries > 0) {
+    p.Add("<p class=\"muted\" id=\"other-requesters\" data-count=\"",
+          rep.other_requester_entries, "\">and ",
+          Plural(rep.other_requester_entries, "open entry", "open entries"),
+          " of requesters and purposes past the first ", Group(kReportMaxKeys),
+          " the report keeps: filter the events table</p>");
   }
   p.Add("</section>");
 }
@@ -733,33 +754,27 @@ absl::Status WriteAuditReportHtml(const AuditReport& rep, capsule::WritableFile*
   bool first = true;
   for (size_t site = 0; site < rep.sites.size(); ++site) {
     const ReportSite& s = rep.sites[site];
-    crypto::Sha256 digest;
-    uint64_t seen = 0;
-    absl::Status read = ForEachAuditRecord(s.log_path, [&](uint64_t index, const AuditRecord& r) {
-      if (index >= s.entries) return false;
-      seen = index + 1;
-      ReportFoldRecord(&digest, index, r);
-      capsule::JsonWriter w;
-      w.BeginArray().Number(index).Number(r.time).Number(site);
-      for (const std::string* t :
-           {&r.event, &r.decision, &r.capsule_id, &r.requester, &r.purpose}) {
-        JsonText(&w, *t);
-      }
-      for (const std::vector<std::string>* list : {&r.paths, &r.rules, &r.reasons}) {
-        w.BeginArray();
-        for (const std::string& t : *list) JsonText(&w, t);
-        w.EndArray();
-      }
-      w.Number(int{r.uses}).OptionalNumber(r.uid).EndArray();
-      p.Add(first ? "" : ",\n", ReportScriptSafeJson(w.text()));
-      first = false;
-      return true;
-    });
-    if (!read.ok()) return absl::Status(read.code(), absl::StrCat(s.log_path, ": ", read.message()));
-    if (seen != s.entries || digest.Finish() != s.digest) {
-      return absl::DataLossError(absl::StrCat(
-          s.log_path, ": the log changed while the report was written (run 'capsule audit "
-                      "verify')"));
+    // Read by name again: the root check ties these entries to the verified ones.
+    absl::StatusOr<uint64_t> held = ForEachVerifiedAuditRecord(
+        s.log_path, s.entries, s.latest.root, [&](uint64_t index, const AuditRecord& r) {
+          capsule::JsonWriter w;
+          w.BeginArray().Number(index).Number(r.time).Number(site);
+          for (const std::string* t :
+               {&r.event, &r.decision, &r.capsule_id, &r.requester, &r.purpose}) {
+            JsonText(&w, *t);
+          }
+          for (const std::vector<std::string>* list : {&r.paths, &r.rules, &r.reasons}) {
+            w.BeginArray();
+            for (const std::string& t : *list) JsonText(&w, t);
+            w.EndArray();
+          }
+          w.Number(int{r.uses}).OptionalNumber(r.uid).EndArray();
+          p.Add(first ? "" : ",\n", ReportScriptSafeJson(w.text()));
+          first = false;
+        });
+    if (!held.ok()) {
+      return absl::Status(held.status().code(),
+                          absl::StrCat(s.log_path, ": ", held.status().message()));
     }
   }
   p.Add("\n]}</script>\n<script>", ReportScript(), "</script>\n</body></html>\n");

@@ -82,6 +82,8 @@ class AuditReportTest : public ::testing::Test {
             {dir_b_ + "/audit.log", "b.pub", site_b_.public_identity(), "", std::nullopt, ""}};
   }
 
+  std::string ForgedLogOfB();
+
   std::string Html(const AuditReport& rep) {
     capsule::MemorySink sink;
     absl::Status s = WriteAuditReportHtml(rep, &sink);
@@ -227,7 +229,122 @@ TEST_F(AuditReportTest, LogChangedAfterVerificationFailsTheWrite) {
   capsule::MemorySink sink;
   absl::Status s = WriteAuditReportHtml(*rep, &sink);
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(s.message(), HasSubstr("changed while the report was written"));
+  EXPECT_THAT(s.message(), HasSubstr("not the one that was verified"));
+}
+
+// Another log of B's length, written by someone without B's key: what an attacker puts in place
+// of the verified log while the report reads it.
+std::string AuditReportTest::ForgedLogOfB() {
+  const std::string dir = TempDir();
+  const crypto::Identity forger = crypto::Identity::Generate();
+  for (int i = 0; i < 6; ++i) {
+    Append(dir, forger, "site-b", Rec(2000 + i, "open", "permit", kId, "bk1:mallory", "forged", {}));
+  }
+  return dir + "/audit.log";
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST_F(AuditReportTest, LogRenamedOverAfterVerificationWritesNoReport) {
+  absl::StatusOr<AuditReport> rep = VerifyReportLogs(Inputs(), 9999);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  ASSERT_EQ(rep->sites[1].entries, 6u);
+  // The swap a delayed second open lets through: the same number of entries, other content.
+  const std::string log = dir_b_ + "/audit.log";
+  ASSERT_EQ(::rename(ForgedLogOfB().c_str(), log.c_str()), 0);
+  absl::Status s = GatherReportFigures(&*rep);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr(log));
+  EXPECT_THAT(s.message(), HasSubstr("not the one that was verified"));
+}
+
+TEST_F(AuditReportTest, LogRewrittenInPlaceAfterVerificationWritesNoReport) {
+  absl::StatusOr<AuditReport> rep = VerifyReportLogs(Inputs(), 9999);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  // The same file (inode) given other bytes: an open descriptor would read them too.
+  const std::string log = dir_b_ + "/audit.log";
+  const std::string forged = ReadAll(ForgedLogOfB());
+  std::ofstream(log, std::ios::binary | std::ios::trunc) << forged;
+  absl::Status s = GatherReportFigures(&*rep);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr("not the one that was verified"));
+}
+
+TEST_F(AuditReportTest, LogRewrittenBeforeThePageIsWrittenFailsThePage) {
+  absl::StatusOr<AuditReport> rep = BuildAuditReport(Inputs(), 9999);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  const std::string log = dir_b_ + "/audit.log";
+  ASSERT_EQ(::rename(ForgedLogOfB().c_str(), log.c_str()), 0);
+  capsule::MemorySink sink;
+  absl::Status s = WriteAuditReportHtml(*rep, &sink);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr("not the one that was verified"));
+}
+
+TEST_F(AuditReportTest, EntriesAppendedAfterVerificationAreLeftOut) {
+  absl::StatusOr<AuditReport> rep = VerifyReportLogs(Inputs(), 9999);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  Append(dir_b_, site_b_, "site-b", Rec(6000, "open", "deny", kId, "bk1:carol", "late", {}));
+  ASSERT_TRUE(GatherReportFigures(&*rep).ok());
+  EXPECT_EQ(rep->sites[1].left_out, 1u);
+  EXPECT_EQ(rep->total, 7u);
+  capsule::MemorySink sink;
+  EXPECT_TRUE(WriteAuditReportHtml(*rep, &sink).ok());
+}
+
+// Regression: the figures kept every distinct reason, requester-and-purpose pair and capsule,
+// so a requester that varied its purpose grew the report's memory with the log.
+TEST_F(AuditReportTest, ManyDistinctPurposesStayBoundedWithAnOtherCount) {
+  constexpr int kMore = 1100;
+  {
+    absl::StatusOr<std::unique_ptr<AuditLog>> log =
+        AuditLog::Open(dir_b_, &site_b_, "site-b", std::nullopt);
+    ASSERT_TRUE(log.ok()) << log.status();
+    for (int i = 0; i < kMore; ++i) {
+      const std::string purpose = absl::StrCat("purpose-", i, "-", std::string(1100, 'p'));
+      const std::string id = absl::StrCat("cafe", i);
+      ASSERT_TRUE((*log)
+                      ->Append(Rec(7000 + i, "open", "deny", id, "bk1:mallory", purpose,
+                                   {absl::StrCat("purpose \"", purpose, "\" is not allowed")}),
+                               7000 + i)
+                      .ok());
+    }
+  }
+  absl::StatusOr<AuditReport> rep = BuildAuditReport(Inputs(), 9999);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  EXPECT_EQ(rep->total, 7u + kMore);
+  // The setup's 4 pairs, 2 reasons and 1 capsule come first.
+  EXPECT_EQ(rep->requesters.size(), kReportMaxKeys);
+  EXPECT_EQ(rep->other_requester_entries, 4u + kMore - kReportMaxKeys);
+  EXPECT_EQ(rep->denial_reasons.size(), kReportMaxKeys);
+  EXPECT_EQ(rep->other_reason_denials, 2u + kMore - kReportMaxKeys);
+  EXPECT_EQ(rep->capsules.size(), kReportMaxCapsules);
+  EXPECT_EQ(rep->other_capsule_entries, static_cast<uint64_t>(kMore - (kReportMaxCapsules - 1)));
+  for (const auto& [key, q] : rep->requesters) {
+    EXPECT_LE(q.purpose.size(), kReportMaxText);
+  }
+  for (const auto& [reason, n] : rep->denial_reasons) EXPECT_LE(reason.size(), kReportMaxText);
+  for (const ReportHistoryItem& h : rep->capsules.at("cafe0").history) {
+    EXPECT_LE(h.purpose.size(), kReportMaxItemText);
+  }
+  const std::string html = Html(*rep);
+  EXPECT_THAT(html, HasSubstr(absl::StrCat("id=\"other-requesters\" data-count=\"",
+                                           rep->other_requester_entries, "\"")));
+  EXPECT_THAT(html, HasSubstr(absl::StrCat("id=\"other-reason-denials\" data-count=\"",
+                                           rep->other_reason_denials, "\"")));
+  EXPECT_THAT(html, HasSubstr("id=\"other-capsules\""));
+}
+
+TEST(AuditReportText, CutKeepsUtf8WholeAndMarksTheCut) {
+  EXPECT_EQ(ReportCut("short"), "short");
+  const std::string exact(kReportMaxText, 'x');
+  EXPECT_EQ(ReportCut(exact), exact);
+  const std::string cut = ReportCut(std::string(kReportMaxText - 4, 'x') + "\xe2\x82\xac\xe2\x82\xac");
+  EXPECT_EQ(cut, std::string(kReportMaxText - 4, 'x') + "...");
+  EXPECT_LE(cut.size(), kReportMaxText);
 }
 
 TEST_F(AuditReportTest, SameLogTwiceIsRefused) {

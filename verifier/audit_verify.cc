@@ -117,6 +117,40 @@ absl::Status ForEachAuditRecord(const std::string& log_path,
   }
 }
 
+absl::StatusOr<uint64_t> ForEachVerifiedAuditRecord(
+    const std::string& log_path, uint64_t size, const crypto::Sha256Digest& root,
+    const std::function<void(uint64_t, const AuditRecord&)>& fn) {
+  BUNKER_ASSIGN_OR_RETURN(Snapshot snap, OpenSnapshot(log_path, /*with_checkpoints=*/false));
+  EntryReader entries(*snap.log, 0, 0);
+  crypto::MerkleTreeBuilder tree;
+  std::vector<uint8_t> bytes;
+  while (tree.size() < size) {
+    const uint64_t index = entries.index();
+    BUNKER_ASSIGN_OR_RETURN(const bool more, entries.Next(bytes));
+    if (!more) {
+      return absl::DataLossError(absl::StrCat("the log now holds ", index, " entries, not the ",
+                                              size, " that were verified (cut or replaced since)"));
+    }
+    absl::StatusOr<AuditRecord> r = DecodeAuditEntry(bytes);
+    if (!r.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("audit log entry ", index, " is malformed (", r.status().message(), ")"));
+    }
+    tree.AddLeafHash(crypto::MerkleLeafHash(bytes));
+    fn(index, *r);
+  }
+  // A descriptor of our own would not do: whoever can write the file can rewrite it in place.
+  if (tree.Root() != root) {
+    return absl::DataLossError(absl::StrCat(
+        "the log is not the one that was verified: its first ", size,
+        " entries do not give the verified root (replaced or rewritten since)"));
+  }
+  for (;;) {
+    BUNKER_ASSIGN_OR_RETURN(const bool more, entries.Next(bytes));
+    if (!more) return entries.index();
+  }
+}
+
 bool AuditFilter::Matches(const AuditRecord& r) const {
   if (!capsule_id.empty() && !absl::EqualsIgnoreCase(capsule_id, r.capsule_id)) return false;
   if (!requester.empty()) {

@@ -1,6 +1,10 @@
 #include "verifier/json_text.h"
 
+#include <algorithm>
 #include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace bunker::verifier {
 namespace {
@@ -106,6 +110,122 @@ absl::StatusOr<std::string> DecodeUnicodeEscapes(std::string_view s) {
     i += consumed - 1;
   }
   return out;
+}
+
+namespace {
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// The end of the run of digits from s[i].
+size_t Digits(std::string_view s, size_t i) {
+  while (i < s.size() && IsDigit(s[i])) ++i;
+  return i;
+}
+
+// RFC 8259 section 6: number = [ minus ] int [ frac ] [ exp ].
+bool IsJsonNumber(std::string_view s) {
+  size_t i = 0;
+  if (i < s.size() && s[i] == '-') ++i;
+  if (i >= s.size() || !IsDigit(s[i])) return false;
+  if (s[i] == '0') {
+    ++i;
+  } else {
+    i = Digits(s, i);
+  }
+  if (i < s.size() && s[i] == '.') {
+    const size_t start = ++i;
+    i = Digits(s, i);
+    if (i == start) return false;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    const size_t start = i;
+    i = Digits(s, i);
+    if (i == start) return false;
+  }
+  return i == s.size();
+}
+
+// Whatever the decoder might read as part of a number, so that a token here is never shorter
+// than the decoder's (and `+1`, `.5` are tokens, refused).
+bool IsNumberByte(char c) {
+  return IsDigit(c) || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+// A number as an error shows it: at most 40 bytes of it.
+std::string Echo(std::string_view token) {
+  if (token.size() <= 40) return std::string(token);
+  return std::string(token.substr(0, 40)) + "...";
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string_view>> CheckJsonText(std::string_view s) {
+  const size_t nul = s.find('\0');
+  if (nul != std::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("NUL byte at byte ", nul));
+  }
+  std::vector<std::string_view> numbers;
+  bool in_string = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped byte
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      continue;
+    }
+    // 'e' and 'E' only continue a number: outside strings they begin no value but `true` and
+    // `false`, which are not numbers.
+    if (IsNumberByte(c) && c != 'e' && c != 'E') {
+      size_t end = i;
+      while (end < s.size() && IsNumberByte(s[end])) ++end;
+      const std::string_view token = s.substr(i, end - i);
+      if (!IsJsonNumber(token)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("number \"", Echo(token), "\" at byte ", i, " does not follow RFC 8259"));
+      }
+      numbers.push_back(token);
+      i = end - 1;
+    }
+  }
+  return numbers;
+}
+
+bool JsonNumberIsInteger(std::string_view s) {
+  if (!s.empty() && s[0] == '-') s.remove_prefix(1);
+  const size_t int_end = Digits(s, 0);
+  std::string_view digits_int = s.substr(0, int_end), frac, exp;
+  size_t i = int_end;
+  if (i < s.size() && s[i] == '.') {
+    const size_t end = Digits(s, i + 1);
+    frac = s.substr(i + 1, end - i - 1);
+    i = end;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) exp = s.substr(i + 1);
+  // The value is D * 10^(E - |frac|), D the digits of int and frac together.
+  int64_t e = 0;
+  bool negative = false;
+  if (!exp.empty() && (exp[0] == '+' || exp[0] == '-')) {
+    negative = exp[0] == '-';
+    exp.remove_prefix(1);
+  }
+  for (char c : exp) {
+    // Saturates: a policy is at most 262144 bytes, so no D has 10^9 digits.
+    e = std::min<int64_t>(e * 10 + (c - '0'), 1000000000);
+  }
+  if (negative) e = -e;
+  const std::string digits = std::string(digits_int) + std::string(frac);
+  if (digits.find_first_not_of('0') == std::string::npos) return true;  // zero
+  const size_t trailing_zeros = digits.size() - 1 - digits.find_last_not_of('0');
+  return e - static_cast<int64_t>(frac.size()) + static_cast<int64_t>(trailing_zeros) >= 0;
 }
 
 std::string OneLine(std::string_view text) {

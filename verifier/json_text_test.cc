@@ -20,6 +20,31 @@ TEST(JsonTextTest, DecodesEscapesInsideStringsOnly) {
   EXPECT_FALSE(DecodeUnicodeEscapes(R"(["\u12"])").ok());
 }
 
+TEST(JsonTextTest, NulAndNumbersOutsideRfc8259AreRefused) {
+  absl::StatusOr<std::vector<std::string_view>> ok =
+      CheckJsonText(R"({"a": [1, -0.5, 2e3, "3.", "\"4."], "1.": true})");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, (std::vector<std::string_view>{"1", "-0.5", "2e3"}));
+  EXPECT_EQ(CheckJsonText(std::string("[1]\0[2]", 8)).status().message(), "NUL byte at byte 3");
+  EXPECT_EQ(CheckJsonText("[1.]").status().message(),
+            "number \"1.\" at byte 1 does not follow RFC 8259");
+  EXPECT_FALSE(CheckJsonText("[1.e0]").ok());
+  EXPECT_FALSE(CheckJsonText("[00]").ok());
+  EXPECT_FALSE(CheckJsonText("[+1]").ok());
+  EXPECT_FALSE(CheckJsonText("[.1]").ok());
+}
+
+TEST(JsonTextTest, NumberIntegerness) {
+  for (const char* n : {"0", "-0", "0.0", "0e5", "0.000e-9", "7", "-7", "7.0", "7e2", "70e-1",
+                        "1.23e2", "-1.5e1", "1e999999999999"}) {
+    EXPECT_TRUE(JsonNumberIsInteger(n)) << n;
+  }
+  for (const char* n : {"0.5", "-0.5", "7.01", "7e-1", "1.23e1", "0.99999999999999999",
+                        "1e-999999999999"}) {
+    EXPECT_FALSE(JsonNumberIsInteger(n)) << n;
+  }
+}
+
 // Regression: Cap'n Proto 0.9.2 read "\u00e9" as "I", so this forbid rule stopped matching.
 TEST(JsonTextTest, EscapedForbidPathStillForbids) {
   auto policy = ParsePolicy(R"({"version": 1, "rules": [

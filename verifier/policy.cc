@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -87,12 +88,40 @@ std::string FieldNames(capnp::StructSchema schema) {
   return absl::StrJoin(names, ", ");
 }
 
-// An integer JSON number within [min, max]. Doubles represent every integer the schema's
-// 32-bit fields can hold exactly; 64-bit fields are limited to the exactly representable range.
-absl::Status CheckInteger(JsonReader v, const std::string& path, double min, double max) {
+// The text's number tokens (CheckJsonText), taken in document order as CheckValue meets the
+// numbers of the decoded value: that value holds doubles only, and a double cannot tell 1 from
+// 0.99999999999999999. CheckValue walks the value in document order and stops at the first
+// error, so the n-th number it meets is the n-th token; Next checks that it reads as the same
+// double, so a walk out of step fails closed.
+class NumberTokens {
+ public:
+  explicit NumberTokens(std::vector<std::string_view> tokens) : tokens_(std::move(tokens)) {}
+  absl::StatusOr<std::string_view> Next(double value, const std::string& path) {
+    double parsed = 0;
+    if (next_ == tokens_.size() ||
+        !absl::SimpleAtod(absl::string_view(tokens_[next_].data(), tokens_[next_].size()),
+                          &parsed) ||
+        (std::isfinite(parsed) && parsed != value)) {
+      return absl::InternalError(absl::StrCat(path, ": the policy's numbers are out of step"));
+    }
+    return tokens_[next_++];
+  }
+
+ private:
+  std::vector<std::string_view> tokens_;
+  size_t next_ = 0;
+};
+
+// An integer JSON number within [min, max]: its text must stand for an integer exactly. Doubles
+// represent every integer the schema's 32-bit fields can hold exactly; 64-bit fields are limited
+// to the exactly representable range.
+absl::Status CheckInteger(JsonReader v, const std::string& path, double min, double max,
+                          NumberTokens& numbers) {
   if (!v.isNumber()) return WrongType(path, "an integer", v);
   const double n = v.getNumber();
-  if (!std::isfinite(n) || std::floor(n) != n) {
+  absl::StatusOr<std::string_view> token = numbers.Next(n, path);
+  if (!token.ok()) return token.status();
+  if (!JsonNumberIsInteger(*token) || !std::isfinite(n) || std::floor(n) != n) {
     return PathError(path, "expected an integer");
   }
   if (n < min || n > max) {
@@ -101,10 +130,12 @@ absl::Status CheckInteger(JsonReader v, const std::string& path, double min, dou
   return absl::OkStatus();
 }
 
-absl::Status CheckValue(JsonReader v, capnp::Type type, const std::string& path);
+absl::Status CheckValue(JsonReader v, capnp::Type type, const std::string& path,
+                        NumberTokens& numbers);
 
 // Every member of `v` must name a field of `schema`, once, with a value of the field's type.
-absl::Status CheckObject(JsonReader v, capnp::StructSchema schema, const std::string& path) {
+absl::Status CheckObject(JsonReader v, capnp::StructSchema schema, const std::string& path,
+                         NumberTokens& numbers) {
   if (!v.isObject()) return WrongType(path, "an object", v);
   std::set<std::string> seen;
   for (capnp::JsonValue::Field::Reader member : v.getObject()) {
@@ -112,7 +143,8 @@ absl::Status CheckObject(JsonReader v, capnp::StructSchema schema, const std::st
     const std::string member_path = MemberPath(path, name);
     if (!seen.insert(name).second) return PathError(member_path, "duplicate field");
     KJ_IF_MAYBE(field, schema.findFieldByName(member.getName())) {
-      BUNKER_RETURN_IF_ERROR(CheckValue(member.getValue(), field->getType(), member_path));
+      BUNKER_RETURN_IF_ERROR(
+          CheckValue(member.getValue(), field->getType(), member_path, numbers));
     } else {
       return PathError(member_path,
                        absl::StrCat("unknown field (known: ", FieldNames(schema), ")"));
@@ -122,22 +154,25 @@ absl::Status CheckObject(JsonReader v, capnp::StructSchema schema, const std::st
 }
 
 // Checks `v` against a schema type: the one place that knows how JSON maps onto the schema.
-absl::Status CheckValue(JsonReader v, capnp::Type type, const std::string& path) {
+absl::Status CheckValue(JsonReader v, capnp::Type type, const std::string& path,
+                        NumberTokens& numbers) {
   constexpr double kSafe = 9007199254740991.0;  // 2^53 - 1
   switch (type.which()) {
     case capnp::schema::Type::BOOL:
       return v.isBoolean() ? absl::OkStatus() : WrongType(path, "true or false", v);
-    case capnp::schema::Type::INT8: return CheckInteger(v, path, -128, 127);
-    case capnp::schema::Type::INT16: return CheckInteger(v, path, -32768, 32767);
-    case capnp::schema::Type::INT32: return CheckInteger(v, path, -2147483648.0, 2147483647.0);
-    case capnp::schema::Type::INT64: return CheckInteger(v, path, -kSafe, kSafe);
-    case capnp::schema::Type::UINT8: return CheckInteger(v, path, 0, 255);
-    case capnp::schema::Type::UINT16: return CheckInteger(v, path, 0, 65535);
-    case capnp::schema::Type::UINT32: return CheckInteger(v, path, 0, 4294967295.0);
-    case capnp::schema::Type::UINT64: return CheckInteger(v, path, 0, kSafe);
+    case capnp::schema::Type::INT8: return CheckInteger(v, path, -128, 127, numbers);
+    case capnp::schema::Type::INT16: return CheckInteger(v, path, -32768, 32767, numbers);
+    case capnp::schema::Type::INT32:
+      return CheckInteger(v, path, -2147483648.0, 2147483647.0, numbers);
+    case capnp::schema::Type::INT64: return CheckInteger(v, path, -kSafe, kSafe, numbers);
+    case capnp::schema::Type::UINT8: return CheckInteger(v, path, 0, 255, numbers);
+    case capnp::schema::Type::UINT16: return CheckInteger(v, path, 0, 65535, numbers);
+    case capnp::schema::Type::UINT32: return CheckInteger(v, path, 0, 4294967295.0, numbers);
+    case capnp::schema::Type::UINT64: return CheckInteger(v, path, 0, kSafe, numbers);
     case capnp::schema::Type::FLOAT32:
     case capnp::schema::Type::FLOAT64:
-      return v.isNumber() ? absl::OkStatus() : WrongType(path, "a number", v);
+      if (!v.isNumber()) return WrongType(path, "a number", v);
+      return numbers.Next(v.getNumber(), path).status();
     case capnp::schema::Type::TEXT:
       return v.isString() ? absl::OkStatus() : WrongType(path, "a string", v);
     case capnp::schema::Type::ENUM: {
@@ -159,12 +194,12 @@ absl::Status CheckValue(JsonReader v, capnp::Type type, const std::string& path)
       const capnp::Type element = type.asList().getElementType();
       capnp::List<capnp::JsonValue>::Reader items = v.getArray();
       for (uint32_t i = 0; i < items.size(); ++i) {
-        BUNKER_RETURN_IF_ERROR(CheckValue(items[i], element, IndexPath(path, i)));
+        BUNKER_RETURN_IF_ERROR(CheckValue(items[i], element, IndexPath(path, i), numbers));
       }
       return absl::OkStatus();
     }
     case capnp::schema::Type::STRUCT:
-      return CheckObject(v, type.asStruct(), path);
+      return CheckObject(v, type.asStruct(), path, numbers);
     default:
       // VOID, DATA, interfaces, AnyPointer: no policy field uses them.
       return absl::InternalError(absl::StrCat(path, ": schema type without a JSON mapping"));
@@ -325,6 +360,13 @@ absl::StatusOr<Policy> ParsePolicy(std::string_view json) {
     return PathError("$", absl::StrCat("policy is not valid JSON (", unescaped.status().message(),
                                        ")"));
   }
+  // The decoder would stop at a NUL and take `1.`: refuse both first (json_text.h).
+  absl::StatusOr<std::vector<std::string_view>> tokens = CheckJsonText(*unescaped);
+  if (!tokens.ok()) {
+    return PathError("$", absl::StrCat("policy is not valid JSON (", tokens.status().message(),
+                                       ")"));
+  }
+  NumberTokens numbers(std::move(*tokens));
   capnp::JsonCodec codec;
   codec.setMaxNestingDepth(kMaxJsonDepth);
   capnp::MallocMessageBuilder raw_message;
@@ -345,7 +387,7 @@ absl::StatusOr<Policy> ParsePolicy(std::string_view json) {
   }
   const JsonReader root = raw.asReader();
   BUNKER_RETURN_IF_ERROR(
-      CheckValue(root, capnp::Type(capnp::Schema::from<schema::Policy>()), "$"));
+      CheckValue(root, capnp::Type(capnp::Schema::from<schema::Policy>()), "$", numbers));
 
   // The JSON now fits the schema, so the codec's own decoding cannot fail on it.
   capnp::MallocMessageBuilder message;

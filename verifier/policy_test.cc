@@ -146,6 +146,65 @@ TEST(PolicyParseTest, EmptyTextIsNotAPolicy) {
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("$: policy is empty"));
 }
 
+// Regression: Cap'n Proto's JSON decoder stops at a NUL byte as if the text ended there, so a
+// valid policy followed by a NUL and another policy was accepted (and `inspect` showed both).
+TEST(PolicyParseTest, NulByteAnywhereIsRefused) {
+  const std::string good = R"({"version": 1, "rules": [{"id": "a", "effect": "permit"}]})";
+  const std::string other =
+      R"({"version": 1, "rules": [{"id": "b", "effect": "permit", "maxOpens": 1}]})";
+  for (const std::string& json : {good + std::string(1, '\0') + other,
+                                  good + std::string(1, '\0'),
+                                  std::string(1, '\0') + good,
+                                  R"({"version": 1, "rules": [{"id": "a)" + std::string(1, '\0') +
+                                      R"(", "effect": "permit"}]})"}) {
+    absl::StatusOr<Policy> p = ParsePolicy(json);
+    ASSERT_FALSE(p.ok());
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(p.status().message()),
+                HasSubstr("$: policy is not valid JSON (NUL byte at byte "));
+  }
+  // The escaped NUL is JSON; in a text it is a control character.
+  absl::StatusOr<Policy> escaped =
+      ParsePolicy(R"({"version": 1, "rules": [{"id": "a\u0000b", "effect": "permit"}]})");
+  EXPECT_EQ(escaped.status().message(), "$.rules[0].id: must not contain control characters");
+}
+
+// Regression: numbers that RFC 8259 does not allow (`1.`, `1.e0`) were read, and
+// 0.99999999999999999, which reads as the double 1, was taken as maxOpens 1.
+TEST(PolicyParseTest, NumbersFollowRfc8259AndIntegersAreExact) {
+  const auto with_max_opens = [](const std::string& n) {
+    return absl::StrCat(
+        R"({"version": 1, "rules": [{"id": "a", "effect": "permit", "maxOpens": )", n, "}]}");
+  };
+  for (const char* n :
+       {"1.", "1.e0", "01", "-01", "+1", ".5", "1e", "1e+", "--1", "1.2.3", "-", "1E+-2"}) {
+    absl::StatusOr<Policy> p = ParsePolicy(with_max_opens(n));
+    ASSERT_FALSE(p.ok()) << n;
+    EXPECT_THAT(std::string(p.status().message()),
+                HasSubstr("$: policy is not valid JSON (number \""))
+        << n;
+  }
+  for (const char* n : {"0.99999999999999999", "1.00000000000000001", "2.5e0", "25e-1", "1e-400",
+                        "4294967295.0000000001"}) {
+    absl::StatusOr<Policy> p = ParsePolicy(with_max_opens(n));
+    ASSERT_FALSE(p.ok()) << n;
+    EXPECT_EQ(p.status().message(), "$.rules[0].maxOpens: expected an integer") << n;
+  }
+  // Exactly integers, however written.
+  for (const auto& [n, want] : std::vector<std::pair<std::string, uint32_t>>{
+           {"3", 3}, {"3.0", 3}, {"3.000e0", 3}, {"0.3e1", 3}, {"30e-1", 3}, {"3E0", 3},
+           {"1e2", 100}, {"1.5e1", 15}, {"4294967295", 4294967295u}}) {
+    absl::StatusOr<Policy> p = ParsePolicy(with_max_opens(n));
+    ASSERT_TRUE(p.ok()) << n << ": " << p.status();
+    EXPECT_EQ(p->rules[0].max_opens, want) << n;
+  }
+  // Numbers in strings are text, and strings with escaped quotes do not start numbers.
+  absl::StatusOr<Policy> p = ParsePolicy(
+      R"({"version": 1, "rules": [{"id": "1.\" 01", "effect": "permit", "maxOpens": 2}]})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->rules[0].max_opens, 2u);
+}
+
 struct BadPolicy {
   std::string name;
   std::string json;

@@ -59,7 +59,9 @@ struct DepotOptions {
   // admits all. The site layer decides; transfer/ knows no policy.
   std::function<absl::Status(const capsule::Manifest&)> admit;
   std::function<int64_t()> now;                     // seconds since the epoch
-  std::function<void(const DepotEvent&)> on_event;  // may be empty
+  // Called on the event loop's thread for every event: it must not wait (the daemon hands
+  // events for the audit log to a transfer::EventRecorder). May be empty.
+  std::function<void(const DepotEvent&)> on_event;
   // Puts the receipt of a stored capsule on record, durably (the site's audit log), unless it
   // is there already: must be idempotent. Called with a "received" event: after the capsule
   // verified and before it gets its name in the store (an error leaves it unnamed and fails

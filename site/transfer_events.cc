@@ -23,8 +23,9 @@ verifier::AuditRecord TransferAuditRecord(const std::string& site,
   rec.reasons = {r.event.detail.substr(0, 1000)};
   if (r.count > 1 || r.unitemized) {
     rec.reasons.push_back(absl::StrCat(
-        "count: ", r.count, " (", r.unitemized ? "events of this peer, counted" : "identical events",
-        " from ", capsule::FormatUtc(r.first), " to ", capsule::FormatUtc(r.last), ")"));
+        "count: ", r.count, " (",
+        r.unitemized ? "events of this peer, counted" : "identical events", " from ",
+        capsule::FormatUtc(r.first), " to ", capsule::FormatUtc(r.last), ")"));
   }
   return rec;
 }

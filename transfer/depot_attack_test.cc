@@ -403,7 +403,8 @@ TEST(DepotAttackTest, APingEchoesAtMostOneKiB) {
 }
 
 // Offers `capsule` on `c`; the offer's status.
-absl::Status OfferStatus(kj::AsyncIoContext& io, Connection& c, const std::vector<uint8_t>& capsule) {
+absl::Status OfferStatus(kj::AsyncIoContext& io, Connection& c,
+                         const std::vector<uint8_t>& capsule) {
   auto r = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(capsule));
   if (!r.ok()) return r.status();
   auto p = capsule::ReadPrelude(**r);

@@ -496,15 +496,19 @@ TEST(DepotAttackTest, RefusalsAreRecordedOffTheLoopBoundedAndCounted) {
   EXPECT_EQ(counted, uint64_t{kAgain + kOthers}) << "every refusal is in one record's count";
   EXPECT_LE(records.size(), kPerPeer + 1) << "one peer's records are bounded per window";
   EXPECT_EQ(unitemized, 1u);
-  // The repeated refusal is one record for the first and one for all the others.
+  // The repeated refusal is at most two records: the first (with those that came before the
+  // writer took it) and one for all the others, held to the window's end.
   size_t repeated = 0;
+  uint64_t repeats = 0;
   for (const EventRecord& r : records) {
     if (r.event.capsule_id.empty() && !r.unitemized) {
       ++repeated;
-      EXPECT_TRUE(r.count == 1 || r.count == kAgain - 1) << r.count;
+      repeats += r.count;
     }
   }
-  EXPECT_EQ(repeated, 2u);
+  EXPECT_GE(repeated, 1u);
+  EXPECT_LE(repeated, 2u);
+  EXPECT_EQ(repeats, uint64_t{kAgain});
 }
 
 }  // namespace

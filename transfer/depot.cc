@@ -259,7 +259,7 @@ class TransferImpl final : public schema::Transfer::Server {
 Depot::Depot(DepotOptions options)
     : options_(std::move(options)),
       fetch_budget_(options_.fetch_memory),
-      releases_(std::make_unique<capsule::ThreadPool>(1)),
+      releases_(std::make_shared<capsule::ThreadPool>(1)),
       workers_(std::make_unique<capsule::ThreadPool>(0)),
       store_calls_(std::make_unique<capsule::ThreadPool>(kStoreCallThreads)) {}
 // The pool's destructor runs what is queued and joins its threads first: the jobs hold their
@@ -409,9 +409,8 @@ kj::Promise<absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>>> Depot::Re
         // Whoever lets go of it last (a session that drops, on the event loop), it is destroyed
         // on releases_: an S3 incoming capsule's destructor stops its part uploads, which may
         // take a while.
-        capsule::ThreadPool* releases = releases_.get();
         std::shared_ptr<capsule::IncomingCapsule> shared(
-            in->release(), [releases](capsule::IncomingCapsule* gone) {
+            in->release(), [releases = releases_](capsule::IncomingCapsule* gone) {
               releases->Submit([gone]() { delete gone; });
             });
         incoming_[id] = shared;

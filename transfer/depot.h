@@ -197,8 +197,9 @@ class Depot {
   PeerFetches& PeerFetchesOf(const std::string& peer);
   std::mutex receipt_mu_;  // around options_.record_receipt; outlives the workers' jobs
   // Destroys incoming capsules (Receive gives them a deleter that hands them here). Declared
-  // before the pools whose jobs may let go of a capsule, so it is joined after them.
-  std::unique_ptr<capsule::ThreadPool> releases_;
+  // before the pools whose jobs may let go of a capsule, so it is let go after them; shared
+  // with those deleters, since a capability of a session may outlive the depot.
+  std::shared_ptr<capsule::ThreadPool> releases_;
   std::unique_ptr<capsule::ThreadPool> workers_;
   std::unique_ptr<capsule::ThreadPool> store_calls_;
   // Capsules being received, by id: shared by every connection offering them.

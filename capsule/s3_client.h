@@ -28,9 +28,12 @@
 #define BUNKER_CAPSULE_S3_CLIENT_H_
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -140,6 +143,33 @@ struct Stats {
   uint64_t bytes_received = 0;
 };
 
+// A way to stop calls from another thread (a daemon dropping the work they serve, or
+// stopping). Once Cancel() was called, a call given this token ends soon with kCancelled: its
+// transfer is abandoned within about a second (libcurl's progress callback), it is not retried,
+// and a backoff between attempts is cut short; a call that starts afterwards fails at once.
+// Cancelling cannot be undone. Thread-safe.
+class Cancellation {
+ public:
+  void Cancel() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_.store(true, std::memory_order_relaxed);
+    }
+    cv_.notify_all();
+  }
+  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+  // Waits up to `d` (a backoff); true once cancelled.
+  bool WaitFor(std::chrono::milliseconds d) const {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, d, [this] { return cancelled(); });
+  }
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::atomic<bool> cancelled_{false};
+};
+
 class Client {
  public:
   // kInvalidArgument if `config` is incomplete (no endpoint or key), or if the endpoint is
@@ -183,9 +213,11 @@ class Client {
   // Starts a multipart upload; returns its upload id.
   absl::StatusOr<std::string> CreateMultipartUpload(
       const Location& at, const std::map<std::string, std::string>& metadata = {});
-  // Uploads part `part_number` (1..10000); returns its ETag.
+  // Uploads part `part_number` (1..10000); returns its ETag. With `cancel`, the upload ends
+  // soon (kCancelled) once it is cancelled (Cancellation).
   absl::StatusOr<std::string> UploadPart(const Location& at, const std::string& upload_id,
-                                         int part_number, absl::Span<const uint8_t> body);
+                                         int part_number, absl::Span<const uint8_t> body,
+                                         const Cancellation* cancel = nullptr);
   // The parts uploaded so far (all pages), by number. kNotFound if the upload is unknown.
   absl::StatusOr<std::vector<Part>> ListParts(const Location& at, const std::string& upload_id);
   // Makes the object from `parts` (in ascending number order); returns the new object's ETag

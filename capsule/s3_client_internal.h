@@ -115,6 +115,7 @@ struct Request {
   std::vector<std::string> headers;                         // "Name: value"
   absl::Span<const uint8_t> body;
   absl::Span<uint8_t> data_out;  // GetRange: object bytes go here on a 2xx
+  const Cancellation* cancel = nullptr;  // may stop the exchange (and its retries)
 };
 struct Client::Impl {
   const CurlApi* curl = nullptr;    // libcurl, loaded (curl_api.h); every call goes through it
@@ -156,7 +157,8 @@ struct Client::Impl {
   // One attempt. Returns the curl code; fills `r`.
   CURLcode Once(const Request& req, Response& r);
 
-  void Backoff(int attempt, const Response& r);
+  // Sleeps before attempt `attempt` + 1; cut short when `cancel` is cancelled.
+  void Backoff(int attempt, const Response& r, const Cancellation* cancel);
 
   // Sends `req`, retrying what may succeed on another try. On return `r` is a 2xx response,
   // or the status says why not.

@@ -36,7 +36,8 @@ absl::StatusOr<std::string> Client::CreateMultipartUpload(
 }
 
 absl::StatusOr<std::string> Client::UploadPart(const Location& at, const std::string& upload_id,
-                                               int part_number, absl::Span<const uint8_t> body) {
+                                               int part_number, absl::Span<const uint8_t> body,
+                                               const Cancellation* cancel) {
   if (part_number < 1 || part_number > 10000) {
     return absl::InvalidArgumentError("S3 part number must be 1 to 10000");
   }
@@ -47,6 +48,7 @@ absl::StatusOr<std::string> Client::UploadPart(const Location& at, const std::st
   req.body = body;
   req.query = {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}};
   req.headers.push_back("Content-Type: application/octet-stream");
+  req.cancel = cancel;
   Response r;
   BUNKER_RETURN_IF_ERROR(impl_->Do(req, r, impl_->About(at, upload_id)));
   std::string etag = r.Header("etag");

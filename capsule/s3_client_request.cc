@@ -81,6 +81,14 @@ std::string HexSha256(absl::Span<const uint8_t> body) {
   return crypto::ToHex(crypto::Sha256::Hash(body));
 }
 
+// libcurl's progress callback: a non-zero answer abandons the transfer
+// (CURLE_ABORTED_BY_CALLBACK). libcurl calls it often while data moves and about once a second
+// while nothing does (a server that holds a request), so a cancelled call ends within about a
+// second.
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<const Cancellation*>(user)->cancelled() ? 1 : 0;
+}
+
 // "-" = empty body's hash, computed once.
 const std::string& EmptySha256() {
   static const std::string* h = new std::string(HexSha256({}));
@@ -137,6 +145,11 @@ CURLcode Client::Impl::Once(const Request& req, Response& r) {
   curl->easy_setopt(c, CURLOPT_HEADERDATA, &t);
   curl->easy_setopt(c, CURLOPT_WRITEFUNCTION, &OnData);
   curl->easy_setopt(c, CURLOPT_WRITEDATA, &t);
+  if (req.cancel != nullptr) {
+    curl->easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+    curl->easy_setopt(c, CURLOPT_XFERINFODATA, req.cancel);
+    curl->easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  }
   curl_slist* headers = nullptr;
   const std::string sha = req.body.empty() ? EmptySha256() : HexSha256(req.body);
   headers = curl->slist_append(headers, ("x-amz-content-sha256: " + sha).c_str());
@@ -192,7 +205,7 @@ CURLcode Client::Impl::Once(const Request& req, Response& r) {
   return code;
 }
 
-void Client::Impl::Backoff(int attempt, const Response& r) {
+void Client::Impl::Backoff(int attempt, const Response& r, const Cancellation* cancel) {
   thread_local std::mt19937 rng{std::random_device{}()};
   const int64_t cap = std::min<int64_t>(
       config.max_backoff_ms, int64_t{config.base_backoff_ms} << std::min(attempt, 20));
@@ -204,7 +217,11 @@ void Client::Impl::Backoff(int attempt, const Response& r) {
                                  static_cast<int64_t>(std::min<uint64_t>(retry_after, 3600)) *
                                      1000));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+  if (cancel != nullptr) {
+    cancel->WaitFor(std::chrono::milliseconds(delay));
+  } else {
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+  }
 }
 
 absl::Status Client::Impl::Do(const Request& req, Response& r, const Subject& what) {
@@ -213,11 +230,17 @@ absl::Status Client::Impl::Do(const Request& req, Response& r, const Subject& wh
   // path, a control character would break the request line.
   if (!req.bucket.empty()) BUNKER_RETURN_IF_ERROR(CheckBucket(req.bucket));
   BUNKER_RETURN_IF_ERROR(CheckKey(req.key));
+  const auto cancelled = [&] {
+    return absl::CancelledError(
+        absl::StrCat("S3: the request to ", config.endpoint, " was cancelled"));
+  };
   absl::Status last;
   for (int attempt = 0; attempt < std::max(1, config.max_attempts); ++attempt) {
-    if (attempt > 0) Backoff(attempt - 1, r);
+    if (attempt > 0) Backoff(attempt - 1, r, req.cancel);
+    if (req.cancel != nullptr && req.cancel->cancelled()) return cancelled();
     r = Response();
     const CURLcode code = Once(req, r);
+    if (code == CURLE_ABORTED_BY_CALLBACK) return cancelled();
     if (code == CURLE_WRITE_ERROR && r.overflow) {
       return Malformed(config.endpoint, "response larger than expected");
     }

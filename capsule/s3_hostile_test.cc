@@ -236,6 +236,67 @@ TEST(S3HostileTest, ASilentOrTricklingEndpointEnds) {
   }
 }
 
+// A part upload the endpoint holds ends soon once it is cancelled from another thread (a
+// daemon dropping the capsule, or stopping), instead of after its stall timeout and retries:
+// the connection is given up, and no other attempt is made.
+TEST(S3HostileTest, ACancelledUploadEndsWithoutWaitingForTheEndpoint) {
+  std::atomic<bool> held{false};
+  std::atomic<bool> dropped{false};
+  RawServer server([&](int fd, const std::string&, RawServer& self) {
+    held = true;
+    self.Hold(fd);
+    if (!self.stopping()) dropped = true;
+  });
+  Config c = FakeConfig(server.endpoint());
+  c.max_attempts = 5;  // a stall (30 s) and four retries, were it not cancelled
+  auto client = Client::Create(std::move(c));
+  ASSERT_TRUE(client.ok()) << client.status();
+  Cancellation cancel;
+  std::thread canceller([&] {
+    while (!held) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    cancel.Cancel();
+  });
+  const std::vector<uint8_t> part(64 << 10, 7);
+  absl::StatusOr<std::string> etag =
+      (*client)->UploadPart(kObject, "upload-1", 1, part, &cancel);
+  canceller.join();
+  EXPECT_EQ(etag.status().code(), absl::StatusCode::kCancelled) << etag.status();
+  for (int i = 0; i < 10000 && !dropped; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(dropped) << "the client kept the held connection";
+  EXPECT_EQ(server.connections(), 1);
+  // Once cancelled, a call fails at once, sending nothing.
+  EXPECT_EQ((*client)->UploadPart(kObject, "upload-1", 2, part, &cancel).status().code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_EQ(server.connections(), 1);
+}
+
+// A cancellation also cuts the backoff between attempts short (a Retry-After of minutes).
+TEST(S3HostileTest, ACancelledBackoffEndsWithoutAnotherAttempt) {
+  std::atomic<bool> answered{false};
+  RawServer server([&](int fd, const std::string&, RawServer& self) {
+    self.Send(fd, Head(503, "Retry-After: 600\r\nContent-Length: 0\r\n"));
+    answered = true;
+  });
+  Config c = FakeConfig(server.endpoint());
+  c.max_attempts = 3;
+  c.max_retry_after_ms = 600000;
+  auto client = Client::Create(std::move(c));
+  ASSERT_TRUE(client.ok()) << client.status();
+  Cancellation cancel;
+  std::thread canceller([&] {
+    while (!answered) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    cancel.Cancel();
+  });
+  const std::vector<uint8_t> part(16, 7);
+  absl::StatusOr<std::string> etag =
+      (*client)->UploadPart(kObject, "upload-1", 1, part, &cancel);
+  canceller.join();
+  EXPECT_EQ(etag.status().code(), absl::StatusCode::kCancelled) << etag.status();
+  EXPECT_EQ(server.connections(), 1);
+}
+
 // Redirects are never followed: nothing reaches the other host (so no signed request, no key id
 // or token), whatever the Location's scheme; the error says what happened.
 TEST(S3HostileTest, RedirectsAreNotFollowed) {

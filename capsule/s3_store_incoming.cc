@@ -115,7 +115,8 @@ std::vector<int> S3Incoming::ReadyParts() const {
 
 absl::StatusOr<std::string> S3Incoming::UploadOne(int n, const std::string& upload_id,
                                                   std::vector<uint8_t>& buf,
-                                                  std::vector<uint64_t>& bad) const {
+                                                  std::vector<uint64_t>& bad,
+                                                  const s3::Cancellation* cancel) const {
   buf.resize(PartEnd(n) - PartBegin(n));
   absl::Status s = spool_->ReadAt(PartBegin(n), absl::MakeSpan(buf));
   if (!s.ok()) return s;
@@ -132,7 +133,7 @@ absl::StatusOr<std::string> S3Incoming::UploadOne(int n, const std::string& uplo
     return absl::DataLossError(absl::StrCat("chunk ", bad.front(), " of capsule ", id_,
                                             " changed in the spool after it was received"));
   }
-  absl::StatusOr<std::string> etag = shared_->o.client->UploadPart(at_, upload_id, n, buf);
+  absl::StatusOr<std::string> etag = shared_->o.client->UploadPart(at_, upload_id, n, buf, cancel);
   if (etag.ok() && !IsToken(*etag)) return absl::UnavailableError("S3: the server sent a malformed ETag");
   return etag;
 }
@@ -187,7 +188,7 @@ void S3Incoming::Uploader() {
     const std::string upload_id = journal_.upload_id();
     lock.unlock();
     std::vector<uint64_t> bad;
-    absl::StatusOr<std::string> etag = UploadOne(n, upload_id, buf, bad);
+    absl::StatusOr<std::string> etag = UploadOne(n, upload_id, buf, bad, &stop_uploads_);
     // Damaged chunks are taken back and asked for again; the part waits for them.
     absl::Status refused = bad.empty() ? absl::OkStatus() : Refuse(bad);
     lock.lock();
@@ -206,6 +207,9 @@ void S3Incoming::StopUploaders() {
     queue_.clear();
     queued_.clear();
   }
+  // An upload the object store holds (a stalled server, minutes of timeouts and retries) must
+  // not hold up whoever drops the capsule, nor a daemon that stops.
+  stop_uploads_.Cancel();
   work_cv_.notify_all();
   for (std::thread& t : uploaders_) t.join();
   uploaders_.clear();
@@ -217,7 +221,7 @@ absl::Status S3Incoming::UploadReadyParts() {
   std::vector<uint8_t> buf;
   for (int n : ready) {
     std::vector<uint64_t> bad;
-    absl::StatusOr<std::string> etag = UploadOne(n, journal_.upload_id(), buf, bad);
+    absl::StatusOr<std::string> etag = UploadOne(n, journal_.upload_id(), buf, bad, nullptr);
     if (!bad.empty()) {
       // Not fatal to the capsule: those chunks are missing again, and a resend completes it.
       absl::Status refused = Refuse(bad);

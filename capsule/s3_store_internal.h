@@ -193,6 +193,11 @@ class S3Incoming final : public IncomingCapsule {
     return out;
   }
 
+  // Stops the background uploads: a part upload under way is cancelled (s3::Cancellation), so
+  // this returns within about a second whatever the object store does; a part cut short is
+  // uploaded again when the capsule is offered again (its chunks stay in the spool until a
+  // part is journaled). Callers that serve other work (the transfer daemon's event loop) still
+  // destroy it on a thread of their own.
   ~S3Incoming() override { StopUploaders(); }
 
   // Chunks are durable once in the spool; the parts they complete are queued for upload in the
@@ -233,12 +238,13 @@ class S3Incoming final : public IncomingCapsule {
   std::vector<int> ReadyParts() const;  // mu_ held: complete, not stored, not queued
   void QueueReadyParts();               // mu_ held
   void Uploader();                      // a background uploader's loop
-  void StopUploaders();
+  void StopUploaders();  // for good: cancels the uploads under way, joins the uploaders
   // Reads part `n` from the spool and uploads it; its ETag.
   // Chunks that fail their check as they leave the spool are added to `bad` (kDataLoss).
+  // `cancel` (may be null) cuts the upload short (kCancelled).
   absl::StatusOr<std::string> UploadOne(int n, const std::string& upload_id,
-                                        std::vector<uint8_t>& buf,
-                                        std::vector<uint64_t>& bad) const;
+                                        std::vector<uint8_t>& buf, std::vector<uint64_t>& bad,
+                                        const s3::Cancellation* cancel) const;
   // Takes `bad` chunks back from the spool so that they are received again (TakeRefused);
   // mu_ not held.
   absl::Status Refuse(const std::vector<uint64_t>& bad);
@@ -261,6 +267,7 @@ class S3Incoming final : public IncomingCapsule {
   bool stopping_ = false;
   absl::Status upload_error_;
   std::vector<std::thread> uploaders_;
+  s3::Cancellation stop_uploads_;  // cancelled by StopUploaders
   PartsJournal journal_;
   const std::string id_;
   const s3::Location at_;

@@ -22,13 +22,12 @@
 #include "site/service.h"
 #include "transfer/chunk_memory.h"
 #include "transfer/daemon.h"
-#include "verifier/audit_log.h"
 #include "site/site_config.h"
 #include "site/state_lock.h"
 #include "site/site_store.h"
+#include "site/transfer_events.h"
 #include "site/witnessing.h"
 #include "transfer/witness.h"
-#include "verifier/verifier.h"
 
 int main(int argc, char** argv) {
   using namespace bunker;
@@ -185,21 +184,12 @@ int main(int argc, char** argv) {
       return receipts->Ensure(e, static_cast<int64_t>(std::time(nullptr)));
     };
   }
-  options.on_event = [&](const transfer::DepotEvent& e) {
-    // The outcome (received/refused) is what is recorded; holding a peer's first checkpoint is
-    // routine (resets and conflicts are recorded); receipts are recorded by record_receipt.
-    if (e.kind == "offer" || e.kind == "witnessed" || e.kind == "received") return;
-    verifier::AuditRecord rec;
-    rec.time = static_cast<int64_t>(std::time(nullptr));
-    rec.event = e.kind;
-    rec.decision = e.kind == "refused" ? "deny" : "permit";
-    rec.capsule_id = e.capsule_id;
-    rec.issuer = e.issuer;
-    rec.site = site->site;
-    rec.requester = e.peer;
-    rec.reasons = {e.detail.substr(0, 1000)};
-    absl::Status s = verifier::RecordSiteEvent(site->Facts(), *identity, rec);
-    if (!s.ok()) options.log(absl::StrCat("cannot write the audit log: ", s.message()));
+  // Outcomes go into the audit log off the event loop, identical ones counted
+  // (site/transfer_events.h, spec/TRANSFER.md "Events on record").
+  options.on_record = site::TransferEventOnRecord;
+  options.record_events = [&](const std::vector<transfer::EventRecord>& records) {
+    return site::RecordTransferEvents(*site, *identity, records,
+                                      static_cast<int64_t>(std::time(nullptr)));
   };
   if (ctx.args().Has("accept-witnessed-loss")) {
     if (witnesses->empty()) {

@@ -94,10 +94,20 @@ absl::Status RunDaemon(const DaemonOptions& o) {
     d.trusted = o.trusted;
     d.admit = o.admit;
     d.now = [] { return static_cast<int64_t>(absl::ToUnixSeconds(absl::Now())); };
+    // Outlives the depot and the sessions (declared before them): what waits is written when
+    // the daemon stops.
+    std::unique_ptr<EventRecorder> recorder;
+    if (o.record_events) {
+      EventRecorderOptions r;
+      r.write = o.record_events;
+      r.now = d.now;
+      r.log = log;
+      recorder = std::make_unique<EventRecorder>(std::move(r));
+    }
     d.on_event = [&](const DepotEvent& e) {
       log(absl::StrCat(e.kind, " capsule=", e.capsule_id.empty() ? "-" : e.capsule_id,
                        " peer=", e.peer, " ", e.detail));
-      if (o.on_event) o.on_event(e);
+      if (recorder != nullptr && (!o.on_record || o.on_record(e))) recorder->Add(e);
     };
     std::unique_ptr<WitnessStore> witness_store;
     if (!o.witness_dir.empty()) {

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "crypto/keys.h"
 #include "transfer/depot.h"
+#include "transfer/event_recorder.h"
 #include "transfer/witness.h"
 #include "transfer/witness_client.h"
 
@@ -26,7 +27,12 @@ struct DaemonOptions {
   std::vector<crypto::PublicIdentity> peers;    // who may connect
   std::vector<crypto::PublicIdentity> trusted;  // whose capsules are accepted
   std::function<void(const std::string&)> log;  // one line per event
-  std::function<void(const DepotEvent&)> on_event;  // e.g. the audit log
+  // Events put on record (the site's audit log): those `on_record` accepts go to a
+  // transfer::EventRecorder (its default bounds), which calls `record_events` off the event
+  // loop, identical events counted (spec/TRANSFER.md "Events on record"); what waits is
+  // written when the daemon stops. Without `record_events` nothing is recorded.
+  std::function<bool(const DepotEvent&)> on_record;
+  std::function<absl::Status(const std::vector<EventRecord>&)> record_events;
   // DepotOptions::record_receipt: a capsule's receipt, on record before the capsule gets its
   // name in the store. Also called at start for every capsule in the store; an error there
   // stops the start.

@@ -259,6 +259,7 @@ class TransferImpl final : public schema::Transfer::Server {
 Depot::Depot(DepotOptions options)
     : options_(std::move(options)),
       fetch_budget_(options_.fetch_memory),
+      releases_(std::make_shared<capsule::ThreadPool>(1)),
       workers_(std::make_unique<capsule::ThreadPool>(0)),
       store_calls_(std::make_unique<capsule::ThreadPool>(kStoreCallThreads)) {}
 // The pool's destructor runs what is queued and joins its threads first: the jobs hold their
@@ -405,7 +406,13 @@ kj::Promise<absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>>> Depot::Re
           }
           return Result(in.status());
         }
-        std::shared_ptr<capsule::IncomingCapsule> shared = std::move(*in);
+        // Whoever lets go of it last (a session that drops, on the event loop), it is destroyed
+        // on releases_: an S3 incoming capsule's destructor stops its part uploads, which may
+        // take a while.
+        std::shared_ptr<capsule::IncomingCapsule> shared(
+            in->release(), [releases = releases_](capsule::IncomingCapsule* gone) {
+              releases->Submit([gone]() { delete gone; });
+            });
         incoming_[id] = shared;
         Emit({"offer", id, issuer, peer,
               absl::StrCat(shared->chunk_count() - shared->received_count(), " of ",

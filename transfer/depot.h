@@ -11,7 +11,9 @@
 // Threading: the event loop's thread only. Checking, writing, syncing and naming chunks run
 // on the depot's workers, and store calls that wait on the network (beginning an incoming
 // capsule, opening a stored one, reading chunks to send onward) on its store-call threads, so
-// a slow disk or object store never stalls other sessions.
+// a slow disk or object store never stalls other sessions. An incoming capsule is destroyed on
+// a thread of the depot's own whoever lets go of it last (a session that drops, a worker), since
+// its destructor may wait for the store (an S3 part upload being cancelled).
 #ifndef BUNKER_TRANSFER_DEPOT_H_
 #define BUNKER_TRANSFER_DEPOT_H_
 
@@ -57,7 +59,9 @@ struct DepotOptions {
   // admits all. The site layer decides; transfer/ knows no policy.
   std::function<absl::Status(const capsule::Manifest&)> admit;
   std::function<int64_t()> now;                     // seconds since the epoch
-  std::function<void(const DepotEvent&)> on_event;  // may be empty
+  // Called on the event loop's thread for every event: it must not wait (the daemon hands
+  // events for the audit log to a transfer::EventRecorder). May be empty.
+  std::function<void(const DepotEvent&)> on_event;
   // Puts the receipt of a stored capsule on record, durably (the site's audit log), unless it
   // is there already: must be idempotent. Called with a "received" event: after the capsule
   // verified and before it gets its name in the store (an error leaves it unnamed and fails
@@ -192,6 +196,10 @@ class Depot {
   std::map<std::string, PeerFetches> peer_fetches_;
   PeerFetches& PeerFetchesOf(const std::string& peer);
   std::mutex receipt_mu_;  // around options_.record_receipt; outlives the workers' jobs
+  // Destroys incoming capsules (Receive gives them a deleter that hands them here). Declared
+  // before the pools whose jobs may let go of a capsule, so it is let go after them; shared
+  // with those deleters, since a capability of a session may outlive the depot.
+  std::shared_ptr<capsule::ThreadPool> releases_;
   std::unique_ptr<capsule::ThreadPool> workers_;
   std::unique_ptr<capsule::ThreadPool> store_calls_;
   // Capsules being received, by id: shared by every connection offering them.

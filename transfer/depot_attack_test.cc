@@ -7,7 +7,10 @@
 #include <kj/vector.h>
 #include <sys/stat.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -17,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "transfer/depot.h"
 #include "transfer/errors.h"
+#include "transfer/event_recorder.h"
 #include "transfer/sender.h"
 
 namespace bunker::transfer {
@@ -396,6 +400,115 @@ TEST(DepotAttackTest, APingEchoesAtMostOneKiB) {
     absl::Status s = Outcome(io, request.send());
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << size << ": " << s;
   }
+}
+
+// Offers `capsule` on `c`; the offer's status.
+absl::Status OfferStatus(kj::AsyncIoContext& io, Connection& c,
+                         const std::vector<uint8_t>& capsule) {
+  auto r = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(capsule));
+  if (!r.ok()) return r.status();
+  auto p = capsule::ReadPrelude(**r);
+  if (!p.ok()) return p.status();
+  auto req = c.transfer.offerRequest();
+  req.initPrelude().setHeader(kj::arrayPtr(p->header.data(), p->header.size()));
+  req.getPrelude().setTail(kj::arrayPtr(p->tail.data(), p->tail.size()));
+  return Outcome(io, req.send());
+}
+
+// Attack (review of capsuled): a pinned peer that has call after call refused. Each refusal
+// went into the site's audit log on the event loop (the state's lock, a re-read of the whole
+// log, a write, a sync and a signature), so every session slowed as the log grew, and the log
+// grew without bound. Now events are recorded off the loop (the writer here stalls until the
+// attack is over, and pings are answered meanwhile), identical refusals go on record once with
+// a count, a peer makes a bounded number of records per window, and every refusal is counted.
+TEST(DepotAttackTest, RefusalsAreRecordedOffTheLoopBoundedAndCounted) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(kChunk);
+  // A capsule of an issuer the site does not trust, offered again and again...
+  Keys stranger;
+  const std::vector<uint8_t> untrusted =
+      capsule::testing::SealRaw(stranger, capsule::testing::PatternBytes(kChunk, 1), kChunk);
+  constexpr int kAgain = 100;
+  // ...and capsules of a trusted issuer that the site does not admit, each another.
+  constexpr int kOthers = 40;
+  std::vector<std::vector<uint8_t>> others;
+  for (int i = 0; i < kOthers; ++i) {
+    others.push_back(capsule::testing::SealRaw(
+        f.keys, capsule::testing::PatternBytes(kChunk, static_cast<uint8_t>(i)), kChunk));
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  bool writable = false;
+  std::vector<EventRecord> records;
+  constexpr size_t kPerPeer = 8;
+  EventRecorderOptions ro;
+  ro.now = [] { return int64_t{1800000000}; };
+  ro.window = std::chrono::hours(1);
+  ro.max_records_per_peer = kPerPeer;
+  ro.write = [&](const std::vector<EventRecord>& batch) {
+    std::unique_lock<std::mutex> lock(mu);
+    // An audit log locked by another process for as long as the attack lasts (a hang guard
+    // ends it).
+    cv.wait_for(lock, std::chrono::seconds(30), [&] { return writable; });
+    records.insert(records.end(), batch.begin(), batch.end());
+    return absl::OkStatus();
+  };
+  EventRecorder recorder(ro);
+  DepotOptions o = f.Options(f.store);
+  o.admit = [](const capsule::Manifest&) { return absl::PermissionDeniedError("not admitted"); };
+  o.on_event = [&recorder](const DepotEvent& e) { recorder.Add(e); };
+  Depot depot(o);
+  Connection attacker(io, depot, f.keys.alice.public_identity());
+  Connection other(io, depot, f.keys.bob.public_identity());
+  const auto pings = [&] {
+    auto request = other.transfer.pingRequest();
+    request.initNonce(4);
+    return Outcome(io, request.send()).ok();
+  };
+  for (int i = 0; i < kAgain; ++i) {
+    absl::Status s = OfferStatus(io, attacker, untrusted);
+    ASSERT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+    if (i % 25 == 0) {
+      EXPECT_TRUE(pings());
+    }
+  }
+  for (const auto& capsule : others) {
+    absl::Status s = OfferStatus(io, attacker, capsule);
+    ASSERT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  }
+  EXPECT_TRUE(pings());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_FALSE(writable);
+    EXPECT_TRUE(records.empty()) << "the writer was let through early";
+    writable = true;
+  }
+  cv.notify_all();
+  recorder.Stop();  // writes what waits
+  uint64_t counted = 0;
+  size_t unitemized = 0;
+  for (const EventRecord& r : records) {
+    EXPECT_EQ(r.event.kind, "refused");
+    EXPECT_EQ(r.event.peer, f.keys.alice.public_identity().fingerprint().ToString());
+    counted += r.count;
+    if (r.unitemized) ++unitemized;
+  }
+  EXPECT_EQ(counted, uint64_t{kAgain + kOthers}) << "every refusal is in one record's count";
+  EXPECT_LE(records.size(), kPerPeer + 1) << "one peer's records are bounded per window";
+  EXPECT_EQ(unitemized, 1u);
+  // The repeated refusal is at most two records: the first (with those that came before the
+  // writer took it) and one for all the others, held to the window's end.
+  size_t repeated = 0;
+  uint64_t repeats = 0;
+  for (const EventRecord& r : records) {
+    if (r.event.capsule_id.empty() && !r.unitemized) {
+      ++repeated;
+      repeats += r.count;
+    }
+  }
+  EXPECT_GE(repeated, 1u);
+  EXPECT_LE(repeated, 2u);
+  EXPECT_EQ(repeats, uint64_t{kAgain});
 }
 
 }  // namespace

@@ -13,6 +13,9 @@
 
 #include "absl/strings/match.h"
 #include "capsule/capsule_test_util.h"
+#include "capsule/raw_http_server_for_testing.h"
+#include "capsule/s3_store.h"
+#include "capsule/s3_test_server.h"
 #include "gtest/gtest.h"
 #include "transfer/errors.h"
 #include "transfer/sender.h"
@@ -928,6 +931,245 @@ TEST(DepotTest, FetchReceiverRefusesFetchesAndOtherCapsules) {
   } catch (const kj::Exception& e) {
     EXPECT_EQ(FromException(e).code(), absl::StatusCode::kPermissionDenied);
   }
+}
+
+// An incoming capsule whose destructor waits at a gate (an S3 incoming capsule stopping a part
+// upload that its server holds); everything else passes through. `outcome` becomes 1 when the
+// gate was opened, -1 when the wait timed out.
+class SlowToDestroyIncoming final : public capsule::IncomingCapsule {
+ public:
+  SlowToDestroyIncoming(std::unique_ptr<capsule::IncomingCapsule> in, std::shared_ptr<Gate> gate,
+                        std::shared_ptr<std::atomic<int>> outcome)
+      : in_(std::move(in)), gate_(std::move(gate)), outcome_(std::move(outcome)) {}
+  ~SlowToDestroyIncoming() override { *outcome_ = gate_->Wait() ? 1 : -1; }
+  const capsule::Manifest& manifest() const override { return in_->manifest(); }
+  bool SamePrelude(const capsule::Prelude& p) const override { return in_->SamePrelude(p); }
+  uint64_t chunk_count() const override { return in_->chunk_count(); }
+  std::vector<uint64_t> Missing() const override { return in_->Missing(); }
+  uint64_t received_count() const override { return in_->received_count(); }
+  bool IsReceived(uint64_t i) const override { return in_->IsReceived(i); }
+  absl::Status CheckAndWrite(uint64_t i, absl::Span<const uint8_t> c) const override {
+    return in_->CheckAndWrite(i, c);
+  }
+  void MarkWritten(uint64_t i) override { in_->MarkWritten(i); }
+  absl::StatusOr<std::vector<uint64_t>> Sync() override { return in_->Sync(); }
+  absl::StatusOr<std::string> Finish(const std::function<absl::Status()>& before) override {
+    return in_->Finish(before);
+  }
+  absl::Status Abandon() override { return in_->Abandon(); }
+
+ private:
+  std::unique_ptr<capsule::IncomingCapsule> in_;
+  std::shared_ptr<Gate> gate_;
+  std::shared_ptr<std::atomic<int>> outcome_;
+};
+
+class SlowToDestroyStore final : public capsule::Store {
+ public:
+  SlowToDestroyStore(std::shared_ptr<capsule::Store> s, std::shared_ptr<Gate> gate,
+                     std::shared_ptr<std::atomic<int>> outcome)
+      : s_(std::move(s)), gate_(std::move(gate)), outcome_(std::move(outcome)) {}
+  std::string Describe() const override { return s_->Describe(); }
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> Open(const std::string& id) override {
+    return s_->Open(id);
+  }
+  absl::StatusOr<std::vector<std::string>> List() override { return s_->List(); }
+  absl::StatusOr<std::unique_ptr<capsule::IncomingCapsule>> Begin(
+      const capsule::Prelude& p, absl::Span<const crypto::PublicIdentity> t) override {
+    auto in = s_->Begin(p, t);
+    if (!in.ok()) return in.status();
+    return std::unique_ptr<capsule::IncomingCapsule>(
+        std::make_unique<SlowToDestroyIncoming>(std::move(*in), gate_, outcome_));
+  }
+
+ private:
+  std::shared_ptr<capsule::Store> s_;
+  std::shared_ptr<Gate> gate_;
+  std::shared_ptr<std::atomic<int>> outcome_;
+};
+
+schema::Upload::Client OfferOn(kj::AsyncIoContext& io, Connection& c,
+                               const capsule::CapsuleReader& reader, uint64_t* missing = nullptr) {
+  auto prelude = capsule::ReadPrelude(reader);
+  EXPECT_TRUE(prelude.ok()) << prelude.status();
+  auto offer = c.transfer.offerRequest();
+  auto p = offer.initPrelude();
+  p.setHeader(kj::arrayPtr(prelude->header.data(), prelude->header.size()));
+  p.setTail(kj::arrayPtr(prelude->tail.data(), prelude->tail.size()));
+  auto answer = offer.send().wait(io.waitScope);
+  if (missing != nullptr) {
+    *missing = 0;
+    for (auto range : answer.getMissing()) *missing += range.getCount();
+  }
+  return answer.getUpload();
+}
+
+void PutChunk(kj::AsyncIoContext& io, schema::Upload::Client& upload,
+              const capsule::CapsuleReader& reader, uint64_t i) {
+  const capsule::Geometry& g = reader.geometry();
+  std::vector<uint8_t> chunk(g.CipherSize(i));
+  ASSERT_TRUE(reader.ReadRaw(g.ChunkOffset(i), absl::MakeSpan(chunk)).ok());
+  auto put = upload.putRequest();
+  put.setIndex(i);
+  put.setData(kj::arrayPtr(chunk.data(), chunk.size()));
+  put.send().wait(io.waitScope);
+}
+
+// Whether a ping on `c` is answered within `bound` (a hang guard, not a timing).
+bool Pings(kj::AsyncIoContext& io, Connection& c, kj::Duration bound = 10 * kj::SECONDS) {
+  auto ping = c.transfer.pingRequest();
+  const uint8_t nonce[] = {1, 2, 3};
+  ping.setNonce(kj::arrayPtr(nonce, sizeof(nonce)));
+  try {
+    return ping.send()
+        .then([](auto answer) { return answer.getNonce().size() == 3; })
+        .exclusiveJoin(io.provider->getTimer().afterDelay(bound).then([] { return false; }))
+        .wait(io.waitScope);
+  } catch (const kj::Exception& e) {
+    ADD_FAILURE() << FromException(e);
+    return false;
+  }
+}
+
+// Regression (review of capsuled): an incoming capsule was destroyed on the event loop when
+// the session holding it last dropped, and an S3 incoming capsule's destructor waits for its
+// part uploads: a pinned peer that dropped right after a part upload started stalled every
+// session (new connections failed "peer overloaded") until the upload ended. It is destroyed
+// on a thread of the depot's own.
+TEST(DepotTest, ADroppedCapsuleIsDestroyedOffTheEventLoop) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(6 * kChunk);
+  auto gate = std::make_shared<Gate>();
+  auto outcome = std::make_shared<std::atomic<int>>(0);
+  DepotOptions o = f.Options();
+  o.store = std::make_shared<SlowToDestroyStore>(o.store, gate, outcome);
+  Depot depot(o);
+  {
+    Connection c1(io, depot, f.keys.alice.public_identity());
+    auto upload = OfferOn(io, c1, *f.reader);
+    PutChunk(io, upload, *f.reader, 0);
+  }  // the session drops, and with it the last reference to the incoming capsule
+  gate->AwaitEntered(io);
+  Connection c2(io, depot, f.keys.alice.public_identity());
+  EXPECT_TRUE(Pings(io, c2));
+  EXPECT_EQ(outcome->load(), 0) << "the ping waited for the capsule's destructor";
+  gate->Open();
+}
+
+// A loopback S3 endpoint for one incoming capsule: it answers what an S3 store's Begin asks
+// (the object is not there, markers, a multipart upload without parts) and holds every part
+// upload, reading what the client sends, until the client gives up on it.
+class HoldingS3 {
+ public:
+  HoldingS3()
+      : server_([this](int fd, const std::string& request, capsule::s3::testing::RawServer& s) {
+          Serve(fd, request, s);
+        }) {}
+  std::string endpoint() const { return server_.endpoint(); }
+  bool part_started() const { return part_started_; }
+  bool part_dropped() const { return part_dropped_; }
+
+ private:
+  void Serve(int fd, const std::string& request, capsule::s3::testing::RawServer& s) {
+    const std::string line = request.substr(0, request.find("\r\n"));
+    const std::string method = line.substr(0, line.find(' '));
+    const size_t head = request.find("\r\n\r\n");
+    if (head == std::string::npos) return;
+    if (method == "PUT" && absl::StrContains(line, "partNumber=")) {
+      part_started_ = true;
+      s.Hold(fd);
+      if (!s.stopping()) part_dropped_ = true;
+      return;
+    }
+    // Small bodies (markers) are read whole before the answer.
+    const std::string length = capsule::s3::FakeServer::HeaderOf(request, "content-length");
+    size_t left = length.empty() ? 0 : std::stoul(length);
+    left -= std::min(left, request.size() - head - 4);
+    if (left > 0 && absl::StrContains(capsule::s3::FakeServer::HeaderOf(request, "expect"),
+                                      "100-continue")) {
+      s.Send(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    char buf[4096];
+    while (left > 0) {
+      const ssize_t n = ::read(fd, buf, std::min(left, sizeof(buf)));
+      if (n <= 0) return;
+      left -= static_cast<size_t>(n);
+    }
+    std::string body;
+    std::string status = "200 OK";
+    if (method == "HEAD") status = "404 Not Found";
+    if (method == "DELETE") status = "204 No Content";
+    if (method == "POST" && absl::StrContains(line, "?uploads")) {
+      body = "<InitiateMultipartUploadResult><UploadId>upload-1</UploadId>"
+             "</InitiateMultipartUploadResult>";
+    }
+    if (method == "GET" && absl::StrContains(line, "uploadId=")) {
+      body = "<ListPartsResult></ListPartsResult>";
+    }
+    s.Send(fd, "HTTP/1.1 " + status + "\r\nETag: \"m\"\r\nContent-Length: " +
+                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+                   (method == "HEAD" ? "" : body));
+  }
+
+  std::atomic<bool> part_started_{false};
+  std::atomic<bool> part_dropped_{false};
+  capsule::s3::testing::RawServer server_;  // last: its threads stop before the flags go
+};
+
+// The same against a real S3 store whose server holds the part upload a session's commit
+// started: another session is served meanwhile, the upload is cancelled (not waited for under
+// the client's timeouts and retries), and the capsule, offered again, resumes from its spool.
+TEST(DepotTest, AStalledPartUploadDoesNotHoldUpOtherSessions) {
+  auto io = kj::setupAsyncIo();
+  HoldingS3 endpoint;
+  Keys keys;
+  constexpr uint32_t kMiB = 1u << 20;
+  auto reader = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(
+      capsule::testing::SealRaw(keys, capsule::testing::PatternBytes(6 * kMiB, 3), kMiB)));
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  const uint64_t chunks = (*reader)->geometry().chunk_count;
+  ASSERT_GT(chunks, 5u);
+  auto client = capsule::s3::Client::Create(capsule::s3::FakeConfig(endpoint.endpoint()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  capsule::S3StoreOptions so;
+  so.client = std::move(*client);
+  so.bucket = "bucket";
+  so.prefix = "site/";
+  so.spool = capsule::testing::MakeTempDir() + "/spool";
+  so.daemon_id = "d1";
+  so.min_part_size = 5 * kMiB;  // part 1: chunks 0 to 4
+  so.upload_threads = 1;
+  auto store = capsule::MakeS3Store(std::move(so));
+  ASSERT_TRUE(store.ok()) << store.status();
+  DepotOptions o;
+  o.store = *store;
+  o.trusted = {keys.issuer.public_identity()};
+  o.now = [] { return int64_t{1800000000}; };
+  Depot depot(o);
+  {
+    Connection c1(io, depot, keys.alice.public_identity());
+    auto upload = OfferOn(io, c1, **reader);
+    for (uint64_t i = 0; i < 5; ++i) PutChunk(io, upload, **reader, i);
+    upload.commitRequest().send().wait(io.waitScope);  // part 1 is queued for upload
+    while (!endpoint.part_started()) {
+      io.provider->getTimer().afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+    }
+  }  // the sender is gone while the server holds its part
+  Connection c2(io, depot, keys.alice.public_identity());
+  EXPECT_TRUE(Pings(io, c2));
+  // The held upload is given up by the client (cancelled), not after its stall timeout (30 s).
+  for (int i = 0; i < 10000 && !endpoint.part_dropped(); ++i) {
+    io.provider->getTimer().afterDelay(kj::MILLISECONDS).wait(io.waitScope);
+  }
+  EXPECT_TRUE(endpoint.part_dropped());
+  // Offered again: what was committed is still there; only the last chunk is missing.
+  uint64_t missing = 0;
+  try {
+    OfferOn(io, c2, **reader, &missing);
+  } catch (const kj::Exception& e) {
+    ADD_FAILURE() << FromException(e);
+  }
+  EXPECT_EQ(missing, chunks - 5);
 }
 
 TEST(ErrorsTest, StatusSurvivesTheWire) {

@@ -163,6 +163,22 @@ absl::Status RecordSiteEvent(const SiteFacts& site, const crypto::Identity& iden
   return (*state)->Record(record, record.time).status();
 }
 
+absl::Status RecordSiteEvents(const SiteFacts& site, const crypto::Identity& identity,
+                              const std::vector<AuditRecord>& records, int64_t now) {
+  if (records.empty()) return absl::OkStatus();
+  for (const AuditRecord& r : records) {
+    if (r.uses != 0) return absl::InvalidArgumentError("a site event cannot change a use count");
+  }
+  absl::StatusOr<std::unique_ptr<SiteState>> state =
+      SiteState::Open(site.state, site.site, identity, now);
+  if (!state.ok()) return state.status();
+  for (const AuditRecord& r : records) {
+    absl::StatusOr<Checkpoint> cp = (*state)->Record(r, r.time);
+    if (!cp.ok()) return cp.status();
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RecordReleaseFailed(const SiteFacts& site, const crypto::Identity& identity,
                                  const Authorization& permit, std::string reason, int64_t now) {
   if (!permit.decision.permit || !permit.record || !permit.checkpoint) {

@@ -87,6 +87,12 @@ absl::StatusOr<Authorization> AuthorizeFiles(const capsule::Manifest& manifest,
 absl::Status RecordSiteEvent(const SiteFacts& site, const crypto::Identity& identity,
                              const AuditRecord& record);
 
+// The same for several events, in order, with the state opened (locked, checked against the
+// log) once for all of them rather than once each. Stops at the first error: the records
+// before it are on record, the rest are not.
+absl::Status RecordSiteEvents(const SiteFacts& site, const crypto::Identity& identity,
+                              const std::vector<AuditRecord>& records, int64_t now);
+
 // Records that the release `permit` allowed failed before anything was released (a corrupt
 // chunk, a full disk): appends a "release-failed" entry, decision "failed", with the permit's
 // capsule, issuer, requester, purpose, paths and local client, `reason`, and uses = -1 when the

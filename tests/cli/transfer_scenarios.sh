@@ -137,8 +137,15 @@ scenario_transfer_untrusted_issuer_and_excluded_site() {
   expect_err "does not admit site site-b"
   [ -z "$(stored)" ] || fail "a refused capsule was stored"
   [ ! -d store-b/.incoming ] || [ -z "$(ls store-b/.incoming)" ] || fail "refused data left behind"
-  expect_exit 0 "$CAPSULE" audit show --site b.json
-  grep -q "deny" "$WORK/.stdout" || fail "refusals not in the audit log"
+  # Refusals are recorded off the daemon's event loop (spec/TRANSFER.md 5.6), repeats counted:
+  # the same refusal again, then a stop, which writes what waits.
+  for _ in 1 2 3; do
+    expect_exit 5 "$CAPSULE" send m.capsule --to "127.0.0.1:$PORT" --site a.json
+  done
+  kill -TERM "$B_PID"; wait "$B_PID" 2>/dev/null
+  expect_exit 0 "$CAPSULE" audit show --site b.json --json
+  grep -q '"deny"' "$WORK/.stdout" || fail "refusals not in the audit log"
+  grep -Eq 'count: [34] \(identical events' "$WORK/.stdout" || fail "repeated refusals not counted"
 }
 
 scenario_transfer_policy_admits_site() {

@@ -50,6 +50,12 @@ class OutputRelay {
     r->ours_.Reset(pair[0]);
     r->theirs_.Reset(pair[1]);
     ::shutdown(r->ours_.get(), SHUT_WR);
+    // A non-blocking description of the same output (ours: this process may reopen it), so
+    // that a reader who stops reading, or a stopped terminal, never holds the relay past an
+    // interrupt. Without one, the caller's own description, as before.
+    const std::string proc = absl::StrCat("/proc/self/fd/", out);
+    r->nonblocking_.Reset(::open(proc.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    if (r->nonblocking_.valid()) out = r->nonblocking_.get();
     r->thread_ = std::thread([relay = r.get(), out, cancelled = std::move(cancelled)] {
       relay->Copy(out, cancelled);
     });
@@ -91,8 +97,14 @@ class OutputRelay {
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;  // the service's end is closed: all is out
       for (ssize_t done = 0; done < n;) {
+        if (stop_ || (cancelled && cancelled())) return;
         const ssize_t w = ::write(out, buf.data() + done, static_cast<size_t>(n - done));
         if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          struct pollfd o {out, POLLOUT, 0};
+          ::poll(&o, 1, 200);
+          continue;
+        }
         if (w <= 0) {
           error_ = w < 0 ? errno : EIO;
           ::shutdown(ours_.get(), SHUT_RDWR);  // the service's writes fail from now on
@@ -105,6 +117,7 @@ class OutputRelay {
 
   capsule::Fd ours_;
   capsule::Fd theirs_;
+  capsule::Fd nonblocking_;  // the output reopened O_NONBLOCK, when that was possible
   std::thread thread_;
   std::atomic<bool> stop_{false};
   int error_ = 0;  // written by the thread, read after join

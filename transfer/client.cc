@@ -254,7 +254,12 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
         out.seconds = s.getSeconds();
         return out;
       });
-  if (!summary.ok()) return summary;
+  if (!summary.ok()) {
+    // What was received stays for a resume; a staging folder that holds nothing goes.
+    ::rmdir((store + "/.incoming").c_str());
+    ::rmdir(store.c_str());
+    return summary;
+  }
   const std::string got = store + "/" + id + ".capsule";
   // The summary is the server's word; what counts is that this capsule was received and
   // verified here (or was already, complete, in the staging store).

@@ -213,6 +213,7 @@ scenario_transfer_fetch() {
   expect_err 'has no :PORT'
   one_line_err
   expect_exit 3 "$CAPSULE" fetch "$id" --from 127.0.0.1:0 --site a.json -o p0.capsule
+  [ ! -e .bunker-fetch ] || fail "a failed fetch left its empty staging folder"
   expect_exit 9 "$CAPSULE" send d.capsule --to nohost.invalid:39267 --site a.json
   expect_err 'cannot resolve'
   # The staging folder beside the output is kept for a resume: one that another user planted

@@ -360,8 +360,18 @@ scenario_verifier_unread_output_does_not_hold_the_daemon() {
   as_alice sh -c "exec 3<>landing/held; exec '$CAPSULE' cat d.capsule train/big.bin --site site.json >&3" &
   reader=$!
   sleep 1
+  # Ctrl-C ends the client at once (exit 130), though its own output does not move. ($! is
+  # the subshell that runs as_alice; the signal goes to the capsule process itself.)
+  local cpid="" rc="" _
+  cpid=$(pgrep -u "$USER_A" -f 'cat d.capsule train/big.bin' | head -1)
+  [ -n "$cpid" ] || fail "the cat did not run"
+  kill -INT "$cpid"
+  for _ in $(seq 1 100); do
+    kill -0 "$cpid" 2>/dev/null || { wait "$reader"; rc=$?; break; }
+    sleep 0.1
+  done
+  [ "$rc" = 130 ] || { pkill -9 -u "$USER_A"; fail "an interrupted cat with a stalled output exited '$rc', expected 130"; }
   pkill -9 -u "$USER_A" 2>/dev/null
-  wait "$reader" 2>/dev/null
   expect_exit 0 open_as_alice --to landing/after --only 'train/a.csv'
   kill -TERM "$DAEMON_PID"
   stopped=""

@@ -1,3 +1,7 @@
+// The gate and its permits in one file, over 500 lines on purpose: Permit::State (the reader,
+// the data key, the decided selection) is defined here and nowhere else, so that no other
+// code can make or fill a permit (site/gate.h, step 2). Its sections: the permit's releases,
+// then the gate's decisions.
 #include "site/gate.h"
 
 #include <fcntl.h>

@@ -105,9 +105,15 @@ absl::StatusOr<Destination> ParentFor(capsule::Fd fd, const std::string& root,
             " does not exist: the site's verifier creates only the destination itself "
             "(mkdir -p its parent first)"));
       }
-      if (absl::IsPermissionDenied(next.status())) {
+      if (absl::IsPermissionDenied(next.status()) &&
+          absl::StrContains(next.status().message(), "symbolic link")) {
         return absl::PermissionDeniedError(absl::StrCat(
             capsule::QuotePath(missing), " is or goes through a symbolic link"));
+      }
+      if (absl::IsPermissionDenied(next.status())) {  // the daemon's own rights fall short
+        return absl::PermissionDeniedError(absl::StrCat(
+            "the site's verifier cannot search folder ", capsule::QuotePath(missing),
+            ": a destination's folders must be searchable by the site's user too"));
       }
       return absl::Status(next.status().code(),
                           absl::StrCat("cannot use destination ", capsule::QuotePath(shown), ": ",

@@ -319,6 +319,12 @@ scenario_verifier_releases_only_where_the_user_could_write() {
   expect_err 'may not search'
   [ -z "$(ls -A landing/.run.bunker-AAAAAA/root)" ] || fail "released into another request's staging folder"
   rm -rf landing/.run.bunker-AAAAAA
+  # Through a folder of alice's that the site's user may not search (0700): named as such.
+  as_alice mkdir -m 700 landing/private
+  as_alice mkdir -m 777 landing/private/sub
+  expect_exit 5 open_as_alice --to landing/private/sub/x
+  expect_err 'cannot search folder'
+  one_line_err
   # An archive into a folder the daemon can write but not read (0733): refused before it is
   # decided, not after it is named (a use given back for a release it made).
   as_alice mkdir -m 733 landing/dropbox

@@ -140,6 +140,27 @@ absl::StatusOr<Fd> OpenBeneathByWalking(int dirfd, std::string_view relative, in
 
 }  // namespace internal
 
+absl::StatusOr<bool> DirectoryIsEmpty(int dir_fd, std::string_view what) {
+  Fd own(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!own.valid()) return ErrnoStatus(std::string(what), errno);
+  DIR* listing = ::fdopendir(own.get());
+  if (listing == nullptr) return ErrnoStatus(std::string(what), errno);
+  own.release();  // now owned by `listing`
+  bool empty = true;
+  errno = 0;
+  while (const struct dirent* ent = ::readdir(listing)) {
+    const std::string_view name = ent->d_name;
+    if (name != "." && name != "..") {
+      empty = false;
+      break;
+    }
+  }
+  const int err = errno;
+  ::closedir(listing);
+  if (empty && err != 0) return ErrnoStatus(std::string(what), err);
+  return empty;
+}
+
 absl::Status GiveTo(int dirfd, std::string_view name, const FileOwner& owner,
                     std::string_view what) {
   const std::string n(name);

@@ -60,6 +60,12 @@ absl::StatusOr<Fd> OpenBeneathByWalking(int dirfd, std::string_view relative, in
                                         mode_t mode);
 }  // namespace internal
 
+// Whether the directory open at `dir_fd` holds nothing but "." and "..". It is read through a
+// description of its own (openat(dir_fd, ".")), so the caller's descriptor and its offset are
+// untouched. A failure (e.g. a directory the process may not read) is `what` and the errno, with
+// ErrnoCode's code.
+absl::StatusOr<bool> DirectoryIsEmpty(int dir_fd, std::string_view what);
+
 // Gives `name` below `dirfd` (or `dirfd` itself when `name` is empty) to `owner` with
 // fchownat(AT_SYMLINK_NOFOLLOW). `name` must be a single component. EPERM becomes
 // kPermissionDenied "this process cannot give files to uid N (a verifier service needs

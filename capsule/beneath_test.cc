@@ -128,6 +128,33 @@ TEST_P(BeneathTest, CrossesSearchOnlyDirectories) {
   ASSERT_EQ(chmod((root_path_ + "/a").c_str(), 0755), 0);
 }
 
+void ExpectEmpty(int dir_fd, bool expected) {
+  const absl::StatusOr<bool> empty = DirectoryIsEmpty(dir_fd, "cannot read");
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(*empty, expected);
+}
+
+TEST_P(BeneathTest, TellsAnEmptyDirectoryAndLeavesTheCallersOffset) {
+  ASSERT_EQ(mkdir((root_path_ + "/empty").c_str(), 0755), 0);
+  absl::StatusOr<Fd> empty = Open("empty", O_RDONLY | O_DIRECTORY);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  ExpectEmpty(empty->get(), true);
+  absl::StatusOr<Fd> full = Open("a", O_RDONLY | O_DIRECTORY);  // holds b, inner
+  ASSERT_TRUE(full.ok()) << full.status();
+  ExpectEmpty(full->get(), false);
+  // Twice through the same descriptor: the listing is read through a description of its own.
+  ExpectEmpty(full->get(), false);
+  // Read through an O_PATH descriptor too (the kind Destination roots are).
+  absl::StatusOr<Fd> path_only = Open("a", O_PATH | O_DIRECTORY);
+  ASSERT_TRUE(path_only.ok()) << path_only.status();
+  ExpectEmpty(path_only->get(), false);
+  Fd file(openat(root_.get(), "a/b/f", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(file.valid());
+  const absl::StatusOr<bool> not_dir = DirectoryIsEmpty(file.get(), "cannot read \"a/b/f\"");
+  ASSERT_FALSE(not_dir.ok());
+  EXPECT_THAT(std::string(not_dir.status().message()), HasSubstr("cannot read \"a/b/f\""));
+}
+
 TEST(FdTest, ClosesOnDestructionMoveAndReset) {
   int raw = open("/dev/null", O_RDONLY | O_CLOEXEC);
   ASSERT_GE(raw, 0);

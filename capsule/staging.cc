@@ -1,6 +1,5 @@
 #include "capsule/staging.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>  // renameat2, RENAME_NOREPLACE
 #include <sys/random.h>
@@ -22,22 +21,6 @@ namespace {
 
 constexpr char kRoot[] = "root";  // the tree's root inside the staging directory
 constexpr int kStagingAttempts = 100;
-
-absl::StatusOr<bool> IsEmptyDirectory(Fd dir, const std::string& display) {
-  DIR* listing = ::fdopendir(dir.get());
-  if (listing == nullptr) return PathError("cannot read destination", display, errno);
-  dir.release();  // now owned by `listing`
-  bool empty = true;
-  while (const struct dirent* ent = ::readdir(listing)) {
-    const std::string_view name = ent->d_name;
-    if (name != "." && name != "..") {
-      empty = false;
-      break;
-    }
-  }
-  ::closedir(listing);
-  return empty;
-}
 
 }  // namespace
 
@@ -89,7 +72,9 @@ absl::StatusOr<Destination> PrepareDestination(int root_fd, const std::string& r
           absl::StrCat("destination ", QuotePath(display), " is a folder of uid ", st.st_uid,
                        ", not yours: name a new one, or an empty folder of your own"));
     }
-    BUNKER_ASSIGN_OR_RETURN(const bool empty, IsEmptyDirectory(std::move(dir), display));
+    BUNKER_ASSIGN_OR_RETURN(
+        const bool empty,
+        DirectoryIsEmpty(dir.get(), absl::StrCat("cannot read destination ", QuotePath(display))));
     if (!empty) {
       return absl::AlreadyExistsError(
           absl::StrCat("destination ", QuotePath(display), " is not empty"));

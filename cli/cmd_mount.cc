@@ -1,6 +1,5 @@
 // capsule mount / umount / mounts: a capsule's permitted files as a read-only FUSE file system,
 // served by the site's verifier service (site/mount.h); this process never holds the data key.
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,9 +11,12 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "capsule/beneath.h"
+#include "capsule/fd.h"
 #include "capsule/io.h"
 #include "capsule/utc.h"
 #include "cli/context.h"
+#include "crypto/status_macros.h"
 #include "site/client.h"
 #include "site/mount.h"
 #include "site/site_config.h"
@@ -29,8 +31,8 @@ absl::StatusOr<std::string> RealDirectory(const std::string& path) {
   if (::realpath(path.c_str(), buf) == nullptr) {
     return capsule::ErrnoStatus(absl::StrCat("cannot use ", path, " as a mount point"), errno);
   }
-  DIR* dir = ::opendir(buf);
-  if (dir == nullptr) {
+  const capsule::Fd dir(::open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) {
     const int err = errno;
     if (err == ENOTDIR) {
       return absl::InvalidArgumentError(
@@ -38,15 +40,9 @@ absl::StatusOr<std::string> RealDirectory(const std::string& path) {
     }
     return capsule::ErrnoStatus(absl::StrCat("cannot use ", path, " as a mount point"), err);
   }
-  bool empty = true;
-  while (const struct dirent* e = ::readdir(dir)) {
-    const std::string name = e->d_name;
-    if (name != "." && name != "..") {
-      empty = false;
-      break;
-    }
-  }
-  ::closedir(dir);
+  BUNKER_ASSIGN_OR_RETURN(
+      const bool empty,
+      capsule::DirectoryIsEmpty(dir.get(), absl::StrCat("cannot read mount point ", path)));
   if (!empty) {
     return absl::AlreadyExistsError(
         absl::StrCat("mount point ", path, " is not empty (give an empty directory)"));

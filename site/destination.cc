@@ -1,7 +1,6 @@
 // Destinations (site/gate.h): where a release may create things, resolved once to a directory
 // descriptor and a path below it. Nothing here follows a symlink that a requester could plant:
 // the site's destinations come from the operator's site file; the rest is created no-follow.
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "capsule/beneath.h"
 #include "capsule/paths.h"
 #include "crypto/status_macros.h"
 #include "site/gate.h"
@@ -242,19 +242,9 @@ absl::Status CheckDestinationFree(const Destination& to) {
                                                         O_RDONLY | O_DIRECTORY);
   if (fd.ok()) {
     // An empty directory is accepted (extraction replaces it); anything in it is not.
-    capsule::Fd dup(::openat(fd->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    DIR* dir = dup.valid() ? ::fdopendir(dup.release()) : nullptr;
-    if (dir == nullptr) return absl::OkStatus();  // the release reports what is wrong
-    bool empty = true;
-    while (const struct dirent* e = ::readdir(dir)) {
-      const std::string_view name = e->d_name;
-      if (name != "." && name != "..") {
-        empty = false;
-        break;
-      }
-    }
-    ::closedir(dir);
-    if (!empty) return absl::AlreadyExistsError(absl::StrCat("destination ", shown, " is not empty"));
+    const absl::StatusOr<bool> empty = capsule::DirectoryIsEmpty(fd->get(), "");
+    if (!empty.ok()) return absl::OkStatus();  // the release reports what is wrong
+    if (!*empty) return absl::AlreadyExistsError(absl::StrCat("destination ", shown, " is not empty"));
     return absl::OkStatus();
   }
   if (absl::IsNotFound(fd.status())) return absl::OkStatus();

@@ -159,7 +159,9 @@ unshare --mount --propagation private -- bash -c '
   mount -t tmpfs -o mode=1777 tmpfs /tmp
   while read -r _ _ _ _ mp _; do
     case " $1 /run/bunker /tmp " in *" $mp "*) continue ;; esac
-    case $mp in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue ;; esac
+    # Mounts below /tmp are hidden by the tmpfs above (a FUSE mount of another user among them).
+    case $mp in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|/tmp/*) continue ;; esac
+    mp=$(printf "%b" "$mp")  # mountinfo writes a space as \040
     mount -o remount,bind,ro "$mp"
   done < /proc/self/mountinfo
   if touch /usr/.bunker-deb-test 2>/dev/null; then

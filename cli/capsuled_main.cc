@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <clocale>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include "capsule/key_files.h"
 #include "capsule/s3_client.h"
 #include "cli/context.h"
+#include "cli/daemon_log.h"
 #include "cli/version.h"
 #include "crypto/secret.h"
 #include "site/admission.h"
@@ -126,6 +128,15 @@ int main(int argc, char** argv) {
   absl::StatusOr<capsule::Fd> state_lock = site::LockSiteState(*site);
   if (!state_lock.ok()) return ctx.Fail(state_lock.status());
 
+  // From here on events are logged by a thread of their own (a stalled reader of stderr never
+  // holds the event loop or a service worker); an error is printed after what was logged.
+  cli::DaemonLog daemon_log(STDERR_FILENO, "capsuled");
+  auto fail = [&](const absl::Status& status, const std::string& hint = "") {
+    daemon_log.Drain();
+    return ctx.Fail(status, hint);
+  };
+  auto log = [&daemon_log](const std::string& line) { daemon_log.Line(line); };
+
   transfer::DaemonOptions options;
   options.site = site->site;
   options.listen = site->listen;
@@ -137,21 +148,17 @@ int main(int argc, char** argv) {
     if (made.ok()) {
       s3_client = std::move(*made);
     } else if (transfers) {
-      return ctx.Fail(made.status());
+      return fail(made.status());
     } else {
       // Without transfers the store is only read for the verifier service: it refuses such
       // requests ("does not read capsules from S3") and says why here.
-      std::fprintf(stderr, "capsuled: the verifier service reads no S3 objects: %s\n",
-                   cli::TerminalSafe(std::string(made.status().message())).c_str());
+      log(absl::StrCat("the verifier service reads no S3 objects: ", made.status().message()));
     }
   }
   absl::StatusOr<std::shared_ptr<capsule::Store>> store =
-      transfers ? site::OpenSiteStore(*site, [](const std::string& line) {
-        std::fprintf(stderr, "capsuled: %s\n", cli::TerminalSafe(line).c_str());
-        std::fflush(stderr);
-      }, s3_client)
+      transfers ? site::OpenSiteStore(*site, log, s3_client)
                 : absl::StatusOr<std::shared_ptr<capsule::Store>>(nullptr);
-  if (!store.ok()) return ctx.Fail(store.status());
+  if (!store.ok()) return fail(store.status());
   // The S3 client holds what it needs: no secret stays in the environment children inherit.
   ::unsetenv("AWS_SECRET_ACCESS_KEY");
   ::unsetenv("AWS_SESSION_TOKEN");
@@ -160,10 +167,7 @@ int main(int argc, char** argv) {
   options.identity = &*identity;
   options.peers = *peers;
   options.trusted = *trusted;
-  options.log = [](const std::string& line) {
-    std::fprintf(stderr, "capsuled: %s\n", cli::TerminalSafe(line).c_str());
-    std::fflush(stderr);
-  };
+  options.log = log;
   // Witnessing: the standing lives here, so that whatever else in this process decides (the
   // site's verifier service) can check it too.
   transfer::WitnessState witness_state;
@@ -178,7 +182,7 @@ int main(int argc, char** argv) {
   if (transfers && !ctx.args().Has("accept-witnessed-loss")) {
     absl::StatusOr<std::unique_ptr<site::Receipts>> loaded =
         site::Receipts::Load(*site, *identity, static_cast<int64_t>(std::time(nullptr)));
-    if (!loaded.ok()) return ctx.Fail(loaded.status());
+    if (!loaded.ok()) return fail(loaded.status());
     receipts = std::move(*loaded);
     options.record_receipt = [&receipts](const transfer::DepotEvent& e) {
       return receipts->Ensure(e, static_cast<int64_t>(std::time(nullptr)));
@@ -193,7 +197,7 @@ int main(int argc, char** argv) {
   };
   if (ctx.args().Has("accept-witnessed-loss")) {
     if (witnesses->empty()) {
-      return ctx.Fail(absl::FailedPreconditionError(
+      return fail(absl::FailedPreconditionError(
           absl::StrCat(site->path, ": the site names no \"witnesses\"")));
     }
     absl::Status s = transfer::AcceptWitnessedLoss(
@@ -203,7 +207,7 @@ int main(int argc, char** argv) {
           return site::RecordWitnessedLoss(*site, *identity, peer, lost,
                                            static_cast<int64_t>(std::time(nullptr)));
         });
-    if (!s.ok()) return ctx.Fail(s, "run it again once every witness is reachable");
+    if (!s.ok()) return fail(s, "run it again once every witness is reachable");
     std::printf("every witness holds this site's newest checkpoint; start the daemon again\n");
     return cli::kExitOk;
   }
@@ -219,7 +223,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<site::VerifierService> verifier_service;
   if (!site->socket.empty()) {
     absl::StatusOr<std::map<uid_t, crypto::PublicIdentity>> users = site::LoadUsers(*site);
-    if (!users.ok()) return ctx.Fail(users.status());
+    if (!users.ok()) return fail(users.status());
     site::ServiceOptions service;
     service.site = &*site;
     service.identity = &*identity;
@@ -248,7 +252,7 @@ int main(int argc, char** argv) {
     };
     absl::StatusOr<std::unique_ptr<site::VerifierService>> started =
         site::VerifierService::Start(std::move(service));
-    if (!started.ok()) return ctx.Fail(started.status());
+    if (!started.ok()) return fail(started.status());
     verifier_service = std::move(*started);
   }
   if (!transfers) {
@@ -261,6 +265,6 @@ int main(int argc, char** argv) {
   }
   absl::Status s = transfer::RunDaemon(options);
   verifier_service.reset();
-  if (!s.ok()) return ctx.Fail(s);
+  if (!s.ok()) return fail(s);
   return cli::kExitOk;
 }

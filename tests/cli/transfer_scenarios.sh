@@ -178,6 +178,35 @@ scenario_transfer_garbage_and_flood() {
   kill -0 "$B_PID" || fail "daemon died"
 }
 
+# Regression: the daemon wrote its log lines on its event loop, so a reader of its stderr that
+# stopped reading (a stalled pipe, terminal or journal) stopped every transfer once the pipe was
+# full, and anyone who could connect could fill it (one "refused connection" line each).
+scenario_transfer_stalled_log_reader() {
+  setup
+  mkfifo log.fifo
+  : > b.log
+  # The reader takes the lines up to the one with the port, then holds the pipe and never reads.
+  { sed -n '/listening on/{p;q}' > b.log; exec sleep 600; } < log.fifo &
+  DAEMON_PIDS+=($!)
+  "$CAPSULED" --site b.json 2> log.fifo &
+  B_PID=$!
+  DAEMON_PIDS+=("$B_PID")
+  for _ in $(seq 1 400); do
+    PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' b.log | tail -1)
+    [ -n "$PORT" ] && break
+    sleep 0.05
+  done
+  [ -n "$PORT" ] || fail "daemon did not start"
+  # Far more than a pipe holds (64 KiB): 2000 refused connections of about 100 bytes of log each.
+  for i in $(seq 1 2000); do
+    { exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'garbage %d\n' "$i" >&3 && exec 3>&-; } 2>/dev/null
+  done
+  sleep 1
+  expect_exit 0 timeout 60 "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site a.json --json
+  cmp -s d.capsule "$(stored)" || fail "stored capsule differs"
+  kill -0 "$B_PID" || fail "daemon died"
+}
+
 # Regression: handshakes counted toward the one connection cap and were held for 10 s, so 300
 # idle TCP connections locked the trusted peer out (send exited 9).
 scenario_transfer_held_connections_leave_room() {

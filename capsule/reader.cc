@@ -163,7 +163,8 @@ absl::Status CapsuleReader::CheckChunk(uint64_t index, absl::Span<const uint8_t>
   return absl::OkStatus();
 }
 
-absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress) const {
+absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress,
+                                         const std::function<bool()>& cancelled) const {
   if (!table_loaded_) return absl::FailedPreconditionError("capsule issuer not trusted yet");
   ThreadPool pool(ReaderThreads(threads, *file_));
   BufferPool buffers(size_t{geometry_.chunk_size} + kTagSize);
@@ -198,6 +199,7 @@ absl::Status CapsuleReader::VerifyChunks(int threads, const ProgressFn& progress
     bytes += geometry_.CipherSize(done);
     ++done;
     if (progress) progress(bytes);
+    if (cancelled && cancelled()) return absl::CancelledError("interrupted");
   }
   return absl::OkStatus();
 }

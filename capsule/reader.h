@@ -65,7 +65,9 @@ class CapsuleReader {
 
   // Hashes every chunk (in parallel, `threads` workers; 0: all cores) against the chunk table. kDataLoss naming the first bad
   // chunk: "chunk 17 of 1024 is corrupt (hash does not match the signed chunk table)".
-  absl::Status VerifyChunks(int threads, const ProgressFn& progress) const;
+  // `cancelled`, when given, is asked after each chunk; true ends the check with kCancelled.
+  absl::Status VerifyChunks(int threads, const ProgressFn& progress,
+                            const std::function<bool()>& cancelled = nullptr) const;
 
   // Reads raw bytes of the capsule file, unchecked: for a sender forwarding the prelude and
   // chunk ciphertexts as they are (the receiver checks them). kOutOfRange past the end.

@@ -100,7 +100,7 @@ int RunProve(int argc, char** argv) {
     w.Key("checkpoint");
     WriteCheckpointJson(&w, *cp);
     w.Key("verified").Bool(verified).EndObject();
-    std::printf("%s\n", w.text().c_str());
+    ctx.PrintJson(w.text());
     return kExitOk;
   }
   std::printf("inclusion proof (RFC 9162 section 2.1.3)\n");
@@ -192,7 +192,7 @@ int RunConsistency(int argc, char** argv) {
     w.Key("checkpoint");
     WriteCheckpointJson(&w, *new_cp);
     w.Key("verified").Bool(verified).EndObject();
-    std::printf("%s\n", w.text().c_str());
+    ctx.PrintJson(w.text());
     return kExitOk;
   }
   std::printf("consistency proof (RFC 9162 section 2.1.4)\n");

@@ -161,7 +161,7 @@ int RunReport(int argc, char** argv) {
           .EndObject();
     }
     w.EndArray().EndObject();
-    std::printf("%s\n", w.text().c_str());
+    ctx.PrintJson(w.text());
     return kExitOk;
   }
   std::printf("wrote %s: %llu entries from %zu verified log%s\n", TerminalSafe(output).c_str(),

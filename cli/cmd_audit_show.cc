@@ -71,7 +71,7 @@ int RunShow(int argc, char** argv) {
         if (!filter.Matches(r)) return true;
         ++shown;
         if (ctx.json()) {
-          std::printf("%s\n", verifier::AuditRecordToJson(index, r).c_str());
+          ctx.PrintJson(verifier::AuditRecordToJson(index, r));
           return true;
         }
         print_header();

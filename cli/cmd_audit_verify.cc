@@ -78,7 +78,7 @@ int RunVerifyLog(int argc, char** argv) {
           .Key("valid").Bool(false)
           .Key("error").String(std::string(r.status().message()))
           .EndObject();
-      std::printf("%s\n", w.text().c_str());
+      ctx.PrintJson(w.text());
     }
     std::string hint;
     if (r.status().code() == absl::StatusCode::kNotFound) {
@@ -105,7 +105,7 @@ int RunVerifyLog(int argc, char** argv) {
       w.Null();
     }
     w.EndObject();
-    std::printf("%s\n", w.text().c_str());
+    ctx.PrintJson(w.text());
     return kExitOk;
   }
   std::printf("%llu/%llu entries valid%s\n", static_cast<unsigned long long>(r->entries),

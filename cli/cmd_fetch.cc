@@ -41,7 +41,7 @@ int RunFetch(int argc, char** argv) {
       a.positionals()[0], a.Get("from"), a.Get("output"), *options, *trusted, site::AdmissionFor(*site));
   if (!s.ok()) return ctx.Fail(s.status());
   if (ctx.json()) {
-    std::printf("%s\n", TransferSummaryJson(*s).c_str());
+    ctx.PrintJson(TransferSummaryJson(*s));
   } else {
     std::printf("fetched capsule %s into %s: %llu of %llu chunks received\n", s->capsule_id.c_str(),
                 a.Get("output").c_str(), static_cast<unsigned long long>(s->chunks_sent),

@@ -62,7 +62,7 @@ int RunInspect(int argc, char** argv) {
       w.String(m.policy);
     }
     w.EndObject();
-    std::printf("%s\n", w.text().c_str());
+    ctx.PrintJson(w.text());
     return kExitOk;
   }
   std::printf("capsule      %s\n", m.IdHex().c_str());

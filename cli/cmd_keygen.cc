@@ -32,10 +32,11 @@ int RunKeygen(int argc, char** argv) {
         .Key("private").String(base + ".key")
         .Key("public").String(base + ".pub")
         .EndObject();
-    std::printf("%s\n", w.text().c_str());
+    ctx.PrintJson(w.text());
   } else {
+    const std::string shown = TerminalSafe(base);
     std::printf("%s\nwrote %s.key (private, keep it secret) and %s.pub\n", fp.c_str(),
-                base.c_str(), base.c_str());
+                shown.c_str(), shown.c_str());
   }
   return kExitOk;
 }

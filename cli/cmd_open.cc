@@ -91,7 +91,7 @@ int RunOpen(int argc, char** argv) {
           .Key("bytes").Number(o.bytes)
           .Key("rules").Strings(o.decision.rules)
           .EndObject();
-      std::printf("%s\n", w.text().c_str());
+      ctx.PrintJson(w.text());
     } else {
       std::printf("opened capsule %s into %s: %llu files, %s%s\n", o.capsule_id.c_str(),
                   TerminalSafe(dest).c_str(), static_cast<unsigned long long>(o.files),
@@ -110,7 +110,7 @@ int RunOpen(int argc, char** argv) {
           .Key("toTar").String(to_tar)
           .Key("bytes").Number(o.bytes)
           .EndObject();
-      std::printf("%s\n", w.text().c_str());
+      ctx.PrintJson(w.text());
     } else {
       std::printf("wrote the decrypted archive of capsule %s to %s (%s)\n", o.capsule_id.c_str(),
                   TerminalSafe(to_tar).c_str(), HumanBytes(o.bytes).c_str());

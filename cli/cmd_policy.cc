@@ -57,7 +57,7 @@ int RunCheck(int argc, char** argv) {
           .Key("valid").Bool(false)
           .Key("error").String(error)
           .EndObject();
-      std::printf("%s\n", w.text().c_str());
+      ctx.PrintJson(w.text());
     }
     return ctx.Fail(absl::Status(policy.status().code(), error));
   }
@@ -77,10 +77,10 @@ int RunCheck(int argc, char** argv) {
         .Key("forbidRules").Number(forbids)
         .Key("warnings").Strings(warnings)
         .EndObject();
-    std::printf("%s\n", w.text().c_str());
+    ctx.PrintJson(w.text());
     return kExitOk;
   }
-  std::printf("%s: OK, %zu rule%s (%zu permit, %zu forbid)\n", path.c_str(),
+  std::printf("%s: OK, %zu rule%s (%zu permit, %zu forbid)\n", TerminalSafe(path).c_str(),
               policy->rules.size(), policy->rules.size() == 1 ? "" : "s", permits, forbids);
   for (const std::string& w : warnings) std::printf("warning: %s\n", TerminalSafe(w).c_str());
   return kExitOk;
@@ -142,13 +142,13 @@ int RunExplain(int argc, char** argv) {
         .Key("deniedFiles").Strings(decision.denied_files)
         .Key("countsUse").Bool(decision.counts_use)
         .EndObject();
-    std::printf("%s\n", w.text().c_str());
+    ctx.PrintJson(w.text());
   } else {
     std::printf("capsule    %s\n", o.capsule_id.c_str());
     std::printf("site       %s%s%s, storage [%s]\n", TerminalSafe(run->site).c_str(),
                 run->region.empty() ? "" : " in ", TerminalSafe(run->region).c_str(),
                 TerminalSafe(absl::StrJoin(run->storage, ", ")).c_str());
-    std::printf("requester  %s\n", requester.value_or("none (no --as)").c_str());
+    std::printf("requester  %s\n", TerminalSafe(requester.value_or("none (no --as)")).c_str());
     std::printf("purpose    %s\n", TerminalSafe(purpose.value_or("none (no --purpose)")).c_str());
     std::printf("selection  %s (%llu files)\n",
                 selection.empty() ? "everything"

@@ -113,10 +113,10 @@ int RunSeal(int argc, char** argv) {
         .Key("payloadBytes").Number(manifest->payload_size)
         .Key("chunks").Number(manifest->chunk_count)
         .EndObject();
-    std::printf("%s\n", w.text().c_str());
+    ctx.PrintJson(w.text());
   } else {
     std::printf("sealed %s: capsule %s, %llu files, %s in %llu chunks, %zu recipient(s)\n",
-                out_path.c_str(), manifest->IdHex().c_str(),
+                TerminalSafe(out_path).c_str(), manifest->IdHex().c_str(),
                 static_cast<unsigned long long>(stats->files),
                 HumanBytes(stats->content_bytes).c_str(),
                 static_cast<unsigned long long>(manifest->chunk_count),

@@ -86,7 +86,7 @@ int RunSend(int argc, char** argv) {
                  TerminalSafe(std::string(logged.message())).c_str());
   }
   if (ctx.json()) {
-    std::printf("%s\n", TransferSummaryJson(*s).c_str());
+    ctx.PrintJson(TransferSummaryJson(*s));
   } else {
     std::printf("sent capsule %s to %s: %llu of %llu chunks sent (%llu already there), %s in "
                 "%.1f s\n",

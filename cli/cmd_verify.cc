@@ -24,13 +24,13 @@ int RunVerify(int argc, char** argv) {
   const std::string path = ctx.args().positionals()[0];
   // With --json a refusal is a result too (as for audit verify): {"valid": false, "error"}.
   auto invalid = [&ctx](const absl::Status& s) {
-    if (ctx.json()) {
+    if (ctx.json() && !IsUsageStatus(s)) {
       capsule::JsonWriter w;
       w.BeginObject()
           .Key("valid").Bool(false)
           .Key("error").String(std::string(s.message()))
           .EndObject();
-      std::printf("%s\n", w.text().c_str());
+      ctx.PrintJson(w.text());
     }
     return ctx.Fail(s);
   };
@@ -39,7 +39,8 @@ int RunVerify(int argc, char** argv) {
   const capsule::Manifest& m = c->reader->manifest();
   Progress progress("verifying", c->reader->file_size(), !ctx.json());
   absl::Status s =
-      c->reader->VerifyChunks(*threads, [&progress](uint64_t n) { progress.Update(n); });
+      c->reader->VerifyChunks(*threads, [&progress](uint64_t n) { progress.Update(n); },
+                              [] { return Interrupted(); });
   progress.Finish();
   if (!s.ok()) return invalid(s);
   if (ctx.json()) {
@@ -50,9 +51,10 @@ int RunVerify(int argc, char** argv) {
         .Key("issuer").String(m.issuer.fingerprint().ToString())
         .Key("chunks").Number(m.chunk_count)
         .EndObject();
-    std::printf("%s\n", w.text().c_str());
+    ctx.PrintJson(w.text());
   } else {
-    std::printf("%s: OK (capsule %s, issuer %s, %llu chunks verified)\n", path.c_str(),
+    std::printf("%s: OK (capsule %s, issuer %s, %llu chunks verified)\n",
+                TerminalSafe(path).c_str(),
                 m.IdHex().c_str(), m.issuer.fingerprint().ToString().c_str(),
                 static_cast<unsigned long long>(m.chunk_count));
   }

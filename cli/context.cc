@@ -135,26 +135,64 @@ bool Context::Parse() {
 }
 
 int Context::UsageError(const std::string& message) const {
-  std::fprintf(stderr, "%s: %s\nhint: see '%s --help'\n", Who().c_str(), message.c_str(),
-               Who().c_str());
+  // Messages quote the arguments given: no terminal escapes, whatever they hold.
+  std::fprintf(stderr, "%s: %s\nhint: see '%s --help'\n", Who().c_str(),
+               TerminalSafe(message).c_str(), Who().c_str());
   const_cast<Context*>(this)->exit_code_ = kExitUsage;
   return kExitUsage;
 }
 
+namespace {
+constexpr char kUsageTypeUrl[] = "type.bunker/usage";
+}  // namespace
+
+absl::Status UsageStatus(const std::string& message) {
+  absl::Status s = absl::InvalidArgumentError(message);
+  s.SetPayload(kUsageTypeUrl, absl::Cord("1"));
+  return s;
+}
+
+bool IsUsageStatus(const absl::Status& status) {
+  return status.GetPayload(kUsageTypeUrl).has_value();
+}
+
 int Context::Fail(const absl::Status& status, const std::string& hint) const {
+  if (IsUsageStatus(status)) {
+    return UsageError(std::string(status.message()));
+  }
   // One line, and no terminal escapes, whatever a library (or a capsule) put in the message.
-  const std::string msg = TerminalSafe(std::string_view(status.message().data(),
-                                                        status.message().size()));
+  std::string msg = TerminalSafe(std::string_view(status.message().data(),
+                                                  status.message().size()));
+  // After an interrupt, whatever failed failed because of it (a wait cut short by EINTR, a
+  // step that stopped): the command was interrupted, exit 130.
+  const bool interrupted = Interrupted() && !status.ok() && !absl::IsCancelled(status);
+  if (interrupted) msg = absl::StrCat("interrupted (", msg, ")");
   std::fprintf(stderr, "%s: %s\n", Who().c_str(), msg.c_str());
+  const int code = interrupted ? kExitInterrupted : ExitCodeFor(status);
+  if (json() && !json_printed_) {
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("error").String(std::string(status.message()))
+        .Key("exitStatus").Number(code)
+        .EndObject();
+    PrintJson(w.text());
+  }
   // A hint given here (the command knows best) wins over one the error carries.
   const std::string shown = hint.empty() ? HintOf(status) : hint;
-  if (!shown.empty()) std::fprintf(stderr, "hint: %s\n", TerminalSafe(shown).c_str());
-  return ExitCodeFor(status);
+  if (!shown.empty() && !interrupted) {
+    std::fprintf(stderr, "hint: %s\n", TerminalSafe(shown).c_str());
+  }
+  return code;
+}
+
+void Context::PrintJson(const std::string& text) const {
+  std::printf("%s\n", text.c_str());
+  json_printed_ = true;
 }
 
 absl::StatusOr<crypto::Identity> Context::LoadIdentity(const std::string& flag) const {
   const std::string path = args_.Get(flag);
-  if (path.empty()) return absl::InvalidArgumentError(absl::StrCat("--", flag, " is required"));
+  if (path.empty()) return UsageStatus(absl::StrCat("--", flag, " is required"));
   return capsule::LoadIdentity(path);
 }
 
@@ -213,13 +251,14 @@ absl::StatusOr<OpenedCapsule> OpenCapsuleWith(const std::string& path,
 
 absl::StatusOr<OpenedCapsule> OpenCapsule(const Context& ctx, const std::string& path,
                                           bool unlock) {
-  if (!ctx.args().Has("trust")) {
-    return absl::InvalidArgumentError(
-        "--trust is required: name the issuer public keys you trust");
+  const std::vector<std::string>& trust = ctx.args().GetAll("trust");
+  if (trust.empty() || std::any_of(trust.begin(), trust.end(),
+                                   [](const std::string& t) { return t.empty(); })) {
+    return UsageStatus("--trust is required: name the issuer public keys you trust");
   }
   std::optional<std::string> identity;
   if (unlock) {
-    if (!ctx.args().Has("identity")) return absl::InvalidArgumentError("--identity is required");
+    if (ctx.args().Get("identity").empty()) return UsageStatus("--identity is required");
     identity = ctx.args().Get("identity");
   }
   return OpenCapsuleWith(path, ctx.args().GetAll("trust"), identity);

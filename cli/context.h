@@ -48,6 +48,11 @@ bool Interrupted();
 // kCancelled "interrupted" once a signal arrived, OK before.
 absl::Status CheckInterrupted();
 
+// A usage error (a required flag missing or empty) found below the command: Context::Fail prints
+// it as UsageError does and the command exits 2.
+absl::Status UsageStatus(const std::string& message);
+bool IsUsageStatus(const absl::Status& status);
+
 // Passes a source through, failing with kCancelled as soon as a signal arrived.
 class InterruptibleSource : public capsule::ByteSource {
  public:
@@ -111,6 +116,10 @@ class Context {
   int exit_code() const { return exit_code_; }
   const Args& args() const { return args_; }
   bool json() const { return args_.Has("json"); }
+  // Prints one JSON document (a line) on stdout. With --json, a command that fails before it
+  // printed any gets {"error": MESSAGE, "exitStatus": N} from Fail, so that a script always
+  // reads one document.
+  void PrintJson(const std::string& text) const;
 
   // Prints "capsule CMD: <message>" (plus "hint: ..." when given) to stderr and returns the
   // exit status for `status`.
@@ -137,6 +146,7 @@ class Context {
   char** argv_;
   Args args_;
   int exit_code_ = kExitOk;
+  mutable bool json_printed_ = false;
 };
 
 // A capsule opened for reading: structure and signature checked, issuer trusted, and, when

@@ -294,6 +294,65 @@ scenario_help_and_usage() {
   "$CAPSULE" --help | grep -q 'report' || fail "the usage omits audit report"
 }
 
+# An interrupt ends a command that waits on something that never moves (here a FIFO with no
+# writer): 130, at once or after the grace period at most, never a wait without end, and a
+# failure an interrupt caused is reported as the interrupt. A second interrupt ends it at once.
+scenario_interrupt_while_blocked() {
+  "$CAPSULE" keygen -o issuer >/dev/null && "$CAPSULE" keygen -o alice >/dev/null
+  mkfifo in.tar
+  local sig pid rc
+  for sig in INT TERM HUP; do
+    "$CAPSULE" seal --from-tar in.tar -o x.capsule --sign issuer.key --to alice.pub \
+      2>"$WORK/.stderr" &
+    pid=$!
+    sleep 0.3
+    kill -"$sig" "$pid"
+    # Hang guard only: the command ends within its 5 s grace.
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -0 "$pid" 2>/dev/null && { kill -9 "$pid"; fail "seal from a FIFO ignored SIG$sig"; }
+    wait "$pid"; rc=$?
+    [ "$rc" = 130 ] || { cat "$WORK/.stderr"; fail "SIG$sig: exit $rc, expected 130"; }
+    expect_err interrupted
+    [ ! -e x.capsule ] || fail "a capsule was written"
+  done
+  no_leftovers .
+}
+
+# Usage errors found below the command (a required flag missing or empty) exit 2; arguments
+# are never echoed with their terminal escapes; with --json a failure is one JSON document.
+scenario_usage_escapes_and_json_errors() {
+  "$CAPSULE" keygen -o issuer >/dev/null && "$CAPSULE" keygen -o alice >/dev/null
+  mkdir data && printf 'x\n' > data/f
+  "$CAPSULE" seal data -o d.capsule --sign issuer.key --to alice.pub >/dev/null || fail "seal"
+  expect_exit 2 "$CAPSULE" verify d.capsule
+  expect_err "--trust is required"
+  expect_exit 2 "$CAPSULE" verify d.capsule --json
+  [ ! -s "$WORK/.stdout" ] || fail "a usage error printed a JSON result"
+  expect_exit 2 "$CAPSULE" seal data -o y.capsule --sign= --to alice.pub
+  expect_exit 2 "$CAPSULE" ls d.capsule --trust issuer.pub
+  local esc
+  esc=$(printf 'x\033]0;PWNED\007\033[2J')
+  for args in "inspect -$esc" "seal data -o z.capsule --sign issuer.key --to alice.pub --chunk-size $esc" \
+              "audit show --log nolog --since $esc"; do
+    # shellcheck disable=SC2086
+    "$CAPSULE" $args >"$WORK/.stdout" 2>"$WORK/.stderr"
+    ! grep -q "$(printf '\033')" "$WORK/.stdout" "$WORK/.stderr" || fail "an escape reached the terminal: $args"
+  done
+  cp d.capsule "$esc.capsule"
+  expect_exit 0 "$CAPSULE" verify "$esc.capsule" --trust issuer.pub
+  ! grep -q "$(printf '\033')" "$WORK/.stdout" || fail "verify echoed the escape"
+  # --json failures: one document with the error and the exit status.
+  expect_exit 6 "$CAPSULE" inspect missing.capsule --json
+  [ "$(wc -l < "$WORK/.stdout")" = 1 ] || fail "not one line of JSON"
+  expect_out '"exitStatus": *6'
+  expect_out '"error":'
+  expect_exit 6 "$CAPSULE" open missing.capsule --identity alice.key --trust issuer.pub --to o --json
+  expect_out '"exitStatus": *6'
+  expect_exit 5 "$CAPSULE" verify "$esc.capsule" --trust alice.pub --json
+  [ "$(wc -l < "$WORK/.stdout")" = 1 ] || fail "verify printed more than one document"
+  expect_out '"valid": *false'
+}
+
 scenario_missing_inputs() {
   "$CAPSULE" keygen -o issuer >/dev/null && "$CAPSULE" keygen -o alice >/dev/null
   expect_exit 6 "$CAPSULE" seal nothing -o n.capsule --sign issuer.key --to alice.pub

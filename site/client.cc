@@ -12,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -71,6 +72,9 @@ class OutputRelay {
   // Once the descriptor was passed: the service's copy is then the only writer.
   void Passed() { theirs_.Reset(); }
 
+  // Bytes written to the output so far.
+  uint64_t forwarded() const { return forwarded_.load(); }
+
   // Waits until the service's end is closed and everything it wrote is out. The output's own
   // error, if it failed.
   absl::Status Finish() {
@@ -111,6 +115,7 @@ class OutputRelay {
           return;
         }
         done += w;
+        forwarded_ += static_cast<uint64_t>(w);
       }
     }
   }
@@ -120,8 +125,16 @@ class OutputRelay {
   capsule::Fd nonblocking_;  // the output reopened O_NONBLOCK, when that was possible
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> forwarded_{0};
   int error_ = 0;  // written by the thread, read after join
 };
+
+// The size of `fd` when it is a regular file, else nothing.
+std::optional<uint64_t> RegularFileSize(int fd) {
+  struct stat st;
+  if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  return static_cast<uint64_t>(st.st_size);
+}
 
 absl::StatusOr<WireResult> Call(const std::string& socket_path, const ServiceCall& call,
                                 OutputRelay* relay);
@@ -136,11 +149,26 @@ absl::StatusOr<WireResult> CallService(const std::string& socket_path, const Ser
     if (!started.ok()) return started.status();
     relay = std::move(*started);
   }
+  const std::optional<uint64_t> size_before = RegularFileSize(call.output_fd);
   absl::StatusOr<WireResult> result = Call(socket_path, call, relay.get());
+  uint64_t written = 0;
+  bool exact = true;  // a regular file may still grow: the service learns of the interrupt later
   if (relay != nullptr) {
     absl::Status out = relay->Finish();
+    written = relay->forwarded();
     // The service released into the relay; what did not reach the output is this side's error.
     if (result.ok() && result->status.ok() && !out.ok()) result->status = out;
+  } else if (size_before.has_value()) {
+    const std::optional<uint64_t> size_after = RegularFileSize(call.output_fd);
+    if (size_after.has_value() && *size_after > *size_before) written = *size_after - *size_before;
+    exact = false;
+  }
+  // An interrupt says what it left: the service may have written part of a file already.
+  if (absl::IsCancelled(result.status())) {
+    return absl::CancelledError(
+        written == 0 ? std::string("interrupted; nothing was written")
+                     : absl::StrCat("interrupted after ", written, exact ? "" : " or more",
+                                    " bytes were written to the output (not all of it)"));
   }
   return result;
 }

@@ -31,7 +31,10 @@ struct ServiceCall {
 
 // Asks the service at `socket_path`. The service's own answer (permit, deny, error) is in the
 // result's status; an error here is about reaching it: kUnavailable "cannot reach the site's
-// verifier at PATH: ..." or "... closed the connection", kCancelled when `cancelled` said so.
+// verifier at PATH: ..." or "... closed the connection", kCancelled when `cancelled` said so
+// ("interrupted; nothing was written", or "interrupted after N bytes were written to the
+// output" when the service had written part of it: counted by the relay, or as the growth of
+// an output that is a regular file).
 absl::StatusOr<WireResult> CallService(const std::string& socket_path, const ServiceCall& call);
 
 }  // namespace bunker::site

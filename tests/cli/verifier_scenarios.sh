@@ -343,6 +343,36 @@ scenario_verifier_releases_only_where_the_user_could_write() {
   ! grep -q '"event": "release-failed"' show.json || { cat show.json; fail "a refused destination reached the release"; }
 }
 
+# Regression: an interrupted cat said "nothing was written" after the relay had written part of
+# the file into its output. Now the message says what the reader got (counted by the relay).
+scenario_verifier_interrupted_cat_says_what_it_wrote() {
+  DATA_BYTES=20000000 setup '{"id": "all", "effect": "permit"}'
+  local wait_s cpid rc got
+  for wait_s in 0.05 0.3 1; do
+    rm -f landing/got landing/err
+    as_alice sh -c "'$CAPSULE' cat d.capsule train/big.bin --site site.json 2>landing/err | (sleep 2; wc -c > landing/got)" &
+    local job=$!
+    cpid=""
+    for _ in $(seq 1 100); do
+      cpid=$(pgrep -u "$USER_A" -f "^$CAPSULE cat d.capsule train/big.bin" | head -1)
+      [ -n "$cpid" ] && break
+      sleep 0.02
+    done
+    [ -n "$cpid" ] || fail "the cat did not run"
+    sleep "$wait_s"
+    kill -INT "$cpid" 2>/dev/null
+    wait "$job"
+    got=$(cat landing/got)
+    grep -q interrupted landing/err || { cat landing/err; fail "no interrupt message"; }
+    if [ "$got" -eq 0 ]; then
+      grep -q "nothing was written" landing/err || { cat landing/err; fail "0 bytes out, but: $(cat landing/err)"; }
+    else
+      grep -q "interrupted after $got bytes were written" landing/err ||
+        { cat landing/err; fail "the reader got $got bytes, the message says otherwise"; }
+    fi
+  done
+}
+
 scenario_verifier_unread_output_does_not_hold_the_daemon() {
   DATA_BYTES=20000000 setup '{"id": "all", "effect": "permit"}'
   # A cat into a pipe nobody reads: SIGTERM still stops the daemon.

@@ -20,7 +20,7 @@ command -v cpack >/dev/null || skip "cpack is not installed"
 dpkg-query -W -f='${Status}' bunker 2>/dev/null | grep -q 'install ok installed' &&
   skip "the bunker package is installed on this machine; the test would replace it"
 getent passwd bunker >/dev/null && skip "a user bunker exists here (a site?); the test would use it"
-for d in /etc/bunker /var/lib/bunker /srv/bunker /run/bunker; do
+for d in /etc/bunker /var/lib/bunker /srv/bunker /srv/datasets /run/bunker; do
   [ -e "$d" ] && skip "$d exists here (a site?); the test would use it"
 done
 
@@ -32,7 +32,7 @@ cleanup() {
     dpkg --purge bunker >/dev/null 2>&1 || echo "deb: dpkg --purge bunker failed" >&2
   fi
   # What postinst created and purging keeps (the site's audit log), and what this test made.
-  rm -rf /etc/bunker /var/lib/bunker /srv/bunker /run/bunker
+  rm -rf /etc/bunker /var/lib/bunker /srv/bunker /srv/datasets /run/bunker
   if [ -n "${BUNKER_KEEP_TMP:-}" ] && [ "$BUNKER_KEEP_TMP" != 0 ]; then
     echo "BUNKER_KEEP_TMP: kept $WORK" >&2
   else
@@ -140,9 +140,13 @@ mkdir -p /etc/bunker/trusted "$WORK/data"
 (cd /etc/bunker && capsule keygen -o site >/dev/null) || fail "keygen of the site key failed"
 chown bunker:bunker /etc/bunker/site.key
 cp "$WORK/owner.pub" /etc/bunker/trusted/
-# The package's example site file, its destination made the store (writable by the unit).
-sed 's#"/srv/datasets"#"/srv/bunker"#' /usr/share/doc/bunker/examples/site.json > /etc/bunker/site.json
-grep -q '"/srv/bunker"' /etc/bunker/site.json || fail "the example site file has no /srv/datasets destination"
+# The package's example site file as it is, and its destination made as the README says:
+# `install -d -m 1777 /srv/datasets` and a drop-in `ReadWritePaths=/srv/datasets`.
+cp /usr/share/doc/bunker/examples/site.json /etc/bunker/site.json
+grep -q '"/srv/datasets"' /etc/bunker/site.json || fail "the example site file has no /srv/datasets destination"
+grep -q 'install -d -m 1777 /srv/datasets' "$SRC/README.md" ||
+  fail "the README no longer makes /srv/datasets: follow it here"
+install -d -m 1777 /srv/datasets
 echo "sealed by the deb test" > "$WORK/data/hello.txt"
 capsule seal "$WORK/data" -o "$WORK/data.capsule" --sign "$WORK/owner.key" \
   --to /etc/bunker/site.pub >/dev/null || fail "capsule seal failed"
@@ -152,7 +156,7 @@ install -d -o bunker -g bunker -m 0755 /run/bunker
 # ProtectSystem=strict + ReadWritePaths + StateDirectory + RuntimeDirectory + PrivateTmp:
 # everything read-only in the daemon's mount namespace but those paths; then the unit's user,
 # capabilities and UMask=0077.
-rw_paths=$(sed -n 's/^ReadWritePaths=//p' "$UNIT")
+rw_paths="$(sed -n 's/^ReadWritePaths=//p' "$UNIT") /srv/datasets"  # + the README's drop-in
 unshare --mount --propagation private -- bash -c '
   set -e
   for p in $1 /run/bunker; do mount --bind "$p" "$p"; done
@@ -188,9 +192,14 @@ got=$(setpriv --reuid nobody --regid nogroup --clear-groups -- \
         capsule ls "$WORK/data.capsule" --site /etc/bunker/site.json 2>&1) ||
   { cat "$WORK/capsuled.log" >&2; fail "capsule ls as nobody through the daemon: $got"; }
 [[ $got == *hello.txt* ]] || fail "capsule ls as nobody gave '$got'"
-capsule open "$WORK/data.capsule" --site /etc/bunker/site.json --to /srv/bunker/out >/dev/null 2>&1 ||
+capsule open "$WORK/data.capsule" --site /etc/bunker/site.json --to /srv/datasets/out >/dev/null 2>&1 ||
   { cat "$WORK/capsuled.log" >&2; fail "capsule open through the daemon failed"; }
-[ "$(stat -c %U /srv/bunker/out/hello.txt)" = root ] || fail "the release does not belong to its requester"
+[ "$(stat -c %U /srv/datasets/out/hello.txt)" = root ] || fail "the release does not belong to its requester"
+# Any local user releases into a folder of their own below the shared destination.
+got=$(setpriv --reuid nobody --regid nogroup --clear-groups -- capsule open "$WORK/data.capsule" \
+        --site /etc/bunker/site.json --to /srv/datasets/nobody-run 2>&1) ||
+  { cat "$WORK/capsuled.log" >&2; fail "capsule open as nobody into /srv/datasets: $got"; }
+[ "$(stat -c %U /srv/datasets/nobody-run/hello.txt)" = nobody ] || fail "nobody's release is not nobody's"
 [ "$(stat -c %U /var/lib/bunker/audit.log)" = bunker ] || fail "no audit log of bunker in /var/lib/bunker"
 capsule audit verify --log /var/lib/bunker/audit.log --key /etc/bunker/site.pub >/dev/null ||
   fail "the daemon's audit log does not verify"

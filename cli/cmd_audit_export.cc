@@ -34,14 +34,25 @@ int RunExport(int argc, char** argv) {
         out.Append(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(line.data()), line.size()));
     return write_status.ok();
   };
-  if (format == "csv") emit(verifier::AuditCsvHeader() + "\r\n");
+  // The CSV header goes out with the first record (or at the end, for a log with none): a log
+  // that cannot be read leaves stdout empty.
+  bool header_due = format == "csv";
+  auto header = [&] {
+    if (header_due) emit(verifier::AuditCsvHeader() + "\r\n");
+    header_due = false;
+  };
   absl::Status s = verifier::ForEachAuditRecord(
       a.Get("log"), [&](uint64_t index, const verifier::AuditRecord& r) {
+        header();
         return format == "csv" ? emit(verifier::AuditRecordToCsv(index, r) + "\r\n")
                                : emit(verifier::AuditRecordToJson(index, r) + "\n");
       });
+  if (s.ok()) header();
   if (write_status.ok()) write_status = out.Flush();
-  if (!s.ok()) return ctx.Fail(s, "run 'capsule audit verify' to find what is wrong");
+  if (!s.ok()) {
+    return ctx.Fail(s, absl::IsDataLoss(s) ? "run 'capsule audit verify' to find what is wrong"
+                                           : "");
+  }
   if (!write_status.ok()) return ctx.Fail(write_status);
   return kExitOk;
 }

@@ -23,7 +23,10 @@ int RunKeygen(int argc, char** argv) {
   if (base.empty()) return ctx.UsageError("-o NAME is required");
   const crypto::Identity id = crypto::Identity::Generate();
   absl::Status s = capsule::WriteIdentityFiles(id, base);
-  if (!s.ok()) return ctx.Fail(s, "choose another name or move the existing key away");
+  if (!s.ok()) {
+    return ctx.Fail(s, absl::IsAlreadyExists(s) ? "choose another name or move the existing key away"
+                                                : "");
+  }
   const std::string fp = id.fingerprint().ToString();
   if (ctx.json()) {
     capsule::JsonWriter w;

@@ -27,7 +27,6 @@
 #include <ctime>
 #include <limits>
 #include <mutex>
-#include <set>
 #include <thread>
 #include <vector>
 
@@ -56,8 +55,7 @@ struct FuseServer::Impl {
   std::string end_reason;  // non-empty: end asked (or the kernel went away)
   std::atomic<bool> closing{false};
   std::atomic<bool> finished{false};
-  std::set<uint64_t> opened;  // inodes whose page cache to drop at the end
-  FileHandles handles;        // the open files' read-ahead state, by fuse_file_info::fh
+  FileHandles handles;  // the open files' read-ahead state, by fuse_file_info::fh
 
   void AskEnd(const std::string& why) {
     {
@@ -180,14 +178,13 @@ struct FuseServer::Impl {
     }
     closing.store(true);
     // What the kernel cached of the files read is dropped while the connection still stands,
-    // so that an open file yields nothing more once the mount ended.
-    std::set<uint64_t> inodes;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      inodes = opened;
-    }
+    // so that an open file yields nothing more once the mount ended. The files are those the
+    // capsule served reads of (or saw opened): opens the user answered himself never reach us,
+    // but every read that returned plaintext did.
     if (why != "unmounted") {
-      for (uint64_t ino : inodes) fuse_lowlevel_notify_inval_inode(session, ino, 0, 0);
+      for (uint64_t ino : capsule->FilesOpened()) {
+        fuse_lowlevel_notify_inval_inode(session, ino, 0, 0);
+      }
     }
     const uint64_t one = 1;
     (void)!::write(wake.get(), &one, sizeof one);
@@ -274,10 +271,6 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   fi->keep_cache = 1;  // immutable: what the kernel cached stays valid
   fi->fh = s->handles.Open(ino);
   s->capsule->CountOpen(ino);
-  {
-    std::lock_guard<std::mutex> lock(s->mu);
-    s->opened.insert(ino);
-  }
   if (fuse_reply_open(req, fi) != 0) s->handles.Release(fi->fh);
 }
 

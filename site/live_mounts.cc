@@ -34,16 +34,52 @@ void LiveMounts::ReleaseCache(uid_t uid, uint64_t granted) {
   if (it->second == 0) reserved_.erase(it);
 }
 
-void LiveMounts::Add(std::unique_ptr<Mount> mount) {
-  std::lock_guard<std::mutex> lock(mu_);
-  mounts_.push_back(std::move(mount));
+LiveMounts::Slot& LiveMounts::Slot::operator=(Slot&& other) noexcept {
+  if (this != &other) {
+    GiveBack();
+    owner_ = other.owner_;
+    uid_ = other.uid_;
+    other.owner_ = nullptr;
+  }
+  return *this;
 }
 
-size_t LiveMounts::CountOf(uid_t uid) {
-  std::lock_guard<std::mutex> lock(mu_);
+void LiveMounts::Slot::GiveBack() {
+  if (owner_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(owner_->mu_);
+  owner_->ReleaseSlotLocked(uid_);
+  owner_ = nullptr;
+}
+
+void LiveMounts::ReleaseSlotLocked(uid_t uid) {
+  auto it = slots_.find(uid);
+  if (it == slots_.end()) return;
+  if (--it->second == 0) slots_.erase(it);
+}
+
+size_t LiveMounts::LiveOfLocked(uid_t uid) const {
   size_t n = 0;
   for (const auto& m : mounts_) n += (m->uid == uid && !m->server->ended()) ? 1 : 0;
   return n;
+}
+
+std::optional<LiveMounts::Slot> LiveMounts::ReserveSlot(uid_t uid, size_t max) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = slots_.find(uid);
+  const size_t held = it == slots_.end() ? 0 : it->second;
+  if (LiveOfLocked(uid) + held >= max) return std::nullopt;
+  ++slots_[uid];
+  return Slot(this, uid);
+}
+
+void LiveMounts::Add(Slot slot, std::unique_ptr<Mount> mount) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // The slot becomes the live mount in one step: never counted twice, never not at all.
+  if (slot.owner_ == this) {
+    ReleaseSlotLocked(slot.uid_);
+    slot.owner_ = nullptr;
+  }
+  mounts_.push_back(std::move(mount));
 }
 
 std::vector<MountInfo> LiveMounts::Of(uid_t uid) {

@@ -1,7 +1,7 @@
 // The verifier service's live mounts (spec/VERIFIER.md "Mounts"): each is served after the
 // request that made it ended, until it is unmounted, its time window closes or the service
-// stops. Listed per uid, and bounded per uid: in number (the service checks CountOf) and in
-// decrypted-chunk cache (ReserveCache), which is bounded over all uids too. Thread-safe.
+// stops. Listed per uid, and bounded per uid: in number (ReserveSlot) and in decrypted-chunk
+// cache (ReserveCache), which is bounded over all uids too. Thread-safe.
 #ifndef BUNKER_SITE_LIVE_MOUNTS_H_
 #define BUNKER_SITE_LIVE_MOUNTS_H_
 
@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,10 +48,33 @@ class LiveMounts {
   uint64_t ReserveCache(uid_t uid, uint64_t asked);
   void ReleaseCache(uid_t uid, uint64_t granted);
 
-  // Takes a mount that is being served.
-  void Add(std::unique_ptr<Mount> mount);
-  // The live mounts of `uid`: their number, and their descriptions (all uids' for root).
-  size_t CountOf(uid_t uid);
+  // A place for one more live mount of a uid, held by a mount request from its check to its
+  // end: given back when destroyed, or taken over by the mount (Add). Must not outlive the
+  // LiveMounts that made it.
+  class Slot {
+   public:
+    Slot(Slot&& other) noexcept : owner_(other.owner_), uid_(other.uid_) {
+      other.owner_ = nullptr;
+    }
+    Slot& operator=(Slot&& other) noexcept;
+    ~Slot() { GiveBack(); }
+
+   private:
+    friend class LiveMounts;
+    Slot(LiveMounts* owner, uid_t uid) : owner_(owner), uid_(uid) {}
+    void GiveBack();
+    LiveMounts* owner_;  // null once given back or taken over
+    uid_t uid_;
+  };
+
+  // A slot for a mount of `uid` when its live mounts and the slots its requests hold are fewer
+  // than `max`; nullopt otherwise. Counted and taken under one lock, so that requests running
+  // at once cannot all pass the check before any of them is counted.
+  std::optional<Slot> ReserveSlot(uid_t uid, size_t max);
+
+  // Takes a mount that is being served, in the place `slot` held for it (of the same uid).
+  void Add(Slot slot, std::unique_ptr<Mount> mount);
+  // The descriptions of the live mounts of `uid` (all uids' for root).
   std::vector<MountInfo> Of(uid_t uid);
   // Destroys the mounts that ended (their servers' threads are done).
   void Reap();
@@ -63,6 +87,10 @@ class LiveMounts {
   std::mutex mu_;
   std::list<std::unique_ptr<Mount>> mounts_;
   std::map<uid_t, uint64_t> reserved_;  // granted to mounts not yet live
+  std::map<uid_t, size_t> slots_;       // held by requests for mounts not yet live
+
+  size_t LiveOfLocked(uid_t uid) const;
+  void ReleaseSlotLocked(uid_t uid);
 };
 
 }  // namespace bunker::site

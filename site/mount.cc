@@ -1,6 +1,12 @@
 // capsule mount, the service's side (site/mount.h): the FUSE server and its operations, which
 // share one server's state (live check, handles, the end of the mount). The user's side
 // (fusermount3) is site/fusermount.cc; the file tree and chunk cache live in mounted_capsule.
+//
+// Every field of a request is the user's to choose: the user can keep a copy of the mount's
+// /dev/fuse descriptor and answer requests himself, and whatever he answered (a file handle, an
+// inode, a directory offset) comes back in later requests (spec/VERIFIER.md "Mounts"). So
+// inodes are looked up in the tree, handles in a table (site/file_handles.h), and no value the
+// kernel sends is ever a pointer.
 #include "site/mount.h"
 
 #define FUSE_USE_VERSION 35
@@ -21,11 +27,11 @@
 #include <ctime>
 #include <limits>
 #include <mutex>
-#include <set>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "site/file_handles.h"
 
 namespace bunker::site {
 namespace {
@@ -49,12 +55,7 @@ struct FuseServer::Impl {
   std::string end_reason;  // non-empty: end asked (or the kernel went away)
   std::atomic<bool> closing{false};
   std::atomic<bool> finished{false};
-  std::set<uint64_t> opened;  // inodes whose page cache to drop at the end
-
-  // A file handle: where the reader's last read ended, to notice sequential readers.
-  struct Handle {
-    std::atomic<uint64_t> next{0};
-  };
+  FileHandles handles;  // the open files' read-ahead state, by fuse_file_info::fh
 
   void AskEnd(const std::string& why) {
     {
@@ -177,14 +178,13 @@ struct FuseServer::Impl {
     }
     closing.store(true);
     // What the kernel cached of the files read is dropped while the connection still stands,
-    // so that an open file yields nothing more once the mount ended.
-    std::set<uint64_t> inodes;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      inodes = opened;
-    }
+    // so that an open file yields nothing more once the mount ended. The files are those the
+    // capsule served reads of (or saw opened): opens the user answered himself never reach us,
+    // but every read that returned plaintext did.
     if (why != "unmounted") {
-      for (uint64_t ino : inodes) fuse_lowlevel_notify_inval_inode(session, ino, 0, 0);
+      for (uint64_t ino : capsule->FilesOpened()) {
+        fuse_lowlevel_notify_inval_inode(session, ino, 0, 0);
+      }
     }
     const uint64_t one = 1;
     (void)!::write(wake.get(), &one, sizeof one);
@@ -269,29 +269,20 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     return;
   }
   fi->keep_cache = 1;  // immutable: what the kernel cached stays valid
-  fi->fh = reinterpret_cast<uint64_t>(new FuseServer::Impl::Handle());
+  fi->fh = s->handles.Open(ino);
   s->capsule->CountOpen(ino);
-  {
-    std::lock_guard<std::mutex> lock(s->mu);
-    s->opened.insert(ino);
-  }
-  if (fuse_reply_open(req, fi) != 0) {
-    delete reinterpret_cast<FuseServer::Impl::Handle*>(fi->fh);
-  }
+  if (fuse_reply_open(req, fi) != 0) s->handles.Release(fi->fh);
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
   FuseServer::Impl* s = Self(req);
   if (!s->Live(req)) return;
-  auto* h = reinterpret_cast<FuseServer::Impl::Handle*>(fi->fh);
+  // `fi->fh` may be anything (file_handles.h): an unknown handle is a read without history,
+  // served like any other from the inode, which the tree alone decides on. Refusing it would
+  // protect nothing (a handle gives no right) and would fail a client whose opens were answered
+  // without a handle (a full table gives kNone).
   const uint64_t offset = static_cast<uint64_t>(off);
-  // Sequential: at the start, or near where this handle's last read ended (the kernel's
-  // read-ahead sends several requests at once, which the worker threads may take out of order).
-  bool sequential = offset == 0;
-  if (h != nullptr && !sequential) {
-    const uint64_t next = h->next.load();
-    sequential = offset + 4 * kMaxRead >= next && offset <= next + 4 * kMaxRead;
-  }
+  const bool sequential = s->handles.Sequential(fi->fh, ino, offset, 4 * kMaxRead);
   absl::StatusOr<MountedCapsule::Slices> slices = s->capsule->ReadSlices(
       ino, offset, std::min(size, kMaxRead * 4), std::time(nullptr), sequential);
   if (!slices.ok()) {
@@ -303,7 +294,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
     }
     return;
   }
-  if (h != nullptr) h->next.store(offset + slices->size());
+  s->handles.ReadEnded(fi->fh, ino, offset + slices->size());
   // The reply is written to /dev/fuse straight from the cached chunks (one copy, into the
   // kernel); `slices` keeps them alive until it returns.
   std::vector<iovec> iov(slices->spans().size());
@@ -315,7 +306,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
-  delete reinterpret_cast<FuseServer::Impl::Handle*>(fi->fh);
+  Self(req)->handles.Release(fi->fh);  // an unknown handle frees nothing
   fuse_reply_err(req, 0);
 }
 

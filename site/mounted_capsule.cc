@@ -69,7 +69,14 @@ struct MountedCapsule::Impl {
   // Usage.
   std::atomic<uint64_t> opens{0}, bytes_read{0};
   mutable std::mutex opened_mu;
-  std::unordered_set<uint64_t> opened;
+  std::unordered_set<uint64_t> opened;  // files opened or read
+
+  // A read of file `ino`: it counts as an open when no open of it was counted (the user may
+  // have answered its opens himself).
+  void CountRead(uint64_t ino) {
+    std::lock_guard<std::mutex> lock(opened_mu);
+    if (opened.insert(ino).second) opens.fetch_add(1);
+  }
 
   // The chunk cache: LRU by bytes, and the loads in flight (so that concurrent readers of one
   // chunk wait for a single decryption).
@@ -352,6 +359,11 @@ void MountedCapsule::CountOpen(uint64_t ino) {
   impl_->opened.insert(ino);
 }
 
+std::vector<uint64_t> MountedCapsule::FilesOpened() const {
+  std::lock_guard<std::mutex> lock(impl_->opened_mu);
+  return std::vector<uint64_t>(impl_->opened.begin(), impl_->opened.end());
+}
+
 absl::StatusOr<MountedCapsule::Slices> MountedCapsule::ReadSlices(uint64_t ino, uint64_t offset,
                                                                    size_t max, int64_t now,
                                                                    bool sequential) {
@@ -360,6 +372,7 @@ absl::StatusOr<MountedCapsule::Slices> MountedCapsule::ReadSlices(uint64_t ino, 
   }
   const Node* n = Get(ino);
   if (n == nullptr || n->type != Node::Type::kFile) return absl::NotFoundError("not a file");
+  impl_->CountRead(ino);
   Slices out;
   if (offset >= n->size) return out;
   const size_t len = static_cast<size_t>(std::min<uint64_t>(max, n->size - offset));

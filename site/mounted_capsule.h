@@ -68,10 +68,12 @@ class MountedCapsule {
     uint64_t parent = kRootInode;  // directories
   };
 
-  // Usage so far, for the summary and `capsule mounts`.
+  // Usage so far, for the summary and `capsule mounts`. Reads count too: the mounting user can
+  // answer a mount's opens himself (spec/VERIFIER.md "Mounts"), so that the server never sees
+  // them, but only this object can answer a read with the file's bytes.
   struct Usage {
-    uint64_t opens = 0;         // successful opens of files
-    uint64_t files_opened = 0;  // distinct files opened
+    uint64_t opens = 0;         // CountOpen calls, plus one per file read before any of them
+    uint64_t files_opened = 0;  // distinct files opened or read
     uint64_t bytes_read = 0;    // bytes returned by Read()
   };
 
@@ -85,6 +87,9 @@ class MountedCapsule {
   const Node* Lookup(uint64_t parent, std::string_view name) const;
   // Counts an open of file `ino` (the summary's "files opened").
   void CountOpen(uint64_t ino);
+  // The files opened (CountOpen) or read (Read, ReadSlices) so far: those whose bytes the
+  // kernel may have cached, in no particular order.
+  std::vector<uint64_t> FilesOpened() const;
 
   // Bytes of a file as read-only views into authenticated, decrypted chunks: what Read() would
   // copy, for a caller that hands them on without copying (a FUSE reply). The views stay valid
@@ -107,7 +112,8 @@ class MountedCapsule {
 
   // Up to out.size() bytes of file `ino` from `offset` (fewer at its end; 0 past it). `now`
   // (seconds since the epoch) is checked against not_after(). `sequential`: the reader read the
-  // bytes just before `offset` last, so the following chunks are decrypted ahead.
+  // bytes just before `offset` last, so the following chunks are decrypted ahead. The file
+  // counts as opened (usage(), FilesOpened()) from its first read on, opened or not.
   // kNotFound for an inode that is not a file, kPermissionDenied once the window closed,
   // kDataLoss when a chunk the range needs does not authenticate, kUnavailable when it cannot
   // be read.

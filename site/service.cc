@@ -17,6 +17,7 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -127,10 +128,11 @@ struct VerifierService::Impl {
     }
   };
 
-  // Serves `mounted` on the descriptors the client passed, until the mount ends.
+  // Serves `mounted` on the descriptors the client passed, until the mount ends; the mount
+  // takes `slot`'s place (given back if it cannot be served).
   absl::Status StartMount(std::unique_ptr<MountedCapsule> mounted, capsule::Fd fuse,
                           capsule::Fd comm, const Peer& peer, const std::string& mountpoint,
-                          uint64_t cache_bytes) {
+                          uint64_t cache_bytes, LiveMounts::Slot slot) {
     auto live = std::make_unique<LiveMounts::Mount>();
     live->uid = peer.uid;
     live->mountpoint = mountpoint;
@@ -159,7 +161,7 @@ struct VerifierService::Impl {
     device.comm = std::move(comm);
     BUNKER_ASSIGN_OR_RETURN(live->server,
                             FuseServer::Start(std::move(mounted), std::move(device), serve));
-    mounts.Add(std::move(live));
+    mounts.Add(std::move(slot), std::move(live));
     return absl::OkStatus();
   }
 
@@ -307,6 +309,10 @@ struct VerifierService::Impl {
       // The caller's own mounts (root: all); nothing is decided or recorded.
       return SendMounts(sock, mounts.Of(peer.uid));
     }
+    // A mount request holds its place among its uid's live mounts from this check on, so that
+    // requests running at once are counted against each other (before, each checked the live
+    // mounts alone and 4 requests at 15 live mounts made 19).
+    std::optional<LiveMounts::Slot> mount_slot;
     if (wire.command == Command::kMount) {
       struct stat st;
       if (!IsFuseDevice(fds[capsule_fds].get()) || !OpenForWriting(fds[capsule_fds].get(), true) ||
@@ -315,9 +321,11 @@ struct VerifierService::Impl {
         return absl::InvalidArgumentError(
             "a mount request must pass /dev/fuse and fusermount3's socket");
       }
-      if (mounts.CountOf(peer.uid) >= options.max_mounts_per_uid) {
+      mount_slot = mounts.ReserveSlot(peer.uid, options.max_mounts_per_uid);
+      if (!mount_slot.has_value()) {
         return absl::ResourceExhaustedError(absl::StrCat(
-            "you have ", options.max_mounts_per_uid, " live mounts; unmount one first"));
+            "you have ", options.max_mounts_per_uid,
+            " live mounts (or mount requests under way); unmount one first"));
       }
     }
 
@@ -372,7 +380,7 @@ struct VerifierService::Impl {
       r.mounted = [&](std::unique_ptr<MountedCapsule> mounted) {
         return StartMount(std::move(mounted), std::move(fds[capsule_fds]),
                           std::move(fds[capsule_fds + 1]), peer, wire.mountpoint,
-                          r.mount.cache_bytes);
+                          r.mount.cache_bytes, std::move(*mount_slot));
       };
     }
 

@@ -11,7 +11,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -226,6 +228,50 @@ TEST(VerifierServiceAttackTest, AllUidsMountsShareOneTotalCacheBudget) {
   LiveMounts wide(256, 300);
   EXPECT_EQ(wide.ReserveCache(1, 0), 256u);
   EXPECT_EQ(wide.ReserveCache(2, 0), 44u);
+}
+
+// The live-mount limit per uid counts the requests still being decided: 4 requests at once,
+// when the uid holds 15 places (live mounts and mount requests count alike; a live mount needs
+// a kernel mount, so the 15 are requests here), leave exactly one of them a place. Before: each
+// request checked the live mounts only (CountOf) and was counted when its mount was served
+// (Add), so all 4 passed the check and the uid held 19 mounts.
+TEST(VerifierServiceAttackTest, ConcurrentMountRequestsCannotPassTheLimitTogether) {
+  constexpr size_t kMax = 16;
+  constexpr uid_t kUid = 1000;
+  LiveMounts mounts(256);
+  std::vector<LiveMounts::Slot> held;
+  for (size_t i = 0; i + 1 < kMax; ++i) {
+    std::optional<LiveMounts::Slot> s = mounts.ReserveSlot(kUid, kMax);
+    ASSERT_TRUE(s.has_value()) << i;
+    held.push_back(std::move(*s));
+  }
+  std::atomic<bool> go{false};
+  std::vector<std::optional<LiveMounts::Slot>> got(4);
+  std::vector<std::thread> threads;
+  for (auto& g : got) {
+    threads.emplace_back([&mounts, &go, &g] {
+      while (!go.load()) std::this_thread::yield();
+      std::optional<LiveMounts::Slot> s = mounts.ReserveSlot(kUid, kMax);
+      if (s.has_value()) g.emplace(std::move(*s));
+    });
+  }
+  go.store(true);
+  for (std::thread& t : threads) t.join();
+  size_t granted = 0;
+  for (const auto& g : got) granted += g.has_value() ? 1 : 0;
+  EXPECT_EQ(granted, 1u);
+  EXPECT_FALSE(mounts.ReserveSlot(kUid, kMax).has_value());
+  EXPECT_TRUE(mounts.ReserveSlot(kUid + 1, kMax).has_value()) << "another uid has its own";
+
+  // A request that ends without a mount (refused, failed) gives its place back.
+  got.clear();
+  std::optional<LiveMounts::Slot> again = mounts.ReserveSlot(kUid, kMax);
+  EXPECT_TRUE(again.has_value());
+  EXPECT_FALSE(mounts.ReserveSlot(kUid, kMax).has_value());
+  held.pop_back();
+  std::optional<LiveMounts::Slot> last = mounts.ReserveSlot(kUid, kMax);
+  EXPECT_TRUE(last.has_value());
+  EXPECT_FALSE(mounts.ReserveSlot(kUid, kMax).has_value());
 }
 
 // `cat` whose output is the client's own end of the connection: the service would write into

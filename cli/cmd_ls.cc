@@ -7,31 +7,54 @@
 #include "capsule/json_writer.h"
 #include "cli/context.h"
 #include "capsule/utc.h"
+#include "capsule/utf8.h"
+#include "crypto/sha256.h"
 
 namespace bunker::cli {
 namespace {
 
+// A name as ls shows it, one to one: a backslash doubled before TerminalSafe writes its own
+// escapes (\xNN), so that a name holding "\x0a" and one holding a newline never look alike.
+std::string Shown(const std::string& name) {
+  std::string doubled;
+  doubled.reserve(name.size());
+  for (char c : name) {
+    if (c == '\\') doubled += '\\';
+    doubled += c;
+  }
+  return TerminalSafe(doubled);
+}
+
+// JSON strings are UTF-8: a name that is not (a byte sequence a file system allows) is also
+// given as hex under `hex_key`, so that a script can tell such names apart and name the file.
+void NameFields(capsule::JsonWriter& w, const char* key, const char* hex_key,
+                const std::string& name) {
+  w.Key(key).String(name);
+  if (capsule::ToValidUtf8(name) != name) {
+    w.Key(hex_key).String(crypto::ToHex(absl::MakeConstSpan(
+        reinterpret_cast<const uint8_t*>(name.data()), name.size())));
+  }
+}
+
 void PrintEntry(const capsule::FileEntry& f, bool json) {
   if (json) {
     capsule::JsonWriter w;
-    w.BeginObject()
-        .Key("path").String(f.path)
-        .Key("type").String(capsule::TypeName(f.type))
+    w.BeginObject();
+    NameFields(w, "path", "pathHex", f.path);
+    w.Key("type").String(capsule::TypeName(f.type))
         .Key("size").Number(f.size)
         .Key("mode").String(absl::StrFormat("%04o", f.mode))
         .Key("mtime").String(capsule::FormatUtc(f.mtime));
     if (f.type == capsule::FileEntry::Type::kFile) w.Key("sha256").String(crypto::ToHex(f.sha256));
-    if (!f.link_target.empty()) w.Key("target").String(f.link_target);
+    if (!f.link_target.empty()) NameFields(w, "target", "targetHex", f.link_target);
     w.EndObject();
     std::printf("%s\n", w.text().c_str());
     return;
   }
-  std::string name = TerminalSafe(f.path);
+  std::string name = Shown(f.path);
   if (f.type == capsule::FileEntry::Type::kDirectory) name += "/";
-  if (f.type == capsule::FileEntry::Type::kSymlink) name += " -> " + TerminalSafe(f.link_target);
-  if (f.type == capsule::FileEntry::Type::kHardlink) {
-    name += " link to " + TerminalSafe(f.link_target);
-  }
+  if (f.type == capsule::FileEntry::Type::kSymlink) name += " -> " + Shown(f.link_target);
+  if (f.type == capsule::FileEntry::Type::kHardlink) name += " link to " + Shown(f.link_target);
   std::printf("%-8s %04o %12llu  %s  %s\n", capsule::TypeName(f.type), f.mode,
               static_cast<unsigned long long>(f.size), capsule::FormatUtc(f.mtime).c_str(),
               name.c_str());

@@ -353,6 +353,25 @@ scenario_usage_escapes_and_json_errors() {
   expect_out '"valid": *false'
 }
 
+# ls shows every name one to one: a literal backslash is doubled (so "a\x0ab" and a name with a
+# newline differ), and --json gives names that are not UTF-8 also as hex.
+scenario_ls_names_one_to_one() {
+  "$CAPSULE" keygen -o issuer >/dev/null && "$CAPSULE" keygen -o alice >/dev/null
+  mkdir data
+  : > "data/$(printf 'a\nb')"
+  : > 'data/a\x0ab'
+  : > "data/$(printf 'bad\xff\xfe')"
+  : > "data/$(printf 'bad\xff\xfd')"
+  "$CAPSULE" seal data -o d.capsule --sign issuer.key --to alice.pub >/dev/null || fail "seal"
+  expect_exit 0 "$CAPSULE" ls d.capsule --identity alice.key --trust issuer.pub
+  [ "$(grep -c 'a\\x0ab' "$WORK/.stdout")" = 1 ] || { cat "$WORK/.stdout"; fail "the newline name is not shown as \\x0a once"; }
+  grep -q 'a\\\\x0ab' "$WORK/.stdout" || { cat "$WORK/.stdout"; fail "the backslash name is not shown with \\\\"; }
+  expect_exit 0 "$CAPSULE" ls d.capsule --identity alice.key --trust issuer.pub --json
+  expect_out '"pathHex": *"626164fffe"'
+  expect_out '"pathHex": *"626164fffd"'
+  [ "$(grep -c pathHex "$WORK/.stdout")" = 2 ] || fail "pathHex given for UTF-8 names"
+}
+
 scenario_missing_inputs() {
   "$CAPSULE" keygen -o issuer >/dev/null && "$CAPSULE" keygen -o alice >/dev/null
   expect_exit 6 "$CAPSULE" seal nothing -o n.capsule --sign issuer.key --to alice.pub

@@ -269,6 +269,60 @@ scenario_transfer_fetch() {
   [ ! -e shared/.bunker-fetch ] || fail "the staging folder was left behind"
 }
 
+# finish_within SECONDS PID: waits for background PID (a hang guard, not a timing: it fails
+# only if PID is still running after SECONDS) and sets RC to its exit status.
+finish_within() {
+  local n=$(($1 * 20))
+  while kill -0 "$2" 2>/dev/null && [ "$n" -gt 0 ]; do sleep 0.05; n=$((n - 1)); done
+  if kill -0 "$2" 2>/dev/null; then kill -9 "$2"; wait "$2" 2>/dev/null; fail "still running after $1 s"; fi
+  wait "$2"; RC=$?
+}
+
+# A peer that stalls (B stopped with SIGSTOP: its connections stay open and say nothing) holds
+# neither send nor fetch: SIGINT ends them (130), and without a signal the idle watch does (9).
+scenario_transfer_stalled_peer() {
+  DATA_BYTES=6000000 setup
+  start_b
+  "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site a.json --rate 1M \
+    >/dev/null 2>"$WORK/.stderr" &
+  local pid=$!
+  wait_for_journal
+  kill -STOP "$B_PID"
+  sleep 0.5
+  kill -INT "$pid"
+  finish_within 30 "$pid"
+  [ "$RC" -eq 130 ] || { cat "$WORK/.stderr"; fail "send on a stalled peer: SIGINT gave $RC"; }
+  expect_err 'interrupted'
+  BUNKER_TEST_PEER_IDLE_SECONDS=2 "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" \
+    --site a.json >/dev/null 2>"$WORK/.stderr" &
+  pid=$!
+  finish_within 60 "$pid"
+  [ "$RC" -eq 9 ] || { cat "$WORK/.stderr"; fail "send on a stalled peer exited $RC, not 9"; }
+  expect_err 'moved nothing for 2 s'
+  one_line_err
+  kill -CONT "$B_PID"
+  expect_exit 0 send
+  id=$(basename "$(stored)" .capsule)
+  kill -STOP "$B_PID"
+  "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule \
+    >/dev/null 2>"$WORK/.stderr" &
+  pid=$!
+  sleep 1
+  kill -INT "$pid"
+  finish_within 30 "$pid"
+  [ "$RC" -eq 130 ] || { cat "$WORK/.stderr"; fail "fetch on a stalled peer: SIGINT gave $RC"; }
+  BUNKER_TEST_PEER_IDLE_SECONDS=2 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" \
+    --site a.json -o got.capsule >/dev/null 2>"$WORK/.stderr" &
+  pid=$!
+  finish_within 60 "$pid"
+  [ "$RC" -eq 9 ] || { cat "$WORK/.stderr"; fail "fetch on a stalled peer exited $RC, not 9"; }
+  expect_err 'moved nothing for 2 s'
+  [ ! -e got.capsule ] || fail "a stalled fetch created its output"
+  kill -CONT "$B_PID"
+  expect_exit 0 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule
+  cmp -s d.capsule got.capsule || fail "fetched capsule differs"
+}
+
 # Store and forward: A pushes to B; B, at its site, forwards the stored capsule to C.
 scenario_transfer_forward() {
   setup

@@ -1187,5 +1187,18 @@ TEST(ErrorsTest, StatusSurvivesTheWire) {
             "issuer bk1:abc is not trusted");
 }
 
+// A failure of the peer's own (a short read of its store is kOutOfRange) must not reach the
+// other side as its own invalid input (exit 3): it is the peer being unavailable (exit 9).
+TEST(ErrorsTest, PeersLocalFailuresAreUnavailable) {
+  for (const absl::Status& local :
+       {absl::OutOfRangeError("short read of /srv/store/x.capsule"), absl::InternalError("bug"),
+        absl::UnknownError("?"), absl::DeadlineExceededError("slow disk"),
+        absl::UnavailableError("EIO")}) {
+    const absl::Status safe = PeerSafe(local, "the sending site");
+    EXPECT_EQ(safe.code(), absl::StatusCode::kUnavailable) << local;
+    EXPECT_EQ(safe.message(), "the sending site had a local I/O error") << local;
+  }
+}
+
 }  // namespace
 }  // namespace bunker::transfer

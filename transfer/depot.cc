@@ -30,9 +30,13 @@ namespace bunker::transfer {
 namespace {
 
 capsule::Prelude PreludeFrom(schema::Prelude::Reader p) {
+  // Each get() of a field is charged against the message's traversal limit (64 MiB): read
+  // once, not once for begin() and again for end(), which halved the offer a capsule can make.
+  const capnp::Data::Reader header = p.getHeader();
+  const capnp::Data::Reader tail = p.getTail();
   capsule::Prelude out;
-  out.header.assign(p.getHeader().begin(), p.getHeader().end());
-  out.tail.assign(p.getTail().begin(), p.getTail().end());
+  out.header.assign(header.begin(), header.end());
+  out.tail.assign(tail.begin(), tail.end());
   return out;
 }
 

@@ -913,6 +913,51 @@ TEST(DepotTest, AnotherCapsuleClaimingAStoredIdIsRefused) {
   EXPECT_TRUE(f.StoredMatches()) << "the stored capsule was replaced";
 }
 
+// Regression: the depot read an offer's header and tail twice each from the message (once for
+// begin(), once for end()), each charged to the 64 MiB traversal limit, so an offer whose
+// chunk table was over 32 MiB (about a million chunks, a valid capsule) broke the call
+// ("traversal limit exceeded") on every run. Now it is read and judged as a prelude: this
+// one's tail is junk, refused as such.
+TEST(DepotTest, AnOfferWithAChunkTableOver32MiBIsReadWithinTheMessageLimit) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  Depot depot(f.Options());
+  Connection c(io, depot, f.keys.alice.public_identity());
+  auto p = capsule::ReadPrelude(*f.reader);
+  ASSERT_TRUE(p.ok());
+  std::vector<uint8_t> tail(40u << 20, 0x5a);
+  auto req = c.transfer.offerRequest();
+  req.initPrelude().setHeader(kj::arrayPtr(p->header.data(), p->header.size()));
+  req.getPrelude().setTail(kj::arrayPtr(tail.data(), tail.size()));
+  absl::Status s;
+  try {
+    req.send().wait(io.waitScope);
+  } catch (const kj::Exception& e) {
+    s = FromException(e);
+  }
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), "traversal")) << s;
+}
+
+// A capsule whose offer cannot fit in one message is refused by the sender before anything
+// moves, naming the limit (kInvalidArgument: exit 3), not sent to fail at the receiver on
+// every run as a network error (exit 9, "re-run to resume").
+TEST(DepotTest, ACapsuleWhoseOfferExceedsTheMessageLimitIsRefusedBeforeSending) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  Depot depot(f.Options());
+  Connection c(io, depot, f.keys.alice.public_identity());
+  SendOptions o;
+  o.max_prelude = 64;  // the real one holds about 2 million chunks
+  auto s = Send(io, c, f.reader, o);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << s.status();
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "exceeds the transfer limit of 64 bytes"))
+      << s.status();
+  EXPECT_TRUE(f.events.empty()) << "an offer reached the receiver";
+  EXPECT_LT(kMaxOfferPreludeBytes, uint64_t{64} << 20);
+}
+
 TEST(DepotTest, FetchReceiverRefusesFetchesAndOtherCapsules) {
   auto io = kj::setupAsyncIo();
   Fixture f(2 * kChunk);

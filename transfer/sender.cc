@@ -276,6 +276,15 @@ kj::Promise<SendSummary> Offer(std::shared_ptr<const capsule::CapsuleReader> rea
                                kj::Array<schema::Transfer::Client> peers, SendOptions options,
                                absl::StatusOr<capsule::Prelude> prelude) {
   if (!prelude.ok()) return ToException(prelude.status());
+  const uint64_t prelude_bytes = prelude->header.size() + prelude->tail.size();
+  if (prelude_bytes > options.max_prelude) {
+    // It would fail at the receiver's message limit on every run: say so now, once.
+    return ToException(absl::InvalidArgumentError(absl::StrCat(
+        "capsule ", reader->manifest().IdHex(), " has ", reader->geometry().chunk_count,
+        " chunks: its offer (", prelude_bytes, " bytes) exceeds the transfer limit of ",
+        options.max_prelude, " bytes (about ", options.max_prelude / 32,
+        " chunks); seal it with larger chunks")));
+  }
   auto push = kj::refcounted<PushState>();
   push->reader = std::move(reader);
   options.streams = std::clamp(options.streams, 1, 64);

@@ -269,6 +269,31 @@ scenario_transfer_fetch() {
   [ ! -e shared/.bunker-fetch ] || fail "the staging folder was left behind"
 }
 
+# A journal naming chunks that were never written (edited by hand, or restored from a backup
+# newer than the partial file) is checked after the restart: those chunks are sent again and the
+# stored capsule is the one signed (before: exit 0, every chunk "skipped", a corrupt capsule
+# stored and recorded as received).
+scenario_transfer_edited_journal_is_checked() {
+  DATA_BYTES=6000000 setup
+  start_b
+  "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site a.json --rate 1M >/dev/null 2>&1 &
+  local pid=$!
+  wait_for_journal
+  kill -9 "$pid"; wait "$pid" 2>/dev/null
+  kill -TERM "$B_PID"; wait "$B_PID" 2>/dev/null
+  local journal i
+  journal=$(find store-b/.incoming -name '*.journal' | head -1)
+  [ -n "$journal" ] || fail "no journal"
+  # Chunks 85 to 90 of 92 (64 KiB each): not written within the first second at 1 MB/s.
+  for i in 85 86 87 88 89 90; do
+    printf "$(printf '\\0\\0\\0\\0\\0\\0\\0\\%03o' "$i")" >> "$journal"
+  done
+  start_b
+  expect_exit 0 send --json
+  [ "$(json_field chunksSkipped)" -lt "$(json_field chunksTotal)" ] || fail "nothing was resent"
+  cmp -s d.capsule "$(stored)" || fail "the stored capsule differs from the one sent"
+}
+
 # finish_within SECONDS PID: waits for background PID (a hang guard, not a timing: it fails
 # only if PID is still running after SECONDS) and sets RC to its exit status.
 finish_within() {

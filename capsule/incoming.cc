@@ -278,7 +278,8 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
         // The text may reach a peer: no local path in it.
         return absl::DataLossError(absl::StrCat(
             "a different capsule with id ", id,
-            " is partly received here; remove it from the store's .incoming folder"));
+            " is partly received at the receiving site, which takes no other until its "
+            "operator removes that one"));
       }
       if (::ftruncate(in->fd_, 0) != 0) return ErrnoStatus("cannot reset the incoming capsule", errno);
       st.st_size = 0;

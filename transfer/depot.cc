@@ -173,6 +173,7 @@ class TransferImpl final : public schema::Transfer::Server {
           }
           auto receiver = context.getParams().getReceiver();
           SendOptions options;
+          options.for_fetch = true;
           options.read_pool = &depot_.store_calls();
           options.budget = &depot_.fetch_budget();
           options.peer_budget = &depot_.peer_fetch_budget(peer_);

@@ -207,6 +207,8 @@ TEST(DepotAttackTest, AnOfferThatChangesBetweenAttemptsIsRefused) {
   absl::Status s = Outcome(io, Push(twin_reader, c.transfer, SendOptions()));
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "partly received")) << s;
+  // Said to the sender, who cannot act on the receiver's folders.
+  EXPECT_FALSE(absl::StrContains(s.message(), ".incoming")) << s;
   auto resumed = Push(f.reader, c.transfer, SendOptions()).wait(io.waitScope);
   EXPECT_EQ(resumed.chunks_skipped, 1u);
   EXPECT_TRUE(f.Stored(f.store));

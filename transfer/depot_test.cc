@@ -526,6 +526,44 @@ class ChunksFailStore final : public capsule::Store {
   std::shared_ptr<capsule::Store> s_;
 };
 
+// Regression: a fetch of a capsule whose copy at the sending site is damaged failed with the
+// sending site's own words, "the receiver refused chunk N 3 times: the capsule read here ...",
+// which to the fetching user (the receiver) said the opposite of what happened.
+TEST(DepotTest, AFetchOfACorruptCopySaysTheSendingSitesCopyIsCorrupt) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(6 * kChunk);
+  Depot source(f.Options());
+  Connection c(io, source, f.keys.alice.public_identity());
+  ASSERT_TRUE(Send(io, c, f.reader).ok());
+  const std::string stored = f.store + "/" + f.reader->manifest().IdHex() + ".capsule";
+  {
+    FILE* file = std::fopen(stored.c_str(), "r+b");
+    ASSERT_NE(file, nullptr);
+    std::fseek(file, static_cast<long>(f.reader->geometry().ChunkOffset(2) + 9), SEEK_SET);
+    const int byte = std::fgetc(file);
+    std::fseek(file, static_cast<long>(f.reader->geometry().ChunkOffset(2) + 9), SEEK_SET);
+    std::fputc(byte ^ 0x20, file);
+    std::fclose(file);
+  }
+  DepotOptions mine = f.Options();
+  mine.store = capsule::MakeLocalStore(capsule::testing::MakeTempDir() + "/mine");
+  mine.expected_id = f.reader->manifest().IdHex();
+  Depot local(mine);
+  auto req = c.transfer.fetchRequest();
+  req.setCapsuleId(f.reader->manifest().IdHex());
+  req.setReceiver(local.ServeFor(f.keys.bob.public_identity()));
+  absl::Status s;
+  try {
+    req.send().wait(io.waitScope);
+  } catch (const kj::Exception& e) {
+    s = FromException(e);
+  }
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "the sending site's copy of the capsule is corrupt"))
+      << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), "read here")) << s;
+}
+
 TEST(DepotTest, AFetchWhoseStoreFailsTellsThePeerNoLocalDetail) {
   auto io = kj::setupAsyncIo();
   Fixture f(40 * kChunk);

@@ -142,9 +142,15 @@ struct PushState : public kj::Refcounted, private kj::TaskSet::ErrorHandler {
                     absl::DataLossError("the receiver refused a chunk the capsule does not have")));
               }
               if (++self->rejections[i] >= self->options.max_rejections) {
-                kj::throwFatalException(ToException(absl::DataLossError(absl::StrCat(
-                    "the receiver refused chunk ", i, " ", self->options.max_rejections,
-                    " times: the capsule read here does not match its own chunk table"))));
+                const int n = self->options.max_rejections;
+                kj::throwFatalException(ToException(absl::DataLossError(
+                    self->options.for_fetch
+                        ? absl::StrCat("the sending site's copy of the capsule is corrupt: its "
+                                       "chunk ", i, " does not match the signed chunk table "
+                                       "(refused ", n, " times)")
+                        : absl::StrCat("the receiver refused chunk ", i, " ", n,
+                                       " times: the capsule read here does not match its own "
+                                       "chunk table"))));
               }
               self->Enqueue(i);
             }

@@ -54,6 +54,8 @@ struct SendOptions {
   // client sets it to its RPC window, what is in flight anyway.
   uint64_t commit_slack = 0;
   int max_rejections = 3;     // refusals of one chunk that make the push fail with kDataLoss
+  // Serving a fetch: that failure then speaks to the fetching site, of the sending site's copy.
+  bool for_fetch = false;
   uint64_t max_prelude = kMaxOfferPreludeBytes;  // a larger capsule: kInvalidArgument at once
   // When set, chunks are read on these threads instead of the event loop's (a capsule in an
   // object store, whose reads wait on the network); must outlive the promise.

@@ -241,13 +241,16 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
         SecureChannel::Create(*options.self, options.peers, timer, absl::Now(), channel_options);
     if (!channel.ok()) return channel.status();
     if (absl::Status s = CheckHostPort(address); !s.ok()) return s;
+    PeerWatch watch(timer, options, interrupted);
     kj::Own<kj::NetworkAddress> addr;
     try {
-      addr = io.provider->getNetwork().parseAddress(address).wait(io.waitScope);
-    } catch (const kj::Exception&) {
+      addr = watch.Guard(io.provider->getNetwork().parseAddress(address)).wait(io.waitScope);
+    } catch (const kj::Exception& e) {
+      if (absl::Status s = FromException(e); absl::IsCancelled(s)) return s;
       // Well formed (checked above): a name that does not resolve now, which may later.
       return absl::UnavailableError(absl::StrCat("cannot resolve the address ", address));
     }
+    watch.activity().last = timer.now();  // the peer's silence counts from here
     // All connections at once: on a long link each handshake takes a few round trips, which
     // one after the other would add up (16 streams at 50 ms: over two seconds).
     auto handshakes = kj::heapArrayBuilder<kj::Promise<SecureConnection>>(count);
@@ -257,7 +260,6 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
             return (*channel)->Connect(kj::mv(raw), *server);
           }));
     }
-    PeerWatch watch(timer, options, interrupted);
     kj::Array<SecureConnection> secured =
         watch.Guard(kj::joinPromises(handshakes.finish())).wait(io.waitScope);
     std::vector<kj::Own<Connection>> connections;
@@ -341,7 +343,9 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
           watch.on_tick = [&options, &total, &watch]() {
             SendProgress p;
             p.total_bytes = total;
-            p.sent_bytes = watch.activity().read;
+            // What was read includes the messages' framing: never shown beyond the total.
+            p.sent_bytes = total > 0 ? std::min(watch.activity().read, total)
+                                     : watch.activity().read;
             options.progress(p);
           };
         }

@@ -318,9 +318,19 @@ scenario_transfer_stalled_peer() {
   finish_within 30 "$pid"
   [ "$RC" -eq 130 ] || { cat "$WORK/.stderr"; fail "send on a stalled peer: SIGINT gave $RC"; }
   expect_err 'interrupted'
+  # Without a signal: the idle watch, once the transfer is under way (a stall during the TLS
+  # handshake ends at the handshake's own timeout).
+  kill -CONT "$B_PID"
   BUNKER_TEST_PEER_IDLE_SECONDS=2 "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" \
-    --site a.json >/dev/null 2>"$WORK/.stderr" &
+    --site a.json --rate 1M >/dev/null 2>"$WORK/.stderr" &
   pid=$!
+  local before
+  before=$(stat -c %s "$(find store-b/.incoming -name '*.journal' | head -1)")
+  for _ in $(seq 1 400); do
+    [ "$(stat -c %s "$(find store-b/.incoming -name '*.journal' | head -1)")" -gt "$before" ] && break
+    sleep 0.05
+  done
+  kill -STOP "$B_PID"
   finish_within 60 "$pid"
   [ "$RC" -eq 9 ] || { cat "$WORK/.stderr"; fail "send on a stalled peer exited $RC, not 9"; }
   expect_err 'moved nothing for 2 s'
@@ -336,12 +346,13 @@ scenario_transfer_stalled_peer() {
   kill -INT "$pid"
   finish_within 30 "$pid"
   [ "$RC" -eq 130 ] || { cat "$WORK/.stderr"; fail "fetch on a stalled peer: SIGINT gave $RC"; }
-  BUNKER_TEST_PEER_IDLE_SECONDS=2 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" \
+  # Stalled from the start: 1 s, well within the 3 s handshake timeout.
+  BUNKER_TEST_PEER_IDLE_SECONDS=1 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" \
     --site a.json -o got.capsule >/dev/null 2>"$WORK/.stderr" &
   pid=$!
   finish_within 60 "$pid"
   [ "$RC" -eq 9 ] || { cat "$WORK/.stderr"; fail "fetch on a stalled peer exited $RC, not 9"; }
-  expect_err 'moved nothing for 2 s'
+  expect_err 'moved nothing for 1 s'
   [ ! -e got.capsule ] || fail "a stalled fetch created its output"
   kill -CONT "$B_PID"
   expect_exit 0 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule

@@ -9,11 +9,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "capsule/format.h"
 #include "capsule/io.h"
+#include "capsule/parallel.h"
 
 namespace bunker::capsule {
 namespace {
@@ -134,11 +137,32 @@ absl::Status PromiseRoom(const std::string& folder, uint64_t needed, uint64_t ke
                                                    needed, " bytes more than the disk can spare"));
 }
 
+// The partial files this process created or has checked (by path): their journal is its own
+// word. Any other (a resume after a restart) was written by a process it cannot vouch for, or
+// restored or edited since: its journaled chunks are checked once before they are trusted.
+std::mutex g_vouched_mu;
+std::set<std::string> g_vouched;  // guarded by g_vouched_mu
+
+bool Vouched(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_vouched_mu);
+  return g_vouched.count(path) != 0;
+}
+
+void Vouch(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_vouched_mu);
+  g_vouched.insert(path);
+}
+
 }  // namespace
 
 absl::StatusOr<uint64_t> FreeSpace(const std::string& folder) {
   std::lock_guard<std::mutex> lock(g_room_mu);
   return FreeSpaceLocked(folder);
+}
+
+void ForgetCheckedIncomingForTesting() {
+  std::lock_guard<std::mutex> lock(g_vouched_mu);
+  g_vouched.clear();
 }
 
 void SetFreeSpaceForTesting(std::function<uint64_t(const std::string&)> free_space) {
@@ -202,7 +226,7 @@ absl::StatusOr<std::unique_ptr<CapsuleReader>> CheckPrelude(
 absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
     const std::string& store, const Prelude& prelude,
     absl::Span<const crypto::PublicIdentity> trusted, std::optional<uint64_t> keep_free,
-    uint64_t write_reserve) {
+    uint64_t write_reserve, bool check_resumed) {
   absl::StatusOr<std::unique_ptr<CapsuleReader>> reader = CheckPrelude(prelude, trusted);
   if (!reader.ok()) return reader.status();
   std::unique_ptr<LocalIncoming> in(new LocalIncoming());
@@ -236,6 +260,7 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
   if (in->fd_ < 0) return ErrnoStatus("cannot create the incoming capsule", errno);
   struct stat st;
   if (::fstat(in->fd_, &st) != 0) return ErrnoStatus("cannot stat the incoming capsule", errno);
+  bool resumed = false;
   if (st.st_size != 0) {
     // Resuming: the same capsule, byte for byte. A file whose prelude is not a valid one (a
     // crash while it was being created) is simply started again.
@@ -245,7 +270,7 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
                           PreadAll(in->fd_, absl::MakeSpan(header), 0).ok() &&
                           PreadAll(in->fd_, absl::MakeSpan(old_tail), g.TableOffset()).ok();
     if (readable && header == prelude.header && old_tail == tail) {
-      // Same capsule: resume below.
+      resumed = true;  // same capsule: resume below
     } else {
       on_disk.header = std::move(header);
       on_disk.tail = std::move(old_tail);
@@ -253,7 +278,8 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
         // The text may reach a peer: no local path in it.
         return absl::DataLossError(absl::StrCat(
             "a different capsule with id ", id,
-            " is partly received here; remove it from the store's .incoming folder"));
+            " is partly received at the receiving site, which takes no other until its "
+            "operator removes that one"));
       }
       if (::ftruncate(in->fd_, 0) != 0) return ErrnoStatus("cannot reset the incoming capsule", errno);
       st.st_size = 0;
@@ -278,6 +304,13 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
   in->received_.assign(g.chunk_count, false);
   s = in->LoadJournal();
   if (!s.ok()) return s;
+  if (resumed && check_resumed && !Vouched(in->path_)) {
+    // Files left by another process (spec/TRANSFER.md "Resume"): Finish trusts the journal,
+    // so it is checked against the file once here. Chunks that fail are asked for again.
+    s = in->CheckJournaled();
+    if (!s.ok()) return s;
+  }
+  Vouch(in->path_);
   if (!fresh && keep_free) {
     // Resuming: what is still missing (chunks written but not journaled are counted again).
     const uint64_t missing = g.chunk_count - in->received_count_;
@@ -288,6 +321,48 @@ absl::StatusOr<std::unique_ptr<LocalIncoming>> LocalIncoming::Begin(
   }
   if (in->promised_ != 0) in->counted_ = in->received_;
   return in;
+}
+
+absl::Status LocalIncoming::CheckJournaled() {
+  std::vector<uint64_t> journaled;
+  for (uint64_t i = 0; i < received_.size(); ++i) {
+    if (received_[i]) journaled.push_back(i);
+  }
+  if (journaled.empty()) return absl::OkStatus();
+  // Read and hashed on all cores, each worker taking every n-th chunk with a buffer of its own
+  // (at most one chunk each: kMaxChunkSize).
+  std::mutex mu;
+  std::vector<uint64_t> bad;
+  absl::Status failed;
+  {
+    ThreadPool pool(0);
+    const size_t workers = static_cast<size_t>(pool.size());
+    for (size_t w = 0; w < workers; ++w) {
+      pool.Submit([this, w, workers, &journaled, &mu, &bad, &failed]() {
+        const Geometry& g = reader_->geometry();
+        std::vector<uint8_t> buf;
+        for (size_t k = w; k < journaled.size(); k += workers) {
+          const uint64_t i = journaled[k];
+          buf.resize(g.CipherSize(i));
+          absl::Status s = PreadAll(fd_, absl::MakeSpan(buf), g.ChunkOffset(i));
+          if (s.ok() || absl::IsDataLoss(s)) {
+            if (!s.ok() || !reader_->CheckChunk(i, buf).ok()) {
+              std::lock_guard<std::mutex> lock(mu);
+              bad.push_back(i);
+            }
+            continue;
+          }
+          std::lock_guard<std::mutex> lock(mu);
+          if (failed.ok()) failed = s;
+          return;
+        }
+      });
+    }
+  }  // the pool runs every task, then joins
+  if (!failed.ok()) return failed;
+  if (bad.empty()) return absl::OkStatus();
+  std::sort(bad.begin(), bad.end());
+  return Forget(bad);
 }
 
 absl::Status LocalIncoming::LoadJournal() {

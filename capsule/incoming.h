@@ -103,6 +103,9 @@ class IncomingCapsule {
 // (never replacing one) and removes the partial files.
 // For tests: what LocalIncoming::Begin reads as a folder's free space (empty: statvfs).
 void SetFreeSpaceForTesting(std::function<uint64_t(const std::string&)> free_space);
+// For tests: forgets which partial files this process wrote or checked, as a restart does
+// (LocalIncoming::Begin's `check_resumed`).
+void ForgetCheckedIncomingForTesting();
 
 class LocalIncoming final : public IncomingCapsule {
  public:
@@ -121,10 +124,18 @@ class LocalIncoming final : public IncomingCapsule {
   // `write_reserve` bytes free besides it, else kResourceExhausted "no room for capsule ...",
   // so that a peer that never completes what it sends cannot fill the disk the site's state
   // and audit log live on.
+  //
+  // Partial files this process did not create or check already (a resume after a restart, or
+  // files restored or edited meanwhile) are not taken at their journal's word: with
+  // `check_resumed`, every journaled chunk is read back and checked against the signed table
+  // first (on all cores), and those that fail are forgotten (Forget), so they are received
+  // again. A spool whose chunks are checked as they leave it and released once uploaded
+  // (capsule/s3_store.h) passes false.
   static absl::StatusOr<std::unique_ptr<LocalIncoming>> Begin(
       const std::string& folder, const Prelude& prelude,
       absl::Span<const crypto::PublicIdentity> trusted,
-      std::optional<uint64_t> keep_free = std::nullopt, uint64_t write_reserve = 0);
+      std::optional<uint64_t> keep_free = std::nullopt, uint64_t write_reserve = 0,
+      bool check_resumed = true);
   ~LocalIncoming() override;
 
   const Manifest& manifest() const override { return reader_->manifest(); }
@@ -163,6 +174,8 @@ class LocalIncoming final : public IncomingCapsule {
  private:
   LocalIncoming() = default;
   absl::Status LoadJournal();
+  // Reads back every journaled chunk and forgets those that do not match the signed table.
+  absl::Status CheckJournaled();
 
   std::string store_, path_, journal_path_;
   std::unique_ptr<CapsuleReader> reader_;  // over the prelude only: for CheckChunk

@@ -102,6 +102,49 @@ TEST(IncomingCapsuleTest, ResumeAfterACrashNeedsOnlyTheUnjournaledChunks) {
   EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), s.capsule);
 }
 
+// Regression: after a restart, a journal naming chunks that were never written (edited by
+// hand, or restored from a backup newer than the partial file) was believed; the chunks were
+// never asked for, and Finish stored a capsule that fails verification, recorded as received.
+// Now the journaled chunks of files this process did not write are checked once at Begin, and
+// those that fail are missing again; the capsule then completes as signed.
+TEST(IncomingCapsuleTest, JournaledChunksNeverWrittenAreMissingAfterARestart) {
+  Keys keys;
+  const Sent s = MakeCapsule(keys, 8 * kChunk);
+  const std::string store = testing::MakeTempDir();
+  {
+    auto in = LocalIncoming::Begin(store, s.prelude, Trust(keys));
+    ASSERT_TRUE(in.ok());
+    for (uint64_t i : {0, 1}) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+    ASSERT_TRUE((*in)->Sync().ok());
+  }
+  const std::string base = store + "/.incoming/" + s.reader->manifest().IdHex();
+  {
+    FILE* f = std::fopen((base + ".journal").c_str(), "ab");
+    ASSERT_NE(f, nullptr);
+    for (uint8_t i : {4, 5, 6}) {  // big-endian u64 records of chunks never written
+      const uint8_t record[8] = {0, 0, 0, 0, 0, 0, 0, i};
+      std::fwrite(record, 1, 8, f);
+    }
+    std::fclose(f);
+  }
+  {
+    // The same process reopening its own files takes its journal at its word.
+    auto in = LocalIncoming::Begin(store, s.prelude, Trust(keys));
+    ASSERT_TRUE(in.ok()) << in.status();
+    EXPECT_EQ((*in)->Missing(), (std::vector<uint64_t>{2, 3, 7}));
+  }
+  ForgetCheckedIncomingForTesting();  // "restart"
+  auto in = LocalIncoming::Begin(store, s.prelude, Trust(keys));
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ((*in)->Missing(), (std::vector<uint64_t>{2, 3, 4, 5, 6, 7}));
+  for (uint64_t i : (*in)->Missing()) ASSERT_TRUE((*in)->PutChunk(i, Chunk(s, i)).ok());
+  ASSERT_TRUE((*in)->Sync().ok());
+  auto path = (*in)->Finish();
+  ASSERT_TRUE(path.ok()) << path.status();
+  const std::string got = testing::ReadFile(*path);
+  EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), s.capsule);
+}
+
 // A journal that outlived its capsule file (the file deleted to free disk, or a crash between
 // Finish's two unlinks) must not make the chunks of a new, empty file count as received.
 TEST(IncomingCapsuleTest, AJournalWithoutItsFileCountsNothing) {

@@ -103,8 +103,11 @@ class S3StoreImpl final : public Store {
     for (int attempt = 0;; ++attempt) {
       absl::StatusOr<std::unique_ptr<Claim>> claim = Claim::Take(shared_, id);
       if (!claim.ok()) return claim.status();
-      absl::StatusOr<std::unique_ptr<LocalIncoming>> spool = LocalIncoming::Begin(
-          shared_->o.spool, prelude, trusted, std::nullopt, SpoolReserve(shared_->o.spool));
+      // Not checked on resume: chunks uploaded already were released from the spool (holes),
+      // and each chunk is checked again as it leaves it (S3Incoming::UploadOne).
+      absl::StatusOr<std::unique_ptr<LocalIncoming>> spool =
+          LocalIncoming::Begin(shared_->o.spool, prelude, trusted, std::nullopt,
+                               SpoolReserve(shared_->o.spool), /*check_resumed=*/false);
       if (!spool.ok()) return spool.status();
       const std::string journal = (*spool)->incoming_folder() + "/" + id + ".parts";
       auto in = std::make_unique<S3Incoming>(std::move(*claim), shared_, std::move(*spool), journal);

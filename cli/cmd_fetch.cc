@@ -37,8 +37,14 @@ int RunFetch(int argc, char** argv) {
   if (!options.ok()) return ctx.Fail(options.status());
   absl::StatusOr<std::vector<crypto::PublicIdentity>> trusted = capsule::LoadTrust(site->trust);
   if (!trusted.ok()) return ctx.Fail(trusted.status());
+  Progress progress("receiving", 0, !ctx.json());
+  options->progress = [&progress](const transfer::SendProgress& p) {
+    progress.SetTotal(p.total_bytes);
+    progress.Update(p.sent_bytes);
+  };
   absl::StatusOr<transfer::SendSummary> s = transfer::FetchCapsule(
       a.positionals()[0], a.Get("from"), a.Get("output"), *options, *trusted, site::AdmissionFor(*site));
+  progress.Finish();
   if (!s.ok()) return ctx.Fail(s.status());
   if (ctx.json()) {
     ctx.PrintJson(TransferSummaryJson(*s));

@@ -9,6 +9,7 @@
 #include <csignal>
 
 #include <cstdio>
+#include <cstdlib>
 #include <algorithm>
 #include <ctime>
 #include <iostream>
@@ -282,6 +283,12 @@ absl::StatusOr<transfer::ClientOptions> TransferClientOptions(const Context& ctx
     o.server = *peer;
   }
   o.cancelled = [] { return Interrupted(); };
+  // For tests only (not documented as an interface): a shorter wait for an idle peer than the
+  // default, which matches the daemon's.
+  if (const char* idle = ::getenv("BUNKER_TEST_PEER_IDLE_SECONDS"); idle != nullptr) {
+    int seconds = 0;
+    if (absl::SimpleAtoi(idle, &seconds) && seconds > 0) o.idle_seconds = seconds;
+  }
   return o;
 }
 

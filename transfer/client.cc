@@ -125,18 +125,108 @@ absl::Status CheckHostPort(const std::string& address) {
   return absl::OkStatus();
 }
 
+// What the peer is waited for with: when a byte last moved on any of the connections, and how
+// many were read. Shared by the connections' streams (which note) and the watch (which looks).
+struct Activity {
+  explicit Activity(kj::TimePoint start) : last(start) {}
+  kj::TimePoint last;
+  uint64_t read = 0;
+};
+
+// A connection's stream passed through, noting on `activity` each read or write that moved
+// bytes. A read or write that waits does not count: a peer that went silent (or a path that
+// drops everything without closing) leaves `last` where it was.
+class NotingStream final : public kj::AsyncIoStream {
+ public:
+  NotingStream(kj::AsyncIoStream& inner, kj::Timer& timer, Activity& activity)
+      : inner_(inner), timer_(timer), activity_(activity) {}
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    return inner_.tryRead(buffer, min_bytes, max_bytes).then([this](size_t n) {
+      if (n > 0) {
+        activity_.last = timer_.now();
+        activity_.read += n;
+      }
+      return n;
+    });
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return inner_.write(buffer, size).then([this]() { activity_.last = timer_.now(); });
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_.write(pieces).then([this]() { activity_.last = timer_.now(); });
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_.whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_.shutdownWrite(); }
+  void abortRead() override { inner_.abortRead(); }
+  void getsockopt(int level, int option, void* value, kj::uint* length) override {
+    inner_.getsockopt(level, option, value, length);  // the flow window (WindowedStream)
+  }
+
+ private:
+  kj::AsyncIoStream& inner_;
+  kj::Timer& timer_;
+  Activity& activity_;
+};
+
 // One authenticated RPC connection; must outlive the capabilities obtained through it.
 struct Connection {
   SecureConnection secure;
+  NotingStream noting;
   capnp::TwoPartyClient client;
-  explicit Connection(SecureConnection c) : secure(kj::mv(c)), client(*secure.stream) {}
+  Connection(SecureConnection c, kj::Timer& timer, Activity& activity)
+      : secure(kj::mv(c)), noting(*secure.stream, timer, activity), client(noting) {}
 };
 
-// Opens `count` connections to `address`, authenticating both ends of each, and runs `fn` on
-// the peer's Transfer capabilities.
+// Breaks what it is joined with when the user interrupts (kCancelled with `interrupted`) or the
+// peer moved nothing for the idle period (kUnavailable): the client's waits on the peer never
+// end otherwise, since a stalled peer neither answers nor closes, and the signal handlers only
+// set a flag (cli/exit_status.cc). Looks every 100 ms; also reports progress then.
+class PeerWatch {
+ public:
+  PeerWatch(kj::Timer& timer, const ClientOptions& options, std::string interrupted)
+      : timer_(timer),
+        options_(options),
+        interrupted_(std::move(interrupted)),
+        activity_(timer.now()) {}
+  Activity& activity() { return activity_; }
+  // Called at each look (fetch progress).
+  std::function<void()> on_tick;
+
+  template <typename T>
+  kj::Promise<T> Guard(kj::Promise<T> work) {
+    return work.exclusiveJoin(Breaks<T>());
+  }
+
+ private:
+  template <typename T>
+  kj::Promise<T> Breaks() {
+    return timer_.afterDelay(100 * kj::MILLISECONDS).then([this]() -> kj::Promise<T> {
+      if (options_.cancelled && options_.cancelled()) {
+        return ToException(absl::CancelledError(interrupted_));
+      }
+      const int idle = std::max(options_.idle_seconds, 1);
+      if (timer_.now() - activity_.last >= idle * kj::SECONDS) {
+        return ToException(absl::UnavailableError(absl::StrCat(
+            "the peer moved nothing for ", idle, " s; run it again to resume")));
+      }
+      if (on_tick) on_tick();
+      return Breaks<T>();
+    });
+  }
+
+  kj::Timer& timer_;
+  const ClientOptions& options_;
+  std::string interrupted_;
+  Activity activity_;
+};
+
+// Opens `count` connections to `address`, authenticating both ends of each, and waits for
+// the promise `fn` makes from the peer's Transfer capabilities, all under `watch`'s guard
+// (interrupts, an idle peer). `interrupted`: the text of an interrupt.
 template <typename Fn>
 absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOptions& options,
-                                     size_t count, Fn fn) {
+                                     size_t count, const std::string& interrupted, Fn fn) {
   if (options.self == nullptr) return absl::InvalidArgumentError("no identity");
   KeepChunkBuffers();
   absl::StatusOr<crypto::PublicIdentity> server = PickServer(options);
@@ -151,13 +241,16 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
         SecureChannel::Create(*options.self, options.peers, timer, absl::Now(), channel_options);
     if (!channel.ok()) return channel.status();
     if (absl::Status s = CheckHostPort(address); !s.ok()) return s;
+    PeerWatch watch(timer, options, interrupted);
     kj::Own<kj::NetworkAddress> addr;
     try {
-      addr = io.provider->getNetwork().parseAddress(address).wait(io.waitScope);
-    } catch (const kj::Exception&) {
+      addr = watch.Guard(io.provider->getNetwork().parseAddress(address)).wait(io.waitScope);
+    } catch (const kj::Exception& e) {
+      if (absl::Status s = FromException(e); absl::IsCancelled(s)) return s;
       // Well formed (checked above): a name that does not resolve now, which may later.
       return absl::UnavailableError(absl::StrCat("cannot resolve the address ", address));
     }
+    watch.activity().last = timer.now();  // the peer's silence counts from here
     // All connections at once: on a long link each handshake takes a few round trips, which
     // one after the other would add up (16 streams at 50 ms: over two seconds).
     auto handshakes = kj::heapArrayBuilder<kj::Promise<SecureConnection>>(count);
@@ -167,16 +260,17 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
             return (*channel)->Connect(kj::mv(raw), *server);
           }));
     }
-    kj::Array<SecureConnection> secured = kj::joinPromises(handshakes.finish()).wait(io.waitScope);
+    kj::Array<SecureConnection> secured =
+        watch.Guard(kj::joinPromises(handshakes.finish())).wait(io.waitScope);
     std::vector<kj::Own<Connection>> connections;
     std::vector<WriteMeter*> meters;
     auto peers = kj::heapArrayBuilder<schema::Transfer::Client>(count);
     for (SecureConnection& secure : secured) {
-      connections.push_back(kj::heap<Connection>(kj::mv(secure)));
+      connections.push_back(kj::heap<Connection>(kj::mv(secure), timer, watch.activity()));
       meters.push_back(connections.back()->secure.meter.get());
       peers.add(connections.back()->client.bootstrap().castAs<schema::Transfer>());
     }
-    return fn(peers.finish(), io, timer, std::move(meters));
+    return watch.Guard(fn(peers.finish(), timer, std::move(meters), watch)).wait(io.waitScope);
   } catch (const kj::Exception& e) {
     return FromException(e);
   }
@@ -196,12 +290,12 @@ absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
   if (!reader.ok()) return reader.status();
   std::shared_ptr<const capsule::CapsuleReader> shared = std::move(*reader);
   const size_t connections = ConnectionsFor(options);
-  return WithPeer(address, options, connections,
-                  [&](kj::Array<schema::Transfer::Client> peers, kj::AsyncIoContext& io,
-                      kj::Timer& timer, std::vector<WriteMeter*> meters) {
+  return WithPeer(address, options, connections, "interrupted; the receiver keeps what it has",
+                  [&](kj::Array<schema::Transfer::Client> peers, kj::Timer& timer,
+                      std::vector<WriteMeter*> meters, PeerWatch&) {
                     SendOptions send = ToSendOptions(options, timer);
                     send.meters = std::move(meters);
-                    return Push(shared, kj::mv(peers), std::move(send)).wait(io.waitScope);
+                    return Push(shared, kj::mv(peers), std::move(send));
                   });
 }
 
@@ -224,35 +318,52 @@ absl::StatusOr<SendSummary> FetchCapsule(const std::string& capsule_id, const st
   const std::string store = (dir == "/" ? "" : dir) + "/.bunker-fetch";
   if (absl::Status s = MakePrivateStaging(store); !s.ok()) return s;
   bool received = false;
+  // What the server offers, once it did (the admission check sees the manifest first).
+  uint64_t total = 0;
   absl::StatusOr<SendSummary> summary = WithPeer(
-      address, options, 1,
-      [&](kj::Array<schema::Transfer::Client> peers, kj::AsyncIoContext& io, kj::Timer&,
-          std::vector<WriteMeter*>) -> absl::StatusOr<SendSummary> {
+      address, options, 1, "interrupted; what was received is kept for a resume",
+      [&](kj::Array<schema::Transfer::Client> peers, kj::Timer&, std::vector<WriteMeter*>,
+          PeerWatch& watch) -> kj::Promise<SendSummary> {
         schema::Transfer::Client& peer = peers[0];
         DepotOptions d;
         d.store = capsule::MakeLocalStore(store);
         d.trusted = trusted;
-        d.admit = admit;
+        d.admit = [admit, &total](const capsule::Manifest& m) {
+          total = m.payload_size;
+          return admit ? admit(m) : absl::OkStatus();
+        };
         d.now = [] { return static_cast<int64_t>(absl::ToUnixSeconds(absl::Now())); };
         d.expected_id = id;
         d.on_event = [&received, &id](const DepotEvent& e) {
           if (e.kind == "received" && e.capsule_id == id) received = true;
         };
-        Depot local(d);
+        // Kept with the promise: destroyed with it, while the event loop still runs.
+        kj::Own<Depot> local = kj::heap<Depot>(d);
+        if (options.progress) {
+          watch.on_tick = [&options, &total, &watch]() {
+            SendProgress p;
+            p.total_bytes = total;
+            // What was read includes the messages' framing: never shown beyond the total.
+            p.sent_bytes = total > 0 ? std::min(watch.activity().read, total)
+                                     : watch.activity().read;
+            options.progress(p);
+          };
+        }
         absl::StatusOr<crypto::PublicIdentity> server = PickServer(options);
         auto req = peer.fetchRequest();
         req.setCapsuleId(id);
-        req.setReceiver(local.ServeFor(*server));
-        auto response = req.send().wait(io.waitScope);
-        auto s = response.getSummary();
-        SendSummary out;
-        out.capsule_id = s.getCapsuleId().cStr();
-        out.chunks_total = s.getChunksTotal();
-        out.chunks_sent = s.getChunksSent();
-        out.chunks_skipped = s.getChunksSkipped();
-        out.bytes_sent = s.getBytesSent();
-        out.seconds = s.getSeconds();
-        return out;
+        req.setReceiver(local->ServeFor(*server));
+        return req.send().then([](capnp::Response<schema::Transfer::FetchResults>&& response) {
+          auto s = response.getSummary();
+          SendSummary out;
+          out.capsule_id = s.getCapsuleId().cStr();
+          out.chunks_total = s.getChunksTotal();
+          out.chunks_sent = s.getChunksSent();
+          out.chunks_skipped = s.getChunksSkipped();
+          out.bytes_sent = s.getBytesSent();
+          out.seconds = s.getSeconds();
+          return out;
+        }).attach(kj::mv(local));
       });
   if (!summary.ok()) {
     // What was received stays for a resume; a staging folder that holds nothing goes.

@@ -22,8 +22,17 @@ struct ClientOptions {
   std::optional<crypto::PublicIdentity> server;
   int streams = 1;
   uint64_t rate = 0;  // bytes per second, 0: unlimited
+  // Send: called as chunks go. Fetch: called about every 100 ms with total_bytes (the
+  // capsule's payload, once the server offered it) and sent_bytes (what was received so far).
   std::function<void(const SendProgress&)> progress;
-  std::function<bool()> cancelled;  // polled as chunks go; true stops with kCancelled
+  // Polled about every 100 ms while the peer is waited for, whatever the peer does: true stops
+  // with kCancelled (what the receiver holds is kept for a resume).
+  std::function<bool()> cancelled;
+  // A peer that moves no byte either way for this long, over all connections (a stalled link,
+  // a peer that stopped reading or answering), fails the run with kUnavailable; running it
+  // again resumes. The daemon drops its own idle sessions after ChannelOptions::idle_timeout,
+  // the same default.
+  int idle_seconds = 120;
 };
 
 // Pushes the capsule at `capsule_path` to the site at `address` ("host:port").

@@ -30,9 +30,13 @@ namespace bunker::transfer {
 namespace {
 
 capsule::Prelude PreludeFrom(schema::Prelude::Reader p) {
+  // Each get() of a field is charged against the message's traversal limit (64 MiB): read
+  // once, not once for begin() and again for end(), which halved the offer a capsule can make.
+  const capnp::Data::Reader header = p.getHeader();
+  const capnp::Data::Reader tail = p.getTail();
   capsule::Prelude out;
-  out.header.assign(p.getHeader().begin(), p.getHeader().end());
-  out.tail.assign(p.getTail().begin(), p.getTail().end());
+  out.header.assign(header.begin(), header.end());
+  out.tail.assign(tail.begin(), tail.end());
   return out;
 }
 
@@ -112,8 +116,14 @@ class TransferImpl final : public schema::Transfer::Server {
                  // version, a copy into the store) gets it now.
                  return depot->RecordReceipt(*receipt);
                })
-        .then([this, context, id](absl::Status same) mutable -> kj::Promise<void> {
-          if (!same.ok()) return ToException(PeerSafe(same));
+        .then([this, context, id, receipt](absl::Status same) mutable -> kj::Promise<void> {
+          if (!same.ok()) {
+            // Put on record like every refused offer (spec/TRANSFER.md 5.6): a capsule
+            // claiming a stored one's id is what a forger sends.
+            const absl::Status safe = PeerSafe(same);
+            depot_.Emit({"refused", id, receipt->issuer, peer_, std::string(safe.message())});
+            return ToException(safe);
+          }
           auto results = context.getResults();
           results.setUpload(NewStoredUpload(id));
           results.initMissing(0);
@@ -156,9 +166,14 @@ class TransferImpl final : public schema::Transfer::Server {
                              return capsule::CapsuleReader::OpenUntrusted(std::move(*file));
                            })
         .then([this, context, id](Opened reader) mutable -> kj::Promise<void> {
-          if (!reader.ok()) return ToException(PeerSafe(reader.status()));
+          if (!reader.ok()) {
+            const absl::Status safe = PeerSafe(reader.status(), "the sending site");
+            depot_.Emit({"refused", id, "", peer_, absl::StrCat("fetch failed: ", safe.message())});
+            return ToException(safe);
+          }
           auto receiver = context.getParams().getReceiver();
           SendOptions options;
+          options.for_fetch = true;
           options.read_pool = &depot_.store_calls();
           options.budget = &depot_.fetch_budget();
           options.peer_budget = &depot_.peer_fetch_budget(peer_);
@@ -181,8 +196,10 @@ class TransferImpl final : public schema::Transfer::Server {
               })
               // A failure reading the store (a local path, an S3 endpoint, bucket and key)
               // reaches the peer only as PeerSafe lets it.
-              .catch_([](kj::Exception&& e) -> kj::Promise<void> {
-                return ToException(PeerSafe(FromException(e), "the sending site"));
+              .catch_([this, id](kj::Exception&& e) -> kj::Promise<void> {
+                const absl::Status safe = PeerSafe(FromException(e), "the sending site");
+                depot_.Emit({"refused", id, "", peer_, absl::StrCat("fetch failed: ", safe.message())});
+                return ToException(safe);
               });
         })
         .attach(kj::mv(place));
@@ -378,8 +395,9 @@ kj::Promise<absl::StatusOr<std::shared_ptr<capsule::IncomingCapsule>>> Depot::Re
   if (it != incoming_.end()) {
     if (std::shared_ptr<capsule::IncomingCapsule> live = it->second.lock()) {
       if (!live->SamePrelude(prelude)) {
-        return Result(absl::DataLossError(
-            absl::StrCat("another capsule with id ", id, " is being received")));
+        const std::string why = absl::StrCat("another capsule with id ", id, " is being received");
+        Emit({"refused", id, issuer, peer, why});
+        return Result(absl::DataLossError(why));
       }
       return Result(live);
     }

@@ -6,6 +6,7 @@
 #include <kj/async-io.h>
 #include <kj/vector.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -206,9 +207,66 @@ TEST(DepotAttackTest, AnOfferThatChangesBetweenAttemptsIsRefused) {
   absl::Status s = Outcome(io, Push(twin_reader, c.transfer, SendOptions()));
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "partly received")) << s;
+  // Said to the sender, who cannot act on the receiver's folders.
+  EXPECT_FALSE(absl::StrContains(s.message(), ".incoming")) << s;
   auto resumed = Push(f.reader, c.transfer, SendOptions()).wait(io.waitScope);
   EXPECT_EQ(resumed.chunks_skipped, 1u);
   EXPECT_TRUE(f.Stored(f.store));
+}
+
+// Regression: an offer refused because a different capsule with its id was being received or
+// was stored, chunks refused against the signed table, and a served fetch that failed were
+// neither logged nor put on record (spec/TRANSFER.md 5.6). Each is now a "refused" event; the
+// rejected chunks of one upload make one event, however many commits report them.
+TEST(DepotAttackTest, ForgedIdsCorruptChunksAndFailedFetchesAreOnRecord) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(4 * kChunk);
+  const auto twin = capsule::testing::MustResign(f.capsule, f.keys.issuer,
+                                                 [](capsule::Manifest& m) { m.policy = "{}"; });
+  auto opened = capsule::CapsuleReader::OpenUntrusted(capsule::MemoryFile(twin));
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<const capsule::CapsuleReader> twin_reader = std::move(*opened);
+  std::vector<DepotEvent> events;
+  DepotOptions o = f.Options(f.store);
+  o.on_event = [&events](const DepotEvent& e) { events.push_back(e); };
+  Depot depot(o);
+  auto refusals = [&events](const std::string& says) {
+    int n = 0;
+    for (const DepotEvent& e : events) n += e.kind == "refused" && absl::StrContains(e.detail, says);
+    return n;
+  };
+  Connection c1(io, depot, f.keys.alice.public_identity());
+  auto u = Offer(io, c1, f);
+  std::vector<uint8_t> bad = f.Chunk(1);
+  bad[7] ^= 1;
+  ASSERT_TRUE(Outcome(io, Put(u, 1, bad)).ok());
+  EXPECT_EQ(Rejected(io, u), std::vector<uint64_t>{1});
+  ASSERT_TRUE(Outcome(io, Put(u, 1, bad)).ok());
+  EXPECT_EQ(Rejected(io, u), std::vector<uint64_t>{1});
+  EXPECT_EQ(refusals("do not match the signed chunk table"), 1);
+  EXPECT_EQ(events.back().capsule_id, f.Id());
+  Connection c2(io, depot, f.keys.alice.public_identity());
+  EXPECT_EQ(Outcome(io, Push(twin_reader, c2.transfer, SendOptions())).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(refusals("is being received"), 1);
+  ASSERT_TRUE(Outcome(io, Push(f.reader, c1.transfer, SendOptions())).ok());
+  ASSERT_TRUE(f.Stored(f.store));
+  EXPECT_EQ(Outcome(io, Push(twin_reader, c2.transfer, SendOptions())).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(refusals("is already stored here"), 1);
+  EXPECT_EQ(events.back().peer, f.keys.alice.public_identity().fingerprint().ToString());
+  // A fetch of a stored capsule that cannot be read (truncated on the serving site's disk).
+  const std::string path = f.store + "/" + f.Id() + ".capsule";
+  ASSERT_EQ(::truncate(path.c_str(), 100), 0);
+  DepotOptions mine = f.Options(capsule::testing::MakeTempDir() + "/mine");
+  mine.expected_id = f.Id();
+  Depot receiver(mine);
+  auto req = c2.transfer.fetchRequest();
+  req.setCapsuleId(f.Id());
+  req.setReceiver(receiver.ServeFor(f.keys.bob.public_identity()));
+  absl::Status fetched = Outcome(io, req.send());
+  EXPECT_FALSE(fetched.ok());
+  EXPECT_EQ(refusals("fetch failed"), 1) << fetched;
 }
 
 // Attack: many sessions each pulling a fetch at once. Before: each fetch held about two chunks

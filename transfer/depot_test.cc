@@ -526,6 +526,44 @@ class ChunksFailStore final : public capsule::Store {
   std::shared_ptr<capsule::Store> s_;
 };
 
+// Regression: a fetch of a capsule whose copy at the sending site is damaged failed with the
+// sending site's own words, "the receiver refused chunk N 3 times: the capsule read here ...",
+// which to the fetching user (the receiver) said the opposite of what happened.
+TEST(DepotTest, AFetchOfACorruptCopySaysTheSendingSitesCopyIsCorrupt) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(6 * kChunk);
+  Depot source(f.Options());
+  Connection c(io, source, f.keys.alice.public_identity());
+  ASSERT_TRUE(Send(io, c, f.reader).ok());
+  const std::string stored = f.store + "/" + f.reader->manifest().IdHex() + ".capsule";
+  {
+    FILE* file = std::fopen(stored.c_str(), "r+b");
+    ASSERT_NE(file, nullptr);
+    std::fseek(file, static_cast<long>(f.reader->geometry().ChunkOffset(2) + 9), SEEK_SET);
+    const int byte = std::fgetc(file);
+    std::fseek(file, static_cast<long>(f.reader->geometry().ChunkOffset(2) + 9), SEEK_SET);
+    std::fputc(byte ^ 0x20, file);
+    std::fclose(file);
+  }
+  DepotOptions mine = f.Options();
+  mine.store = capsule::MakeLocalStore(capsule::testing::MakeTempDir() + "/mine");
+  mine.expected_id = f.reader->manifest().IdHex();
+  Depot local(mine);
+  auto req = c.transfer.fetchRequest();
+  req.setCapsuleId(f.reader->manifest().IdHex());
+  req.setReceiver(local.ServeFor(f.keys.bob.public_identity()));
+  absl::Status s;
+  try {
+    req.send().wait(io.waitScope);
+  } catch (const kj::Exception& e) {
+    s = FromException(e);
+  }
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "the sending site's copy of the capsule is corrupt"))
+      << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), "read here")) << s;
+}
+
 TEST(DepotTest, AFetchWhoseStoreFailsTellsThePeerNoLocalDetail) {
   auto io = kj::setupAsyncIo();
   Fixture f(40 * kChunk);
@@ -913,6 +951,51 @@ TEST(DepotTest, AnotherCapsuleClaimingAStoredIdIsRefused) {
   EXPECT_TRUE(f.StoredMatches()) << "the stored capsule was replaced";
 }
 
+// Regression: the depot read an offer's header and tail twice each from the message (once for
+// begin(), once for end()), each charged to the 64 MiB traversal limit, so an offer whose
+// chunk table was over 32 MiB (about a million chunks, a valid capsule) broke the call
+// ("traversal limit exceeded") on every run. Now it is read and judged as a prelude: this
+// one's tail is junk, refused as such.
+TEST(DepotTest, AnOfferWithAChunkTableOver32MiBIsReadWithinTheMessageLimit) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  Depot depot(f.Options());
+  Connection c(io, depot, f.keys.alice.public_identity());
+  auto p = capsule::ReadPrelude(*f.reader);
+  ASSERT_TRUE(p.ok());
+  std::vector<uint8_t> tail(40u << 20, 0x5a);
+  auto req = c.transfer.offerRequest();
+  req.initPrelude().setHeader(kj::arrayPtr(p->header.data(), p->header.size()));
+  req.getPrelude().setTail(kj::arrayPtr(tail.data(), tail.size()));
+  absl::Status s;
+  try {
+    req.send().wait(io.waitScope);
+  } catch (const kj::Exception& e) {
+    s = FromException(e);
+  }
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), "traversal")) << s;
+}
+
+// A capsule whose offer cannot fit in one message is refused by the sender before anything
+// moves, naming the limit (kInvalidArgument: exit 3), not sent to fail at the receiver on
+// every run as a network error (exit 9, "re-run to resume").
+TEST(DepotTest, ACapsuleWhoseOfferExceedsTheMessageLimitIsRefusedBeforeSending) {
+  auto io = kj::setupAsyncIo();
+  Fixture f(3 * kChunk);
+  Depot depot(f.Options());
+  Connection c(io, depot, f.keys.alice.public_identity());
+  SendOptions o;
+  o.max_prelude = 64;  // the real one holds about 2 million chunks
+  auto s = Send(io, c, f.reader, o);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << s.status();
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "exceeds the transfer limit of 64 bytes"))
+      << s.status();
+  EXPECT_TRUE(f.events.empty()) << "an offer reached the receiver";
+  EXPECT_LT(kMaxOfferPreludeBytes, uint64_t{64} << 20);
+}
+
 TEST(DepotTest, FetchReceiverRefusesFetchesAndOtherCapsules) {
   auto io = kj::setupAsyncIo();
   Fixture f(2 * kChunk);
@@ -1185,6 +1268,19 @@ TEST(ErrorsTest, StatusSurvivesTheWire) {
             std::string::npos);
   EXPECT_EQ(PeerSafe(absl::PermissionDeniedError("issuer bk1:abc is not trusted")).message(),
             "issuer bk1:abc is not trusted");
+}
+
+// A failure of the peer's own (a short read of its store is kOutOfRange) must not reach the
+// other side as its own invalid input (exit 3): it is the peer being unavailable (exit 9).
+TEST(ErrorsTest, PeersLocalFailuresAreUnavailable) {
+  for (const absl::Status& local :
+       {absl::OutOfRangeError("short read of /srv/store/x.capsule"), absl::InternalError("bug"),
+        absl::UnknownError("?"), absl::DeadlineExceededError("slow disk"),
+        absl::UnavailableError("EIO")}) {
+    const absl::Status safe = PeerSafe(local, "the sending site");
+    EXPECT_EQ(safe.code(), absl::StatusCode::kUnavailable) << local;
+    EXPECT_EQ(safe.message(), "the sending site had a local I/O error") << local;
+  }
 }
 
 }  // namespace

@@ -146,6 +146,17 @@ class UploadImpl final : public schema::Upload::Server {
           SetRanges(sorted, [&results](unsigned n) { return results.initDurable(n); });
           // Chunks the store took back (damaged before they left its spool) are refused too.
           for (uint64_t i : in_->TakeRefused()) rejected_.insert(i);
+          if (!rejected_.empty() && !rejection_recorded_) {
+            // On record once per upload, counted (the sender resends them, and gives up after
+            // a few refusals of one chunk): a peer sending chunks that do not match the
+            // signed table is either corrupt or hostile.
+            rejection_recorded_ = true;
+            const capsule::Manifest& m = in_->manifest();
+            depot_.Emit({"refused", m.IdHex(), m.issuer.fingerprint().ToString(), peer_,
+                         absl::StrCat(rejected_.size(), " chunk(s) refused (first: chunk ",
+                                      *rejected_.begin(),
+                                      "): they do not match the signed chunk table")});
+          }
           auto rejected = results.initRejected(static_cast<unsigned>(rejected_.size()));
           unsigned k = 0;
           for (uint64_t i : rejected_) rejected.set(k++, i);
@@ -207,6 +218,7 @@ class UploadImpl final : public schema::Upload::Server {
   std::shared_ptr<Depot::SyncPace> pace_;
   std::string peer_;
   std::set<uint64_t> rejected_;
+  bool rejection_recorded_ = false;  // the upload's one "refused" event for rejected chunks
   uint64_t inflight_ = 0;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiters_;
 };

@@ -67,7 +67,10 @@ absl::Status PeerSafe(const absl::Status& status, absl::string_view who) {
       if (status.message().find('/') == absl::string_view::npos) return status;
       return absl::Status(status.code(), absl::StrCat(who, " refused the request"));
     default:
-      return absl::Status(status.code(), absl::StrCat(who, " had a local I/O error"));
+      // The peer's own failure (a short read of its store is kOutOfRange, which for the peer
+      // would mean "your input is invalid", exit 3): to the peer the far end is unavailable,
+      // and a later run may succeed.
+      return absl::UnavailableError(absl::StrCat(who, " had a local I/O error"));
   }
 }
 

@@ -20,8 +20,9 @@ kj::Exception ToException(const absl::Status& status);
 absl::Status FromException(const kj::Exception& exception);
 
 // `status` as it may reach a peer: the message of a refusal (trust, policy, corrupt data) is
-// kept unless it names a path ('/'); local failures get a generic text for their code, naming
-// `who` had it ("the receiver", or "the sending site" serving a fetch).
+// kept unless it names a path ('/'); local failures get a generic text naming `who` had it
+// ("the receiver", or "the sending site" serving a fetch), with the code of the refusals above
+// kept and any other (I/O, out of range, internal) made kUnavailable: the peer can only retry.
 absl::Status PeerSafe(const absl::Status& status, absl::string_view who = "the receiver");
 
 }  // namespace bunker::transfer

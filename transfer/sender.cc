@@ -142,9 +142,15 @@ struct PushState : public kj::Refcounted, private kj::TaskSet::ErrorHandler {
                     absl::DataLossError("the receiver refused a chunk the capsule does not have")));
               }
               if (++self->rejections[i] >= self->options.max_rejections) {
-                kj::throwFatalException(ToException(absl::DataLossError(absl::StrCat(
-                    "the receiver refused chunk ", i, " ", self->options.max_rejections,
-                    " times: the capsule read here does not match its own chunk table"))));
+                const int n = self->options.max_rejections;
+                kj::throwFatalException(ToException(absl::DataLossError(
+                    self->options.for_fetch
+                        ? absl::StrCat("the sending site's copy of the capsule is corrupt: its "
+                                       "chunk ", i, " does not match the signed chunk table "
+                                       "(refused ", n, " times)")
+                        : absl::StrCat("the receiver refused chunk ", i, " ", n,
+                                       " times: the capsule read here does not match its own "
+                                       "chunk table"))));
               }
               self->Enqueue(i);
             }
@@ -276,6 +282,15 @@ kj::Promise<SendSummary> Offer(std::shared_ptr<const capsule::CapsuleReader> rea
                                kj::Array<schema::Transfer::Client> peers, SendOptions options,
                                absl::StatusOr<capsule::Prelude> prelude) {
   if (!prelude.ok()) return ToException(prelude.status());
+  const uint64_t prelude_bytes = prelude->header.size() + prelude->tail.size();
+  if (prelude_bytes > options.max_prelude) {
+    // It would fail at the receiver's message limit on every run: say so now, once.
+    return ToException(absl::InvalidArgumentError(absl::StrCat(
+        "capsule ", reader->manifest().IdHex(), " has ", reader->geometry().chunk_count,
+        " chunks: its offer (", prelude_bytes, " bytes) exceeds the transfer limit of ",
+        options.max_prelude, " bytes (about ", options.max_prelude / 32,
+        " chunks); seal it with larger chunks")));
+  }
   auto push = kj::refcounted<PushState>();
   push->reader = std::move(reader);
   options.streams = std::clamp(options.streams, 1, 64);

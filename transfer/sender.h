@@ -31,6 +31,14 @@ struct SendProgress {
   uint64_t sent_bytes = 0;     // sent in this run (resends included)
 };
 
+// The most an offer's prelude (header and chunk table: 32 bytes a chunk) may hold: an offer is
+// one Cap'n Proto message, which the receiver reads within the default traversal limit of
+// 64 MiB (ReaderOptions::traversalLimitInWords), less room for the call around it. So about
+// 2 million chunks; a capsule with more is refused before anything is sent (seal it with larger
+// chunks). The receiver's answer names the missing chunks as ranges of 16 bytes, at worst one
+// for every other chunk: 8 bytes a chunk, so it always fits when the offer did.
+inline constexpr uint64_t kMaxOfferPreludeBytes = (uint64_t{64} << 20) - (uint64_t{64} << 10);
+
 struct SendOptions {
   int streams = 1;            // concurrent chains of put calls (1..64)
   uint64_t rate = 0;          // bytes per second; 0: unlimited
@@ -46,6 +54,9 @@ struct SendOptions {
   // client sets it to its RPC window, what is in flight anyway.
   uint64_t commit_slack = 0;
   int max_rejections = 3;     // refusals of one chunk that make the push fail with kDataLoss
+  // Serving a fetch: that failure then speaks to the fetching site, of the sending site's copy.
+  bool for_fetch = false;
+  uint64_t max_prelude = kMaxOfferPreludeBytes;  // a larger capsule: kInvalidArgument at once
   // When set, chunks are read on these threads instead of the event loop's (a capsule in an
   // object store, whose reads wait on the network); must outlive the promise.
   capsule::ThreadPool* read_pool = nullptr;

@@ -269,6 +269,96 @@ scenario_transfer_fetch() {
   [ ! -e shared/.bunker-fetch ] || fail "the staging folder was left behind"
 }
 
+# A journal naming chunks that were never written (edited by hand, or restored from a backup
+# newer than the partial file) is checked after the restart: those chunks are sent again and the
+# stored capsule is the one signed (before: exit 0, every chunk "skipped", a corrupt capsule
+# stored and recorded as received).
+scenario_transfer_edited_journal_is_checked() {
+  DATA_BYTES=6000000 setup
+  start_b
+  "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site a.json --rate 1M >/dev/null 2>&1 &
+  local pid=$!
+  wait_for_journal
+  kill -9 "$pid"; wait "$pid" 2>/dev/null
+  kill -TERM "$B_PID"; wait "$B_PID" 2>/dev/null
+  local journal i
+  journal=$(find store-b/.incoming -name '*.journal' | head -1)
+  [ -n "$journal" ] || fail "no journal"
+  # Chunks 85 to 90 of 92 (64 KiB each): not written within the first second at 1 MB/s.
+  for i in 85 86 87 88 89 90; do
+    printf "$(printf '\\0\\0\\0\\0\\0\\0\\0\\%03o' "$i")" >> "$journal"
+  done
+  start_b
+  expect_exit 0 send --json
+  [ "$(json_field chunksSkipped)" -lt "$(json_field chunksTotal)" ] || fail "nothing was resent"
+  cmp -s d.capsule "$(stored)" || fail "the stored capsule differs from the one sent"
+}
+
+# finish_within SECONDS PID: waits for background PID (a hang guard, not a timing: it fails
+# only if PID is still running after SECONDS) and sets RC to its exit status.
+finish_within() {
+  local n=$(($1 * 20))
+  while kill -0 "$2" 2>/dev/null && [ "$n" -gt 0 ]; do sleep 0.05; n=$((n - 1)); done
+  if kill -0 "$2" 2>/dev/null; then kill -9 "$2"; wait "$2" 2>/dev/null; fail "still running after $1 s"; fi
+  wait "$2"; RC=$?
+}
+
+# A peer that stalls (B stopped with SIGSTOP: its connections stay open and say nothing) holds
+# neither send nor fetch: SIGINT ends them (130), and without a signal the idle watch does (9).
+scenario_transfer_stalled_peer() {
+  DATA_BYTES=6000000 setup
+  start_b
+  "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" --site a.json --rate 1M \
+    >/dev/null 2>"$WORK/.stderr" &
+  local pid=$!
+  wait_for_journal
+  kill -STOP "$B_PID"
+  sleep 0.5
+  kill -INT "$pid"
+  finish_within 30 "$pid"
+  [ "$RC" -eq 130 ] || { cat "$WORK/.stderr"; fail "send on a stalled peer: SIGINT gave $RC"; }
+  expect_err 'interrupted'
+  # Without a signal: the idle watch, once the transfer is under way (a stall during the TLS
+  # handshake ends at the handshake's own timeout).
+  kill -CONT "$B_PID"
+  BUNKER_TEST_PEER_IDLE_SECONDS=2 "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" \
+    --site a.json --rate 1M >/dev/null 2>"$WORK/.stderr" &
+  pid=$!
+  local before
+  before=$(stat -c %s "$(find store-b/.incoming -name '*.journal' | head -1)")
+  for _ in $(seq 1 400); do
+    [ "$(stat -c %s "$(find store-b/.incoming -name '*.journal' | head -1)")" -gt "$before" ] && break
+    sleep 0.05
+  done
+  kill -STOP "$B_PID"
+  finish_within 60 "$pid"
+  [ "$RC" -eq 9 ] || { cat "$WORK/.stderr"; fail "send on a stalled peer exited $RC, not 9"; }
+  expect_err 'moved nothing for 2 s'
+  one_line_err
+  kill -CONT "$B_PID"
+  expect_exit 0 send
+  id=$(basename "$(stored)" .capsule)
+  kill -STOP "$B_PID"
+  "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule \
+    >/dev/null 2>"$WORK/.stderr" &
+  pid=$!
+  sleep 1
+  kill -INT "$pid"
+  finish_within 30 "$pid"
+  [ "$RC" -eq 130 ] || { cat "$WORK/.stderr"; fail "fetch on a stalled peer: SIGINT gave $RC"; }
+  # Stalled from the start: 1 s, well within the 3 s handshake timeout.
+  BUNKER_TEST_PEER_IDLE_SECONDS=1 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" \
+    --site a.json -o got.capsule >/dev/null 2>"$WORK/.stderr" &
+  pid=$!
+  finish_within 60 "$pid"
+  [ "$RC" -eq 9 ] || { cat "$WORK/.stderr"; fail "fetch on a stalled peer exited $RC, not 9"; }
+  expect_err 'moved nothing for 1 s'
+  [ ! -e got.capsule ] || fail "a stalled fetch created its output"
+  kill -CONT "$B_PID"
+  expect_exit 0 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule
+  cmp -s d.capsule got.capsule || fail "fetched capsule differs"
+}
+
 # Store and forward: A pushes to B; B, at its site, forwards the stored capsule to C.
 scenario_transfer_forward() {
   setup

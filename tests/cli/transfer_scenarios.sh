@@ -145,7 +145,16 @@ scenario_transfer_untrusted_issuer_and_excluded_site() {
   kill -TERM "$B_PID"; wait "$B_PID" 2>/dev/null
   expect_exit 0 "$CAPSULE" audit show --site b.json --json
   grep -q '"deny"' "$WORK/.stdout" || fail "refusals not in the audit log"
-  grep -Eq 'count: [34] \(identical events' "$WORK/.stdout" || fail "repeated refusals not counted"
+  # The refusals of m.capsule (each send's, one per connection that offered it) are in at most
+  # two records whose counts add up to at least the four sends: the first is written at once,
+  # unless the writer was still busy when the next came (then they share it), the rest at the
+  # stop. (An untrusted capsule's id is not on record: its refusal names the issuer.)
+  local records events
+  grep '"refused"' "$WORK/.stdout" | grep 'is not trusted' > m.records
+  records=$(wc -l < m.records)
+  events=$(awk '{ if (match($0, /count: [0-9]+ \(identical events/)) { split(substr($0, RSTART + 7), a, " "); n += a[1] } else n += 1 } END { print n + 0 }' m.records)
+  [ "$events" -ge 4 ] && [ "$records" -le 2 ] && grep -q 'count: [0-9]* (identical events' m.records ||
+    { cat m.records; fail "repeated refusals not counted: $events events in $records records"; }
 }
 
 scenario_transfer_policy_admits_site() {

@@ -131,8 +131,10 @@ absl::StatusOr<Authorization> AuthorizeFiles(const capsule::Manifest& m,
   rec.purpose = r.purpose.value_or("");
   rec.paths = request.only_patterns.empty() ? std::vector<std::string>{"**"}
                                             : request.only_patterns;
-  rec.rules = out.decision.rules;
-  rec.reasons = out.decision.reasons;
+  // Bounded, so that every decision fits in an entry (kMaxAuditEntrySize): a denial too long to
+  // record would come back as UNAVAILABLE and leave no trace. The caller still gets them all.
+  rec.rules = BoundLines(out.decision.rules, kMaxReasonsSize / 2, "rules");
+  rec.reasons = BoundLines(out.decision.reasons, kMaxReasonsSize, "reasons");
   rec.uses = out.decision.permit && out.decision.counts_use ? 1 : 0;
   if (request.client) {
     rec.uid = request.client->uid;

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <set>
@@ -185,6 +186,25 @@ TEST(GateTest, ADenialTooLongToRecordWholeIsRecordedBounded) {
   EXPECT_THAT(last.reasons.back(), ::testing::MatchesRegex(
                                        "\\.\\.\\. [0-9]+ more reasons \\(see capsule policy explain\\)"));
   EXPECT_THAT(last.reasons.front(), ::testing::EndsWith("..."));
+}
+
+// Regression: a gate (the daemon has one) remembers the newest checkpoint it signed, so the
+// state folder put back to an older copy under it is refused, not decided on.
+TEST(GateTest, AStateFolderPutBackUnderTheGateIsDataLoss) {
+  Fixture f;
+  Gate gate = f.SiteGate();
+  const Want want{Want::Kind::kExtract, {"train/a.csv"}, ""};
+  ASSERT_TRUE(f.Decide(gate, want).ok());
+  const std::string copy = f.root + "/state-copy";
+  std::filesystem::copy(f.site.state, copy, std::filesystem::copy_options::recursive);
+  ASSERT_TRUE(f.Decide(gate, want).ok());
+  std::filesystem::remove_all(f.site.state);
+  std::filesystem::copy(copy, f.site.state, std::filesystem::copy_options::recursive);
+  absl::StatusOr<Permit> again = f.Decide(gate, want);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kDataLoss) << again.status();
+  EXPECT_THAT(std::string(again.status().message()),
+              ::testing::HasSubstr("does not contain the checkpoint of size 2 this daemon signed"));
+  EXPECT_EQ(f.LoggedEntries(), 1u);
 }
 
 TEST(GateTest, OfflineDeniesNothingWithoutAPolicyAndRecordsNothing) {

@@ -35,14 +35,17 @@ int RunExport(int argc, char** argv) {
     return write_status.ok();
   };
   if (format == "csv") emit(verifier::AuditCsvHeader() + "\r\n");
+  uint64_t entries = 0;
   absl::Status s = verifier::ForEachAuditRecord(
       a.Get("log"), [&](uint64_t index, const verifier::AuditRecord& r) {
+        entries = index + 1;
         return format == "csv" ? emit(verifier::AuditRecordToCsv(index, r) + "\r\n")
                                : emit(verifier::AuditRecordToJson(index, r) + "\n");
       });
   if (write_status.ok()) write_status = out.Flush();
   if (!s.ok()) return ctx.Fail(s, "run 'capsule audit verify' to find what is wrong");
   if (!write_status.ok()) return ctx.Fail(write_status);
+  WarnIfUnsigned(a.Get("log"), entries);
   return kExitOk;
 }
 

@@ -587,6 +587,14 @@ scenario_audit_proofs() {
   # A log rolled back behind the auditor's checkpoint.
   expect_exit 4 "$CAPSULE" audit consistency --log forked/audit.log --old cp9
   expect_err "rolled back"
+  # ... and asked to prove an entry against that checkpoint: a loss (regression: exit 3, an
+  # invalid argument), once the checkpoint's signature is known to be the site's.
+  expect_exit 4 "$CAPSULE" audit prove --log forked/audit.log --entry 0 --checkpoint cp9 \
+    --key site.pub
+  expect_err "has only 6 entries, fewer than 9: it was truncated or rolled back"
+  expect_exit 4 "$CAPSULE" audit prove --log forked/audit.log --entry 0 --checkpoint cp9 \
+    --key mallory.pub
+  ! grep -q "rolled back" "$WORK/.stderr" || fail "prove blamed the log for a foreign checkpoint"
 }
 
 # The report writes a page only over a log that verifies, and names what it refuses.

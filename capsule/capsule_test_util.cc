@@ -93,8 +93,10 @@ std::vector<uint8_t> SealRaw(const Keys& keys, const std::vector<uint8_t>& paylo
   return sink.bytes;
 }
 
-std::vector<uint8_t> SealDirectory(const Keys& keys, const std::string& dir, uint32_t chunk_size) {
+std::vector<uint8_t> SealDirectory(const Keys& keys, const std::string& dir, uint32_t chunk_size,
+                                   const std::string& policy) {
   WriterOptions opts;
+  opts.policy = policy;
   opts.issuer = &keys.issuer;
   opts.recipients = {keys.alice.public_identity()};
   opts.chunk_size = chunk_size;

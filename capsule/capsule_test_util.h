@@ -38,9 +38,10 @@ std::vector<uint8_t> SealRaw(const Keys& keys, const std::vector<uint8_t>& paylo
                              crypto::Suite suite = crypto::Suite::kAes256Gcm, int threads = 2,
                              const std::string& policy = "");
 
-// Seals a directory as `capsule seal` does, to bytes in memory.
+// Seals a directory as `capsule seal` does, to bytes in memory, with `policy` (JSON, "" for
+// none).
 std::vector<uint8_t> SealDirectory(const Keys& keys, const std::string& dir,
-                                   uint32_t chunk_size = 4096);
+                                   uint32_t chunk_size = 4096, const std::string& policy = "");
 
 // Split/Resign that fail the test instead of returning a status.
 Parts MustSplit(const std::vector<uint8_t>& capsule);

@@ -88,4 +88,16 @@ absl::StatusOr<Checkpoint> TargetCheckpoint(const Context& ctx, const std::strin
   return verifier::ReadLatestCheckpoint(log);
 }
 
+void WarnIfUnsigned(const std::string& log_path, uint64_t entries) {
+  absl::StatusOr<verifier::Checkpoint> latest = verifier::ReadLatestCheckpoint(log_path);
+  const uint64_t signed_entries = latest.ok() ? latest->size : 0;
+  if (entries <= signed_entries) return;
+  std::fprintf(stderr,
+               "warning: audit log entries from %llu on are not covered by a signed checkpoint "
+               "(an interrupted append, or added without the site's key)\n"
+               "hint: run 'capsule audit verify'; the site completes an interrupted append "
+               "when it next opens its state (e.g. capsuled at start)\n",
+               static_cast<unsigned long long>(signed_entries));
+}
+
 }  // namespace bunker::cli::audit

@@ -45,6 +45,11 @@ void PrintCheckpoint(const Checkpoint& c);
 // The checkpoint to prove against: --checkpoint FILE, or the log's latest.
 absl::StatusOr<Checkpoint> TargetCheckpoint(const Context& ctx, const std::string& log);
 
+// Warns on stderr when the log at `log_path`, of which `entries` were read, has entries past
+// its latest checkpoint: they were listed, but nothing vouches for them (an interrupted append,
+// or entries added without the site's key). For the commands that only read (show, export).
+void WarnIfUnsigned(const std::string& log_path, uint64_t entries);
+
 // The subcommands, each in its own cli/cmd_audit_NAME.cc.
 int RunShow(int argc, char** argv);
 int RunVerifyLog(int argc, char** argv);

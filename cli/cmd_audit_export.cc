@@ -41,9 +41,11 @@ int RunExport(int argc, char** argv) {
     if (header_due) emit(verifier::AuditCsvHeader() + "\r\n");
     header_due = false;
   };
+  uint64_t entries = 0;
   absl::Status s = verifier::ForEachAuditRecord(
       a.Get("log"), [&](uint64_t index, const verifier::AuditRecord& r) {
         header();
+        entries = index + 1;
         return format == "csv" ? emit(verifier::AuditRecordToCsv(index, r) + "\r\n")
                                : emit(verifier::AuditRecordToJson(index, r) + "\n");
       });
@@ -54,6 +56,7 @@ int RunExport(int argc, char** argv) {
                                            : "");
   }
   if (!write_status.ok()) return ctx.Fail(write_status);
+  WarnIfUnsigned(a.Get("log"), entries);
   return kExitOk;
 }
 

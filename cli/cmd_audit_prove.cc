@@ -49,6 +49,11 @@ int RunProve(int argc, char** argv) {
   }
   absl::StatusOr<Checkpoint> cp = TargetCheckpoint(ctx, log);
   if (!cp.ok()) return ctx.Fail(cp.status());
+  // The signature first: only a checkpoint the site signed makes a log shorter than it a loss.
+  if (key) {
+    absl::Status sig = cp->Verify(*key);
+    if (!sig.ok()) return ctx.Fail(sig);
+  }
   if (index >= cp->size) {
     return ctx.Fail(absl::InvalidArgumentError(absl::StrCat(
         "entry ", index, " is not in the checkpoint's tree of ", cp->size, " entries")));
@@ -77,8 +82,6 @@ int RunProve(int argc, char** argv) {
   std::string verdict = "not verified: pass --key SITE.pub to check the signature and the proof";
   bool verified = false;
   if (key) {
-    absl::Status sig = cp->Verify(*key);
-    if (!sig.ok()) return ctx.Fail(sig);
     if (!crypto::VerifyInclusion(p->index, p->size, p->leaf, p->path, cp->root)) {
       return ctx.Fail(absl::DataLossError("the inclusion proof does not verify"));
     }

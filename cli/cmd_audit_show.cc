@@ -96,19 +96,7 @@ int RunShow(int argc, char** argv) {
     print_header();
     std::printf("(no matching entries)\n");
   }
-  // Entries past the latest checkpoint were listed, but nothing vouches for them: an append
-  // that was interrupted (the site completes or cuts it when it next opens its state) or an
-  // entry added without the site's key.
-  absl::StatusOr<verifier::Checkpoint> latest = verifier::ReadLatestCheckpoint(log);
-  const uint64_t signed_entries = latest.ok() ? latest->size : 0;
-  if (entries > signed_entries) {
-    std::fprintf(stderr,
-                 "warning: audit log entries from %llu on are not covered by a signed checkpoint "
-                 "(an interrupted append, or added without the site's key)\n"
-                 "hint: run 'capsule audit verify'; the site completes an interrupted append "
-                 "when it next opens its state (e.g. capsuled at start)\n",
-                 static_cast<unsigned long long>(signed_entries));
-  }
+  WarnIfUnsigned(log, entries);
   return kExitOk;
 }
 

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
 #include <set>
 #include <string_view>
 #include <unordered_set>
@@ -25,6 +26,7 @@
 #include "site/chunk_spool.h"
 #include "site/release_io.h"
 #include "verifier/policy.h"
+#include "verifier/state_binding.h"
 
 namespace bunker::site {
 
@@ -285,7 +287,10 @@ const capsule::FileEntry* Gate::FindEntry(const OpenCapsule& c, const std::strin
 
 Gate::Gate(const SiteConfig& site, const crypto::Identity& identity,
            std::vector<crypto::PublicIdentity> trusted)
-    : site_(&site), facts_(site.Facts()), identity_(&identity), trusted_(std::move(trusted)) {}
+    : site_(&site), facts_(site.Facts()), identity_(&identity), trusted_(std::move(trusted)) {
+  // What this gate's decisions signed: a state folder put back under it is caught.
+  facts_->mark = std::make_shared<verifier::CheckpointMark>();
+}
 
 Gate::Gate(const crypto::Identity& identity, std::vector<crypto::PublicIdentity> trusted)
     : identity_(&identity), trusted_(std::move(trusted)) {}

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <set>
@@ -14,10 +15,12 @@
 #include <vector>
 
 #include "capsule/capsule_test_util.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "site/gate_test_fixture.h"
 #include "site/request.h"
 #include "verifier/audit_log.h"
+#include "verifier/policy.h"
 
 namespace bunker::site {
 namespace {
@@ -149,6 +152,59 @@ TEST(GateTest, WriteArchiveIsAtomicAndRefusesToReplace) {
   EXPECT_EQ(static_cast<uint64_t>(st.st_size), *n);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(CheckDestinationFree(*to).code(), absl::StatusCode::kAlreadyExists);
+}
+
+// Regression: a denial whose reasons alone exceed an audit entry (64 KiB) was not recorded and
+// came back as UNAVAILABLE, so a requester could probe the policy without a trace. Its reasons
+// are now bounded in the record; the deny is recorded and is a deny.
+TEST(GateTest, ADenialTooLongToRecordWholeIsRecordedBounded) {
+  Fixture f;
+  const std::string policy = gate_testing::PolicyWithLongReasons();
+  ASSERT_GT(policy.size(), 64u * 1024);
+  const std::vector<uint8_t> sealed =
+      capsule::testing::SealDirectory(f.keys, f.root + "/data", 4096, policy);
+  Gate gate = f.SiteGate();
+  absl::StatusOr<Permit> permit =
+      f.Decide(gate, Want{Want::Kind::kExtract, {"train/**"}, ""}, sealed);
+  ASSERT_EQ(permit.status().code(), absl::StatusCode::kPermissionDenied) << permit.status();
+  ASSERT_EQ(f.LoggedEntries(), 1u);
+  verifier::AuditRecord last;
+  ASSERT_TRUE(verifier::ForEachAuditRecord(f.site.state + "/audit.log",
+                                           [&](uint64_t, const verifier::AuditRecord& r) {
+                                             last = r;
+                                             return true;
+                                           })
+                  .ok());
+  EXPECT_EQ(last.decision, "deny");
+  ASSERT_FALSE(last.reasons.empty());
+  size_t total = 0;
+  for (const std::string& reason : last.reasons) {
+    EXPECT_LE(reason.size(), verifier::kMaxReasonLineSize);
+    total += reason.size();
+  }
+  EXPECT_LE(total, verifier::kMaxReasonsSize);
+  EXPECT_THAT(last.reasons.back(), ::testing::MatchesRegex(
+                                       "\\.\\.\\. [0-9]+ more reasons \\(see capsule policy explain\\)"));
+  EXPECT_THAT(last.reasons.front(), ::testing::EndsWith("..."));
+}
+
+// Regression: a gate (the daemon has one) remembers the newest checkpoint it signed, so the
+// state folder put back to an older copy under it is refused, not decided on.
+TEST(GateTest, AStateFolderPutBackUnderTheGateIsDataLoss) {
+  Fixture f;
+  Gate gate = f.SiteGate();
+  const Want want{Want::Kind::kExtract, {"train/a.csv"}, ""};
+  ASSERT_TRUE(f.Decide(gate, want).ok());
+  const std::string copy = f.root + "/state-copy";
+  std::filesystem::copy(f.site.state, copy, std::filesystem::copy_options::recursive);
+  ASSERT_TRUE(f.Decide(gate, want).ok());
+  std::filesystem::remove_all(f.site.state);
+  std::filesystem::copy(copy, f.site.state, std::filesystem::copy_options::recursive);
+  absl::StatusOr<Permit> again = f.Decide(gate, want);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kDataLoss) << again.status();
+  EXPECT_THAT(std::string(again.status().message()),
+              ::testing::HasSubstr("does not contain the checkpoint of size 2 this daemon signed"));
+  EXPECT_EQ(f.LoggedEntries(), 1u);
 }
 
 TEST(GateTest, OfflineDeniesNothingWithoutAPolicyAndRecordsNothing) {

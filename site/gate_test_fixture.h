@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "capsule/capsule_test_util.h"
 #include "gtest/gtest.h"
 #include "site/gate.h"
@@ -59,6 +61,24 @@ struct Fixture {
     return s.ok() ? n : 0;
   }
 };
+
+// A policy of 20 permit rules of 40 long globs each (about 90 KiB) that matches no file of the
+// fixtures: each denied file gets one reason per rule naming all its globs (about 4.5 KiB), so a
+// denial explains itself in far more than an audit entry (64 KiB) can hold, and with 20 files
+// in more than a reply frame (1 MiB).
+inline std::string PolicyWithLongReasons() {
+  std::vector<std::string> rules;
+  for (int r = 0; r < 20; ++r) {
+    std::vector<std::string> globs;
+    for (int g = 0; g < 40; ++g) {
+      globs.push_back(absl::StrCat("\"elsewhere/", std::string(90, static_cast<char>('a' + g % 26)),
+                                   r, "-", g, "/**\""));
+    }
+    rules.push_back(absl::StrCat("{\"id\": \"r", r, "\", \"effect\": \"permit\", \"paths\": [",
+                                 absl::StrJoin(globs, ", "), "]}"));
+  }
+  return absl::StrCat("{\"version\": 1, \"rules\": [", absl::StrJoin(rules, ", "), "]}");
+}
 
 // Chunk `chunk` (of 4 KiB) flipped: the table still verifies, the chunk not.
 inline std::vector<uint8_t> FlipChunkAt(const std::vector<uint8_t>& capsule, size_t chunk) {

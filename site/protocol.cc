@@ -8,12 +8,15 @@
 #include "crypto/status_hint.h"
 #include "crypto/status_macros.h"
 #include "spec/verifier.capnp.h"
+#include "verifier/policy.h"
 
 namespace bunker::site {
 namespace {
 
 constexpr char kSignContext[] = "bunker verifier request v1";
 constexpr size_t kMaxEntriesPerReply = 4096;
+// A result's denied files, in bytes of path (with the other fields, well within kMaxFrame).
+constexpr size_t kMaxDeniedFilesBytes = 256 * 1024;
 
 kj::ArrayPtr<const kj::byte> Bytes(absl::Span<const uint8_t> s) {
   return kj::ArrayPtr<const kj::byte>(s.data(), s.size());
@@ -237,11 +240,22 @@ absl::Status SendResult(int sock, const WireResult& result) {
   r.setHint(HintOf(result.status).substr(0, 1000));
   r.setCapsuleId(o.capsule_id);
   r.setPermit(o.decision.permit);
-  SetTextList(r.initRules(o.decision.rules.size()), o.decision.rules);
-  SetTextList(r.initReasons(o.decision.reasons.size()), o.decision.reasons);
-  std::vector<std::string> denied(
-      o.decision.denied_files.begin(),
-      o.decision.denied_files.begin() + std::min<size_t>(o.decision.denied_files.size(), 1000));
+  // Every list bounded, so that the reply always fits in one frame (kMaxFrame): a reply too
+  // large to send would leave the client waiting for it. The audit log has the same bounds.
+  const std::vector<std::string> rules =
+      verifier::BoundLines(o.decision.rules, verifier::kMaxReasonsSize / 2, "rules");
+  const std::vector<std::string> reasons =
+      verifier::BoundLines(o.decision.reasons, verifier::kMaxReasonsSize, "reasons");
+  SetTextList(r.initRules(rules.size()), rules);
+  SetTextList(r.initReasons(reasons.size()), reasons);
+  // The first 1000 denied files, and at most kMaxDeniedFilesBytes of them, whole.
+  std::vector<std::string> denied;
+  size_t denied_bytes = 0;
+  for (const std::string& f : o.decision.denied_files) {
+    if (denied.size() == 1000 || denied_bytes + f.size() > kMaxDeniedFilesBytes) break;
+    denied_bytes += f.size();
+    denied.push_back(f);
+  }
   SetTextList(r.initDeniedFiles(denied.size()), denied);
   r.setCountsUse(o.decision.counts_use);
   r.setFiles(o.files);

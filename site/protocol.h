@@ -83,6 +83,9 @@ absl::StatusOr<std::pair<SignedRequest, std::vector<capsule::Fd>>> ReceiveReques
 
 absl::Status SendProgress(int sock, uint64_t done, uint64_t total);
 absl::Status SendEntries(int sock, const std::vector<capsule::FileEntry>& entries);
+// The result, bounded to fit one frame: the message (4000 bytes) and hint (1000), the decision's
+// rules and reasons as in the audit log (verifier::BoundLines), and the first denied files
+// (1000, 256 KiB of paths).
 absl::Status SendResult(int sock, const WireResult& result);
 absl::Status SendMounts(int sock, const std::vector<MountInfo>& mounts);
 

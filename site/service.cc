@@ -224,6 +224,9 @@ struct VerifierService::Impl {
       w->sock = std::move(sock);
       w->thread = std::thread([this, w, peer]() {
         Serve(w->sock.get(), peer);
+        // The connection ends now, not when the next client is accepted (the descriptor is
+        // closed after the join, see Worker): a client waiting for more reads its end.
+        ::shutdown(w->sock.get(), SHUT_RDWR);
         bool idle;
         {
           std::lock_guard<std::mutex> lock(mu);
@@ -268,11 +271,13 @@ struct VerifierService::Impl {
     result.storage = options.site->storage;
     std::string what = "request";
     result.status = Handle(sock, peer, hello, &result.outcome, &what);
+    const absl::Status sent = SendResult(sock, result);
     Log(absl::StrCat(what, " uid=", peer.uid, " pid=", peer.pid,
                      result.outcome.capsule_id.empty() ? "" : " capsule=",
                      result.outcome.capsule_id, " -> ",
+                     sent.ok() ? "" : absl::StrCat("the reply could not be sent (", sent.message(),
+                                                   "); the result was: "),
                      result.status.ok() ? "ok" : std::string(result.status.message())));
-    (void)SendResult(sock, result);
   }
 
   absl::Status Handle(int sock, const Peer& peer, const Hello& hello, Outcome* out,

@@ -3,6 +3,7 @@
 #include "site/service.h"
 
 #include <fcntl.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 
 #include "capsule/capsule_test_util.h"
 #include "gtest/gtest.h"
+#include "site/gate_test_fixture.h"
 #include "site/protocol.h"
 #include "site/service_test_fixture.h"
 
@@ -76,6 +78,41 @@ TEST(VerifierServiceTest, SurvivesGarbageAndAnswersTheNextClient) {
     EXPECT_FALSE(r->result->status.ok());
   }
   EXPECT_TRUE(f.Ask(OpenTo(f.root + "/landing/after"), nullptr, nullptr).ok());
+}
+
+// Regression: a decision whose reasons exceed a frame (1 MiB) (here a policy explain's) was not
+// sent at all, the daemon logged "ok" and the client waited until the next client connected.
+// The reply's reasons are now bounded; the denial arrives. (The receive timeout only keeps a regression from hanging.)
+TEST(VerifierServiceTest, ADecisionWithMoreReasonsThanAFrameIsAnswered) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  const std::string data = capsule::testing::MakeTempDir();
+  for (int i = 0; i < 20; ++i) capsule::testing::WriteFile(data + "/f" + std::to_string(i), "x");
+  const std::vector<uint8_t> sealed = capsule::testing::SealDirectory(
+      f.keys, data, 4096, gate_testing::PolicyWithLongReasons());
+  capsule::testing::WriteFile(f.capsule_path, std::string(sealed.begin(), sealed.end()));
+
+  capsule::Fd sock = f.Connect();
+  struct timeval guard {120, 0};
+  ASSERT_EQ(::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &guard, sizeof guard), 0);
+  ASSERT_TRUE(ReceiveHello(sock.get()).ok());
+  SignedRequest req;
+  WireRequest explain;
+  explain.command = Command::kExplain;
+  explain.fd_count = 1;
+  req.body = EncodeRequestBody(explain);
+  capsule::Fd file(::open(f.capsule_path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(SendRequest(sock.get(), req, {file.get()}).ok());
+  absl::StatusOr<Reply> r = ReceiveReply(sock.get());
+  while (r.ok() && !r->result) r = ReceiveReply(sock.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->result->status.ok()) << r->result->status;
+  EXPECT_FALSE(r->result->outcome.decision.permit);
+  const std::vector<std::string>& reasons = r->result->outcome.decision.reasons;
+  ASSERT_FALSE(reasons.empty());
+  EXPECT_NE(reasons.back().find(" more reasons (see capsule policy explain)"), std::string::npos)
+      << reasons.back();
+  EXPECT_EQ(r->result->outcome.decision.denied_files.size(), 20u);
 }
 
 // A request may name an object of the site's own S3 store instead of passing the capsule; the

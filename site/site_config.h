@@ -49,7 +49,7 @@ struct SiteConfig {
   bool StoreIsS3() const { return store.rfind("s3://", 0) == 0; }
 
   // The facts a policy decision needs.
-  verifier::SiteFacts Facts() const { return {site, region, storage, state}; }
+  verifier::SiteFacts Facts() const { return {site, region, storage, state, nullptr}; }
 };
 
 // Loads and validates `path`: known fields only (kInvalidArgument with the JSON path of an

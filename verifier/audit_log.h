@@ -203,7 +203,9 @@ std::string AuditCsvHeader();
 std::string AuditRecordToCsv(uint64_t index, const AuditRecord& record);
 
 // RFC 9162 inclusion proof of entry `index` in the tree of the log's first `size` entries, with
-// the entry's leaf hash and that tree's root. kInvalidArgument unless index < size <= entries.
+// the entry's leaf hash and that tree's root. kInvalidArgument unless index < size; kDataLoss
+// ("truncated or rolled back") if the log holds fewer than `size` entries (a size is a signed
+// checkpoint's: the caller checks its signature first).
 // Reads the log twice; memory O(size / 1024).
 struct InclusionProof {
   uint64_t index = 0, size = 0;
@@ -214,7 +216,7 @@ absl::StatusOr<InclusionProof> ProveInclusion(const std::string& log_path, uint6
                                               uint64_t size);
 
 // RFC 9162 consistency proof between the trees of the first `old_size` and `new_size` entries.
-// kInvalidArgument unless old_size <= new_size <= entries.
+// kInvalidArgument unless old_size <= new_size; kDataLoss if the log holds fewer than new_size.
 struct ConsistencyProof {
   uint64_t old_size = 0, new_size = 0;
   crypto::Sha256Digest old_root{}, new_root{};

@@ -29,8 +29,11 @@ class LeafSource {
       if (tree.size() % kOffsetSampleEvery == 0) s->samples_.push_back(s->cursor_.offset());
       BUNKER_ASSIGN_OR_RETURN(const bool more, s->cursor_.Next(bytes));
       if (!more) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("the audit log has only ", tree.size(), " entries, fewer than ", size));
+        // Sizes come from checkpoints the site signed: a log that no longer holds that many
+        // entries lost some, whatever the caller wanted proven.
+        return absl::DataLossError(absl::StrCat("the audit log has only ", tree.size(),
+                                                " entries, fewer than ", size,
+                                                ": it was truncated or rolled back"));
       }
       tree.AddLeafHash(crypto::MerkleLeafHash(bytes));
       if (capture && *capture == tree.size()) s->captured_ = tree.Root();

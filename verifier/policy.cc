@@ -233,6 +233,12 @@ absl::StatusOr<int64_t> ParseTime(capnp::Text::Reader text, const std::string& p
                                         " is not an RFC 3339 UTC time in whole seconds, "
                                         "like 2026-01-01T00:00:00Z"));
   }
+  // absl reads second 60 at any minute as the next minute's first second; only 23:59:60 can be
+  // a leap second (spec/POLICY.md), so any other :60 is a typo, not a time.
+  if (s.compare(17, 2, "60") == 0 && s.compare(11, 5, "23:59") != 0) {
+    return PathError(path, absl::StrCat(capsule::QuotePath(s),
+                                        " is not a valid time (second 60 is only 23:59:60)"));
+  }
   absl::Time t;
   std::string error;
   if (!absl::ParseTime(absl::RFC3339_full, s, &t, &error)) {

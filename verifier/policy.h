@@ -11,6 +11,7 @@
 #ifndef BUNKER_VERIFIER_POLICY_H_
 #define BUNKER_VERIFIER_POLICY_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -78,6 +79,20 @@ struct Decision {
   // Whether a permit used a rule with maxOpens (the caller must count this release).
   bool counts_use = false;
 };
+
+// Bounds on the reasons (and rule ids) a decision carries into an audit record or a reply
+// (spec/AUDIT.md "Entries"): a policy of many rules with long glob lists, denied for many files,
+// can explain itself at length, and the record must still fit in kMaxAuditEntrySize.
+inline constexpr size_t kMaxReasonLineSize = 1024;
+inline constexpr size_t kMaxReasonsSize = 32 * 1024;
+
+// `lines`, bounded: each line at most kMaxReasonLineSize bytes (cut at a UTF-8 boundary and
+// ended with "..."); lines kept in order while their encoded size (the text, its NUL, padding to
+// a word and one list pointer, as spec/audit.capnp lays them out) stays within `max_size`; then,
+// if any were left out, one line "... N more <what> (see capsule policy explain)". The result's
+// encoded size never exceeds max_size + 128.
+std::vector<std::string> BoundLines(std::vector<std::string> lines, size_t max_size,
+                                    std::string_view what);
 
 // Evaluates `request` against `policy`. Never fails: an evaluation error denies, with a reason.
 Decision Evaluate(const Policy& policy, const Request& request);

@@ -228,6 +228,32 @@ Decision Evaluate(const Policy& policy, const Request& request) {
   return d;
 }
 
+std::vector<std::string> BoundLines(std::vector<std::string> lines, size_t max_size,
+                                    std::string_view what) {
+  // Cost of one text in a Cap'n Proto list: its pointer, its bytes and NUL rounded up to a word.
+  auto cost = [](const std::string& s) { return 8 + (s.size() + 1 + 7) / 8 * 8; };
+  std::vector<std::string> out;
+  size_t used = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    std::string& line = lines[i];
+    if (line.size() > kMaxReasonLineSize) {
+      size_t cut = kMaxReasonLineSize - 3;
+      // Not inside a UTF-8 sequence: back up over continuation bytes.
+      while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+      line.resize(cut);
+      line += "...";
+    }
+    if (used + cost(line) > max_size) {
+      out.push_back(absl::StrCat("... ", lines.size() - i, " more ", std::string(what),
+                                 " (see capsule policy explain)"));
+      return out;
+    }
+    used += cost(line);
+    out.push_back(std::move(line));
+  }
+  return out;
+}
+
 Decision AdmitsSite(const Policy& policy, const Request& request) {
   Decision d;
   std::vector<const Rule*> rules;

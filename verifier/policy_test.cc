@@ -138,6 +138,22 @@ TEST(PolicyParseTest, TimesAndIntegersEdgeCases) {
   EXPECT_EQ(p.rules[0].max_opens, 4294967295u);
 }
 
+// Regression: second 60 was accepted at any minute (absl normalizes 12:30:60 to 12:31:00),
+// though the spec allows only the leap second 23:59:60.
+TEST(PolicyParseTest, SecondSixtyOnlyAtTheDaysLastMinute) {
+  for (const char* time : {"2026-06-30T12:30:60Z", "2026-12-31T22:59:60Z", "2026-12-31T00:59:60Z"}) {
+    absl::StatusOr<Policy> p = ParsePolicy(absl::StrCat(
+        R"({"version": 1, "rules": [{"id": "r", "effect": "permit", "notBefore": ")", time,
+        R"("}]})"));
+    ASSERT_FALSE(p.ok()) << time;
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(p.status().message()),
+                HasSubstr("$.rules[0].notBefore: \"" + std::string(time) + "\" is not a valid time"));
+  }
+  EXPECT_TRUE(ParsePolicy(R"({"version": 1, "rules": [{"id": "r", "effect": "permit",
+      "notAfter": "2026-06-30T23:59:60Z"}]})").ok());
+}
+
 TEST(PolicyParseTest, EmptyTextIsNotAPolicy) {
   // A capsule sealed without --policy carries "": callers check for it before parsing.
   absl::StatusOr<Policy> p = ParsePolicy("");

@@ -101,19 +101,29 @@ struct SiteState::Lock {
   capsule::Fd fd;  // closing the descriptor releases the flock
 };
 
+std::optional<Checkpoint> CheckpointMark::Get() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return mark_;
+}
+
+void CheckpointMark::Raise(const Checkpoint& checkpoint) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!mark_ || checkpoint.size > mark_->size) mark_ = checkpoint;
+}
+
 SiteState::SiteState() = default;
 SiteState::~SiteState() = default;
 
-absl::StatusOr<std::unique_ptr<SiteState>> SiteState::Open(const std::string& state_dir,
-                                                           const std::string& site,
-                                                           const crypto::Identity& identity,
-                                                           int64_t now, FailPoint fail) {
+absl::StatusOr<std::unique_ptr<SiteState>> SiteState::Open(
+    const std::string& state_dir, const std::string& site, const crypto::Identity& identity,
+    int64_t now, FailPoint fail, std::shared_ptr<CheckpointMark> mark) {
   if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return capsule::ErrnoStatus(absl::StrCat("cannot create ", state_dir), errno);
   }
   std::unique_ptr<SiteState> st(new SiteState());
   st->state_dir_ = state_dir;
   st->fail_ = std::move(fail);
+  st->mark_ = std::move(mark);
   st->lock_ = std::make_unique<Lock>();
   const std::string lock_path = state_dir + "/state.lock";
   st->lock_->fd.Reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
@@ -134,17 +144,30 @@ absl::StatusOr<std::unique_ptr<SiteState>> SiteState::Open(const std::string& st
     last = *cp;
   }
   BUNKER_ASSIGN_OR_RETURN(const auto pending, st->db_->Pending());
+  // What this process remembers is newer than what the database does only when the folder was
+  // put back to an older state under it: then the log is checked against the remembered
+  // checkpoint (it must reach its size and reproduce its root), and the database against the log
+  // by Check. (Both are signed by the site's key, so at one size they cannot disagree.)
+  const std::optional<Checkpoint> remembered = st->mark_ ? st->mark_->Get() : std::nullopt;
+  const bool against_mark = remembered && (!last || remembered->size > last->size);
   // Only an entry the database holds as pending may be cut from the log's unsigned tail: it is
   // appended again right after. Any other unsigned entry is a decision someone tried to erase.
   absl::StatusOr<std::unique_ptr<AuditLog>> log =
-      AuditLog::Open(state_dir, &identity, site, last,
+      AuditLog::Open(state_dir, &identity, site, against_mark ? remembered : last,
                      pending ? AuditLog::UnsignedTail::kCut : AuditLog::UnsignedTail::kRefuse);
   if (!log.ok()) {
+    if (against_mark && absl::IsDataLoss(log.status())) {
+      return absl::DataLossError(absl::StrCat(
+          "refusing to decide: the site's audit log does not contain the checkpoint of size ",
+          remembered->size, " this daemon signed: the state was rolled back (",
+          log.status().message(), ")"));
+    }
     return absl::Status(log.status().code(),
                         absl::StrCat("refusing to decide: ", log.status().message()));
   }
   st->log_ = std::move(*log);
   BUNKER_RETURN_IF_ERROR(st->Check(now));
+  if (st->mark_ && st->log_->latest()) st->mark_->Raise(*st->log_->latest());
   return st;
 }
 
@@ -257,6 +280,7 @@ absl::StatusOr<Checkpoint> SiteState::Record(const AuditRecord& record, int64_t 
   // (2) The log.
   BUNKER_ASSIGN_OR_RETURN(const Checkpoint cp, log_->Append(record, now));
   counts_ = std::move(next);
+  if (mark_) mark_->Raise(cp);
   if (fail_) BUNKER_RETURN_IF_ERROR(fail_("appended"));
   // (3) Done. If this fails the record stands (it is in the log); the next Open finishes it.
   if (Finish(cp).ok()) broken_ = false;

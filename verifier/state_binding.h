@@ -27,6 +27,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -54,6 +56,24 @@ absl::StatusOr<uint64_t> SignedUseCount(const std::string& log_path, const std::
 
 class UseCounter;
 
+// The newest checkpoint a long-running process (the site's daemon) signed or found in its state
+// folder: what the folder must still contain at the next SiteState::Open. The folder remembers
+// its own history only in itself, so a copy of the whole folder put back under the running
+// daemon (both files older, consistent with each other) is caught only by what the process
+// remembers (spec/POLICY.md "Use counting"). One per state folder, shared by everything in the
+// process that opens it; a new process starts with none. Thread-safe.
+class CheckpointMark {
+ public:
+  // The remembered checkpoint; nullopt before any.
+  std::optional<Checkpoint> Get() const;
+  // Remembers `checkpoint` if it is larger than the one remembered (same size: the first one).
+  void Raise(const Checkpoint& checkpoint);
+
+ private:
+  mutable std::mutex mu_;
+  std::optional<Checkpoint> mark_;
+};
+
 class SiteState {
  public:
   // Test hook: called at the named points of a write ("pending-committed": after step (1);
@@ -65,10 +85,13 @@ class SiteState {
   // by `identity` (which must outlive the SiteState), checks them against each other and
   // completes a pending entry, signing its checkpoint at time `now`. kDataLoss as above;
   // kUnavailable when a file or the database cannot be used.
-  static absl::StatusOr<std::unique_ptr<SiteState>> Open(const std::string& state_dir,
-                                                         const std::string& site,
-                                                         const crypto::Identity& identity,
-                                                         int64_t now, FailPoint fail = nullptr);
+  // With `mark` (may be null): the log must also reach the mark's size and reproduce its root
+  // there, else kDataLoss "the site's audit log does not contain the checkpoint of size N this
+  // daemon signed: the state was rolled back"; the checkpoint the state is left at, and every
+  // one Record signs, raises the mark.
+  static absl::StatusOr<std::unique_ptr<SiteState>> Open(
+      const std::string& state_dir, const std::string& site, const crypto::Identity& identity,
+      int64_t now, FailPoint fail = nullptr, std::shared_ptr<CheckpointMark> mark = nullptr);
   ~SiteState();
 
   // The use count of UseCountKey(issuer, capsule_id), as the log has it.
@@ -92,6 +115,7 @@ class SiteState {
   std::string state_dir_;
   std::map<std::string, uint64_t> counts_;
   FailPoint fail_;
+  std::shared_ptr<CheckpointMark> mark_;
   // Set when a write stopped between its steps: this object no longer knows the state.
   bool broken_ = false;
 };

@@ -187,6 +187,53 @@ TEST_F(SiteStateTest, LogRolledBackIsNoticed) {
   ExpectRefused("log and checkpoints rolled back together");
 }
 
+// Regression: the whole state folder put back to an older copy while the daemon runs (log and
+// database consistent with each other) gave the spent uses back; only what the process
+// remembers (the CheckpointMark it opens the state through) can tell.
+TEST_F(SiteStateTest, FolderRestoredUnderARunningDaemonIsNoticed) {
+  auto mark = std::make_shared<CheckpointMark>();
+  auto open = [&]() { return SiteState::Open(dir_, "site-b", site_, 1700000100, nullptr, mark); };
+  {
+    auto st = open();
+    ASSERT_TRUE(st.ok()) << st.status();
+    ASSERT_TRUE((*st)->Record(Decision(1), 1700000000).ok());
+  }
+  const std::string copy = dir_ + ".copy";
+  fs::remove_all(copy);
+  fs::copy(dir_, copy, fs::copy_options::recursive);
+  {
+    auto st = open();
+    ASSERT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ((*st)->UseCount(Key()), 1u);
+    ASSERT_TRUE((*st)->Record(Decision(1), 1700000000).ok());  // the last use is spent
+  }
+  ASSERT_EQ(mark->Get()->size, 2u);
+  fs::remove_all(dir_);
+  fs::copy(copy, dir_, fs::copy_options::recursive);
+  // The folder alone is consistent: a process that remembers nothing cannot tell.
+  EXPECT_TRUE(Open().ok());
+  auto st = open();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kDataLoss) << st.status();
+  EXPECT_THAT(st.status().message(),
+              HasSubstr("the site's audit log does not contain the checkpoint of size 2 this "
+                        "daemon signed: the state was rolled back"));
+}
+
+// The mark also learns the state it first finds, so that a folder put back before the daemon's
+// first write is caught as well; and a log grown by others since still reproduces it.
+TEST_F(SiteStateTest, TheMarkLearnsWhatOpenFinds) {
+  Use();
+  Use();
+  auto mark = std::make_shared<CheckpointMark>();
+  ASSERT_TRUE(SiteState::Open(dir_, "site-b", site_, 1700000100, nullptr, mark).ok());
+  ASSERT_TRUE(mark->Get().has_value());
+  EXPECT_EQ(mark->Get()->size, 2u);
+  Use();  // another process, without the mark
+  EXPECT_TRUE(SiteState::Open(dir_, "site-b", site_, 1700000100, nullptr, mark).ok());
+  EXPECT_EQ(mark->Get()->size, 3u);
+}
+
 TEST_F(SiteStateTest, CrashBetweenDatabaseAndLogIsRecovered) {
   Use();
   {

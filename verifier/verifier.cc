@@ -117,7 +117,8 @@ absl::StatusOr<Authorization> AuthorizeFiles(const capsule::Manifest& m,
   // With a site: check the state, decide on the count the log has, record (and count) the
   // decision write-ahead (verifier/state_binding.h).
   absl::StatusOr<std::unique_ptr<SiteState>> state = SiteState::Open(
-      request.site->state, request.site->site, *request.site_identity, request.now);
+      request.site->state, request.site->site, *request.site_identity, request.now,
+      /*fail=*/nullptr, request.site->mark);
   if (!state.ok()) return state.status();
   out.decision = decide((*state)->UseCount(CounterKey(m)));
   AuditRecord rec;
@@ -131,8 +132,10 @@ absl::StatusOr<Authorization> AuthorizeFiles(const capsule::Manifest& m,
   rec.purpose = r.purpose.value_or("");
   rec.paths = request.only_patterns.empty() ? std::vector<std::string>{"**"}
                                             : request.only_patterns;
-  rec.rules = out.decision.rules;
-  rec.reasons = out.decision.reasons;
+  // Bounded, so that every decision fits in an entry (kMaxAuditEntrySize): a denial too long to
+  // record would come back as UNAVAILABLE and leave no trace. The caller still gets them all.
+  rec.rules = BoundLines(out.decision.rules, kMaxReasonsSize / 2, "rules");
+  rec.reasons = BoundLines(out.decision.reasons, kMaxReasonsSize, "reasons");
   rec.uses = out.decision.permit && out.decision.counts_use ? 1 : 0;
   if (request.client) {
     rec.uid = request.client->uid;
@@ -158,7 +161,7 @@ absl::Status RecordSiteEvent(const SiteFacts& site, const crypto::Identity& iden
     return absl::InvalidArgumentError("a site event cannot change a use count");
   }
   absl::StatusOr<std::unique_ptr<SiteState>> state =
-      SiteState::Open(site.state, site.site, identity, record.time);
+      SiteState::Open(site.state, site.site, identity, record.time, nullptr, site.mark);
   if (!state.ok()) return state.status();
   return (*state)->Record(record, record.time).status();
 }
@@ -170,7 +173,7 @@ absl::Status RecordSiteEvents(const SiteFacts& site, const crypto::Identity& ide
     if (r.uses != 0) return absl::InvalidArgumentError("a site event cannot change a use count");
   }
   absl::StatusOr<std::unique_ptr<SiteState>> state =
-      SiteState::Open(site.state, site.site, identity, now);
+      SiteState::Open(site.state, site.site, identity, now, nullptr, site.mark);
   if (!state.ok()) return state.status();
   for (const AuditRecord& r : records) {
     absl::StatusOr<Checkpoint> cp = (*state)->Record(r, r.time);
@@ -196,7 +199,7 @@ absl::Status RecordReleaseFailed(const SiteFacts& site, const crypto::Identity& 
                               " failed; nothing was released")};
   rec.uses = permit.counted_use ? -1 : 0;
   absl::StatusOr<std::unique_ptr<SiteState>> state =
-      SiteState::Open(site.state, site.site, identity, now);
+      SiteState::Open(site.state, site.site, identity, now, nullptr, site.mark);
   if (!state.ok()) return state.status();
   return (*state)->Record(rec, now).status();
 }

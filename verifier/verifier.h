@@ -12,6 +12,7 @@
 #define BUNKER_VERIFIER_VERIFIER_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "crypto/keys.h"
 #include "verifier/audit_log.h"
 #include "verifier/policy.h"
+#include "verifier/state_binding.h"
 
 namespace bunker::verifier {
 
@@ -31,6 +33,9 @@ struct SiteFacts {
   std::string region;                // "" when the site names none
   std::vector<std::string> storage;  // storage classes
   std::string state;                 // folder of the audit log and the state database
+  // The newest checkpoint of `state` that this process signed or saw, shared by every copy of
+  // these facts (verifier/state_binding.h CheckpointMark); null in a one-shot command.
+  std::shared_ptr<CheckpointMark> mark;
 };
 
 // Who asked, when the request came over the site's Unix socket (SO_PEERCRED).

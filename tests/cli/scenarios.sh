@@ -606,6 +606,14 @@ scenario_audit_proofs() {
   # A log rolled back behind the auditor's checkpoint.
   expect_exit 4 "$CAPSULE" audit consistency --log forked/audit.log --old cp9
   expect_err "rolled back"
+  # ... and asked to prove an entry against that checkpoint: a loss (regression: exit 3, an
+  # invalid argument), once the checkpoint's signature is known to be the site's.
+  expect_exit 4 "$CAPSULE" audit prove --log forked/audit.log --entry 0 --checkpoint cp9 \
+    --key site.pub
+  expect_err "has only 6 entries, fewer than 9: it was truncated or rolled back"
+  expect_exit 4 "$CAPSULE" audit prove --log forked/audit.log --entry 0 --checkpoint cp9 \
+    --key mallory.pub
+  ! grep -q "rolled back" "$WORK/.stderr" || fail "prove blamed the log for a foreign checkpoint"
 }
 
 # The report writes a page only over a log that verifies, and names what it refuses.
@@ -676,7 +684,17 @@ scenario_audit_show_and_export() {
   [ "$(wc -l < "$WORK/.stdout")" -eq 7 ] || fail "export csv"
   head -1 "$WORK/.stdout" | grep -q '^index,time,timeUtc,event,decision,' || fail "csv header"
   grep -q ',"'"'"'=2+3",' "$WORK/.stdout" || fail "csv formula not defused"
+  ! grep -q "warning" "$WORK/.stderr" || fail "export warned about a signed log"
   expect_exit 2 "$CAPSULE" audit export --log state/audit.log --format xml
+  # An entry appended without the site's key: exported, but with show's warning (regression:
+  # export passed it through in silence).
+  rm -rf appended && cp -r state appended
+  head -c "$(audit_entry_offset 1)" state/audit.log >> appended/audit.log
+  expect_exit 0 "$CAPSULE" audit export --log appended/audit.log --format jsonl
+  [ "$(grep -c '^{"index": ' "$WORK/.stdout")" -eq 7 ] || fail "export of the appended log"
+  expect_err "warning: audit log entries from 6 on are not covered by a signed checkpoint"
+  expect_exit 0 "$CAPSULE" audit show --log appended/audit.log
+  expect_err "warning: audit log entries from 6 on are not covered by a signed checkpoint"
   # A damaged log: export stops with the entry named.
   truncate -s -3 state/audit.log
   expect_exit 4 "$CAPSULE" audit export --log state/audit.log --format jsonl

@@ -213,6 +213,21 @@ absl::StatusOr<Config> ConfigFromEnvironment(const std::string& credentials_file
   return config;
 }
 
+void ScrubCredentialsFromEnvironment() {
+  for (const char* name : {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}) {
+    const size_t name_size = std::strlen(name);
+    // Through `environ` rather than getenv: getenv finds the first of duplicate entries only,
+    // and unsetenv removes them all.
+    for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+      char* var = *entry;
+      if (std::strncmp(var, name, name_size) != 0 || var[name_size] != '=') continue;
+      char* value = var + name_size + 1;
+      crypto::Wipe(absl::MakeSpan(reinterpret_cast<uint8_t*>(value), std::strlen(value)));
+    }
+    ::unsetenv(name);
+  }
+}
+
 // ---- The client -----------------------------------------------------------------------------
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -112,6 +112,14 @@ struct Config {
 // kInvalidArgument for a malformed endpoint, region or file. Errors never quote a secret.
 absl::StatusOr<Config> ConfigFromEnvironment(const std::string& credentials_file);
 
+// Removes AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from this process's environment, first
+// overwriting their values with zeros where they lie: unsetenv alone only unlinks them from
+// `environ`, and the bytes stay in the environment block the kernel shows in /proc/PID/environ
+// (to the process's own user and root) for as long as the process runs. Every copy is wiped, also
+// a name that appears twice. Not thread-safe: call it while no other thread reads or changes the
+// environment.
+void ScrubCredentialsFromEnvironment();
+
 // Reads credentials (profile `profile`) from an AWS INI credentials file into `config`, with the
 // rules above. Exposed for tests.
 absl::Status LoadCredentialsFile(const std::string& path, const std::string& profile,

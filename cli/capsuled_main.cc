@@ -159,9 +159,9 @@ int main(int argc, char** argv) {
       transfers ? site::OpenSiteStore(*site, log, s3_client)
                 : absl::StatusOr<std::shared_ptr<capsule::Store>>(nullptr);
   if (!store.ok()) return fail(store.status());
-  // The S3 client holds what it needs: no secret stays in the environment children inherit.
-  ::unsetenv("AWS_SECRET_ACCESS_KEY");
-  ::unsetenv("AWS_SESSION_TOKEN");
+  // The S3 client holds what it needs: no secret stays in the environment children inherit,
+  // nor in the environment block /proc/PID/environ shows while the daemon runs.
+  capsule::s3::ScrubCredentialsFromEnvironment();
   options.store = *store;
   options.admit = site::AdmissionFor(*site);
   options.identity = &*identity;

@@ -270,6 +270,30 @@ scenario_s3_store_wrong_secret() {
   [ -z "$(aws s3 ls "s3://$BUCKET/" --recursive)" ] || fail "something was stored"
 }
 
+# A running daemon's secret is not readable in /proc/PID/environ: unsetenv alone left the bytes
+# in the environment block the kernel shows there; they are overwritten first. Also for a
+# daemon whose store is local (its environment may hold the secret all the same).
+scenario_s3_store_daemon_secret_not_in_proc_environ() {
+  start_swift
+  setup
+  start_daemon b b.json
+  [ -r "/proc/$PID/environ" ] || fail "cannot read /proc/$PID/environ"
+  grep -q -a -F "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY" "/proc/$PID/environ" &&
+    fail "the secret is readable in /proc/PID/environ of the running daemon"
+  grep -q -a -F "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID" "/proc/$PID/environ" ||
+    fail "the daemon's environment block was not read (the key id is missing)"
+  expect_exit 0 send_to "$PORT"
+  cat > c.json <<'JSON'
+{"site": "site-c", "identity": "site-c.key", "trust": ["owner.pub"], "destinations": ["land"],
+ "state": "state-c", "listen": "127.0.0.1:0", "peers": ["site-a.pub"], "store": "store-c"}
+JSON
+  AWS_SECRET_ACCESS_KEY=LOCALxSECRETxNEVERxSHOWN AWS_SESSION_TOKEN=LOCALxTOKENxNEVERxSHOWN \
+    start_daemon c c.json
+  grep -q -a -e LOCALxSECRET -e LOCALxTOKEN "/proc/$PID/environ" &&
+    fail "a secret is readable in /proc/PID/environ of a daemon with a local store"
+  true
+}
+
 scenario_s3_store_two_daemons_one_bucket() {
   start_swift
   setup

@@ -294,6 +294,27 @@ JSON
   true
 }
 
+# Anyone who may write to the bucket can put an object where a marker goes: one of 5000 bytes
+# under this daemon's own id stopped its start (exit 4, "marker object is too large", no key).
+# Now the daemon starts, names the key in its log, and leaves the object in place.
+scenario_s3_store_oversized_marker_does_not_stop_the_start() {
+  start_swift
+  setup
+  start_daemon b b.json
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null
+  local daemon key
+  daemon=$(cat state-b/daemon-id)
+  key="capsules/.incoming/$daemon/0123456789abcdef0123456789abcdef.upload"
+  head -c 5000 /dev/zero | tr '\0' x > big.upload
+  aws s3 cp big.upload "s3://$BUCKET/$key" >/dev/null || fail "cannot put the object"
+  start_daemon b b.json
+  grep -q "the marker object s3://$BUCKET/$key cannot be read (an object of 5000 bytes is no marker" b.log ||
+    { cat b.log; fail "the log does not name the marker that was skipped"; }
+  aws s3 ls "s3://$BUCKET/$key" >/dev/null || fail "the object was deleted"
+  expect_exit 0 send_to "$PORT"
+  read_back "$(capsule_id d.capsule)" d.capsule
+}
+
 scenario_s3_store_two_daemons_one_bucket() {
   start_swift
   setup

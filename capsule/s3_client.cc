@@ -304,11 +304,12 @@ absl::Status Client::CreateBucket(const std::string& bucket) {
   return s;
 }
 
-absl::StatusOr<ObjectInfo> Client::Head(const Location& at) {
+absl::StatusOr<ObjectInfo> Client::Head(const Location& at, const Cancellation* cancel) {
   Request req;
   req.method = "HEAD";
   req.bucket = at.bucket;
   req.key = at.key;
+  req.cancel = cancel;
   Response r;
   BUNKER_RETURN_IF_ERROR(impl_->Do(req, r, impl_->About(at)));
   ObjectInfo info;
@@ -327,12 +328,13 @@ absl::StatusOr<ObjectInfo> Client::Head(const Location& at) {
 }
 
 absl::Status Client::GetRange(const Location& at, uint64_t offset, absl::Span<uint8_t> out,
-                              const std::string& if_match) {
+                              const std::string& if_match, const Cancellation* cancel) {
   if (out.empty()) return absl::OkStatus();
   Request req;
   req.bucket = at.bucket;
   req.key = at.key;
   req.data_out = out;
+  req.cancel = cancel;
   const uint64_t last = offset + out.size() - 1;
   req.headers.push_back(absl::StrCat("Range: bytes=", offset, "-", last));
   if (!if_match.empty()) req.headers.push_back(absl::StrCat("If-Match: ", if_match));

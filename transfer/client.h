@@ -23,7 +23,9 @@ struct ClientOptions {
   int streams = 1;
   uint64_t rate = 0;  // bytes per second, 0: unlimited
   std::function<void(const SendProgress&)> progress;
-  std::function<bool()> cancelled;  // polled as chunks go; true stops with kCancelled
+  // Polled as chunks go, and by the threads reading an s3:// capsule (so thread-safe); true
+  // stops with kCancelled.
+  std::function<bool()> cancelled;
 };
 
 // Pushes the capsule at `capsule_path` to the site at `address` ("host:port").

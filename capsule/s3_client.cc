@@ -213,6 +213,21 @@ absl::StatusOr<Config> ConfigFromEnvironment(const std::string& credentials_file
   return config;
 }
 
+void ScrubCredentialsFromEnvironment() {
+  for (const char* name : {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}) {
+    const size_t name_size = std::strlen(name);
+    // Through `environ` rather than getenv: getenv finds the first of duplicate entries only,
+    // and unsetenv removes them all.
+    for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+      char* var = *entry;
+      if (std::strncmp(var, name, name_size) != 0 || var[name_size] != '=') continue;
+      char* value = var + name_size + 1;
+      crypto::Wipe(absl::MakeSpan(reinterpret_cast<uint8_t*>(value), std::strlen(value)));
+    }
+    ::unsetenv(name);
+  }
+}
+
 // ---- The client -----------------------------------------------------------------------------
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -289,11 +304,12 @@ absl::Status Client::CreateBucket(const std::string& bucket) {
   return s;
 }
 
-absl::StatusOr<ObjectInfo> Client::Head(const Location& at) {
+absl::StatusOr<ObjectInfo> Client::Head(const Location& at, const Cancellation* cancel) {
   Request req;
   req.method = "HEAD";
   req.bucket = at.bucket;
   req.key = at.key;
+  req.cancel = cancel;
   Response r;
   BUNKER_RETURN_IF_ERROR(impl_->Do(req, r, impl_->About(at)));
   ObjectInfo info;
@@ -312,12 +328,13 @@ absl::StatusOr<ObjectInfo> Client::Head(const Location& at) {
 }
 
 absl::Status Client::GetRange(const Location& at, uint64_t offset, absl::Span<uint8_t> out,
-                              const std::string& if_match) {
+                              const std::string& if_match, const Cancellation* cancel) {
   if (out.empty()) return absl::OkStatus();
   Request req;
   req.bucket = at.bucket;
   req.key = at.key;
   req.data_out = out;
+  req.cancel = cancel;
   const uint64_t last = offset + out.size() - 1;
   req.headers.push_back(absl::StrCat("Range: bytes=", offset, "-", last));
   if (!if_match.empty()) req.headers.push_back(absl::StrCat("If-Match: ", if_match));

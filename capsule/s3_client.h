@@ -31,6 +31,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -112,6 +113,14 @@ struct Config {
 // kInvalidArgument for a malformed endpoint, region or file. Errors never quote a secret.
 absl::StatusOr<Config> ConfigFromEnvironment(const std::string& credentials_file);
 
+// Removes AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from this process's environment, first
+// overwriting their values with zeros where they lie: unsetenv alone only unlinks them from
+// `environ`, and the bytes stay in the environment block the kernel shows in /proc/PID/environ
+// (to the process's own user and root) for as long as the process runs. Every copy is wiped, also
+// a name that appears twice. Not thread-safe: call it while no other thread reads or changes the
+// environment.
+void ScrubCredentialsFromEnvironment();
+
 // Reads credentials (profile `profile`) from an AWS INI credentials file into `config`, with the
 // rules above. Exposed for tests.
 absl::Status LoadCredentialsFile(const std::string& path, const std::string& profile,
@@ -144,12 +153,20 @@ struct Stats {
 };
 
 // A way to stop calls from another thread (a daemon dropping the work they serve, or
-// stopping). Once Cancel() was called, a call given this token ends soon with kCancelled: its
-// transfer is abandoned within about a second (libcurl's progress callback), it is not retried,
-// and a backoff between attempts is cut short; a call that starts afterwards fails at once.
-// Cancelling cannot be undone. Thread-safe.
+// stopping), or from a condition that is polled (an interrupt a signal handler flagged, a
+// client that hung up). Once Cancel() was called, or `also` answers true, a call given this
+// token ends soon with kCancelled: its transfer is abandoned within about a second (libcurl's
+// progress callback), it is not retried, and a backoff between attempts is cut short (a polled
+// condition is looked at every kCancellationPoll); a call that starts afterwards fails at once.
+// Cancelling cannot be undone. Thread-safe, if `also` is.
+inline constexpr std::chrono::milliseconds kCancellationPoll{100};
 class Cancellation {
  public:
+  Cancellation() = default;
+  // `also` is called from any thread that uses the token, often: it must be thread-safe and
+  // cheap. Null: only Cancel() cancels.
+  explicit Cancellation(std::function<bool()> also) : also_(std::move(also)) {}
+
   void Cancel() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -157,14 +174,25 @@ class Cancellation {
     }
     cv_.notify_all();
   }
-  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+  bool cancelled() const {
+    return cancelled_.load(std::memory_order_relaxed) || (also_ && also_());
+  }
   // Waits up to `d` (a backoff); true once cancelled.
   bool WaitFor(std::chrono::milliseconds d) const {
     std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, d, [this] { return cancelled(); });
+    if (!also_) return cv_.wait_for(lock, d, [this] { return cancelled(); });
+    const auto until = std::chrono::steady_clock::now() + d;
+    while (!cancelled()) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= until) return false;
+      cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(until - now,
+                                                                        kCancellationPoll));
+    }
+    return true;
   }
 
  private:
+  const std::function<bool()> also_;
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   std::atomic<bool> cancelled_{false};
@@ -188,15 +216,18 @@ class Client {
   absl::Status CreateBucket(const std::string& bucket);
 
   // Size, ETag and metadata of an object. kNotFound if it (or its bucket) does not exist.
-  absl::StatusOr<ObjectInfo> Head(const Location& at);
+  // With `cancel`, kCancelled soon once it is cancelled (Cancellation).
+  absl::StatusOr<ObjectInfo> Head(const Location& at, const Cancellation* cancel = nullptr);
 
   // Fills `out` exactly with the object's bytes from `offset`. If `if_match` is not empty the
   // read is pinned to that ETag: it is sent as If-Match and the reply's ETag must be that same
   // value (a server or proxy that ignores If-Match is caught too); a rewritten object fails with
   // kAborted, a reply without an ETag with kUnavailable. kOutOfRange if the range
   // reaches past the end of the object; kUnavailable if the server sends more or fewer bytes.
+  // With `cancel`, kCancelled soon once it is cancelled (a server trickling the bytes holds the
+  // call no longer than about a second after that).
   absl::Status GetRange(const Location& at, uint64_t offset, absl::Span<uint8_t> out,
-                        const std::string& if_match = "");
+                        const std::string& if_match = "", const Cancellation* cancel = nullptr);
 
   // Stores `body` as the object (replacing any), with x-amz-meta-* `metadata` (names lowercase
   // [a-z0-9-], values printable ASCII).
@@ -253,8 +284,11 @@ class Client {
 // exactly the bytes asked for, one GET each. The bytes are only transport: readers check every
 // chunk against the signed table as they do for a local file. ReadAt is safe from many threads
 // at once. kNotFound if the object does not exist.
-absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenObject(std::shared_ptr<Client> client,
-                                                             Location at);
+// With `cancelled` (thread-safe and cheap: it is polled from the object's fetch threads and from
+// every read that waits), the HEAD and every read end soon with kCancelled once it answers true
+// (an interrupt, a client that hung up, a daemon stopping), however slowly the server sends.
+absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenObject(
+    std::shared_ptr<Client> client, Location at, std::function<bool()> cancelled = nullptr);
 
 // How many ranged GETs a reader keeps in flight on one object when it chooses its own thread
 // count (RandomAccessFile::parallelism()).
@@ -262,9 +296,10 @@ inline constexpr int kObjectParallelism = 4;
 
 // Opens a capsule wherever it is: an s3:// URL (IsS3Url) as OpenObject with a Client built by
 // ConfigFromEnvironment(credentials_file); anything else as a local file (OpenFile). Errors name
-// the path or URL.
+// the path or URL. `cancelled` as for OpenObject (unused for a local file).
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFileOrObject(
-    const std::string& path_or_url, const std::string& credentials_file = "");
+    const std::string& path_or_url, const std::string& credentials_file = "",
+    std::function<bool()> cancelled = nullptr);
 
 }  // namespace bunker::capsule::s3
 

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -295,6 +296,56 @@ TEST(S3HostileTest, ACancelledBackoffEndsWithoutAnotherAttempt) {
   canceller.join();
   EXPECT_EQ(etag.status().code(), absl::StatusCode::kCancelled) << etag.status();
   EXPECT_EQ(server.connections(), 1);
+}
+
+// Regression: an interrupt (Ctrl-C, SIGTERM) or a daemon's stopping did nothing while a read of
+// an object waited on a server trickling its bytes (10 B/s here: under the stall limit, so the
+// read would end only after the 30 s stall timeout, as kUnavailable). With a cancellation, the
+// read ends soon with kCancelled: a read from a read-ahead window (the reader waits for the
+// window) and a read straight from one GET.
+TEST(S3HostileTest, AnInterruptEndsATricklingRead) {
+  constexpr uint64_t kSize = uint64_t{4} << 20;
+  std::atomic<bool> trickling{false};
+  RawServer server([&](int fd, const std::string& request, RawServer& self) {
+    if (request.rfind("HEAD ", 0) == 0) {
+      self.Send(fd, Head(200, "Content-Length: " + std::to_string(kSize) + "\r\nETag: \"v\"\r\n"));
+      return;
+    }
+    uint64_t first = 0, last = 0;
+    const size_t at = request.find("Range: bytes=");
+    if (at == std::string::npos ||
+        std::sscanf(request.c_str() + at, "Range: bytes=%" SCNu64 "-%" SCNu64, &first, &last) != 2) {
+      return;
+    }
+    if (!self.Send(fd, Head(206, "Content-Range: bytes " + std::to_string(first) + "-" +
+                                     std::to_string(last) + "/" + std::to_string(kSize) +
+                                     "\r\nContent-Length: " + std::to_string(last - first + 1) +
+                                     "\r\nETag: \"v\"\r\n"))) {
+      return;
+    }
+    trickling = true;
+    while (self.Send(fd, "x")) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  });
+  for (bool announced : {true, false}) {
+    SCOPED_TRACE(announced ? "from a read-ahead window" : "straight from one GET");
+    trickling = false;
+    auto client = Client::Create(FakeConfig(server.endpoint()));  // one attempt, 30 s stall limit
+    ASSERT_TRUE(client.ok()) << client.status();
+    std::atomic<bool> interrupted{false};
+    auto file = OpenObject(std::shared_ptr<Client>(std::move(*client)), kObject,
+                           [&] { return interrupted.load(); });
+    ASSERT_TRUE(file.ok()) << file.status();
+    if (announced) (*file)->WillRead(0, kSize);
+    std::thread interrupter([&] {
+      while (!trickling) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      interrupted = true;
+    });
+    std::vector<uint8_t> out(size_t{1} << 20);
+    const absl::Status s = (*file)->ReadAt(0, absl::MakeSpan(out));
+    interrupter.join();
+    EXPECT_EQ(s.code(), absl::StatusCode::kCancelled) << s;
+    ExpectNoSecret(s);
+  }
 }
 
 // Redirects are never followed: nothing reaches the other host (so no signed request, no key id

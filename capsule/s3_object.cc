@@ -42,8 +42,12 @@ constexpr size_t kMaxPlans = 4;  // announced ranges remembered (LRU)
 
 class S3Object : public RandomAccessFile {
  public:
-  S3Object(std::shared_ptr<Client> client, Location at, ObjectInfo info)
-      : client_(std::move(client)), at_(std::move(at)), info_(std::move(info)) {}
+  S3Object(std::shared_ptr<Client> client, Location at, ObjectInfo info,
+           std::unique_ptr<Cancellation> cancel)
+      : client_(std::move(client)),
+        at_(std::move(at)),
+        info_(std::move(info)),
+        cancel_(std::move(cancel)) {}
 
   ~S3Object() override {
     {
@@ -102,7 +106,7 @@ class S3Object : public RandomAccessFile {
   };
 
   absl::Status Fetch(uint64_t offset, absl::Span<uint8_t> out) const {
-    absl::Status s = client_->GetRange(at_, offset, out, info_.etag);
+    absl::Status s = client_->GetRange(at_, offset, out, info_.etag, cancel_.get());
     if (absl::IsAborted(s)) {
       return absl::AbortedError(
           absl::StrCat("S3: ", ToUrl(at_), " changed while reading (its ETag no longer matches)"));
@@ -221,7 +225,18 @@ class S3Object : public RandomAccessFile {
             for (uint64_t a = w + 1; a <= w + kWindowsAhead && a * kWindowSize < p.second; ++a) {
               if (WindowLocked(a, p, pos, /*demand=*/false) == nullptr) break;
             }
-            fetched_.wait(lock, [&] { return win->done; });
+            // With a cancellation, looked at while waiting too: the fetch itself ends soon once
+            // cancelled, but it may still sit in the queue behind another object's.
+            if (cancel_ == nullptr) {
+              fetched_.wait(lock, [&] { return win->done; });
+            } else {
+              while (!fetched_.wait_for(lock, kCancellationPoll, [&] { return win->done; })) {
+                if (cancel_->cancelled()) {
+                  return absl::CancelledError(
+                      absl::StrCat("S3: the read of ", ToUrl(at_), " was cancelled"));
+                }
+              }
+            }
           }
         }
       }
@@ -283,6 +298,7 @@ class S3Object : public RandomAccessFile {
   std::shared_ptr<Client> client_;
   Location at_;
   ObjectInfo info_;
+  const std::unique_ptr<Cancellation> cancel_;  // null: reads are never cancelled
   mutable std::mutex mu_;
   mutable std::condition_variable fetched_;
   mutable std::list<std::pair<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>> cache_;
@@ -297,12 +313,15 @@ class S3Object : public RandomAccessFile {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenObject(std::shared_ptr<Client> client,
-                                                             Location at) {
+                                                             Location at,
+                                                             std::function<bool()> cancelled) {
   if (at.key.empty() || at.key.back() == '/') {
     return absl::InvalidArgumentError(
         absl::StrCat(ToUrl(at), " names a bucket or prefix, not an object"));
   }
-  absl::StatusOr<ObjectInfo> info = client->Head(at);
+  auto cancel =
+      cancelled ? std::make_unique<Cancellation>(std::move(cancelled)) : nullptr;
+  absl::StatusOr<ObjectInfo> info = client->Head(at, cancel.get());
   if (!info.ok()) return info.status();
   if (info->etag.empty()) {
     return absl::UnavailableError(absl::StrCat("S3: ", client->endpoint(),
@@ -310,16 +329,18 @@ absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenObject(std::shared_ptr<Cli
                                                " (cannot pin the version read)"));
   }
   return std::unique_ptr<RandomAccessFile>(
-      new S3Object(std::move(client), std::move(at), std::move(*info)));
+      new S3Object(std::move(client), std::move(at), std::move(*info), std::move(cancel)));
 }
 
 absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenFileOrObject(
-    const std::string& path_or_url, const std::string& credentials_file) {
+    const std::string& path_or_url, const std::string& credentials_file,
+    std::function<bool()> cancelled) {
   if (!IsS3Url(path_or_url)) return OpenFile(path_or_url);
   BUNKER_ASSIGN_OR_RETURN(Location at, ParseUrl(path_or_url));
   BUNKER_ASSIGN_OR_RETURN(Config config, ConfigFromEnvironment(credentials_file));
   BUNKER_ASSIGN_OR_RETURN(std::unique_ptr<Client> client, Client::Create(std::move(config)));
-  return OpenObject(std::shared_ptr<Client>(std::move(client)), std::move(at));
+  return OpenObject(std::shared_ptr<Client>(std::move(client)), std::move(at),
+                    std::move(cancelled));
 }
 
 }  // namespace bunker::capsule::s3

@@ -16,6 +16,7 @@
 #include "absl/strings/strip.h"
 #include "capsule/format.h"
 #include "capsule/io.h"
+#include "capsule/paths.h"
 #include "capsule/s3_store_internal.h"
 #include "crypto/secret.h"
 #include "crypto/sha256.h"
@@ -40,6 +41,22 @@ uint64_t SpoolReserve(const std::string& spool) {
   struct statvfs vfs;
   if (::statvfs(spool.c_str(), &vfs) != 0) return kMostReserve;
   return std::min(kMostReserve, static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize / 20);
+}
+
+// The log line for a marker object that cannot be read or parsed. Anyone who may write to the
+// bucket can put one (too large, unreadable to this account, garbage), so it never stops a
+// daemon's start and is never deleted: it is named (its key escaped for a terminal) and skipped,
+// and `then` says what follows from that.
+std::string MarkerSkipped(const s3::Location& at, absl::string_view why, absl::string_view then) {
+  return absl::StrCat("s3: the marker object ", EscapeForTerminal(s3::ToUrl(at), false),
+                      " cannot be ", why, ": it is skipped and left in place", then);
+}
+
+// A marker body's first field ("<upload id or pending> <boot>", or an earlier version's
+// "<upload id>"), if it is one: "pending" or an upload id (IsToken). Else "".
+std::string MarkerUpload(const std::vector<std::string>& fields) {
+  if (fields.empty() || fields.size() > 2) return "";
+  return fields[0] == kPending || IsToken(fields[0]) ? fields[0] : "";
 }
 
 class S3StoreImpl final : public Store {
@@ -163,12 +180,22 @@ class S3StoreImpl final : public Store {
       }
       const std::string id(key);
       if (!IsCapsuleId(id)) continue;
-      absl::StatusOr<std::string> body = GetSmall(client, {shared_->o.bucket, m.key});
+      const s3::Location at{shared_->o.bucket, m.key};
+      absl::StatusOr<std::string> body = GetSmall(client, at);
       if (absl::IsNotFound(body.status())) continue;
-      if (!body.ok()) return body.status();
+      // Only the listing (above) stops the start: a wrong key or secret fails it already.
+      if (!body.ok()) {
+        lines.push_back(MarkerSkipped(at, absl::StrCat("read (", body.status().message(), ")"),
+                                      ""));
+        continue;
+      }
       // "<upload id> <boot>", or (an earlier version) "<upload id>".
       std::vector<std::string> fields = absl::StrSplit(*body, ' ');
-      absl::StatusOr<std::string> upload = fields[0];
+      const std::string upload = MarkerUpload(fields);
+      if (upload.empty()) {
+        lines.push_back(MarkerSkipped(at, "parsed (not \"<upload id> <boot>\")", ""));
+        continue;
+      }
       if (fields.size() == 2) {
         if (fields[1] == shared_->boot) continue;  // this run's own: live
         if (boots.count(fields[1]) == 0) {
@@ -177,10 +204,8 @@ class S3StoreImpl final : public Store {
                                        "(a copied state folder?); its upload is left alone"));
           continue;
         }
-      } else if (fields.size() != 1) {
-        continue;  // not a marker of ours
       }
-      if (*upload == kPending) {
+      if (upload == kPending) {
         absl::StatusOr<std::vector<std::string>> aborted = AbortUnnamed(id, ours);
         if (!aborted.ok()) return aborted.status();
         lines.insert(lines.end(), aborted->begin(), aborted->end());
@@ -188,14 +213,12 @@ class S3StoreImpl final : public Store {
         if (!d.ok()) return d;
         continue;
       }
-      if (ours.count(*upload) != 0) continue;  // resumable: kept
-      if (IsToken(*upload)) {
-        absl::Status s = client.AbortMultipartUpload(shared_->KeyOf(id), *upload);
-        if (!s.ok() && !absl::IsNotFound(s)) return s;
-        if (s.ok()) {
-          lines.push_back(absl::StrCat("s3: aborted an abandoned upload of capsule ", id,
-                                       " (no journal names it)"));
-        }
+      if (ours.count(upload) != 0) continue;  // resumable: kept
+      absl::Status s = client.AbortMultipartUpload(shared_->KeyOf(id), upload);
+      if (!s.ok() && !absl::IsNotFound(s)) return s;
+      if (s.ok()) {
+        lines.push_back(absl::StrCat("s3: aborted an abandoned upload of capsule ", id,
+                                     " (no journal names it)"));
       }
       absl::Status d = client.Delete({shared_->o.bucket, m.key});
       if (!d.ok()) return d;
@@ -277,10 +300,15 @@ class S3StoreImpl final : public Store {
     s = SyncDirectory(shared_->o.spool + "/.incoming");
     if (!s.ok()) return s;
     std::string marker = "";
+    std::string skipped = "";  // why the marker was not read
     if (!journal.upload_id().empty()) {
       absl::StatusOr<std::string> body = GetSmall(client, shared_->MarkerOf(id));
-      if (!body.ok() && !absl::IsNotFound(body.status())) return body.status();
-      if (body.ok()) {
+      if (!body.ok() && !absl::IsNotFound(body.status())) {
+        skipped = absl::StrCat("; ", MarkerSkipped(shared_->MarkerOf(id),
+                                                   absl::StrCat("read (", body.status().message(),
+                                                                ")"),
+                                                   ""));
+      } else if (body.ok()) {
         // "<upload id> <boot>" of one of this state folder's runs, or "<upload id>".
         std::vector<std::string> f = absl::StrSplit(*body, ' ');
         const std::set<std::string> boots = shared_->Boots();
@@ -296,7 +324,7 @@ class S3StoreImpl final : public Store {
                         journal.upload_id().empty() ? "no upload of it is journaled"
                                                     : "its upload is gone",
                         ": removed what this daemon had left of it (its spool and journals",
-                        marker, "); no receipt is recorded for it");
+                        marker, "); no receipt is recorded for it", skipped);
   }
 
   // After a crash between a pending marker and the journal line of its upload: the uploads of
@@ -328,10 +356,23 @@ class S3StoreImpl final : public Store {
           daemon == shared_->o.daemon_id) {
         continue;
       }
-      absl::StatusOr<std::string> body = GetSmall(client, {shared_->o.bucket, m.key});
+      const s3::Location at{shared_->o.bucket, m.key};
+      absl::StatusOr<std::string> body = GetSmall(client, at);
       if (absl::IsNotFound(body.status())) continue;
-      if (!body.ok()) return body.status();
-      const std::string upload = std::vector<std::string>(absl::StrSplit(*body, ' '))[0];
+      // A marker that cannot be read or parsed might name any upload of the capsule, or be
+      // pending: as with a pending one, nothing can be told apart and nothing is aborted.
+      const std::string upload =
+          body.ok() ? MarkerUpload(std::vector<std::string>(absl::StrSplit(*body, ' ')))
+                    : std::string();
+      if (upload.empty()) {
+        lines.push_back(MarkerSkipped(
+            at,
+            body.ok() ? std::string("parsed (not \"<upload id> <boot>\")")
+                      : absl::StrCat("read (", body.status().message(), ")"),
+            absl::StrCat("; an upload of capsule ", id,
+                         " that this daemon may have left is kept")));
+        return lines;
+      }
       if (upload == kPending) {
         lines.push_back(absl::StrCat("s3: an upload of capsule ", id, " that this daemon may "
                                      "have left is kept: another daemon is starting one"));

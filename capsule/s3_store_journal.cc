@@ -167,7 +167,10 @@ absl::StatusOr<std::string> GetSmall(s3::Client& client, const s3::Location& at)
   for (int attempt = 0;; ++attempt) {
     absl::StatusOr<s3::ObjectInfo> info = client.Head(at);
     if (!info.ok()) return info.status();
-    if (info->size > 4096) return absl::DataLossError("marker object is too large");
+    if (info->size > 4096) {
+      return absl::DataLossError(
+          absl::StrCat("an object of ", info->size, " bytes is no marker (at most 4096)"));
+    }
     std::string out(info->size, '\0');
     absl::Status s = client.GetRange(
         at, 0, absl::MakeSpan(reinterpret_cast<uint8_t*>(out.data()), out.size()), info->etag);

@@ -115,6 +115,34 @@ class S3LeftoverTest : public ::testing::Test {
     EXPECT_TRUE(bucket_.Has(Marker(daemon)));
   }
 
+  // Daemon d1 starts after a crash that left its pending marker and a stray upload of the
+  // capsule, beside daemon d2's marker for it of 5000 bytes (`deny`: one d1 may not read).
+  void RecoverBesideAnUnreadableMarker(bool deny) {
+    auto first = MakeStore("d1", "spool")->Recover();  // records this run's boot nonce
+    ASSERT_TRUE(first.ok()) << first.status();
+    std::string boot = testing::ReadFile(Spool("spool") + ".boots");
+    ASSERT_EQ(boot.size(), 17u) << boot;
+    boot.pop_back();
+    bucket_.Put(Marker("d1"), "pending " + boot, "\"p1\"");
+    bucket_.StartUpload(key_);
+    bucket_.Put(Marker("d2"), deny ? "upload-9 0123456789abcdef" : std::string(5000, 'x'),
+                "\"o\"");
+    if (deny) bucket_.Deny(Marker("d2"));
+
+    auto lines = MakeStore("d1", "spool")->Recover();
+    ASSERT_TRUE(lines.ok()) << lines.status();
+    ASSERT_EQ(lines->size(), 1u);
+    EXPECT_TRUE(absl::StartsWith(lines->front(), "s3: the marker object s3://bucket/" +
+                                                     Marker("d2") + " cannot be read ("))
+        << lines->front();
+    EXPECT_TRUE(absl::EndsWith(lines->front(), "): it is skipped and left in place; an upload "
+                                               "of capsule " + id_ + " that this daemon may "
+                                               "have left is kept"))
+        << lines->front();
+    EXPECT_EQ(bucket_.open_uploads(), 1u) << "nothing is aborted";
+    EXPECT_TRUE(bucket_.Has(Marker("d2")));
+  }
+
   static bool Has(const std::vector<std::string>& lines, const std::string& text) {
     for (const std::string& line : lines) {
       if (absl::StrContains(line, text)) return true;
@@ -282,6 +310,60 @@ TEST_F(S3LeftoverTest, AKeyOfAnotherFormUnderIncomingIsNoMarker) {
   for (const std::string& r : bucket_.requests()) {
     EXPECT_EQ(r.find("elsewhere"), std::string::npos) << r;
   }
+}
+
+// Regression: a marker object that could not be read (anyone who may write to the bucket can
+// put one of 5000 bytes, or one this account may not read) or parsed made Recover fail, and so
+// the daemon's start ("marker object is too large", naming no key). Now each is named in the log
+// and skipped, never deleted; the markers that can be read are recovered as before.
+TEST_F(S3LeftoverTest, MarkersThatCannotBeReadOrParsedAreNamedAndSkipped) {
+  auto first = MakeStore("d1", "spool")->Recover();  // records this run's boot nonce
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::string boot = testing::ReadFile(Spool("spool") + ".boots");
+  ASSERT_EQ(boot.size(), 17u) << boot;
+  boot.pop_back();
+  const std::string other_id(32, 'a');
+  auto marker_of = [](const std::string& daemon, const std::string& id) {
+    return "site/.incoming/" + daemon + "/" + id + ".upload";
+  };
+  // Of this daemon: too large, unreadable, garbage; and one that is fine (an abandoned upload).
+  const std::string large = marker_of("d1", std::string(32, 'b'));
+  const std::string denied = marker_of("d1", std::string(32, 'c'));
+  const std::string garbage = marker_of("d1", std::string(32, 'd'));
+  bucket_.Put(large, std::string(5000, 'x'), "\"l\"");
+  bucket_.Put(denied, "upload-x " + boot, "\"d\"");
+  bucket_.Deny(denied);
+  bucket_.Put(garbage, "\x1b[31m two three", "\"g\"");
+  const std::string abandoned = bucket_.StartUpload("site/" + other_id + ".capsule");
+  bucket_.Put(marker_of("d1", other_id), abandoned + " " + boot, "\"a\"");
+
+  auto lines = MakeStore("d1", "spool")->Recover();
+  ASSERT_TRUE(lines.ok()) << lines.status();
+  EXPECT_TRUE(Has(*lines, "s3: the marker object s3://bucket/" + large + " cannot be read (an "
+                          "object of 5000 bytes is no marker (at most 4096)): it is skipped "
+                          "and left in place"));
+  EXPECT_TRUE(Has(*lines, "s3: the marker object s3://bucket/" + denied + " cannot be read (S3: "
+                          "access denied by"));
+  EXPECT_TRUE(Has(*lines, "s3: the marker object s3://bucket/" + garbage + " cannot be parsed"));
+  EXPECT_TRUE(Has(*lines, "s3: aborted an abandoned upload of capsule " + other_id));
+  for (const std::string& line : *lines) {
+    EXPECT_EQ(line.find('\x1b'), std::string::npos) << line;
+  }
+  EXPECT_TRUE(bucket_.Has(large));
+  EXPECT_TRUE(bucket_.Has(denied));
+  EXPECT_TRUE(bucket_.Has(garbage));
+  EXPECT_FALSE(bucket_.Has(marker_of("d1", other_id)));
+  EXPECT_EQ(bucket_.open_uploads(), 0u);
+}
+
+// The same for another daemon's marker, read while this daemon recovers from a crash after its
+// pending marker: too large or unreadable, it may name any upload of the capsule, so the start
+// goes on and nothing is aborted.
+TEST_F(S3LeftoverTest, AnotherDaemonsMarkerThatIsTooLargeKeepsTheUploadsOfItsCapsule) {
+  RecoverBesideAnUnreadableMarker(false);
+}
+TEST_F(S3LeftoverTest, AnotherDaemonsMarkerThatCannotBeReadKeepsTheUploadsOfItsCapsule) {
+  RecoverBesideAnUnreadableMarker(true);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -215,6 +216,12 @@ class FakeBucket {
     std::lock_guard<std::mutex> lock(mu_);
     heads_to_fail_after_complete_ = n;
   }
+  // HEAD and GET of `key` answer 403 AccessDenied from now on (an object another account wrote
+  // and this one may not read); listings still show it.
+  void Deny(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    denied_.insert(key);
+  }
   // Starts a multipart upload of `key` as another daemon would; its upload id.
   std::string StartUpload(const std::string& key) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -338,6 +345,10 @@ class FakeBucket {
       objects_.erase(key);
       return Reply(204, "No Content", "", "");
     }
+    if (denied_.count(key) != 0) {
+      return method == "HEAD" ? Reply(403, "Forbidden", "Content-Length: 0\r\n", "", true)
+                              : Error(403, "Forbidden", "AccessDenied");
+    }
     auto it = objects_.find(key);
     if (it == objects_.end()) {
       return method == "HEAD" ? Reply(404, "Not Found", "Content-Length: 0\r\n", "", true)
@@ -412,6 +423,7 @@ class FakeBucket {
   mutable std::mutex mu_;  // guards what follows; the server thread holds it per request
   std::map<std::string, Object> objects_;
   std::map<std::string, Upload> uploads_;
+  std::set<std::string> denied_;
   std::vector<std::string> requests_;
   int next_upload_ = 0;
   Completion completion_ = Completion::kResult;

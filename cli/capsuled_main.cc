@@ -159,9 +159,9 @@ int main(int argc, char** argv) {
       transfers ? site::OpenSiteStore(*site, log, s3_client)
                 : absl::StatusOr<std::shared_ptr<capsule::Store>>(nullptr);
   if (!store.ok()) return fail(store.status());
-  // The S3 client holds what it needs: no secret stays in the environment children inherit.
-  ::unsetenv("AWS_SECRET_ACCESS_KEY");
-  ::unsetenv("AWS_SESSION_TOKEN");
+  // The S3 client holds what it needs: no secret stays in the environment children inherit,
+  // nor in the environment block /proc/PID/environ shows while the daemon runs.
+  capsule::s3::ScrubCredentialsFromEnvironment();
   options.store = *store;
   options.admit = site::AdmissionFor(*site);
   options.identity = &*identity;
@@ -234,9 +234,10 @@ int main(int argc, char** argv) {
     if (s3_client != nullptr) {
       // Requests may name a capsule of the store (the service checks it is one), read with the
       // store's own client: the site file's "s3" settings.
-      service.open_store_object = [s3_client](const capsule::s3::Location& at)
+      service.open_store_object = [s3_client](const capsule::s3::Location& at,
+                                              std::function<bool()> cancelled)
           -> absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> {
-        return capsule::s3::OpenObject(s3_client, at);
+        return capsule::s3::OpenObject(s3_client, at, std::move(cancelled));
       };
     }
     options.log(absl::StrCat("mounts: decrypted-chunk cache up to ", mount_cache_mib,

@@ -26,7 +26,7 @@ int RunInspect(int argc, char** argv) {
   if (!ctx.Parse()) return ctx.exit_code();
   const std::string path = ctx.args().positionals()[0];
   absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
-      capsule::s3::OpenFileOrObject(path);
+      capsule::s3::OpenFileOrObject(path, "", [] { return Interrupted(); });
   if (!file.ok()) return ctx.Fail(file.status());
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
       capsule::CapsuleReader::OpenUntrusted(std::move(*file));

@@ -232,8 +232,9 @@ absl::StatusOr<OpenedCapsule> OpenCapsuleWith(const std::string& path,
     if (!id.ok()) return id.status();
     out.identity.emplace(std::move(*id));
   }
+  // An interrupt ends a read of a slow S3 server too (exit 130), not only the next check.
   absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
-      capsule::s3::OpenFileOrObject(path);
+      capsule::s3::OpenFileOrObject(path, "", [] { return Interrupted(); });
   if (!file.ok()) return file.status();
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =
       capsule::CapsuleReader::Open(std::move(*file), *trust);

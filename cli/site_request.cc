@@ -193,7 +193,7 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
   }
   request.cancelled = [] { return Interrupted(); };
   absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
-      capsule::s3::OpenFileOrObject(capsule_path);
+      capsule::s3::OpenFileOrObject(capsule_path, "", request.cancelled);
   if (!file.ok()) return file.status();
   absl::StatusOr<site::Outcome> outcome =
       site::HandleRequest(*gate, std::move(*file), capsule_path, request);

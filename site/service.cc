@@ -390,21 +390,25 @@ struct VerifierService::Impl {
     }
 
     auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
-    bool gone = false;
+    std::atomic<bool> gone{false};
     r.progress = [&](uint64_t done, uint64_t total) {
       const auto now = std::chrono::steady_clock::now();
-      if (gone || now - last < std::chrono::milliseconds(200)) return;
+      if (gone.load() || now - last < std::chrono::milliseconds(200)) return;
       last = now;
-      if (!SendProgress(sock, done, total).ok()) gone = true;
+      if (!SendProgress(sock, done, total).ok()) gone.store(true);
     };
+    // Thread-safe: the fetch threads of an S3 store object ask too (open_store_object), so
+    // that a read of a slow store ends when the client hangs up or the service stops.
+    std::mutex poll_mu;
     auto last_poll = last;
     r.cancelled = [&]() {
-      if (stopping.load() || gone) return true;
+      if (stopping.load() || gone.load()) return true;
+      std::lock_guard<std::mutex> lock(poll_mu);
       const auto now = std::chrono::steady_clock::now();
       if (now - last_poll < std::chrono::milliseconds(50)) return false;
       last_poll = now;
-      gone = HungUp(sock);
-      return gone;
+      if (HungUp(sock)) gone.store(true);
+      return gone.load();
     };
     r.entries = [&](const std::vector<capsule::FileEntry>& batch) {
       return SendEntries(sock, batch);
@@ -423,7 +427,11 @@ struct VerifierService::Impl {
         return absl::FailedPreconditionError(
             "this site's verifier service does not read capsules from S3");
       }
-      BUNKER_ASSIGN_OR_RETURN(file, options.open_store_object(at));
+      // A mount's object outlives this request (and its client's socket): only the service's
+      // stop ends its reads, which the service outlives.
+      std::function<bool()> cancelled = r.cancelled;
+      if (wire.command == Command::kMount) cancelled = [this] { return stopping.load(); };
+      BUNKER_ASSIGN_OR_RETURN(file, options.open_store_object(at, std::move(cancelled)));
       name = capsule::s3::ToUrl(at);
     }
     absl::StatusOr<Outcome> outcome = HandleRequest(gate, std::move(file), name, r);

@@ -54,8 +54,10 @@ struct ServiceOptions {
   // Opens an object of the site's S3 store with the daemon's credentials. A request may name one
   // (RequestBody.capsuleUrl) instead of passing a descriptor; the service first checks that it
   // lies inside the site file's "store" (StoreObjectOf). Empty: such requests are refused.
+  // `cancelled` (thread-safe) answers true once the request is to stop (the service stops, its
+  // client hung up): reads of the object should then end soon (s3::OpenObject's `cancelled`).
   std::function<absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>>(
-      const capsule::s3::Location&)>
+      const capsule::s3::Location&, std::function<bool()> cancelled)>
       open_store_object;
 };
 

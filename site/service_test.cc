@@ -7,7 +7,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "capsule/capsule_test_util.h"
@@ -121,7 +125,7 @@ TEST(VerifierServiceTest, ReadsOnlyObjectsInsideItsOwnS3Store) {
   const std::string kInStore = "s3://site-bucket/site-b/0123456789abcdef0123456789abcdef.capsule";
   std::vector<std::string> asked;
   std::string capsule_path;
-  auto open_store = [&](const capsule::s3::Location& at)
+  auto open_store = [&](const capsule::s3::Location& at, std::function<bool()>)
       -> absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> {
     asked.push_back(capsule::s3::ToUrl(at));
     return capsule::OpenFile(capsule_path);
@@ -183,6 +187,58 @@ TEST(VerifierServiceTest, ASiteWithAFolderStoreReadsNoS3Url) {
   absl::Status s = f.Ask(w, &f.keys.bob, &bob);
   EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
   EXPECT_NE(s.message().find("keeps its capsules on disk"), std::string::npos) << s;
+}
+
+// A read of a store object that does not move (a server trickling its bytes) ends when the
+// service stops: the service hands its reader of store objects a thread-safe `cancelled` that
+// answers true then (capsuled passes it to s3::OpenObject, whose reads end with kCancelled).
+// Before, the daemon's stop waited for the read.
+TEST(VerifierServiceTest, AStoreReadThatDoesNotMoveEndsWhenTheServiceStops) {
+  std::atomic<bool> reading{false}, cancelled_seen{false};
+  // Stands in for a store object whose every read waits for the server; a hang guard of 20 s.
+  class Stalled : public capsule::RandomAccessFile {
+   public:
+    Stalled(std::function<bool()> cancelled, std::atomic<bool>* reading, std::atomic<bool>* seen)
+        : cancelled_(std::move(cancelled)), reading_(reading), seen_(seen) {}
+    uint64_t size() const override { return 1 << 20; }
+    absl::Status ReadAt(uint64_t, absl::Span<uint8_t>) const override {
+      *reading_ = true;
+      for (int i = 0; i < 2000; ++i) {
+        if (cancelled_ && cancelled_()) {
+          *seen_ = true;
+          return absl::CancelledError("S3: the read was cancelled");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      return absl::UnavailableError("the read was never cancelled");
+    }
+
+   private:
+    std::function<bool()> cancelled_;
+    std::atomic<bool>* reading_;
+    std::atomic<bool>* seen_;
+  };
+  auto open_store = [&](const capsule::s3::Location&, std::function<bool()> cancelled)
+      -> absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> {
+    return std::unique_ptr<capsule::RandomAccessFile>(
+        new Stalled(std::move(cancelled), &reading, &cancelled_seen));
+  };
+  Fixture f("s3://site-bucket/site-b", open_store);
+  ASSERT_NE(f.service, nullptr);
+  const crypto::PublicIdentity bob = f.keys.bob.public_identity();
+  WireRequest w = OpenTo(f.root + "/landing/s3");
+  w.fd_count = 0;
+  w.capsule_url = "s3://site-bucket/site-b/0123456789abcdef0123456789abcdef.capsule";
+  absl::Status asked;
+  std::thread client([&] { asked = f.Ask(w, &f.keys.bob, &bob); });
+  for (int i = 0; i < 2000 && !reading; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(reading) << "the service never read the object";
+  f.service.reset();
+  client.join();
+  EXPECT_TRUE(cancelled_seen) << "the read was not told the service stopped";
+  EXPECT_FALSE(asked.ok());
 }
 
 }  // namespace

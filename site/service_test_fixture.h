@@ -44,7 +44,7 @@ struct Fixture {
   // `request_timeout`: seconds a client has to send its request.
   explicit Fixture(const std::string& store = "",
                    std::function<absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>>(
-                       const capsule::s3::Location&)>
+                       const capsule::s3::Location&, std::function<bool()>)>
                        open_store = nullptr,
                    int request_timeout = 30) {
     ::mkdir((root + "/data").c_str(), 0755);

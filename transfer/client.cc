@@ -99,8 +99,9 @@ SendOptions ToSendOptions(const ClientOptions& o, kj::Timer& timer) {
 
 // The capsule to send: an s3:// object, or a local file read front to back (the chunks go out
 // in order), which tells the kernel to read ahead further.
-absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> OpenForSending(const std::string& path) {
-  if (capsule::s3::IsS3Url(path)) return capsule::s3::OpenFileOrObject(path);
+absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> OpenForSending(
+    const std::string& path, const std::function<bool()>& cancelled) {
+  if (capsule::s3::IsS3Url(path)) return capsule::s3::OpenFileOrObject(path, "", cancelled);
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO: no hang
   if (fd < 0) return capsule::ErrnoStatus(absl::StrCat("cannot open ", path), errno);
   (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);  // advice only
@@ -282,7 +283,7 @@ absl::StatusOr<SendSummary> SendCapsule(const std::string& capsule_path,
                                         const std::string& address,
                                         const ClientOptions& options) {
   // A local file or an s3:// object (a store-and-forward hop from an S3-backed store).
-  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = OpenForSending(capsule_path);
+  absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file = OpenForSending(capsule_path, options.cancelled);
   if (!file.ok()) return file.status();
   // The sender needs no trust in the issuer: the receiver decides.
   absl::StatusOr<std::unique_ptr<capsule::CapsuleReader>> reader =

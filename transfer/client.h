@@ -25,8 +25,9 @@ struct ClientOptions {
   // Send: called as chunks go. Fetch: called about every 100 ms with total_bytes (the
   // capsule's payload, once the server offered it) and sent_bytes (what was received so far).
   std::function<void(const SendProgress&)> progress;
-  // Polled about every 100 ms while the peer is waited for, whatever the peer does: true stops
-  // with kCancelled (what the receiver holds is kept for a resume).
+  // Polled about every 100 ms while the peer is waited for, whatever the peer does, and by the
+  // threads reading an s3:// capsule (so thread-safe): true stops with kCancelled (what the
+  // receiver holds is kept for a resume).
   std::function<bool()> cancelled;
   // A peer that moves no byte either way for this long, over all connections (a stalled link,
   // a peer that stopped reading or answering), fails the run with kUnavailable; running it

@@ -270,6 +270,51 @@ scenario_s3_store_wrong_secret() {
   [ -z "$(aws s3 ls "s3://$BUCKET/" --recursive)" ] || fail "something was stored"
 }
 
+# A running daemon's secret is not readable in /proc/PID/environ: unsetenv alone left the bytes
+# in the environment block the kernel shows there; they are overwritten first. Also for a
+# daemon whose store is local (its environment may hold the secret all the same).
+scenario_s3_store_daemon_secret_not_in_proc_environ() {
+  start_swift
+  setup
+  start_daemon b b.json
+  [ -r "/proc/$PID/environ" ] || fail "cannot read /proc/$PID/environ"
+  grep -q -a -F "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY" "/proc/$PID/environ" &&
+    fail "the secret is readable in /proc/PID/environ of the running daemon"
+  grep -q -a -F "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID" "/proc/$PID/environ" ||
+    fail "the daemon's environment block was not read (the key id is missing)"
+  expect_exit 0 send_to "$PORT"
+  cat > c.json <<'JSON'
+{"site": "site-c", "identity": "site-c.key", "trust": ["owner.pub"], "destinations": ["land"],
+ "state": "state-c", "listen": "127.0.0.1:0", "peers": ["site-a.pub"], "store": "store-c"}
+JSON
+  AWS_SECRET_ACCESS_KEY=LOCALxSECRETxNEVERxSHOWN AWS_SESSION_TOKEN=LOCALxTOKENxNEVERxSHOWN \
+    start_daemon c c.json
+  grep -q -a -e LOCALxSECRET -e LOCALxTOKEN "/proc/$PID/environ" &&
+    fail "a secret is readable in /proc/PID/environ of a daemon with a local store"
+  true
+}
+
+# Anyone who may write to the bucket can put an object where a marker goes: one of 5000 bytes
+# under this daemon's own id stopped its start (exit 4, "marker object is too large", no key).
+# Now the daemon starts, names the key in its log, and leaves the object in place.
+scenario_s3_store_oversized_marker_does_not_stop_the_start() {
+  start_swift
+  setup
+  start_daemon b b.json
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null
+  local daemon key
+  daemon=$(cat state-b/daemon-id)
+  key="capsules/.incoming/$daemon/0123456789abcdef0123456789abcdef.upload"
+  head -c 5000 /dev/zero | tr '\0' x > big.upload
+  aws s3 cp big.upload "s3://$BUCKET/$key" >/dev/null || fail "cannot put the object"
+  start_daemon b b.json
+  grep -q "the marker object s3://$BUCKET/$key cannot be read (an object of 5000 bytes is no marker" b.log ||
+    { cat b.log; fail "the log does not name the marker that was skipped"; }
+  aws s3 ls "s3://$BUCKET/$key" >/dev/null || fail "the object was deleted"
+  expect_exit 0 send_to "$PORT"
+  read_back "$(capsule_id d.capsule)" d.capsule
+}
+
 scenario_s3_store_two_daemons_one_bucket() {
   start_swift
   setup

@@ -180,8 +180,11 @@ absl::StatusOr<uint64_t> Permit::StreamArchive(int fd, const ReleaseOptions& opt
   // keeps the chunks in a local spool for the second (site/chunk_spool.h).
   const std::unique_ptr<ChunkSpool> spool =
       ChunkSpool::Create(*c.reader_, 0, m.payload_size, options.spool_dir);
-  absl::Status s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options,
-                                     spool ? spool->recording() : nullptr);
+  absl::Status s = RemoteNeedsSpool(*c.reader_, spool.get(), m.payload_size, options.spool_dir);
+  if (s.ok()) {
+    s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options,
+                          spool ? spool->recording() : nullptr);
+  }
   if (!s.ok()) return Failed(s, false);
   if (spool) spool->FirstPassSucceeded();
   CountingFdSink sink(fd, options.cancelled);

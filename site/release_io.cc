@@ -7,12 +7,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "capsule/paths.h"
 #include "site/chunk_spool.h"
 #include "crypto/sha256.h"
+#include "crypto/status_hint.h"
 #include "crypto/status_macros.h"
 #include "crypto/secret.h"
 
@@ -125,6 +127,23 @@ absl::Status CopyPayload(const capsule::CapsuleReader* reader, const capsule::Pa
   return absl::OkStatus();
 }
 
+absl::Status RemoteNeedsSpool(const capsule::CapsuleReader& reader, const ChunkSpool* spool,
+                              uint64_t bytes, const std::string& spool_dir) {
+  if (spool != nullptr || reader.file().parallelism() == 0) return absl::OkStatus();
+  std::string where = spool_dir;
+  if (where.empty()) {
+    const char* tmp = ::getenv("TMPDIR");
+    where = tmp != nullptr && tmp[0] == '/' ? tmp : "/tmp";
+  }
+  return WithHint(
+      absl::ResourceExhaustedError(absl::StrCat(
+          "no room in ", capsule::QuotePath(where), " to keep the ", bytes,
+          " bytes of a remote capsule while they are checked before release; nothing was "
+          "written")),
+      "free space there (or point TMPDIR at a folder with room), or release into a folder "
+      "with --to");
+}
+
 absl::Status StreamAuthenticatedFile(const capsule::CapsuleReader* reader,
                                      const capsule::PayloadKey& key, const capsule::FileEntry& f,
                                      capsule::WritableFile* sink, const ReleaseOptions& options) {
@@ -144,6 +163,7 @@ absl::Status StreamAuthenticatedFile(const capsule::CapsuleReader* reader,
   // a remote capsule the checking pass keeps the chunks in a local spool for the writing pass.
   const std::unique_ptr<ChunkSpool> spool =
       ChunkSpool::Create(*reader, f.offset, f.offset + f.size, options.spool_dir);
+  BUNKER_RETURN_IF_ERROR(RemoteNeedsSpool(*reader, spool.get(), f.size, options.spool_dir));
   class Hasher : public capsule::WritableFile {
    public:
     absl::Status Append(absl::Span<const uint8_t> data) override {

@@ -17,6 +17,7 @@
 #include "capsule/file_index.h"
 #include "capsule/io.h"
 #include "capsule/reader.h"
+#include "site/chunk_spool.h"
 #include "site/gate.h"
 
 namespace bunker::site {
@@ -64,6 +65,14 @@ absl::Status CopyPayload(const capsule::CapsuleReader* reader, const capsule::Pa
                          uint64_t begin, uint64_t end, uint64_t authenticate_to,
                          capsule::WritableFile* sink, const ReleaseOptions& options,
                          const capsule::RandomAccessFile* chunks_from = nullptr);
+
+// For a stream output (a descriptor, where nothing can be taken back): OK when the capsule is
+// local or `spool` was made; else kResourceExhausted ("no room in DIR to keep N bytes of a
+// remote capsule while they are checked before release"). Without a spool the writing pass
+// would fetch a remote object again, and an object changed between the passes would cut the
+// output short after part of it was written; so nothing is written instead.
+absl::Status RemoteNeedsSpool(const capsule::CapsuleReader& reader, const ChunkSpool* spool,
+                              uint64_t bytes, const std::string& spool_dir);
 
 // Writes file `f`'s contents to `sink` only after all of its chunks authenticated and its bytes
 // matched the index digest: files up to options.held_in_memory from memory, larger ones by a

@@ -78,12 +78,16 @@ const verifier::Decision& Permit::decision() const { return state_->authorizatio
 const capsule::Manifest& Permit::manifest() const { return state_->capsule->reader_->manifest(); }
 const capsule::FileEntry* Permit::file() const { return state_->file; }
 
-absl::Status Permit::Failed(const absl::Status& cause, bool released) {
-  if (state_->facts && !released) {
-    absl::Status recorded = verifier::RecordReleaseFailed(
-        *state_->facts, *state_->identity, state_->authorization,
-        std::string(cause.message()).substr(0, 1000),
-        static_cast<int64_t>(::time(nullptr)));
+absl::Status Permit::Failed(const absl::Status& cause, const std::string& released) {
+  if (state_->facts) {
+    const std::string reason = std::string(cause.message()).substr(0, 1000);
+    const int64_t now = static_cast<int64_t>(::time(nullptr));
+    absl::Status recorded =
+        released.empty()
+            ? verifier::RecordReleaseFailed(*state_->facts, *state_->identity,
+                                            state_->authorization, reason, now)
+            : verifier::RecordReleaseCutShort(*state_->facts, *state_->identity,
+                                              state_->authorization, reason, released, now);
     if (!recorded.ok()) {
       return absl::Status(cause.code(),
                           absl::StrCat(cause.message(), " (and the failure could not be "
@@ -113,6 +117,11 @@ absl::Status CheckWholeArchive(const capsule::CapsuleReader& reader,
   return capsule::CheckArchive(&source, check);
 }
 
+// What a stream had given out when it failed; empty when nothing.
+std::string WrittenSoFar(const CountingFdSink& sink) {
+  return sink.written() > 0 ? absl::StrCat(sink.written(), " bytes were written") : std::string();
+}
+
 absl::Status Once(bool* used, Want::Kind have, Want::Kind want) {
   if (have != want) return absl::FailedPreconditionError("the permit is for another release");
   if (*used) return absl::FailedPreconditionError("the permit was used already");
@@ -129,7 +138,7 @@ absl::StatusOr<capsule::ExtractStats> Permit::Extract(const Destination& to,
   const capsule::Manifest& m = c.reader_->manifest();
   absl::StatusOr<std::unique_ptr<capsule::PayloadStream>> stream =
       c.reader_->Stream(*c.key_, 0, m.payload_size, options.threads, options.progress);
-  if (!stream.ok()) return Failed(stream.status(), false);
+  if (!stream.ok()) return Failed(stream.status(), "");
   CancellableSource source(stream->get(), options.cancelled);
   capsule::ExtractOptions extract;
   extract.only = state_->selection;
@@ -141,7 +150,7 @@ absl::StatusOr<capsule::ExtractStats> Permit::Extract(const Destination& to,
   absl::StatusOr<capsule::ExtractStats> stats = capsule::ExtractArchiveAt(
       &source, capsule::ExtractTarget{to.root.get(), to.relative}, extract);
   // A tree already in place was released, whatever failed after it.
-  if (!stats.ok()) return Failed(stats.status(), in_place);
+  if (!stats.ok()) return Failed(stats.status(), in_place ? "the tree was in place" : "");
   return stats;
 }
 
@@ -154,18 +163,18 @@ absl::StatusOr<uint64_t> Permit::WriteArchive(const Destination& to,
       ChunkSpool::Create(*c.reader_, 0, m.payload_size, options.spool_dir);
   absl::Status s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options,
                                      spool ? spool->recording() : nullptr);
-  if (!s.ok()) return Failed(s, false);
+  if (!s.ok()) return Failed(s, "");
   if (spool) spool->FirstPassSucceeded();
   absl::StatusOr<std::unique_ptr<NewFileBeneath>> out =
       NewFileBeneath::Create(to, 0600, options.owner);
-  if (!out.ok()) return Failed(out.status(), false);
+  if (!out.ok()) return Failed(out.status(), "");
   ReleaseOptions quiet = options;
   quiet.progress = nullptr;
   s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.payload_size, out->get(),
                   quiet, spool ? spool->replay() : nullptr);
   if (s.ok()) s = (*out)->Commit();
   // A file already named was released, whatever failed after it.
-  if (!s.ok()) return Failed(s, (*out)->named());
+  if (!s.ok()) return Failed(s, (*out)->named() ? "the archive was in place" : "");
   return m.archive_size;
 }
 
@@ -185,7 +194,7 @@ absl::StatusOr<uint64_t> Permit::StreamArchive(int fd, const ReleaseOptions& opt
     s = CheckWholeArchive(*c.reader_, *c.key_, c.entries_, options,
                           spool ? spool->recording() : nullptr);
   }
-  if (!s.ok()) return Failed(s, false);
+  if (!s.ok()) return Failed(s, "");
   if (spool) spool->FirstPassSucceeded();
   CountingFdSink sink(fd, options.cancelled);
   ReleaseOptions quiet = options;
@@ -193,7 +202,7 @@ absl::StatusOr<uint64_t> Permit::StreamArchive(int fd, const ReleaseOptions& opt
   s = CopyPayload(c.reader_.get(), *c.key_, 0, m.archive_size, m.archive_size, &sink, quiet,
                   spool ? spool->replay() : nullptr);
   if (s.ok()) s = sink.Flush();
-  if (!s.ok()) return Failed(s, sink.written() > 0);
+  if (!s.ok()) return Failed(s, WrittenSoFar(sink));
   return m.archive_size;
 }
 
@@ -203,12 +212,12 @@ absl::StatusOr<uint64_t> Permit::StreamFile(int fd, const ReleaseOptions& option
   const capsule::Manifest& m = c.reader_->manifest();
   const capsule::FileEntry& f = *state_->file;
   if (f.offset > m.archive_size || f.size > m.archive_size - f.offset) {
-    return Failed(absl::DataLossError("file index entry points outside the archive"), false);
+    return Failed(absl::DataLossError("file index entry points outside the archive"), "");
   }
   CountingFdSink sink(fd, options.cancelled);
   absl::Status s = StreamAuthenticatedFile(c.reader_.get(), *c.key_, f, &sink, options);
   if (s.ok()) s = sink.Flush();
-  if (!s.ok()) return Failed(s, sink.written() > 0);
+  if (!s.ok()) return Failed(s, WrittenSoFar(sink));
   return f.size;
 }
 
@@ -217,7 +226,7 @@ absl::StatusOr<std::unique_ptr<MountedCapsule>> Permit::Mount(const MountOptions
   absl::StatusOr<std::unique_ptr<MountedCapsule>> mounted = MountedCapsule::Create(
       std::move(state_->capsule), state_->authorization.files, state_->not_after,
       state_->authorization.record, state_->facts, state_->identity, options);
-  if (!mounted.ok()) return Failed(mounted.status(), false);
+  if (!mounted.ok()) return Failed(mounted.status(), "");
   return mounted;
 }
 

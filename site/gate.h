@@ -16,8 +16,9 @@
 //     policy's time window lasts: site/mounted_capsule.h). Plaintext leaves only from authenticated chunks; a file
 //     streamed to a descriptor is authenticated whole (every chunk, and the index digest) before
 //     its first byte is written.
-//  4. A release that fails before any byte left the gate is recorded in the audit log as
-//     "release-failed" and gives the use back; once a byte has left, the use stays spent.
+//  4. A release that fails is recorded in the audit log as "release-failed": before any byte
+//     left the gate it gives the use back; once a byte has left, the use stays spent and the
+//     entry says how much had left.
 //
 // Explain and List are decisions without a record or a count (policy explain, ls).
 // Thread-safety: a Gate may serve many requests at once (each Open is independent; the audit
@@ -186,8 +187,9 @@ class Permit {
   friend class Gate;
   struct State;
   explicit Permit(std::unique_ptr<State> state);
-  // Records a failure; with nothing released, gives the use back.
-  absl::Status Failed(const absl::Status& cause, bool released);
+  // Records a failure as "release-failed": with nothing released (`released` empty), gives the
+  // use back; otherwise says what had left ("N bytes were written") and the use stays spent.
+  absl::Status Failed(const absl::Status& cause, const std::string& released);
   std::unique_ptr<State> state_;
 };
 

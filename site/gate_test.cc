@@ -2,6 +2,7 @@
 #include "site/gate.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -111,6 +112,46 @@ TEST(GateTest, StreamFileWritesNothingWhenALaterChunkIsCorrupt) {
   EXPECT_EQ(ReadFile(out), "");
   // The failure is on record, after the permit.
   EXPECT_EQ(f.LoggedEntries(), 2u);
+}
+
+// A stream cut short after bytes left (a reader that stops, a hang-up, an interrupt) spends
+// the use and is on record as such: before, only its permit was, as if the file had left whole.
+TEST(GateTest, AStreamCutShortIsRecordedAndKeepsItsUseSpent) {
+  Fixture f;
+  Gate gate = f.SiteGate();
+  absl::StatusOr<Permit> permit = f.Decide(gate, Want{Want::Kind::kFile, {}, "train/big.bin"});
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  capsule::Fd read_end(p[0]), write_end(p[1]);
+  ASSERT_GT(::fcntl(write_end.get(), F_SETPIPE_SZ, 4096), 0);
+  // Nobody reads: once the pipe is full the release is interrupted.
+  ReleaseOptions options;
+  options.cancelled = [&read_end] {
+    int queued = 0;
+    return ::ioctl(read_end.get(), FIONREAD, &queued) == 0 && queued > 0;
+  };
+  absl::StatusOr<uint64_t> n = permit->StreamFile(write_end.get(), options);
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kCancelled) << n.status();
+  int queued = 0;
+  ASSERT_EQ(::ioctl(read_end.get(), FIONREAD, &queued), 0);
+  ASSERT_GT(queued, 0);
+  std::vector<verifier::AuditRecord> records;
+  ASSERT_TRUE(verifier::ForEachAuditRecord(f.site.state + "/audit.log",
+                                           [&](uint64_t, const verifier::AuditRecord& r) {
+                                             records.push_back(r);
+                                             return true;
+                                           })
+                  .ok());
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1].event, "release-failed");
+  EXPECT_EQ(records[1].decision, "failed");
+  EXPECT_EQ(records[1].uses, 0);  // bytes left: the use stays spent
+  EXPECT_THAT(records[1].reasons,
+              ::testing::ElementsAre("interrupted",
+                                     absl::StrCat("release of audit log entry 0 failed after ",
+                                                  queued, " bytes were written; the use stays "
+                                                          "spent")));
 }
 
 TEST(GateTest, StreamFileWritesTheExactContents) {

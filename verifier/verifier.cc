@@ -182,8 +182,13 @@ absl::Status RecordSiteEvents(const SiteFacts& site, const crypto::Identity& ide
   return absl::OkStatus();
 }
 
-absl::Status RecordReleaseFailed(const SiteFacts& site, const crypto::Identity& identity,
-                                 const Authorization& permit, std::string reason, int64_t now) {
+namespace {
+
+// A "release-failed" entry answering `permit`; `released` empty: nothing had left, the use (if
+// counted) is given back.
+absl::Status RecordFailedRelease(const SiteFacts& site, const crypto::Identity& identity,
+                                 const Authorization& permit, std::string reason,
+                                 const std::string& released, int64_t now) {
   if (!permit.decision.permit || !permit.record || !permit.checkpoint) {
     return absl::InvalidArgumentError(
         "only a permit recorded at a site can be marked as a failed release");
@@ -194,14 +199,36 @@ absl::Status RecordReleaseFailed(const SiteFacts& site, const crypto::Identity& 
   rec.decision = "failed";
   rec.rules.clear();
   // The entry this one answers is the last one the permit's checkpoint covers.
-  rec.reasons = {std::move(reason),
-                 absl::StrCat("release of audit log entry ", permit.checkpoint->size - 1,
-                              " failed; nothing was released")};
-  rec.uses = permit.counted_use ? -1 : 0;
+  const uint64_t answered = permit.checkpoint->size - 1;
+  if (released.empty()) {
+    rec.reasons = {std::move(reason), absl::StrCat("release of audit log entry ", answered,
+                                                   " failed; nothing was released")};
+    rec.uses = permit.counted_use ? -1 : 0;
+  } else {
+    rec.reasons = {std::move(reason),
+                   absl::StrCat("release of audit log entry ", answered, " failed after ",
+                                released, "; the use stays spent")};
+    rec.uses = 0;
+  }
   absl::StatusOr<std::unique_ptr<SiteState>> state =
       SiteState::Open(site.state, site.site, identity, now, nullptr, site.mark);
   if (!state.ok()) return state.status();
   return (*state)->Record(rec, now).status();
+}
+
+}  // namespace
+
+absl::Status RecordReleaseFailed(const SiteFacts& site, const crypto::Identity& identity,
+                                 const Authorization& permit, std::string reason, int64_t now) {
+  return RecordFailedRelease(site, identity, permit, std::move(reason), "", now);
+}
+
+absl::Status RecordReleaseCutShort(const SiteFacts& site, const crypto::Identity& identity,
+                                   const Authorization& permit, std::string reason,
+                                   const std::string& released, int64_t now) {
+  return RecordFailedRelease(site, identity, permit, std::move(reason),
+                             released.empty() ? std::string("part of it was released") : released,
+                             now);
 }
 
 }  // namespace bunker::verifier

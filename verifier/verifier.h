@@ -108,6 +108,15 @@ absl::Status RecordSiteEvents(const SiteFacts& site, const crypto::Identity& ide
 absl::Status RecordReleaseFailed(const SiteFacts& site, const crypto::Identity& identity,
                                  const Authorization& permit, std::string reason, int64_t now);
 
+// Records that the release `permit` allowed failed AFTER part of it was released (a stream cut
+// short by a hang-up, a full pipe or a changed store object; a tree or archive in place when a
+// later step failed): a "release-failed" entry like RecordReleaseFailed's, but uses = 0 (the use
+// stays spent) and the second reason says what had left, `released` (e.g. "4096 bytes were
+// written"). Without it, such a release would be on record only as its permit. Same errors.
+absl::Status RecordReleaseCutShort(const SiteFacts& site, const crypto::Identity& identity,
+                                   const Authorization& permit, std::string reason,
+                                   const std::string& released, int64_t now);
+
 }  // namespace bunker::verifier
 
 #endif  // BUNKER_VERIFIER_VERIFIER_H_

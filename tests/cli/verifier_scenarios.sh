@@ -347,7 +347,7 @@ scenario_verifier_releases_only_where_the_user_could_write() {
 # the file into its output. Now the message says what the reader got (counted by the relay).
 scenario_verifier_interrupted_cat_says_what_it_wrote() {
   DATA_BYTES=20000000 setup '{"id": "all", "effect": "permit"}'
-  local wait_s cpid rc got
+  local wait_s cpid rc got cut=0
   for wait_s in 0.05 0.3 1; do
     rm -f landing/got landing/err
     as_alice sh -c "'$CAPSULE' cat d.capsule train/big.bin --site site.json 2>landing/err | (sleep 2; wc -c > landing/got)" &
@@ -369,8 +369,16 @@ scenario_verifier_interrupted_cat_says_what_it_wrote() {
     else
       grep -q "interrupted after $got bytes were written" landing/err ||
         { cat landing/err; fail "the reader got $got bytes, the message says otherwise"; }
+      cut=$((cut + 1))
     fi
   done
+  # Every cut-short stream is on record, its use spent (uses 0), saying how much had left.
+  "$CAPSULE" audit show --site site.json --json > show.json 2>/dev/null || fail "audit show"
+  local recorded
+  recorded=$(grep '"event": "release-failed"' show.json | grep '"uses": 0' |
+             grep -c 'failed after [0-9]* bytes were written; the use stays spent')
+  echo "cut short: $cut, on record: $recorded"
+  [ "$recorded" -ge "$cut" ] || { cat show.json; fail "$cut streams were cut short, $recorded are on record"; }
 }
 
 scenario_verifier_unread_output_does_not_hold_the_daemon() {

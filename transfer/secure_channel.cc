@@ -237,7 +237,21 @@ kj::Promise<SecureConnection> SecureChannel::Accept(kj::AuthenticatedStream raw)
   auto handshake = tls_->wrapServer(kj::mv(raw)).then([this](kj::AuthenticatedStream stream) {
     return Authenticate(kj::mv(stream), nullptr);
   });
-  return timer_.timeoutAfter(options_.handshake_timeout, kj::mv(handshake));
+  return WithHandshakeDeadline(kj::mv(handshake));
+}
+
+kj::Promise<SecureConnection> SecureChannel::WithHandshakeDeadline(
+    kj::Promise<SecureConnection> handshake) {
+  // DISCONNECTED, not kj's timeoutAfter's OVERLOADED: a peer that stalls its handshake is a
+  // peer not available now (exit 9, run it again), not one out of resources.
+  const uint64_t ms = options_.handshake_timeout / kj::MILLISECONDS;
+  return handshake.exclusiveJoin(timer_.afterDelay(options_.handshake_timeout)
+                                     .then([ms]() -> kj::Promise<SecureConnection> {
+                                       return kj::Exception(
+                                           kj::Exception::Type::DISCONNECTED, __FILE__,
+                                           __LINE__,
+                                           kj::str("TLS handshake timed out after ", ms, " ms"));
+                                     }));
 }
 
 kj::Promise<SecureConnection> SecureChannel::Connect(kj::AuthenticatedStream raw,
@@ -253,7 +267,7 @@ kj::Promise<SecureConnection> SecureChannel::Connect(kj::AuthenticatedStream raw
                        .then([this, expected](kj::AuthenticatedStream stream) {
                          return Authenticate(kj::mv(stream), expected);
                        });
-  return timer_.timeoutAfter(options_.handshake_timeout, kj::mv(handshake));
+  return WithHandshakeDeadline(kj::mv(handshake));
 }
 
 // One authenticated connection and the RPC system speaking over it. The network refers to the

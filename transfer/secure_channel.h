@@ -93,6 +93,9 @@ class SecureChannel {
                 kj::Own<kj::TlsContext> tls);  // use Create()
 
  private:
+  // `handshake`, broken with DISCONNECTED "TLS handshake timed out" once
+  // options.handshake_timeout passes.
+  kj::Promise<SecureConnection> WithHandshakeDeadline(kj::Promise<SecureConnection> handshake);
   // The pinned identity whose fingerprint is the certificate's CN, or a kj::Exception.
   SecureConnection Authenticate(kj::AuthenticatedStream stream,
                                 const crypto::PublicIdentity* expected);

@@ -363,6 +363,15 @@ scenario_transfer_stalled_peer() {
   [ "$RC" -eq 9 ] || { cat "$WORK/.stderr"; fail "fetch on a stalled peer exited $RC, not 9"; }
   expect_err 'moved nothing for 1 s'
   [ ! -e got.capsule ] || fail "a stalled fetch created its output"
+  # Stalled in the handshake (longer idle watch than the 3 s handshake timeout): a peer not
+  # available now, exit 9 as well, not 8 ("out of resources").
+  BUNKER_TEST_PEER_IDLE_SECONDS=30 "$CAPSULE" send d.capsule --to "127.0.0.1:$PORT" \
+    --site a.json >/dev/null 2>"$WORK/.stderr" &
+  pid=$!
+  finish_within 60 "$pid"
+  [ "$RC" -eq 9 ] || { cat "$WORK/.stderr"; fail "send stalled in the handshake exited $RC, not 9"; }
+  expect_err 'TLS handshake timed out'
+  one_line_err
   kill -CONT "$B_PID"
   expect_exit 0 "$CAPSULE" fetch "$id" --from "127.0.0.1:$PORT" --site a.json -o got.capsule
   cmp -s d.capsule got.capsule || fail "fetched capsule differs"

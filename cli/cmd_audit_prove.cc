@@ -148,6 +148,17 @@ int RunConsistency(int argc, char** argv) {
   if (!old_cp.ok()) return ctx.Fail(old_cp.status());
   absl::StatusOr<Checkpoint> new_cp = verifier::ReadLatestCheckpoint(log);
   if (!new_cp.ok()) return ctx.Fail(new_cp.status());
+  // Signatures first: a forged --old (or a log's forged checkpoint) is named as such, never
+  // taken for the site's rollback or inconsistency.
+  if (key) {
+    for (const Checkpoint* c : {&*old_cp, &*new_cp}) {
+      absl::Status sig = c->Verify(*key);
+      if (!sig.ok()) {
+        return ctx.Fail(absl::DataLossError(absl::StrCat("the checkpoint of size ", c->size,
+                                                         " does not verify under the site key")));
+      }
+    }
+  }
   if (old_cp->size > new_cp->size) {
     return ctx.Fail(absl::DataLossError(absl::StrCat("the log's latest checkpoint (size ",
                                                      new_cp->size, ") is older than --old (size ",
@@ -168,13 +179,6 @@ int RunConsistency(int argc, char** argv) {
   std::string verdict = "not verified: pass --key SITE.pub to check the signatures and the proof";
   bool verified = false;
   if (key) {
-    for (const Checkpoint* c : {&*old_cp, &*new_cp}) {
-      absl::Status sig = c->Verify(*key);
-      if (!sig.ok()) {
-        return ctx.Fail(absl::DataLossError(absl::StrCat("the checkpoint of size ", c->size,
-                                                         " does not verify under the site key")));
-      }
-    }
     if (!crypto::VerifyConsistency(p->old_size, p->new_size, old_cp->root, new_cp->root, p->path)) {
       return ctx.Fail(absl::DataLossError("the consistency proof does not verify"));
     }

@@ -606,6 +606,11 @@ scenario_audit_proofs() {
   # A log rolled back behind the auditor's checkpoint.
   expect_exit 4 "$CAPSULE" audit consistency --log forked/audit.log --old cp9
   expect_err "rolled back"
+  # A forged --old that claims more entries than the log holds is named as forged, never taken
+  # for the site's rollback (signatures are checked first).
+  "$AUDIT_FIXTURE" forged mallory.key 12 > forged12 || fail "forged checkpoint"
+  expect_exit 4 "$CAPSULE" audit consistency --log state/audit.log --old forged12 --key site.pub
+  expect_err "the checkpoint of size 12 does not verify under the site key"
   # ... and asked to prove an entry against that checkpoint: a loss (regression: exit 3, an
   # invalid argument), once the checkpoint's signature is known to be the site's.
   expect_exit 4 "$CAPSULE" audit prove --log forked/audit.log --entry 0 --checkpoint cp9 \

@@ -64,6 +64,14 @@ bool Context::Parse() {
   for (int i = 0; i < argc_; ++i) {
     std::string arg = argv_[i];
     if (only_positionals || arg == "-" || arg.size() < 2 || arg[0] != '-') {
+      // An empty argument names nothing (a capsule "", a path ""): a bad command line.
+      if (arg.empty()) {
+        const size_t at = args_.positionals_.size();
+        UsageError(at < spec_.positionals.size()
+                       ? absl::StrCat(spec_.positionals[at], " is empty")
+                       : std::string("unexpected empty argument"));
+        return false;
+      }
       args_.positionals_.push_back(arg);
       continue;
     }
@@ -107,6 +115,12 @@ bool Context::Parse() {
         }
         value = argv_[++i];
       }
+      // No option of ours takes an empty value: a required one would otherwise be "given"
+      // and fail later as a file "" not found (exit 6) or an empty destination (exit 3).
+      if (value.empty()) {
+        UsageError(absl::StrCat("option --", name, " needs a value (it is empty)"));
+        return false;
+      }
     } else if (has_inline) {
       UsageError(absl::StrCat("option --", name, " takes no value"));
       return false;
@@ -140,7 +154,30 @@ int Context::UsageError(const std::string& message) const {
   std::fprintf(stderr, "%s: %s\nhint: see '%s --help'\n", Who().c_str(),
                TerminalSafe(message).c_str(), Who().c_str());
   const_cast<Context*>(this)->exit_code_ = kExitUsage;
+  // With --json a script reads one document whatever failed, a bad command line included
+  // (Parse may not have reached --json yet: look for it among the arguments).
+  if (!json_printed_ && AskedForJson()) {
+    capsule::JsonWriter w;
+    w.BeginObject()
+        .Key("error").String(message)
+        .Key("exitStatus").Number(static_cast<int>(kExitUsage))
+        .EndObject();
+    PrintJson(w.text());
+  }
   return kExitUsage;
+}
+
+bool Context::AskedForJson() const {
+  if (json()) return true;
+  bool supported = false;
+  for (const OptionSpec& o : spec_.options) supported = supported || o.name == "json";
+  if (!supported) return false;
+  for (int i = 0; i < argc_; ++i) {
+    const std::string_view arg = argv_[i];
+    if (arg == "--") return false;
+    if (arg == "--json") return true;
+  }
+  return false;
 }
 
 namespace {

@@ -116,6 +116,9 @@ class Context {
   int exit_code() const { return exit_code_; }
   const Args& args() const { return args_; }
   bool json() const { return args_.Has("json"); }
+  // json(), or --json among the arguments when parsing stopped before it (a usage error), for
+  // a command that has --json.
+  bool AskedForJson() const;
   // Prints one JSON document (a line) on stdout. With --json, a command that fails before it
   // printed any gets {"error": MESSAGE, "exitStatus": N} from Fail, so that a script always
   // reads one document.

@@ -326,8 +326,26 @@ scenario_usage_escapes_and_json_errors() {
   "$CAPSULE" seal data -o d.capsule --sign issuer.key --to alice.pub >/dev/null || fail "seal"
   expect_exit 2 "$CAPSULE" verify d.capsule
   expect_err "--trust is required"
+  # With --json a bad command line is one document too, wherever --json stands.
   expect_exit 2 "$CAPSULE" verify d.capsule --json
-  [ ! -s "$WORK/.stdout" ] || fail "a usage error printed a JSON result"
+  [ "$(wc -l < "$WORK/.stdout")" = 1 ] || fail "a usage error with --json: not one document"
+  expect_out '"exitStatus": *2'
+  expect_exit 2 "$CAPSULE" seal --json
+  expect_out '"error": "missing INPUT", "exitStatus": 2'
+  expect_exit 2 "$CAPSULE" keygen --json --bogus
+  expect_out '"exitStatus": *2'
+  # An empty value names nothing: a bad command line (2), for every option and argument, not
+  # a file "" not found (6) or an empty destination (3).
+  local bad
+  for bad in "open d.capsule --site '' --to o" "open d.capsule --identity '' --trust issuer.pub --to o" \
+             "open d.capsule --identity alice.key --trust issuer.pub --to ''" "cat d.capsule ''" \
+             "ls '' --identity alice.key --trust issuer.pub" "audit verify --log '' --key issuer.pub" \
+             "audit show --site=" "send d.capsule --to '' --site s.json" "seal data -o '' --sign issuer.key --to alice.pub" \
+             "seal data -o e.capsule --sign issuer.key --to ''" "seal data -o e.capsule --sign issuer.key --to alice.pub --policy ''"; do
+    eval "expect_exit 2 \"\$CAPSULE\" $bad"
+    expect_err "is empty"
+  done
+  [ ! -e o ] && [ ! -e e.capsule ] || fail "an empty argument wrote something"
   expect_exit 2 "$CAPSULE" seal data -o y.capsule --sign= --to alice.pub
   expect_exit 2 "$CAPSULE" ls d.capsule --trust issuer.pub
   local esc

@@ -116,7 +116,7 @@ TEST(SiteConfigTest, SiteNameIsPlainUtf8) {
   for (const std::string& name :
        {std::string(R"(evil\u009b2J)"), std::string("evil\xc2\x9b" "2J"),
         std::string(R"(site-\u202eb)"), std::string(R"(site-\u2066b)"),
-        std::string(R"(a\u200bb)"), std::string("site-\xff"), std::string(R"(a\u0000b)"),
+        std::string(R"(a\u200bb)"), std::string(R"(a\u0000b)"),
         std::string(R"(a\u0009b)"), std::string(""), std::string(257, 'a')}) {
     auto site = LoadSiteConfig(Write(dir, "{\"site\": \"" + name + "\", " + rest + "}"));
     ASSERT_FALSE(site.ok()) << name;
@@ -124,6 +124,11 @@ TEST(SiteConfigTest, SiteNameIsPlainUtf8) {
     EXPECT_NE(std::string(site.status().message()).find("$.site: must "), std::string::npos)
         << site.status();
   }
+  // Bytes that are not UTF-8 are refused with the whole text (RFC 8259 section 8.1).
+  auto raw = LoadSiteConfig(Write(dir, "{\"site\": \"site-\xff\", " + rest + "}"));
+  EXPECT_EQ(raw.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(raw.status().message()).find("not valid UTF-8"), std::string::npos)
+      << raw.status();
   auto ok = LoadSiteConfig(Write(dir, "{\"site\": \"site \u00e9t\u00e9\", " + rest + "}"));
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->site, "site \xc3\xa9t\xc3\xa9");

@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "capsule/utf8.h"
 
 namespace bunker::verifier {
 namespace {
@@ -165,6 +166,16 @@ absl::StatusOr<std::vector<std::string_view>> CheckJsonText(std::string_view s) 
   const size_t nul = s.find('\0');
   if (nul != std::string_view::npos) {
     return absl::InvalidArgumentError(absl::StrCat("NUL byte at byte ", nul));
+  }
+  // RFC 8259 section 8.1: UTF-8. The decoder takes any bytes, and two different ids or
+  // purposes that are not UTF-8 would print alike in every JSON output and audit record.
+  for (size_t i = 0; i < s.size();) {
+    char32_t cp;
+    const size_t n = capsule::DecodeUtf8(s.substr(i), &cp);
+    if (n == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("the text is not valid UTF-8 at byte ", i));
+    }
+    i += n;
   }
   std::vector<std::string_view> numbers;
   bool in_string = false;

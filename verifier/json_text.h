@@ -23,8 +23,8 @@ absl::StatusOr<std::string> DecodeUnicodeEscapes(std::string_view json);
 // Checks what Cap'n Proto 0.9.2's JSON decoder lets through against RFC 8259, and returns the
 // text's number tokens in document order (views into `json`). The decoder stops at a NUL byte
 // as if the text ended there, so a valid document followed by a NUL could carry anything; and
-// it takes numbers such as `1.` and `1.e0` that RFC 8259 section 6 does not allow. Here any NUL
-// byte, and any number not of the form -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, is
+// it takes numbers such as `1.` and `1.e0` that RFC 8259 section 6 does not allow, and bytes that
+// are not UTF-8 (section 8.1). Here any NUL byte, any invalid UTF-8, and any number not of the form -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, is
 // kInvalidArgument naming its byte offset. Strings are skipped (their escapes are the decoder's
 // and DecodeUnicodeEscapes's to check). Run it on the text the decoder is given.
 absl::StatusOr<std::vector<std::string_view>> CheckJsonText(std::string_view json);

@@ -20,6 +20,18 @@ TEST(JsonTextTest, DecodesEscapesInsideStringsOnly) {
   EXPECT_FALSE(DecodeUnicodeEscapes(R"(["\u12"])").ok());
 }
 
+// Regression: ids and purposes "\xff" and "\xfe" passed, and printed alike (U+FFFD) in every
+// JSON output and audit record.
+TEST(JsonTextTest, TextThatIsNotUtf8IsRefused) {
+  EXPECT_TRUE(CheckJsonText("{\"id\": \"donn\xc3\xa9" "es \xf0\x9f\x93\xa6\"}").ok());
+  EXPECT_EQ(CheckJsonText("{\"id\": \"\xff\"}").status().message(),
+            "the text is not valid UTF-8 at byte 8");
+  EXPECT_FALSE(CheckJsonText("{\"id\": \"\xc3\"}").ok());          // cut short
+  EXPECT_FALSE(CheckJsonText("{\"id\": \"\xc0\xaf\"}").ok());     // overlong
+  EXPECT_FALSE(CheckJsonText("{\"id\": \"\xed\xa0\x80\"}").ok()); // a surrogate
+  EXPECT_FALSE(CheckJsonText("{\"a\": 1} \xfe").ok());              // outside strings too
+}
+
 TEST(JsonTextTest, NulAndNumbersOutsideRfc8259AreRefused) {
   absl::StatusOr<std::vector<std::string_view>> ok =
       CheckJsonText(R"({"a": [1, -0.5, 2e3, "3.", "\"4."], "1.": true})");

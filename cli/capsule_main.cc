@@ -1,6 +1,8 @@
 // The `capsule` program: dispatches to one command per file.
 #include <malloc.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <clocale>
@@ -9,6 +11,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "capsule/io.h"
 #include "cli/context.h"
 #include "cli/version.h"
@@ -49,15 +52,24 @@ void PrintUsage(std::FILE* out) {
                "the version.\n");
 }
 
+// The errno of a failed write to stdout that stdio latched without keeping it: a pipe whose
+// reader went away is EPIPE (poll reports POLLERR on its write end), else EIO.
+int LostStdoutErrno() {
+  struct pollfd p {STDOUT_FILENO, POLLOUT, 0};
+  if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0) return EPIPE;
+  return EIO;
+}
+
 // What a command printed must have reached its output: a full disk, a closed stdout or a
 // reader gone turn a success into the error they are (one line, the errno's exit status),
-// never into exit 0 with the output cut short.
-int FinishStdout(int rc) {
+// never into exit 0 with the output cut short. `who`: the command, as its errors name it.
+int FinishStdout(int rc, const std::string& who) {
   errno = 0;
   const bool failed = std::fflush(stdout) != 0 || std::ferror(stdout) != 0;
   if (!failed || rc != 0) return rc;
-  const int err = errno != 0 ? errno : EIO;
-  std::fprintf(stderr, "capsule: cannot write the output: %s\n", std::strerror(err));
+  const int err = errno != 0 ? errno : LostStdoutErrno();
+  std::fprintf(stderr, "%s: cannot write the output: %s\n", who.c_str(),
+               err == EPIPE ? "its reader went away (broken pipe)" : std::strerror(err));
   return bunker::cli::ExitCodeFor(absl::Status(bunker::capsule::ErrnoCode(err), ""));
 }
 
@@ -84,14 +96,20 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   if (cmd == "-h" || cmd == "--help" || cmd == "help") {
     PrintUsage(stdout);
-    return FinishStdout(0);
+    return FinishStdout(0, "capsule");
   }
   if (cmd == "--version" || cmd == "version") {
     std::printf("%s\n", bunker::cli::VersionLine("capsule").c_str());
-    return FinishStdout(0);
+    return FinishStdout(0, "capsule");
   }
   for (const Command& c : kCommands) {
-    if (cmd == c.name) return FinishStdout(c.run(argc - 2, argv + 2));
+    if (cmd != c.name) continue;
+    // "capsule audit show": a command with subcommands names the one that ran.
+    std::string who = absl::StrCat("capsule ", cmd);
+    if (argc > 2 && argv[2][0] != '-' && (cmd == "audit" || cmd == "policy")) {
+      absl::StrAppend(&who, " ", bunker::cli::TerminalSafe(argv[2]));
+    }
+    return FinishStdout(c.run(argc - 2, argv + 2), who);
   }
   std::fprintf(stderr, "capsule: unknown command '%s'\nhint: see 'capsule --help'\n",
                bunker::cli::TerminalSafe(cmd).c_str());

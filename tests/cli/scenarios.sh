@@ -66,6 +66,20 @@ scenario_output_errors_are_not_success() {
   done
   "$CAPSULE" inspect d.capsule >&- 2>"$WORK/.stderr" && fail "inspect into a closed stdout succeeded"
   one_line_err
+  # A pipe whose reader is gone: named as such, by the command that wrote (not "Input/output
+  # error" from "capsule").
+  if command -v python3 >/dev/null 2>&1; then
+    python3 - "$CAPSULE" "$WORK/.stderr" <<'PY' || fail "a pipe without a reader: $(cat "$WORK/.stderr")"
+import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+with open(sys.argv[2], "wb") as err:
+    rc = subprocess.run([sys.argv[1], "audit", "show", "--help"], stdout=w, stderr=err).returncode
+sys.exit(0 if rc == 9 else 1)
+PY
+    expect_err "^capsule audit show: cannot write the output: its reader went away (broken pipe)$"
+    one_line_err
+  fi
 }
 
 # Regression: a 2 KiB tar whose header declares 8 GiB made seal write 8 GiB of zeros into the

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -256,10 +257,18 @@ absl::StatusOr<SendSummary> WithPeer(const std::string& address, const ClientOpt
     // one after the other would add up (16 streams at 50 ms: over two seconds).
     auto handshakes = kj::heapArrayBuilder<kj::Promise<SecureConnection>>(count);
     for (size_t c = 0; c < count; ++c) {
-      handshakes.add(addr->connectAuthenticated().then(
-          [&channel, &server](kj::AuthenticatedStream raw) {
-            return (*channel)->Connect(kj::mv(raw), *server);
-          }));
+      handshakes.add(
+          addr->connectAuthenticated()
+              .catch_([&address](kj::Exception&& e) -> kj::Promise<kj::AuthenticatedStream> {
+                // Never connected: say so ("connection lost" would claim it had been).
+                std::string why = e.getDescription().cStr();
+                if (absl::StartsWith(why, "connect(): ")) why = why.substr(11);
+                return ToException(absl::UnavailableError(
+                    absl::StrCat("cannot connect to ", address, ": ", why)));
+              })
+              .then([&channel, &server](kj::AuthenticatedStream raw) {
+                return (*channel)->Connect(kj::mv(raw), *server);
+              }));
     }
     kj::Array<SecureConnection> secured =
         watch.Guard(kj::joinPromises(handshakes.finish())).wait(io.waitScope);

@@ -254,6 +254,10 @@ scenario_transfer_fetch() {
   [ ! -e .bunker-fetch ] || fail "a failed fetch left its empty staging folder"
   expect_exit 9 "$CAPSULE" send d.capsule --to nohost.invalid:39267 --site a.json
   expect_err 'cannot resolve'
+  # Nothing listening: never connected, so not "connection lost".
+  expect_exit 9 "$CAPSULE" fetch "$id" --from 127.0.0.1:1 --site a.json -o refused.capsule
+  expect_err 'cannot connect to 127.0.0.1:1: Connection refused'
+  one_line_err
   # The staging folder beside the output is kept for a resume: one that another user planted
   # in a shared folder (with a copy of the capsule in it), or a symlink, is refused.
   mkdir -m 1777 shared

@@ -80,10 +80,12 @@ int main(int argc, char** argv) {
         "(default 5000)", "MS"},
        {"mount-cache-mib", true, false, "the decrypted-chunk cache one uid's capsule mounts may "
         "hold together, in MiB (default: the site file's \"mountCacheMiB\", else 256); all "
-        "uids' mounts hold at most four times it", "N"}},
+        "uids' mounts hold at most four times it", "N"},
+       {"version", false, false, "print the version and exit (alone)"}},
       "capsuled"};
   cli::Context ctx(kSpec, argc - 1, argv + 1);
   if (!ctx.Parse()) return ctx.exit_code();
+  if (ctx.args().Has("version")) return ctx.UsageError("--version is given alone");
   if (!ctx.args().Has("site")) return ctx.UsageError("--site SITE.json is required");
   absl::StatusOr<site::SiteConfig> site = site::LoadSiteConfig(ctx.args().Get("site"));
   if (!site.ok()) return ctx.Fail(site.status());

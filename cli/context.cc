@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "capsule/key_files.h"
@@ -45,16 +46,41 @@ const std::vector<std::string>& Args::GetAll(const std::string& name) const {
 Context::Context(const CommandSpec& spec, int argc, char** argv)
     : spec_(spec), argc_(argc), argv_(argv) {}
 
+namespace {
+
+// One option's lines of --help: the flag in a 22-column field (alone on its line when longer),
+// the text after it wrapped at word boundaries to 80 columns.
+void AppendOptionHelp(std::string* out, const std::string& flag, const std::string& text) {
+  constexpr size_t kIndent = 25, kWidth = 80;
+  std::string line = absl::StrFormat("  %-22s ", flag);
+  if (line.size() > kIndent) {
+    absl::StrAppend(out, absl::StripTrailingAsciiWhitespace(line), "\n");
+    line = std::string(kIndent, ' ');
+  }
+  bool first = true;
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (!first && line.size() + 1 + word.size() > kWidth) {
+      absl::StrAppend(out, line, "\n");
+      line = std::string(kIndent, ' ');
+      first = true;
+    }
+    absl::StrAppend(&line, first ? "" : " ", word);
+    first = false;
+  }
+  absl::StrAppend(out, line, "\n");
+}
+
+}  // namespace
+
 void Context::PrintHelp() const {
   std::string out = absl::StrCat("Usage: ", Who(), " ", spec_.usage, "\n\n",
                                  spec_.summary, "\n\nOptions:\n");
   for (const OptionSpec& o : spec_.options) {
     std::string flag = absl::StrCat("--", o.name);
     if (o.takes_value) absl::StrAppend(&flag, " ", o.value_name);
-    absl::StrAppend(&out, absl::StrFormat("  %-22s %s%s\n", flag, o.help,
-                                          o.repeatable ? " (repeatable)" : ""));
+    AppendOptionHelp(&out, flag, absl::StrCat(o.help, o.repeatable ? " (repeatable)" : ""));
   }
-  absl::StrAppend(&out, absl::StrFormat("  %-22s %s\n", "-h, --help", "show this help"));
+  AppendOptionHelp(&out, "-h, --help", "show this help");
   if (!spec_.details.empty()) absl::StrAppend(&out, "\n", spec_.details, "\n");
   std::fputs(out.c_str(), stdout);
 }

@@ -131,7 +131,6 @@ HEAD
   case_arms capsuled "$capsuled"
   cat <<'TAIL'
   esac
-  opts="$opts --version"
   _bunker_complete_option "$opts" "$valued" "$choices"
 }
 TAIL

@@ -11,6 +11,12 @@ function esc(s) {
   if (s ~ /^([-+]( |$)|[0-9]+[.)]( |$)|=+$)/) s = "\\" s
   return s
 }
+# esc() for text inside a line (no list-item protection: it does not start one).
+function esc_inline(s) {
+  gsub(/\\/, "\\\\", s)
+  gsub(/[][`*_<>|{}#!]/, "\\\\&", s)
+  return s
+}
 function flush_code() {
   if (ncode > 0) {
     print ""
@@ -21,7 +27,7 @@ function flush_code() {
 }
 BEGIN {
   if (heading != "") { print heading; print "" }
-  section = "usage"; ncode = 0
+  section = "usage"; ncode = 0; item = ""
 }
 section == "usage" {
   if ($0 ~ /^Usage: /) { code[++ncode] = substr($0, 8); next }
@@ -35,6 +41,7 @@ section == "usage" {
   next
 }
 section == "options" && /^  -/ {
+  if (item != "") print item
   line = substr($0, 3)
   if (line ~ /^-h, --help/) { flag = "-h, --help"; rest = substr(line, 11) }
   else if (length(line) > 22 && substr(line, 23, 1) == " ") {
@@ -51,9 +58,16 @@ section == "options" && /^  -/ {
   split(flag, f, " ")
   if (flag ~ /^-h,/) term = "**-h**, **--help**"
   else term = "**" esc(f[1]) "**" (f[2] != "" ? " *" esc(f[2]) "*" : "")
-  print "- " term ": " esc(rest)
+  item = "- " term ": " esc(rest)
   next
 }
+# An option's text goes on, wrapped, on lines indented to its column (25 spaces).
+section == "options" && item != "" && /^                         [^ ]/ {
+  line = $0; sub(/^ +/, "", line)
+  item = item (item ~ /: $/ ? "" : " ") esc_inline(line)
+  next
+}
+item != "" { print item; item = "" }
 section == "list" && /^  [a-z]/ {
   name = $1; rest = $0; sub(/^ +[^ ]+ +/, "", rest)
   print "- **" esc(name) "**: " esc(rest)
@@ -62,4 +76,4 @@ section == "list" && /^  [a-z]/ {
 /^$/ { flush_code(); print ""; if (section != "usage") section = "text"; next }
 /^ +/ { if (section == "text" || section == "list" || section == "options") { code[++ncode] = substr($0, 1); next } }
 { flush_code(); section = "text"; print esc($0) }
-END { flush_code() }
+END { if (item != "") print item; flush_code() }

@@ -15,6 +15,7 @@
 #include "capsule/fd.h"
 #include "capsule/io.h"
 #include "crypto/secret.h"
+#include "crypto/status_hint.h"
 
 namespace bunker::capsule {
 namespace {
@@ -90,9 +91,10 @@ absl::StatusOr<crypto::Identity> LoadIdentity(const std::string& path) {
   }
   // Refuse, as ssh does, a private key others can read: it may already be compromised.
   if ((st.st_mode & 077) != 0) {
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "key file %s is accessible by others (mode %04o); run: chmod 600 %s", path,
-        st.st_mode & 07777, path));
+    return WithHint(absl::PermissionDeniedError(
+                        absl::StrFormat("key file %s is accessible by others (mode %04o)", path,
+                                        st.st_mode & 07777)),
+                    absl::StrCat("run: chmod 600 ", path));
   }
   absl::StatusOr<crypto::Identity> id = crypto::Identity::FromPem(text);
   if (!id.ok()) {

@@ -275,7 +275,8 @@ scenario_key_permissions() {
   setup
   chmod 644 alice.key
   expect_exit 5 open_ok --to out
-  expect_err "chmod 600"
+  expect_err "accessible by others (mode 0644)$"
+  expect_err "^hint: run: chmod 600 alice.key$"
   ! grep -q "PRIVATE KEY\|BEGIN" "$WORK/.stderr" || fail "key material in error"
   expect_exit 3 "$CAPSULE" open d.capsule --identity alice.pub --trust issuer.pub --to out
   chmod 600 alice.pub 2>/dev/null

@@ -243,8 +243,15 @@ absl::Status StatusFromResponse(const Response& r, const Subject& what) {
     return absl::UnavailableError(
         absl::StrCat("S3: ", *what.endpoint, " is unavailable (", http, shown_code, ")"));
   }
-  return absl::InvalidArgumentError(
+  absl::Status refused = absl::InvalidArgumentError(
       absl::StrCat("S3: request for ", object, " refused (", http, shown_code, ")"));
+  // The signature names a region; a server in another one refuses its scope this way.
+  if (code == "AuthorizationHeaderMalformed" || code == "AuthorizationQueryParametersError") {
+    return WithHint(refused,
+                    "the region the request was signed for (AWS_REGION, or the site file's "
+                    "\"region\") may not be the server's");
+  }
+  return refused;
 }
 
 bool Retryable(const Response& r) {

@@ -21,6 +21,7 @@
 #include "capsule/raw_http_server_for_testing.h"
 #include "capsule/s3_client.h"
 #include "capsule/s3_test_server.h"
+#include "crypto/status_hint.h"
 #include "gtest/gtest.h"
 
 namespace bunker::capsule::s3 {
@@ -509,6 +510,24 @@ TEST(S3HostileTest, NotImplementedIsNamedAndNotRetried) {
     EXPECT_EQ(server.connections(), 1) << code << " was retried";
     ExpectNoSecret(s);
   }
+}
+
+// A request signed for another region than the server's (AuthorizationHeaderMalformed, as
+// Swift and AWS answer) says where to look; the refusal alone named no region.
+TEST(S3HostileTest, ARegionMismatchPointsAtTheRegion) {
+  const std::string xml =
+      "<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'eu-west-1' is "
+      "wrong</Message></Error>";
+  RawServer server([&xml](int fd, const std::string&, RawServer& self) {
+    self.Send(fd, Head(400, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml);
+  });
+  auto client = MakeClient(server.endpoint());
+  ASSERT_NE(client, nullptr);
+  const absl::Status s = client->Delete(kObject);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("(AuthorizationHeaderMalformed)"), std::string::npos) << s;
+  EXPECT_NE(bunker::HintOf(s).find("AWS_REGION"), std::string::npos) << bunker::HintOf(s);
+  ExpectNoSecret(s);
 }
 
 // A profile missing from a credentials file: kNotFound naming the profile and the file, never

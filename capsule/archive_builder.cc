@@ -439,7 +439,17 @@ absl::Status BuildFromArchive(const std::string& input, Builder& builder) {
   while (true) {
     const int h = archive_read_next_header((*in)->get(), &entry);
     if (h == ARCHIVE_EOF) break;
-    if (h < ARCHIVE_WARN) {
+    // For tar, ARCHIVE_WARN too, as extraction refuses it (capsule/extract.cc): a pax path
+    // that is not UTF-8, or a damaged or second pax header whose records libarchive dropped.
+    // Sealed, either would be a capsule that does not open, or holds other names.
+    const bool tar =
+        (archive_format((*in)->get()) & ARCHIVE_FORMAT_BASE_MASK) == ARCHIVE_FORMAT_TAR;
+    if (h < ARCHIVE_WARN || (h == ARCHIVE_WARN && tar)) {
+      // The raw header check names a second pax header more plainly than libarchive does.
+      const char* named = h == ARCHIVE_WARN ? archive_entry_pathname(entry) : nullptr;
+      if (named != nullptr) {
+        if (absl::Status s = (*in)->CheckEntry(entry, named); !s.ok()) return s;
+      }
       return absl::InvalidArgumentError(
           absl::StrCat("malformed input archive: ", ArchiveError((*in)->get())));
     }

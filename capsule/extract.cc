@@ -161,6 +161,14 @@ class Extraction {
       // ARCHIVE_WARN too: for tar it means an undecodable pathname charset or a damaged pax
       // record, i.e. an archive our sealer did not write.
       if (r != ARCHIVE_OK) {
+        // The raw header check names a v7 header or a second pax header more plainly than
+        // libarchive's warning does.
+        if (r == ARCHIVE_WARN) {
+          BUNKER_RETURN_IF_ERROR(reader_.tap
+                                     .Inspect(static_cast<uint64_t>(
+                                         archive_read_header_position(in_.get())))
+                                     .status());
+        }
         return ReadError(last.empty() ? "" : absl::StrCat(" after ", QuotePath(last)));
       }
       BUNKER_ASSIGN_OR_RETURN(last, ExtractEntry(entry));
@@ -173,6 +181,15 @@ class Extraction {
     // was consumed there, the block was missing.
     if (archive_filter_bytes(in_.get(), 0) <= archive_read_header_position(in_.get())) {
       return absl::DataLossError("malformed archive: truncated (no end-of-archive marker)");
+    }
+    // The tar reader stops at the first zero block, wherever it is; the payload's index follows
+    // the archive, and its bytes must not have been taken for entries.
+    if (options_.archive_size &&
+        static_cast<uint64_t>(archive_read_header_position(in_.get())) + 512 >
+            *options_.archive_size) {
+      return absl::DataLossError(absl::StrCat(
+          "malformed archive: no end-of-archive marker within the archive's ",
+          *options_.archive_size, " bytes (the manifest's archiveSize)"));
     }
     if (options_.index != nullptr && entries_ != options_.index->size()) {
       return absl::DataLossError(absl::StrCat("the archive has ", entries_,

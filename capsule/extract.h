@@ -55,6 +55,11 @@ struct ExtractOptions {
   // is kDataLoss. Null: the archive is read on its own (section 13 rules only). Not owned;
   // must outlive the call.
   const std::vector<FileEntry>* index = nullptr;
+  // The manifest's archiveSize, when `source` gives the whole payload (archive, then index):
+  // the end-of-archive block must then lie within the first `archive_size` bytes, or kDataLoss
+  // (spec/FORMAT.md "Extraction", "End of archive"), so that no index byte is ever read as
+  // part of the archive. Unset: the archive may run to the end of `source`.
+  std::optional<uint64_t> archive_size;
   // Set to true once the tree is in place at the destination. An error after that (giving
   // its root to `owner`) leaves the tree released: a caller that counts releases counts it.
   bool* in_place = nullptr;

@@ -106,6 +106,61 @@ FileEntry IndexFile(const std::string& path, const std::string& data, int mode =
   return e;
 }
 
+// spec/FORMAT.md "Entries": a header without the ustar magic (v7), or a second pax 'x' header
+// before one entry (libarchive would keep only the second's records), is malformed; one 'x'
+// header after a global 'g' header is fine, and the 'g' records apply to nothing.
+TEST(TarHeaderTapTest, V7HeadersAndASecondPaxHeaderAreMalformed) {
+  std::string v7 = FileEntryBytes("a.txt", "hello");
+  std::memset(&v7[257], 0, 8);
+  std::memset(&v7[148], ' ', 8);
+  unsigned sum = 0;
+  for (size_t i = 0; i < 512; ++i) sum += static_cast<unsigned char>(v7[i]);
+  std::snprintf(&v7[148], 8, "%06o", sum);
+  absl::Status s = Extract(v7 + kEnd);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("v7"));
+
+  s = Extract(Pax(PaxRecord("mtime", "5")) + Pax(PaxRecord("path", "b.txt")) +
+              FileEntryBytes("a.txt", "hello") + kEnd);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("more than one pax extended header"));
+
+  std::string global = Pax(PaxRecord("path", "glob.txt"));
+  global[156] = 'g';
+  std::memset(&global[148], ' ', 8);
+  sum = 0;
+  for (size_t i = 0; i < 512; ++i) sum += static_cast<unsigned char>(global[i]);
+  std::snprintf(&global[148], 8, "%06o", sum);
+  std::string dest;
+  s = Extract(global + Pax(PaxRecord("mtime", "5")) + FileEntryBytes("a.txt", "hello") + kEnd,
+              {}, 700, &dest);
+  ASSERT_TRUE(s.ok()) << s;
+  struct stat st;
+  ASSERT_EQ(::stat((dest + "/a.txt").c_str(), &st), 0);  // not renamed by the global path
+  EXPECT_EQ(st.st_mtime, 5);
+}
+
+// spec/FORMAT.md "Extraction", "End of archive": the first zero block ends the archive, and
+// must lie within archiveSize; what follows it is not inspected.
+TEST(TarHeaderTapTest, EndOfArchiveIsTheFirstZeroBlockWithinArchiveSize) {
+  const std::string entry = FileEntryBytes("a.txt", "hello");  // 1024 bytes
+  const std::string junk(512, 'x');
+  // One zero block, then junk: accepted, with or without the size.
+  EXPECT_TRUE(Extract(entry + std::string(512, '\0') + junk).ok());
+  ExtractOptions sized;
+  sized.archive_size = 1536;  // the entry and one zero block
+  EXPECT_TRUE(Extract(entry + std::string(512, '\0') + junk, sized).ok());
+  sized.archive_size = 2048;
+  EXPECT_TRUE(Extract(entry + kEnd, sized).ok());
+  // The marker past archiveSize (the archive's end read from the index's bytes): refused.
+  sized.archive_size = 1024;
+  absl::Status s = Extract(entry + kEnd, sized);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("no end-of-archive marker within"));
+  // No zero block at all: truncated.
+  EXPECT_EQ(Extract(entry).code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(TarHeaderTapTest, ParsesOctalAndBase256Numbers) {
   const uint8_t octal[] = {' ', '0', '1', '7', ' ', 0};
   EXPECT_EQ(*ParseTarNumber(octal), 15u);

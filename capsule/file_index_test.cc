@@ -3,6 +3,7 @@
 #include <cstring>
 #include <random>
 
+#include "capnp/message.h"
 #include "capsule/format.h"
 #include "capsule/strict_decode.h"
 #include "gtest/gtest.h"
@@ -283,6 +284,57 @@ TEST(FileIndexTest, DirectParserAgreesWithCapnpOnMutatedRecords) {
   }
   EXPECT_GT(accepted, 4u);
   EXPECT_GT(checked, 20000u);
+}
+
+// spec/FORMAT.md 10 "File index": three records that capnp reads without complaint but that
+// are not what a writer emits, so the reader refuses them as not canonical.
+TEST(FileIndexTest, NonCanonicalExtrasOfTheSpecAreRefused) {
+  auto build = [](auto fill) {
+    capnp::MallocMessageBuilder message;
+    auto root = message.initRoot<schema::IndexEntry>();
+    fill(root);
+    // Canonical form, so that only the point under test is off.
+    kj::Array<capnp::word> words = capnp::canonicalize(root.asReader());
+    auto bytes = words.asBytes();
+    return std::vector<uint8_t>(bytes.begin(), bytes.end());
+  };
+  std::vector<uint8_t> scratch;
+  auto expect_refused = [&scratch](const std::vector<uint8_t>& record, const char* what) {
+    absl::StatusOr<FileEntry> parsed = ParseIndexEntry(record, 0, &scratch);
+    EXPECT_TRUE(absl::IsDataLoss(parsed.status())) << what << ": " << parsed.status();
+  };
+  const std::vector<uint8_t> dir = build([](schema::IndexEntry::Builder e) {
+    e.setPath("d");
+    e.setType(schema::IndexEntry::Type::DIRECTORY);
+    e.setMode(0755);
+  });
+  ASSERT_TRUE(ParseIndexEntry(dir, 0, &scratch).ok());
+  // Bytes 2-3 of the data section, between `type` and `mode` (word 1 of the record).
+  std::vector<uint8_t> padded = dir;
+  padded[8 + 2] = 1;
+  expect_refused(padded, "non-zero bytes 2-3");
+  expect_refused(build([](schema::IndexEntry::Builder e) {
+                   e.setPath("d");
+                   e.setType(schema::IndexEntry::Type::DIRECTORY);
+                   e.setMode(0755);
+                   const uint8_t digest[32] = {};
+                   e.setSha256(kj::arrayPtr(digest, sizeof digest));
+                 }),
+                 "a directory with a sha256");
+  expect_refused(build([](schema::IndexEntry::Builder e) {
+                   e.setPath("d");
+                   e.setType(schema::IndexEntry::Type::DIRECTORY);
+                   e.setMode(0755);
+                   e.initSha256(0);
+                 }),
+                 "a directory with an empty sha256");
+  expect_refused(build([](schema::IndexEntry::Builder e) {
+                   e.setPath("l");
+                   e.setType(schema::IndexEntry::Type::SYMLINK);
+                   e.setMode(0777);
+                   e.setLinkTarget("");
+                 }),
+                 "an empty but present linkTarget");
 }
 
 }  // namespace

@@ -5,8 +5,9 @@
 // one. So a tar input is decompressed by one libarchive reader (any filter, "raw" format) and
 // parsed by a second one (tar or zip, no filter) whose input passes through a TarHeaderTap
 // (capsule/tar_headers.h): CheckEntry() then refuses, with kInvalidArgument, what extraction
-// refuses (spec/FORMAT.md "Extraction", "Entries"): unknown typeflags, sparse entries, and
-// hard links, symlinks or directories with a non-zero size. A zip file named by path is read
+// refuses (spec/FORMAT.md "Extraction", "Entries"): unknown typeflags, sparse entries,
+// hard links, symlinks or directories with a non-zero size, v7 headers and a second pax 'x'
+// header before one entry. A zip file named by path is read
 // as before, seekable (zip has no typeflags).
 // Not thread-safe.
 #ifndef BUNKER_CAPSULE_INPUT_ARCHIVE_H_

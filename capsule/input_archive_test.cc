@@ -14,7 +14,7 @@ namespace bunker::capsule {
 namespace {
 
 std::string Header(const std::string& name, char typeflag, size_t size,
-                   const std::string& link = "") {
+                   const std::string& link = "", bool v7 = false) {
   std::string h(512, '\0');
   std::memcpy(&h[0], name.data(), name.size());
   std::memcpy(&h[100], "0000644", 7);
@@ -24,7 +24,7 @@ std::string Header(const std::string& name, char typeflag, size_t size,
   std::memcpy(&h[136], "13000000000", 11);
   h[156] = typeflag;
   std::memcpy(&h[157], link.data(), link.size());
-  std::memcpy(&h[257], "ustar\0" "00", 8);
+  if (!v7) std::memcpy(&h[257], "ustar\0" "00", 8);
   std::memset(&h[148], ' ', 8);
   unsigned sum = 0;
   for (unsigned char c : h) sum += c;
@@ -81,6 +81,52 @@ TEST(InputArchiveTest, KnownTypesStillSealPlainAndCompressed) {
   EXPECT_TRUE(Seal(tar).ok()) << Seal(tar);
   ASSERT_EQ(std::system(("gzip -kn " + tar).c_str()), 0);
   EXPECT_TRUE(Seal(tar + ".gz").ok());
+}
+
+// A pax record "LEN key=value\n".
+std::string Pax(const std::string& key, const std::string& value) {
+  const std::string body = " " + key + "=" + value + "\n";
+  std::string len = std::to_string(body.size() + 1);
+  if (len.size() + body.size() != std::stoul(len)) len = std::to_string(body.size() + 2);
+  return len + body;
+}
+
+// spec/FORMAT.md "Entries": at most one pax 'x' header per entry. libarchive keeps only the
+// second one's records (with a warning); extraction refuses such a tar, so sealing does too.
+TEST(InputArchiveTest, TwoPaxHeadersBeforeAnEntryAreRefused) {
+  const std::string dir = testing::MakeTempDir();
+  const std::string tar = dir + "/in.tar";
+  testing::WriteFile(tar, Entry("PaxHeader/x", 'x', Pax("mtime", "5")) +
+                              Entry("PaxHeader/x", 'x', Pax("path", "b.txt")) +
+                              Entry("a.txt", '0', "hello\n") + kEnd);
+  absl::Status s = Seal(tar);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("more than one pax extended header"), std::string::npos) << s;
+  // One of them, either one, is fine; so is a global header before it.
+  testing::WriteFile(tar, Entry("PaxHeader/g", 'g', Pax("comment", "c")) +
+                              Entry("PaxHeader/x", 'x', Pax("path", "b.txt")) +
+                              Entry("a.txt", '0', "hello\n") + kEnd);
+  EXPECT_TRUE(Seal(tar).ok()) << Seal(tar);
+}
+
+// A pax path that is not UTF-8: libarchive warns (it cannot convert it), extraction refuses it.
+TEST(InputArchiveTest, NonUtf8PaxPathIsRefused) {
+  const std::string dir = testing::MakeTempDir();
+  const std::string tar = dir + "/in.tar";
+  testing::WriteFile(tar, Entry("PaxHeader/x", 'x', Pax("path", "caf\xe9")) +
+                              Entry("a.txt", '0', "hello\n") + kEnd);
+  EXPECT_EQ(Seal(tar).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// spec/FORMAT.md "Entries": v7 headers (no ustar magic) are refused.
+TEST(InputArchiveTest, V7HeaderIsRefused) {
+  const std::string dir = testing::MakeTempDir();
+  const std::string tar = dir + "/in.tar";
+  testing::WriteFile(tar, Header("a.txt", '0', 5, "", /*v7=*/true) + "hello" +
+                              std::string(507, '\0') + kEnd);
+  absl::Status s = Seal(tar);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("v7"), std::string::npos) << s;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "capsule/tar_headers.h"
 
 #include <algorithm>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 
@@ -12,6 +13,12 @@ constexpr uint64_t kBlock = 512;
 constexpr size_t kSizeAt = 124, kSizeLen = 12;
 constexpr size_t kChecksumAt = 148, kChecksumLen = 8;
 constexpr size_t kTypeflagAt = 156;
+// The magic field (offset 257), spec/FORMAT.md "Entries": POSIX ustar and pax write "ustar\0"
+// (then the version, "00", not checked), GNU tar "ustar  \0" over magic and version. A v7
+// header (no magic) is refused: no Bunker writer emits one.
+constexpr size_t kMagicAt = 257;
+constexpr std::string_view kUstarMagic("ustar\0", 6);
+constexpr std::string_view kGnuMagic("ustar  \0", 8);
 
 absl::Status Malformed(const std::string& what) {
   return absl::DataLossError(absl::StrCat("malformed archive: ", what));
@@ -89,6 +96,7 @@ void TarHeaderTap::Skip(uint64_t from, uint64_t bytes) {
 
 absl::StatusOr<TarHeaderTap::Header> TarHeaderTap::Inspect(uint64_t position) const {
   uint64_t at = position;
+  int pax_headers = 0;
   for (int n = 0; n < kMaxChain; ++n) {
     if (at < held_from_ || at > held_from_ + held_.size() ||
         held_from_ + held_.size() - at < kBlock) {
@@ -109,11 +117,20 @@ absl::StatusOr<TarHeaderTap::Header> TarHeaderTap::Inspect(uint64_t position) co
         (static_cast<int64_t>(*stored) != sum && static_cast<int64_t>(*stored) != signed_sum)) {
       return Malformed("bad header checksum");
     }
+    const std::string_view magic(reinterpret_cast<const char*>(h + kMagicAt), kGnuMagic.size());
+    if (magic.substr(0, kUstarMagic.size()) != kUstarMagic && magic != kGnuMagic) {
+      return Malformed("a tar header without the ustar or GNU magic (v7 tar is not accepted)");
+    }
     absl::StatusOr<uint64_t> size = ParseTarNumber(absl::MakeConstSpan(h + kSizeAt, kSizeLen));
     if (!size.ok()) return size.status();
     const char type = static_cast<char>(h[kTypeflagAt]);
     if (!IsExtensionTypeflag(type)) {
       return Header{type, *size, at + kBlock};
+    }
+    // libarchive keeps only the last 'x' header's records (warning "Ignoring malformed pax
+    // extended attribute"); a reader that merged them would see another entry.
+    if (type == 'x' && ++pax_headers > 1) {
+      return Malformed("more than one pax extended header before an entry");
     }
     if (*size > (uint64_t{1} << 40)) return Malformed("extension header too large");
     at += kBlock + (*size + kBlock - 1) / kBlock * kBlock;

@@ -13,7 +13,9 @@
 //  - Feed() every byte, in order, before libarchive sees it.
 //  - Inspect(position) returns the entry's own typeflag and the raw ustar size field of that
 //    header; kDataLoss when the bytes at `position` are no longer (or not yet) held, when a
-//    header's checksum or size field is malformed, or when the chain is over kMaxChain headers.
+//    header's checksum or size field is malformed, when a header lacks the ustar or GNU magic
+//    (v7), when the chain holds a second pax 'x' header, or when the chain is over kMaxChain
+//    headers (the entry's own included: at most 15 extension headers).
 //  - Skip(from, bytes): the caller knows that `bytes` bytes of entry data start at `from`;
 //    those are not held (a file's contents never accumulate here). Bytes before `from` are
 //    dropped. If the next Inspect() asks for a dropped byte it fails (kDataLoss), never

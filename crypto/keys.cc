@@ -73,6 +73,16 @@ int Base32Value(char c) {
 
 // ---- PEM layout ---------------------------------------------------------------------------
 
+// True if every character of `line` is of the standard base64 alphabet or '=' (RFC 4648 4).
+bool IsBase64Line(std::string_view line) {
+  for (const char c : line) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '+' || c == '/' || c == '=';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 // OpenSSL's PEM reader skips any text before a "-----BEGIN" line and, when a block does not
 // decode, silently moves on to the next one of an acceptable type. So "exactly two blocks of
 // this type, nothing else" cannot be left to it: check the layout first, then let OpenSSL
@@ -104,6 +114,13 @@ absl::StatusOr<size_t> CheckPemLayout(std::string_view pem, std::string_view wan
     }
     if (line.find("-----BEGIN") == std::string_view::npos &&
         line.find("-----END") == std::string_view::npos) {
+      // Inside a block, one rule instead of OpenSSL's (which takes a leading space or a blank
+      // line after BEGIN but not one before END, and PEM headers): only base64 characters,
+      // at least one. A reimplementation can then tell exactly which files are keys.
+      if (inside && (line.empty() || !IsBase64Line(line))) {
+        return invalid(
+            "a line inside a block is not base64 (no empty lines, leading spaces or headers)");
+      }
       continue;
     }
     const bool begin = StartsWith(line, kBegin);

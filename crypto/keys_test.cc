@@ -459,6 +459,49 @@ TEST(PemTest, CrlfLineEndingsAreAccepted) {
   EXPECT_EQ(id->fingerprint().ToString(), kFixtureFingerprint);
 }
 
+// spec/FORMAT.md 2 "PEM files": inside a block, only lines of base64 characters, each perhaps
+// followed by spaces, tabs or a CR. OpenSSL alone would take some of the refused spellings (a
+// leading space, a blank line right after BEGIN) and not others (a blank line before END).
+TEST(PemTest, LinesInsideABlockAreBase64Only) {
+  const std::string pem = kFixturePrivatePem;
+  const size_t first = pem.find('\n') + 1;                       // the first base64 line
+  const size_t end = pem.find("-----END PRIVATE KEY-----");      // the first END line
+  auto with = [&pem](size_t at, std::string_view text) {
+    std::string out = pem;
+    out.insert(at, text);
+    return out;
+  };
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"a leading space", with(first, " ")},
+      {"a leading tab", with(first, "\t")},
+      {"a blank line after BEGIN", with(first, "\n")},
+      {"a blank line before END", with(end, "\n")},
+      {"a line of spaces", with(end, "  \n")},
+      {"a PEM header", with(first, "Proc-Type: 4,ENCRYPTED\n")},
+      {"a character outside base64", with(first + 4, "*")},
+  };
+  for (const auto& [what, text] : refused) {
+    absl::StatusOr<Identity> id = Identity::FromPem(text);
+    ASSERT_FALSE(id.ok()) << what << " was accepted";
+    EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument) << what;
+    EXPECT_TRUE(absl::StrContains(id.status().message(), "not base64")) << what;
+    ExpectNoEcho(id.status(), pem);
+  }
+  // Trailing spaces, tabs and CRs are allowed, as are blank lines outside the blocks.
+  std::string trailing;
+  for (char c : pem) {
+    if (c == '\n') trailing += " \t\r";
+    trailing += c;
+  }
+  absl::StatusOr<Identity> id = Identity::FromPem("\n\n" + trailing + "\n\n");
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(id->fingerprint().ToString(), kFixtureFingerprint);
+  // A public identity follows the same rule.
+  std::string pub = kFixturePublicPem;
+  pub.insert(pub.find('\n') + 1, "\n");
+  EXPECT_EQ(PublicIdentity::FromPem(pub).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(PemTest, OpenSslCliAcceptsFiles) {
   if (!RunQuietly("openssl version")) GTEST_SKIP() << "openssl CLI not installed";
   const Identity id = Identity::Generate();
@@ -659,15 +702,16 @@ TEST(PemTest, FailuresLeaveOpenSslErrorQueueClean) {
 // OpenSSL's reader moves past a block it cannot decode; the error must still name the block
 // that is broken, and the key from the next block must not be taken in its place.
 TEST(PemTest, UndecodableFirstBlockIsReportedAsSuch) {
+  // '=' inside the base64 passes the layout check (a base64 character) but does not decode.
   std::string priv = kFixturePrivatePem;
-  priv[30] = '*';
+  priv[30] = '=';
   absl::Status st = Identity::FromPem(priv).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(st.message(), "first block")) << st;
   EXPECT_FALSE(absl::StrContains(st.message(), "Ed25519")) << st;
 
   std::string pub = kFixturePublicPem;
-  pub[29] = '*';
+  pub[29] = '=';
   st = PublicIdentity::FromPem(pub).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(st.message(), "first block")) << st;

@@ -114,6 +114,7 @@ absl::Status CheckWholeArchive(const capsule::CapsuleReader& reader,
   CancellableSource source(stream.get(), options.cancelled);
   capsule::ExtractOptions check;
   check.index = &entries;
+  check.archive_size = m.archive_size;
   return capsule::CheckArchive(&source, check);
 }
 
@@ -145,6 +146,7 @@ absl::StatusOr<capsule::ExtractStats> Permit::Extract(const Destination& to,
   extract.owner = options.owner;
   // The decision was made over the index: the archive must agree with it.
   extract.index = &c.entries_;
+  extract.archive_size = m.archive_size;
   bool in_place = false;
   extract.in_place = &in_place;
   absl::StatusOr<capsule::ExtractStats> stats = capsule::ExtractArchiveAt(

@@ -238,6 +238,10 @@ struct ScanOptions {
   std::string site;
   // Record the root of the tree at this size, if the log reaches it.
   std::optional<uint64_t> capture_size;
+  // Check that no (issuer, capsuleId)'s running sum of `uses` falls below zero
+  // (spec/AUDIT.md "Use counts are in the log", step V1.6). Needs a scan from entry 0: the sums
+  // are over the entries this scan reads.
+  bool check_uses = false;
 };
 
 struct ScanResult {

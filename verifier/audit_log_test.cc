@@ -424,6 +424,50 @@ TEST_F(AuditLogTest, EmptyLogVerifies) {
   EXPECT_EQ(ReadLatestCheckpoint(log_path()).status().code(), absl::StatusCode::kNotFound);
 }
 
+// spec/AUDIT.md "Use counts are in the log", V1.6: per (issuer, capsuleId), the running sum of
+// `uses` never falls below zero; a refund of a use that was never counted is DATA_LOSS naming it.
+TEST_F(AuditLogTest, VerifyRefusesARunningSumOfUsesBelowZero) {
+  auto uses = [](int i, int8_t n, std::string issuer = "bk1:aaaaaaaaaaaaaaaaaaaaaaaaaa") {
+    AuditRecord r = SampleRecord(i);
+    r.uses = n;
+    r.issuer = std::move(issuer);
+    r.capsule_id = "0123456789abcdef0123456789abcdef";
+    return r;
+  };
+  {
+    std::unique_ptr<AuditLog> log = OpenLog();
+    ASSERT_NE(log, nullptr);
+    ASSERT_TRUE(log->Append(uses(0, 1), 1700000001).ok());
+    ASSERT_TRUE(log->Append(uses(1, -1), 1700000002).ok());
+    ASSERT_TRUE(log->Append(uses(2, 0), 1700000003).ok());
+    // Another issuer's capsule with the same id has a count of its own.
+    ASSERT_TRUE(log->Append(uses(3, 1, "bk1:cccccccccccccccccccccccccc"), 1700000004).ok());
+  }
+  ASSERT_TRUE(Verify().ok()) << Verify();
+  {
+    std::unique_ptr<AuditLog> log = OpenLog();
+    ASSERT_NE(log, nullptr);
+    ASSERT_TRUE(log->Append(uses(4, -1), 1700000005).ok());
+  }
+  ExpectNamesEntry(4);
+  EXPECT_THAT(std::string(Verify().message()), HasSubstr("refunds a use that was never counted"));
+  // The report's verification (only the latest signature) refuses it too.
+  absl::StatusOr<AuditVerifyResult> v =
+      VerifyAuditLog(log_path(), site_.public_identity(), {}, /*every_signature=*/false);
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(AuditLogTest, VerifyRefusesALogWhoseOnlyEntryRefundsAUse) {
+  {
+    std::unique_ptr<AuditLog> log = OpenLog();
+    ASSERT_NE(log, nullptr);
+    AuditRecord r = SampleRecord(0);
+    r.uses = -1;
+    ASSERT_TRUE(log->Append(r, 1700000001).ok());
+  }
+  ExpectNamesEntry(0);
+}
+
 TEST_F(AuditLogTest, ConcurrentAppendsFromTwoProcessesSerialize) {
   constexpr int kPerChild = 15;
   // The parent opens first, so its next append must catch up with both children.

@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <map>
+#include <utility>
+
 #include "verifier/audit_log_internal.h"
 
 namespace bunker::verifier::audit_internal {
@@ -30,6 +33,10 @@ absl::StatusOr<ScanResult> Scan(const capsule::RandomAccessFile& log,
   std::string site = opts.site;
   if (site.empty() && pos.latest) site = pos.latest->site;
   std::optional<uint64_t> unverified_from;  // first entry under the newest unverified signature
+  std::optional<uint64_t> negative_uses;    // first entry whose running sum of uses is < 0
+  // Running sums of `uses` per (issuer, capsuleId), only for entries with uses != 0. Int8
+  // steps cannot overflow an int64 in any log that fits a disk.
+  std::map<std::pair<std::string, std::string>, int64_t> uses;
   std::vector<uint8_t> bytes;
   std::string text;
   for (;;) {
@@ -89,10 +96,15 @@ absl::StatusOr<ScanResult> Scan(const capsule::RandomAccessFile& log,
                                                 " is missing: the signed checkpoint of size ",
                                                 c->size, " covers it (log truncated)"));
       }
-      absl::Status valid = DecodeAuditEntry(bytes).status();
-      if (!valid.ok()) {
+      absl::StatusOr<AuditRecord> r = DecodeAuditEntry(bytes);
+      if (!r.ok()) {
         return absl::DataLossError(absl::StrCat("audit log entry ", pos.tree.size(),
-                                                " is malformed (", valid.message(), ")"));
+                                                " is malformed (", r.status().message(), ")"));
+      }
+      if (opts.check_uses && r->uses != 0 && !negative_uses) {
+        int64_t& sum = uses[{r->issuer, r->capsule_id}];
+        sum += r->uses;
+        if (sum < 0) negative_uses = pos.tree.size();
       }
       pos.tree.AddLeafHash(crypto::MerkleLeafHash(bytes));
       if (opts.capture_size && *opts.capture_size == pos.tree.size()) {
@@ -107,6 +119,20 @@ absl::StatusOr<ScanResult> Scan(const capsule::RandomAccessFile& log,
       return absl::DataLossError(
           absl::StrCat(which, " not match the signed checkpoint of size ", c->size,
                        " (changed, inserted, deleted or reordered entries)"));
+    }
+    // After the root and signature checks: an entry that was tampered with is named as such,
+    // not as a refund.
+    if (negative_uses) {
+      if (!opts.verify_every_signature && !c->Verify(*opts.key).ok()) {
+        return absl::DataLossError(
+            absl::StrCat(EntriesAre(first, c->size),
+                         " not covered by a valid checkpoint: the checkpoint of size ", c->size,
+                         " does not verify under the site key (forged)"));
+      }
+      return absl::DataLossError(absl::StrCat(
+          "audit log entry ", *negative_uses,
+          " refunds a use that was never counted (the sum of uses for its issuer and capsule "
+          "falls below zero)"));
     }
     pos.log_offset = entries.offset();
     pos.ck_offset = reader.offset();

@@ -67,6 +67,7 @@ absl::StatusOr<AuditVerifyResult> VerifyAuditLog(const std::string& log_path,
   ScanOptions opts;
   opts.key = &site_key;
   opts.verify_every_signature = every_signature;
+  opts.check_uses = true;
   if (trusted) opts.capture_size = trusted->size;
   Position pos;
   BUNKER_ASSIGN_OR_RETURN(const ScanResult scan, Scan(*snap.log, *snap.checkpoints, opts, pos));

@@ -127,6 +127,10 @@ int main(int argc, char** argv) {
 
   // Once the command line is checked, before anything of the site is touched (socket, staging
   // sweep, store, state).
+  // First, that this process is the site's user: state written as another (root) would shut the
+  // service out of it.
+  absl::Status own = site::CheckRunsAsStateOwner(*site);
+  if (!own.ok()) return ctx.Fail(own);
   absl::StatusOr<capsule::Fd> state_lock = site::LockSiteState(*site);
   if (!state_lock.ok()) return ctx.Fail(state_lock.status());
 

@@ -2,6 +2,7 @@
 // (the deployed shape), the site key in this process (--direct, for the operator), or a
 // recipient's own key offline. Presentation stays in the commands.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,9 +12,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "capsule/io.h"
 #include "capsule/key_files.h"
 #include "capsule/s3_client.h"
+#include "capsule/store.h"
 #include "cli/context.h"
 #include "site/client.h"
 #include "site/gate.h"
@@ -56,6 +59,31 @@ std::string AbsolutePath(const std::string& path) {
   return absl::StrCat(buf, "/", path);
 }
 
+// The name of `capsule_path` in `site`'s store folder ("<id>.capsule"), which only the site's
+// user may read, when the user names a capsule of that folder: a bare capsule id that is no file
+// here, or a path whose folder is the store (the same folder, however reached) and whose name is
+// "<id>.capsule". Empty otherwise (and for a store in S3): the capsule is then the user's to open.
+// Only a hint to the service, which checks the name itself (site::OpenStoreFile).
+std::string StoreNameOf(const site::SiteConfig& site, const std::string& capsule_path) {
+  if (site.store.empty() || site.StoreIsS3()) return "";
+  struct stat st {};
+  if (capsule::IsCapsuleId(capsule_path) && ::stat(capsule_path.c_str(), &st) != 0) {
+    return capsule_path + ".capsule";
+  }
+  const size_t slash = capsule_path.rfind('/');
+  const std::string folder = slash == std::string::npos ? "."
+                             : slash == 0               ? "/"
+                                                        : capsule_path.substr(0, slash);
+  const std::string name =
+      slash == std::string::npos ? capsule_path : capsule_path.substr(slash + 1);
+  absl::string_view id = name;
+  if (!absl::ConsumeSuffix(&id, ".capsule") || !capsule::IsCapsuleId(std::string(id))) return "";
+  struct stat in {}, store {};
+  if (::stat(folder.c_str(), &in) != 0 || ::stat(site.store.c_str(), &store) != 0) return "";
+  if (in.st_dev != store.st_dev || in.st_ino != store.st_ino) return "";
+  return name;
+}
+
 site::WireRequest ToWire(const site::SiteRequest& r) {
   site::WireRequest w;
   w.command = r.command;
@@ -73,7 +101,10 @@ site::WireRequest ToWire(const site::SiteRequest& r) {
 
 std::vector<OptionSpec> ReleaseOptions() {
   return {
-      {"site", true, false, "site configuration: its verifier, identity, trust and rules", "FILE"},
+      {"site", true, false,
+       "site configuration: its verifier, identity, trust and rules; CAPSULE may then be the id "
+       "of a capsule in the site's store",
+       "FILE"},
       {"identity", true, false, "your private key (a recipient), without --site", "KEY"},
       {"trust", true, true, "trusted issuer public key or folder, without --site", "PUB|DIR"},
       {"as", true, false, "the requester's private key, for policies naming requesters", "KEY"},
@@ -124,15 +155,19 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
   if (config && !config->socket.empty() && !a.Has("direct")) {
     // The deployed shape: the site's verifier decides and releases; this process only passes
     // the capsule (opened with the user's own rights) and, for streams, its output.
-    // An s3:// capsule is named, and the service reads it from the site's own store; a file is
-    // passed open (the service never opens a path a user names).
+    // A capsule of the site's own store (an s3:// object, or "<id>.capsule" of its store
+    // folder, which only the site's user may read) is named, and the service reads it from
+    // there; any other file is passed open (the service never opens a path a user names).
     capsule::Fd capsule_fd;
     site::ServiceCall call;
     call.request = ToWire(request);
+    const std::string stored = StoreNameOf(*config, capsule_path);
     if (capsule::s3::IsS3Url(capsule_path)) {
       absl::StatusOr<capsule::s3::Location> at = capsule::s3::ParseUrl(capsule_path);
       if (!at.ok()) return at.status();
       call.request.capsule_url = capsule_path;
+    } else if (!stored.empty()) {
+      call.request.capsule_url = stored;
     } else {
       // O_NONBLOCK: a FIFO must not hang us; the service takes only a regular file.
       const int fd = ::open(capsule_path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -192,11 +227,16 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
     gate.emplace(*identity, trusted);
   }
   request.cancelled = [] { return Interrupted(); };
+  // A bare capsule id names the site's stored capsule here too (the operator reads the store).
+  const std::string path =
+      config && capsule::IsCapsuleId(capsule_path) && !StoreNameOf(*config, capsule_path).empty()
+          ? absl::StrCat(config->store, "/", capsule_path, ".capsule")
+          : capsule_path;
   absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>> file =
-      capsule::s3::OpenFileOrObject(capsule_path, "", request.cancelled);
+      capsule::s3::OpenFileOrObject(path, "", request.cancelled);
   if (!file.ok()) return file.status();
   absl::StatusOr<site::Outcome> outcome =
-      site::HandleRequest(*gate, std::move(*file), capsule_path, request);
+      site::HandleRequest(*gate, std::move(*file), path, request);
   if (!outcome.ok()) {
     if (absl::IsCancelled(outcome.status())) return CheckInterrupted();
     run.status = outcome.status();

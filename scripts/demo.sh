@@ -109,6 +109,7 @@ JSON
 cat site-b.json
 mkdir -p site-b-state site-b-store
 chmod 700 site-b-state
+chmod 750 site-b-store  # as packaging/bunker.tmpfiles makes /srv/bunker
 chmod 1777 landing
 chmod 644 site-b.json ./*.pub dataset.capsule
 if [ -n "$SITE_USER" ]; then
@@ -140,9 +141,9 @@ cmp dataset.capsule "$STORED" && echo "B's copy $STORED is byte-identical"
 echo "the daemon's log:"
 sed 's/^/  /' capsuled.log
 
-# The store holds ciphertext only; users may read it (they pass a capsule to the verifier as an
-# open file), never the key that opens it.
-chmod o+rx site-b-store && chmod o+r "$STORED"
+# The store stays B's user's alone (0750, its capsules 0600, as the package makes it): Alice names
+# a stored capsule and B's verifier reads it from its own store, by name.
+ls -ld site-b-store "$STORED"
 
 step "Alice holds no site key: she asks B's verifier over its socket"
 if [ -n "$ALICE_USER" ]; then

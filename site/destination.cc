@@ -2,6 +2,7 @@
 // descriptor and a path below it. Nothing here follows a symlink that a requester could plant:
 // the site's destinations come from the operator's site file; the rest is created no-follow.
 #include <fcntl.h>
+#include <pwd.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -19,11 +20,22 @@
 #include "absl/strings/str_split.h"
 #include "capsule/beneath.h"
 #include "capsule/paths.h"
+#include "crypto/status_hint.h"
 #include "crypto/status_macros.h"
 #include "site/gate.h"
 
 namespace bunker::site {
 namespace {
+
+// The name of the user this process runs as (the site's user, in its daemon), for hints.
+std::string DaemonUser() {
+  struct passwd pw, *found = nullptr;
+  char buf[4096];
+  if (::getpwuid_r(::geteuid(), &pw, buf, sizeof buf, &found) == 0 && found != nullptr) {
+    return found->pw_name;
+  }
+  return absl::StrCat(::geteuid());
+}
 
 std::string CurrentDir() {
   char buf[PATH_MAX];
@@ -133,11 +145,16 @@ absl::StatusOr<Destination> ParentFor(capsule::Fd fd, const std::string& root,
   // The daemon creates the release with its own rights too: the folder must be writable by
   // the site's user as well as by the requester (a destination root is mode 1777).
   if (::faccessat(out.root.get(), ".", W_OK | X_OK, AT_EACCESS) != 0) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "the site's verifier cannot create entries in folder ",
-        capsule::QuotePath(Joined(root, parent)),
-        ": a destination's folder must be writable by the site's user too (as the site's "
-        "destinations are, mode 1777)"));
+    // A user's own `mkdir ROOT/alice` (0755) is the usual cause: say both ways out.
+    return WithHint(
+        absl::PermissionDeniedError(absl::StrCat(
+            "the site's verifier cannot create entries in folder ",
+            capsule::QuotePath(Joined(root, parent)),
+            ": a destination's folder must be writable by the site's user too (as the site's "
+            "destinations are, mode 1777)")),
+        absl::StrCat("release straight into the destination (", root,
+                     "/NAME), or let the site's user write your folder: setfacl -m u:",
+                     DaemonUser(), ":rwx ", Joined(root, parent)));
   }
   struct stat st;
   if (::fstatat(out.root.get(), out.relative.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&

@@ -419,6 +419,12 @@ struct VerifierService::Impl {
     std::string name = "the capsule";
     if (wire.capsule_url.empty()) {
       BUNKER_ASSIGN_OR_RETURN(file, capsule::OpenFileDescriptor(fds[0].release(), name));
+    } else if (!capsule::s3::IsS3Url(wire.capsule_url)) {
+      // A capsule of the site's store folder, by name: the daemon opens it with its own rights,
+      // so only "<id>.capsule" directly in that folder (OpenStoreFile).
+      BUNKER_ASSIGN_OR_RETURN(capsule::Fd fd, OpenStoreFile(*options.site, wire.capsule_url));
+      name = absl::StrCat(options.site->store, "/", wire.capsule_url);
+      BUNKER_ASSIGN_OR_RETURN(file, capsule::OpenFileDescriptor(fd.release(), name));
     } else {
       // The daemon reads the object itself, so only from the site's own store.
       BUNKER_ASSIGN_OR_RETURN(capsule::s3::Location at,

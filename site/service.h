@@ -53,7 +53,8 @@ struct ServiceOptions {
   size_t max_mounts_per_uid = 16;
   // Opens an object of the site's S3 store with the daemon's credentials. A request may name one
   // (RequestBody.capsuleUrl) instead of passing a descriptor; the service first checks that it
-  // lies inside the site file's "store" (StoreObjectOf). Empty: such requests are refused.
+  // lies inside the site file's "store" (StoreObjectOf). Empty: such requests are refused. (A
+  // capsule of a store folder, "<id>.capsule", the service opens itself: OpenStoreFile.)
   // `cancelled` (thread-safe) answers true once the request is to stop (the service stops, its
   // client hung up): reads of the object should then end soon (s3::OpenObject's `cancelled`).
   std::function<absl::StatusOr<std::unique_ptr<capsule::RandomAccessFile>>(
@@ -67,6 +68,16 @@ struct ServiceOptions {
 // a malformed URL.
 absl::StatusOr<capsule::s3::Location> StoreObjectOf(const SiteConfig& site,
                                                     const std::string& url);
+
+// The capsule `name` of `site`'s own store folder, opened for reading with the daemon's rights,
+// for a user who names it (RequestBody.capsuleUrl, spec/VERIFIER.md "Capsules in the site's
+// store"): `name` must be exactly "<capsule id>.capsule" (32 lowercase hex characters), a regular
+// file directly in the folder of "store", reached without following a symbolic link
+// (capsule::OpenBeneath). No other file can be named: not a path, not "..", not the store's
+// .incoming, not a link planted in the store. kPermissionDenied naming the store for any other
+// name, a symbolic link, or a site whose store is in S3; kNotFound when the store does not hold
+// the capsule; kInvalidArgument when the name is not a regular file.
+absl::StatusOr<capsule::Fd> OpenStoreFile(const SiteConfig& site, const std::string& name);
 
 // Loads the site file's "users" (user name -> public key file) into uids. Unknown users are
 // kInvalidArgument naming them.

@@ -177,6 +177,77 @@ TEST(VerifierServiceTest, ReadsOnlyObjectsInsideItsOwnS3Store) {
   EXPECT_EQ(f.Ask(w, &f.keys.bob, &bob).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A request may name a capsule of the site's own store folder ("<id>.capsule"), which users
+// cannot read themselves (the folder is the daemon's, 0750, its capsules 0600): the service
+// opens it with its own rights, but only that name directly in the folder, never through a
+// link, never another file. Before, only s3:// locations could be named, and users at a site
+// with a store folder could not open what it received.
+TEST(VerifierServiceTest, ReadsOnlyCapsulesOfItsOwnStoreFolderByName) {
+  Fixture f;
+  ASSERT_NE(f.service, nullptr);
+  const std::string store = f.root + "/store";
+  ASSERT_EQ(::mkdir(store.c_str(), 0700), 0);
+  f.site.store = store;  // the service reads the site file it was given at each request
+  const std::string kId = "0123456789abcdef0123456789abcdef";
+  const std::string capsule = capsule::testing::ReadFile(f.capsule_path);
+  capsule::testing::WriteFile(store + "/" + kId + ".capsule", capsule);
+  capsule::testing::WriteFile(f.root + "/secret", "not for users\n");
+  // What a hostile writer of the store could plant: links out, a FIFO, a folder.
+  const std::string link = "11111111111111111111111111111111.capsule";
+  ASSERT_EQ(::symlink(f.capsule_path.c_str(), (store + "/" + link).c_str()), 0);
+  const std::string fifo = "22222222222222222222222222222222.capsule";
+  ASSERT_EQ(::mkfifo((store + "/" + fifo).c_str(), 0600), 0);
+  const std::string folder = "33333333333333333333333333333333.capsule";
+  ASSERT_EQ(::mkdir((store + "/" + folder).c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir((store + "/.incoming").c_str(), 0700), 0);
+  capsule::testing::WriteFile(store + "/.incoming/" + kId + ".capsule", capsule);
+
+  const crypto::PublicIdentity bob = f.keys.bob.public_identity();
+  WireRequest w = OpenTo(f.root + "/landing/stored");
+  w.fd_count = 0;
+  w.capsule_url = kId + ".capsule";
+  absl::Status s = f.Ask(w, &f.keys.bob, &bob);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(capsule::testing::ReadFile(f.root + "/landing/stored/a.csv"), "row 1\n");
+
+  // Anything but a capsule's own name: refused before anything is opened.
+  for (const std::string& name : std::vector<std::string>{
+           std::string("../secret"), f.root + "/secret", f.capsule_path, std::string("d.capsule"),
+        "./" + kId + ".capsule", ".incoming/" + kId + ".capsule", "../store/" + kId + ".capsule",
+           kId, "0123456789ABCDEF0123456789abcdef.capsule", kId + ".capsule/",
+           kId + ".capsule.x", std::string("..")}) {
+    w.capsule_url = name;
+    w.destination = f.root + "/landing/no";
+    s = f.Ask(w, &f.keys.bob, &bob);
+    EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << name << ": " << s;
+    EXPECT_NE(s.message().find("reads only capsules of its store, named " + store +
+                               "/<32 lowercase hex>.capsule"),
+              std::string::npos)
+        << s;
+  }
+  // A capsule's name that is not a capsule file of the store: a link (even to a real capsule),
+  // a FIFO (without hanging), a folder, a capsule it does not hold.
+  w.capsule_url = link;
+  s = f.Ask(w, &f.keys.bob, &bob);
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_NE(s.message().find("symbolic link"), std::string::npos) << s;
+  w.capsule_url = fifo;
+  EXPECT_EQ(f.Ask(w, &f.keys.bob, &bob).code(), absl::StatusCode::kInvalidArgument);
+  w.capsule_url = folder;
+  EXPECT_FALSE(f.Ask(w, &f.keys.bob, &bob).ok());
+  w.capsule_url = "44444444444444444444444444444444.capsule";
+  s = f.Ask(w, &f.keys.bob, &bob);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_NE(s.message().find("is not in the store " + store), std::string::npos) << s;
+  EXPECT_FALSE(capsule::testing::Exists(f.root + "/landing/no"));
+  // A site whose store is in S3 names no capsule of a folder.
+  f.site.store = "s3://site-bucket/site-b";
+  w.capsule_url = kId + ".capsule";
+  s = f.Ask(w, &f.keys.bob, &bob);
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_FALSE(capsule::testing::Exists(f.root + "/landing/no"));
+}
+
 TEST(VerifierServiceTest, ASiteWithAFolderStoreReadsNoS3Url) {
   Fixture f("/srv/store");
   ASSERT_NE(f.service, nullptr);

@@ -1,6 +1,7 @@
 #include "site/state_lock.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,15 +13,55 @@
 #include "absl/strings/str_cat.h"
 #include "capsule/io.h"
 #include "capsule/paths.h"
+#include "crypto/status_hint.h"
 
 namespace bunker::site {
+
+namespace {
+
+// The name of user `uid`, or "uid N" when it has none.
+std::string UserName(uid_t uid) {
+  struct passwd pw, *found = nullptr;
+  char buf[4096];
+  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found != nullptr) {
+    return found->pw_name;
+  }
+  return absl::StrCat("uid ", uid);
+}
+
+}  // namespace
+
+absl::Status CheckRunsAsStateOwner(const SiteConfig& site) {
+  struct stat st {};
+  std::string what;
+  if (::stat(site.state.c_str(), &st) == 0) {
+    what = absl::StrCat("the state folder ", capsule::QuotePath(site.state));
+  } else if (errno == ENOENT && !site.identity.empty() && ::stat(site.identity.c_str(), &st) == 0) {
+    what = absl::StrCat("the site key ", capsule::QuotePath(site.identity));
+  } else {
+    return absl::OkStatus();  // nothing of the site's yet, or what fails is said by its reader
+  }
+  const uid_t me = ::geteuid();
+  if (st.st_uid == me) return absl::OkStatus();
+  const std::string owner = UserName(st.st_uid);
+  return WithHint(absl::PermissionDeniedError(absl::StrCat("capsuled runs as ", UserName(me),
+                                                           " but ", what, " belongs to ", owner)),
+                  absl::StrCat("run it as that user: sudo -u ", owner, " capsuled --site ",
+                               site.path));
+}
 
 absl::StatusOr<capsule::Fd> LockSiteState(const SiteConfig& site, int wait_ms) {
   ::mkdir(site.state.c_str(), 0700);
   const std::string path = site.state + "/capsuled.lock";
   capsule::Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!lock.valid()) {
-    return capsule::ErrnoStatus(absl::StrCat("cannot open ", capsule::QuotePath(path)), errno);
+    const int err = errno;
+    absl::Status s =
+        capsule::ErrnoStatus(absl::StrCat("cannot open ", capsule::QuotePath(path)), err);
+    if (err != EACCES) return s;
+    // The folder is this user's but not what is in it: left by a run as another user.
+    return WithHint(s, absl::StrCat("the state's files must be the daemon's user's: chown -R ",
+                                    UserName(::geteuid()), ": ", site.state));
   }
   constexpr int kStepMs = 50;
   for (int waited = 0;; waited += kStepMs) {

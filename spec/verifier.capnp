@@ -54,10 +54,12 @@ struct RequestBody {
   threads @7 :UInt32;        # 0: the service's choice
   mountpoint @8 :Text;       # mount: absolute path, as the client names it (shown, not used)
   cacheBytes @9 :UInt64;     # mount: the decrypted-chunk cache wanted (0: the service's)
-  # Instead of fd[0]: an object of the site's own S3 store, "s3://BUCKET/KEY", which the service
-  # reads with its own credentials after checking that it lies inside the site file's "store"
-  # (spec/VERIFIER.md "Capsules in S3"). The descriptors then start with the output: fd[0] is
-  # the output of cat and `toTar` to a stream; for mount fd[0] is /dev/fuse, fd[1] the socket.
+  # Instead of fd[0]: a capsule of the site's own store, which the service reads with its own
+  # rights after checking that it lies inside the site file's "store": an S3 object,
+  # "s3://BUCKET/KEY", or, for a store folder, exactly "<id>.capsule", opened directly in that
+  # folder without following a link (spec/VERIFIER.md "Capsules in the site's store"). The
+  # descriptors then start with the output: fd[0] is the output of cat and `toTar` to a stream;
+  # for mount fd[0] is /dev/fuse, fd[1] the socket.
   capsuleUrl @10 :Text;
 }
 

@@ -1,6 +1,7 @@
 // Checking a log against its checkpoints (spec/AUDIT.md "Verification"), shared by the writer's
 // recovery and the auditor's verification.
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +9,8 @@
 #include <utility>
 
 #include "verifier/audit_log_internal.h"
+
+#include "crypto/status_hint.h"
 
 namespace bunker::verifier::audit_internal {
 namespace {
@@ -171,10 +174,38 @@ absl::StatusOr<ScanResult> Scan(const capsule::RandomAccessFile& log,
   return out;
 }
 
+namespace {
+
+// A site's log is its user's alone (its state folder 0700): who may read it, for a hint.
+std::string OwnerOfFolderOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string folder = slash == std::string::npos ? "."
+                             : slash == 0               ? "/"
+                                                        : path.substr(0, slash);
+  struct stat st;
+  if (::stat(folder.c_str(), &st) != 0) return "";
+  struct passwd pw, *found = nullptr;
+  char buf[4096];
+  if (::getpwuid_r(st.st_uid, &pw, buf, sizeof buf, &found) != 0 || found == nullptr) return "";
+  return found->pw_name;
+}
+
+}  // namespace
+
 absl::StatusOr<Fd> OpenForReading(const std::string& path) {
   // O_NONBLOCK: a FIFO must not hang the open before the regular-file check below.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return capsule::ErrnoStatus(absl::StrCat("cannot open ", path), errno);
+  if (fd < 0) {
+    const int err = errno;
+    absl::Status s = capsule::ErrnoStatus(absl::StrCat("cannot open ", path), err);
+    if (err != EACCES) return s;
+    const std::string owner = OwnerOfFolderOf(path);
+    if (owner.empty()) {
+      return WithHint(s, "a site's audit log is its user's alone: run this as root or as that user");
+    }
+    return WithHint(s, absl::StrCat("a site's audit log is its user's alone: run this as root or as ",
+                                    owner, " (sudo -u ", owner, " capsule audit ...)"));
+  }
   Fd out(fd);
   struct stat st;
   if (::fstat(fd, &st) != 0) return capsule::ErrnoStatus(absl::StrCat("cannot stat ", path), errno);

@@ -90,6 +90,13 @@ scenario_verifier_user_holds_no_key_and_no_state() {
   expect_exit 5 open_as_alice --direct --to landing/direct
   expect_err 'site.key'
   [ ! -e landing/direct ] || fail "released without the key"
+  # The site's audit log is not hers either: she is told who may read it.
+  expect_exit 0 open_as_alice --to landing/one
+  expect_exit 5 as_alice "$CAPSULE" audit show --site site.json
+  expect_err 'cannot open'
+  expect_err "hint: a site's audit log is its user's alone: run this as root or as $SITE_USER (sudo -u $SITE_USER capsule audit"
+  expect_exit 5 as_alice "$CAPSULE" audit verify --log state/audit.log --key site.pub
+  expect_err "hint: a site's audit log is its user's alone"
 }
 
 # A second daemon of the same site (the same state) refuses to start before it touches the
@@ -104,6 +111,37 @@ scenario_verifier_second_daemon_refuses() {
   grep -q 'another capsuled serves site site-b' second.err || { cat second.err; fail "no clear line"; }
   [ -d landing/.held.bunker-AAAAAA ] || fail "the second daemon swept the first one's staging folder"
   kill -0 "$DAEMON_PID" || fail "the first daemon died"
+  expect_exit 0 open_as_alice --to landing/after
+}
+
+# capsuled started by another user than the one its state belongs to (root, by hand) refuses
+# before it creates anything: state it wrote would shut the site's own daemon out. Before, it
+# left root's audit log, lock and witness folder, and the service then failed "Permission denied"
+# with no hint. State files another user left get a hint to chown them.
+scenario_verifier_daemon_runs_only_as_the_states_user() {
+  setup '{"id": "all", "effect": "permit"}'
+  local before; before=$(ls -lA state)
+  expect_exit 5 "$CAPSULED" --site site.json
+  expect_err "capsuled runs as root but the state folder \"$WORK/state\" belongs to $SITE_USER"
+  expect_err "hint: run it as that user: sudo -u $SITE_USER capsuled --site site.json"
+  one_line_err
+  [ "$(ls -lA state)" = "$before" ] || fail "the refused daemon changed the state folder"
+  kill -0 "$DAEMON_PID" || fail "the daemon died"
+  kill "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null; DAEMON_PID=""
+  # Before the state folder exists, the site key's owner decides.
+  mv state state.kept
+  expect_exit 5 "$CAPSULED" --site site.json
+  expect_err "the site key \"$WORK/site.key\" belongs to $SITE_USER"
+  [ ! -e state ] || fail "the refused daemon made the state folder"
+  mv state.kept state
+  # What a run as root left behind: the daemon's user is told how to take it back.
+  chown root state/capsuled.lock
+  expect_exit 5 setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups -- \
+    "$CAPSULED" --site site.json
+  expect_err 'cannot open'
+  expect_err "hint: the state's files must be the daemon's user's: chown -R $SITE_USER: $WORK/state"
+  chown -R "$SITE_USER" state
+  start_daemon
   expect_exit 0 open_as_alice --to landing/after
 }
 
@@ -132,6 +170,62 @@ scenario_verifier_open_through_the_socket_gives_files_to_the_user() {
   ! grep -q pii "$WORK/.stdout" || fail "ls shows forbidden names"
   expect_exit 0 as_alice "$CAPSULE" policy explain d.capsule --site site.json --purpose training --only 'train/**'
   expect_out 'decision   permit'
+}
+
+# A site that receives capsules keeps them as the package does: the store is the daemon's (0750),
+# each capsule 0600. Users name a stored capsule (its path, or its id) and the daemon reads it
+# from its own store, by name, beneath the folder: never another file, never through a link.
+# Before, the command opened the path with the user's rights: "Permission denied" (exit 5).
+scenario_verifier_users_read_the_sites_stored_capsules() {
+  "$CAPSULE" keygen -o sender >/dev/null
+  mkdir -m 750 store
+  chown "$SITE_USER" store
+  SITE_EXTRA=', "listen": "127.0.0.1:0", "peers": ["sender.pub"], "store": "store"' \
+    setup '{"id": "all", "effect": "permit", "paths": ["train/**"]}'
+  wait_for daemon.log 'listening on 127.0.0.1:'
+  local port; port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' daemon.log | head -1)
+  [ -n "$port" ] || { cat daemon.log; fail "no transfer listener"; }
+  cat > sender.json <<JSON
+{ "site": "site-a", "identity": "sender.key", "trust": ["owner.pub"], "destinations": ["landing"],
+  "state": "sender-state", "peers": ["site.pub"], "store": "sender-store" }
+JSON
+  expect_exit 0 "$CAPSULE" send d.capsule --to "127.0.0.1:$port" --site sender.json
+  local stored id; stored=$(ls store/*.capsule)
+  id=$(basename "$stored" .capsule)
+  [ "$(stat -c '%a %U' store)" = "750 $SITE_USER" ] || fail "store is $(stat -c '%a %U' store)"
+  [ "$(stat -c '%a %U' "$stored")" = "600 $SITE_USER" ] || fail "capsule is $(stat -c '%a %U' "$stored")"
+  expect_exit 1 as_alice cat "$stored"   # not hers to read
+  # By its path, by a path through a link to the store, and by its id.
+  expect_exit 0 as_alice "$CAPSULE" ls "$stored" --site site.json
+  expect_out 'train/a.csv'
+  ln -s store store-link
+  expect_exit 0 as_alice "$CAPSULE" ls "store-link/$id.capsule" --site site.json
+  expect_out 'train/a.csv'
+  expect_exit 0 as_alice "$CAPSULE" cat "$id" train/a.csv --site site.json
+  [ "$(cat "$WORK/.stdout")" = "row 1" ] || fail "cat gave $(cat "$WORK/.stdout")"
+  expect_exit 0 as_alice "$CAPSULE" open "$WORK/$stored" --site site.json --only 'train/**' --to landing/s1
+  diff -r data/train landing/s1/train || fail "released files differ"
+  grep -q "open uid=$(id -u "$USER_A") .* capsule=$id -> ok" daemon.log || { cat daemon.log; fail "the open is not logged"; }
+  # Nothing else through the daemon's rights. A capsule-like name elsewhere (the state folder) is
+  # opened with the user's own rights: refused.
+  cp "$stored" "state/$id.capsule" && chown "$SITE_USER" "state/$id.capsule" && chmod 600 "state/$id.capsule"
+  expect_exit 5 as_alice "$CAPSULE" ls "state/$id.capsule" --site site.json
+  expect_err 'cannot open'
+  as_alice ln -s "$WORK/state" landing/st
+  expect_exit 5 as_alice "$CAPSULE" ls "landing/st/$id.capsule" --site site.json
+  expect_err 'cannot open'
+  # A link in the store (planted here as root: users cannot write the store), even to a
+  # capsule, a FIFO, and an id the store does not hold: refused by the daemon, one line each.
+  ln -s "$WORK/state/$id.capsule" store/11111111111111111111111111111111.capsule
+  expect_exit 5 as_alice "$CAPSULE" ls 11111111111111111111111111111111 --site site.json
+  expect_err 'symbolic link'
+  one_line_err
+  mkfifo -m 666 store/22222222222222222222222222222222.capsule
+  expect_exit 3 as_alice "$CAPSULE" ls 22222222222222222222222222222222 --site site.json
+  expect_err 'not a regular file'
+  expect_exit 6 as_alice "$CAPSULE" ls 33333333333333333333333333333333 --site site.json
+  expect_err "is not in the store"
+  kill -0 "$DAEMON_PID" || fail "the daemon died"
 }
 
 scenario_verifier_planted_symlinks_never_lead_outside() {
@@ -332,6 +426,14 @@ scenario_verifier_releases_only_where_the_user_could_write() {
   expect_err 'cannot read folder'
   chmod 755 landing/dropbox
   [ -z "$(ls -A landing/dropbox)" ] || fail "an archive was left in the folder"
+  # A folder of her own that the site's user may not write (her `mkdir`, 0755): refused, with a
+  # hint toward the two ways out.
+  as_alice mkdir -m 755 landing/mine
+  expect_exit 5 open_as_alice --to landing/mine/run
+  expect_err "must be writable by the site's user too"
+  expect_err "hint: release straight into the destination"
+  expect_err "setfacl -m u:$SITE_USER:rwx"
+  [ -z "$(ls -A landing/mine)" ] || fail "released into a folder the site's user cannot write"
   # What each may do works, and only those releases spend the three uses.
   expect_exit 0 open_as_alice --to landing/shared/hers
   [ "$(stat -c %U landing/shared/hers/train/a.csv)" = "$USER_A" ] || fail "not alice's"

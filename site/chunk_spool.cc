@@ -95,6 +95,12 @@ class ChunkSpool::Replayer : public capsule::RandomAccessFile {
   const ChunkSpool* spool_;
 };
 
+std::string ChunkSpool::FolderFor(const std::string& dir) {
+  if (!dir.empty()) return dir;
+  const char* tmp = ::getenv("TMPDIR");
+  return tmp != nullptr && tmp[0] == '/' ? tmp : "/tmp";
+}
+
 std::unique_ptr<ChunkSpool> ChunkSpool::Create(const capsule::CapsuleReader& reader,
                                                uint64_t begin, uint64_t end,
                                                const std::string& dir) {
@@ -107,11 +113,7 @@ std::unique_ptr<ChunkSpool> ChunkSpool::Create(const capsule::CapsuleReader& rea
   const uint64_t slot = RoundUp(uint64_t{g.chunk_size} + capsule::kTagSize);
   if (last - first + 1 > UINT64_MAX / slot) return nullptr;
   const uint64_t bytes = (last - first + 1) * slot;
-  std::string where = dir;
-  if (where.empty()) {
-    const char* tmp = ::getenv("TMPDIR");
-    where = tmp != nullptr && tmp[0] == '/' ? tmp : "/tmp";
-  }
+  const std::string where = FolderFor(dir);
   // Unnamed from the start where the filesystem allows (O_EXCL: it can never be linked).
   // Past the page cache where the filesystem allows (tmpfs before Linux 6.6 refuses O_DIRECT).
   bool direct = true;

@@ -33,6 +33,8 @@ class ChunkSpool {
   // sized there. Never an error.
   static std::unique_ptr<ChunkSpool> Create(const capsule::CapsuleReader& reader, uint64_t begin,
                                             uint64_t end, const std::string& dir);
+  // The folder a spool of `dir` goes to: `dir`, else $TMPDIR (absolute), else /tmp.
+  static std::string FolderFor(const std::string& dir);
   ~ChunkSpool();
 
   // Free space left on the spool's filesystem after the chunks are in it.

@@ -130,11 +130,7 @@ absl::Status CopyPayload(const capsule::CapsuleReader* reader, const capsule::Pa
 absl::Status RemoteNeedsSpool(const capsule::CapsuleReader& reader, const ChunkSpool* spool,
                               uint64_t bytes, const std::string& spool_dir) {
   if (spool != nullptr || reader.file().parallelism() == 0) return absl::OkStatus();
-  std::string where = spool_dir;
-  if (where.empty()) {
-    const char* tmp = ::getenv("TMPDIR");
-    where = tmp != nullptr && tmp[0] == '/' ? tmp : "/tmp";
-  }
+  const std::string where = ChunkSpool::FolderFor(spool_dir);
   return WithHint(
       absl::ResourceExhaustedError(absl::StrCat(
           "no room in ", capsule::QuotePath(where), " to keep the ", bytes,

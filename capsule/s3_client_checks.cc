@@ -211,6 +211,14 @@ absl::Status StatusFromResponse(const Response& r, const Subject& what) {
   if (r.http == 412 || code == "PreconditionFailed") {
     return absl::AbortedError(absl::StrCat("S3: ", object, " changed while reading"));
   }
+  // An explicit AccessDenied for one object is that object's policy, not the credentials:
+  // they signed well enough for the server to decide (a wrong key or secret is
+  // SignatureDoesNotMatch or InvalidAccessKeyId; a HEAD's 403 carries no code at all).
+  if (code == "AccessDenied" && !what.key.empty()) {
+    return WithHint(absl::PermissionDeniedError(absl::StrCat(
+                        "S3: access to ", object, " denied by ", *what.endpoint, shown_code)),
+                    "the credentials may not use this object (a bucket policy or ACL?)");
+  }
   if (r.http == 403 || code == "SignatureDoesNotMatch" || code == "InvalidAccessKeyId" ||
       code == "AccessDenied") {
     return WithHint(absl::PermissionDeniedError(absl::StrCat(

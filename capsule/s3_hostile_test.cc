@@ -512,6 +512,21 @@ TEST(S3HostileTest, NotImplementedIsNamedAndNotRetried) {
   }
 }
 
+// An explicit AccessDenied for one object is that object's refusal: it does not suggest a wrong
+// key or secret (which are SignatureDoesNotMatch or InvalidAccessKeyId), and it names the object.
+TEST(S3HostileTest, AnObjectsAccessDeniedIsNotBlamedOnTheCredentials) {
+  const std::string xml = "<Error><Code>AccessDenied</Code></Error>";
+  const absl::Status s = RangeAgainst(
+      Head(403, "Content-Length: " + std::to_string(xml.size()) + "\r\n") + xml, 0, 4);
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_NE(s.message().find("access to s3://bucket/obj.capsule denied"), std::string::npos) << s;
+  EXPECT_EQ(s.message().find("wrong key or secret"), std::string::npos) << s;
+  const std::string bad = "<Error><Code>SignatureDoesNotMatch</Code></Error>";
+  const absl::Status t = RangeAgainst(
+      Head(403, "Content-Length: " + std::to_string(bad.size()) + "\r\n") + bad, 0, 4);
+  EXPECT_NE(t.message().find("wrong key or secret"), std::string::npos) << t;
+}
+
 // A request signed for another region than the server's (AuthorizationHeaderMalformed, as
 // Swift and AWS answer) says where to look; the refusal alone named no region.
 TEST(S3HostileTest, ARegionMismatchPointsAtTheRegion) {

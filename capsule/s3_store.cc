@@ -52,6 +52,17 @@ std::string MarkerSkipped(const s3::Location& at, absl::string_view why, absl::s
                       " cannot be ", why, ": it is skipped and left in place", then);
 }
 
+// Why a marker object could not be read, for MarkerSkipped. The listing before it worked with
+// the same credentials, so a refusal is this object's (another account's object, a policy),
+// whatever the server's reply suggests (a HEAD's 403 carries no code to tell it apart from a
+// wrong secret).
+std::string MarkerUnreadable(const absl::Status& status) {
+  if (absl::IsPermissionDenied(status)) {
+    return "read (the server refuses this account access to it, though it lists the bucket)";
+  }
+  return absl::StrCat("read (", status.message(), ")");
+}
+
 // A marker body's first field ("<upload id or pending> <boot>", or an earlier version's
 // "<upload id>"), if it is one: "pending" or an upload id (IsToken). Else "".
 std::string MarkerUpload(const std::vector<std::string>& fields) {
@@ -185,7 +196,7 @@ class S3StoreImpl final : public Store {
       if (absl::IsNotFound(body.status())) continue;
       // Only the listing (above) stops the start: a wrong key or secret fails it already.
       if (!body.ok()) {
-        lines.push_back(MarkerSkipped(at, absl::StrCat("read (", body.status().message(), ")"),
+        lines.push_back(MarkerSkipped(at, MarkerUnreadable(body.status()),
                                       ""));
         continue;
       }
@@ -305,8 +316,7 @@ class S3StoreImpl final : public Store {
       absl::StatusOr<std::string> body = GetSmall(client, shared_->MarkerOf(id));
       if (!body.ok() && !absl::IsNotFound(body.status())) {
         skipped = absl::StrCat("; ", MarkerSkipped(shared_->MarkerOf(id),
-                                                   absl::StrCat("read (", body.status().message(),
-                                                                ")"),
+                                                   MarkerUnreadable(body.status()),
                                                    ""));
       } else if (body.ok()) {
         // "<upload id> <boot>" of one of this state folder's runs, or "<upload id>".
@@ -368,7 +378,7 @@ class S3StoreImpl final : public Store {
         lines.push_back(MarkerSkipped(
             at,
             body.ok() ? std::string("parsed (not \"<upload id> <boot>\")")
-                      : absl::StrCat("read (", body.status().message(), ")"),
+                      : MarkerUnreadable(body.status()),
             absl::StrCat("; an upload of capsule ", id,
                          " that this daemon may have left is kept")));
         return lines;

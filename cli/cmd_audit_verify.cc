@@ -77,6 +77,7 @@ int RunVerifyLog(int argc, char** argv) {
       w.BeginObject()
           .Key("valid").Bool(false)
           .Key("error").String(std::string(r.status().message()))
+          .Key("exitStatus").Number(ctx.ExitStatusFor(r.status()))
           .EndObject();
       ctx.PrintJson(w.text());
     }

@@ -45,21 +45,26 @@ int RunCheck(int argc, char** argv) {
   Context ctx(kSpec, argc, argv);
   if (!ctx.Parse()) return ctx.exit_code();
   const std::string path = ctx.args().positionals()[0];
-  absl::StatusOr<std::string> text = capsule::ReadSmallFile(path, capsule::kMaxPolicySize);
-  if (!text.ok()) return ctx.Fail(text.status());
-  absl::StatusOr<verifier::Policy> policy = verifier::ParsePolicy(*text);
-  if (!policy.ok()) {
-    const std::string error = absl::StrCat(path, ": ", policy.status().message());
+  // With --json a policy that cannot be read or is not valid is a result: {"valid": false}.
+  auto invalid = [&ctx, &path](const absl::Status& s) {
     if (ctx.json()) {
       capsule::JsonWriter w;
       w.BeginObject()
           .Key("path").String(path)
           .Key("valid").Bool(false)
-          .Key("error").String(error)
+          .Key("error").String(std::string(s.message()))
+          .Key("exitStatus").Number(ctx.ExitStatusFor(s))
           .EndObject();
       ctx.PrintJson(w.text());
     }
-    return ctx.Fail(absl::Status(policy.status().code(), error));
+    return ctx.Fail(s);
+  };
+  absl::StatusOr<std::string> text = capsule::ReadSmallFile(path, capsule::kMaxPolicySize);
+  if (!text.ok()) return invalid(text.status());
+  absl::StatusOr<verifier::Policy> policy = verifier::ParsePolicy(*text);
+  if (!policy.ok()) {
+    return invalid(absl::Status(policy.status().code(),
+                                absl::StrCat(path, ": ", policy.status().message())));
   }
   const std::vector<std::string> warnings = verifier::PolicyWarnings(*policy);
   size_t permits = 0;

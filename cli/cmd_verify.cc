@@ -29,6 +29,7 @@ int RunVerify(int argc, char** argv) {
       w.BeginObject()
           .Key("valid").Bool(false)
           .Key("error").String(std::string(s.message()))
+          .Key("exitStatus").Number(ctx.ExitStatusFor(s))
           .EndObject();
       ctx.PrintJson(w.text());
     }

@@ -232,7 +232,7 @@ int Context::Fail(const absl::Status& status, const std::string& hint) const {
   const bool interrupted = Interrupted() && !status.ok() && !absl::IsCancelled(status);
   if (interrupted) msg = absl::StrCat("interrupted (", msg, ")");
   std::fprintf(stderr, "%s: %s\n", Who().c_str(), msg.c_str());
-  const int code = interrupted ? kExitInterrupted : ExitCodeFor(status);
+  const int code = ExitStatusFor(status);
   if (json() && !json_printed_) {
     capsule::JsonWriter w;
     w.BeginObject()
@@ -247,6 +247,12 @@ int Context::Fail(const absl::Status& status, const std::string& hint) const {
     std::fprintf(stderr, "hint: %s\n", TerminalSafe(shown).c_str());
   }
   return code;
+}
+
+int Context::ExitStatusFor(const absl::Status& status) const {
+  if (IsUsageStatus(status)) return kExitUsage;
+  if (Interrupted() && !status.ok() && !absl::IsCancelled(status)) return kExitInterrupted;
+  return ExitCodeFor(status);
 }
 
 void Context::PrintJson(const std::string& text) const {

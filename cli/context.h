@@ -119,6 +119,9 @@ class Context {
   // json(), or --json among the arguments when parsing stopped before it (a usage error), for
   // a command that has --json.
   bool AskedForJson() const;
+  // The exit status Fail(status) gives: 2 for a usage status, 130 after an interrupt, else the
+  // status code's (README "Exit status"). For JSON results that report a failure themselves.
+  int ExitStatusFor(const absl::Status& status) const;
   // Prints one JSON document (a line) on stdout. With --json, a command that fails before it
   // printed any gets {"error": MESSAGE, "exitStatus": N} from Fail, so that a script always
   // reads one document.

@@ -384,6 +384,11 @@ scenario_usage_escapes_and_json_errors() {
   expect_exit 5 "$CAPSULE" verify "$esc.capsule" --trust alice.pub --json
   [ "$(wc -l < "$WORK/.stdout")" = 1 ] || fail "verify printed more than one document"
   expect_out '"valid": *false'
+  expect_out '"exitStatus": *5'
+  # policy check: a file it cannot read is a result too, with its exit status.
+  expect_exit 6 "$CAPSULE" policy check missing.json --json
+  [ "$(wc -l < "$WORK/.stdout")" = 1 ] || fail "policy check printed more than one document"
+  expect_out '"valid": false, "error": "cannot open missing.json: .*", "exitStatus": 6'
 }
 
 # ls shows every name one to one: a literal backslash is doubled (so "a\x0ab" and a name with a

@@ -129,7 +129,8 @@ int main(int argc, char** argv) {
   // sweep, store, state).
   // First, that this process is the site's user: state written as another (root) would shut the
   // service out of it.
-  absl::Status own = site::CheckRunsAsStateOwner(*site);
+  absl::Status own = site::CheckRunsAsStateOwner(
+      *site, "capsuled", absl::StrCat("capsuled --site ", site->path));
   if (!own.ok()) return ctx.Fail(own);
   absl::StatusOr<capsule::Fd> state_lock = site::LockSiteState(*site);
   if (!state_lock.ok()) return ctx.Fail(state_lock.status());

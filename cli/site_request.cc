@@ -21,6 +21,7 @@
 #include "site/client.h"
 #include "site/gate.h"
 #include "site/site_config.h"
+#include "site/state_lock.h"
 
 namespace bunker::cli {
 namespace {
@@ -200,6 +201,14 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
     return absl::FailedPreconditionError(
         "capsule mount is served by the site's verifier service: give --site with a site file "
         "that names a \"socket\" (and no --direct)");
+  }
+  // The operator's process writes the site's state (audit log, use counts) as its own user:
+  // only as the user the state belongs to, or the service would be shut out of files written
+  // by another (root).
+  if (config) {
+    absl::Status own = site::CheckRunsAsStateOwner(*config, ctx.Who() + " --direct",
+                                                   ctx.Who() + " ... --direct");
+    if (!own.ok()) return own;
   }
   std::optional<crypto::Identity> identity;
   std::vector<crypto::PublicIdentity> trusted;

@@ -1,5 +1,6 @@
 #include "site/state_lock.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <pwd.h>
 #include <sys/file.h>
@@ -31,10 +32,12 @@ std::string UserName(uid_t uid) {
 
 }  // namespace
 
-absl::Status CheckRunsAsStateOwner(const SiteConfig& site) {
+absl::Status CheckRunsAsStateOwner(const SiteConfig& site, const std::string& who,
+                                   const std::string& rerun) {
   struct stat st {};
   std::string what;
-  if (::stat(site.state.c_str(), &st) == 0) {
+  const bool have_state = ::stat(site.state.c_str(), &st) == 0;
+  if (have_state) {
     what = absl::StrCat("the state folder ", capsule::QuotePath(site.state));
   } else if (errno == ENOENT && !site.identity.empty() && ::stat(site.identity.c_str(), &st) == 0) {
     what = absl::StrCat("the site key ", capsule::QuotePath(site.identity));
@@ -42,12 +45,42 @@ absl::Status CheckRunsAsStateOwner(const SiteConfig& site) {
     return absl::OkStatus();  // nothing of the site's yet, or what fails is said by its reader
   }
   const uid_t me = ::geteuid();
-  if (st.st_uid == me) return absl::OkStatus();
-  const std::string owner = UserName(st.st_uid);
-  return WithHint(absl::PermissionDeniedError(absl::StrCat("capsuled runs as ", UserName(me),
-                                                           " but ", what, " belongs to ", owner)),
-                  absl::StrCat("run it as that user: sudo -u ", owner, " capsuled --site ",
-                               site.path));
+  const std::string chown_hint = absl::StrCat("give the site's files back to the site's user: "
+                                              "chown -R ", UserName(me), ": ", site.state);
+  if (st.st_uid != me) {
+    const std::string owner = UserName(st.st_uid);
+    absl::Status refused = absl::PermissionDeniedError(
+        absl::StrCat(who, " runs as ", UserName(me), " but ", what, " belongs to ", owner));
+    // Root owning it is itself the mistake (the site runs as its own user): never hint to run
+    // as root.
+    if (st.st_uid == 0) return WithHint(refused, chown_hint);
+    return WithHint(refused, absl::StrCat("run it as that user: sudo -u ", owner, " ", rerun));
+  }
+  if (!have_state) return absl::OkStatus();
+  // The files in it too: one written by another user (say root, running `capsule ... --direct`)
+  // would shut this user out of its own state later, on some request, with EACCES.
+  capsule::Fd dir(::open(site.state.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) return absl::OkStatus();  // said by its reader
+  DIR* d = ::fdopendir(::dup(dir.get()));
+  if (d == nullptr) return absl::OkStatus();
+  absl::Status result = absl::OkStatus();
+  while (struct dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat est {};
+    if (::fstatat(dir.get(), e->d_name, &est, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (est.st_uid == me) continue;
+    result = WithHint(
+        absl::PermissionDeniedError(absl::StrCat(
+            who, " runs as ", UserName(me), " but ",
+            capsule::QuotePath(site.state + "/" + name), " in its state folder belongs to ",
+            UserName(est.st_uid))),
+        absl::StrCat("give the site's files back to the site's user: chown -R ", UserName(me),
+                     ": ", site.state));
+    break;
+  }
+  ::closedir(d);
+  return result;
 }
 
 absl::StatusOr<capsule::Fd> LockSiteState(const SiteConfig& site, int wait_ms) {

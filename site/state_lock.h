@@ -19,7 +19,12 @@ namespace bunker::site {
 // user can no longer open. kPermissionDenied naming both users and the folder or key otherwise
 // ("capsuled runs as root but the state folder \"/var/lib/bunker\" belongs to bunker"), with a
 // hint (crypto/status_hint.h) to run it as that user. OK when neither exists. Creates nothing.
-absl::Status CheckRunsAsStateOwner(const SiteConfig& site);
+// Every entry directly in an existing state folder must be this user's too (a file another user
+// wrote, such as root's `capsule ... --direct`, is kPermissionDenied naming it, with a chown
+// hint). `who` names the caller in the message ("capsuled", "capsule open --direct"), `rerun`
+// what to run instead in the hint ("capsuled --site site.json").
+absl::Status CheckRunsAsStateOwner(const SiteConfig& site, const std::string& who,
+                                   const std::string& rerun);
 
 // Takes the exclusive lock (flock) of `<state>/capsuled.lock` (made 0600, never through a
 // symlink; the state folder is made 0700 if missing; a lock file this user cannot open is

@@ -126,6 +126,13 @@ scenario_verifier_daemon_runs_only_as_the_states_user() {
   expect_err "hint: run it as that user: sudo -u $SITE_USER capsuled --site site.json"
   one_line_err
   [ "$(ls -lA state)" = "$before" ] || fail "the refused daemon changed the state folder"
+  # The operator's --direct as root would write the audit log and use counts as root, and shut
+  # the service out of them: refused before anything is written.
+  expect_exit 5 "$CAPSULE" open d.capsule --site site.json --direct --to landing/direct
+  expect_err "capsule open --direct runs as root but the state folder \"$WORK/state\" belongs to $SITE_USER"
+  expect_err "hint: run it as that user: sudo -u $SITE_USER capsule open ... --direct"
+  [ "$(ls -lA state)" = "$before" ] || fail "--direct as root changed the state folder"
+  [ ! -e landing/direct ] || fail "--direct as root released"
   kill -0 "$DAEMON_PID" || fail "the daemon died"
   kill "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null; DAEMON_PID=""
   # Before the state folder exists, the site key's owner decides.
@@ -134,12 +141,20 @@ scenario_verifier_daemon_runs_only_as_the_states_user() {
   expect_err "the site key \"$WORK/site.key\" belongs to $SITE_USER"
   [ ! -e state ] || fail "the refused daemon made the state folder"
   mv state.kept state
-  # What a run as root left behind: the daemon's user is told how to take it back.
+  # What a run as root left behind (a file in the folder, or the folder itself): the daemon's
+  # user is refused at start and told how to take it back, never to run as root.
   chown root state/capsuled.lock
   expect_exit 5 setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups -- \
     "$CAPSULED" --site site.json
-  expect_err 'cannot open'
-  expect_err "hint: the state's files must be the daemon's user's: chown -R $SITE_USER: $WORK/state"
+  expect_err "\"$WORK/state/capsuled.lock\" in its state folder belongs to root"
+  expect_err "hint: give the site's files back to the site's user: chown -R $SITE_USER: $WORK/state"
+  one_line_err
+  chown root state
+  expect_exit 5 setpriv --reuid "$SITE_USER" --regid "$SITE_USER" --init-groups -- \
+    "$CAPSULED" --site site.json
+  expect_err "the state folder \"$WORK/state\" belongs to root"
+  expect_err "hint: give the site's files back to the site's user: chown -R $SITE_USER: $WORK/state"
+  ! grep -q "sudo -u root" "$WORK/.stderr" || fail "hinted to run the site as root"
   chown -R "$SITE_USER" state
   start_daemon
   expect_exit 0 open_as_alice --to landing/after

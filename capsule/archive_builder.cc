@@ -23,6 +23,7 @@
 #include "capsule/io.h"
 #include "capsule/input_archive.h"
 #include "capsule/paths.h"
+#include "capsule/tree_walk.h"
 #include "crypto/sha256.h"
 
 namespace bunker::capsule {
@@ -341,94 +342,86 @@ std::string TrimTrailingSlashes(std::string p) {
   return p;
 }
 
-// Opens the regular file the directory walk listed as `entry`, for reading its contents. The
-// file is opened by the walk's path without following a final symlink, and must still be the
-// listed file (same device and inode, still regular): a file swapped in meanwhile is refused
-// as a change during sealing.
-absl::StatusOr<Fd> OpenListedFile(struct archive_entry* entry, const std::string& path) {
-  const char* source = archive_entry_sourcepath(entry);
-  if (source == nullptr) return absl::InternalError(absl::StrCat("no source for ", QuotePath(path)));
-  Fd fd(::open(source, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoStatus(absl::StrCat("cannot read ", QuotePath(path)), errno);
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) {
-    return ErrnoStatus(absl::StrCat("cannot read ", QuotePath(path)), errno);
-  }
-  if (!S_ISREG(st.st_mode) || st.st_dev != archive_entry_dev(entry) ||
-      st.st_ino != static_cast<ino_t>(archive_entry_ino64(entry))) {
-    return absl::AbortedError(
-        absl::StrCat(QuotePath(path), " changed while it was being sealed"));
-  }
-  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);  // a hint: its failure is harmless
-  return fd;
+// Adds the entry described by `entry` at `path`; a regular file's contents are read from
+// `file`, straight into the builder's buffer (through archive_read_data they would be copied
+// once more, in pieces of 64 KiB).
+absl::Status AddFromDisk(Builder& builder, struct archive_entry* entry, const std::string& path,
+                         const Fd& file) {
+  return builder.Add(entry, path, [&](uint8_t* buf, size_t n) -> la_ssize_t {
+    while (true) {
+      const ssize_t got = ::read(file.get(), buf, n);
+      if (got >= 0) return static_cast<la_ssize_t>(got);
+      if (errno == EINTR) continue;
+      builder.set_read_status(ErrnoStatus(absl::StrCat("cannot read ", QuotePath(path)), errno));
+      return -1;
+    }
+  });
 }
 
+// The input is opened once and everything below it is reached through descriptors
+// (capsule/tree_walk.h): a folder swapped for a symlink while we walk is refused, never followed
+// out of the tree. Each entry gets the metadata libarchive's disk reader gave it (the lstat,
+// and a symlink's target), so the archive is the one that reader produced.
 absl::Status BuildFromPath(const std::string& input, Builder& builder) {
   struct stat st;
   if (::lstat(input.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("input ", input, " does not exist"));
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return absl::NotFoundError(absl::StrCat("input ", input, " does not exist"));
+    }
+    return ErrnoStatus(absl::StrCat("cannot read input ", input), errno);
   }
   const bool is_dir = S_ISDIR(st.st_mode);
   if (!is_dir && !S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError(
         absl::StrCat("input ", input, " is neither a directory nor a regular file"));
   }
-  const std::string root = TrimTrailingSlashes(input);
-  ArchivePtr disk(archive_read_disk_new());
-  if (!disk) return absl::InternalError("cannot start the directory reader");
-  archive_read_disk_set_symlink_physical(disk.get());
-  archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_XATTR |
-                                                 ARCHIVE_READDISK_NO_ACL |
-                                                 ARCHIVE_READDISK_NO_FFLAGS);
-  if (archive_read_disk_open(disk.get(), root.c_str()) != ARCHIVE_OK) {
-    return absl::UnavailableError(absl::StrCat("cannot read ", input, ": ",
-                                               ArchiveError(disk.get())));
+  // O_NOFOLLOW keeps a symlink named as the input refused, as lstat refused it, should one be
+  // swapped in now; "link/" (a trailing slash) names the directory the link points to, for
+  // lstat as for open, and that directory is sealed.
+  Fd root(::open(input.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC |
+                                    (is_dir ? O_DIRECTORY : 0)));
+  const absl::Status changed =
+      absl::AbortedError(absl::StrCat("input ", input, " changed while it was being sealed"));
+  if (!root.valid()) {
+    if (errno == ELOOP || errno == ENOTDIR || errno == ENOENT) return changed;
+    return ErrnoStatus(absl::StrCat("cannot read input ", input), errno);
+  }
+  struct stat opened;
+  if (::fstat(root.get(), &opened) != 0) {
+    return ErrnoStatus(absl::StrCat("cannot read input ", input), errno);
+  }
+  if ((opened.st_mode & S_IFMT) != (st.st_mode & S_IFMT) || opened.st_dev != st.st_dev ||
+      opened.st_ino != st.st_ino) {
+    return changed;
   }
   EntryPtr entry(archive_entry_new());
-  while (true) {
-    archive_entry_clear(entry.get());
-    const int r = archive_read_next_header2(disk.get(), entry.get());
-    if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) {
-      return absl::UnavailableError(absl::StrCat("cannot read ", input, ": ",
-                                                 ArchiveError(disk.get())));
-    }
-    std::string name = archive_entry_pathname(entry.get());
-    if (is_dir) {
-      archive_read_disk_descend(disk.get());
-      if (name == root) continue;  // the input directory itself
-      if (name.compare(0, root.size() + 1, root + "/") != 0) {
-        return absl::InternalError(absl::StrCat("unexpected path ", QuotePath(name)));
-      }
-      name = name.substr(root.size() + 1);
-    } else {
-      const size_t slash = root.rfind('/');
-      name = slash == std::string::npos ? root : root.substr(slash + 1);
-    }
-    absl::StatusOr<std::string> path = NormalizeEntryPath(name);
+  if (!is_dir) {
+    const std::string root_name = TrimTrailingSlashes(input);
+    const size_t slash = root_name.rfind('/');
+    absl::StatusOr<std::string> path =
+        NormalizeEntryPath(slash == std::string::npos ? root_name : root_name.substr(slash + 1));
     if (!path.ok()) return path.status();
-    // A regular file's contents are read here, straight into the builder's buffer: through
-    // archive_read_data they would be copied once more, from libarchive's own buffer, in
-    // pieces of 64 KiB.
-    Fd file;
-    if (archive_entry_filetype(entry.get()) == AE_IFREG &&
-        archive_entry_hardlink(entry.get()) == nullptr) {
-      absl::StatusOr<Fd> opened = OpenListedFile(entry.get(), *path);
-      if (!opened.ok()) return opened.status();
-      file = std::move(*opened);
-    }
-    absl::Status s = builder.Add(entry.get(), *path, [&](uint8_t* buf, size_t n) -> la_ssize_t {
-      while (true) {
-        const ssize_t got = ::read(file.get(), buf, n);
-        if (got >= 0) return static_cast<la_ssize_t>(got);
-        if (errno == EINTR) continue;
-        builder.set_read_status(ErrnoStatus(absl::StrCat("cannot read ", QuotePath(*path)), errno));
-        return -1;
-      }
-    });
-    if (!s.ok()) return s;
+    archive_entry_copy_stat(entry.get(), &opened);
+    ::posix_fadvise(root.get(), 0, 0, POSIX_FADV_SEQUENTIAL);  // a hint: failing is harmless
+    return AddFromDisk(builder, entry.get(), *path, root);
   }
-  return absl::OkStatus();
+  return WalkTree(root.get(), [&](const WalkEntry& e) -> absl::Status {
+    absl::StatusOr<std::string> path = NormalizeEntryPath(e.path);
+    if (!path.ok()) return path.status();
+    archive_entry_clear(entry.get());
+    archive_entry_copy_stat(entry.get(), &e.st);
+    Fd file;
+    if (S_ISREG(e.st.st_mode)) {
+      absl::StatusOr<Fd> opened_file = OpenListedFile(e);
+      if (!opened_file.ok()) return opened_file.status();
+      file = std::move(*opened_file);
+    } else if (S_ISLNK(e.st.st_mode)) {
+      absl::StatusOr<std::string> target = ReadListedLink(e);
+      if (!target.ok()) return target.status();
+      archive_entry_set_symlink(entry.get(), target->c_str());
+    }
+    return AddFromDisk(builder, entry.get(), *path, file);
+  });
 }
 
 absl::Status BuildFromArchive(const std::string& input, Builder& builder) {

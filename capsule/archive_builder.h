@@ -4,6 +4,10 @@
 // Kept: regular files, directories, symlinks (not followed), hard links from imported archives,
 // permission bits (masked to 0777: setuid/setgid/sticky are dropped), mtimes.
 // Dropped: owners, ACLs, extended attributes, file flags, sparse maps (holes become zeros).
+// A directory is walked through descriptors (capsule/tree_walk.h): nothing outside it is read,
+// and a folder or file swapped for another (or for a symlink) while it is sealed fails with
+// kAborted "... changed while it was being sealed", as a file that changes size does. An input
+// named "link/" is the directory the symlink names; "link" is refused as a symlink.
 // Refused with kInvalidArgument naming the path: unsafe paths, symlinks whose target is absolute
 // or climbs out of the tree, device nodes, FIFOs, sockets, hard links to anything but an earlier
 // regular file.

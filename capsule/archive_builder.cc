@@ -11,6 +11,8 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -160,8 +162,9 @@ class IndexSpooler {
           hash = crypto::Sha256();
         }
         const std::vector<uint8_t> record = EncodeIndexRecord(item.record);
+        errno = 0;
         if (std::fwrite(record.data(), 1, record.size(), index_) != record.size()) {
-          s = absl::UnavailableError("cannot write the temporary file index");
+          s = ErrnoStatus("cannot write the temporary file index", errno != 0 ? errno : EIO);
         }
       }
       {
@@ -186,6 +189,27 @@ class IndexSpooler {
   std::thread thread_;
 };
 
+// The file the index records wait in until the archive is complete: an unnamed file (O_TMPFILE)
+// in $TMPDIR, or /tmp when TMPDIR is unset or empty, that disappears with the process however it
+// ends. Where the file system lacks O_TMPFILE, a named file there, removed at once. Failures are
+// the errno's status naming the folder (ENOSPC: kResourceExhausted).
+absl::StatusOr<std::FILE*> OpenTemporaryIndex() {
+  const char* env = std::getenv("TMPDIR");
+  const std::string dir = env != nullptr && *env != '\0' ? env : "/tmp";
+  const std::string what = absl::StrCat("cannot create the temporary file index in ", dir);
+  Fd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!fd.valid() && (errno == EOPNOTSUPP || errno == EISDIR)) {
+    std::string name = absl::StrCat(dir, "/.bunker-index-XXXXXX");
+    fd.Reset(::mkostemp(name.data(), O_CLOEXEC));
+    if (fd.valid()) ::unlink(name.c_str());
+  }
+  if (!fd.valid()) return ErrnoStatus(what, errno);
+  std::FILE* f = ::fdopen(fd.get(), "w+b");
+  if (f == nullptr) return ErrnoStatus(what, errno);
+  fd.release();  // fclose closes it
+  return f;
+}
+
 class Builder {
  public:
   explicit Builder(CapsuleWriter* writer) : sink_{writer, absl::OkStatus()} {}
@@ -200,8 +224,10 @@ class Builder {
 
   absl::Status Open() {
     out_.reset(archive_write_new());
-    index_.reset(std::tmpfile());
-    if (!out_ || !index_) return absl::UnavailableError("cannot start the archive writer");
+    if (!out_) return absl::ResourceExhaustedError("cannot start the archive writer");
+    absl::StatusOr<std::FILE*> index = OpenTemporaryIndex();
+    if (!index.ok()) return index.status();
+    index_.reset(*index);
     spooler_ = std::make_unique<IndexSpooler>(index_.get());
     if (archive_write_set_format_pax_restricted(out_.get()) != ARCHIVE_OK ||
         archive_write_set_bytes_per_block(out_.get(), 0) != ARCHIVE_OK ||
@@ -237,7 +263,7 @@ class Builder {
     if (hardlink != nullptr) {
       absl::StatusOr<std::string> target = NormalizeEntryPath(hardlink);
       if (!target.ok()) return target.status();
-      if (regular_files_.count(*target) == 0) {
+      if (regular_files_.count(crypto::Sha256::Hash(*target)) == 0) {
         return absl::InvalidArgumentError(absl::StrCat(
             "hard link ", QuotePath(path), " points to ", QuotePath(*target),
             ", which is not an earlier regular file in the archive"));
@@ -293,7 +319,7 @@ class Builder {
             absl::StrCat(QuotePath(path), " changed size while it was being sealed"));
       }
       stats_.content_bytes += total;
-      regular_files_.insert(path);
+      if (track_regular_files_) regular_files_.insert(crypto::Sha256::Hash(path));
     }
     if (archive_write_finish_entry(out_.get()) < ARCHIVE_WARN) return WriteError(path);
     spooler_->Record(std::move(fe));  // a file's digest is filled in there
@@ -306,13 +332,22 @@ class Builder {
     CapsuleWriter* writer = sink_.writer;
     writer->MarkArchiveEnd();
     if (absl::Status s = spooler_->Flush(); !s.ok()) return s;
-    if (std::fflush(index_.get()) != 0 || std::fseek(index_.get(), 0, SEEK_SET) != 0) {
-      return absl::UnavailableError("cannot read back the temporary file index");
+    // The index's last records reach the file here: a full disk shows now (ENOSPC).
+    if (std::fflush(index_.get()) != 0) {
+      return ErrnoStatus("cannot write the temporary file index", errno);
+    }
+    if (std::fseek(index_.get(), 0, SEEK_SET) != 0) {
+      return ErrnoStatus("cannot read back the temporary file index", errno);
     }
     std::vector<uint8_t> buf(1 << 16);
     while (true) {
       const size_t n = std::fread(buf.data(), 1, buf.size(), index_.get());
-      if (n == 0) break;
+      if (n == 0) {
+        if (std::ferror(index_.get())) {
+          return ErrnoStatus("cannot read back the temporary file index", errno);
+        }
+        break;
+      }
       absl::Status s = writer->Append(absl::MakeConstSpan(buf.data(), n));
       if (!s.ok()) return s;
     }
@@ -320,6 +355,10 @@ class Builder {
   }
 
   void set_read_status(absl::Status s) { read_status_ = std::move(s); }
+  // Hard links are possible (an imported archive): remember the regular files added, for
+  // checking that a link names an earlier one. A directory walk never makes hard links, so it
+  // keeps nothing per file.
+  void track_regular_files() { track_regular_files_ = true; }
 
  private:
   absl::Status WriteError(const std::string& what) {
@@ -333,7 +372,17 @@ class Builder {
   std::unique_ptr<std::FILE, FileCloser> index_;
   std::unique_ptr<IndexSpooler> spooler_;  // writes to index_
   BuildStats stats_;
-  std::unordered_set<std::string> regular_files_;
+  // The SHA-256 of each regular file's path (32 bytes however long the path), only with
+  // track_regular_files_.
+  struct DigestHash {
+    size_t operator()(const crypto::Sha256Digest& d) const {
+      size_t h;
+      std::memcpy(&h, d.data(), sizeof(h));
+      return h;
+    }
+  };
+  std::unordered_set<crypto::Sha256Digest, DigestHash> regular_files_;
+  bool track_regular_files_ = false;
   absl::Status read_status_;
 };
 
@@ -362,7 +411,8 @@ absl::Status AddFromDisk(Builder& builder, struct archive_entry* entry, const st
 // (capsule/tree_walk.h): a folder swapped for a symlink while we walk is refused, never followed
 // out of the tree. Each entry gets the metadata libarchive's disk reader gave it (the lstat,
 // and a symlink's target), so the archive is the one that reader produced.
-absl::Status BuildFromPath(const std::string& input, Builder& builder) {
+absl::Status BuildFromPath(const std::string& input, const SkipFile& skip_file,
+                           Builder& builder) {
   struct stat st;
   if (::lstat(input.c_str(), &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
@@ -406,6 +456,10 @@ absl::Status BuildFromPath(const std::string& input, Builder& builder) {
     return AddFromDisk(builder, entry.get(), *path, root);
   }
   return WalkTree(root.get(), [&](const WalkEntry& e) -> absl::Status {
+    if (skip_file && S_ISREG(e.st.st_mode) && e.st.st_dev == skip_file->first &&
+        e.st.st_ino == skip_file->second) {
+      return absl::OkStatus();  // the capsule being written, inside the tree
+    }
     absl::StatusOr<std::string> path = NormalizeEntryPath(e.path);
     if (!path.ok()) return path.status();
     archive_entry_clear(entry.get());
@@ -425,6 +479,7 @@ absl::Status BuildFromPath(const std::string& input, Builder& builder) {
 }
 
 absl::Status BuildFromArchive(const std::string& input, Builder& builder) {
+  builder.track_regular_files();
   // Unknown tar typeflags are refused as extraction refuses them (capsule/input_archive.h).
   absl::StatusOr<std::unique_ptr<InputArchive>> in = InputArchive::Open(input);
   if (!in.ok()) return in.status();
@@ -482,11 +537,12 @@ uint64_t EstimateContentBytes(const DatasetSource& source) {
   return g_estimate;
 }
 
-absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer) {
+absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer,
+                                        const SkipFile& skip_file) {
   Builder builder(writer);
   absl::Status s = builder.Open();
   if (!s.ok()) return s;
-  s = source.kind == DatasetSource::Kind::kPath ? BuildFromPath(source.path, builder)
+  s = source.kind == DatasetSource::Kind::kPath ? BuildFromPath(source.path, skip_file, builder)
                                                 : BuildFromArchive(source.path, builder);
   if (!s.ok()) return s;
   return builder.Finish();

@@ -14,8 +14,12 @@
 #ifndef BUNKER_CAPSULE_ARCHIVE_BUILDER_H_
 #define BUNKER_CAPSULE_ARCHIVE_BUILDER_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "capsule/writer.h"
@@ -29,6 +33,9 @@ struct DatasetSource {
   // kArchive: a tar/pax/zip file (optionally compressed), or "-" for standard input.
   std::string path;
 };
+
+// A file (device, inode) that a directory walk leaves out.
+using SkipFile = std::optional<std::pair<dev_t, ino_t>>;
 
 struct BuildStats {
   uint64_t files = 0;
@@ -44,7 +51,11 @@ uint64_t EstimateContentBytes(const DatasetSource& source);
 
 // Streams `source` into `writer` as the archive, marks the archive end, then appends the file
 // index. The caller calls writer->Finish(stats.entries()) afterwards.
-absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer);
+// `skip_file` (kPath only): a regular file the walk leaves out, by device and inode: the capsule
+// being written, whose temporary file may have a name inside the tree (capsule/io.h
+// AtomicFileWriter).
+absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer,
+                                        const SkipFile& skip_file = std::nullopt);
 
 }  // namespace bunker::capsule
 

@@ -11,6 +11,8 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -23,6 +25,7 @@
 #include "capsule/io.h"
 #include "capsule/input_archive.h"
 #include "capsule/paths.h"
+#include "capsule/tree_walk.h"
 #include "crypto/sha256.h"
 
 namespace bunker::capsule {
@@ -159,8 +162,9 @@ class IndexSpooler {
           hash = crypto::Sha256();
         }
         const std::vector<uint8_t> record = EncodeIndexRecord(item.record);
+        errno = 0;
         if (std::fwrite(record.data(), 1, record.size(), index_) != record.size()) {
-          s = absl::UnavailableError("cannot write the temporary file index");
+          s = ErrnoStatus("cannot write the temporary file index", errno != 0 ? errno : EIO);
         }
       }
       {
@@ -185,6 +189,27 @@ class IndexSpooler {
   std::thread thread_;
 };
 
+// The file the index records wait in until the archive is complete: an unnamed file (O_TMPFILE)
+// in $TMPDIR, or /tmp when TMPDIR is unset or empty, that disappears with the process however it
+// ends. Where the file system lacks O_TMPFILE, a named file there, removed at once. Failures are
+// the errno's status naming the folder (ENOSPC: kResourceExhausted).
+absl::StatusOr<std::FILE*> OpenTemporaryIndex() {
+  const char* env = std::getenv("TMPDIR");
+  const std::string dir = env != nullptr && *env != '\0' ? env : "/tmp";
+  const std::string what = absl::StrCat("cannot create the temporary file index in ", dir);
+  Fd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!fd.valid() && (errno == EOPNOTSUPP || errno == EISDIR)) {
+    std::string name = absl::StrCat(dir, "/.bunker-index-XXXXXX");
+    fd.Reset(::mkostemp(name.data(), O_CLOEXEC));
+    if (fd.valid()) ::unlink(name.c_str());
+  }
+  if (!fd.valid()) return ErrnoStatus(what, errno);
+  std::FILE* f = ::fdopen(fd.get(), "w+b");
+  if (f == nullptr) return ErrnoStatus(what, errno);
+  fd.release();  // fclose closes it
+  return f;
+}
+
 class Builder {
  public:
   explicit Builder(CapsuleWriter* writer) : sink_{writer, absl::OkStatus()} {}
@@ -199,8 +224,10 @@ class Builder {
 
   absl::Status Open() {
     out_.reset(archive_write_new());
-    index_.reset(std::tmpfile());
-    if (!out_ || !index_) return absl::UnavailableError("cannot start the archive writer");
+    if (!out_) return absl::ResourceExhaustedError("cannot start the archive writer");
+    absl::StatusOr<std::FILE*> index = OpenTemporaryIndex();
+    if (!index.ok()) return index.status();
+    index_.reset(*index);
     spooler_ = std::make_unique<IndexSpooler>(index_.get());
     if (archive_write_set_format_pax_restricted(out_.get()) != ARCHIVE_OK ||
         archive_write_set_bytes_per_block(out_.get(), 0) != ARCHIVE_OK ||
@@ -236,7 +263,7 @@ class Builder {
     if (hardlink != nullptr) {
       absl::StatusOr<std::string> target = NormalizeEntryPath(hardlink);
       if (!target.ok()) return target.status();
-      if (regular_files_.count(*target) == 0) {
+      if (regular_files_.count(crypto::Sha256::Hash(*target)) == 0) {
         return absl::InvalidArgumentError(absl::StrCat(
             "hard link ", QuotePath(path), " points to ", QuotePath(*target),
             ", which is not an earlier regular file in the archive"));
@@ -292,7 +319,7 @@ class Builder {
             absl::StrCat(QuotePath(path), " changed size while it was being sealed"));
       }
       stats_.content_bytes += total;
-      regular_files_.insert(path);
+      if (track_regular_files_) regular_files_.insert(crypto::Sha256::Hash(path));
     }
     if (archive_write_finish_entry(out_.get()) < ARCHIVE_WARN) return WriteError(path);
     spooler_->Record(std::move(fe));  // a file's digest is filled in there
@@ -305,13 +332,22 @@ class Builder {
     CapsuleWriter* writer = sink_.writer;
     writer->MarkArchiveEnd();
     if (absl::Status s = spooler_->Flush(); !s.ok()) return s;
-    if (std::fflush(index_.get()) != 0 || std::fseek(index_.get(), 0, SEEK_SET) != 0) {
-      return absl::UnavailableError("cannot read back the temporary file index");
+    // The index's last records reach the file here: a full disk shows now (ENOSPC).
+    if (std::fflush(index_.get()) != 0) {
+      return ErrnoStatus("cannot write the temporary file index", errno);
+    }
+    if (std::fseek(index_.get(), 0, SEEK_SET) != 0) {
+      return ErrnoStatus("cannot read back the temporary file index", errno);
     }
     std::vector<uint8_t> buf(1 << 16);
     while (true) {
       const size_t n = std::fread(buf.data(), 1, buf.size(), index_.get());
-      if (n == 0) break;
+      if (n == 0) {
+        if (std::ferror(index_.get())) {
+          return ErrnoStatus("cannot read back the temporary file index", errno);
+        }
+        break;
+      }
       absl::Status s = writer->Append(absl::MakeConstSpan(buf.data(), n));
       if (!s.ok()) return s;
     }
@@ -319,6 +355,10 @@ class Builder {
   }
 
   void set_read_status(absl::Status s) { read_status_ = std::move(s); }
+  // Hard links are possible (an imported archive): remember the regular files added, for
+  // checking that a link names an earlier one. A directory walk never makes hard links, so it
+  // keeps nothing per file.
+  void track_regular_files() { track_regular_files_ = true; }
 
  private:
   absl::Status WriteError(const std::string& what) {
@@ -332,7 +372,17 @@ class Builder {
   std::unique_ptr<std::FILE, FileCloser> index_;
   std::unique_ptr<IndexSpooler> spooler_;  // writes to index_
   BuildStats stats_;
-  std::unordered_set<std::string> regular_files_;
+  // The SHA-256 of each regular file's path (32 bytes however long the path), only with
+  // track_regular_files_.
+  struct DigestHash {
+    size_t operator()(const crypto::Sha256Digest& d) const {
+      size_t h;
+      std::memcpy(&h, d.data(), sizeof(h));
+      return h;
+    }
+  };
+  std::unordered_set<crypto::Sha256Digest, DigestHash> regular_files_;
+  bool track_regular_files_ = false;
   absl::Status read_status_;
 };
 
@@ -341,97 +391,95 @@ std::string TrimTrailingSlashes(std::string p) {
   return p;
 }
 
-// Opens the regular file the directory walk listed as `entry`, for reading its contents. The
-// file is opened by the walk's path without following a final symlink, and must still be the
-// listed file (same device and inode, still regular): a file swapped in meanwhile is refused
-// as a change during sealing.
-absl::StatusOr<Fd> OpenListedFile(struct archive_entry* entry, const std::string& path) {
-  const char* source = archive_entry_sourcepath(entry);
-  if (source == nullptr) return absl::InternalError(absl::StrCat("no source for ", QuotePath(path)));
-  Fd fd(::open(source, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoStatus(absl::StrCat("cannot read ", QuotePath(path)), errno);
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) {
-    return ErrnoStatus(absl::StrCat("cannot read ", QuotePath(path)), errno);
-  }
-  if (!S_ISREG(st.st_mode) || st.st_dev != archive_entry_dev(entry) ||
-      st.st_ino != static_cast<ino_t>(archive_entry_ino64(entry))) {
-    return absl::AbortedError(
-        absl::StrCat(QuotePath(path), " changed while it was being sealed"));
-  }
-  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);  // a hint: its failure is harmless
-  return fd;
+// Adds the entry described by `entry` at `path`; a regular file's contents are read from
+// `file`, straight into the builder's buffer (through archive_read_data they would be copied
+// once more, in pieces of 64 KiB).
+absl::Status AddFromDisk(Builder& builder, struct archive_entry* entry, const std::string& path,
+                         const Fd& file) {
+  return builder.Add(entry, path, [&](uint8_t* buf, size_t n) -> la_ssize_t {
+    while (true) {
+      const ssize_t got = ::read(file.get(), buf, n);
+      if (got >= 0) return static_cast<la_ssize_t>(got);
+      if (errno == EINTR) continue;
+      builder.set_read_status(ErrnoStatus(absl::StrCat("cannot read ", QuotePath(path)), errno));
+      return -1;
+    }
+  });
 }
 
-absl::Status BuildFromPath(const std::string& input, Builder& builder) {
+// The input is opened once and everything below it is reached through descriptors
+// (capsule/tree_walk.h): a folder swapped for a symlink while we walk is refused, never followed
+// out of the tree. Each entry gets the metadata libarchive's disk reader gave it (the lstat,
+// and a symlink's target), so the archive is the one that reader produced.
+absl::Status BuildFromPath(const std::string& input, const SkipFile& skip_file,
+                           Builder& builder) {
   struct stat st;
   if (::lstat(input.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("input ", input, " does not exist"));
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return absl::NotFoundError(absl::StrCat("input ", input, " does not exist"));
+    }
+    return ErrnoStatus(absl::StrCat("cannot read input ", input), errno);
   }
   const bool is_dir = S_ISDIR(st.st_mode);
   if (!is_dir && !S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError(
         absl::StrCat("input ", input, " is neither a directory nor a regular file"));
   }
-  const std::string root = TrimTrailingSlashes(input);
-  ArchivePtr disk(archive_read_disk_new());
-  if (!disk) return absl::InternalError("cannot start the directory reader");
-  archive_read_disk_set_symlink_physical(disk.get());
-  archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_XATTR |
-                                                 ARCHIVE_READDISK_NO_ACL |
-                                                 ARCHIVE_READDISK_NO_FFLAGS);
-  if (archive_read_disk_open(disk.get(), root.c_str()) != ARCHIVE_OK) {
-    return absl::UnavailableError(absl::StrCat("cannot read ", input, ": ",
-                                               ArchiveError(disk.get())));
+  // O_NOFOLLOW keeps a symlink named as the input refused, as lstat refused it, should one be
+  // swapped in now; "link/" (a trailing slash) names the directory the link points to, for
+  // lstat as for open, and that directory is sealed.
+  Fd root(::open(input.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC |
+                                    (is_dir ? O_DIRECTORY : 0)));
+  const absl::Status changed =
+      absl::AbortedError(absl::StrCat("input ", input, " changed while it was being sealed"));
+  if (!root.valid()) {
+    if (errno == ELOOP || errno == ENOTDIR || errno == ENOENT) return changed;
+    return ErrnoStatus(absl::StrCat("cannot read input ", input), errno);
+  }
+  struct stat opened;
+  if (::fstat(root.get(), &opened) != 0) {
+    return ErrnoStatus(absl::StrCat("cannot read input ", input), errno);
+  }
+  if ((opened.st_mode & S_IFMT) != (st.st_mode & S_IFMT) || opened.st_dev != st.st_dev ||
+      opened.st_ino != st.st_ino) {
+    return changed;
   }
   EntryPtr entry(archive_entry_new());
-  while (true) {
-    archive_entry_clear(entry.get());
-    const int r = archive_read_next_header2(disk.get(), entry.get());
-    if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) {
-      return absl::UnavailableError(absl::StrCat("cannot read ", input, ": ",
-                                                 ArchiveError(disk.get())));
-    }
-    std::string name = archive_entry_pathname(entry.get());
-    if (is_dir) {
-      archive_read_disk_descend(disk.get());
-      if (name == root) continue;  // the input directory itself
-      if (name.compare(0, root.size() + 1, root + "/") != 0) {
-        return absl::InternalError(absl::StrCat("unexpected path ", QuotePath(name)));
-      }
-      name = name.substr(root.size() + 1);
-    } else {
-      const size_t slash = root.rfind('/');
-      name = slash == std::string::npos ? root : root.substr(slash + 1);
-    }
-    absl::StatusOr<std::string> path = NormalizeEntryPath(name);
+  if (!is_dir) {
+    const std::string root_name = TrimTrailingSlashes(input);
+    const size_t slash = root_name.rfind('/');
+    absl::StatusOr<std::string> path =
+        NormalizeEntryPath(slash == std::string::npos ? root_name : root_name.substr(slash + 1));
     if (!path.ok()) return path.status();
-    // A regular file's contents are read here, straight into the builder's buffer: through
-    // archive_read_data they would be copied once more, from libarchive's own buffer, in
-    // pieces of 64 KiB.
-    Fd file;
-    if (archive_entry_filetype(entry.get()) == AE_IFREG &&
-        archive_entry_hardlink(entry.get()) == nullptr) {
-      absl::StatusOr<Fd> opened = OpenListedFile(entry.get(), *path);
-      if (!opened.ok()) return opened.status();
-      file = std::move(*opened);
-    }
-    absl::Status s = builder.Add(entry.get(), *path, [&](uint8_t* buf, size_t n) -> la_ssize_t {
-      while (true) {
-        const ssize_t got = ::read(file.get(), buf, n);
-        if (got >= 0) return static_cast<la_ssize_t>(got);
-        if (errno == EINTR) continue;
-        builder.set_read_status(ErrnoStatus(absl::StrCat("cannot read ", QuotePath(*path)), errno));
-        return -1;
-      }
-    });
-    if (!s.ok()) return s;
+    archive_entry_copy_stat(entry.get(), &opened);
+    ::posix_fadvise(root.get(), 0, 0, POSIX_FADV_SEQUENTIAL);  // a hint: failing is harmless
+    return AddFromDisk(builder, entry.get(), *path, root);
   }
-  return absl::OkStatus();
+  return WalkTree(root.get(), [&](const WalkEntry& e) -> absl::Status {
+    if (skip_file && S_ISREG(e.st.st_mode) && e.st.st_dev == skip_file->first &&
+        e.st.st_ino == skip_file->second) {
+      return absl::OkStatus();  // the capsule being written, inside the tree
+    }
+    absl::StatusOr<std::string> path = NormalizeEntryPath(e.path);
+    if (!path.ok()) return path.status();
+    archive_entry_clear(entry.get());
+    archive_entry_copy_stat(entry.get(), &e.st);
+    Fd file;
+    if (S_ISREG(e.st.st_mode)) {
+      absl::StatusOr<Fd> opened_file = OpenListedFile(e);
+      if (!opened_file.ok()) return opened_file.status();
+      file = std::move(*opened_file);
+    } else if (S_ISLNK(e.st.st_mode)) {
+      absl::StatusOr<std::string> target = ReadListedLink(e);
+      if (!target.ok()) return target.status();
+      archive_entry_set_symlink(entry.get(), target->c_str());
+    }
+    return AddFromDisk(builder, entry.get(), *path, file);
+  });
 }
 
 absl::Status BuildFromArchive(const std::string& input, Builder& builder) {
+  builder.track_regular_files();
   // Unknown tar typeflags are refused as extraction refuses them (capsule/input_archive.h).
   absl::StatusOr<std::unique_ptr<InputArchive>> in = InputArchive::Open(input);
   if (!in.ok()) return in.status();
@@ -499,11 +547,12 @@ uint64_t EstimateContentBytes(const DatasetSource& source) {
   return g_estimate;
 }
 
-absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer) {
+absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer,
+                                        const SkipFile& skip_file) {
   Builder builder(writer);
   absl::Status s = builder.Open();
   if (!s.ok()) return s;
-  s = source.kind == DatasetSource::Kind::kPath ? BuildFromPath(source.path, builder)
+  s = source.kind == DatasetSource::Kind::kPath ? BuildFromPath(source.path, skip_file, builder)
                                                 : BuildFromArchive(source.path, builder);
   if (!s.ok()) return s;
   return builder.Finish();

@@ -4,14 +4,22 @@
 // Kept: regular files, directories, symlinks (not followed), hard links from imported archives,
 // permission bits (masked to 0777: setuid/setgid/sticky are dropped), mtimes.
 // Dropped: owners, ACLs, extended attributes, file flags, sparse maps (holes become zeros).
+// A directory is walked through descriptors (capsule/tree_walk.h): nothing outside it is read,
+// and a folder or file swapped for another (or for a symlink) while it is sealed fails with
+// kAborted "... changed while it was being sealed", as a file that changes size does. An input
+// named "link/" is the directory the symlink names; "link" is refused as a symlink.
 // Refused with kInvalidArgument naming the path: unsafe paths, symlinks whose target is absolute
 // or climbs out of the tree, device nodes, FIFOs, sockets, hard links to anything but an earlier
 // regular file.
 #ifndef BUNKER_CAPSULE_ARCHIVE_BUILDER_H_
 #define BUNKER_CAPSULE_ARCHIVE_BUILDER_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "capsule/writer.h"
@@ -25,6 +33,9 @@ struct DatasetSource {
   // kArchive: a tar/pax/zip file (optionally compressed), or "-" for standard input.
   std::string path;
 };
+
+// A file (device, inode) that a directory walk leaves out.
+using SkipFile = std::optional<std::pair<dev_t, ino_t>>;
 
 struct BuildStats {
   uint64_t files = 0;
@@ -40,7 +51,11 @@ uint64_t EstimateContentBytes(const DatasetSource& source);
 
 // Streams `source` into `writer` as the archive, marks the archive end, then appends the file
 // index. The caller calls writer->Finish(stats.entries()) afterwards.
-absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer);
+// `skip_file` (kPath only): a regular file the walk leaves out, by device and inode: the capsule
+// being written, whose temporary file may have a name inside the tree (capsule/io.h
+// AtomicFileWriter).
+absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer,
+                                        const SkipFile& skip_file = std::nullopt);
 
 }  // namespace bunker::capsule
 

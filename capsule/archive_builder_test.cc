@@ -340,3 +340,82 @@ TEST(ArchiveBuilderTest, MissingInputIsNotFound) {
 
 }  // namespace
 }  // namespace bunker::capsule
+
+namespace bunker::capsule {
+namespace {
+
+// -o inside the input folder where the file system lacks O_TMPFILE: the capsule's temporary file
+// has a name in the tree while the tree is walked, and the walk leaves it out (by device and
+// inode) instead of sealing the capsule into itself.
+TEST(ArchiveBuilderTest, TheCapsuleBeingWrittenIsNotSealedIntoItself) {
+  testing::Keys keys;
+  const std::string dir = MakeDataset();
+  // overwrite = true takes the named temporary file, as a file system without O_TMPFILE does.
+  auto out = AtomicFileWriter::Create(dir + "/self.capsule", 0644, /*overwrite=*/true);
+  ASSERT_TRUE(out.ok()) << out.status();
+  bool named = false;
+  for (const std::string& n : testing::ListDir(dir)) named |= n.find(".partial") != n.npos;
+  ASSERT_TRUE(named) << "the temporary file has no name in the tree: the test tests nothing";
+  WriterOptions opts;
+  opts.issuer = &keys.issuer;
+  opts.recipients = {keys.alice.public_identity()};
+  opts.chunk_size = 4096;
+  opts.created_at = 1790000000;
+  auto w = CapsuleWriter::Create(std::move(opts), out->get());
+  ASSERT_TRUE(w.ok()) << w.status();
+  DatasetSource src{DatasetSource::Kind::kPath, dir};
+  auto id = (*out)->FileId();
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto stats = BuildPayload(src, w->get(), *id);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->entries(), 7u);  // MakeDataset's 7, without the capsule
+  EXPECT_EQ(stats->files, 4u);
+}
+
+// The hard-link check of an imported archive still knows the earlier regular files (kept as
+// digests of their paths now, and only for archives).
+TEST(ArchiveBuilderTest, ImportedHardLinksStillNeedAnEarlierRegularFile) {
+  testing::Keys keys;
+  const std::string dir = testing::MakeTempDir();
+  const std::string tar = dir + "/in.tar";
+  struct archive* a = archive_write_new();
+  archive_write_set_format_pax_restricted(a);
+  ASSERT_EQ(archive_write_open_filename(a, tar.c_str()), ARCHIVE_OK);
+  struct archive_entry* e = archive_entry_new();
+  archive_entry_set_pathname(e, "dir/file");
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_perm(e, 0644);
+  archive_entry_set_size(e, 2);
+  archive_write_header(a, e);
+  archive_write_data(a, "hi", 2);
+  archive_entry_clear(e);
+  archive_entry_set_pathname(e, "good");
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_hardlink(e, "dir/file");
+  archive_write_header(a, e);
+  archive_entry_clear(e);
+  archive_entry_set_pathname(e, "bad");
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_hardlink(e, "dir/nothing");
+  archive_write_header(a, e);
+  archive_entry_free(e);
+  archive_write_close(a);
+  archive_write_free(a);
+
+  WriterOptions opts;
+  opts.issuer = &keys.issuer;
+  opts.recipients = {keys.alice.public_identity()};
+  opts.created_at = 1790000000;
+  MemorySink sink;
+  auto w = CapsuleWriter::Create(std::move(opts), &sink);
+  ASSERT_TRUE(w.ok());
+  auto stats = BuildPayload(DatasetSource{DatasetSource::Kind::kArchive, tar}, w->get());
+  ASSERT_FALSE(stats.ok());
+  EXPECT_EQ(stats.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(stats.status().message().find("\"bad\" points to \"dir/nothing\""),
+            absl::string_view::npos)
+      << stats.status();
+}
+
+}  // namespace
+}  // namespace bunker::capsule

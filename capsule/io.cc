@@ -168,7 +168,10 @@ absl::Status WriteAll(int fd, absl::Span<const uint8_t> data) {
 
 absl::StatusOr<std::unique_ptr<AtomicFileWriter>> AtomicFileWriter::Create(
     const std::string& path, int mode, bool overwrite) {
-  if (!overwrite && ::access(path.c_str(), F_OK) == 0) {
+  // lstat, not access: a dangling symlink at `path` is there too, and Commit (which never
+  // follows or replaces it) would fail only after all the data was written.
+  struct stat existing;
+  if (!overwrite && ::lstat(path.c_str(), &existing) == 0) {
     return absl::AlreadyExistsError(absl::StrCat(path, " already exists"));
   }
   const size_t slash = path.rfind('/');
@@ -198,6 +201,12 @@ absl::StatusOr<std::unique_ptr<AtomicFileWriter>> AtomicFileWriter::Create(
 AtomicFileWriter::AtomicFileWriter(std::string path, std::string tmp, Fd fd, bool overwrite)
     : path_(std::move(path)), tmp_(std::move(tmp)), fd_(std::move(fd)), overwrite_(overwrite) {
   buffer_.reserve(kWriteBuffer);
+}
+
+absl::StatusOr<std::pair<dev_t, ino_t>> AtomicFileWriter::FileId() const {
+  struct stat st;
+  if (::fstat(fd_.get(), &st) != 0) return ErrnoStatus(absl::StrCat("cannot stat ", path_), errno);
+  return std::make_pair(st.st_dev, st.st_ino);
 }
 
 AtomicFileWriter::~AtomicFileWriter() {

@@ -2,9 +2,12 @@
 #ifndef BUNKER_CAPSULE_IO_H_
 #define BUNKER_CAPSULE_IO_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -92,6 +95,9 @@ class AtomicFileWriter : public WritableFile {
   ~AtomicFileWriter() override;
   absl::Status Append(absl::Span<const uint8_t> data) override;
   absl::Status Commit();
+  // The device and inode of the file being written, for a caller that must not read it back
+  // (sealing a tree that holds it: the fallback's temporary file has a name there).
+  absl::StatusOr<std::pair<dev_t, ino_t>> FileId() const;
 
  private:
   AtomicFileWriter(std::string path, std::string tmp, Fd fd, bool overwrite);

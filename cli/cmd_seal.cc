@@ -88,10 +88,14 @@ int RunSeal(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<capsule::AtomicFileWriter>> out =
       capsule::AtomicFileWriter::Create(out_path, 0644);
   if (!out.ok()) return ctx.Fail(out.status(), "choose another output name");
+  // With -o inside the input folder, the capsule being written is not part of the dataset.
+  absl::StatusOr<std::pair<dev_t, ino_t>> out_id = (*out)->FileId();
+  if (!out_id.ok()) return ctx.Fail(out_id.status());
   absl::StatusOr<std::unique_ptr<capsule::CapsuleWriter>> writer =
       capsule::CapsuleWriter::Create(std::move(opts), out->get());
   if (!writer.ok()) return ctx.Fail(writer.status());
-  absl::StatusOr<capsule::BuildStats> stats = capsule::BuildPayload(source, writer->get());
+  absl::StatusOr<capsule::BuildStats> stats =
+      capsule::BuildPayload(source, writer->get(), *out_id);
   if (!stats.ok()) return ctx.Fail(stats.status());
   absl::StatusOr<capsule::Manifest> manifest = (*writer)->Finish(stats->entries());
   if (!manifest.ok()) return ctx.Fail(manifest.status());

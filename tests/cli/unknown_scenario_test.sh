@@ -26,7 +26,8 @@ check "$dir/mount_scenarios.sh" /bin/false /bin/false
 check "$dir/s3_read_scenarios.sh" /bin/false /bin/false
 check "$dir/s3_store_scenarios.sh" /bin/false /bin/false
 check "$dir/s3_hostile_scenarios.sh" /bin/false
+check "$dir/seal_scenarios.sh" /bin/false /bin/false
 # Every runner in the folder is covered above.
 n=$(ls "$dir"/*scenarios.sh | wc -l)
-[ "$n" -eq 8 ] || { echo "FAIL: $n scenario runners, this test checks 8" >&2; rc=1; }
+[ "$n" -eq 9 ] || { echo "FAIL: $n scenario runners, this test checks 9" >&2; rc=1; }
 exit $rc

@@ -202,14 +202,6 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
         "capsule mount is served by the site's verifier service: give --site with a site file "
         "that names a \"socket\" (and no --direct)");
   }
-  // The operator's process writes the site's state (audit log, use counts) as its own user:
-  // only as the user the state belongs to, or the service would be shut out of files written
-  // by another (root).
-  if (config) {
-    absl::Status own = site::CheckRunsAsStateOwner(*config, ctx.Who() + " --direct",
-                                                   ctx.Who() + " ... --direct");
-    if (!own.ok()) return own;
-  }
   std::optional<crypto::Identity> identity;
   std::vector<crypto::PublicIdentity> trusted;
   {
@@ -228,6 +220,14 @@ absl::StatusOr<SiteRun> RunSiteRequest(const Context& ctx, const std::string& ca
         capsule::LoadTrust(config ? config->trust : a.GetAll("trust"));
     if (!t.ok()) return t.status();
     trusted = std::move(*t);
+  }
+  // Then (whoever cannot read the key is told that first): the operator's process writes the
+  // site's state (audit log, use counts) as its own user, so only as the user the state belongs
+  // to, or the service would be shut out of files written by another (root).
+  if (config) {
+    absl::Status own = site::CheckRunsAsStateOwner(*config, ctx.Who() + " --direct",
+                                                   ctx.Who() + " ... --direct");
+    if (!own.ok()) return own;
   }
   std::optional<site::Gate> gate;
   if (config) {

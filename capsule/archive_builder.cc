@@ -19,6 +19,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "capsule/fd.h"
 #include "capsule/file_index.h"
@@ -492,7 +493,13 @@ absl::Status BuildFromArchive(const std::string& input, Builder& builder) {
     // Sealed, either would be a capsule that does not open, or holds other names.
     const bool tar =
         (archive_format((*in)->get()) & ARCHIVE_FORMAT_BASE_MASK) == ARCHIVE_FORMAT_TAR;
-    if (h < ARCHIVE_WARN || (h == ARCHIVE_WARN && tar)) {
+    // Except a name that is not UTF-8 in a pax record without hdrcharset (GNU tar
+    // --format=posix writes raw bytes so): its bytes are the name, as for a folder sealed with
+    // such names, and seal writes them with hdrcharset=BINARY, which extraction takes.
+    const bool only_charset =
+        h == ARCHIVE_WARN && tar &&
+        absl::StrContains(ArchiveError((*in)->get()), "can't be converted from UTF-8");
+    if (h < ARCHIVE_WARN || (h == ARCHIVE_WARN && tar && !only_charset)) {
       // The raw header check names a second pax header more plainly than libarchive does.
       const char* named = h == ARCHIVE_WARN ? archive_entry_pathname(entry) : nullptr;
       if (named != nullptr) {

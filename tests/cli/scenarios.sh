@@ -408,6 +408,14 @@ scenario_ls_names_one_to_one() {
   expect_out '"pathHex": *"626164fffe"'
   expect_out '"pathHex": *"626164fffd"'
   [ "$(grep -c pathHex "$WORK/.stdout")" = 2 ] || fail "pathHex given for UTF-8 names"
+  # The same names from a tar of GNU tar --format=posix (raw bytes in pax records, no
+  # hdrcharset): sealed as they are, opened back byte for byte.
+  if tar --version 2>/dev/null | grep -q 'GNU tar'; then
+    tar --format=posix -cf posix.tar -C data . 2>/dev/null || fail "tar --format=posix"
+    expect_exit 0 "$CAPSULE" seal posix.tar --from-tar -o p.capsule --sign issuer.key --to alice.pub
+    expect_exit 0 "$CAPSULE" open p.capsule --identity alice.key --trust issuer.pub --to back
+    diff -r data back || fail "the names from a posix tar did not come back as they were"
+  fi
 }
 
 scenario_missing_inputs() {

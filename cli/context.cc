@@ -202,6 +202,12 @@ bool Context::AskedForJson() const {
     const std::string_view arg = argv_[i];
     if (arg == "--") return false;
     if (arg == "--json") return true;
+    // An option's value is not an option: `--purpose --json` asked for no JSON.
+    if (arg.size() > 2 && arg.substr(0, 2) == "--" && arg.find('=') == std::string_view::npos) {
+      for (const OptionSpec& o : spec_.options) {
+        if (o.takes_value && arg.substr(2) == o.name) ++i;
+      }
+    }
   }
   return false;
 }

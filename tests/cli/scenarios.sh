@@ -349,6 +349,9 @@ scenario_usage_escapes_and_json_errors() {
   expect_out '"error": "missing INPUT", "exitStatus": 2'
   expect_exit 2 "$CAPSULE" keygen --json --bogus
   expect_out '"exitStatus": *2'
+  # ... but an option's value "--json" asked for no JSON.
+  expect_exit 2 "$CAPSULE" ls --purpose --json
+  [ ! -s "$WORK/.stdout" ] || fail "JSON for a --json that was --purpose's value"
   # An empty value names nothing: a bad command line (2), for every option and argument, not
   # a file "" not found (6) or an empty destination (3).
   local bad

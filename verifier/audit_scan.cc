@@ -176,14 +176,21 @@ absl::StatusOr<ScanResult> Scan(const capsule::RandomAccessFile& log,
 
 namespace {
 
-// A site's log is its user's alone (its state folder 0700): who may read it, for a hint.
-std::string OwnerOfFolderOf(const std::string& path) {
+// A site's log is its user's alone (its state folder 0700): who may read it, for a hint. Empty
+// when the folder is this process's own (the daemon itself: a file in it that it cannot read
+// is another matter, and "run this as ..." would mislead) or cannot be told.
+std::string OwnerOfFolderOf(const std::string& path, bool* mine) {
+  *mine = false;
   const size_t slash = path.rfind('/');
   const std::string folder = slash == std::string::npos ? "."
                              : slash == 0               ? "/"
                                                         : path.substr(0, slash);
   struct stat st;
   if (::stat(folder.c_str(), &st) != 0) return "";
+  if (st.st_uid == ::geteuid()) {
+    *mine = true;
+    return "";
+  }
   struct passwd pw, *found = nullptr;
   char buf[4096];
   if (::getpwuid_r(st.st_uid, &pw, buf, sizeof buf, &found) != 0 || found == nullptr) return "";
@@ -199,7 +206,9 @@ absl::StatusOr<Fd> OpenForReading(const std::string& path) {
     const int err = errno;
     absl::Status s = capsule::ErrnoStatus(absl::StrCat("cannot open ", path), err);
     if (err != EACCES) return s;
-    const std::string owner = OwnerOfFolderOf(path);
+    bool mine = false;
+    const std::string owner = OwnerOfFolderOf(path, &mine);
+    if (mine) return s;
     if (owner.empty()) {
       return WithHint(s, "a site's audit log is its user's alone: run this as root or as that user");
     }

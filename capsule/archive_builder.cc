@@ -3,7 +3,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -534,24 +533,26 @@ absl::Status BuildFromArchive(const std::string& input, Builder& builder) {
   return absl::OkStatus();
 }
 
-thread_local uint64_t g_estimate = 0;
-
-int AddSize(const char*, const struct stat* st, int type, struct FTW*) {
-  if (type == FTW_F && S_ISREG(st->st_mode)) g_estimate += static_cast<uint64_t>(st->st_size);
-  return 0;
-}
-
 }  // namespace
 
 uint64_t EstimateContentBytes(const DatasetSource& source) {
+  struct stat st;
   if (source.kind == DatasetSource::Kind::kArchive) {
-    struct stat st;
     if (source.path == "-" || ::stat(source.path.c_str(), &st) != 0) return 0;
     return static_cast<uint64_t>(st.st_size);
   }
-  g_estimate = 0;
-  ::nftw(source.path.c_str(), AddSize, 32, FTW_PHYS);
-  return g_estimate;
+  // Through descriptors like the seal's own walk (capsule/tree_walk.h), never by path: a folder
+  // swapped for a symlink must not lead even this count out of the tree. 0 if it fails.
+  Fd root(::open(source.path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!root.valid() || ::fstat(root.get(), &st) != 0) return 0;
+  if (S_ISREG(st.st_mode)) return static_cast<uint64_t>(st.st_size);
+  if (!S_ISDIR(st.st_mode)) return 0;
+  uint64_t total = 0;
+  const absl::Status walked = WalkTree(root.get(), [&total](const WalkEntry& e) {
+    if (S_ISREG(e.st.st_mode)) total += static_cast<uint64_t>(e.st.st_size);
+    return absl::OkStatus();
+  });
+  return walked.ok() ? total : 0;
 }
 
 absl::StatusOr<BuildStats> BuildPayload(const DatasetSource& source, CapsuleWriter* writer,

@@ -144,6 +144,26 @@ TEST(ArchiveBuilderTest, EveryFileRecordHasItsOwnContentsDigest) {
   EXPECT_EQ(files, 302);
 }
 
+// The progress estimate counts the tree's regular files through descriptors, as the seal's walk
+// reads them: a symlink to a folder outside adds nothing (it was walked by path with nftw, which
+// a folder swapped for a symlink mid-count led out of the tree).
+TEST(ArchiveBuilderTest, TheEstimateCountsOnlyTheTreesOwnFiles) {
+  const std::string dir = testing::MakeTempDir();
+  const std::string outside = testing::MakeTempDir();
+  testing::WriteFile(outside + "/big", std::string(5000, 'x'));
+  ASSERT_EQ(::mkdir((dir + "/sub").c_str(), 0755), 0);
+  testing::WriteFile(dir + "/a", "12345");
+  testing::WriteFile(dir + "/sub/b", "123");
+  ASSERT_EQ(::symlink(outside.c_str(), (dir + "/out").c_str()), 0);
+  DatasetSource source;
+  source.path = dir;
+  EXPECT_EQ(EstimateContentBytes(source), 8u);
+  source.path = dir + "/a";
+  EXPECT_EQ(EstimateContentBytes(source), 5u);
+  source.path = dir + "/out";  // a symlink named as the input is refused by seal: nothing
+  EXPECT_EQ(EstimateContentBytes(source), 0u);
+}
+
 TEST(ArchiveBuilderTest, SingleFileInput) {
   Keys keys;
   const std::string dir = testing::MakeTempDir();

@@ -162,7 +162,10 @@ absl::StatusOr<Fd> OpenListedFile(const WalkEntry& entry) {
   Fd fd(::openat(entry.dir_fd, entry.name.c_str(),
                  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   if (!fd.valid()) {
-    if (errno == ELOOP || errno == ENOENT) return Changed(entry.path);
+    // ENXIO: a socket now (open refuses one); EISDIR, a directory: either is a change.
+    if (errno == ELOOP || errno == ENOENT || errno == ENXIO || errno == EISDIR) {
+      return Changed(entry.path);
+    }
     return ReadError(entry.path, errno);
   }
   struct stat st;

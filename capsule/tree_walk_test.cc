@@ -2,11 +2,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
@@ -136,6 +139,26 @@ TEST(TreeWalkTest, AFileSwappedForASymlinkIsRefusedWhenOpened) {
   const absl::Status s = WalkTree(root.get(), [&](const WalkEntry& e) -> absl::Status {
     EXPECT_EQ(::unlink((dir + "/f").c_str()), 0);
     EXPECT_EQ(::symlink((outside + "/secret").c_str(), (dir + "/f").c_str()), 0);
+    return OpenListedFile(e).status();
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  EXPECT_EQ(s.message(), "\"f\" changed while it was being sealed");
+}
+
+// A file swapped for a socket (which open refuses with ENXIO) is a change too, not a read error.
+TEST(TreeWalkTest, AFileSwappedForASocketIsAChange) {
+  const std::string dir = testing::MakeTempDir();
+  testing::WriteFile(dir + "/f", "f");
+  Fd root = OpenDir(dir);
+  const absl::Status s = WalkTree(root.get(), [&](const WalkEntry& e) -> absl::Status {
+    EXPECT_EQ(::unlink((dir + "/f").c_str()), 0);
+    Fd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    struct sockaddr_un addr {};
+    addr.sun_family = AF_UNIX;
+    const std::string path = dir + "/f";
+    if (path.size() >= sizeof addr.sun_path) return absl::OkStatus();  // folder too deep to test
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    EXPECT_EQ(::bind(sock.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
     return OpenListedFile(e).status();
   });
   EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;

@@ -11,9 +11,11 @@ HOSTILE_USER=bunker-test-mallory
 . "$(dirname "$0")/lib.sh"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bunker-seal-XXXXXX")
 RACER_PID=""
+SHM_DIR=""
 cleanup() {
   local rc=$?
   [ -n "$RACER_PID" ] && { kill -9 "$RACER_PID" 2>/dev/null; wait "$RACER_PID" 2>/dev/null; }
+  [ -n "$SHM_DIR" ] && rm -rf "$SHM_DIR"
   mountpoint -q "$WORK/small" 2>/dev/null && umount "$WORK/small"
   remove_work $rc
 }
@@ -167,18 +169,29 @@ scenario_seal_output_is_checked_first() {
 # against 24, 114 MiB at 300,000 files with longer names).
 scenario_seal_memory_does_not_grow_with_files() {
   [ -x /usr/bin/time ] || { echo "SKIP [$SCENARIO]: needs /usr/bin/time (GNU time)" >&2; exit 77; }
+  # AddressSanitizer's shadow memory and quarantine are no measure of the program's own.
+  if ldd "$CAPSULE" 2>/dev/null | grep -q libasan; then
+    echo "SKIP [$SCENARIO]: peak RSS is not measured in a sanitizer build" >&2
+    exit 77
+  fi
   need python3
   keys
-  python3 -c '
+  # 100,000 files: on a tmpfs when there is one (making them on a disk file system takes
+  # 10-20 s of kernel time here; sealing them, 2 s).
+  local tree=many
+  if [ -d /dev/shm ] && [ -w /dev/shm ] && SHM_DIR=$(mktemp -d /dev/shm/bunker-seal-XXXXXX 2>/dev/null); then
+    tree=$SHM_DIR/many
+  fi
+  TREE=$tree python3 -c '
 import os
 for d in range(100):
-    p = "many/folder_%04d" % d
+    p = os.environ["TREE"] + "/folder_%04d" % d
     os.makedirs(p)
     for i in range(1000):
         with open("%s/a_sample_file_with_a_longer_name_%06d.txt" % (p, i), "w") as f:
             f.write("x")
 ' || fail "cannot make the files"
-  expect_exit 0 /usr/bin/time -f "maxrss %M" "$CAPSULE" seal many -o many.capsule --sign owner.key \
+  expect_exit 0 /usr/bin/time -f "maxrss %M" "$CAPSULE" seal "$tree" -o many.capsule --sign owner.key \
     --to owner.pub --threads 2
   local kib; kib=$(sed -n 's/^maxrss \([0-9]*\)$/\1/p' "$WORK/.stderr")
   [ -n "$kib" ] || { cat "$WORK/.stderr"; fail "no maxrss"; }

@@ -413,7 +413,8 @@ scenario_ls_names_one_to_one() {
   [ "$(grep -c pathHex "$WORK/.stdout")" = 2 ] || fail "pathHex given for UTF-8 names"
   # The same names from a tar of GNU tar --format=posix (raw bytes in pax records, no
   # hdrcharset): sealed as they are, opened back byte for byte.
-  if tar --version 2>/dev/null | grep -q 'GNU tar'; then
+  local tar_version; tar_version=$(tar --version 2>/dev/null)
+  if [[ $tar_version == *"GNU tar"* ]]; then
     tar --format=posix -cf posix.tar -C data . 2>/dev/null || fail "tar --format=posix"
     expect_exit 0 "$CAPSULE" seal posix.tar --from-tar -o p.capsule --sign issuer.key --to alice.pub
     expect_exit 0 "$CAPSULE" open p.capsule --identity alice.key --trust issuer.pub --to back
